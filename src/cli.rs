@@ -1,0 +1,169 @@
+//! The `pluspay` command line (CONTRACT.md §3).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::config::{LogFormat, Settings};
+use crate::domain::outcome::{CommandResult, Status};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pluspay",
+    version,
+    about = "The money engine behind the Plus Pay wallet"
+)]
+pub struct Cli {
+    /// Settings file [default: config/pluspay.toml, if present]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Worker and webhook listener in one process (the local default).
+    Run,
+    /// The command worker alone.
+    Worker,
+    /// Apply migrations/ to the database (idempotent).
+    Migrate,
+    /// Publish one command, wait for its result and print it. Exit 0 succeeded, 1 rejected.
+    Send {
+        /// Command type, e.g. transfer
+        #[arg(value_name = "TYPE")]
+        kind: String,
+        /// The acting user's id
+        #[arg(long)]
+        user: i64,
+        /// The command's data, a JSON object
+        #[arg(long)]
+        data: Option<String>,
+        /// Idempotency key [default: a new UUID]
+        #[arg(long)]
+        id: Option<String>,
+        /// Seconds to wait for the result
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Check the ledger's invariants; print a JSON report; exit 1 if one fails.
+    Audit,
+}
+
+/// Exit codes beyond 0 and 1: something went wrong before an answer could be given.
+const EXIT_ERROR: u8 = 2;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("pluspay: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    init_logging(&settings);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("pluspay: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    match runtime.block_on(dispatch(cli.command, settings)) {
+        Ok(code) => code,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("pluspay: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn init_logging(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log.filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match settings.log.format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run | Command::Worker => {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            info!(?settings, "starting the worker");
+            crate::worker::run(settings, shutdown).await?;
+            info!("stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let mut client = crate::db::connect(&settings.database.url).await?;
+            let applied = crate::db::migrate::migrate(&mut client).await?;
+            println!("{}", serde_json::json!({ "applied": applied }));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Send {
+            kind,
+            user,
+            data,
+            id,
+            timeout,
+        } => {
+            let request = crate::send::SendRequest {
+                kind,
+                user_id: user,
+                data,
+                id,
+                timeout: Duration::from_secs(timeout),
+            };
+            let body = crate::send::send(&settings, &request).await?;
+            println!("{body}");
+            let succeeded = serde_json::from_str::<CommandResult>(&body)
+                .map(|r| r.status == Status::Succeeded)
+                .unwrap_or(false);
+            Ok(if succeeded {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Audit => {
+            let mut client = crate::db::connect(&settings.database.url).await?;
+            let report = crate::db::audit::run(&mut client).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}
+
+/// SIGTERM (systemd) and SIGINT (a terminal) both ask for a graceful stop.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: shutting down"),
+        _ = int.recv() => info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,388 @@
+//! Settings: built-in defaults, then `config/pluspay.toml` (or `--config FILE`), then `PLUSPAY_*`
+//! environment variables. `PLUSPAY_<SECTION>_<KEY>` sets `<key>` of `[<section>]`, so
+//! `PLUSPAY_DATABASE_URL` is `[database] url` and `PLUSPAY_PINGPP_API_BASE` is `[pingpp] api_base`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_CONFIG_FILE: &str = "config/pluspay.toml";
+
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub amqp: AmqpSettings,
+    pub worker: WorkerSettings,
+    pub webhook: WebhookSettings,
+    pub metrics: MetricsSettings,
+    pub pingpp: PingppSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub pool_size: usize,
+    /// How long a command waits for a pooled connection before the attempt counts as failed.
+    pub pool_timeout_ms: u64,
+}
+
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpSettings {
+    pub url: String,
+    /// Prefix of every exchange and queue name: `<namespace>.commands`, `.results`, ...
+    pub namespace: String,
+    pub prefetch: u16,
+    /// Deliveries of one message before the broker dead-letters it.
+    pub delivery_limit: u32,
+}
+
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    /// Commands applied at the same time by one worker process.
+    pub concurrency: usize,
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    pub listen: SocketAddr,
+}
+
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PingppSettings {
+    pub api_base: String,
+    pub app_id: String,
+    pub secret_key: String,
+    /// Path to the merchant's PEM private key; empty: requests are not signed.
+    pub private_key: Option<PathBuf>,
+    /// Path to Ping++'s PEM public key, which signs webhooks.
+    pub public_key: Option<PathBuf>,
+    pub timeout_ms: u64,
+    pub max_retries: u32,
+}
+
+#[derive(Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Clone, Serialize, Deserialize, PartialEq, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `pluspay=debug,lapin=warn`; RUST_LOG wins when set.
+    pub filter: String,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings {
+            url: "postgres://postgres@127.0.0.1:15432/pluspay".into(),
+            pool_size: 16,
+            pool_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl Default for AmqpSettings {
+    fn default() -> Self {
+        AmqpSettings {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            namespace: "pluspay".into(),
+            prefetch: 64,
+            delivery_limit: 20,
+        }
+    }
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            concurrency: 16,
+            shutdown_timeout_secs: 30,
+        }
+    }
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            listen: ([127, 0, 0, 1], 8080).into(),
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings {
+            listen: ([127, 0, 0, 1], 9187).into(),
+        }
+    }
+}
+
+impl Default for PingppSettings {
+    fn default() -> Self {
+        PingppSettings {
+            api_base: "https://api.pingxx.com".into(),
+            app_id: String::new(),
+            secret_key: String::new(),
+            private_key: None,
+            public_key: None,
+            timeout_ms: 10_000,
+            max_retries: 3,
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: LogFormat::Human,
+            filter: "info".into(),
+        }
+    }
+}
+
+/// Start-up refuses a bad setting with a message naming it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("bad setting: {0}")]
+    Invalid(String),
+}
+
+const SECTIONS: [&str; 7] = [
+    "database", "amqp", "worker", "webhook", "metrics", "pingpp", "log",
+];
+
+impl Settings {
+    /// Loads the settings. An explicitly named file must exist; the default one may be absent.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, Env::prefixed("PLUSPAY_"))
+    }
+
+    fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match file {
+            Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.into())),
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE))
+            }
+            None => {}
+        }
+        figment = figment.merge(env.map(|key| {
+            // `database_url` -> `database.url`; a variable naming no section stays as it is and
+            // is then refused as an unknown setting.
+            let key = key.as_str().to_ascii_lowercase();
+            match SECTIONS.iter().find(|s| {
+                key.len() > s.len() && key.starts_with(*s) && key.as_bytes()[s.len()] == b'_'
+            }) {
+                Some(section) => format!("{section}.{}", &key[section.len() + 1..]).into(),
+                None => key.into(),
+            }
+        }));
+        let settings: Settings = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.database.url.parse::<tokio_postgres::Config>().is_err() {
+            return invalid("database.url (PLUSPAY_DATABASE_URL) is not a PostgreSQL URL");
+        }
+        if self.database.pool_size == 0 {
+            return invalid("database.pool_size must be at least 1");
+        }
+        if !(self.amqp.url.starts_with("amqp://") || self.amqp.url.starts_with("amqps://"))
+            || self.amqp.url.parse::<lapin::uri::AMQPUri>().is_err()
+        {
+            return invalid("amqp.url (PLUSPAY_AMQP_URL) is not an AMQP URL");
+        }
+        if self.amqp.namespace.is_empty()
+            || !self
+                .amqp
+                .namespace
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return invalid("amqp.namespace must be letters, digits, '.', '_' or '-'");
+        }
+        if self.amqp.prefetch == 0 {
+            return invalid("amqp.prefetch must be at least 1");
+        }
+        if self.amqp.delivery_limit == 0 {
+            return invalid("amqp.delivery_limit must be at least 1");
+        }
+        if self.worker.concurrency == 0 {
+            return invalid("worker.concurrency must be at least 1");
+        }
+        if !(self.pingpp.api_base.starts_with("http://")
+            || self.pingpp.api_base.starts_with("https://"))
+        {
+            return invalid("pingpp.api_base (PLUSPAY_PINGPP_API_BASE) must be an http(s) URL");
+        }
+        Ok(())
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.worker.shutdown_timeout_secs)
+    }
+}
+
+/// Hides the password in a URL, for logs and Debug output.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+// Secrets never reach logs: Debug shows URLs without passwords and keys as set or not.
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("database.url", &redact_url(&self.database.url))
+            .field("database.pool_size", &self.database.pool_size)
+            .field("amqp.url", &redact_url(&self.amqp.url))
+            .field("amqp.namespace", &self.amqp.namespace)
+            .field("amqp.prefetch", &self.amqp.prefetch)
+            .field("worker.concurrency", &self.worker.concurrency)
+            .field("webhook.listen", &self.webhook.listen)
+            .field("metrics.listen", &self.metrics.listen)
+            .field("pingpp.api_base", &self.pingpp.api_base)
+            .field("pingpp.app_id", &self.pingpp.app_id)
+            .field(
+                "pingpp.secret_key",
+                &if self.pingpp.secret_key.is_empty() {
+                    "<unset>"
+                } else {
+                    "<set>"
+                },
+            )
+            .field("log", &self.log)
+            .finish()
+    }
+}
+
+// figment's Jail reports failures as a large error type; these tests only unwrap.
+#[cfg(test)]
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load(jail: &Jail, file: Option<&str>) -> Result<Settings, ConfigError> {
+        let _ = jail;
+        Settings::load_from(file.map(Path::new), Env::prefixed("PLUSPAY_"))
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        Jail::expect_with(|jail| {
+            let s = load(jail, None).unwrap();
+            assert_eq!(s.amqp.namespace, "pluspay");
+            assert_eq!(s.worker.shutdown_timeout_secs, 30);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_environment() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "p.toml",
+                "[database]\nurl = \"postgres://a@h/db\"\n[amqp]\nprefetch = 7\n",
+            )?;
+            jail.set_env("PLUSPAY_DATABASE_URL", "postgres://b@h/db");
+            jail.set_env("PLUSPAY_PINGPP_API_BASE", "http://127.0.0.1:1");
+            jail.set_env("PLUSPAY_WEBHOOK_LISTEN", "127.0.0.1:9999");
+            let s = load(jail, Some("p.toml")).unwrap();
+            assert_eq!(s.database.url, "postgres://b@h/db");
+            assert_eq!(s.amqp.prefetch, 7);
+            assert_eq!(s.pingpp.api_base, "http://127.0.0.1:1");
+            assert_eq!(s.webhook.listen.port(), 9999);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        Jail::expect_with(|jail| {
+            jail.set_env("PLUSPAY_AMQP_PREFETCH", "many");
+            let err = load(jail, None).unwrap_err().to_string();
+            assert!(err.to_lowercase().contains("amqp.prefetch"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("PLUSPAY_DATABSE_URL", "postgres://x@h/db");
+            let err = load(jail, None).unwrap_err().to_string();
+            assert!(err.contains("databse_url"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.create_file("p.toml", "[amqp]\nurl = \"http://nope\"\n")?;
+            let err = load(jail, Some("p.toml")).unwrap_err().to_string();
+            assert!(err.contains("amqp.url"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            let err = load(jail, Some("missing.toml")).unwrap_err().to_string();
+            assert!(err.contains("missing.toml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug() {
+        let mut s = Settings::default();
+        s.database.url = "postgres://u:hunter2@h/db".into();
+        s.amqp.url = "amqp://u:s3cret@h/%2f".into();
+        s.pingpp.secret_key = "sk_live_abc".into();
+        let shown = format!("{s:?}");
+        for secret in ["hunter2", "s3cret", "sk_live_abc"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert_eq!(
+            redact_url("amqp://guest:guest@h:5672/%2f"),
+            "amqp://guest:***@h:5672/%2f"
+        );
+    }
+}

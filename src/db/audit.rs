@@ -1,0 +1,98 @@
+//! The ledger's invariants (CONTRACT.md §3), checked by `pluspay audit`.
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio_postgres::Client;
+
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    /// How many rows break the invariant.
+    pub violations: i64,
+    /// A few of them, to start the investigation.
+    pub examples: Vec<Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub ok: bool,
+    pub checks: Vec<Check>,
+}
+
+/// Each query returns one JSON value per violation.
+const CHECKS: &[(&str, &str)] = &[
+    (
+        "balance_equals_entries",
+        "SELECT json_build_object('account_id', a.id, 'kind', a.kind, 'user_id', a.user_id,
+                'name', a.name, 'balance', a.balance, 'entries', coalesce(e.sum, 0))
+         FROM accounts a
+         LEFT JOIN (SELECT account_id, sum(amount) AS sum FROM ledger_entries GROUP BY account_id) e
+                ON e.account_id = a.id
+         WHERE a.balance <> coalesce(e.sum, 0)",
+    ),
+    (
+        "totals_match_balance",
+        "SELECT json_build_object('account_id', id, 'balance', balance,
+                'total_income', total_income, 'total_expenses', total_expenses)
+         FROM accounts WHERE balance <> total_income - total_expenses",
+    ),
+    (
+        "no_negative_balance",
+        "SELECT json_build_object('account_id', id, 'kind', kind, 'user_id', user_id, 'balance', balance)
+         FROM accounts WHERE balance < 0 AND NOT may_go_negative",
+    ),
+    (
+        "entries_sum_to_zero",
+        "SELECT json_build_object('unit', a.unit, 'sum', sum(e.amount))
+         FROM ledger_entries e JOIN accounts a ON a.id = e.account_id
+         GROUP BY a.unit HAVING sum(e.amount) <> 0",
+    ),
+    (
+        "each_journal_balances",
+        "SELECT json_build_object('journal_id', e.journal_id, 'unit', a.unit, 'sum', sum(e.amount))
+         FROM ledger_entries e JOIN accounts a ON a.id = e.account_id
+         GROUP BY e.journal_id, a.unit HAVING sum(e.amount) <> 0",
+    ),
+    (
+        "every_command_has_a_result",
+        "SELECT json_build_object('command_id', id) FROM commands WHERE result IS NULL",
+    ),
+    (
+        "succeeded_orders_have_entries",
+        "SELECT json_build_object('order_id', o.id, 'owner_id', o.owner_id, 'amount', o.amount)
+         FROM wallet_orders o
+         WHERE o.state = 1 AND NOT EXISTS (
+             SELECT 1 FROM ledger_entries e JOIN accounts a ON a.id = e.account_id
+             WHERE e.journal_id = o.journal_id AND a.kind = 'wallet'
+               AND a.user_id = o.owner_id AND e.amount = o.type * o.amount)",
+    ),
+];
+
+const EXAMPLES: usize = 5;
+
+/// Runs every check in one repeatable-read snapshot, so concurrent traffic can't produce a
+/// false alarm between two queries.
+pub async fn run(client: &mut Client) -> Result<Report, tokio_postgres::Error> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let mut checks = Vec::new();
+    for (name, sql) in CHECKS {
+        let rows = tx.query(*sql, &[]).await?;
+        checks.push(Check {
+            name,
+            ok: rows.is_empty(),
+            violations: rows.len() as i64,
+            examples: rows.iter().take(EXAMPLES).map(|r| r.get(0)).collect(),
+        });
+    }
+    tx.commit().await?;
+    Ok(Report {
+        ok: checks.iter().all(|c| c.ok),
+        checks,
+    })
+}

@@ -1,0 +1,108 @@
+//! Applies migrations/ in order, each in its own transaction, under an advisory lock so several
+//! instances starting together apply each file once. A file changed after it was applied is
+//! refused rather than silently skipped.
+
+use sha2::{Digest, Sha256};
+use tokio_postgres::Client;
+
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every file of migrations/, embedded so the binary carries its own schema.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "0001_ledger.sql",
+    sql: include_str!("../../migrations/0001_ledger.sql"),
+}];
+
+/// An arbitrary constant shared by every pluspay instance.
+const MIGRATION_LOCK_KEY: i64 = 0x0070_6c75_7370_6179;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("migration {name} was changed after it was applied (checksum differs)")]
+    Changed { name: String },
+    #[error("database error while migrating: {0}")]
+    Db(#[from] tokio_postgres::Error),
+}
+
+fn checksum(sql: &str) -> String {
+    hex::encode(Sha256::digest(sql.as_bytes()))
+}
+
+/// Returns the names of the migrations applied by this call.
+pub async fn migrate(client: &mut Client) -> Result<Vec<&'static str>, MigrateError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version integer PRIMARY KEY,
+                name text NOT NULL,
+                checksum text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .or_else(|e| {
+            // Two instances racing to create the table: the loser sees a unique violation.
+            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })?;
+    let mut applied = Vec::new();
+    for migration in MIGRATIONS {
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
+            .await?;
+        let existing = tx
+            .query_opt(
+                "SELECT checksum FROM schema_migrations WHERE version = $1",
+                &[&migration.version],
+            )
+            .await?;
+        let sum = checksum(migration.sql);
+        match existing {
+            Some(row) if row.get::<_, String>(0) == sum => continue,
+            Some(_) => {
+                return Err(MigrateError::Changed {
+                    name: migration.name.to_owned(),
+                })
+            }
+            None => {}
+        }
+        tx.batch_execute(migration.sql).await?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+            &[&migration.version, &migration.name, &sum],
+        )
+        .await?;
+        tx.commit().await?;
+        applied.push(migration.name);
+    }
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_file_in_migrations_is_embedded_in_order() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let embedded: Vec<&str> = MIGRATIONS.iter().map(|m| m.name).collect();
+        assert_eq!(files, embedded);
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version as usize, i + 1);
+            assert!(m.name.starts_with(&format!("{:04}_", m.version)));
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! Decoding a message into a command envelope, and the fingerprint that tells a redelivery from
+//! a different command reusing an id.
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// Larger messages are refused unread: no wallet command needs more.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+pub const MAX_ID_LEN: usize = 128;
+
+/// The command types of CONTRACT.md §1, which are also their routing keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CommandType {
+    Recharge,
+    RechargeRetrieve,
+    Cash,
+    CashApprove,
+    CashReject,
+    Transfer,
+    Reward,
+    Transform,
+    OrdersList,
+    OrdersGet,
+    CashesList,
+    WalletGet,
+}
+
+impl CommandType {
+    pub const ALL: [CommandType; 12] = [
+        CommandType::Recharge,
+        CommandType::RechargeRetrieve,
+        CommandType::Cash,
+        CommandType::CashApprove,
+        CommandType::CashReject,
+        CommandType::Transfer,
+        CommandType::Reward,
+        CommandType::Transform,
+        CommandType::OrdersList,
+        CommandType::OrdersGet,
+        CommandType::CashesList,
+        CommandType::WalletGet,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandType::Recharge => "recharge",
+            CommandType::RechargeRetrieve => "recharge.retrieve",
+            CommandType::Cash => "cash",
+            CommandType::CashApprove => "cash.approve",
+            CommandType::CashReject => "cash.reject",
+            CommandType::Transfer => "transfer",
+            CommandType::Reward => "reward",
+            CommandType::Transform => "transform",
+            CommandType::OrdersList => "orders.list",
+            CommandType::OrdersGet => "orders.get",
+            CommandType::CashesList => "cashes.list",
+            CommandType::WalletGet => "wallet.get",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+}
+
+/// A decoded command: the fields every command has. `data` is validated by the command's rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    pub id: String,
+    pub kind: CommandType,
+    pub user_id: i64,
+    pub data: Map<String, Value>,
+}
+
+/// Why a message is not a command. What could be read of it is kept so a `malformed` result
+/// can still be correlated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Malformed {
+    pub reason: String,
+    pub id: Option<String>,
+    pub kind: Option<String>,
+}
+
+fn malformed(reason: impl Into<String>, object: Option<&Map<String, Value>>) -> Malformed {
+    let text = |key: &str| {
+        object
+            .and_then(|o| o.get(key))
+            .and_then(Value::as_str)
+            .filter(|s| s.len() <= MAX_ID_LEN)
+            .map(str::to_owned)
+    };
+    Malformed {
+        reason: reason.into(),
+        id: text("id").filter(|id| valid_id(id)),
+        kind: text("type"),
+    }
+}
+
+pub fn valid_id(id: &str) -> bool {
+    (1..=MAX_ID_LEN).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// Reads a message body. Anything that is not an object with a valid `id`, a known `type`, a
+/// positive integer `user_id` and an object (or absent) `data` is malformed.
+pub fn decode(body: &[u8]) -> Result<Envelope, Malformed> {
+    if body.len() > MAX_MESSAGE_BYTES {
+        return Err(malformed(
+            format!(
+                "message of {} bytes exceeds the limit of {MAX_MESSAGE_BYTES}",
+                body.len()
+            ),
+            None,
+        ));
+    }
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| malformed(format!("not JSON: {e}"), None))?;
+    let Value::Object(mut object) = value else {
+        return Err(malformed("not a JSON object", None));
+    };
+    let id = match object.get("id") {
+        Some(Value::String(id)) if valid_id(id) => id.clone(),
+        Some(_) => {
+            return Err(malformed(
+                "id must be 1 to 128 characters of A-Z a-z 0-9 . _ : -",
+                Some(&object),
+            ))
+        }
+        None => return Err(malformed("id is missing", Some(&object))),
+    };
+    let kind = match object.get("type") {
+        Some(Value::String(name)) => match CommandType::parse(name) {
+            Some(kind) => kind,
+            None => return Err(malformed("unknown command type", Some(&object))),
+        },
+        _ => return Err(malformed("type is missing or not a string", Some(&object))),
+    };
+    let user_id = match object.get("user_id").and_then(Value::as_i64) {
+        Some(user_id) if user_id > 0 => user_id,
+        _ => {
+            return Err(malformed(
+                "user_id must be a positive integer",
+                Some(&object),
+            ))
+        }
+    };
+    let data = match object.remove("data") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(data)) => data,
+        Some(_) => return Err(malformed("data must be an object", Some(&object))),
+    };
+    Ok(Envelope {
+        id,
+        kind,
+        user_id,
+        data,
+    })
+}
+
+impl Envelope {
+    /// SHA-256 of the command's content in a canonical form (serde_json's maps are sorted), so
+    /// the same command re-serialized by another publisher still matches.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let canonical = serde_json::json!({
+            "type": self.kind.as_str(),
+            "user_id": self.user_id,
+            "data": self.data,
+        });
+        Sha256::digest(canonical.to_string().as_bytes()).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_a_transfer() {
+        let env =
+            decode(br#"{"id":"k-1","type":"transfer","user_id":1,"data":{"user":2,"amount":100}}"#)
+                .unwrap();
+        assert_eq!(env.kind, CommandType::Transfer);
+        assert_eq!(env.user_id, 1);
+        assert_eq!(env.data["amount"], 100);
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_command() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"not json", "not JSON"),
+            (b"[1]", "not a JSON object"),
+            (br#"{"type":"transfer","user_id":1}"#, "id is missing"),
+            (br#"{"id":"","type":"transfer","user_id":1}"#, "id must be"),
+            (
+                br#"{"id":"a b","type":"transfer","user_id":1}"#,
+                "id must be",
+            ),
+            (
+                br#"{"id":"a","type":"nope","user_id":1}"#,
+                "unknown command type",
+            ),
+            (br#"{"id":"a","user_id":1}"#, "type is missing"),
+            (br#"{"id":"a","type":"transfer","user_id":0}"#, "user_id"),
+            (br#"{"id":"a","type":"transfer","user_id":"1"}"#, "user_id"),
+            (
+                br#"{"id":"a","type":"transfer","user_id":1,"data":[]}"#,
+                "data must be",
+            ),
+        ];
+        for (body, reason) in cases {
+            let err = decode(body).unwrap_err();
+            assert!(
+                err.reason.contains(reason),
+                "{err:?} for {:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn keeps_what_it_can_of_a_malformed_command() {
+        let err = decode(br#"{"id":"k-9","type":"nope","user_id":1}"#).unwrap_err();
+        assert_eq!(err.id.as_deref(), Some("k-9"));
+        assert_eq!(err.kind.as_deref(), Some("nope"));
+    }
+
+    #[test]
+    fn refuses_oversized_messages_unread() {
+        let body = vec![b' '; MAX_MESSAGE_BYTES + 1];
+        assert!(decode(&body).unwrap_err().reason.contains("exceeds"));
+    }
+
+    #[test]
+    fn ids_follow_the_contract() {
+        assert!(valid_id("9f0c2c1e-upstream-key"));
+        assert!(valid_id("a.b_c:d-E9"));
+        assert!(valid_id(&"x".repeat(128)));
+        assert!(!valid_id(&"x".repeat(129)));
+        assert!(!valid_id("é"));
+        assert!(!valid_id("a/b"));
+    }
+
+    #[test]
+    fn fingerprint_ignores_key_order_but_not_content() {
+        let a =
+            decode(br#"{"id":"k","type":"transfer","user_id":1,"data":{"user":2,"amount":100}}"#)
+                .unwrap();
+        let b =
+            decode(br#"{"data":{"amount":100,"user":2},"user_id":1,"type":"transfer","id":"k"}"#)
+                .unwrap();
+        let c =
+            decode(br#"{"id":"k","type":"transfer","user_id":1,"data":{"user":2,"amount":101}}"#)
+                .unwrap();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_ne!(a.fingerprint(), c.fingerprint());
+    }
+}

@@ -1,0 +1,156 @@
+//! Double entry: every movement of money is a journal whose entries sum to zero in each unit.
+
+use std::collections::BTreeMap;
+
+/// What an amount counts: CNY fen or points (积分). Entries balance per unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Unit {
+    Fen,
+    Point,
+}
+
+/// Accounts the platform itself holds; the other side of money entering or leaving wallets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SystemAccount {
+    /// Money paid in through Ping++: goes negative as wallets are credited by recharges.
+    PingppClearing,
+    /// Cash requested but not yet paid out.
+    PendingPayouts,
+    /// Cash paid out to the outside world.
+    PaidOut,
+    /// Fen turned into points by `transform`.
+    TransformRevenue,
+    /// The source of every point: goes negative as points are issued.
+    PointsIssued,
+}
+
+impl SystemAccount {
+    pub fn name(self) -> &'static str {
+        match self {
+            SystemAccount::PingppClearing => "pingpp_clearing",
+            SystemAccount::PendingPayouts => "pending_payouts",
+            SystemAccount::PaidOut => "paid_out",
+            SystemAccount::TransformRevenue => "transform_revenue",
+            SystemAccount::PointsIssued => "points_issued",
+        }
+    }
+
+    pub fn unit(self) -> Unit {
+        match self {
+            SystemAccount::PointsIssued => Unit::Point,
+            _ => Unit::Fen,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AccountRef {
+    Wallet(i64),
+    Points(i64),
+    System(SystemAccount),
+}
+
+impl AccountRef {
+    pub fn unit(self) -> Unit {
+        match self {
+            AccountRef::Wallet(_) => Unit::Fen,
+            AccountRef::Points(_) => Unit::Point,
+            AccountRef::System(s) => s.unit(),
+        }
+    }
+}
+
+/// A balanced set of entries: positive credits an account, negative debits it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Journal {
+    entries: BTreeMap<AccountRef, i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JournalError {
+    #[error("the entries of a journal do not sum to zero in every unit")]
+    Unbalanced,
+    #[error("an amount overflows")]
+    Overflow,
+    #[error("a journal needs at least one non-zero entry")]
+    Empty,
+}
+
+impl Journal {
+    /// Builds a journal from movements, merging several on one account, and refuses one that
+    /// does not balance: the invariant is checked where journals are made, not trusted later.
+    pub fn new(movements: &[(AccountRef, i64)]) -> Result<Self, JournalError> {
+        let mut entries = BTreeMap::new();
+        let mut sums: BTreeMap<Unit, i64> = BTreeMap::new();
+        for &(account, amount) in movements {
+            let entry: &mut i64 = entries.entry(account).or_default();
+            *entry = entry.checked_add(amount).ok_or(JournalError::Overflow)?;
+            let sum = sums.entry(account.unit()).or_default();
+            *sum = sum.checked_add(amount).ok_or(JournalError::Overflow)?;
+        }
+        if sums.values().any(|&s| s != 0) {
+            return Err(JournalError::Unbalanced);
+        }
+        entries.retain(|_, amount| *amount != 0);
+        if entries.is_empty() {
+            return Err(JournalError::Empty);
+        }
+        Ok(Journal { entries })
+    }
+
+    /// Money moving from one account to another of the same unit.
+    pub fn transfer(from: AccountRef, to: AccountRef, amount: i64) -> Result<Self, JournalError> {
+        let debit = amount.checked_neg().ok_or(JournalError::Overflow)?;
+        Journal::new(&[(from, debit), (to, amount)])
+    }
+
+    /// Entries in a stable order (by account), one per account.
+    pub fn entries(&self) -> impl Iterator<Item = (AccountRef, i64)> + '_ {
+        self.entries.iter().map(|(&a, &v)| (a, v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transfer_balances() {
+        let j = Journal::transfer(AccountRef::Wallet(1), AccountRef::Wallet(2), 100).unwrap();
+        let entries: Vec<_> = j.entries().collect();
+        assert_eq!(
+            entries,
+            vec![(AccountRef::Wallet(1), -100), (AccountRef::Wallet(2), 100)]
+        );
+    }
+
+    #[test]
+    fn units_balance_separately() {
+        let fen_to_points = [
+            (AccountRef::Wallet(1), -100),
+            (AccountRef::System(SystemAccount::TransformRevenue), 100),
+            (AccountRef::System(SystemAccount::PointsIssued), -100),
+            (AccountRef::Points(1), 100),
+        ];
+        assert!(Journal::new(&fen_to_points).is_ok());
+        let crossing = [(AccountRef::Wallet(1), -100), (AccountRef::Points(1), 100)];
+        assert_eq!(Journal::new(&crossing), Err(JournalError::Unbalanced));
+    }
+
+    #[test]
+    fn refuses_unbalanced_empty_and_overflowing() {
+        assert_eq!(
+            Journal::new(&[(AccountRef::Wallet(1), 5)]),
+            Err(JournalError::Unbalanced)
+        );
+        assert_eq!(Journal::new(&[]), Err(JournalError::Empty));
+        assert_eq!(
+            Journal::transfer(AccountRef::Wallet(1), AccountRef::Wallet(1), 5),
+            Err(JournalError::Empty)
+        );
+        assert_eq!(
+            Journal::transfer(AccountRef::Wallet(1), AccountRef::Wallet(2), i64::MIN),
+            Err(JournalError::Overflow)
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! The wallet's rules in plain Rust: what a command is, what it may do to money, and every
+//! outcome it can have. Nothing here knows about RabbitMQ, PostgreSQL or HTTP.
+
+pub mod command;
+pub mod ledger;
+pub mod outcome;
+pub mod transfer;
+pub mod validate;

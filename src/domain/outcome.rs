@@ -1,0 +1,172 @@
+//! Every way a command can end, named once (as TigerBeetle names each transfer result), and
+//! the result message upstream receives.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Why a command was rejected: a stable, machine-readable reason (`code` on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Code {
+    /// The message is not a decodable command.
+    Malformed,
+    /// The same id arrived earlier with different content.
+    IdempotencyConflict,
+    /// `data` is not a JSON object.
+    InvalidData,
+    AmountRequired,
+    /// The amount is not an integer.
+    InvalidAmount,
+    AmountTooSmall,
+    AmountTooLarge,
+    /// Applying the amount would overflow a balance.
+    AmountOverflow,
+    InsufficientBalance,
+    UserRequired,
+    /// A user id that is not a positive integer.
+    InvalidUser,
+    SelfTransfer,
+    InvalidBody,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Malformed => "malformed",
+            Code::IdempotencyConflict => "idempotency_conflict",
+            Code::InvalidData => "invalid_data",
+            Code::AmountRequired => "amount_required",
+            Code::InvalidAmount => "invalid_amount",
+            Code::AmountTooSmall => "amount_too_small",
+            Code::AmountTooLarge => "amount_too_large",
+            Code::AmountOverflow => "amount_overflow",
+            Code::InsufficientBalance => "insufficient_balance",
+            Code::UserRequired => "user_required",
+            Code::InvalidUser => "invalid_user",
+            Code::SelfTransfer => "self_transfer",
+            Code::InvalidBody => "invalid_body",
+        }
+    }
+}
+
+/// A refusal: a code, the messages shown to the user, and the messages of each offending field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: Code,
+    pub errors: BTreeMap<String, Vec<String>>,
+}
+
+impl Rejection {
+    pub fn field(code: Code, field: &str, message: &str) -> Self {
+        let mut errors = BTreeMap::new();
+        errors.insert(field.to_owned(), vec![message.to_owned()]);
+        Rejection { code, errors }
+    }
+
+    /// The user-facing messages: each field's messages, in field order.
+    pub fn messages(&self) -> Vec<String> {
+        self.errors.values().flatten().cloned().collect()
+    }
+}
+
+/// Collects every field error of one command, as Laravel's validator does, so upstream can show
+/// them all at once; the first error found decides the `code`.
+#[derive(Debug, Default)]
+pub struct FieldErrors {
+    first: Option<Code>,
+    errors: BTreeMap<String, Vec<String>>,
+}
+
+impl FieldErrors {
+    pub fn add(&mut self, code: Code, field: &str, message: &str) {
+        self.first.get_or_insert(code);
+        self.errors
+            .entry(field.to_owned())
+            .or_default()
+            .push(message.to_owned());
+    }
+
+    /// `Ok(value)` when no error was added.
+    pub fn finish<T>(self, value: impl FnOnce() -> T) -> Result<T, Rejection> {
+        match self.first {
+            None => Ok(value()),
+            Some(code) => Err(Rejection {
+                code,
+                errors: self.errors,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Succeeded,
+    Rejected,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Succeeded => "succeeded",
+            Status::Rejected => "rejected",
+        }
+    }
+}
+
+/// The result message of one command (CONTRACT.md §1, "Result").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandResult {
+    /// `null` only for a malformed message whose id could not be read.
+    pub id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub user_id: Option<i64>,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub code: Option<Code>,
+    pub message: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub errors: Option<BTreeMap<String, Vec<String>>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub data: Option<Value>,
+}
+
+impl CommandResult {
+    pub fn succeeded(id: &str, kind: &str, user_id: i64, message: &str, data: Value) -> Self {
+        CommandResult {
+            id: Some(id.to_owned()),
+            kind: Some(kind.to_owned()),
+            user_id: Some(user_id),
+            status: Status::Succeeded,
+            code: None,
+            message: vec![message.to_owned()],
+            errors: None,
+            data: Some(data),
+        }
+    }
+
+    pub fn rejected(id: &str, kind: &str, user_id: i64, rejection: Rejection) -> Self {
+        CommandResult {
+            id: Some(id.to_owned()),
+            kind: Some(kind.to_owned()),
+            user_id: Some(user_id),
+            status: Status::Rejected,
+            code: Some(rejection.code),
+            message: rejection.messages(),
+            errors: Some(rejection.errors),
+            data: None,
+        }
+    }
+
+    /// The AMQP routing key on the results exchange: `<type>.<status>`.
+    pub fn routing_key(&self) -> String {
+        format!(
+            "{}.{}",
+            self.kind.as_deref().unwrap_or("unknown"),
+            self.status.as_str()
+        )
+    }
+}

@@ -1,0 +1,10 @@
+//! pluspay: wallet commands from RabbitMQ, applied exactly once to a double-entry ledger in
+//! PostgreSQL. `domain` holds the rules; `db` and `amqp` are the adapters around them.
+
+pub mod amqp;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod send;
+pub mod worker;

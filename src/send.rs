@@ -1,0 +1,166 @@
+//! `pluspay send`: publish one command and wait for its result, for operators and scripts.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use serde_json::{json, Map, Value};
+
+use crate::amqp::publisher::json_properties;
+use crate::amqp::{self, Names, Publisher};
+use crate::config::Settings;
+use crate::domain::command::{valid_id, CommandType};
+
+#[derive(Debug)]
+pub struct SendRequest {
+    pub kind: String,
+    pub user_id: i64,
+    pub data: Option<String>,
+    pub id: Option<String>,
+    pub timeout: Duration,
+}
+
+/// Builds the command message, refusing locally what the worker would refuse as malformed.
+pub fn build_command(request: &SendRequest) -> anyhow::Result<(String, CommandType, Value)> {
+    let kind = CommandType::parse(&request.kind)
+        .ok_or_else(|| anyhow::anyhow!("unknown command type {:?}", request.kind))?;
+    if request.user_id <= 0 {
+        anyhow::bail!("--user must be a positive integer");
+    }
+    let data: Map<String, Value> = match &request.data {
+        None => Map::new(),
+        Some(text) => match serde_json::from_str(text) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => anyhow::bail!("--data must be a JSON object"),
+            Err(e) => anyhow::bail!("--data is not JSON: {e}"),
+        },
+    };
+    let id = request
+        .id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    if !valid_id(&id) {
+        anyhow::bail!("--id must be 1 to 128 characters of A-Z a-z 0-9 . _ : -");
+    }
+    let command =
+        json!({ "id": id, "type": kind.as_str(), "user_id": request.user_id, "data": data });
+    Ok((id, kind, command))
+}
+
+/// Publishes the command and returns the result's JSON text.
+pub async fn send(settings: &Settings, request: &SendRequest) -> anyhow::Result<String> {
+    let (id, kind, command) = build_command(request)?;
+    let connection = amqp::connect(&settings.amqp.url, "pluspay-send").await?;
+    let names = Names::new(&settings.amqp.namespace);
+    let channel = connection.create_channel().await?;
+    amqp::topology::declare(&channel, &names, settings.amqp.delivery_limit).await?;
+    let reply_queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let mut replies = channel
+        .basic_consume(
+            reply_queue.name().clone(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let publisher = Publisher::open(&connection).await?;
+    let properties = json_properties()
+        .with_reply_to(reply_queue.name().clone())
+        .with_correlation_id(id.as_str().into())
+        .with_message_id(id.as_str().into());
+    publisher
+        .publish(
+            &names.commands_exchange,
+            kind.as_str(),
+            command.to_string().as_bytes(),
+            properties,
+            true,
+        )
+        .await?;
+    let wait = async {
+        while let Some(reply) = replies.next().await {
+            let reply = reply?;
+            if reply
+                .properties
+                .correlation_id()
+                .as_ref()
+                .map(|c| c.as_str())
+                == Some(id.as_str())
+            {
+                return Ok(String::from_utf8_lossy(&reply.data).into_owned());
+            }
+        }
+        anyhow::bail!("the reply queue closed before the result arrived")
+    };
+    let result = tokio::time::timeout(request.timeout, wait)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "no result for command {id} within {:?}; is a worker running?",
+                request.timeout
+            )
+        })?;
+    let _ = connection.close(200, "bye".into()).await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(kind: &str, user_id: i64, data: Option<&str>, id: Option<&str>) -> SendRequest {
+        SendRequest {
+            kind: kind.into(),
+            user_id,
+            data: data.map(Into::into),
+            id: id.map(Into::into),
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn builds_the_contract_shape() {
+        let (id, kind, command) = build_command(&request(
+            "transfer",
+            1,
+            Some(r#"{"user":2,"amount":100}"#),
+            Some("k1"),
+        ))
+        .unwrap();
+        assert_eq!((id.as_str(), kind), ("k1", CommandType::Transfer));
+        assert_eq!(
+            command,
+            json!({"id": "k1", "type": "transfer", "user_id": 1, "data": {"user": 2, "amount": 100}})
+        );
+        let (generated, _, _) = build_command(&request("wallet.get", 1, None, None)).unwrap();
+        assert!(valid_id(&generated));
+    }
+
+    #[test]
+    fn refuses_bad_arguments() {
+        for (r, message) in [
+            (request("nope", 1, None, None), "unknown command type"),
+            (request("transfer", 0, None, None), "--user"),
+            (request("transfer", 1, Some("[1]"), None), "JSON object"),
+            (request("transfer", 1, Some("{"), None), "not JSON"),
+            (request("transfer", 1, None, Some("a b")), "--id"),
+        ] {
+            let err = build_command(&r).unwrap_err().to_string();
+            assert!(err.contains(message), "{err}");
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! The worker: takes commands off the queue, applies each exactly once, publishes its result,
+//! and only then acknowledges it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use deadpool_postgres::Pool;
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::FieldTable;
+use lapin::BasicProperties;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn, Instrument};
+
+use crate::amqp::publisher::{header_int, json_properties, with_header};
+use crate::amqp::{self, Names, PublishError, Publisher};
+use crate::config::Settings;
+use crate::db::{self, commands::Applied, DbError};
+use crate::domain::command::{decode, Envelope, Malformed};
+use crate::domain::outcome::{Code, CommandResult, Status};
+
+/// The header that carries why a message was dead-lettered (CONTRACT.md §1).
+pub const ERROR_HEADER: &str = "x-pluspay-error";
+
+/// What every delivery handler needs.
+struct Context {
+    pool: Pool,
+    publisher: Publisher,
+    names: Names,
+    delivery_limit: u32,
+    permits: Arc<Semaphore>,
+    shutdown: CancellationToken,
+}
+
+/// Runs until `shutdown` is cancelled, rebuilding the broker connection whenever it is lost.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let pool = db::pool(&settings.database)?;
+    let reconnect = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times();
+    let mut delays = backon::BackoffBuilder::build(reconnect);
+    loop {
+        match session(&settings, &pool, &shutdown).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(10));
+                warn!(error = %e, ?delay, "broker session ended; reconnecting");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// One connection's life: consume until shutdown (Ok) or until the broker goes away (Err).
+async fn session(
+    settings: &Settings,
+    pool: &Pool,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let connection = amqp::connect(&settings.amqp.url, "pluspay-worker").await?;
+    let names = Names::new(&settings.amqp.namespace);
+    let channel = connection.create_channel().await?;
+    amqp::topology::declare(&channel, &names, settings.amqp.delivery_limit).await?;
+    channel
+        .basic_qos(settings.amqp.prefetch, BasicQosOptions::default())
+        .await?;
+    let publisher = Publisher::open(&connection).await?;
+    let mut consumer = channel
+        .basic_consume(
+            names.commands_queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    info!(queue = %names.commands_queue, prefetch = settings.amqp.prefetch, "consuming commands");
+    let context = Arc::new(Context {
+        pool: pool.clone(),
+        publisher,
+        names,
+        delivery_limit: settings.amqp.delivery_limit,
+        permits: Arc::new(Semaphore::new(settings.worker.concurrency)),
+        shutdown: shutdown.clone(),
+    });
+    let mut tasks = JoinSet::new();
+    let outcome = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    let context = context.clone();
+                    tasks.spawn(async move { handle(&context, delivery).await });
+                }
+                Some(Err(e)) => break Err(anyhow::anyhow!("consumer failed: {e}")),
+                None => break Err(anyhow::anyhow!("the broker cancelled the consumer")),
+            },
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = joined {
+                    error!(error = %e, "a command handler panicked");
+                }
+            }
+        }
+    };
+    // Stop taking messages, then finish those in hand within the shutdown bound; whatever is
+    // still unacknowledged after that is redelivered by the broker.
+    let _ = channel
+        .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+        .await;
+    let drained = tokio::time::timeout(settings.shutdown_timeout(), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            left = tasks.len(),
+            "shutdown timeout: abandoning commands in hand, they will be redelivered"
+        );
+        tasks.abort_all();
+    }
+    let _ = connection.close(200, "bye".into()).await;
+    outcome
+}
+
+async fn handle(context: &Context, delivery: Delivery) {
+    let Ok(_permit) = context.permits.clone().acquire_owned().await else {
+        return;
+    };
+    match decode(&delivery.data) {
+        Err(malformed) => {
+            warn!(reason = %malformed.reason, "malformed message");
+            dead_letter(context, &delivery, &malformed).await;
+        }
+        Ok(envelope) if !db::commands::supports(envelope.kind) => {
+            let malformed = Malformed {
+                reason: format!(
+                    "command type {} is not supported by this version",
+                    envelope.kind.as_str()
+                ),
+                id: Some(envelope.id.clone()),
+                kind: Some(envelope.kind.as_str().to_owned()),
+            };
+            dead_letter(context, &delivery, &malformed).await;
+        }
+        Ok(envelope) => {
+            let span =
+                tracing::info_span!("command", id = %envelope.id, r#type = envelope.kind.as_str());
+            process(context, &delivery, &envelope)
+                .instrument(span)
+                .await;
+        }
+    }
+}
+
+async fn process(context: &Context, delivery: &Delivery, envelope: &Envelope) {
+    let attempt = || db::commands::apply(&context.pool, envelope);
+    let retried = attempt
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(20))
+                .with_max_delay(Duration::from_secs(5))
+                .with_jitter()
+                .without_max_times(),
+        )
+        .when(DbError::is_transient)
+        .notify(|e, delay| warn!(error = %e, ?delay, "transient database error; retrying"));
+    let applied = tokio::select! {
+        applied = retried => applied,
+        // Shutting down mid-retry: leave the command to the broker, it is redelivered.
+        _ = context.shutdown.cancelled() => {
+            settle(delivery, false).await;
+            return;
+        }
+    };
+    match applied {
+        Ok(applied) => {
+            if publish_result(context, delivery, &applied).await.is_ok() {
+                settle(delivery, true).await;
+            }
+        }
+        Err(e) => {
+            // Not the command's fault and not transient (a bug, a broken schema): never a
+            // rejection. After the delivery limit it goes to the dead letters with the reason.
+            let deliveries = header_int(&delivery.properties.headers().clone(), "x-delivery-count")
+                .unwrap_or(0)
+                + 1;
+            error!(error = %e, deliveries, "command failed");
+            if deliveries >= i64::from(context.delivery_limit) {
+                let malformed = Malformed {
+                    reason: format!("failed {deliveries} times: {e}"),
+                    id: Some(envelope.id.clone()),
+                    kind: Some(envelope.kind.as_str().to_owned()),
+                };
+                dead_letter_only(context, delivery, &malformed.reason).await;
+            } else {
+                settle(delivery, false).await;
+            }
+        }
+    }
+}
+
+/// Publishes the result on the results exchange and, when asked, to the command's `reply_to`.
+async fn publish_result(
+    context: &Context,
+    delivery: &Delivery,
+    applied: &Applied,
+) -> Result<(), PublishError> {
+    let mut properties = json_properties();
+    if let Some(correlation_id) = delivery.properties.correlation_id() {
+        properties = properties.with_correlation_id(correlation_id.clone());
+    }
+    let published = async {
+        context
+            .publisher
+            .publish(
+                &context.names.results_exchange,
+                &applied.routing_key,
+                applied.body.as_bytes(),
+                properties.clone(),
+                false,
+            )
+            .await?;
+        if let Some(reply_to) = delivery.properties.reply_to() {
+            context
+                .publisher
+                .publish(
+                    "",
+                    reply_to.as_str(),
+                    applied.body.as_bytes(),
+                    properties,
+                    false,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+    .await;
+    match &published {
+        Ok(()) => info!(
+            status = applied.status.as_str(),
+            replayed = applied.replayed,
+            "result published"
+        ),
+        Err(e) => {
+            // The effect is committed; the redelivery will replay the stored result.
+            warn!(error = %e, "could not publish the result; leaving the command for redelivery");
+            settle(delivery, false).await;
+        }
+    }
+    published
+}
+
+/// Sends an undecodable message to the dead letters with its reason and, if it asked for a
+/// reply, a `malformed` rejection; then acknowledges it.
+async fn dead_letter(context: &Context, delivery: &Delivery, malformed: &Malformed) {
+    if let Some(reply_to) = delivery.properties.reply_to() {
+        let result = CommandResult {
+            id: malformed.id.clone(),
+            kind: malformed.kind.clone(),
+            user_id: None,
+            status: Status::Rejected,
+            code: Some(Code::Malformed),
+            message: vec![malformed.reason.clone()],
+            errors: None,
+            data: None,
+        };
+        let mut properties = json_properties();
+        if let Some(correlation_id) = delivery.properties.correlation_id() {
+            properties = properties.with_correlation_id(correlation_id.clone());
+        }
+        let body = serde_json::to_vec(&result).expect("a result serializes");
+        if let Err(e) = context
+            .publisher
+            .publish("", reply_to.as_str(), &body, properties, false)
+            .await
+        {
+            warn!(error = %e, "could not reply to a malformed message; leaving it for redelivery");
+            settle(delivery, false).await;
+            return;
+        }
+    }
+    dead_letter_only(context, delivery, &malformed.reason).await;
+}
+
+async fn dead_letter_only(context: &Context, delivery: &Delivery, reason: &str) {
+    let properties: BasicProperties = with_header(
+        delivery.properties.clone().with_delivery_mode(2),
+        ERROR_HEADER,
+        reason,
+    );
+    match context
+        .publisher
+        .publish(
+            &context.names.dead_exchange,
+            delivery.routing_key.as_str(),
+            &delivery.data,
+            properties,
+            true,
+        )
+        .await
+    {
+        Ok(()) => settle(delivery, true).await,
+        Err(e) => {
+            warn!(error = %e, "could not dead-letter a message; leaving it for redelivery");
+            settle(delivery, false).await;
+        }
+    }
+}
+
+/// Acknowledges (done) or requeues (try again) a delivery. lapin reports `false` when the
+/// channel was lost or recovered: the broker will redeliver, and the command log makes that
+/// harmless.
+async fn settle(delivery: &Delivery, done: bool) {
+    let settled = if done {
+        delivery.ack(BasicAckOptions::default()).await
+    } else {
+        delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+    };
+    match settled {
+        Ok(true) => {}
+        Ok(false) => warn!(
+            done,
+            "delivery not settled (channel lost); the broker will redeliver it"
+        ),
+        Err(e) => {
+            warn!(error = %e, done, "could not settle a delivery; the broker will redeliver it")
+        }
+    }
+}
