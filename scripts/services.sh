@@ -548,7 +548,7 @@ rmq_launcher_pid() {
 }
 
 rmq_fail() {
-    tail_log "$RMQ_STARTUP_LOG" 30
+    tail_log "$RMQ_STARTUP_LOG" 60
     tail_log "$RMQ_LOG_DIR/$NODENAME.log" 40
     die "$*"
 }

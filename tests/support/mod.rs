@@ -1,0 +1,315 @@
+//! Test harness: real PostgreSQL and RabbitMQ, started once per test run by scripts/test.sh.
+//! Each test gets its own database and its own AMQP namespace, so tests run in parallel
+//! without seeing each other.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection};
+use pluspay::amqp::publisher::json_properties;
+use pluspay::amqp::{self, Names, Publisher};
+use pluspay::config::Settings;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+pub const WAIT: Duration = Duration::from_secs(60);
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through scripts/test.sh, which starts PostgreSQL and RabbitMQ")
+    })
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A test's own database and namespace, with settings pointing at them.
+pub struct TestEnv {
+    pub settings: Settings,
+    pub names: Names,
+    pub db: tokio_postgres::Client,
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        let admin_url = env("PP_TEST_DATABASE_URL");
+        let database = unique("pp");
+        let admin = pluspay::db::connect(&admin_url).await.expect("admin connection");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {database}"))
+            .await
+            .expect("create the test database");
+        let url = replace_database(&admin_url, &database);
+        let mut settings = Settings::default();
+        settings.database.url = url.clone();
+        settings.amqp.url = env("PP_TEST_AMQP_URL");
+        settings.amqp.namespace = unique("t");
+        settings.worker.shutdown_timeout_secs = 10;
+        let mut db = pluspay::db::connect(&url).await.expect("test database connection");
+        pluspay::db::migrate::migrate(&mut db).await.expect("migrate");
+        let names = Names::new(&settings.amqp.namespace);
+        TestEnv { settings, names, db }
+    }
+
+    /// The environment a `pluspay` process needs to use this test's database and namespace.
+    pub fn process_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("PLUSPAY_DATABASE_URL", self.settings.database.url.clone()),
+            ("PLUSPAY_AMQP_URL", self.settings.amqp.url.clone()),
+            ("PLUSPAY_AMQP_NAMESPACE", self.settings.amqp.namespace.clone()),
+        ]
+    }
+
+    /// Starts a worker in this process; it stops when the returned guard is dropped or stopped.
+    pub fn start_worker(&self) -> WorkerHandle {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(pluspay::worker::run(self.settings.clone(), shutdown.clone()));
+        WorkerHandle { shutdown, task: Some(task) }
+    }
+
+    /// Test-only money: a balanced journal from a `test_funding` system account that exists
+    /// only in test databases. Production has no command that mints money.
+    pub async fn fund(&self, user: i64, amount: i64) {
+        self.db
+            .batch_execute(&format!(
+                "INSERT INTO accounts (kind, name, unit, may_go_negative)
+                     VALUES ('system', 'test_funding', 'fen', true) ON CONFLICT (name) DO NOTHING;
+                 INSERT INTO accounts (kind, user_id, unit) VALUES ('wallet', {user}, 'fen')
+                     ON CONFLICT (kind, user_id) DO NOTHING;
+                 WITH j AS (INSERT INTO journal (kind) VALUES ('test_funding') RETURNING id),
+                      moves AS (SELECT id AS account_id, {amount}::bigint AS amount FROM accounts
+                                    WHERE kind = 'wallet' AND user_id = {user}
+                                UNION ALL
+                                SELECT id, -{amount}::bigint FROM accounts WHERE name = 'test_funding'),
+                      entries AS (INSERT INTO ledger_entries (journal_id, account_id, amount)
+                                  SELECT j.id, m.account_id, m.amount FROM j, moves m)
+                 UPDATE accounts a SET balance = balance + m.amount,
+                        total_income = total_income + greatest(m.amount, 0),
+                        total_expenses = total_expenses + greatest(-m.amount, 0)
+                   FROM moves m WHERE a.id = m.account_id;"
+            ))
+            .await
+            .expect("fund a wallet");
+    }
+
+    pub async fn balance(&self, user: i64) -> i64 {
+        self.db
+            .query_opt("SELECT balance FROM wallets WHERE user_id = $1", &[&user])
+            .await
+            .unwrap()
+            .map_or(0, |r| r.get(0))
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.db.query_one(sql, &[]).await.unwrap().get(0)
+    }
+
+    pub async fn audit(&mut self) -> pluspay::db::audit::Report {
+        pluspay::db::audit::run(&mut self.db).await.unwrap()
+    }
+
+    pub async fn client(&self) -> BrokerClient {
+        BrokerClient::connect(&self.settings).await
+    }
+}
+
+fn replace_database(url: &str, database: &str) -> String {
+    let (base, _) = url.rsplit_once('/').expect("a database URL ends with /name");
+    format!("{base}/{database}")
+}
+
+pub struct WorkerHandle {
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl WorkerHandle {
+    /// Asks for a graceful stop and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("the worker task").expect("the worker");
+        }
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Plays upstream: publishes commands and collects their results through `reply_to`.
+pub struct BrokerClient {
+    pub connection: Connection,
+    pub publisher: Publisher,
+    pub names: Names,
+    reply_queue: String,
+    replies: lapin::Consumer,
+    /// Results that arrived, by correlation id, in arrival order.
+    pub received: HashMap<String, Vec<Value>>,
+}
+
+impl BrokerClient {
+    pub async fn connect(settings: &Settings) -> Self {
+        let connection = amqp::connect(&settings.amqp.url, "test-client").await.unwrap();
+        let names = Names::new(&settings.amqp.namespace);
+        let channel = connection.create_channel().await.unwrap();
+        amqp::topology::declare(&channel, &names, settings.amqp.delivery_limit)
+            .await
+            .unwrap();
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let replies = channel
+            .basic_consume(
+                queue.name().clone(),
+                "".into(),
+                BasicConsumeOptions { no_ack: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let publisher = Publisher::open(&connection).await.unwrap();
+        BrokerClient {
+            connection,
+            publisher,
+            names,
+            reply_queue: queue.name().to_string(),
+            replies,
+            received: HashMap::new(),
+        }
+    }
+
+    fn properties(&self, correlation_id: &str) -> BasicProperties {
+        json_properties()
+            .with_reply_to(self.reply_queue.as_str().into())
+            .with_correlation_id(correlation_id.into())
+    }
+
+    /// Publishes a command through the commands exchange, as upstream does.
+    pub async fn command(&self, command: &Value) {
+        let kind = command["type"].as_str().expect("a command has a type");
+        let correlation_id = command["id"].as_str().expect("a command has an id");
+        self.publisher
+            .publish(
+                &self.names.commands_exchange,
+                kind,
+                command.to_string().as_bytes(),
+                self.properties(correlation_id),
+                true,
+            )
+            .await
+            .expect("publish a command");
+    }
+
+    /// Publishes raw bytes straight into the commands queue (for garbage no exchange would route).
+    pub async fn raw(&self, body: &[u8], correlation_id: Option<&str>) {
+        let properties = match correlation_id {
+            Some(c) => self.properties(c),
+            None => json_properties(),
+        };
+        self.publisher
+            .publish("", &self.names.commands_queue, body, properties, true)
+            .await
+            .expect("publish raw bytes");
+    }
+
+    /// Waits until `n` results in all have arrived.
+    pub async fn wait_results(&mut self, n: usize) {
+        self.wait_until(|received| received.values().map(Vec::len).sum::<usize>() >= n)
+            .await
+    }
+
+    async fn wait_until(&mut self, done: impl Fn(&HashMap<String, Vec<Value>>) -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !done(&self.received) {
+            let next = tokio::time::timeout_at(deadline, self.replies.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "timed out with {} results",
+                        self.received.values().map(Vec::len).sum::<usize>()
+                    )
+                })
+                .expect("reply stream open")
+                .expect("a reply");
+            let correlation_id = next
+                .properties
+                .correlation_id()
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            let body: Value = serde_json::from_slice(&next.data).expect("a result is JSON");
+            self.received.entry(correlation_id).or_default().push(body);
+        }
+    }
+
+    /// Sends one command and returns its result.
+    pub async fn call(&mut self, command: Value) -> Value {
+        let id = command["id"].as_str().unwrap().to_owned();
+        let before = self.received.get(&id).map_or(0, Vec::len);
+        self.command(&command).await;
+        self.wait_until(|received| received.get(&id).map_or(0, Vec::len) > before)
+            .await;
+        let results = &self.received[&id];
+        assert_eq!(results.len(), before + 1, "one more result for {id}");
+        results.last().unwrap().clone()
+    }
+
+    /// Collects `n` messages from the dead-letter queue.
+    pub async fn dead_letters(&self, n: usize) -> Vec<Delivery> {
+        let channel = self.connection.create_channel().await.unwrap();
+        let mut consumer = channel
+            .basic_consume(
+                self.names.dead_queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions { no_ack: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        while out.len() < n {
+            let next = tokio::time::timeout(WAIT, consumer.next())
+                .await
+                .unwrap_or_else(|_| panic!("timed out with {} of {n} dead letters", out.len()))
+                .unwrap()
+                .unwrap();
+            out.push(next);
+        }
+        out
+    }
+
+    /// Binds a fresh queue to an exchange, to watch what is published there.
+    pub async fn watch(&self, exchange: &str, pattern: &str) -> lapin::Consumer {
+        let channel = self.connection.create_channel().await.unwrap();
+        let queue = channel
+            .queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default())
+            .await
+            .unwrap();
+        channel
+            .queue_bind(queue.name().clone(), exchange.into(), pattern.into(), QueueBindOptions::default(), FieldTable::default())
+            .await
+            .unwrap();
+        channel
+            .basic_consume(queue.name().clone(), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+            .await
+            .unwrap()
+    }
+}
+
+pub fn transfer(id: &str, from: i64, to: i64, amount: i64) -> Value {
+    serde_json::json!({ "id": id, "type": "transfer", "user_id": from, "data": { "user": to, "amount": amount } })
+}
