@@ -27,7 +27,11 @@ async fn a_transfer_moves_money_and_writes_both_orders() {
     assert_eq!(order["amount"], 100);
     assert_eq!(order["state"], 1);
     let created_at = order["created_at"].as_str().unwrap();
-    assert_eq!(created_at.len(), "2018-01-02 02:26:33".len(), "{created_at}");
+    assert_eq!(
+        created_at.len(),
+        "2018-01-02 02:26:33".len(),
+        "{created_at}"
+    );
 
     assert_eq!(env.balance(1).await, 900);
     assert_eq!(env.balance(2).await, 100);
@@ -47,10 +51,16 @@ async fn a_transfer_moves_money_and_writes_both_orders() {
     assert_eq!(receiver_order.get::<_, &str>(5), "转账");
     let totals = env
         .db
-        .query_one("SELECT total_income, total_expenses FROM wallets WHERE user_id = 1", &[])
+        .query_one(
+            "SELECT total_income, total_expenses FROM wallets WHERE user_id = 1",
+            &[],
+        )
         .await
         .unwrap();
-    assert_eq!((totals.get::<_, i64>(0), totals.get::<_, i64>(1)), (1_000, 100));
+    assert_eq!(
+        (totals.get::<_, i64>(0), totals.get::<_, i64>(1)),
+        (1_000, 100)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,18 +85,78 @@ async fn rejections_use_the_seed_words_and_touch_no_money() {
     let _worker = env.start_worker();
     let mut client = env.client().await;
     let cases: Vec<(Value, &str, &str, &str)> = vec![
-        (json!({"user": 2}), "amount_required", "amount", "请输入转账金额"),
-        (json!({"user": 2, "amount": "100"}), "invalid_amount", "amount", "发送的数据错误"),
-        (json!({"user": 2, "amount": 1.5}), "invalid_amount", "amount", "发送的数据错误"),
-        (json!({"user": 2, "amount": 0}), "amount_too_small", "amount", "转账金额不能小于0.01元"),
-        (json!({"user": 2, "amount": -100}), "amount_too_small", "amount", "转账金额不能小于0.01元"),
-        (json!({"user": 2, "amount": 1_001}), "insufficient_balance", "amount", "转账金额超出账户余额"),
-        (json!({"user": 2, "amount": 18446744073709551615u64}), "amount_overflow", "amount", "发送的数据错误"),
-        (json!({"user": 2, "amount": 1e30}), "amount_overflow", "amount", "发送的数据错误"),
-        (json!({"amount": 100}), "user_required", "user", "请填写转账用户"),
-        (json!({"user": 0, "amount": 100}), "invalid_user", "user", "发送的数据错误"),
-        (json!({"user": "2", "amount": 100}), "invalid_user", "user", "发送的数据错误"),
-        (json!({"user": 1, "amount": 100}), "self_transfer", "user", "不能转账给自己"),
+        (
+            json!({"user": 2}),
+            "amount_required",
+            "amount",
+            "请输入转账金额",
+        ),
+        (
+            json!({"user": 2, "amount": "100"}),
+            "invalid_amount",
+            "amount",
+            "发送的数据错误",
+        ),
+        (
+            json!({"user": 2, "amount": 1.5}),
+            "invalid_amount",
+            "amount",
+            "发送的数据错误",
+        ),
+        (
+            json!({"user": 2, "amount": 0}),
+            "amount_too_small",
+            "amount",
+            "转账金额不能小于0.01元",
+        ),
+        (
+            json!({"user": 2, "amount": -100}),
+            "amount_too_small",
+            "amount",
+            "转账金额不能小于0.01元",
+        ),
+        (
+            json!({"user": 2, "amount": 1_001}),
+            "insufficient_balance",
+            "amount",
+            "转账金额超出账户余额",
+        ),
+        (
+            json!({"user": 2, "amount": 18446744073709551615u64}),
+            "amount_overflow",
+            "amount",
+            "发送的数据错误",
+        ),
+        (
+            json!({"user": 2, "amount": 1e30}),
+            "amount_overflow",
+            "amount",
+            "发送的数据错误",
+        ),
+        (
+            json!({"amount": 100}),
+            "user_required",
+            "user",
+            "请填写转账用户",
+        ),
+        (
+            json!({"user": 0, "amount": 100}),
+            "invalid_user",
+            "user",
+            "发送的数据错误",
+        ),
+        (
+            json!({"user": "2", "amount": 100}),
+            "invalid_user",
+            "user",
+            "发送的数据错误",
+        ),
+        (
+            json!({"user": 1, "amount": 100}),
+            "self_transfer",
+            "user",
+            "不能转账给自己",
+        ),
     ];
     for (i, (data, code, field, message)) in cases.iter().enumerate() {
         let id = format!("bad-{i}");
@@ -95,17 +165,32 @@ async fn rejections_use_the_seed_words_and_touch_no_money() {
             .await;
         assert_eq!(result["status"], "rejected", "{data}: {result}");
         assert_eq!(result["code"], *code, "{data}: {result}");
-        assert_eq!(result["errors"][field], json!([message]), "{data}: {result}");
-        assert!(result["message"].as_array().unwrap().contains(&json!(message)), "{result}");
+        assert_eq!(
+            result["errors"][field],
+            json!([message]),
+            "{data}: {result}"
+        );
+        assert!(
+            result["message"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(message)),
+            "{result}"
+        );
         assert!(result.get("data").is_none(), "{result}");
     }
     assert_eq!(env.balance(1).await, 1_000);
     assert_eq!(env.balance(2).await, 0);
     assert_eq!(env.count("SELECT count(*) FROM wallet_orders").await, 0);
-    assert_eq!(env.count("SELECT count(*) FROM journal WHERE kind <> 'test_funding'").await, 0);
+    assert_eq!(
+        env.count("SELECT count(*) FROM journal WHERE kind <> 'test_funding'")
+            .await,
+        0
+    );
     // Every rejection is stored as the id's one result.
     assert_eq!(
-        env.count("SELECT count(*) FROM commands WHERE status = 'rejected'").await,
+        env.count("SELECT count(*) FROM commands WHERE status = 'rejected'")
+            .await,
         cases.len() as i64
     );
     assert!(env.audit().await.ok);
@@ -145,12 +230,23 @@ async fn garbage_is_dead_lettered_and_the_next_command_still_runs() {
     env.fund(1, 100).await;
     let _worker = env.start_worker();
     let mut client = env.client().await;
-    let huge = format!(r#"{{"id":"huge","type":"transfer","user_id":1,"data":{{"pad":"{}"}}}}"#, "x".repeat(1 << 20));
+    let huge = format!(
+        r#"{{"id":"huge","type":"transfer","user_id":1,"data":{{"pad":"{}"}}}}"#,
+        "x".repeat(1 << 20)
+    );
     let garbage: Vec<(Vec<u8>, Option<&str>, &str)> = vec![
         (b"not json at all".to_vec(), Some("g-1"), "not JSON"),
-        (br#"{"type":"transfer","user_id":1,"data":{"user":2,"amount":1}}"#.to_vec(), None, "id is missing"),
+        (
+            br#"{"type":"transfer","user_id":1,"data":{"user":2,"amount":1}}"#.to_vec(),
+            None,
+            "id is missing",
+        ),
         (huge.into_bytes(), None, "exceeds the limit"),
-        (br#"{"id":"g-4","type":"teleport","user_id":1}"#.to_vec(), Some("g-4"), "unknown command type"),
+        (
+            br#"{"id":"g-4","type":"teleport","user_id":1}"#.to_vec(),
+            Some("g-4"),
+            "unknown command type",
+        ),
         (vec![0xff, 0xfe, 0x00], None, "not JSON"),
     ];
     for (body, correlation_id, _) in &garbage {
@@ -173,9 +269,12 @@ async fn garbage_is_dead_lettered_and_the_next_command_still_runs() {
     let mut reasons: Vec<String> = dead
         .iter()
         .map(|d| {
-            pluspay::amqp::publisher::header_str(d.properties.headers(), pluspay::worker::ERROR_HEADER)
-                .expect("a dead letter carries its reason")
-                .to_owned()
+            pluspay::amqp::publisher::header_str(
+                d.properties.headers(),
+                pluspay::worker::ERROR_HEADER,
+            )
+            .expect("a dead letter carries its reason")
+            .to_owned()
         })
         .collect();
     for (_, _, reason) in &garbage {
@@ -195,11 +294,16 @@ async fn a_worker_stopped_gracefully_leaves_nothing_half_done() {
     env.fund(1, 1_000).await;
     let worker = env.start_worker();
     let mut client = env.client().await;
-    assert_eq!(client.call(transfer("s-1", 1, 2, 1)).await["status"], "succeeded");
+    assert_eq!(
+        client.call(transfer("s-1", 1, 2, 1)).await["status"],
+        "succeeded"
+    );
     worker.stop().await;
     // Commands published while no worker runs wait in the durable queue.
     for i in 0..20 {
-        client.command(&transfer(&format!("s-wait-{i}"), 1, 2, 1)).await;
+        client
+            .command(&transfer(&format!("s-wait-{i}"), 1, 2, 1))
+            .await;
     }
     let _worker = env.start_worker();
     client.wait_results(21).await;

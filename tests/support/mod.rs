@@ -36,25 +36,51 @@ pub struct TestEnv {
     pub db: tokio_postgres::Client,
 }
 
+/// A new, empty database; returns its URL.
+pub async fn empty_database() -> String {
+    let admin_url = env("PP_TEST_DATABASE_URL");
+    let database = unique("pp");
+    let admin = pluspay::db::connect(&admin_url)
+        .await
+        .expect("admin connection");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {database}"))
+        .await
+        .expect("create the test database");
+    replace_database(&admin_url, &database)
+}
+
+/// Runs the `pluspay` binary with `env` (and no other PLUSPAY_ variable) from the crate root.
+pub async fn pluspay(args: &[&str], env: &[(&str, String)]) -> std::process::Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pluspay"));
+    command.args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("PLUSPAY_")) {
+        command.env_remove(key);
+    }
+    command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    command.output().await.expect("run pluspay")
+}
+
 impl TestEnv {
     pub async fn new() -> Self {
-        let admin_url = env("PP_TEST_DATABASE_URL");
-        let database = unique("pp");
-        let admin = pluspay::db::connect(&admin_url).await.expect("admin connection");
-        admin
-            .batch_execute(&format!("CREATE DATABASE {database}"))
-            .await
-            .expect("create the test database");
-        let url = replace_database(&admin_url, &database);
+        let url = empty_database().await;
         let mut settings = Settings::default();
         settings.database.url = url.clone();
         settings.amqp.url = env("PP_TEST_AMQP_URL");
         settings.amqp.namespace = unique("t");
         settings.worker.shutdown_timeout_secs = 10;
-        let mut db = pluspay::db::connect(&url).await.expect("test database connection");
-        pluspay::db::migrate::migrate(&mut db).await.expect("migrate");
+        let mut db = pluspay::db::connect(&url)
+            .await
+            .expect("test database connection");
+        pluspay::db::migrate::migrate(&mut db)
+            .await
+            .expect("migrate");
         let names = Names::new(&settings.amqp.namespace);
-        TestEnv { settings, names, db }
+        TestEnv {
+            settings,
+            names,
+            db,
+        }
     }
 
     /// The environment a `pluspay` process needs to use this test's database and namespace.
@@ -62,15 +88,24 @@ impl TestEnv {
         vec![
             ("PLUSPAY_DATABASE_URL", self.settings.database.url.clone()),
             ("PLUSPAY_AMQP_URL", self.settings.amqp.url.clone()),
-            ("PLUSPAY_AMQP_NAMESPACE", self.settings.amqp.namespace.clone()),
+            (
+                "PLUSPAY_AMQP_NAMESPACE",
+                self.settings.amqp.namespace.clone(),
+            ),
         ]
     }
 
     /// Starts a worker in this process; it stops when the returned guard is dropped or stopped.
     pub fn start_worker(&self) -> WorkerHandle {
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(pluspay::worker::run(self.settings.clone(), shutdown.clone()));
-        WorkerHandle { shutdown, task: Some(task) }
+        let task = tokio::spawn(pluspay::worker::run(
+            self.settings.clone(),
+            shutdown.clone(),
+        ));
+        WorkerHandle {
+            shutdown,
+            task: Some(task),
+        }
     }
 
     /// Test-only money: a balanced journal from a `test_funding` system account that exists
@@ -120,7 +155,9 @@ impl TestEnv {
 }
 
 fn replace_database(url: &str, database: &str) -> String {
-    let (base, _) = url.rsplit_once('/').expect("a database URL ends with /name");
+    let (base, _) = url
+        .rsplit_once('/')
+        .expect("a database URL ends with /name");
     format!("{base}/{database}")
 }
 
@@ -158,7 +195,9 @@ pub struct BrokerClient {
 
 impl BrokerClient {
     pub async fn connect(settings: &Settings) -> Self {
-        let connection = amqp::connect(&settings.amqp.url, "test-client").await.unwrap();
+        let connection = amqp::connect(&settings.amqp.url, "test-client")
+            .await
+            .unwrap();
         let names = Names::new(&settings.amqp.namespace);
         let channel = connection.create_channel().await.unwrap();
         amqp::topology::declare(&channel, &names, settings.amqp.delivery_limit)
@@ -167,7 +206,11 @@ impl BrokerClient {
         let queue = channel
             .queue_declare(
                 "".into(),
-                QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
                 FieldTable::default(),
             )
             .await
@@ -176,7 +219,10 @@ impl BrokerClient {
             .basic_consume(
                 queue.name().clone(),
                 "".into(),
-                BasicConsumeOptions { no_ack: true, ..Default::default() },
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
                 FieldTable::default(),
             )
             .await
@@ -275,7 +321,10 @@ impl BrokerClient {
             .basic_consume(
                 self.names.dead_queue.as_str().into(),
                 "".into(),
-                BasicConsumeOptions { no_ack: true, ..Default::default() },
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
                 FieldTable::default(),
             )
             .await
@@ -296,15 +345,36 @@ impl BrokerClient {
     pub async fn watch(&self, exchange: &str, pattern: &str) -> lapin::Consumer {
         let channel = self.connection.create_channel().await.unwrap();
         let queue = channel
-            .queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default())
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
             .await
             .unwrap();
         channel
-            .queue_bind(queue.name().clone(), exchange.into(), pattern.into(), QueueBindOptions::default(), FieldTable::default())
+            .queue_bind(
+                queue.name().clone(),
+                exchange.into(),
+                pattern.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .unwrap();
         channel
-            .basic_consume(queue.name().clone(), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+            .basic_consume(
+                queue.name().clone(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
             .await
             .unwrap()
     }

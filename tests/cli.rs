@@ -1,0 +1,169 @@
+//! The `pluspay` binary as operators use it: migrate, send, audit, and bad settings.
+
+mod support;
+
+use serde_json::Value;
+use support::{empty_database, pluspay, TestEnv};
+
+fn stdout_json(output: &std::process::Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+#[tokio::test]
+async fn migrate_applies_once_and_twice_is_harmless() {
+    let url = empty_database().await;
+    let env = [("PLUSPAY_DATABASE_URL", url.clone())];
+    let first = pluspay(&["migrate"], &env).await;
+    assert!(first.status.success(), "{first:?}");
+    assert_eq!(
+        stdout_json(&first)["applied"],
+        serde_json::json!(["0001_ledger.sql"])
+    );
+    let second = pluspay(&["migrate"], &env).await;
+    assert!(second.status.success(), "{second:?}");
+    assert_eq!(stdout_json(&second)["applied"], serde_json::json!([]));
+    // Two instances migrating one database at once both succeed, and it is applied once.
+    let url = empty_database().await;
+    let env = [("PLUSPAY_DATABASE_URL", url.clone())];
+    let (a, b) = tokio::join!(pluspay(&["migrate"], &env), pluspay(&["migrate"], &env));
+    assert!(a.status.success() && b.status.success(), "{a:?} {b:?}");
+    let applied: usize = [&a, &b]
+        .iter()
+        .map(|o| stdout_json(o)["applied"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(applied, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_prints_the_result_and_exits_by_status() {
+    let env = TestEnv::new().await;
+    env.fund(1, 500).await;
+    let _worker = env.start_worker();
+    let vars = env.process_env();
+    let sent = pluspay(
+        &[
+            "send",
+            "transfer",
+            "--user",
+            "1",
+            "--data",
+            r#"{"user":2,"amount":100}"#,
+        ],
+        &vars,
+    )
+    .await;
+    assert!(sent.status.success(), "{sent:?}");
+    let result = stdout_json(&sent);
+    assert_eq!(result["status"], "succeeded");
+    assert_eq!(result["message"], serde_json::json!(["转账成功"]));
+    assert_eq!(env.balance(2).await, 100);
+
+    let refused = pluspay(
+        &[
+            "send",
+            "transfer",
+            "--user",
+            "1",
+            "--data",
+            r#"{"user":2,"amount":100000}"#,
+            "--id",
+            "cli-2",
+        ],
+        &vars,
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let result = stdout_json(&refused);
+    assert_eq!(
+        (result["id"].as_str(), result["code"].as_str()),
+        (Some("cli-2"), Some("insufficient_balance"))
+    );
+
+    let bad = pluspay(
+        &["send", "transfer", "--user", "1", "--data", "{nope"],
+        &vars,
+    )
+    .await;
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--data is not JSON"),
+        "{bad:?}"
+    );
+}
+
+#[tokio::test]
+async fn audit_passes_on_a_sound_ledger_and_fails_on_a_broken_one() {
+    let env = TestEnv::new().await;
+    env.fund(1, 500).await;
+    let vars = env.process_env();
+    let sound = pluspay(&["audit"], &vars).await;
+    assert!(sound.status.success(), "{sound:?}");
+    assert_eq!(stdout_json(&sound)["ok"], true);
+
+    // Money invented outside the ledger: the balance no longer matches its entries.
+    env.db
+        .execute("UPDATE accounts SET balance = balance + 1, total_income = total_income + 1 WHERE user_id = 1", &[])
+        .await
+        .unwrap();
+    let broken = pluspay(&["audit"], &vars).await;
+    assert_eq!(broken.status.code(), Some(1), "{broken:?}");
+    let report = stdout_json(&broken);
+    assert_eq!(report["ok"], false);
+    let failing: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(failing, ["balance_equals_entries"]);
+}
+
+#[tokio::test]
+async fn a_bad_setting_stops_start_up_and_is_named() {
+    let bad = pluspay(&["audit"], &[("PLUSPAY_AMQP_PREFETCH", "many".into())]).await;
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr).to_lowercase();
+    assert!(stderr.contains("amqp.prefetch"), "{stderr}");
+
+    let missing = pluspay(&["--config", "/nonexistent/pluspay.toml", "audit"], &[]).await;
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/pluspay.toml"));
+
+    let unknown = pluspay(
+        &["audit"],
+        &[("PLUSPAY_DATABSE_URL", "postgres://x@h/db".into())],
+    )
+    .await;
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("databse_url"),
+        "{unknown:?}"
+    );
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_output() {
+    let bad = pluspay(
+        &["audit"],
+        &[(
+            "PLUSPAY_DATABASE_URL",
+            "postgres://pluspay:hunter2@127.0.0.1:1/nowhere".into(),
+        )],
+    )
+    .await;
+    assert_eq!(bad.status.code(), Some(2));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&bad.stdout),
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    assert!(!all.contains("hunter2"), "{all}");
+    assert!(all.contains("cannot connect to the database"), "{all}");
+}
