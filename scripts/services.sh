@@ -19,11 +19,15 @@
 # DIR/env is a sourceable file exporting PP_TEST_DATABASE_URL, PP_TEST_AMQP_URL,
 # PP_SERVICES_DIR and the ports/paths used by the other subcommands.
 # Progress goes to stderr; stdout is only used by `status` and `rabbitmqctl`.
+# Readiness timeout: PP_SERVICES_TIMEOUT seconds per service (default 120).
+# Runs as root (PostgreSQL as user postgres, RabbitMQ as user rabbitmq) or as any
+# other user (everything as that user). Works from any working directory.
 set -euo pipefail
 
 PG_BIN=/usr/lib/postgresql/15/bin
 RMQ_BIN=/usr/lib/rabbitmq/bin
 TIMEOUT=${PP_SERVICES_TIMEOUT:-120}   # seconds to wait for a service to become ready
+POLICY_RC_D=/usr/sbin/policy-rc.d
 SYS_PATH=/usr/lib/rabbitmq/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 log() { printf '[services] %s\n' "$*" >&2; }
@@ -31,9 +35,14 @@ die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
-usage() {
-    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
-    exit 2
+usage() { # [EXIT-CODE]
+    local rc=${1:-2}
+    if [ "$rc" -eq 0 ]; then
+        sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+    else
+        sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
+    fi
+    exit "$rc"
 }
 
 is_root() { [ "$(id -u)" -eq 0 ]; }
@@ -58,28 +67,22 @@ cmd_install() {
         log "postgresql 15, rabbitmq-server and python3 are already installed"
         return 0
     fi
-    local sudo=()
+    SUDO=()
     if ! is_root; then
         command -v sudo >/dev/null 2>&1 || die "need root (or sudo) to apt-get install ${need[*]}"
-        sudo=(sudo)
+        SUDO=(sudo)
     fi
     # Keep apt from auto-starting the packaged system services (the stock
-    # postgresql cluster on 5432, rabbitmq on 5672/epmd 4369): we run our own.
-    local policy=/usr/sbin/policy-rc.d added_policy=
-    if [ ! -e "$policy" ]; then
-        printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
-        "${sudo[@]}" chmod 755 "$policy"
-        added_policy=1
-        trap '"${sudo[@]}" rm -f "$policy"' EXIT
+    # postgresql cluster on 5432, rabbitmq on 5672 with epmd on 4369): we run our own.
+    if [ ! -e "$POLICY_RC_D" ]; then
+        printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$POLICY_RC_D" >/dev/null
+        "${SUDO[@]}" chmod 755 "$POLICY_RC_D"
+        trap '"${SUDO[@]}" rm -f "$POLICY_RC_D"' EXIT
     fi
     log "installing: ${need[*]}"
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update >&2
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 \
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update >&2
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 \
         install -y "${need[@]}" >&2
-    if [ -n "$added_policy" ]; then
-        "${sudo[@]}" rm -f "$policy"
-        trap - EXIT
-    fi
     [ -x "$PG_BIN/postgres" ] || die "postgresql 15 is still missing after apt-get install"
     [ -x "$RMQ_BIN/rabbitmq-server" ] || die "rabbitmq-server is still missing after apt-get install"
 }
@@ -217,6 +220,13 @@ release_ports() { # OWNER_DIR PORT...
     done
 }
 
+# Serialise service control on one DIR (e.g. two tests restarting the broker at
+# once). fd 9 holds the lock; daemons are started with 9>&- so they don't keep it.
+lock_dir() { # DIR
+    exec 9>>"$1/.lock"
+    flock -w 600 9 || die "timed out waiting for the lock on $1"
+}
+
 load_env() { # DIR -> sources DIR/env, sets globals
     local dir=$1
     [ -d "$dir" ] || die "no such directory: $dir"
@@ -321,6 +331,8 @@ pg() { # run a PostgreSQL binary as the postgres user with a clean environment
 }
 
 pg_init() {
+    # A Unix socket path is limited to 107 bytes.
+    [ $((${#PG_SOCK} + 18)) -le 107 ] || die "DIR path too long for PostgreSQL's socket: $PG_SOCK"
     mkdir -p "$PG_DIR" "$PG_SOCK"
     is_root && chown "$PG_USER:" "$PG_DIR" "$PG_SOCK"
     chmod 700 "$PG_DIR"
@@ -373,7 +385,7 @@ pg_start() {
     log "postgres: starting on 127.0.0.1:$PG_PORT"
     # pg_ctl puts the postmaster in its own session; its output goes to $PG_LOG.
     if ! pg pg_ctl -D "$PG_DATA" -l "$PG_LOG" -w -t "$TIMEOUT" \
-        -o "-k $PG_SOCK -c listen_addresses=127.0.0.1 -p $PG_PORT" start >&2; then
+        -o "-k $PG_SOCK -c listen_addresses=127.0.0.1 -p $PG_PORT" start >&2 9>&-; then
         tail_log "$PG_LOG"
         die "postgres failed to start on 127.0.0.1:$PG_PORT (log: $PG_LOG)"
     fi
@@ -500,7 +512,7 @@ epmd_start() {
     runas "$RMQ_USER"
     (cd "$RMQ_DIR" && exec setsid "${RUNAS[@]}" env -i "${RMQ_ENV[@]}" \
         epmd -port "$EPMD_PORT" -address 127.0.0.1 -relaxed_command_check \
-        </dev/null >>"$RMQ_LOG_DIR/epmd.log" 2>&1) &
+        </dev/null >>"$RMQ_LOG_DIR/epmd.log" 2>&1 9>&-) &
     echo $! >"$EPMD_PID_FILE"
     local deadline=$((SECONDS + 15))
     until epmd_ready; do
@@ -573,7 +585,7 @@ rmq_start() {
     runas "$RMQ_USER"
     # Own session: a Ctrl-C in the caller's terminal must not reach the node.
     (cd "$RMQ_DIR" && exec setsid "${RUNAS[@]}" env -i "${RMQ_ENV[@]}" \
-        "$RMQ_BIN/rabbitmq-server" </dev/null >>"$RMQ_STARTUP_LOG" 2>&1) &
+        "$RMQ_BIN/rabbitmq-server" </dev/null >>"$RMQ_STARTUP_LOG" 2>&1 9>&-) &
     local launcher=$!
     echo "$launcher" >"$RMQ_LAUNCHER_PID_FILE"
     local deadline=$((SECONDS + TIMEOUT))
@@ -650,6 +662,7 @@ cmd_start() {
     mkdir -p "$dir"
     DIR=$(abs_dir "$dir")
     set_paths
+    lock_dir "$DIR"
     if [ -e "$PG_DIR" ] || [ -e "$RMQ_DIR" ]; then
         die "$DIR already holds service data; use start-postgres/start-rabbitmq, or stop and delete it first"
     fi
@@ -718,6 +731,7 @@ cmd_stop() {
         return 0
     fi
     load_env "$dir"
+    lock_dir "$DIR"
     rmq_stop
     pg_stop
     release_ports "$DIR" "$PG_PORT" "$AMQP_PORT" "$DIST_PORT" "$EPMD_PORT"
@@ -744,14 +758,14 @@ main() {
         start) cmd_start "$@" ;;
         stop) cmd_stop "$@" ;;
         status) cmd_status "$@" ;;
-        stop-postgres) load_env "${1:?DIR}"; pg_stop ;;
-        start-postgres) load_env "${1:?DIR}"; check_installed; pg_start ;;
-        restart-postgres) load_env "${1:?DIR}"; check_installed; pg_stop; pg_start ;;
-        stop-rabbitmq) load_env "${1:?DIR}"; rmq_stop ;;
-        start-rabbitmq) load_env "${1:?DIR}"; check_installed; rmq_start ;;
-        restart-rabbitmq) load_env "${1:?DIR}"; check_installed; rmq_stop; rmq_start ;;
+        stop-postgres) load_env "${1:?DIR}"; lock_dir "$DIR"; pg_stop ;;
+        start-postgres) load_env "${1:?DIR}"; check_installed; lock_dir "$DIR"; pg_start ;;
+        restart-postgres) load_env "${1:?DIR}"; check_installed; lock_dir "$DIR"; pg_stop; pg_start ;;
+        stop-rabbitmq) load_env "${1:?DIR}"; lock_dir "$DIR"; rmq_stop ;;
+        start-rabbitmq) load_env "${1:?DIR}"; check_installed; lock_dir "$DIR"; rmq_start ;;
+        restart-rabbitmq) load_env "${1:?DIR}"; check_installed; lock_dir "$DIR"; rmq_stop; rmq_start ;;
         rabbitmqctl) load_env "${1:?DIR}"; shift; rmqctl "$@" ;;
-        -h | --help | help) usage ;;
+        -h | --help | help) usage 0 ;;
         *) log "unknown subcommand: $cmd"; usage ;;
     esac
 }

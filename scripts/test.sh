@@ -32,7 +32,10 @@ START_PID=
 
 cleanup() {
     local rc=$?
-    trap - EXIT INT TERM HUP
+    # Ignore further Ctrl-C/TERM (the commands below inherit that) so that the
+    # cleanup itself can't be interrupted halfway and leave services running.
+    trap - EXIT
+    trap '' INT TERM HUP
     set +e
     if [ -n "$START_PID" ]; then
         # A start still in progress would race with stop: let it finish first.
