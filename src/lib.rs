@@ -6,5 +6,6 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod pingpp;
 pub mod send;
 pub mod worker;

@@ -1,0 +1,25 @@
+//! The Ping++ adapter: an HTTP client for Ping++'s REST API and the RSA signatures around it.
+//!
+//! - [`PingppClient`] sends API requests: bearer authentication with the secret key, request
+//!   signing with the merchant's private key when one is configured, a timeout per attempt, and
+//!   retries with exponential backoff and jitter for transient failures only. Endpoints
+//!   (`create_charge`, `retrieve_charge`) are thin wrappers over one generic request path, so
+//!   recharges and withdrawals can be added the same way.
+//! - [`PingppPublicKey`] verifies the `X-Pingplusplus-Signature` of incoming webhooks.
+//! - [`PingppError`] tells callers whether to try again later ([`PingppError::is_transient`])
+//!   or to treat the answer as final.
+//!
+//! Facts about Ping++ come from its official SDKs and API documents (shared/PINGPP.md).
+
+pub mod client;
+pub mod error;
+pub mod signing;
+
+pub use client::{
+    ChargeRequest, ClientConfig, PingppClient, DEFAULT_API_BASE, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+};
+pub use error::PingppError;
+pub use signing::{sign_request, MerchantKey, PingppPublicKey};
+
+/// The header that carries Ping++'s signature of a webhook body (match it case-insensitively).
+pub const WEBHOOK_SIGNATURE_HEADER: &str = "X-Pingplusplus-Signature";
