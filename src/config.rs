@@ -11,6 +11,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::policy::WalletPolicy;
+
 pub const DEFAULT_CONFIG_FILE: &str = "config/pluspay.toml";
 
 #[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -22,6 +24,7 @@ pub struct Settings {
     pub webhook: WebhookSettings,
     pub metrics: MetricsSettings,
     pub pingpp: PingppSettings,
+    pub wallet: WalletPolicy,
     pub log: LogSettings,
 }
 
@@ -174,8 +177,8 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-const SECTIONS: [&str; 7] = [
-    "database", "amqp", "worker", "webhook", "metrics", "pingpp", "log",
+const SECTIONS: [&str; 8] = [
+    "database", "amqp", "worker", "webhook", "metrics", "pingpp", "wallet", "log",
 ];
 
 impl Settings {
@@ -248,6 +251,7 @@ impl Settings {
         {
             return invalid("pingpp.api_base (PLUSPAY_PINGPP_API_BASE) must be an http(s) URL");
         }
+        self.wallet.check().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
@@ -297,6 +301,7 @@ impl fmt::Debug for Settings {
                     "<set>"
                 },
             )
+            .field("wallet", &self.wallet)
             .field("log", &self.log)
             .finish()
     }
@@ -339,6 +344,17 @@ mod tests {
             assert_eq!(s.amqp.prefetch, 7);
             assert_eq!(s.pingpp.api_base, "http://127.0.0.1:1");
             assert_eq!(s.webhook.listen.port(), 9999);
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("PLUSPAY_WALLET_CASH_TYPES", "[wechat]");
+            jail.set_env("PLUSPAY_WALLET_RECHARGE_MAX", "500");
+            let s = load(jail, None).unwrap();
+            assert_eq!(s.wallet.cash_types, vec!["wechat".to_owned()]);
+            assert_eq!(s.wallet.recharge_max, 500);
+            jail.set_env("PLUSPAY_WALLET_RATIO", "0");
+            let err = load(jail, None).unwrap_err().to_string();
+            assert!(err.contains("wallet.ratio"), "{err}");
             Ok(())
         });
     }

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod engine;
 pub mod pingpp;
 pub mod send;
 pub mod worker;

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use deadpool_postgres::Pool;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -20,7 +19,9 @@ use tracing::{error, info, warn, Instrument};
 
 use crate::amqp::publisher::{header_int, json_properties, with_header};
 use crate::amqp::{self, Names, PublishError, Publisher};
-use crate::config::Settings;
+use crate::config::{PingppSettings, Settings};
+use crate::engine::Engine;
+use crate::pingpp::{ClientConfig, MerchantKey, PingppClient};
 use crate::db::{self, commands::Applied, DbError};
 use crate::domain::command::{decode, Envelope, Malformed};
 use crate::domain::outcome::{Code, CommandResult, Status};
@@ -30,7 +31,7 @@ pub const ERROR_HEADER: &str = "x-pluspay-error";
 
 /// What every delivery handler needs.
 struct Context {
-    pool: Pool,
+    engine: Engine,
     publisher: Publisher,
     names: Names,
     delivery_limit: u32,
@@ -38,9 +39,48 @@ struct Context {
     shutdown: CancellationToken,
 }
 
+/// The engine the settings describe: the database pool, the wallet's rules, and the Ping++
+/// client when Ping++ is configured.
+pub fn engine(settings: &Settings) -> anyhow::Result<Engine> {
+    Ok(Engine {
+        pool: db::pool(&settings.database)?,
+        policy: Arc::new(settings.wallet.clone()),
+        pingpp: pingpp_client(&settings.pingpp)?,
+    })
+}
+
+fn pingpp_client(settings: &PingppSettings) -> anyhow::Result<Option<PingppClient>> {
+    if settings.app_id.is_empty() || settings.secret_key.is_empty() {
+        warn!("Ping++ is not configured (pingpp.app_id, pingpp.secret_key): recharges will wait");
+        return Ok(None);
+    }
+    let merchant_key = match &settings.private_key {
+        None => None,
+        Some(path) => {
+            let pem = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("pingpp.private_key: cannot read {}: {e}", path.display())
+            })?;
+            Some(
+                MerchantKey::from_pem(&pem)
+                    .map_err(|e| anyhow::anyhow!("pingpp.private_key {}: {e}", path.display()))?,
+            )
+        }
+    };
+    let client = PingppClient::new(ClientConfig {
+        api_base: settings.api_base.clone(),
+        app_id: settings.app_id.clone(),
+        secret_key: settings.secret_key.clone(),
+        merchant_key,
+        timeout: Duration::from_millis(settings.timeout_ms),
+        max_retries: settings.max_retries,
+    })
+    .map_err(|e| anyhow::anyhow!("pingpp: {e}"))?;
+    Ok(Some(client))
+}
+
 /// Runs until `shutdown` is cancelled, rebuilding the broker connection whenever it is lost.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let pool = db::pool(&settings.database)?;
+    let engine = engine(&settings)?;
     let reconnect = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(10))
@@ -48,7 +88,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         .without_max_times();
     let mut delays = backon::BackoffBuilder::build(reconnect);
     loop {
-        match session(&settings, &pool, &shutdown).await {
+        match session(&settings, &engine, &shutdown).await {
             Ok(()) => return Ok(()),
             Err(e) => {
                 let delay = delays.next().unwrap_or(Duration::from_secs(10));
@@ -65,7 +105,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
 /// One connection's life: consume until shutdown (Ok) or until the broker goes away (Err).
 async fn session(
     settings: &Settings,
-    pool: &Pool,
+    engine: &Engine,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let connection = amqp::connect(&settings.amqp.url, "pluspay-worker").await?;
@@ -86,7 +126,7 @@ async fn session(
         .await?;
     info!(queue = %names.commands_queue, prefetch = settings.amqp.prefetch, "consuming commands");
     let context = Arc::new(Context {
-        pool: pool.clone(),
+        engine: engine.clone(),
         publisher,
         names,
         delivery_limit: settings.amqp.delivery_limit,
@@ -141,17 +181,6 @@ async fn handle(context: &Context, delivery: Delivery) {
             warn!(reason = %malformed.reason, "malformed message");
             dead_letter(context, &delivery, &malformed).await;
         }
-        Ok(envelope) if !db::commands::supports(envelope.kind) => {
-            let malformed = Malformed {
-                reason: format!(
-                    "command type {} is not supported by this version",
-                    envelope.kind.as_str()
-                ),
-                id: Some(envelope.id.clone()),
-                kind: Some(envelope.kind.as_str().to_owned()),
-            };
-            dead_letter(context, &delivery, &malformed).await;
-        }
         Ok(envelope) => {
             let span =
                 tracing::info_span!("command", id = %envelope.id, r#type = envelope.kind.as_str());
@@ -163,7 +192,7 @@ async fn handle(context: &Context, delivery: Delivery) {
 }
 
 async fn process(context: &Context, delivery: &Delivery, envelope: &Envelope) {
-    let attempt = || db::commands::apply(&context.pool, envelope);
+    let attempt = || context.engine.apply(envelope);
     let retried = attempt
         .retry(
             ExponentialBuilder::default()
@@ -173,7 +202,7 @@ async fn process(context: &Context, delivery: &Delivery, envelope: &Envelope) {
                 .without_max_times(),
         )
         .when(DbError::is_transient)
-        .notify(|e, delay| warn!(error = %e, ?delay, "transient database error; retrying"));
+        .notify(|e, delay| warn!(error = %e, ?delay, "transient error; retrying"));
     let applied = tokio::select! {
         applied = retried => applied,
         // Shutting down mid-retry: leave the command to the broker, it is redelivered.

@@ -1,14 +1,11 @@
 //! The command log: each command id is applied once, in the same transaction as its effect and
 //! its stored result, so a redelivery replays the result instead of applying it again.
 
-use deadpool_postgres::{Pool, Transaction};
-use serde_json::json;
+use deadpool_postgres::Transaction;
 
-use super::wallets::{insert_orders, lock_wallets, post_journal};
 use super::DbError;
 use crate::domain::command::{CommandType, Envelope};
 use crate::domain::outcome::{Code, CommandResult, Rejection, Status};
-use crate::domain::transfer::{self, TransferKind};
 
 /// What applying a command produced: the exact result message to publish.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,19 +17,18 @@ pub struct Applied {
     pub replayed: bool,
 }
 
-/// The command types this version applies; any other is dead-lettered unapplied.
-pub fn supports(kind: CommandType) -> bool {
-    matches!(kind, CommandType::Transfer | CommandType::Reward)
-}
-
 pub const MSG_IDEMPOTENCY_CONFLICT: &str = "该请求ID已用于另一个不同的请求";
 
-/// Applies a command exactly once. A transient error leaves nothing behind (the transaction
-/// rolls back) and may be retried freely.
-pub async fn apply(pool: &Pool, envelope: &Envelope) -> Result<Applied, DbError> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    let fingerprint = envelope.fingerprint();
+/// Whether this transaction may apply the command.
+pub enum Claim {
+    /// The id is new: its row now exists (without a result) until this transaction ends.
+    New,
+    /// The id was used before: publish this, apply nothing.
+    Done(Applied),
+}
+
+/// Claims the command's id. A concurrent twin waits on the insert until the first commits.
+pub async fn claim(tx: &Transaction<'_>, envelope: &Envelope) -> Result<Claim, DbError> {
     let inserted = tx
         .execute(
             "INSERT INTO commands (id, type, user_id, fingerprint) VALUES ($1, $2, $3, $4)
@@ -41,111 +37,96 @@ pub async fn apply(pool: &Pool, envelope: &Envelope) -> Result<Applied, DbError>
                 &envelope.id,
                 &envelope.kind.as_str(),
                 &envelope.user_id,
-                &fingerprint.as_slice(),
+                &envelope.fingerprint().as_slice(),
             ],
         )
         .await?;
-    if inserted == 0 {
-        // Seen before (a concurrent twin waited on the insert above until the first committed).
-        let row = tx
-            .query_one(
-                "SELECT fingerprint, status, result::text, type FROM commands WHERE id = $1",
-                &[&envelope.id],
-            )
-            .await?;
-        tx.rollback().await?;
-        let stored: Vec<u8> = row.get(0);
-        if stored == fingerprint {
-            let status = match row.get::<_, &str>(1) {
-                "succeeded" => Status::Succeeded,
-                _ => Status::Rejected,
-            };
-            return Ok(Applied {
-                body: row.get(2),
-                status,
-                routing_key: format!("{}.{}", row.get::<_, &str>(3), status.as_str()),
-                replayed: true,
-            });
-        }
-        // Not stored: the id's one result stays the first command's.
-        let result = CommandResult::rejected(
-            &envelope.id,
-            envelope.kind.as_str(),
-            envelope.user_id,
-            Rejection::field(Code::IdempotencyConflict, "id", MSG_IDEMPOTENCY_CONFLICT),
-        );
-        return Ok(Applied {
-            body: serde_json::to_string(&result).expect("a result serializes"),
-            status: Status::Rejected,
-            routing_key: result.routing_key(),
-            replayed: false,
+    if inserted == 1 {
+        // A recharge holds its id in `recharges` until its result is stored.
+        let in_progress = envelope.kind != CommandType::Recharge
+            && tx
+                .query_opt(
+                    "SELECT 1 FROM recharges WHERE command_id = $1",
+                    &[&envelope.id],
+                )
+                .await?
+                .is_some();
+        return Ok(if in_progress {
+            Claim::Done(conflict(envelope))
+        } else {
+            Claim::New
         });
     }
+    match lookup(tx, envelope).await? {
+        Some(done) => Ok(Claim::Done(done)),
+        None => Err(DbError::Fatal(format!(
+            "command {} exists without a result",
+            envelope.id
+        ))),
+    }
+}
 
-    let result = match envelope.kind {
-        CommandType::Transfer => apply_transfer(&tx, envelope, TransferKind::Transfer).await?,
-        CommandType::Reward => apply_transfer(&tx, envelope, TransferKind::Reward).await?,
-        other => {
-            return Err(DbError::Fatal(format!(
-                "command type {} is not supported",
-                other.as_str()
-            )))
-        }
+/// The earlier outcome of this id, if it has one: its stored result when the content is the
+/// same, else an `idempotency_conflict` (not stored: the id's one result stays the first's).
+pub async fn lookup(tx: &Transaction<'_>, envelope: &Envelope) -> Result<Option<Applied>, DbError> {
+    let Some(row) = tx
+        .query_opt(
+            "SELECT fingerprint, status, result::text, type FROM commands
+             WHERE id = $1 AND result IS NOT NULL",
+            &[&envelope.id],
+        )
+        .await?
+    else {
+        return Ok(None);
     };
-    let body = serde_json::to_string(&result).expect("a result serializes");
+    let stored: Vec<u8> = row.get(0);
+    if stored != envelope.fingerprint() {
+        return Ok(Some(conflict(envelope)));
+    }
+    let status = match row.get::<_, &str>(1) {
+        "succeeded" => Status::Succeeded,
+        _ => Status::Rejected,
+    };
+    Ok(Some(Applied {
+        body: row.get(2),
+        status,
+        routing_key: format!("{}.{}", row.get::<_, &str>(3), status.as_str()),
+        replayed: true,
+    }))
+}
+
+/// The id is taken by a command with other content.
+pub fn conflict(envelope: &Envelope) -> Applied {
+    let result = CommandResult::rejected(
+        &envelope.id,
+        envelope.kind.as_str(),
+        envelope.user_id,
+        Rejection::field(Code::IdempotencyConflict, "id", MSG_IDEMPOTENCY_CONFLICT),
+    );
+    Applied {
+        body: serde_json::to_string(&result).expect("a result serializes"),
+        status: Status::Rejected,
+        routing_key: result.routing_key(),
+        replayed: false,
+    }
+}
+
+/// Stores the result of a claimed command; it becomes durable with the transaction.
+pub async fn store(
+    tx: &Transaction<'_>,
+    envelope: &Envelope,
+    result: &CommandResult,
+) -> Result<Applied, DbError> {
+    let body = serde_json::to_string(result).expect("a result serializes");
     tx.execute(
         "UPDATE commands SET status = $2, result = $3::text::json WHERE id = $1",
         &[&envelope.id, &result.status.as_str(), &body],
     )
     .await?;
-    tx.commit().await?;
     Ok(Applied {
         routing_key: result.routing_key(),
         status: result.status,
         body,
         replayed: false,
     })
-}
-
-fn rejected(envelope: &Envelope, rejection: Rejection) -> CommandResult {
-    CommandResult::rejected(
-        &envelope.id,
-        envelope.kind.as_str(),
-        envelope.user_id,
-        rejection,
-    )
-}
-
-async fn apply_transfer(
-    tx: &Transaction<'_>,
-    envelope: &Envelope,
-    kind: TransferKind,
-) -> Result<CommandResult, DbError> {
-    let request = match transfer::parse(kind, envelope.user_id, &envelope.data) {
-        Ok(request) => request,
-        Err(rejection) => return Ok(rejected(envelope, rejection)),
-    };
-    let wallets = lock_wallets(tx, &[request.from, request.to]).await?;
-    let balance = |user: i64| wallets.get(&user).map_or(0, |w| w.balance);
-    let journal = match transfer::decide(&request, balance(request.from), balance(request.to)) {
-        Ok(journal) => journal,
-        Err(rejection) => return Ok(rejected(envelope, rejection)),
-    };
-    let journal_id =
-        post_journal(tx, envelope.kind.as_str(), &envelope.id, &journal, &wallets).await?;
-    let mut orders = insert_orders(
-        tx,
-        &envelope.id,
-        Some(journal_id),
-        &transfer::orders(&request),
-    )
-    .await?;
-    let sender_order = orders.swap_remove(0);
-    Ok(CommandResult::succeeded(
-        &envelope.id,
-        envelope.kind.as_str(),
-        envelope.user_id,
-        kind.success_message(),
-        json!({ "order": sender_order }),
-    ))
 }

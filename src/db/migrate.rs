@@ -12,11 +12,18 @@ pub struct Migration {
 }
 
 /// Every file of migrations/, embedded so the binary carries its own schema.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_ledger.sql",
-    sql: include_str!("../../migrations/0001_ledger.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_ledger.sql",
+        sql: include_str!("../../migrations/0001_ledger.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_cashes_recharges.sql",
+        sql: include_str!("../../migrations/0002_cashes_recharges.sql"),
+    },
+];
 
 /// An arbitrary constant shared by every pluspay instance.
 const MIGRATION_LOCK_KEY: i64 = 0x0070_6c75_7370_6179;
@@ -35,23 +42,20 @@ fn checksum(sql: &str) -> String {
 
 /// Returns the names of the migrations applied by this call.
 pub async fn migrate(client: &mut Client) -> Result<Vec<&'static str>, MigrateError> {
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
-                version integer PRIMARY KEY,
-                name text NOT NULL,
-                checksum text NOT NULL,
-                applied_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .await
-        .or_else(|e| {
-            // Two instances racing to create the table: the loser sees a unique violation.
-            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        })?;
+    // Under the lock too: two concurrent CREATE TABLE IF NOT EXISTS can both miss the table and
+    // then collide on its row type.
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version integer PRIMARY KEY,
+            name text NOT NULL,
+            checksum text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await?;
+    tx.commit().await?;
     let mut applied = Vec::new();
     for migration in MIGRATIONS {
         let tx = client.transaction().await?;

@@ -1,8 +1,10 @@
 //! PostgreSQL: the connection pool, migrations, the command log and the ledger's storage.
 
 pub mod audit;
+pub mod cashes;
 pub mod commands;
 pub mod migrate;
+pub mod orders;
 pub mod wallets;
 
 use std::time::Duration;

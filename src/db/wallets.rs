@@ -64,7 +64,7 @@ pub async fn lock_wallets(
 pub async fn post_journal(
     tx: &Transaction<'_>,
     kind: &str,
-    command_id: &str,
+    command_id: Option<&str>,
     journal: &Journal,
     wallets: &BTreeMap<i64, LockedWallet>,
 ) -> Result<i64, DbError> {
@@ -118,7 +118,7 @@ pub async fn post_journal(
 /// Inserts orders and returns them in the seeds' JSON shape, in the order given.
 pub async fn insert_orders(
     tx: &Transaction<'_>,
-    command_id: &str,
+    command_id: Option<&str>,
     journal_id: Option<i64>,
     drafts: &[OrderDraft],
 ) -> Result<Vec<Value>, DbError> {
@@ -159,4 +159,48 @@ pub async fn insert_orders(
     let mut rows: Vec<(i64, Value)> = rows.into_iter().map(|r| (r.get(0), r.get(1))).collect();
     rows.sort_by_key(|(id, _)| *id);
     Ok(rows.into_iter().map(|(_, order)| order).collect())
+}
+
+/// Locks the user's points account (creating it empty) and returns its balance.
+pub async fn lock_points(tx: &Transaction<'_>, user: i64) -> Result<i64, DbError> {
+    const LOCK: &str =
+        "SELECT balance FROM accounts WHERE kind = 'points' AND user_id = $1 FOR UPDATE";
+    if let Some(row) = tx.query_opt(LOCK, &[&user]).await? {
+        return Ok(row.get(0));
+    }
+    tx.execute(
+        "INSERT INTO accounts (kind, user_id, unit) VALUES ('points', $1, 'point')
+         ON CONFLICT (kind, user_id) DO NOTHING",
+        &[&user],
+    )
+    .await?;
+    Ok(tx.query_one(LOCK, &[&user]).await?.get(0))
+}
+
+/// A user's wallet and points as `wallet.get` shows them; all zero before the first movement.
+pub async fn summary(tx: &Transaction<'_>, user: i64) -> Result<WalletSummary, DbError> {
+    let row = tx
+        .query_one(
+            "SELECT coalesce(max(balance) FILTER (WHERE kind = 'wallet'), 0),
+                    coalesce(max(total_income) FILTER (WHERE kind = 'wallet'), 0),
+                    coalesce(max(total_expenses) FILTER (WHERE kind = 'wallet'), 0),
+                    coalesce(max(balance) FILTER (WHERE kind = 'points'), 0)
+             FROM accounts WHERE user_id = $1 AND kind IN ('wallet', 'points')",
+            &[&user],
+        )
+        .await?;
+    Ok(WalletSummary {
+        balance: row.get(0),
+        total_income: row.get(1),
+        total_expenses: row.get(2),
+        points: row.get(3),
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalletSummary {
+    pub balance: i64,
+    pub total_income: i64,
+    pub total_expenses: i64,
+    pub points: i64,
 }

@@ -1,8 +1,13 @@
 //! The wallet's rules in plain Rust: what a command is, what it may do to money, and every
 //! outcome it can have. Nothing here knows about RabbitMQ, PostgreSQL or HTTP.
 
+pub mod cash;
 pub mod command;
 pub mod ledger;
 pub mod outcome;
+pub mod policy;
+pub mod query;
+pub mod recharge;
 pub mod transfer;
+pub mod transform;
 pub mod validate;

@@ -29,6 +29,36 @@ pub enum Code {
     InvalidUser,
     SelfTransfer,
     InvalidBody,
+    ChannelRequired,
+    /// A recharge channel the settings don't open.
+    UnsupportedChannel,
+    /// `extra` is not an object, or lacks what the channel needs.
+    InvalidExtra,
+    InvalidClientIp,
+    CashTypeRequired,
+    UnsupportedCashType,
+    AccountRequired,
+    InvalidAccount,
+    RemarkRequired,
+    InvalidRemark,
+    CashRequired,
+    InvalidCash,
+    UnknownCash,
+    /// The cash request was already decided the other way.
+    CashAlreadyDecided,
+    OrderRequired,
+    InvalidOrder,
+    /// No such order among the caller's.
+    UnknownOrder,
+    /// The order exists but is not a Ping++ recharge.
+    NotRecharge,
+    InvalidLimit,
+    InvalidAfter,
+    InvalidAction,
+    /// Ping++ refused the request (its error type and message are in the result).
+    PaymentProviderError,
+    /// The charge Ping++ returned disagrees with the order.
+    ChargeMismatch,
 }
 
 impl Code {
@@ -47,6 +77,29 @@ impl Code {
             Code::InvalidUser => "invalid_user",
             Code::SelfTransfer => "self_transfer",
             Code::InvalidBody => "invalid_body",
+            Code::ChannelRequired => "channel_required",
+            Code::UnsupportedChannel => "unsupported_channel",
+            Code::InvalidExtra => "invalid_extra",
+            Code::InvalidClientIp => "invalid_client_ip",
+            Code::CashTypeRequired => "cash_type_required",
+            Code::UnsupportedCashType => "unsupported_cash_type",
+            Code::AccountRequired => "account_required",
+            Code::InvalidAccount => "invalid_account",
+            Code::RemarkRequired => "remark_required",
+            Code::InvalidRemark => "invalid_remark",
+            Code::CashRequired => "cash_required",
+            Code::InvalidCash => "invalid_cash",
+            Code::UnknownCash => "unknown_cash",
+            Code::CashAlreadyDecided => "cash_already_decided",
+            Code::OrderRequired => "order_required",
+            Code::InvalidOrder => "invalid_order",
+            Code::UnknownOrder => "unknown_order",
+            Code::NotRecharge => "not_recharge",
+            Code::InvalidLimit => "invalid_limit",
+            Code::InvalidAfter => "invalid_after",
+            Code::InvalidAction => "invalid_action",
+            Code::PaymentProviderError => "payment_provider_error",
+            Code::ChargeMismatch => "charge_mismatch",
         }
     }
 }

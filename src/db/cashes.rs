@@ -1,0 +1,110 @@
+//! Cash records: stored with the request, locked while an operator's decision is applied.
+
+use deadpool_postgres::Transaction;
+use serde_json::Value;
+
+use super::DbError;
+use crate::domain::cash::CashRequest;
+use crate::domain::query::Page;
+
+pub async fn insert(
+    tx: &Transaction<'_>,
+    request: &CashRequest,
+    command_id: &str,
+) -> Result<i64, DbError> {
+    Ok(tx
+        .query_one(
+            "INSERT INTO cashes (user_id, value, type, account, command_id)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            &[
+                &request.user,
+                &request.value,
+                &request.kind,
+                &request.account,
+                &command_id,
+            ],
+        )
+        .await?
+        .get(0))
+}
+
+pub async fn link_order(tx: &Transaction<'_>, cash_id: i64, order_id: i64) -> Result<(), DbError> {
+    tx.execute(
+        "UPDATE cashes SET order_id = $2 WHERE id = $1",
+        &[&cash_id, &order_id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A cash record locked for a decision.
+#[derive(Debug, Clone)]
+pub struct LockedCash {
+    pub id: i64,
+    pub owner: i64,
+    pub value: i64,
+    pub status: i16,
+    pub order_id: Option<i64>,
+}
+
+pub async fn lock(tx: &Transaction<'_>, cash_id: i64) -> Result<Option<LockedCash>, DbError> {
+    let row = tx
+        .query_opt(
+            "SELECT id, user_id, value, status, order_id FROM cashes WHERE id = $1 FOR UPDATE",
+            &[&cash_id],
+        )
+        .await?;
+    Ok(row.map(|r| LockedCash {
+        id: r.get(0),
+        owner: r.get(1),
+        value: r.get(2),
+        status: r.get(3),
+        order_id: r.get(4),
+    }))
+}
+
+/// Records a decision and sets the state of the request's order.
+pub async fn decide(
+    tx: &Transaction<'_>,
+    cash: &LockedCash,
+    status: i16,
+    order_state: i16,
+    remark: &str,
+    operator: i64,
+    command_id: &str,
+) -> Result<(), DbError> {
+    tx.execute(
+        "UPDATE cashes SET status = $2, remark = $3, decided_by = $4, decision_command_id = $5,
+                updated_at = now()
+         WHERE id = $1",
+        &[&cash.id, &status, &remark, &operator, &command_id],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE wallet_orders SET state = $2, updated_at = now() WHERE id = $1",
+        &[&cash.order_id, &order_state],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn get_json(tx: &Transaction<'_>, cash_id: i64) -> Result<Value, DbError> {
+    Ok(tx
+        .query_one("SELECT cash_json(c) FROM cashes c WHERE id = $1", &[&cash_id])
+        .await?
+        .get(0))
+}
+
+/// The user's cash records, newest first.
+pub async fn list(tx: &Transaction<'_>, user: i64, page: &Page) -> Result<Value, DbError> {
+    Ok(tx
+        .query_one(
+            "SELECT coalesce(json_agg(cash_json(c) ORDER BY c.id DESC), '[]'::json)
+             FROM (SELECT * FROM cashes
+                   WHERE user_id = $1 AND ($2::bigint IS NULL OR id < $2)
+                   ORDER BY id DESC LIMIT $3) c",
+            &[&user, &page.after, &page.limit],
+        )
+        .await?
+        .get(0))
+}

@@ -1,0 +1,82 @@
+//! The wallet's settings (`[wallet]`): which channels and cash types are open, the limits, and
+//! what `wallet.get` shows, as the older wallet API's "钱包信息" describes them.
+
+use serde::{Deserialize, Serialize};
+
+/// Channels that need `extra.success_url`: Ping++ requires it for the first two, the seeds'
+/// platform for all four (it sends the payer back to its page).
+pub const CHANNELS_NEEDING_SUCCESS_URL: [&str; 4] =
+    ["alipay_wap", "alipay_pc_direct", "alipay_qr", "wx_wap"];
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalletPolicy {
+    /// Ping++ channels `recharge` accepts; empty closes recharging.
+    pub recharge_types: Vec<String>,
+    /// Smallest and largest recharge, in fen.
+    pub recharge_min: i64,
+    pub recharge_max: i64,
+    /// Suggested recharge amounts in fen, shown by `wallet.get`.
+    pub labels: Vec<i64>,
+    /// Points per fen for `transform`.
+    pub ratio: i64,
+    /// The recharge and cash rules text shown by `wallet.get`.
+    pub rule: String,
+    /// Payout methods `cash` accepts; empty closes cashing out.
+    pub cash_types: Vec<String>,
+    /// Smallest cash request, in fen.
+    pub cash_min: i64,
+    /// Smallest transform, in fen.
+    pub transform_min: i64,
+}
+
+impl Default for WalletPolicy {
+    fn default() -> Self {
+        WalletPolicy {
+            recharge_types: [
+                "applepay_upacp",
+                "alipay",
+                "alipay_wap",
+                "alipay_pc_direct",
+                "alipay_qr",
+                "wx",
+                "wx_wap",
+            ]
+            .map(String::from)
+            .to_vec(),
+            recharge_min: 1,
+            recharge_max: 1_000_000,
+            labels: vec![550, 2000, 9900],
+            ratio: 1,
+            rule: String::new(),
+            cash_types: vec!["alipay".into(), "wechat".into()],
+            cash_min: 100,
+            transform_min: 100,
+        }
+    }
+}
+
+impl WalletPolicy {
+    /// Names the first setting that makes no sense.
+    pub fn check(&self) -> Result<(), String> {
+        if self.recharge_min < 1 {
+            return Err("wallet.recharge_min must be at least 1".into());
+        }
+        if self.recharge_max < self.recharge_min {
+            return Err("wallet.recharge_max must be at least wallet.recharge_min".into());
+        }
+        if self.ratio < 1 {
+            return Err("wallet.ratio must be at least 1".into());
+        }
+        if self.cash_min < 1 {
+            return Err("wallet.cash_min must be at least 1".into());
+        }
+        if self.transform_min < 1 {
+            return Err("wallet.transform_min must be at least 1".into());
+        }
+        if self.labels.iter().any(|&l| l < 1) {
+            return Err("wallet.labels must be positive amounts in fen".into());
+        }
+        Ok(())
+    }
+}

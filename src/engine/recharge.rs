@@ -1,0 +1,453 @@
+//! `recharge` and `recharge.retrieve`: the two commands that call Ping++. The HTTP call never
+//! runs inside a database transaction, so each is split in steps with a recovery point between
+//! them (the `recharges` row): a crash or redelivery at any step resumes instead of creating a
+//! second order or a second charge.
+//!
+//! 1. One transaction validates, creates the waiting order and records the exact charge request.
+//! 2. The charge is created at Ping++. Retries send the same `order_no` and parameters, for
+//!    which Ping++ returns the charge it already made rather than a second one.
+//! 3. One transaction records the charge on the order and stores the command's result.
+//!
+//! Twins (the same command delivered twice at once) are serialised by an advisory lock on the
+//! command id.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use deadpool_postgres::Transaction;
+use serde_json::{json, Value};
+
+use super::{rejected, succeeded, Engine};
+use crate::db::commands::{self, Applied, Claim};
+use crate::db::wallets::{insert_orders, lock_wallets, post_journal};
+use crate::db::DbError;
+use crate::domain::command::Envelope;
+use crate::domain::outcome::{Code, Rejection};
+use crate::domain::query;
+use crate::domain::recharge::{self, charge_facts, Completion, Mismatch, WaitingRecharge};
+use crate::pingpp::{ChargeRequest, PingppClient, PingppError};
+
+/// What step 1 found or made.
+struct Progress {
+    order_id: i64,
+    request: ChargeRequest,
+    /// Set once step 3 ran for a twin, or step 2 is known done.
+    charge: Option<Value>,
+}
+
+enum Begin {
+    Done(Applied),
+    Resume(Box<Progress>),
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn pingpp(engine: &Engine) -> Result<&PingppClient, DbError> {
+    engine.pingpp.as_ref().ok_or_else(|| {
+        DbError::Fatal(
+            "Ping++ is not configured (set pingpp.app_id and pingpp.secret_key): \
+             recharges cannot be applied"
+                .into(),
+        )
+    })
+}
+
+/// A Ping++ failure that is not the command's fault is retried; a refusal by Ping++ (an error
+/// body) becomes the command's rejection.
+fn provider_rejection(error: &PingppError) -> Option<Rejection> {
+    match error {
+        PingppError::Api {
+            kind,
+            message,
+            param,
+            ..
+        } => {
+            let field = param.as_deref().unwrap_or("type");
+            let mut rejection =
+                Rejection::field(Code::PaymentProviderError, field, message.as_str());
+            rejection
+                .errors
+                .insert("pingpp".into(), vec![format!("{kind}: {message}")]);
+            Some(rejection)
+        }
+        _ => None,
+    }
+}
+
+fn provider_failure(error: PingppError) -> DbError {
+    if error.is_transient() {
+        DbError::Transient(format!("Ping++: {error}"))
+    } else {
+        DbError::Fatal(format!("Ping++: {error}"))
+    }
+}
+
+/// Serialises twins of one command for the rest of the transaction.
+async fn lock_command(tx: &Transaction<'_>, envelope: &Envelope) -> Result<(), DbError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))",
+        &[&envelope.id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Claims the id and stores `result` in one short transaction.
+async fn conclude(
+    tx: Transaction<'_>,
+    envelope: &Envelope,
+    result: crate::domain::outcome::CommandResult,
+) -> Result<Applied, DbError> {
+    if let Claim::Done(applied) = commands::claim(&tx, envelope).await? {
+        tx.rollback().await?;
+        return Ok(applied);
+    }
+    let applied = commands::store(&tx, envelope, &result).await?;
+    tx.commit().await?;
+    Ok(applied)
+}
+
+pub(super) async fn create(engine: &Engine, envelope: &Envelope) -> Result<Applied, DbError> {
+    let progress = match begin(engine, envelope).await? {
+        Begin::Done(applied) => return Ok(applied),
+        Begin::Resume(progress) => progress,
+    };
+    let charge = match progress.charge.clone() {
+        Some(charge) => charge,
+        None => match pingpp(engine)?.create_charge(&progress.request).await {
+            Ok(charge) => charge,
+            Err(error) => match provider_rejection(&error) {
+                Some(rejection) => return refuse(engine, envelope, &progress, rejection).await,
+                None => return Err(provider_failure(error)),
+            },
+        },
+    };
+    finish(engine, envelope, &progress, charge).await
+}
+
+/// Step 1: the stored outcome, the recorded progress, or a new waiting order.
+async fn begin(engine: &Engine, envelope: &Envelope) -> Result<Begin, DbError> {
+    let mut client = engine.pool.get().await?;
+    let tx = client.transaction().await?;
+    lock_command(&tx, envelope).await?;
+    if let Some(applied) = commands::lookup(&tx, envelope).await? {
+        tx.rollback().await?;
+        return Ok(Begin::Done(applied));
+    }
+    let row = tx
+        .query_opt(
+            "SELECT fingerprint, order_id, charge_request::text, charge::text
+             FROM recharges WHERE command_id = $1",
+            &[&envelope.id],
+        )
+        .await?;
+    if let Some(row) = row {
+        tx.rollback().await?;
+        if row.get::<_, Vec<u8>>(0) != envelope.fingerprint() {
+            return Ok(Begin::Done(commands::conflict(envelope)));
+        }
+        let request = serde_json::from_str(row.get(2)).map_err(|e| {
+            DbError::Fatal(format!("a recharge's stored charge request is unreadable: {e}"))
+        })?;
+        let charge = row
+            .get::<_, Option<&str>>(3)
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| DbError::Fatal(format!("a recharge's stored charge is unreadable: {e}")))?;
+        return Ok(Begin::Resume(Box::new(Progress {
+            order_id: row.get(1),
+            request,
+            charge,
+        })));
+    }
+    let request = match recharge::parse(envelope.user_id, &envelope.data, &engine.policy) {
+        Ok(request) => request,
+        Err(rejection) => {
+            let result = rejected(envelope, rejection);
+            return Ok(Begin::Done(conclude(tx, envelope, result).await?));
+        }
+    };
+    let order = insert_orders(&tx, None, None, &[recharge::order(&request)])
+        .await?
+        .remove(0);
+    let order_id = order["id"]
+        .as_i64()
+        .ok_or_else(|| DbError::Fatal("an order without an id".into()))?;
+    let charge_request = ChargeRequest {
+        order_no: recharge::order_no(order_id),
+        channel: request.channel.clone(),
+        amount: request.amount as u64,
+        client_ip: request.client_ip.clone(),
+        subject: recharge::TITLE.into(),
+        body: recharge::BODY.into(),
+        extra: request.extra.clone().map(Value::Object),
+        time_expire: None,
+        metadata: Some(json!({ "order_id": order_id, "user_id": request.user })),
+        description: None,
+    };
+    tx.execute(
+        "INSERT INTO recharges (command_id, fingerprint, user_id, order_id, order_no, charge_request)
+         VALUES ($1, $2, $3, $4, $5, $6::text::json)",
+        &[
+            &envelope.id,
+            &envelope.fingerprint().as_slice(),
+            &request.user,
+            &order_id,
+            &charge_request.order_no,
+            &serde_json::to_string(&charge_request).expect("a charge request serializes"),
+        ],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Begin::Resume(Box::new(Progress {
+        order_id,
+        request: charge_request,
+        charge: None,
+    })))
+}
+
+/// Step 3: the charge exists; record it and the command's result.
+async fn finish(
+    engine: &Engine,
+    envelope: &Envelope,
+    progress: &Progress,
+    charge: Value,
+) -> Result<Applied, DbError> {
+    let charge_id = charge
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| DbError::Fatal("Ping++ returned a charge without an id".into()))?;
+    if charge.get("order_no").and_then(Value::as_str) != Some(progress.request.order_no.as_str())
+        || charge.get("amount").and_then(Value::as_u64) != Some(progress.request.amount)
+    {
+        return Err(DbError::Fatal(format!(
+            "Ping++ returned charge {charge_id} for another order_no or amount than {}",
+            progress.request.order_no
+        )));
+    }
+    let livemode = charge.get("livemode").and_then(Value::as_bool) == Some(true);
+    let mut client = engine.pool.get().await?;
+    let tx = client.transaction().await?;
+    lock_command(&tx, envelope).await?;
+    if let Claim::Done(applied) = commands::claim(&tx, envelope).await? {
+        tx.rollback().await?;
+        return Ok(applied);
+    }
+    tx.execute(
+        "UPDATE recharges SET charge_id = $2, livemode = $3, charge = $4::text::json
+         WHERE command_id = $1",
+        &[&envelope.id, &charge_id, &livemode, &charge.to_string()],
+    )
+    .await?;
+    let order: Value = tx
+        .query_one(
+            "UPDATE wallet_orders SET target_id = $2, command_id = $3, updated_at = now()
+             WHERE id = $1 RETURNING order_json(wallet_orders)",
+            &[&progress.order_id, &charge_id, &envelope.id],
+        )
+        .await?
+        .get(0);
+    let result = succeeded(
+        envelope,
+        Some(recharge::MSG_CREATED),
+        json!({ "order": order, "pingpp_order": charge }),
+    );
+    let applied = commands::store(&tx, envelope, &result).await?;
+    tx.commit().await?;
+    Ok(applied)
+}
+
+/// Ping++ refused to create the charge: the waiting order fails and the command is rejected.
+async fn refuse(
+    engine: &Engine,
+    envelope: &Envelope,
+    progress: &Progress,
+    rejection: Rejection,
+) -> Result<Applied, DbError> {
+    let mut client = engine.pool.get().await?;
+    let tx = client.transaction().await?;
+    lock_command(&tx, envelope).await?;
+    if let Claim::Done(applied) = commands::claim(&tx, envelope).await? {
+        tx.rollback().await?;
+        return Ok(applied);
+    }
+    tx.execute(
+        "UPDATE wallet_orders SET state = -1, command_id = $2, updated_at = now() WHERE id = $1",
+        &[&progress.order_id, &envelope.id],
+    )
+    .await?;
+    let applied = commands::store(&tx, envelope, &rejected(envelope, rejection)).await?;
+    tx.commit().await?;
+    Ok(applied)
+}
+
+pub(super) async fn retrieve(engine: &Engine, envelope: &Envelope) -> Result<Applied, DbError> {
+    let (order_id, charge_id) = {
+        let mut client = engine.pool.get().await?;
+        let tx = client.transaction().await?;
+        if let Some(applied) = commands::lookup(&tx, envelope).await? {
+            tx.rollback().await?;
+            return Ok(applied);
+        }
+        let order_id = match query::order_id(&envelope.data) {
+            Ok(id) => id,
+            Err(rejection) => return conclude(tx, envelope, rejected(envelope, rejection)).await,
+        };
+        let row = tx
+            .query_opt(
+                "SELECT o.owner_id, o.target_type, o.state, r.charge_id, order_json(o)
+                 FROM wallet_orders o LEFT JOIN recharges r ON r.order_id = o.id
+                 WHERE o.id = $1",
+                &[&order_id],
+            )
+            .await?;
+        let row = match row {
+            Some(row) if row.get::<_, i64>(0) == envelope.user_id => row,
+            _ => {
+                let result = rejected(envelope, query::unknown_order());
+                return conclude(tx, envelope, result).await;
+            }
+        };
+        if row.get::<_, &str>(1) != recharge::TARGET_TYPE {
+            let rejection = Rejection::field(Code::NotRecharge, "order", recharge::MSG_NOT_RECHARGE);
+            return conclude(tx, envelope, rejected(envelope, rejection)).await;
+        }
+        let charge_id: Option<String> = row.get(3);
+        match charge_id {
+            // Final already, or its charge was never made: nothing to ask Ping++.
+            Some(charge_id) if row.get::<_, i16>(2) == 0 => {
+                tx.rollback().await?;
+                (order_id, charge_id)
+            }
+            _ => {
+                let order: Value = row.get(4);
+                let result = succeeded(envelope, None, json!({ "order": order }));
+                return conclude(tx, envelope, result).await;
+            }
+        }
+    };
+    let charge = match pingpp(engine)?.retrieve_charge(&charge_id).await {
+        Ok(charge) => charge,
+        Err(error) => match provider_rejection(&error) {
+            Some(rejection) => {
+                let mut client = engine.pool.get().await?;
+                let tx = client.transaction().await?;
+                return conclude(tx, envelope, rejected(envelope, rejection)).await;
+            }
+            None => return Err(provider_failure(error)),
+        },
+    };
+    let mut client = engine.pool.get().await?;
+    let tx = client.transaction().await?;
+    if let Claim::Done(applied) = commands::claim(&tx, envelope).await? {
+        tx.rollback().await?;
+        return Ok(applied);
+    }
+    let result = match complete_charge(&tx, order_id, &charge, Some(&envelope.id)).await? {
+        Ok(completion) => succeeded(envelope, None, json!({ "order": completion.order() })),
+        Err(mismatch) => {
+            tracing::error!(order_id, %mismatch, "Ping++ charge disagrees with its order");
+            rejected(
+                envelope,
+                Rejection::field(Code::ChargeMismatch, "order", &mismatch.to_string()),
+            )
+        }
+    };
+    let applied = commands::store(&tx, envelope, &result).await?;
+    tx.commit().await?;
+    Ok(applied)
+}
+
+/// What a charge did to its order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChargeCompletion {
+    /// Paid: the wallet was credited just now (state 1).
+    Credited { order: Value },
+    /// Failed or expired: state -1 just now.
+    Failed { order: Value, reason: String },
+    /// Already final before, or still payable: nothing changed.
+    Unchanged { order: Value },
+}
+
+impl ChargeCompletion {
+    pub fn order(&self) -> &Value {
+        match self {
+            ChargeCompletion::Credited { order }
+            | ChargeCompletion::Failed { order, .. }
+            | ChargeCompletion::Unchanged { order } => order,
+        }
+    }
+}
+
+/// The one path that completes a recharge order from its charge, for `recharge.retrieve` and
+/// the webhook alike: the order row is locked first, so racing callers credit once.
+pub async fn complete_charge(
+    tx: &Transaction<'_>,
+    order_id: i64,
+    charge: &Value,
+    command_id: Option<&str>,
+) -> Result<Result<ChargeCompletion, Mismatch>, DbError> {
+    let facts = charge_facts(charge, unix_now())
+        .map_err(|e| DbError::Fatal(format!("unreadable Ping++ charge: {e}")))?;
+    let row = tx
+        .query_one(
+            "SELECT o.owner_id, o.amount, o.state, r.charge_id, coalesce(r.livemode, false),
+                    order_json(o)
+             FROM wallet_orders o JOIN recharges r ON r.order_id = o.id
+             WHERE o.id = $1 FOR UPDATE OF o",
+            &[&order_id],
+        )
+        .await?;
+    let order: Value = row.get(5);
+    let Some(charge_id) = row.get::<_, Option<String>>(3) else {
+        return Ok(Err(Mismatch::Charge {
+            charge: facts.id,
+            order: order_id,
+            expected: "none yet".into(),
+        }));
+    };
+    let waiting = WaitingRecharge {
+        order_id,
+        owner: row.get(0),
+        amount: row.get(1),
+        charge_id,
+        livemode: row.get(4),
+    };
+    let completion = match recharge::complete(&waiting, &facts) {
+        Ok(completion) => completion,
+        Err(mismatch) => return Ok(Err(mismatch)),
+    };
+    if row.get::<_, i16>(2) != 0 {
+        return Ok(Ok(ChargeCompletion::Unchanged { order }));
+    }
+    Ok(Ok(match completion {
+        Completion::Wait => ChargeCompletion::Unchanged { order },
+        Completion::Credit(journal) => {
+            let wallets = lock_wallets(tx, &[waiting.owner]).await?;
+            let journal_id = post_journal(tx, "recharge", command_id, &journal, &wallets).await?;
+            let order = tx
+                .query_one(
+                    "UPDATE wallet_orders SET state = 1, journal_id = $2, updated_at = now()
+                     WHERE id = $1 RETURNING order_json(wallet_orders)",
+                    &[&order_id, &journal_id],
+                )
+                .await?
+                .get(0);
+            ChargeCompletion::Credited { order }
+        }
+        Completion::Fail { reason } => {
+            let order = tx
+                .query_one(
+                    "UPDATE wallet_orders SET state = -1, updated_at = now()
+                     WHERE id = $1 RETURNING order_json(wallet_orders)",
+                    &[&order_id],
+                )
+                .await?
+                .get(0);
+            ChargeCompletion::Failed { order, reason }
+        }
+    }))
+}
