@@ -20,11 +20,11 @@ use tracing::{error, info, warn, Instrument};
 use crate::amqp::publisher::{header_int, json_properties, with_header};
 use crate::amqp::{self, Names, PublishError, Publisher};
 use crate::config::{PingppSettings, Settings};
-use crate::engine::Engine;
-use crate::pingpp::{ClientConfig, MerchantKey, PingppClient};
 use crate::db::{self, commands::Applied, DbError};
 use crate::domain::command::{decode, Envelope, Malformed};
 use crate::domain::outcome::{Code, CommandResult, Status};
+use crate::engine::Engine;
+use crate::pingpp::{ClientConfig, MerchantKey, PingppClient};
 
 /// The header that carries why a message was dead-lettered (CONTRACT.md §1).
 pub const ERROR_HEADER: &str = "x-pluspay-error";

@@ -90,7 +90,10 @@ pub async fn decide(
 
 pub async fn get_json(tx: &Transaction<'_>, cash_id: i64) -> Result<Value, DbError> {
     Ok(tx
-        .query_one("SELECT cash_json(c) FROM cashes c WHERE id = $1", &[&cash_id])
+        .query_one(
+            "SELECT cash_json(c) FROM cashes c WHERE id = $1",
+            &[&cash_id],
+        )
         .await?
         .get(0))
 }

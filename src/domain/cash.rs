@@ -274,10 +274,7 @@ mod tests {
             first(ok("value", json!(99))),
             (Code::AmountTooSmall, vec![MSG_VALUE_TOO_SMALL.into()])
         );
-        assert_eq!(
-            first(ok("value", json!(1e30))).0,
-            Code::AmountOverflow
-        );
+        assert_eq!(first(ok("value", json!(1e30))).0, Code::AmountOverflow);
         assert_eq!(
             first(ok("type", Value::Null)),
             (Code::CashTypeRequired, vec![MSG_TYPE_REQUIRED.into()])
@@ -322,9 +319,7 @@ mod tests {
         let DecisionEffect::Apply(journal) = reject else {
             panic!("a waiting request is rejected")
         };
-        assert!(journal
-            .entries()
-            .any(|e| e == (AccountRef::Wallet(7), 100)));
+        assert!(journal.entries().any(|e| e == (AccountRef::Wallet(7), 100)));
         assert_eq!(
             decide(Decision::Approve, APPROVED, 7, 100).unwrap(),
             DecisionEffect::AlreadyDone
@@ -334,7 +329,9 @@ mod tests {
             Code::CashAlreadyDecided
         );
         assert_eq!(
-            decide(Decision::Approve, REJECTED, 7, 100).unwrap_err().code,
+            decide(Decision::Approve, REJECTED, 7, 100)
+                .unwrap_err()
+                .code,
             Code::CashAlreadyDecided
         );
     }
@@ -346,7 +343,9 @@ mod tests {
         assert!(r.messages().contains(&MSG_REMARK_REQUIRED.to_owned()));
         let r = parse_decision(
             Decision::Reject,
-            json!({"cash": 3, "remark": "账户不符"}).as_object().unwrap(),
+            json!({"cash": 3, "remark": "账户不符"})
+                .as_object()
+                .unwrap(),
         )
         .unwrap();
         assert_eq!((r.cash_id, r.remark.as_str()), (3, "账户不符"));

@@ -119,10 +119,19 @@ mod tests {
             }
         );
         let q = p(json!({"limit": 500, "after": 9, "action": "expenses"})).unwrap();
-        assert_eq!((q.limit, q.after, q.action), (100, Some(9), Some(Action::Expenses)));
+        assert_eq!(
+            (q.limit, q.after, q.action),
+            (100, Some(9), Some(Action::Expenses))
+        );
         assert_eq!(p(json!({"limit": 0})).unwrap_err().code, Code::InvalidLimit);
-        assert_eq!(p(json!({"after": "x"})).unwrap_err().code, Code::InvalidAfter);
-        assert_eq!(p(json!({"action": "all"})).unwrap_err().code, Code::InvalidAction);
+        assert_eq!(
+            p(json!({"after": "x"})).unwrap_err().code,
+            Code::InvalidAfter
+        );
+        assert_eq!(
+            p(json!({"action": "all"})).unwrap_err().code,
+            Code::InvalidAction
+        );
         let c = cashes_page(json!({"action": "all"}).as_object().unwrap()).unwrap();
         assert_eq!(c.action, None);
     }
@@ -132,6 +141,9 @@ mod tests {
         let id = |v: Value| order_id(v.as_object().unwrap());
         assert_eq!(id(json!({"order": 4})).unwrap(), 4);
         assert_eq!(id(json!({})).unwrap_err().code, Code::OrderRequired);
-        assert_eq!(id(json!({"order": 0})).unwrap_err().code, Code::InvalidOrder);
+        assert_eq!(
+            id(json!({"order": 0})).unwrap_err().code,
+            Code::InvalidOrder
+        );
     }
 }

@@ -135,7 +135,9 @@ pub fn order_no(order_id: i64) -> String {
 pub enum ChargeState {
     Paid,
     /// Ping++ reported a failure (`failure_code`), or the charge expired unpaid.
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
     /// Not paid yet and still payable.
     Pending,
 }
@@ -377,7 +379,10 @@ mod tests {
         let facts = |v: Value, now| charge_facts(&v, now).unwrap().state;
         assert_eq!(facts(charge(true), 3000), ChargeState::Paid);
         assert_eq!(facts(charge(false), 1000), ChargeState::Pending);
-        assert!(matches!(facts(charge(false), 2000), ChargeState::Failed { .. }));
+        assert!(matches!(
+            facts(charge(false), 2000),
+            ChargeState::Failed { .. }
+        ));
         let mut failed = charge(false);
         failed["failure_code"] = json!("card_declined");
         assert!(matches!(facts(failed, 0), ChargeState::Failed { .. }));
@@ -387,22 +392,40 @@ mod tests {
     #[test]
     fn completion_checks_the_charge_against_the_order() {
         let paid = charge_facts(&charge(true), 0).unwrap();
-        assert!(matches!(complete(&waiting(), &paid), Ok(Completion::Credit(_))));
+        assert!(matches!(
+            complete(&waiting(), &paid),
+            Ok(Completion::Credit(_))
+        ));
         let mut other = paid.clone();
         other.amount = 501;
-        assert!(matches!(complete(&waiting(), &other), Err(Mismatch::Amount { .. })));
+        assert!(matches!(
+            complete(&waiting(), &other),
+            Err(Mismatch::Amount { .. })
+        ));
         let mut other = paid.clone();
         other.currency = "usd".into();
-        assert!(matches!(complete(&waiting(), &other), Err(Mismatch::Amount { .. })));
+        assert!(matches!(
+            complete(&waiting(), &other),
+            Err(Mismatch::Amount { .. })
+        ));
         let mut other = paid.clone();
         other.id = "ch_2".into();
-        assert!(matches!(complete(&waiting(), &other), Err(Mismatch::Charge { .. })));
+        assert!(matches!(
+            complete(&waiting(), &other),
+            Err(Mismatch::Charge { .. })
+        ));
         let mut other = paid.clone();
         other.livemode = true;
-        assert!(matches!(complete(&waiting(), &other), Err(Mismatch::Livemode { .. })));
+        assert!(matches!(
+            complete(&waiting(), &other),
+            Err(Mismatch::Livemode { .. })
+        ));
         let mut other = paid;
         other.order_no = order_no(4);
-        assert!(matches!(complete(&waiting(), &other), Err(Mismatch::OrderNo { .. })));
+        assert!(matches!(
+            complete(&waiting(), &other),
+            Err(Mismatch::OrderNo { .. })
+        ));
         let pending = charge_facts(&charge(false), 0).unwrap();
         assert_eq!(complete(&waiting(), &pending), Ok(Completion::Wait));
     }

@@ -130,7 +130,13 @@ mod tests {
         );
         let r = parse_with(json!({"amount": 100}), 1).unwrap();
         let e = decide(&r, 99, 0).unwrap_err();
-        assert_eq!((e.code, e.messages()), (Code::InsufficientBalance, vec![MSG_INSUFFICIENT.to_owned()]));
-        assert_eq!(decide(&r, 100, i64::MAX).unwrap_err().code, Code::AmountOverflow);
+        assert_eq!(
+            (e.code, e.messages()),
+            (Code::InsufficientBalance, vec![MSG_INSUFFICIENT.to_owned()])
+        );
+        assert_eq!(
+            decide(&r, 100, i64::MAX).unwrap_err().code,
+            Code::AmountOverflow
+        );
     }
 }

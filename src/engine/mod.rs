@@ -77,7 +77,11 @@ impl Engine {
             CommandType::CashReject => cash_decision(tx, envelope, Decision::Reject).await?,
             CommandType::Transform => transform(tx, envelope, &self.policy).await?,
             CommandType::OrdersList => match query::orders_page(data) {
-                Ok(page) => Ok(succeeded(envelope, None, orders::list(tx, user, &page).await?)),
+                Ok(page) => Ok(succeeded(
+                    envelope,
+                    None,
+                    orders::list(tx, user, &page).await?,
+                )),
                 Err(rejection) => Err(rejection),
             },
             CommandType::OrdersGet => match query::order_id(data) {
@@ -88,7 +92,11 @@ impl Engine {
                 Err(rejection) => Err(rejection),
             },
             CommandType::CashesList => match query::cashes_page(data) {
-                Ok(page) => Ok(succeeded(envelope, None, cashes::list(tx, user, &page).await?)),
+                Ok(page) => Ok(succeeded(
+                    envelope,
+                    None,
+                    cashes::list(tx, user, &page).await?,
+                )),
                 Err(rejection) => Err(rejection),
             },
             CommandType::WalletGet => Ok(succeeded(

@@ -150,13 +150,17 @@ async fn begin(engine: &Engine, envelope: &Envelope) -> Result<Begin, DbError> {
             return Ok(Begin::Done(commands::conflict(envelope)));
         }
         let request = serde_json::from_str(row.get(2)).map_err(|e| {
-            DbError::Fatal(format!("a recharge's stored charge request is unreadable: {e}"))
+            DbError::Fatal(format!(
+                "a recharge's stored charge request is unreadable: {e}"
+            ))
         })?;
         let charge = row
             .get::<_, Option<&str>>(3)
             .map(serde_json::from_str)
             .transpose()
-            .map_err(|e| DbError::Fatal(format!("a recharge's stored charge is unreadable: {e}")))?;
+            .map_err(|e| {
+                DbError::Fatal(format!("a recharge's stored charge is unreadable: {e}"))
+            })?;
         return Ok(Begin::Resume(Box::new(Progress {
             order_id: row.get(1),
             request,
@@ -312,7 +316,8 @@ pub(super) async fn retrieve(engine: &Engine, envelope: &Envelope) -> Result<App
             }
         };
         if row.get::<_, &str>(1) != recharge::TARGET_TYPE {
-            let rejection = Rejection::field(Code::NotRecharge, "order", recharge::MSG_NOT_RECHARGE);
+            let rejection =
+                Rejection::field(Code::NotRecharge, "order", recharge::MSG_NOT_RECHARGE);
             return conclude(tx, envelope, rejected(envelope, rejection)).await;
         }
         let charge_id: Option<String> = row.get(3);
