@@ -135,21 +135,24 @@ struct Failure {
     retry_after: Option<Duration>,
 }
 
+/// Boxed: a failure is rare and `PingppError` alone is already large.
+type Attempt = Result<Value, Box<Failure>>;
+
 impl Failure {
-    fn fatal(error: PingppError) -> Self {
-        Failure {
+    fn fatal(error: PingppError) -> Box<Self> {
+        Box::new(Failure {
             error,
             retry: false,
             retry_after: None,
-        }
+        })
     }
 
-    fn transient(message: String, retry_after: Option<Duration>) -> Self {
-        Failure {
+    fn transient(message: String, retry_after: Option<Duration>) -> Box<Self> {
+        Box::new(Failure {
             error: PingppError::Transient(message),
             retry: true,
             retry_after,
-        }
+        })
     }
 }
 
@@ -301,7 +304,7 @@ impl PingppClient {
         let max_delay = self.max_delay;
         let result = (|| self.attempt(&method, &url, &uri, &body, &attempts))
             .retry(backoff)
-            .when(|failure: &Failure| failure.retry)
+            .when(|failure| failure.retry)
             // Honour Ping++'s Retry-After, within our own ceiling.
             .adjust(|failure, delay| {
                 delay.map(|d| match failure.retry_after {
@@ -329,7 +332,7 @@ impl PingppClient {
         uri: &str,
         body: &[u8],
         attempts: &AtomicU32,
-    ) -> Result<Value, Failure> {
+    ) -> Attempt {
         let attempt = attempts.fetch_add(1, Ordering::Relaxed) + 1;
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, self.inner.authorization.clone());
@@ -371,7 +374,7 @@ impl PingppClient {
     }
 
     /// Anything that went wrong on the wire: worth another try.
-    fn send_failure(&self, error: &reqwest::Error) -> Failure {
+    fn send_failure(&self, error: &reqwest::Error) -> Box<Failure> {
         if error.is_builder() {
             return Failure::fatal(PingppError::InvalidInput(self.scrub(&chain(error))));
         }
@@ -385,12 +388,7 @@ impl PingppClient {
         Failure::transient(format!("{what}: {}", self.scrub(&chain(error))), None)
     }
 
-    fn classify(
-        &self,
-        status: StatusCode,
-        bytes: &[u8],
-        retry_after: Option<Duration>,
-    ) -> Result<Value, Failure> {
+    fn classify(&self, status: StatusCode, bytes: &[u8], retry_after: Option<Duration>) -> Attempt {
         let json = serde_json::from_slice::<Value>(bytes).ok();
         if status.is_success() {
             return json.ok_or_else(|| {
@@ -563,19 +561,19 @@ mod tests {
     #[test]
     fn charge_limits() {
         assert!(validate_charge(&charge()).is_ok());
-        let bad: Vec<Box<dyn Fn(&mut ChargeRequest)>> = vec![
-            Box::new(|c| c.order_no = "1234567".into()),
-            Box::new(|c| c.order_no = "123456789012345678901".into()),
-            Box::new(|c| c.order_no = "1234-5678".into()),
-            Box::new(|c| c.amount = 0),
-            Box::new(|c| c.client_ip = "::1".into()),
-            Box::new(|c| c.subject = "字".repeat(33)),
-            Box::new(|c| c.subject = String::new()),
-            Box::new(|c| c.body = "b".repeat(129)),
-            Box::new(|c| c.channel = "ali pay".into()),
-            Box::new(|c| c.extra = Some(json!([1]))),
-            Box::new(|c| c.metadata = Some(json!("x"))),
-            Box::new(|c| c.description = Some("d".repeat(256))),
+        let bad: Vec<fn(&mut ChargeRequest)> = vec![
+            |c| c.order_no = "1234567".into(),
+            |c| c.order_no = "123456789012345678901".into(),
+            |c| c.order_no = "1234-5678".into(),
+            |c| c.amount = 0,
+            |c| c.client_ip = "::1".into(),
+            |c| c.subject = "字".repeat(33),
+            |c| c.subject = String::new(),
+            |c| c.body = "b".repeat(129),
+            |c| c.channel = "ali pay".into(),
+            |c| c.extra = Some(json!([1])),
+            |c| c.metadata = Some(json!("x")),
+            |c| c.description = Some("d".repeat(256)),
         ];
         for change in bad {
             let mut c = charge();

@@ -3,6 +3,8 @@
 //! without seeing each other.
 #![allow(dead_code)]
 
+pub mod fake_pingpp;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
