@@ -2,7 +2,7 @@
 //! The wallet is credited from the Ping++ clearing account only once a charge is paid, by the
 //! one completion rule here that `recharge.retrieve` and the webhook both go through.
 
-use std::net::IpAddr;
+use std::net::Ipv4Addr;
 
 use serde_json::{Map, Value};
 
@@ -96,7 +96,8 @@ pub fn parse(
     }
     let client_ip = match text_field(data, "client_ip") {
         TextField::Missing => DEFAULT_CLIENT_IP.to_owned(),
-        TextField::Value(ip) if ip.parse::<IpAddr>().is_ok() => ip,
+        // Ping++ takes the payer's IPv4 address only.
+        TextField::Value(ip) if ip.parse::<Ipv4Addr>().is_ok() => ip,
         _ => {
             errors.add(Code::InvalidClientIp, "client_ip", MSG_BAD_PARAMS);
             String::new()

@@ -139,6 +139,9 @@ enum Injection {
     Fail(u16),
     /// Wait this long, then answer normally.
     Delay(Duration),
+    /// Do the work, then answer 502 as a gateway that lost Ping++'s answer would: the
+    /// client can't tell whether the request took effect.
+    LoseAnswer,
     /// Answer this status with this Ping++ error.
     Error {
         status: u16,
@@ -272,6 +275,17 @@ impl FakePingpp {
     pub fn delay_next(&self, n: usize, delay: Duration) {
         let mut state = self.shared.state();
         state.script.extend((0..n).map(|_| Injection::Delay(delay)));
+    }
+
+    /// Forgets every scripted failure still to come: Ping++ is back.
+    pub fn heal(&self) {
+        self.shared.state().script.clear();
+    }
+
+    /// The next `n` requests take effect, but their answers are lost (502 instead).
+    pub fn lose_next_answers(&self, n: usize) {
+        let mut state = self.shared.state();
+        state.script.extend((0..n).map(|_| Injection::LoseAnswer));
     }
 
     /// The next `n` requests get `status` with the Ping++ error `kind` / `message`.
@@ -447,6 +461,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, I
         Ok(body) => body.to_bytes(),
         Err(_) => return Ok(error(400, "invalid_request_error", "请求体读取失败", None)),
     };
+    let mut lose_answer = false;
     let injection = {
         let mut state = shared.state();
         state.log.push((method.to_string(), uri.clone()));
@@ -462,6 +477,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, I
             kind,
             message,
         }) => return Ok(error(status, &kind, &message, None)),
+        Some(Injection::LoseAnswer) => lose_answer = true,
         None => {}
     }
     if let Err(refused) = authenticate(&headers) {
@@ -510,6 +526,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, I
             None,
         ),
     };
+    if lose_answer {
+        return Ok(error(502, "api_error", "Bad Gateway (fake)", None));
+    }
     Ok(answer)
 }
 

@@ -135,6 +135,23 @@ impl TestEnv {
             .expect("fund a wallet");
     }
 
+    /// Starts a fake Ping++ that checks request signatures, and points the settings at it with
+    /// a fresh merchant key written to a temporary file.
+    pub async fn with_fake_pingpp(&mut self) -> fake_pingpp::FakePingpp {
+        let (private_pem, public_pem) = fake_pingpp::generate_test_keys();
+        let fake = fake_pingpp::FakePingpp::start(Some(&public_pem)).await;
+        let key_file = std::env::temp_dir().join(format!("{}.pem", unique("merchant")));
+        std::fs::write(&key_file, private_pem).expect("write the merchant key");
+        let pingpp = &mut self.settings.pingpp;
+        pingpp.api_base = fake.url();
+        pingpp.app_id = fake_pingpp::APP_ID.into();
+        pingpp.secret_key = fake_pingpp::SECRET_KEY.into();
+        pingpp.private_key = Some(key_file);
+        pingpp.timeout_ms = 1_000;
+        pingpp.max_retries = 2;
+        fake
+    }
+
     pub async fn balance(&self, user: i64) -> i64 {
         self.db
             .query_opt("SELECT balance FROM wallets WHERE user_id = $1", &[&user])

@@ -1,0 +1,336 @@
+//! `recharge` and `recharge.retrieve` against real PostgreSQL and RabbitMQ and the fake Ping++.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::fake_pingpp::FakePingpp;
+use support::{BrokerClient, TestEnv};
+
+fn recharge(id: &str, user: i64, channel: &str, amount: i64) -> Value {
+    json!({ "id": id, "type": "recharge", "user_id": user,
+            "data": { "type": channel, "amount": amount, "client_ip": "10.1.2.3" } })
+}
+
+fn retrieve(id: &str, user: i64, order: &Value) -> Value {
+    json!({ "id": id, "type": "recharge.retrieve", "user_id": user, "data": { "order": order } })
+}
+
+/// A test's database and namespace, a fake Ping++ the worker talks to, the worker, a client.
+async fn setup() -> (TestEnv, FakePingpp, BrokerClient, support::WorkerHandle) {
+    let mut env = TestEnv::new().await;
+    let fake = env.with_fake_pingpp().await;
+    let worker = env.start_worker();
+    let client = env.client().await;
+    (env, fake, client, worker)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recharge_creates_a_waiting_order_and_a_signed_charge_then_retrieve_credits_once() {
+    let (mut env, fake, mut client, _worker) = setup().await;
+    let result = client.call(recharge("rc-1", 1, "alipay", 500)).await;
+    assert_eq!(result["status"], "succeeded", "{result}");
+    let order = &result["data"]["order"];
+    let charge = &result["data"]["pingpp_order"];
+    assert_eq!(order["target_type"], "recharge_ping_p_p");
+    assert_eq!(
+        (order["title"].clone(), order["body"].clone()),
+        (json!("充值"), json!("余额充值"))
+    );
+    assert_eq!(
+        (
+            order["type"].clone(),
+            order["state"].clone(),
+            order["amount"].clone()
+        ),
+        (json!(1), json!(0), json!(500))
+    );
+    assert_eq!(order["target_id"], charge["id"]);
+    assert_eq!(charge["object"], "charge");
+    assert_eq!(
+        charge["order_no"],
+        format!("a{:019}", order["id"].as_i64().unwrap())
+    );
+    assert_eq!(
+        (charge["amount"].clone(), charge["currency"].clone()),
+        (json!(500), json!("cny"))
+    );
+    assert_eq!(charge["client_ip"], "10.1.2.3");
+    assert!(charge["credential"]["alipay"].is_object(), "{charge}");
+    assert_eq!(fake.charges().len(), 1);
+    assert_eq!(env.balance(1).await, 0);
+
+    // Not paid yet: retrieving changes nothing.
+    let waiting = client.call(retrieve("rt-0", 1, &order["id"])).await;
+    assert_eq!(waiting["status"], "succeeded", "{waiting}");
+    assert_eq!(waiting["data"]["order"]["state"], 0);
+
+    fake.pay(charge["id"].as_str().unwrap());
+    let paid = client.call(retrieve("rt-1", 1, &order["id"])).await;
+    assert_eq!(paid["status"], "succeeded", "{paid}");
+    assert_eq!(paid["data"]["order"]["state"], 1);
+    assert_eq!(env.balance(1).await, 500);
+    let again = client.call(retrieve("rt-2", 1, &order["id"])).await;
+    assert_eq!(again["data"]["order"]["state"], 1);
+    assert_eq!(env.balance(1).await, 500);
+    let clearing: i64 = env
+        .db
+        .query_one(
+            "SELECT balance FROM accounts WHERE name = 'pingpp_clearing'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(clearing, -500);
+    assert!(env.audit().await.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_retrieves_credit_once() {
+    let (mut env, fake, mut client, _worker) = setup().await;
+    let result = client.call(recharge("rc-race", 2, "wx", 300)).await;
+    let order = result["data"]["order"]["id"].clone();
+    fake.pay(result["data"]["pingpp_order"]["id"].as_str().unwrap());
+    for i in 0..10 {
+        client
+            .command(&retrieve(&format!("race-{i}"), 2, &order))
+            .await;
+    }
+    client.wait_results(11).await;
+    for i in 0..10 {
+        let result = &client.received[&format!("race-{i}")][0];
+        assert_eq!(result["data"]["order"]["state"], 1, "{result}");
+    }
+    assert_eq!(env.balance(2).await, 300);
+    assert_eq!(
+        env.count("SELECT count(*) FROM journal WHERE kind = 'recharge'")
+            .await,
+        1
+    );
+    assert!(env.audit().await.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_and_expired_charges_fail_their_orders() {
+    let (mut env, fake, mut client, _worker) = setup().await;
+    let a = client.call(recharge("rc-f1", 3, "wx", 100)).await;
+    let b = client.call(recharge("rc-f2", 3, "alipay", 200)).await;
+    fake.fail_charge(
+        a["data"]["pingpp_order"]["id"].as_str().unwrap(),
+        "card_declined",
+        "declined",
+    );
+    fake.expire(b["data"]["pingpp_order"]["id"].as_str().unwrap());
+    for (id, r) in [("rt-f1", &a), ("rt-f2", &b)] {
+        let result = client
+            .call(retrieve(id, 3, &r["data"]["order"]["id"]))
+            .await;
+        assert_eq!(result["data"]["order"]["state"], -1, "{result}");
+    }
+    assert_eq!(env.balance(3).await, 0);
+    // A failed order stays failed, even if the charge were paid later.
+    fake.pay(a["data"]["pingpp_order"]["id"].as_str().unwrap());
+    let late = client
+        .call(retrieve("rt-f3", 3, &a["data"]["order"]["id"]))
+        .await;
+    assert_eq!(late["data"]["order"]["state"], -1);
+    assert_eq!(env.balance(3).await, 0);
+    assert!(env.audit().await.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrieve_only_the_callers_own_recharge_orders() {
+    let (env, _fake, mut client, _worker) = setup().await;
+    env.fund(4, 100).await;
+    let r = client.call(recharge("rc-own", 4, "wx", 100)).await;
+    let order = r["data"]["order"]["id"].clone();
+    let other = client.call(retrieve("rt-o1", 5, &order)).await;
+    assert_eq!(other["code"], "unknown_order", "{other}");
+    let t = client.call(support::transfer("t-o", 4, 5, 10)).await;
+    let not_recharge = client
+        .call(retrieve("rt-o2", 4, &t["data"]["order"]["id"]))
+        .await;
+    assert_eq!(not_recharge["code"], "not_recharge", "{not_recharge}");
+    let missing = client
+        .call(json!({"id": "rt-o3", "type": "recharge.retrieve", "user_id": 4, "data": {}}))
+        .await;
+    assert_eq!(missing["code"], "order_required", "{missing}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recharge_rejections_use_the_seed_words_and_call_nobody() {
+    let (mut env, fake, mut client, _worker) = setup().await;
+    let cases = [
+        (
+            json!({"amount": 100}),
+            "channel_required",
+            "type",
+            "请选择充值方式",
+        ),
+        (
+            json!({"type": "wx_pub", "amount": 100}),
+            "unsupported_channel",
+            "type",
+            "选择的充值方式错误",
+        ),
+        (
+            json!({"type": "wx"}),
+            "amount_required",
+            "amount",
+            "请选择需要充值金额",
+        ),
+        (
+            json!({"type": "wx", "amount": 0}),
+            "amount_too_small",
+            "amount",
+            "充值金额不合法",
+        ),
+        (
+            json!({"type": "wx", "amount": "9"}),
+            "invalid_amount",
+            "amount",
+            "充值金额不合法",
+        ),
+        (
+            json!({"type": "wx", "amount": 1_000_001}),
+            "amount_too_large",
+            "amount",
+            "充值金额超出最大充值限制",
+        ),
+        (
+            json!({"type": "alipay_wap", "amount": 100}),
+            "invalid_extra",
+            "extra.success_url",
+            "参数错误",
+        ),
+        (
+            json!({"type": "wx_wap", "amount": 100, "extra": {"success_url": 5}}),
+            "invalid_extra",
+            "extra.success_url",
+            "参数错误",
+        ),
+    ];
+    for (i, (data, code, field, message)) in cases.into_iter().enumerate() {
+        let result = client
+            .call(json!({"id": format!("bad-{i}"), "type": "recharge", "user_id": 6, "data": data}))
+            .await;
+        assert_eq!(result["status"], "rejected", "{result}");
+        assert_eq!(result["code"], code, "{result}");
+        assert_eq!(result["errors"][field], json!([message]), "{result}");
+    }
+    let ok = client
+        .call(json!({"id": "good", "type": "recharge", "user_id": 6,
+                     "data": {"type": "alipay_wap", "amount": 100, "extra": {"success_url": "https://plus.io/r"}}}))
+        .await;
+    assert_eq!(ok["status"], "succeeded", "{ok}");
+    assert_eq!(fake.charges().len(), 1);
+    assert_eq!(env.count("SELECT count(*) FROM wallet_orders").await, 1);
+    assert!(env.audit().await.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_recharge_five_times_makes_one_order_and_one_charge() {
+    let (mut env, fake, mut client, _worker) = setup().await;
+    let command = recharge("rc-5x", 7, "wx", 700);
+    for _ in 0..5 {
+        client.command(&command).await;
+    }
+    client.wait_results(5).await;
+    let results = &client.received["rc-5x"];
+    assert!(
+        results
+            .iter()
+            .all(|r| r == &results[0] && r["status"] == "succeeded"),
+        "{results:?}"
+    );
+    assert_eq!(fake.charges().len(), 1);
+    assert_eq!(env.count("SELECT count(*) FROM wallet_orders").await, 1);
+    let conflict = client.call(recharge("rc-5x", 7, "wx", 800)).await;
+    assert_eq!(conflict["code"], "idempotency_conflict");
+    assert_eq!(fake.charges().len(), 1);
+    assert!(env.audit().await.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_plus_plus_outages_are_waited_out_and_its_refusals_reject() {
+    let (mut env, fake, mut client, _worker) = setup().await;
+    // Down for longer than one command's HTTP retries: the command waits, then succeeds once.
+    fake.fail_next(12, 503);
+    let result = client.call(recharge("rc-down", 8, "wx", 100)).await;
+    assert_eq!(result["status"], "succeeded", "{result}");
+    assert_eq!(fake.charges().len(), 1);
+    assert!(fake.requests() >= 13);
+
+    // Slow answers time out and are retried with the same order_no: still one charge.
+    fake.delay_next(2, Duration::from_secs(3));
+    let slow = client.call(recharge("rc-slow", 8, "wx", 100)).await;
+    assert_eq!(slow["status"], "succeeded", "{slow}");
+    assert_eq!(fake.charges().len(), 2);
+
+    // A Ping++ error body is a rejection, with its message; the waiting order fails.
+    fake.error_next(1, 402, "channel_error", "渠道暂不可用");
+    let refused = client.call(recharge("rc-refused", 8, "wx", 100)).await;
+    assert_eq!(refused["status"], "rejected", "{refused}");
+    assert_eq!(refused["code"], "payment_provider_error");
+    assert!(
+        refused["message"].to_string().contains("渠道暂不可用"),
+        "{refused}"
+    );
+    assert_eq!(fake.charges().len(), 2);
+    assert_eq!(
+        env.count("SELECT count(*) FROM wallet_orders WHERE state = -1")
+            .await,
+        1
+    );
+    assert_eq!(env.balance(8).await, 0);
+    assert!(env.audit().await.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_whose_answer_was_lost_is_found_again_not_made_twice() {
+    let (mut env, fake, mut client, _worker) = setup().await;
+    fake.lose_next_answers(2);
+    let result = client.call(recharge("rc-lost", 9, "alipay", 900)).await;
+    assert_eq!(result["status"], "succeeded", "{result}");
+    assert_eq!(fake.charges().len(), 1, "one charge for three creates");
+    assert_eq!(fake.requests(), 3);
+    assert_eq!(
+        result["data"]["pingpp_order"]["id"],
+        fake.charges()[0]["id"]
+    );
+    assert!(env.audit().await.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_between_the_order_and_the_charge_resumes_the_same_order() {
+    let mut env = TestEnv::new().await;
+    let fake = env.with_fake_pingpp().await;
+    let worker = env.start_worker();
+    let mut client = env.client().await;
+    // Ping++ is down: step 1 commits the order, step 2 keeps failing.
+    fake.fail_next(1_000, 503);
+    client.command(&recharge("rc-crash", 10, "wx", 1_000)).await;
+    let mut progress = 0;
+    for _ in 0..600 {
+        progress = env.count("SELECT count(*) FROM recharges").await;
+        if progress == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(progress, 1, "the order was created");
+    worker.stop().await;
+    assert!(client.received.is_empty());
+
+    // Ping++ is back; a new worker gets the redelivered command and resumes the same order.
+    fake.heal();
+    let _worker = env.start_worker();
+    client.wait_results(1).await;
+    let result = &client.received["rc-crash"][0];
+    assert_eq!(result["status"], "succeeded", "{result}");
+    assert_eq!(fake.charges().len(), 1);
+    assert_eq!(env.count("SELECT count(*) FROM wallet_orders").await, 1);
+    assert!(env.audit().await.ok);
+}
