@@ -15,7 +15,13 @@ pub struct Names {
     pub events_exchange: String,
     pub dead_exchange: String,
     pub dead_queue: String,
+    /// Verified Ping++ webhook events, published by the listener and applied by the worker.
+    pub webhooks_exchange: String,
+    pub webhooks_queue: String,
 }
+
+/// The routing key of Ping++ events on the webhooks exchange.
+pub const PINGPP_ROUTING_KEY: &str = "pingpp";
 
 impl Names {
     pub fn new(namespace: &str) -> Self {
@@ -26,6 +32,8 @@ impl Names {
             events_exchange: format!("{namespace}.events"),
             dead_exchange: format!("{namespace}.dead"),
             dead_queue: format!("{namespace}.dead"),
+            webhooks_exchange: format!("{namespace}.webhooks"),
+            webhooks_queue: format!("{namespace}.webhooks"),
         }
     }
 }
@@ -86,25 +94,32 @@ pub async fn declare(channel: &Channel, names: &Names, delivery_limit: u32) -> l
         .await?;
     // The broker's own backstop against a poison message: after `delivery_limit` deliveries it
     // dead-letters the message (the worker normally does so first, with the reason).
-    let mut args = quorum_queue();
-    args.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString(names.dead_exchange.as_str().into()),
-    );
-    args.insert(
-        "x-delivery-limit".into(),
-        AMQPValue::LongLongInt(delivery_limit.into()),
-    );
-    args.insert(
-        "x-dead-letter-strategy".into(),
-        AMQPValue::LongString("at-least-once".into()),
-    );
-    args.insert(
-        "x-overflow".into(),
-        AMQPValue::LongString("reject-publish".into()),
-    );
+    let work_queue = || {
+        let mut args = quorum_queue();
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(names.dead_exchange.as_str().into()),
+        );
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(delivery_limit.into()),
+        );
+        args.insert(
+            "x-dead-letter-strategy".into(),
+            AMQPValue::LongString("at-least-once".into()),
+        );
+        args.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("reject-publish".into()),
+        );
+        args
+    };
     channel
-        .queue_declare(names.commands_queue.as_str().into(), queue_options, args)
+        .queue_declare(
+            names.commands_queue.as_str().into(),
+            queue_options,
+            work_queue(),
+        )
         .await?;
     for kind in CommandType::ALL {
         channel
@@ -117,6 +132,31 @@ pub async fn declare(channel: &Channel, names: &Names, delivery_limit: u32) -> l
             )
             .await?;
     }
+
+    channel
+        .exchange_declare(
+            names.webhooks_exchange.as_str().into(),
+            ExchangeKind::Direct,
+            durable(),
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_declare(
+            names.webhooks_queue.as_str().into(),
+            queue_options,
+            work_queue(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            names.webhooks_queue.as_str().into(),
+            names.webhooks_exchange.as_str().into(),
+            PINGPP_ROUTING_KEY.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
 
     for exchange in [&names.results_exchange, &names.events_exchange] {
         channel
