@@ -23,7 +23,7 @@ use crate::config::{PingppSettings, Settings};
 use crate::db::{self, commands::Applied, DbError};
 use crate::domain::command::{decode, Envelope, Malformed};
 use crate::domain::outcome::{Code, CommandResult, Status};
-use crate::engine::Engine;
+use crate::engine::{Engine, EventOutcome};
 use crate::pingpp::{ClientConfig, MerchantKey, PingppClient};
 
 /// The header that carries why a message was dead-lettered (CONTRACT.md §1).
@@ -124,7 +124,16 @@ async fn session(
             FieldTable::default(),
         )
         .await?;
-    info!(queue = %names.commands_queue, prefetch = settings.amqp.prefetch, "consuming commands");
+    let mut events = channel
+        .basic_consume(
+            names.webhooks_queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    info!(queue = %names.commands_queue, events = %names.webhooks_queue,
+          prefetch = settings.amqp.prefetch, "consuming commands and Ping++ events");
     let context = Arc::new(Context {
         engine: engine.clone(),
         publisher,
@@ -145,6 +154,14 @@ async fn session(
                 Some(Err(e)) => break Err(anyhow::anyhow!("consumer failed: {e}")),
                 None => break Err(anyhow::anyhow!("the broker cancelled the consumer")),
             },
+            next = events.next() => match next {
+                Some(Ok(delivery)) => {
+                    let context = context.clone();
+                    tasks.spawn(async move { handle_event(&context, delivery).await });
+                }
+                Some(Err(e)) => break Err(anyhow::anyhow!("event consumer failed: {e}")),
+                None => break Err(anyhow::anyhow!("the broker cancelled the event consumer")),
+            },
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Err(e) = joined {
                     error!(error = %e, "a command handler panicked");
@@ -154,9 +171,11 @@ async fn session(
     };
     // Stop taking messages, then finish those in hand within the shutdown bound; whatever is
     // still unacknowledged after that is redelivered by the broker.
-    let _ = channel
-        .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-        .await;
+    for tag in [consumer.tag(), events.tag()] {
+        let _ = channel
+            .basic_cancel(tag, BasicCancelOptions::default())
+            .await;
+    }
     let drained = tokio::time::timeout(settings.shutdown_timeout(), async {
         while tasks.join_next().await.is_some() {}
     })
@@ -192,7 +211,46 @@ async fn handle(context: &Context, delivery: Delivery) {
 }
 
 async fn process(context: &Context, delivery: &Delivery, envelope: &Envelope) {
-    let attempt = || context.engine.apply(envelope);
+    let Some(applied) = with_retries(context, || context.engine.apply(envelope)).await else {
+        // Shutting down mid-retry: leave the command to the broker, it is redelivered.
+        settle(delivery, false).await;
+        return;
+    };
+    match applied {
+        Ok(applied) => {
+            if publish_result(context, delivery, &applied).await.is_ok() {
+                settle(delivery, true).await;
+            }
+        }
+        Err(e) => fail(context, delivery, &e).await,
+    }
+}
+
+/// Not the message's fault and not transient (a bug, a broken schema): never a rejection. It
+/// is tried again, and after the delivery limit goes to the dead letters with the reason.
+async fn fail(context: &Context, delivery: &Delivery, e: &DbError) {
+    let deliveries =
+        header_int(&delivery.properties.headers().clone(), "x-delivery-count").unwrap_or(0) + 1;
+    error!(error = %e, deliveries, "message failed");
+    if deliveries >= i64::from(context.delivery_limit) {
+        dead_letter_only(
+            context,
+            delivery,
+            &format!("failed {deliveries} times: {e}"),
+        )
+        .await;
+    } else {
+        settle(delivery, false).await;
+    }
+}
+
+/// Retries transient failures until they pass or the worker stops (`None`: leave the message
+/// to the broker).
+async fn with_retries<T, F, Fut>(context: &Context, attempt: F) -> Option<Result<T, DbError>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, DbError>>,
+{
     let retried = attempt
         .retry(
             ExponentialBuilder::default()
@@ -203,39 +261,69 @@ async fn process(context: &Context, delivery: &Delivery, envelope: &Envelope) {
         )
         .when(DbError::is_transient)
         .notify(|e, delay| warn!(error = %e, ?delay, "transient error; retrying"));
-    let applied = tokio::select! {
-        applied = retried => applied,
-        // Shutting down mid-retry: leave the command to the broker, it is redelivered.
-        _ = context.shutdown.cancelled() => {
-            settle(delivery, false).await;
+    tokio::select! {
+        outcome = retried => Some(outcome),
+        _ = context.shutdown.cancelled() => None,
+    }
+}
+
+/// A verified Ping++ event from the webhook listener.
+async fn handle_event(context: &Context, delivery: Delivery) {
+    let Ok(_permit) = context.permits.clone().acquire_owned().await else {
+        return;
+    };
+    let event = match crate::domain::event::decode(&delivery.data) {
+        Ok(event) => event,
+        Err(reason) => {
+            warn!(%reason, "undecodable Ping++ event");
+            dead_letter_only(context, &delivery, &reason).await;
             return;
         }
     };
-    match applied {
-        Ok(applied) => {
-            if publish_result(context, delivery, &applied).await.is_ok() {
-                settle(delivery, true).await;
+    let span = tracing::info_span!("pingpp_event", id = %event.id, r#type = %event.kind);
+    async {
+        let raw = String::from_utf8_lossy(&delivery.data);
+        let Some(outcome) = with_retries(context, || {
+            crate::engine::apply_event(&context.engine, &event, &raw)
+        })
+        .await
+        else {
+            settle(&delivery, false).await;
+            return;
+        };
+        match outcome {
+            Ok(EventOutcome::Done { publish, replayed }) => {
+                if let Some((routing_key, body)) = publish {
+                    let published = context
+                        .publisher
+                        .publish(
+                            &context.names.events_exchange,
+                            &routing_key,
+                            body.as_bytes(),
+                            json_properties(),
+                            false,
+                        )
+                        .await;
+                    if let Err(e) = published {
+                        warn!(error = %e, "could not publish the event; leaving it for redelivery");
+                        settle(&delivery, false).await;
+                        return;
+                    }
+                    info!(%routing_key, replayed, "event applied and published");
+                } else {
+                    info!(replayed, "event recorded");
+                }
+                settle(&delivery, true).await;
             }
-        }
-        Err(e) => {
-            // Not the command's fault and not transient (a bug, a broken schema): never a
-            // rejection. After the delivery limit it goes to the dead letters with the reason.
-            let deliveries = header_int(&delivery.properties.headers().clone(), "x-delivery-count")
-                .unwrap_or(0)
-                + 1;
-            error!(error = %e, deliveries, "command failed");
-            if deliveries >= i64::from(context.delivery_limit) {
-                let malformed = Malformed {
-                    reason: format!("failed {deliveries} times: {e}"),
-                    id: Some(envelope.id.clone()),
-                    kind: Some(envelope.kind.as_str().to_owned()),
-                };
-                dead_letter_only(context, delivery, &malformed.reason).await;
-            } else {
-                settle(delivery, false).await;
+            Ok(EventOutcome::Refused(reason)) => {
+                error!(%reason, "Ping++ event refused: nothing credited");
+                dead_letter_only(context, &delivery, &reason).await;
             }
+            Err(e) => fail(context, &delivery, &e).await,
         }
     }
+    .instrument(span)
+    .await;
 }
 
 /// Publishes the result on the results exchange and, when asked, to the command's `reply_to`.

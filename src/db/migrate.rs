@@ -23,6 +23,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_cashes_recharges.sql",
         sql: include_str!("../../migrations/0002_cashes_recharges.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_pingpp_events.sql",
+        sql: include_str!("../../migrations/0003_pingpp_events.sql"),
+    },
 ];
 
 /// An arbitrary constant shared by every pluspay instance.

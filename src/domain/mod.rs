@@ -3,6 +3,7 @@
 
 pub mod cash;
 pub mod command;
+pub mod event;
 pub mod ledger;
 pub mod outcome;
 pub mod policy;

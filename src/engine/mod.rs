@@ -2,8 +2,10 @@
 //! recharges). Every command but the recharges runs in one transaction with its command-log
 //! row; `recharge` and `recharge.retrieve` call Ping++ between transactions (see `recharge`).
 
+mod event;
 mod recharge;
 
+pub use event::{apply_event, EventOutcome};
 pub use recharge::{complete_charge, ChargeCompletion};
 
 use std::sync::Arc;

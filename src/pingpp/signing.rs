@@ -184,7 +184,7 @@ mod tests {
 
     const FIXTURES: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/pingpp-webhook/"
+        "/tests/fixtures/pingpp-webhook/"
     );
 
     fn fixture(name: &str) -> Vec<u8> {

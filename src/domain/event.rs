@@ -1,0 +1,115 @@
+//! Ping++ webhook events, once their signature has been verified by the listener: what each
+//! one asks of the ledger. Only charge events move money; any other type is recorded and
+//! acknowledged, as Ping++ asks of receivers that don't act on it.
+
+use serde_json::Value;
+
+/// Larger bodies never pass the listener; the worker refuses them too.
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PingppEvent {
+    pub id: String,
+    pub kind: String,
+    pub livemode: bool,
+    /// `data.object`: a charge for charge events.
+    pub object: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventAction {
+    /// Complete the recharge order of this charge by what the charge says.
+    CompleteCharge(Value),
+    /// Nothing to do but remember it was received.
+    Record,
+}
+
+pub fn decode(body: &[u8]) -> Result<PingppEvent, String> {
+    if body.len() > MAX_EVENT_BYTES {
+        return Err(format!("event of {} bytes is too large", body.len()));
+    }
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("event is not JSON: {e}"))?;
+    let text = |name: &str| {
+        value
+            .get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty() && s.len() <= 128)
+            .map(str::to_owned)
+            .ok_or_else(|| format!("event has no {name}"))
+    };
+    if value.get("object").and_then(Value::as_str) != Some("event") {
+        return Err("not an event object".into());
+    }
+    Ok(PingppEvent {
+        id: text("id")?,
+        kind: text("type")?,
+        livemode: value.get("livemode").and_then(Value::as_bool) == Some(true),
+        object: value
+            .get("data")
+            .and_then(|d| d.get("object"))
+            .cloned()
+            .unwrap_or(Value::Null),
+    })
+}
+
+impl PingppEvent {
+    pub fn action(&self) -> EventAction {
+        let is_charge = self.object.get("object").and_then(Value::as_str) == Some("charge");
+        match self.kind.as_str() {
+            "charge.succeeded" | "charge.failed" if is_charge => {
+                EventAction::CompleteCharge(self.object.clone())
+            }
+            _ => EventAction::Record,
+        }
+    }
+
+    /// The charge id of a charge event, to find its order.
+    pub fn charge_id(&self) -> Option<&str> {
+        self.object.get("id").and_then(Value::as_str)
+    }
+
+    pub fn order_no(&self) -> Option<&str> {
+        self.object.get("order_no").and_then(Value::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURE: &str =
+        include_str!("../../tests/fixtures/pingpp-webhook/event-charge-succeeded.json");
+
+    #[test]
+    fn the_real_fixture_is_a_charge_to_complete() {
+        let event = decode(FIXTURE.as_bytes()).unwrap();
+        assert_eq!(event.kind, "charge.succeeded");
+        assert!(event.id.starts_with("evt_"));
+        assert!(matches!(event.action(), EventAction::CompleteCharge(_)));
+        assert!(event.charge_id().unwrap().starts_with("ch_"));
+    }
+
+    #[test]
+    fn other_events_are_recorded_and_garbage_refused() {
+        let summary = r#"{"id":"evt_1","object":"event","type":"summary.daily.available","data":{"object":{}}}"#;
+        assert_eq!(
+            decode(summary.as_bytes()).unwrap().action(),
+            EventAction::Record
+        );
+        let not_a_charge = r#"{"id":"evt_2","object":"event","type":"charge.succeeded","data":{"object":{"object":"refund"}}}"#;
+        assert_eq!(
+            decode(not_a_charge.as_bytes()).unwrap().action(),
+            EventAction::Record
+        );
+        for bad in [
+            "",
+            "[]",
+            "{}",
+            r#"{"id":"e","object":"event"}"#,
+            r#"{"id":5,"type":"x","object":"event"}"#,
+        ] {
+            assert!(decode(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+}

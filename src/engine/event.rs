@@ -1,0 +1,166 @@
+//! Applying a verified Ping++ event: each event id takes effect once, and a charge event
+//! completes its recharge order through the same path as `recharge.retrieve`.
+
+use serde_json::{json, Value};
+
+use super::recharge::{complete_charge, ChargeCompletion};
+use super::Engine;
+use crate::db::DbError;
+use crate::domain::event::{EventAction, PingppEvent};
+
+/// What the worker does after applying an event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventOutcome {
+    /// Applied now or before: publish this on the events exchange (if anything), then ack.
+    Done {
+        publish: Option<(String, String)>,
+        replayed: bool,
+    },
+    /// Credits nothing and is not recorded: dead-letter it with this reason.
+    Refused(String),
+}
+
+/// `raw` is the event as Ping++ signed it, kept for the record.
+pub async fn apply_event(
+    engine: &Engine,
+    event: &PingppEvent,
+    raw: &str,
+) -> Result<EventOutcome, DbError> {
+    let mut client = engine.pool.get().await?;
+    let tx = client.transaction().await?;
+    let inserted = tx
+        .execute(
+            "INSERT INTO pingpp_events (id, type, livemode, body, outcome)
+             VALUES ($1, $2, $3, $4::text::json, 'pending') ON CONFLICT (id) DO NOTHING",
+            &[&event.id, &event.kind, &event.livemode, &raw],
+        )
+        .await?;
+    if inserted == 0 {
+        let row = tx
+            .query_one(
+                "SELECT routing_key, published::text FROM pingpp_events WHERE id = $1",
+                &[&event.id],
+            )
+            .await?;
+        tx.rollback().await?;
+        let publish = match (
+            row.get::<_, Option<String>>(0),
+            row.get::<_, Option<String>>(1),
+        ) {
+            (Some(key), Some(body)) => Some((key, body)),
+            _ => None,
+        };
+        return Ok(EventOutcome::Done {
+            publish,
+            replayed: true,
+        });
+    }
+    let charge = match event.action() {
+        EventAction::Record => {
+            set_outcome(&tx, event, "recorded", None, None).await?;
+            tx.commit().await?;
+            return Ok(EventOutcome::Done {
+                publish: None,
+                replayed: false,
+            });
+        }
+        EventAction::CompleteCharge(charge) => charge,
+    };
+    let (Some(charge_id), Some(order_no)) = (event.charge_id(), event.order_no()) else {
+        return Ok(EventOutcome::Refused(
+            "the charge has no id or order_no".into(),
+        ));
+    };
+    let row = tx
+        .query_opt(
+            "SELECT order_id, charge_id FROM recharges WHERE charge_id = $1 OR order_no = $2
+             ORDER BY charge_id = $1 DESC NULLS LAST LIMIT 1",
+            &[&charge_id, &order_no],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(EventOutcome::Refused(format!(
+            "no recharge order for charge {charge_id} (order_no {order_no})"
+        )));
+    };
+    let order_id: i64 = row.get(0);
+    if row.get::<_, Option<String>>(1).is_none() {
+        // Paid before the recharge command recorded its charge: that command is still running
+        // and will record it shortly, so try again rather than refuse.
+        return Err(DbError::Transient(format!(
+            "order {order_id} has not recorded its charge yet"
+        )));
+    }
+    let completion = match complete_charge(&tx, order_id, &charge, None).await? {
+        Ok(completion) => completion,
+        Err(mismatch) => return Ok(EventOutcome::Refused(mismatch.to_string())),
+    };
+    let (outcome, publish) = match &completion {
+        ChargeCompletion::Credited { order } => (
+            "credited",
+            Some(published(event, "recharge.succeeded", order, None)),
+        ),
+        ChargeCompletion::Failed { order, reason } => (
+            "failed",
+            Some(published(event, "recharge.failed", order, Some(reason))),
+        ),
+        ChargeCompletion::Unchanged { .. } => ("unchanged", None),
+    };
+    if matches!(completion, ChargeCompletion::Credited { .. }) {
+        tx.execute(
+            "UPDATE journal SET event_id = $1
+             WHERE id = (SELECT journal_id FROM wallet_orders WHERE id = $2)",
+            &[&event.id, &order_id],
+        )
+        .await?;
+    }
+    set_outcome(&tx, event, outcome, Some(order_id), publish.as_ref()).await?;
+    tx.commit().await?;
+    Ok(EventOutcome::Done {
+        publish,
+        replayed: false,
+    })
+}
+
+/// The message on `<namespace>.events`: `{type, event_id, user_id, data: {order, reason?}}`.
+fn published(
+    event: &PingppEvent,
+    kind: &str,
+    order: &Value,
+    reason: Option<&String>,
+) -> (String, String) {
+    let mut data = json!({ "order": order });
+    if let Some(reason) = reason {
+        data["reason"] = json!(reason);
+    }
+    let body = json!({
+        "type": kind,
+        "event_id": event.id,
+        "user_id": order["owner_id"],
+        "data": data,
+    });
+    (kind.to_owned(), body.to_string())
+}
+
+async fn set_outcome(
+    tx: &deadpool_postgres::Transaction<'_>,
+    event: &PingppEvent,
+    outcome: &str,
+    order_id: Option<i64>,
+    publish: Option<&(String, String)>,
+) -> Result<(), DbError> {
+    tx.execute(
+        "UPDATE pingpp_events SET outcome = $2, order_id = $3, routing_key = $4,
+                published = $5::text::json
+         WHERE id = $1",
+        &[
+            &event.id,
+            &outcome,
+            &order_id,
+            &publish.map(|(key, _)| key.as_str()),
+            &publish.map(|(_, body)| body.as_str()),
+        ],
+    )
+    .await?;
+    Ok(())
+}
