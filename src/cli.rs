@@ -103,6 +103,7 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             let shutdown = CancellationToken::new();
             tokio::spawn(cancel_on_signal(shutdown.clone()));
             info!(?settings, "starting the worker");
+            crate::metrics::install(settings.metrics.listen)?;
             crate::worker::run(settings, shutdown).await?;
             info!("stopped");
             Ok(ExitCode::SUCCESS)

@@ -67,6 +67,8 @@ pub struct WebhookSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsSettings {
     pub listen: SocketAddr,
+    /// Seconds between the worker's ledger checks (the `pluspay audit` checks); 0: never.
+    pub ledger_check_secs: u64,
 }
 
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
@@ -141,6 +143,7 @@ impl Default for MetricsSettings {
     fn default() -> Self {
         MetricsSettings {
             listen: ([127, 0, 0, 1], 9187).into(),
+            ledger_check_secs: 60,
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod engine;
+pub mod metrics;
 pub mod pingpp;
 pub mod send;
 pub mod worker;

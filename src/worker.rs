@@ -2,7 +2,7 @@
 //! and only then acknowledges it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use futures_util::StreamExt;
@@ -24,6 +24,7 @@ use crate::db::{self, commands::Applied, DbError};
 use crate::domain::command::{decode, Envelope, Malformed};
 use crate::domain::outcome::{Code, CommandResult, Status};
 use crate::engine::{Engine, EventOutcome};
+use crate::metrics;
 use crate::pingpp::{ClientConfig, MerchantKey, PingppClient};
 
 /// The header that carries why a message was dead-lettered (CONTRACT.md §1).
@@ -81,6 +82,13 @@ fn pingpp_client(settings: &PingppSettings) -> anyhow::Result<Option<PingppClien
 /// Runs until `shutdown` is cancelled, rebuilding the broker connection whenever it is lost.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let engine = engine(&settings)?;
+    if settings.metrics.ledger_check_secs > 0 {
+        tokio::spawn(check_ledger_periodically(
+            engine.pool.clone(),
+            Duration::from_secs(settings.metrics.ledger_check_secs),
+            shutdown.clone(),
+        ));
+    }
     let reconnect = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(10))
@@ -92,12 +100,42 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             Ok(()) => return Ok(()),
             Err(e) => {
                 let delay = delays.next().unwrap_or(Duration::from_secs(10));
+                metrics::broker_reconnect("worker");
                 warn!(error = %e, ?delay, "broker session ended; reconnecting");
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(delay) => {}
                 }
             }
+        }
+    }
+}
+
+/// Keeps `pluspay_ledger_ok` current, so an alert fires without anyone running the audit.
+async fn check_ledger_periodically(
+    pool: deadpool_postgres::Pool,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let report = match pool.get().await {
+            Ok(mut client) => db::audit::run(&mut client).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match report {
+            Ok(report) => {
+                if !report.ok {
+                    error!(report = %serde_json::to_string(&report).unwrap_or_default(),
+                           "the ledger check failed");
+                }
+                metrics::ledger_checked(&report);
+            }
+            Err(e) => warn!(error = %e, "could not run the ledger check"),
         }
     }
 }
@@ -195,31 +233,43 @@ async fn handle(context: &Context, delivery: Delivery) {
     let Ok(_permit) = context.permits.clone().acquire_owned().await else {
         return;
     };
+    let _in_flight = metrics::InFlight::start();
+    let started = Instant::now();
     match decode(&delivery.data) {
         Err(malformed) => {
             warn!(reason = %malformed.reason, "malformed message");
             dead_letter(context, &delivery, &malformed).await;
+            metrics::command_handled(malformed.kind.as_deref().unwrap_or("unknown"), "malformed");
         }
         Ok(envelope) => {
             let span =
                 tracing::info_span!("command", id = %envelope.id, r#type = envelope.kind.as_str());
-            process(context, &delivery, &envelope)
+            let outcome = process(context, &delivery, &envelope)
                 .instrument(span)
                 .await;
+            metrics::command_handled(envelope.kind.as_str(), outcome);
+            metrics::command_duration(envelope.kind.as_str(), started.elapsed());
         }
     }
 }
 
-async fn process(context: &Context, delivery: &Delivery, envelope: &Envelope) {
+/// Returns the outcome for the metrics.
+async fn process(context: &Context, delivery: &Delivery, envelope: &Envelope) -> &'static str {
     let Some(applied) = with_retries(context, || context.engine.apply(envelope)).await else {
         // Shutting down mid-retry: leave the command to the broker, it is redelivered.
         settle(delivery, false).await;
-        return;
+        return "requeued";
     };
     match applied {
         Ok(applied) => {
-            if publish_result(context, delivery, &applied).await.is_ok() {
-                settle(delivery, true).await;
+            if publish_result(context, delivery, &applied).await.is_err() {
+                return "requeued";
+            }
+            settle(delivery, true).await;
+            match (applied.replayed, applied.status) {
+                (true, _) => "replayed",
+                (false, Status::Succeeded) => "succeeded",
+                (false, Status::Rejected) => "rejected",
             }
         }
         Err(e) => fail(context, delivery, &e).await,
@@ -228,7 +278,7 @@ async fn process(context: &Context, delivery: &Delivery, envelope: &Envelope) {
 
 /// Not the message's fault and not transient (a bug, a broken schema): never a rejection. It
 /// is tried again, and after the delivery limit goes to the dead letters with the reason.
-async fn fail(context: &Context, delivery: &Delivery, e: &DbError) {
+async fn fail(context: &Context, delivery: &Delivery, e: &DbError) -> &'static str {
     let deliveries =
         header_int(&delivery.properties.headers().clone(), "x-delivery-count").unwrap_or(0) + 1;
     error!(error = %e, deliveries, "message failed");
@@ -239,8 +289,10 @@ async fn fail(context: &Context, delivery: &Delivery, e: &DbError) {
             &format!("failed {deliveries} times: {e}"),
         )
         .await;
+        "dead_lettered"
     } else {
         settle(delivery, false).await;
+        "retried"
     }
 }
 
@@ -260,7 +312,10 @@ where
                 .without_max_times(),
         )
         .when(DbError::is_transient)
-        .notify(|e, delay| warn!(error = %e, ?delay, "transient error; retrying"));
+        .notify(|e, delay| {
+            metrics::retried();
+            warn!(error = %e, ?delay, "transient error; retrying")
+        });
     tokio::select! {
         outcome = retried => Some(outcome),
         _ = context.shutdown.cancelled() => None,
@@ -313,13 +368,15 @@ async fn handle_event(context: &Context, delivery: Delivery) {
                 } else {
                     info!(replayed, "event recorded");
                 }
+                metrics::event_handled(if replayed { "replayed" } else { "applied" });
                 settle(&delivery, true).await;
             }
             Ok(EventOutcome::Refused(reason)) => {
                 error!(%reason, "Ping++ event refused: nothing credited");
+                metrics::event_handled("refused");
                 dead_letter_only(context, &delivery, &reason).await;
             }
-            Err(e) => fail(context, &delivery, &e).await,
+            Err(e) => metrics::event_handled(fail(context, &delivery, &e).await),
         }
     }
     .instrument(span)

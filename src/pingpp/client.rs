@@ -73,6 +73,22 @@ impl fmt::Debug for ClientConfig {
     }
 }
 
+/// Counts a call (after its retries) by endpoint and outcome, with its latency.
+fn record(
+    endpoint: &'static str,
+    outcome: &Result<Value, PingppError>,
+    started: std::time::Instant,
+) {
+    let outcome = match outcome {
+        Ok(_) => "ok",
+        Err(PingppError::Api { .. }) => "api_error",
+        Err(PingppError::Transient(_)) => "unavailable",
+        Err(PingppError::Protocol(_)) => "protocol_error",
+        Err(PingppError::InvalidInput(_)) => "invalid_input",
+    };
+    crate::metrics::pingpp_request(endpoint, outcome, started.elapsed());
+}
+
 /// A charge to create (`POST /v1/charges`). Amount in fen; currency is always CNY.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChargeRequest {
@@ -244,10 +260,13 @@ impl PingppClient {
                 body[name] = value;
             }
         }
+        let started = std::time::Instant::now();
         let charge = self
             .request(Method::POST, "/v1/charges", Some(&body))
-            .await?;
-        check_charge(charge, None)
+            .await
+            .and_then(|charge| check_charge(charge, None));
+        record("create_charge", &charge, started);
+        charge
     }
 
     /// `GET /v1/charges/{id}`: the charge as Ping++ sees it now.
@@ -259,10 +278,13 @@ impl PingppClient {
                 "charge id {id:?} is not letters, digits and _"
             )));
         }
+        let started = std::time::Instant::now();
         let charge = self
             .request(Method::GET, &format!("/v1/charges/{id}"), None)
-            .await?;
-        check_charge(charge, Some(id))
+            .await
+            .and_then(|charge| check_charge(charge, Some(id)));
+        record("retrieve_charge", &charge, started);
+        charge
     }
 
     /// Sends one API request and returns Ping++'s JSON answer: authenticates, signs (with a

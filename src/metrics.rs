@@ -1,0 +1,138 @@
+//! Prometheus metrics: every name and label in one place, so the dashboard, the alerts in
+//! docs/OPERATIONS.md and the code agree. Served at `/metrics` on `metrics.listen`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+pub const COMMANDS: &str = "pluspay_commands_total";
+pub const COMMAND_SECONDS: &str = "pluspay_command_duration_seconds";
+pub const EVENTS: &str = "pluspay_pingpp_events_total";
+pub const DB_RETRIES: &str = "pluspay_db_retries_total";
+pub const BROKER_RECONNECTS: &str = "pluspay_broker_reconnects_total";
+pub const IN_FLIGHT: &str = "pluspay_messages_in_flight";
+pub const WEBHOOKS: &str = "pluspay_webhooks_total";
+pub const PINGPP_REQUESTS: &str = "pluspay_pingpp_requests_total";
+pub const PINGPP_SECONDS: &str = "pluspay_pingpp_request_duration_seconds";
+pub const LEDGER_OK: &str = "pluspay_ledger_ok";
+pub const LEDGER_VIOLATIONS: &str = "pluspay_ledger_violations";
+pub const LEDGER_CHECKED: &str = "pluspay_ledger_last_check_timestamp_seconds";
+
+const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Starts the exporter's HTTP listener. Call once per process.
+pub fn install(listen: SocketAddr) -> anyhow::Result<()> {
+    PrometheusBuilder::new()
+        .with_http_listener(listen)
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)?
+        .install()
+        .map_err(|e| anyhow::anyhow!("metrics.listen {listen}: {e}"))?;
+    describe();
+    Ok(())
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(COMMANDS, "Commands handled, by type and outcome (succeeded, rejected, replayed, dead_lettered, retried).");
+    describe_histogram!(
+        COMMAND_SECONDS,
+        Unit::Seconds,
+        "Time from delivery to acknowledgement of a command, by type."
+    );
+    describe_counter!(EVENTS, "Ping++ events handled by the worker, by outcome.");
+    describe_counter!(
+        DB_RETRIES,
+        "Attempts retried after a transient database or Ping++ failure."
+    );
+    describe_counter!(
+        BROKER_RECONNECTS,
+        "Broker sessions lost and re-established, by role."
+    );
+    describe_gauge!(IN_FLIGHT, "Messages being processed right now.");
+    describe_counter!(WEBHOOKS, "Webhook requests, by outcome (accepted, bad_signature, malformed, broker_unavailable, ...).");
+    describe_counter!(
+        PINGPP_REQUESTS,
+        "Ping++ API requests, by endpoint and outcome."
+    );
+    describe_histogram!(
+        PINGPP_SECONDS,
+        Unit::Seconds,
+        "Ping++ API request latency, by endpoint."
+    );
+    describe_gauge!(
+        LEDGER_OK,
+        "1 when the last ledger check (as `pluspay audit`) passed, else 0."
+    );
+    describe_gauge!(
+        LEDGER_VIOLATIONS,
+        "Rows breaking each ledger invariant at the last check."
+    );
+    describe_gauge!(
+        LEDGER_CHECKED,
+        "Unix time of the last completed ledger check."
+    );
+}
+
+pub fn command_handled(kind: &str, outcome: &'static str) {
+    counter!(COMMANDS, "type" => kind.to_owned(), "outcome" => outcome).increment(1);
+}
+
+pub fn command_duration(kind: &str, elapsed: Duration) {
+    histogram!(COMMAND_SECONDS, "type" => kind.to_owned()).record(elapsed.as_secs_f64());
+}
+
+pub fn event_handled(outcome: &'static str) {
+    counter!(EVENTS, "outcome" => outcome).increment(1);
+}
+
+pub fn retried() {
+    counter!(DB_RETRIES).increment(1);
+}
+
+pub fn broker_reconnect(role: &'static str) {
+    counter!(BROKER_RECONNECTS, "role" => role).increment(1);
+}
+
+pub fn in_flight(delta: f64) {
+    gauge!(IN_FLIGHT).increment(delta);
+}
+
+pub fn webhook(outcome: &'static str) {
+    counter!(WEBHOOKS, "outcome" => outcome).increment(1);
+}
+
+pub fn pingpp_request(endpoint: &'static str, outcome: &'static str, elapsed: Duration) {
+    counter!(PINGPP_REQUESTS, "endpoint" => endpoint, "outcome" => outcome).increment(1);
+    histogram!(PINGPP_SECONDS, "endpoint" => endpoint).record(elapsed.as_secs_f64());
+}
+
+pub fn ledger_checked(report: &crate::db::audit::Report) {
+    gauge!(LEDGER_OK).set(if report.ok { 1.0 } else { 0.0 });
+    for check in &report.checks {
+        gauge!(LEDGER_VIOLATIONS, "check" => check.name).set(check.violations as f64);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    gauge!(LEDGER_CHECKED).set(now);
+}
+
+/// A guard counting one message in flight for as long as it lives.
+pub struct InFlight;
+
+impl InFlight {
+    pub fn start() -> Self {
+        in_flight(1.0);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        in_flight(-1.0);
+    }
+}

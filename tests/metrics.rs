@@ -1,0 +1,132 @@
+//! The Prometheus endpoint of a running `pluspay worker`, scraped after real traffic.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::{transfer, TestEnv, WAIT};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The value of the sample whose line starts with `series` (name and labels as exported).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_the_worker_did() {
+    let mut env = TestEnv::new().await;
+    let fake = env.with_fake_pingpp().await;
+    env.fund(1, 1_000).await;
+    let port = free_port();
+    let mut process_env = env.process_env();
+    let pingpp = &env.settings.pingpp;
+    process_env.extend([
+        ("PLUSPAY_METRICS_LISTEN", format!("127.0.0.1:{port}")),
+        ("PLUSPAY_METRICS_LEDGER_CHECK_SECS", "1".to_owned()),
+        ("PLUSPAY_PINGPP_API_BASE", pingpp.api_base.clone()),
+        ("PLUSPAY_PINGPP_APP_ID", pingpp.app_id.clone()),
+        ("PLUSPAY_PINGPP_SECRET_KEY", pingpp.secret_key.clone()),
+        (
+            "PLUSPAY_PINGPP_PRIVATE_KEY",
+            pingpp.private_key.as_ref().unwrap().display().to_string(),
+        ),
+    ]);
+    let mut worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_pluspay"))
+        .arg("worker")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .envs(process_env.iter().map(|(k, v)| (*k, v.as_str())))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the worker");
+
+    let mut client = env.client().await;
+    assert_eq!(
+        client.call(transfer("m-1", 1, 2, 100)).await["status"],
+        "succeeded"
+    );
+    assert_eq!(
+        client.call(transfer("m-2", 1, 2, 100)).await["status"],
+        "succeeded"
+    );
+    assert_eq!(
+        client.call(transfer("m-1", 1, 2, 100)).await["status"],
+        "succeeded"
+    );
+    assert_eq!(
+        client.call(transfer("m-3", 1, 2, 5_000)).await["status"],
+        "rejected"
+    );
+    let recharge = client
+        .call(json!({"id": "m-r", "type": "recharge", "user_id": 3, "data": {"type": "wx", "amount": 10}}))
+        .await;
+    assert_eq!(recharge["status"], "succeeded", "{recharge}");
+    assert_eq!(fake.charges().len(), 1);
+
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let text = loop {
+        let text = match http.get(&url).send().await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        // The ledger check runs every second; wait for its first report.
+        if sample(&text, "pluspay_ledger_ok").is_some() {
+            break text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no ledger check in {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let commands = |kind: &str, outcome: &str| {
+        sample(
+            &text,
+            &format!("pluspay_commands_total{{type=\"{kind}\",outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert_eq!(commands("transfer", "succeeded"), Some(2.0), "{text}");
+    assert_eq!(commands("transfer", "replayed"), Some(1.0), "{text}");
+    assert_eq!(commands("transfer", "rejected"), Some(1.0), "{text}");
+    assert_eq!(commands("recharge", "succeeded"), Some(1.0), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            "pluspay_command_duration_seconds_count{type=\"transfer\"}"
+        ),
+        Some(4.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "pluspay_pingpp_requests_total{endpoint=\"create_charge\",outcome=\"ok\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "pluspay_ledger_ok"), Some(1.0), "{text}");
+    assert_eq!(
+        sample(&text, "pluspay_messages_in_flight"),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE pluspay_command_duration_seconds histogram"),
+        "{text}"
+    );
+    worker.start_kill().unwrap();
+    let _ = worker.wait().await;
+}
