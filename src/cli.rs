@@ -104,7 +104,13 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             tokio::spawn(cancel_on_signal(shutdown.clone()));
             info!(?settings, "starting the worker");
             crate::metrics::install(settings.metrics.listen)?;
-            crate::worker::run(settings, shutdown).await?;
+            crate::service::spawn_watchdog(shutdown.clone());
+            let stopping = shutdown.clone();
+            tokio::spawn(async move {
+                stopping.cancelled().await;
+                crate::service::stopping();
+            });
+            crate::worker::run_with_readiness(settings, shutdown, crate::service::ready).await?;
             info!("stopped");
             Ok(ExitCode::SUCCESS)
         }

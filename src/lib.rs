@@ -10,4 +10,5 @@ pub mod engine;
 pub mod metrics;
 pub mod pingpp;
 pub mod send;
+pub mod service;
 pub mod worker;

@@ -81,6 +81,16 @@ fn pingpp_client(settings: &PingppSettings) -> anyhow::Result<Option<PingppClien
 
 /// Runs until `shutdown` is cancelled, rebuilding the broker connection whenever it is lost.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with_readiness(settings, shutdown, || {}).await
+}
+
+/// As `run`, calling `on_ready` once the first session consumes (systemd's READY=1).
+pub async fn run_with_readiness(
+    settings: Settings,
+    shutdown: CancellationToken,
+    on_ready: impl FnOnce() + Send,
+) -> anyhow::Result<()> {
+    let mut on_ready = Some(on_ready);
     let engine = engine(&settings)?;
     if settings.metrics.ledger_check_secs > 0 {
         tokio::spawn(check_ledger_periodically(
@@ -96,7 +106,19 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         .without_max_times();
     let mut delays = backon::BackoffBuilder::build(reconnect);
     loop {
-        match session(&settings, &engine, &shutdown).await {
+        let mut consumed = false;
+        let outcome = session(&settings, &engine, &shutdown, &mut || {
+            consumed = true;
+            if let Some(on_ready) = on_ready.take() {
+                on_ready();
+            }
+        })
+        .await;
+        if consumed {
+            // A session that worked starts the backoff over.
+            delays = backon::BackoffBuilder::build(reconnect);
+        }
+        match outcome {
             Ok(()) => return Ok(()),
             Err(e) => {
                 let delay = delays.next().unwrap_or(Duration::from_secs(10));
@@ -145,6 +167,7 @@ async fn session(
     settings: &Settings,
     engine: &Engine,
     shutdown: &CancellationToken,
+    consuming: &mut (dyn FnMut() + Send),
 ) -> anyhow::Result<()> {
     let connection = amqp::connect(&settings.amqp.url, "pluspay-worker").await?;
     let names = Names::new(&settings.amqp.namespace);
@@ -170,6 +193,7 @@ async fn session(
             FieldTable::default(),
         )
         .await?;
+    consuming();
     info!(queue = %names.commands_queue, events = %names.webhooks_queue,
           prefetch = settings.amqp.prefetch, "consuming commands and Ping++ events");
     let context = Arc::new(Context {
