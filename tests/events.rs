@@ -57,7 +57,9 @@ async fn next_json(consumer: &mut lapin::Consumer) -> Value {
         .expect("a message in time")
         .unwrap()
         .unwrap();
-    serde_json::from_slice(&delivery.data).unwrap()
+    let event: Value = serde_json::from_slice(&delivery.data).unwrap();
+    support::schemas::check(support::schemas::Schema::Event, &event);
+    event
 }
 
 async fn wait_for(env: &TestEnv, sql: &str, expected: i64) {

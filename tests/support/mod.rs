@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake_pingpp;
+pub mod schemas;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -317,6 +318,7 @@ impl BrokerClient {
                 .map(|c| c.to_string())
                 .unwrap_or_default();
             let body: Value = serde_json::from_slice(&next.data).expect("a result is JSON");
+            schemas::check(schemas::Schema::Result, &body);
             self.received.entry(correlation_id).or_default().push(body);
         }
     }
