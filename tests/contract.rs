@@ -91,3 +91,39 @@ fn the_real_ping_plus_plus_fixtures_match_the_queued_event_schema() {
         check(Schema::PingppEvent, &body);
     }
 }
+
+#[test]
+fn the_dashboard_only_uses_metrics_the_code_exports() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../docs/grafana-dashboard.json")).unwrap();
+    let exported = [
+        pluspay::metrics::COMMANDS,
+        pluspay::metrics::COMMAND_SECONDS,
+        pluspay::metrics::EVENTS,
+        pluspay::metrics::DB_RETRIES,
+        pluspay::metrics::BROKER_RECONNECTS,
+        pluspay::metrics::IN_FLIGHT,
+        pluspay::metrics::WEBHOOKS,
+        pluspay::metrics::PINGPP_REQUESTS,
+        pluspay::metrics::PINGPP_SECONDS,
+        pluspay::metrics::LEDGER_OK,
+        pluspay::metrics::LEDGER_VIOLATIONS,
+    ];
+    let mut panels = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let used: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("pluspay_"))
+                .collect();
+            assert!(!used.is_empty(), "{expr}");
+            for name in used {
+                let base = name.trim_end_matches("_bucket");
+                assert!(exported.contains(&base), "{name} is not exported");
+            }
+        }
+        panels += 1;
+    }
+    assert!(panels >= 8);
+}
