@@ -1,5 +1,6 @@
 //! pluspay: wallet commands from RabbitMQ, applied exactly once to a double-entry ledger in
-//! PostgreSQL. `domain` holds the rules; `db` and `amqp` are the adapters around them.
+//! PostgreSQL. `domain` holds the rules; `db` and `amqp` are the adapters around them; `webhook`
+//! receives Ping++ events over HTTP.
 
 pub mod amqp;
 pub mod cli;
@@ -9,4 +10,5 @@ pub mod domain;
 pub mod engine;
 pub mod pingpp;
 pub mod send;
+pub mod webhook;
 pub mod worker;
