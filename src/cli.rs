@@ -31,6 +31,8 @@ pub enum Command {
     Run,
     /// The command worker alone.
     Worker,
+    /// The Ping++ webhook listener alone.
+    Webhooks,
     /// Apply migrations/ to the database (idempotent).
     Migrate,
     /// Publish one command, wait for its result and print it. Exit 0 succeeded, 1 rejected.
@@ -99,11 +101,23 @@ fn init_logging(settings: &Settings) {
 
 async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run | Command::Worker => {
+        Command::Run | Command::Worker | Command::Webhooks => {
             let shutdown = CancellationToken::new();
             tokio::spawn(cancel_on_signal(shutdown.clone()));
-            info!(?settings, "starting the worker");
-            crate::worker::run(settings, shutdown).await?;
+            match command {
+                Command::Worker => {
+                    info!(?settings, "starting the worker");
+                    crate::worker::run(settings, shutdown).await?;
+                }
+                Command::Webhooks => {
+                    info!(?settings, "starting the webhook listener");
+                    crate::webhook::run(settings, shutdown).await?;
+                }
+                _ => {
+                    info!(?settings, "starting the worker and the webhook listener");
+                    run_all(settings, shutdown).await?;
+                }
+            }
             info!("stopped");
             Ok(ExitCode::SUCCESS)
         }
@@ -149,6 +163,29 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             })
         }
     }
+}
+
+/// The worker and the webhook listener side by side: both stop on `shutdown`, and when either
+/// ends (an error at start-up, say) the other is stopped gracefully too. Returns the error of
+/// the part that failed (the worker's if both did).
+pub async fn run_all(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // A child token, so that one part ending stops the other without cancelling the caller's.
+    let both = shutdown.child_token();
+    let stop_other_on_exit = |part: &'static str, result: anyhow::Result<()>| {
+        both.cancel();
+        result.map_err(|e| e.context(part))
+    };
+    let (worker, webhooks) = tokio::join!(
+        async {
+            let result = crate::worker::run(settings.clone(), both.clone()).await;
+            stop_other_on_exit("worker", result)
+        },
+        async {
+            let result = crate::webhook::run(settings.clone(), both.clone()).await;
+            stop_other_on_exit("webhook listener", result)
+        },
+    );
+    worker.and(webhooks)
 }
 
 /// SIGTERM (systemd) and SIGINT (a terminal) both ask for a graceful stop.
