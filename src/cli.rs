@@ -31,6 +31,8 @@ pub enum Command {
     Run,
     /// The command worker alone.
     Worker,
+    /// The Ping++ webhook listener alone.
+    Webhooks,
     /// Apply migrations/ to the database (idempotent).
     Migrate,
     /// Publish one command, wait for its result and print it. Exit 0 succeeded, 1 rejected.
@@ -99,10 +101,9 @@ fn init_logging(settings: &Settings) {
 
 async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run | Command::Worker => {
+        Command::Run | Command::Worker | Command::Webhooks => {
             let shutdown = CancellationToken::new();
             tokio::spawn(cancel_on_signal(shutdown.clone()));
-            info!(?settings, "starting the worker");
             crate::metrics::install(settings.metrics.listen)?;
             crate::service::spawn_watchdog(shutdown.clone());
             let stopping = shutdown.clone();
@@ -110,7 +111,22 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
                 stopping.cancelled().await;
                 crate::service::stopping();
             });
-            crate::worker::run_with_readiness(settings, shutdown, crate::service::ready).await?;
+            match command {
+                Command::Worker => {
+                    info!(?settings, "starting the worker");
+                    crate::worker::run_with_readiness(settings, shutdown, crate::service::ready)
+                        .await?;
+                }
+                Command::Webhooks => {
+                    info!(?settings, "starting the webhook listener");
+                    crate::webhook::run_with_readiness(settings, shutdown, crate::service::ready)
+                        .await?;
+                }
+                _ => {
+                    info!(?settings, "starting the worker and the webhook listener");
+                    run_all(settings, shutdown).await?;
+                }
+            }
             info!("stopped");
             Ok(ExitCode::SUCCESS)
         }
@@ -156,6 +172,39 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             })
         }
     }
+}
+
+/// The worker and the webhook listener side by side: both stop on `shutdown`, and when either
+/// ends (an error at start-up, say) the other is stopped gracefully too. Returns the error of
+/// the part that failed (the worker's if both did).
+pub async fn run_all(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // A child token, so that one part ending stops the other without cancelling the caller's.
+    let both = shutdown.child_token();
+    let stop_other_on_exit = |part: &'static str, result: anyhow::Result<()>| {
+        both.cancel();
+        result.map_err(|e| e.context(part))
+    };
+    // Ready for systemd once both parts are.
+    let parts_ready = std::sync::atomic::AtomicUsize::new(0);
+    let part_ready = || {
+        if parts_ready.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            crate::service::ready();
+        }
+    };
+    let (worker, webhooks) = tokio::join!(
+        async {
+            let result =
+                crate::worker::run_with_readiness(settings.clone(), both.clone(), part_ready).await;
+            stop_other_on_exit("worker", result)
+        },
+        async {
+            let result =
+                crate::webhook::run_with_readiness(settings.clone(), both.clone(), part_ready)
+                    .await;
+            stop_other_on_exit("webhook listener", result)
+        },
+    );
+    worker.and(webhooks)
 }
 
 /// SIGTERM (systemd) and SIGINT (a terminal) both ask for a graceful stop.

@@ -60,7 +60,10 @@ pub struct WorkerSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookSettings {
     pub listen: SocketAddr,
+    /// Larger bodies are refused with 413 (Ping++ events are a few KiB).
     pub max_body_bytes: usize,
+    /// How long a client may take to send its request headers, and then its body (408).
+    pub read_timeout_ms: u64,
 }
 
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
@@ -135,6 +138,7 @@ impl Default for WebhookSettings {
         WebhookSettings {
             listen: ([127, 0, 0, 1], 8080).into(),
             max_body_bytes: 64 * 1024,
+            read_timeout_ms: 10_000,
         }
     }
 }
@@ -249,6 +253,12 @@ impl Settings {
         if self.worker.concurrency == 0 {
             return invalid("worker.concurrency must be at least 1");
         }
+        if self.webhook.max_body_bytes == 0 {
+            return invalid("webhook.max_body_bytes must be at least 1");
+        }
+        if self.webhook.read_timeout_ms == 0 {
+            return invalid("webhook.read_timeout_ms must be at least 1");
+        }
         if !(self.pingpp.api_base.starts_with("http://")
             || self.pingpp.api_base.starts_with("https://"))
         {
@@ -293,6 +303,8 @@ impl fmt::Debug for Settings {
             .field("amqp.prefetch", &self.amqp.prefetch)
             .field("worker.concurrency", &self.worker.concurrency)
             .field("webhook.listen", &self.webhook.listen)
+            .field("webhook.max_body_bytes", &self.webhook.max_body_bytes)
+            .field("webhook.read_timeout_ms", &self.webhook.read_timeout_ms)
             .field("metrics.listen", &self.metrics.listen)
             .field("pingpp.api_base", &self.pingpp.api_base)
             .field("pingpp.app_id", &self.pingpp.app_id)
@@ -304,6 +316,7 @@ impl fmt::Debug for Settings {
                     "<set>"
                 },
             )
+            .field("pingpp.public_key", &self.pingpp.public_key)
             .field("wallet", &self.wallet)
             .field("log", &self.log)
             .finish()
@@ -327,6 +340,8 @@ mod tests {
         Jail::expect_with(|jail| {
             let s = load(jail, None).unwrap();
             assert_eq!(s.amqp.namespace, "pluspay");
+            assert_eq!(s.webhook.max_body_bytes, 65_536);
+            assert_eq!(s.webhook.read_timeout_ms, 10_000);
             assert_eq!(s.worker.shutdown_timeout_secs, 30);
             Ok(())
         });
@@ -342,7 +357,9 @@ mod tests {
             jail.set_env("PLUSPAY_DATABASE_URL", "postgres://b@h/db");
             jail.set_env("PLUSPAY_PINGPP_API_BASE", "http://127.0.0.1:1");
             jail.set_env("PLUSPAY_WEBHOOK_LISTEN", "127.0.0.1:9999");
+            jail.set_env("PLUSPAY_WEBHOOK_READ_TIMEOUT_MS", "2500");
             let s = load(jail, Some("p.toml")).unwrap();
+            assert_eq!(s.webhook.read_timeout_ms, 2500);
             assert_eq!(s.database.url, "postgres://b@h/db");
             assert_eq!(s.amqp.prefetch, 7);
             assert_eq!(s.pingpp.api_base, "http://127.0.0.1:1");
@@ -380,6 +397,12 @@ mod tests {
             jail.create_file("p.toml", "[amqp]\nurl = \"http://nope\"\n")?;
             let err = load(jail, Some("p.toml")).unwrap_err().to_string();
             assert!(err.contains("amqp.url"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("PLUSPAY_WEBHOOK_READ_TIMEOUT_MS", "0");
+            let err = load(jail, None).unwrap_err().to_string();
+            assert!(err.contains("webhook.read_timeout_ms"), "{err}");
             Ok(())
         });
         Jail::expect_with(|jail| {

@@ -1,5 +1,6 @@
 //! pluspay: wallet commands from RabbitMQ, applied exactly once to a double-entry ledger in
-//! PostgreSQL. `domain` holds the rules; `db` and `amqp` are the adapters around them.
+//! PostgreSQL. `domain` holds the rules; `db` and `amqp` are the adapters around them; `webhook`
+//! receives Ping++ events over HTTP.
 
 pub mod amqp;
 pub mod cli;
@@ -11,4 +12,5 @@ pub mod metrics;
 pub mod pingpp;
 pub mod send;
 pub mod service;
+pub mod webhook;
 pub mod worker;
