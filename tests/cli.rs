@@ -171,3 +171,58 @@ async fn secrets_never_reach_the_output() {
     assert!(!all.contains("hunter2"), "{all}");
     assert!(all.contains("cannot connect to the database"), "{all}");
 }
+
+#[tokio::test]
+async fn json_logs_carry_no_secrets_even_when_everything_fails() {
+    use tokio::io::AsyncBufReadExt;
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pluspay"));
+    command
+        .arg("worker")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("PLUSPAY_")) {
+        command.env_remove(key);
+    }
+    command.envs([
+        ("PLUSPAY_LOG_FORMAT", "json"),
+        (
+            "PLUSPAY_DATABASE_URL",
+            "postgres://pluspay:dbsecret42@127.0.0.1:1/x",
+        ),
+        (
+            "PLUSPAY_AMQP_URL",
+            "amqp://pluspay:mqsecret42@127.0.0.1:1/%2f",
+        ),
+        ("PLUSPAY_PINGPP_APP_ID", "app_test"),
+        ("PLUSPAY_PINGPP_SECRET_KEY", "sk_test_keysecret42"),
+        ("PLUSPAY_METRICS_LISTEN", "127.0.0.1:0"),
+        ("PLUSPAY_METRICS_LEDGER_CHECK_SECS", "1"),
+    ]);
+    let mut child = command.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let (mut broker_failed, mut database_failed) = (false, false);
+    let read = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let parsed: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+            assert!(parsed["level"].is_string(), "{line}");
+            broker_failed |= line.contains("reconnecting");
+            database_failed |= line.contains("ledger check");
+            seen.push(line);
+            if broker_failed && database_failed {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(support::WAIT, read)
+        .await
+        .expect("broker and database failures logged");
+    child.start_kill().unwrap();
+    let all = seen.join("\n");
+    for secret in ["dbsecret42", "mqsecret42", "keysecret42"] {
+        assert!(!all.contains(secret), "{secret} leaked: {all}");
+    }
+}
