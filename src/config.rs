@@ -51,8 +51,10 @@ pub struct AmqpSettings {
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerSettings {
-    /// Commands applied at the same time by one worker process.
+    /// Transactions (single commands or batches) running at once in one worker process.
     pub concurrency: usize,
+    /// Most commands applied in one transaction (group commit); 1 turns batching off.
+    pub batch_size: usize,
     pub shutdown_timeout_secs: u64,
 }
 
@@ -128,6 +130,7 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {
             concurrency: 16,
+            batch_size: 16,
             shutdown_timeout_secs: 30,
         }
     }

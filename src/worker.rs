@@ -205,14 +205,29 @@ async fn session(
         shutdown: shutdown.clone(),
     });
     let mut tasks = JoinSet::new();
+    // Commands that can share a transaction wait here until no more are ready right now, or
+    // the batch is full (group commit). Waiting for "nothing more ready" adds no latency.
+    let batch_size = settings.worker.batch_size.max(1);
+    let mut batch: Vec<(Envelope, Delivery)> = Vec::new();
     let outcome = loop {
         tokio::select! {
+            biased;
             _ = shutdown.cancelled() => break Ok(()),
             next = consumer.next() => match next {
-                Some(Ok(delivery)) => {
-                    let context = context.clone();
-                    tasks.spawn(async move { handle(&context, delivery).await });
-                }
+                Some(Ok(delivery)) => match decode(&delivery.data) {
+                    Ok(envelope) if batch_size > 1 && Engine::batchable(envelope.kind) => {
+                        batch.push((envelope, delivery));
+                        if batch.len() >= batch_size {
+                            let context = context.clone();
+                            let full = std::mem::take(&mut batch);
+                            tasks.spawn(async move { handle_batch(&context, full).await });
+                        }
+                    }
+                    _ => {
+                        let context = context.clone();
+                        tasks.spawn(async move { handle(&context, delivery).await });
+                    }
+                },
                 Some(Err(e)) => break Err(anyhow::anyhow!("consumer failed: {e}")),
                 None => break Err(anyhow::anyhow!("the broker cancelled the consumer")),
             },
@@ -229,8 +244,15 @@ async fn session(
                     error!(error = %e, "a command handler panicked");
                 }
             }
+            _ = std::future::ready(()), if !batch.is_empty() => {
+                let context = context.clone();
+                let ready = std::mem::take(&mut batch);
+                tasks.spawn(async move { handle_batch(&context, ready).await });
+            }
         }
     };
+    // Not started: left unacknowledged, so the broker redelivers them.
+    drop(batch);
     // Stop taking messages, then finish those in hand within the shutdown bound; whatever is
     // still unacknowledged after that is redelivered by the broker.
     for tag in [consumer.tag(), events.tag()] {
@@ -285,19 +307,53 @@ async fn process(context: &Context, delivery: &Delivery, envelope: &Envelope) ->
         return "requeued";
     };
     match applied {
-        Ok(applied) => {
-            if publish_result(context, delivery, &applied).await.is_err() {
-                return "requeued";
-            }
-            settle(delivery, true).await;
-            match (applied.replayed, applied.status) {
-                (true, _) => "replayed",
-                (false, Status::Succeeded) => "succeeded",
-                (false, Status::Rejected) => "rejected",
-            }
-        }
+        Ok(applied) => finish(context, delivery, &applied).await,
         Err(e) => fail(context, delivery, &e).await,
     }
+}
+
+/// The command is applied: publish its result, then acknowledge it.
+async fn finish(context: &Context, delivery: &Delivery, applied: &Applied) -> &'static str {
+    if publish_result(context, delivery, applied).await.is_err() {
+        return "requeued";
+    }
+    settle(delivery, true).await;
+    match (applied.replayed, applied.status) {
+        (true, _) => "replayed",
+        (false, Status::Succeeded) => "succeeded",
+        (false, Status::Rejected) => "rejected",
+    }
+}
+
+/// Commands applied in one transaction; their results are then published and confirmed
+/// together (the confirms pipeline on one channel) and each is acknowledged after its own.
+async fn handle_batch(context: &Context, batch: Vec<(Envelope, Delivery)>) {
+    let Ok(_permit) = context.permits.clone().acquire_owned().await else {
+        return;
+    };
+    let _in_flight: Vec<_> = batch.iter().map(|_| metrics::InFlight::start()).collect();
+    let started = Instant::now();
+    let envelopes: Vec<Envelope> = batch.iter().map(|(envelope, _)| envelope.clone()).collect();
+    let results = context.engine.apply_batch(&envelopes).await;
+    let settled = batch
+        .iter()
+        .zip(results)
+        .map(|((envelope, delivery), result)| {
+            let span =
+                tracing::info_span!("command", id = %envelope.id, r#type = envelope.kind.as_str());
+            async move {
+                let outcome = match result {
+                    Ok(applied) => finish(context, delivery, &applied).await,
+                    // Retried alone, with backoff, like any single command.
+                    Err(e) if e.is_transient() => process(context, delivery, envelope).await,
+                    Err(e) => fail(context, delivery, &e).await,
+                };
+                metrics::command_handled(envelope.kind.as_str(), outcome);
+                metrics::command_duration(envelope.kind.as_str(), started.elapsed());
+            }
+            .instrument(span)
+        });
+    futures_util::future::join_all(settled).await;
 }
 
 /// Not the message's fault and not transient (a bug, a broken schema): never a rejection. It

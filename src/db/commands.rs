@@ -51,11 +51,13 @@ pub async fn claim(tx: &Transaction<'_>, envelope: &Envelope) -> Result<Claim, D
                 )
                 .await?
                 .is_some();
-        return Ok(if in_progress {
-            Claim::Done(conflict(envelope))
-        } else {
-            Claim::New
-        });
+        if in_progress {
+            // Leave no trace, so the caller may go on with other commands in this transaction.
+            tx.execute("DELETE FROM commands WHERE id = $1", &[&envelope.id])
+                .await?;
+            return Ok(Claim::Done(conflict(envelope)));
+        }
+        return Ok(Claim::New);
     }
     match lookup(tx, envelope).await? {
         Some(done) => Ok(Claim::Done(done)),

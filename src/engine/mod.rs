@@ -46,6 +46,76 @@ impl Engine {
         }
     }
 
+    /// Whether `apply_batch` may take this command: everything but the recharges, which call
+    /// Ping++ between their own transactions.
+    pub fn batchable(kind: CommandType) -> bool {
+        !matches!(kind, CommandType::Recharge | CommandType::RechargeRetrieve)
+    }
+
+    /// Applies several batchable commands in one transaction (group commit): one commit, one
+    /// fsync, for all of them. Each command is still decided on its own; a rejection is a
+    /// result like any other and never fails its neighbours. If the transaction itself fails,
+    /// every command is applied again alone, so one bad command can't hold back the others;
+    /// each result is then that of the single-command path.
+    pub async fn apply_batch(&self, envelopes: &[Envelope]) -> Vec<Result<Applied, DbError>> {
+        debug_assert!(envelopes.iter().all(|e| Self::batchable(e.kind)));
+        if envelopes.len() > 1 {
+            match self.apply_together(envelopes).await {
+                Ok(applied) => return applied.into_iter().map(Ok).collect(),
+                Err(e) => {
+                    tracing::debug!(error = %e, "batch failed; applying its commands one by one")
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(envelopes.len());
+        for envelope in envelopes {
+            out.push(self.apply(envelope).await);
+        }
+        out
+    }
+
+    async fn apply_together(&self, envelopes: &[Envelope]) -> Result<Vec<Applied>, DbError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // Every wallet the batch names, locked up front in user order: two batches touching the
+        // same wallets then wait for each other instead of deadlocking.
+        let users: Vec<i64> = envelopes.iter().flat_map(wallets_named).collect();
+        if !users.is_empty() {
+            lock_wallets(&tx, &users).await?;
+        }
+        let mut applied: Vec<Applied> = Vec::with_capacity(envelopes.len());
+        let mut first_with_id: std::collections::HashMap<&str, usize> = Default::default();
+        for (i, envelope) in envelopes.iter().enumerate() {
+            if let Some(&first) = first_with_id.get(envelope.id.as_str()) {
+                // A twin in the same batch: answered as a redelivery would be.
+                let answer = if envelopes[first].fingerprint() == envelope.fingerprint() {
+                    Applied {
+                        replayed: true,
+                        ..applied[first].clone()
+                    }
+                } else {
+                    commands::conflict(envelope)
+                };
+                applied.push(answer);
+                continue;
+            }
+            first_with_id.insert(&envelope.id, i);
+            let answer = match commands::claim(&tx, envelope).await? {
+                Claim::Done(answer) => answer,
+                Claim::New => {
+                    let result = match self.decide(&tx, envelope).await? {
+                        Ok(result) => result,
+                        Err(rejection) => rejected(envelope, rejection),
+                    };
+                    commands::store(&tx, envelope, &result).await?
+                }
+            };
+            applied.push(answer);
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+
     async fn apply_in_one_transaction(&self, envelope: &Envelope) -> Result<Applied, DbError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -110,6 +180,22 @@ impl Engine {
                 unreachable!("recharges are applied by engine::recharge")
             }
         })
+    }
+}
+
+/// The wallets a command will lock, as far as its data tells without the database.
+fn wallets_named(envelope: &Envelope) -> Vec<i64> {
+    let other = envelope
+        .data
+        .get("user")
+        .and_then(serde_json::Value::as_i64)
+        .filter(|&u| u > 0);
+    match envelope.kind {
+        CommandType::Transfer | CommandType::Reward => {
+            std::iter::once(envelope.user_id).chain(other).collect()
+        }
+        CommandType::Cash | CommandType::Transform => vec![envelope.user_id],
+        _ => Vec::new(),
     }
 }
 
