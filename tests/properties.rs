@@ -1,6 +1,6 @@
 //! Property tests of the pure domain (no database, no broker): the command decoder and its
-//! fingerprint, every parser of a command's `data`, and the ledger, whose every accepted
-//! command must conserve money.
+//! fingerprint, every parser of a command's `data`, the Ping++ charge and event rules, and the
+//! ledger, whose every accepted command must conserve money.
 //!
 //! Case counts are kept modest so that `cargo test --all-targets` stays quick; set
 //! `PROPTEST_CASES` to run every property with more (`PROPTEST_CASES=20000 cargo test --release
@@ -17,11 +17,12 @@ use serde_json::{json, Map, Value};
 
 use pluspay::domain::cash::{self, Decision, DecisionEffect};
 use pluspay::domain::command::{decode, CommandType, Envelope, Malformed, MAX_MESSAGE_BYTES};
+use pluspay::domain::event::{self, EventAction};
 use pluspay::domain::ledger::{AccountRef, Journal, SystemAccount, Unit};
 use pluspay::domain::outcome::{Code, Rejection};
 use pluspay::domain::policy::{WalletPolicy, CHANNELS_NEEDING_SUCCESS_URL};
 use pluspay::domain::query::{self, Action};
-use pluspay::domain::recharge::{self, Completion, WaitingRecharge};
+use pluspay::domain::recharge::{self, ChargeState, Completion, WaitingRecharge};
 use pluspay::domain::transfer::{self, TransferKind};
 use pluspay::domain::transform;
 
@@ -2072,5 +2073,304 @@ proptest! {
         for op in recharges.chain(ops) {
             model.step(&op)?;
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Ping++ charges and events
+// ---------------------------------------------------------------------------------------------
+
+fn arb_waiting() -> impl Strategy<Value = WaitingRecharge> {
+    (
+        prop_oneof![1i64..=1_000, 1i64..=i64::MAX],
+        1i64..=1_000,
+        prop_oneof![1i64..=1_000_000, 1i64..=i64::MAX],
+        "ch_[a-zA-Z0-9]{1,24}",
+        any::<bool>(),
+    )
+        .prop_map(
+            |(order_id, owner, amount, charge_id, livemode)| WaitingRecharge {
+                order_id,
+                owner,
+                amount,
+                charge_id,
+                livemode,
+            },
+        )
+}
+
+/// A field of a charge: right for the order, wrong, missing, or of another shape.
+fn charge_field(right: Value, wrong: BoxedStrategy<Value>) -> BoxedStrategy<Option<Value>> {
+    prop_oneof![
+        12 => Just(Some(right)),
+        2 => wrong.prop_map(Some),
+        1 => Just(None),
+        1 => arb_json().prop_map(Some),
+    ]
+    .boxed()
+}
+
+/// A charge object close to the one of `waiting`, and the time it is read at.
+fn arb_charge_for(waiting: &WaitingRecharge) -> impl Strategy<Value = (Value, i64)> {
+    let now = 1_700_000_000i64;
+    let fields = vec![
+        (
+            "id",
+            charge_field(
+                Value::from(waiting.charge_id.clone()),
+                "ch_[a-z0-9]{1,8}".prop_map(Value::from).boxed(),
+            ),
+        ),
+        (
+            "object",
+            charge_field(json!("charge"), Just(json!("refund")).boxed()),
+        ),
+        (
+            "order_no",
+            charge_field(
+                Value::from(recharge::order_no(waiting.order_id)),
+                prop_oneof![
+                    any::<i64>().prop_map(|id| Value::from(recharge::order_no(id))),
+                    Just(Value::from(
+                        recharge::order_no(waiting.order_id).to_uppercase()
+                    )),
+                    Just(Value::from(waiting.order_id.to_string())),
+                ]
+                .boxed(),
+            ),
+        ),
+        (
+            "amount",
+            charge_field(
+                Value::from(waiting.amount),
+                prop_oneof![
+                    Just(Value::from(waiting.amount as f64)),
+                    Just(Value::from(waiting.amount.to_string())),
+                    any::<i64>().prop_map(Value::from),
+                    Just(Value::from(waiting.amount.wrapping_add(1))),
+                ]
+                .boxed(),
+            ),
+        ),
+        (
+            "currency",
+            charge_field(
+                json!("cny"),
+                prop::sample::select(vec![json!("CNY"), json!("usd"), json!("cny ")]).boxed(),
+            ),
+        ),
+        (
+            "livemode",
+            charge_field(
+                Value::from(waiting.livemode),
+                prop_oneof![
+                    Just(Value::from(!waiting.livemode)),
+                    Just(json!("true")),
+                    Just(json!(1))
+                ]
+                .boxed(),
+            ),
+        ),
+        (
+            "paid",
+            charge_field(
+                json!(true),
+                prop_oneof![Just(json!(false)), Just(json!("true")), Just(json!(1))].boxed(),
+            ),
+        ),
+        (
+            "failure_code",
+            charge_field(
+                Value::Null,
+                prop::sample::select(vec![json!("card_declined"), json!("")]).boxed(),
+            ),
+        ),
+        (
+            "failure_msg",
+            charge_field(Value::Null, arb_text().prop_map(Value::from).boxed()),
+        ),
+        (
+            "time_expire",
+            charge_field(
+                json!(now + 7_200),
+                prop_oneof![
+                    Just(json!(now)),
+                    Just(json!(now - 1)),
+                    Just(json!(now + 1)),
+                    any::<i64>().prop_map(Value::from)
+                ]
+                .boxed(),
+            ),
+        ),
+    ];
+    let (names, strategies): (Vec<_>, Vec<_>) = fields.into_iter().unzip();
+    (strategies, arb_object()).prop_map(move |(values, extra)| {
+        let mut charge = extra;
+        for (name, value) in names.iter().zip(values) {
+            match value {
+                Some(value) => charge.insert((*name).to_owned(), value),
+                None => charge.remove(*name),
+            };
+        }
+        (Value::Object(charge), now)
+    })
+}
+
+/// What the order completes as, by reading the charge as the rules promise to: a credit only
+/// when `paid` is true and the charge is this order's (id, order_no, amount, currency cny,
+/// livemode; a charge that does not say livemode is a test-mode charge).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expected {
+    Refused,
+    Credit,
+    Fail,
+    Wait,
+}
+
+fn expected_completion(waiting: &WaitingRecharge, charge: &Value, now: i64) -> Expected {
+    let text = |name: &str| charge.get(name).and_then(Value::as_str);
+    let is_this_order = text("id") == Some(waiting.charge_id.as_str())
+        && text("order_no") == Some(recharge::order_no(waiting.order_id).as_str())
+        && charge.get("amount").and_then(Value::as_i64) == Some(waiting.amount)
+        && text("currency") == Some("cny")
+        && charge
+            .get("livemode")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+            == waiting.livemode;
+    if !is_this_order {
+        Expected::Refused
+    } else if charge.get("paid") == Some(&Value::Bool(true)) {
+        Expected::Credit
+    } else if text("failure_code").is_some()
+        || charge
+            .get("time_expire")
+            .and_then(Value::as_i64)
+            .is_some_and(|t| t <= now)
+    {
+        Expected::Fail
+    } else {
+        Expected::Wait
+    }
+}
+
+fn arb_event() -> impl Strategy<Value = Vec<u8>> {
+    let object = prop_oneof![
+        3 => arb_waiting().prop_flat_map(|w| arb_charge_for(&w)).prop_map(|(c, _)| c),
+        1 => arb_json(),
+    ];
+    let kinds = vec![
+        "charge.succeeded",
+        "charge.failed",
+        "refund.succeeded",
+        "summary.daily.available",
+        "",
+    ];
+    (
+        prop_oneof![
+            4 => "evt_[a-zA-Z0-9]{1,24}".prop_map(Value::from),
+            1 => "[a-z]{120,136}".prop_map(Value::from),
+            1 => arb_json(),
+        ],
+        prop_oneof![4 => Just(json!("event")), 1 => arb_json()],
+        prop_oneof![
+            4 => prop::sample::select(kinds).prop_map(Value::from),
+            1 => arb_json(),
+        ],
+        prop_oneof![Just(json!(true)), Just(json!(false)), arb_json()],
+        prop_oneof![4 => object.prop_map(|o| json!({"object": o})), 1 => arb_json()],
+        arb_style(),
+        arb_mutation(),
+    )
+        .prop_map(|(id, object, kind, livemode, data, style, mutation)| {
+            let event = json!({
+                "id": id, "object": object, "type": kind, "livemode": livemode, "data": data,
+            });
+            mutation.apply(render(&event, style).into_bytes())
+        })
+}
+
+proptest! {
+    #![proptest_config(config(1000))]
+
+    /// Any JSON at all as a charge: reading it answers, never panics.
+    #[test]
+    fn charge_facts_never_panic(charge in arb_json(), now in any::<i64>()) {
+        if let Ok(facts) = recharge::charge_facts(&charge, now) {
+            prop_assert_eq!(Some(facts.amount), charge.get("amount").and_then(Value::as_i64));
+            prop_assert_eq!(
+                facts.state == ChargeState::Paid,
+                charge.get("paid") == Some(&Value::Bool(true))
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config(500))]
+
+    /// A charge completes an order only as the order allows: credit once paid and only for the
+    /// order's own charge, and then exactly the order's amount from the clearing account.
+    #[test]
+    fn charge_completes_only_its_own_order(
+        (waiting, (charge, now)) in arb_waiting()
+            .prop_flat_map(|w| (Just(w.clone()), arb_charge_for(&w))),
+    ) {
+        let expected = expected_completion(&waiting, &charge, now);
+        let got = match recharge::charge_facts(&charge, now) {
+            Err(reason) => {
+                prop_assert!(!reason.is_empty());
+                None
+            }
+            Ok(facts) => Some(recharge::complete(&waiting, &facts)),
+        };
+        match (got, expected) {
+            (None | Some(Err(_)), Expected::Refused) => {}
+            (Some(Ok(Completion::Credit(j))), Expected::Credit) => {
+                prop_assert_eq!(j, journal(&[
+                    (CLEARING, -waiting.amount),
+                    (AccountRef::Wallet(waiting.owner), waiting.amount),
+                ]));
+            }
+            (Some(Ok(Completion::Fail { reason })), Expected::Fail) => {
+                prop_assert!(!reason.is_empty())
+            }
+            (Some(Ok(Completion::Wait)), Expected::Wait) => {}
+            (got, expected) => {
+                prop_assert!(false, "{:?} for {} (expected {:?})", got, charge, expected)
+            }
+        }
+    }
+
+    /// Any event body: decoding answers; an accepted event is what the body says, and only a
+    /// charge event carrying a charge asks for a completion.
+    #[test]
+    fn event_decode(body in prop_oneof![
+        4 => arb_event(),
+        1 => prop::collection::vec(any::<u8>(), 0..200),
+    ]) {
+        let Ok(event) = event::decode(&body) else {
+            return Ok(());
+        };
+        let source: Value = serde_json::from_slice(&body).expect("an accepted event is JSON");
+        prop_assert_eq!(source.get("object"), Some(&json!("event")));
+        for (field, value) in [("id", &event.id), ("type", &event.kind)] {
+            prop_assert!(!value.is_empty() && value.len() <= 128);
+            prop_assert_eq!(source.get(field), Some(&Value::from(value.as_str())));
+        }
+        prop_assert_eq!(event.livemode, source.get("livemode") == Some(&Value::Bool(true)));
+        let object = source.pointer("/data/object").cloned().unwrap_or(Value::Null);
+        prop_assert_eq!(&event.object, &object);
+        let is_charge = object.get("object") == Some(&json!("charge"));
+        let is_charge_event = matches!(event.kind.as_str(), "charge.succeeded" | "charge.failed");
+        match event.action() {
+            EventAction::CompleteCharge(charge) => {
+                prop_assert!(is_charge && is_charge_event);
+                prop_assert_eq!(charge, object.clone());
+            }
+            EventAction::Record => prop_assert!(!is_charge || !is_charge_event),
+        }
+        prop_assert_eq!(event.charge_id(), object.get("id").and_then(Value::as_str));
+        prop_assert_eq!(event.order_no(), object.get("order_no").and_then(Value::as_str));
     }
 }
