@@ -43,7 +43,8 @@ fn page(data: &Map<String, Value>, with_action: bool) -> Result<Page, Rejection>
     let limit = match int_field(data, "limit") {
         IntField::Missing => DEFAULT_LIMIT,
         IntField::Value(v) if v >= 1 => v.min(MAX_LIMIT),
-        IntField::Overflow => MAX_LIMIT,
+        // Too large for an i64 is clamped like any large limit; too negative is as invalid as -1.
+        IntField::Overflow if is_positive(data.get("limit")) => MAX_LIMIT,
         _ => {
             errors.add(Code::InvalidLimit, "limit", MSG_BAD_DATA);
             DEFAULT_LIMIT
@@ -71,6 +72,11 @@ fn page(data: &Map<String, Value>, with_action: bool) -> Result<Page, Rejection>
         after,
         action,
     })
+}
+
+/// Whether a number is above zero: which way one too large for an i64 overflows.
+fn is_positive(value: Option<&Value>) -> bool {
+    value.and_then(Value::as_f64).is_some_and(|f| f > 0.0)
 }
 
 pub fn orders_page(data: &Map<String, Value>) -> Result<Page, Rejection> {
@@ -124,6 +130,14 @@ mod tests {
             (100, Some(9), Some(Action::Expenses))
         );
         assert_eq!(p(json!({"limit": 0})).unwrap_err().code, Code::InvalidLimit);
+        assert_eq!(p(json!({"limit": 1e30})).unwrap().limit, 100);
+        assert_eq!(p(json!({"limit": u64::MAX})).unwrap().limit, 100);
+        for negative in [json!(-1e30), json!(-9.3e18)] {
+            assert_eq!(
+                p(json!({ "limit": negative })).unwrap_err().code,
+                Code::InvalidLimit
+            );
+        }
         assert_eq!(
             p(json!({"after": "x"})).unwrap_err().code,
             Code::InvalidAfter
