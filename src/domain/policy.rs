@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 pub const CHANNELS_NEEDING_SUCCESS_URL: [&str; 4] =
     ["alipay_wap", "alipay_pc_direct", "alipay_qr", "wx_wap"];
 
+pub const MAX_RATIO: i64 = 10_000;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct WalletPolicy {
@@ -65,8 +67,9 @@ impl WalletPolicy {
         if self.recharge_max < self.recharge_min {
             return Err("wallet.recharge_max must be at least wallet.recharge_min".into());
         }
-        if self.ratio < 1 {
-            return Err("wallet.ratio must be at least 1".into());
+        // Bounded so that points issued (the sum of every transform) stay far from i64's end.
+        if !(1..=MAX_RATIO).contains(&self.ratio) {
+            return Err(format!("wallet.ratio must be between 1 and {MAX_RATIO}"));
         }
         if self.cash_min < 1 {
             return Err("wallet.cash_min must be at least 1".into());
