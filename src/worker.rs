@@ -88,9 +88,15 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         .without_max_times();
     let mut delays = backon::BackoffBuilder::build(reconnect);
     loop {
-        match session(&settings, &engine, &shutdown).await {
+        let mut consumed = false;
+        match session(&settings, &engine, &shutdown, &mut consumed).await {
             Ok(()) => return Ok(()),
             Err(e) => {
+                if consumed {
+                    // The broker was there until just now: back off from the shortest delay
+                    // again, not from where an earlier outage left off.
+                    delays = backon::BackoffBuilder::build(reconnect);
+                }
                 let delay = delays.next().unwrap_or(Duration::from_secs(10));
                 warn!(error = %e, ?delay, "broker session ended; reconnecting");
                 tokio::select! {
@@ -103,10 +109,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
 }
 
 /// One connection's life: consume until shutdown (Ok) or until the broker goes away (Err).
+/// `consumed` is set once it got as far as consuming.
 async fn session(
     settings: &Settings,
     engine: &Engine,
     shutdown: &CancellationToken,
+    consumed: &mut bool,
 ) -> anyhow::Result<()> {
     let connection = amqp::connect(&settings.amqp.url, "pluspay-worker").await?;
     let names = Names::new(&settings.amqp.namespace);
@@ -132,6 +140,7 @@ async fn session(
             FieldTable::default(),
         )
         .await?;
+    *consumed = true;
     info!(queue = %names.commands_queue, events = %names.webhooks_queue,
           prefetch = settings.amqp.prefetch, "consuming commands and Ping++ events");
     let context = Arc::new(Context {
@@ -169,23 +178,37 @@ async fn session(
             }
         }
     };
-    // Stop taking messages, then finish those in hand within the shutdown bound; whatever is
-    // still unacknowledged after that is redelivered by the broker.
-    for tag in [consumer.tag(), events.tag()] {
-        let _ = channel
-            .basic_cancel(tag, BasicCancelOptions::default())
-            .await;
-    }
-    let drained = tokio::time::timeout(settings.shutdown_timeout(), async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        warn!(
-            left = tasks.len(),
-            "shutdown timeout: abandoning commands in hand, they will be redelivered"
-        );
+    if outcome.is_err() {
+        // The broker went away: nothing in hand can be acknowledged any more, and the broker
+        // redelivers all of it. Waiting for those handlers would only delay the reconnect (a
+        // nack racing the connection's loss has been seen never to return, holding the drain
+        // below for the whole shutdown timeout), so they end here, as in a crash.
+        if !tasks.is_empty() {
+            warn!(
+                left = tasks.len(),
+                "abandoning commands in hand, they will be redelivered"
+            );
+        }
         tasks.abort_all();
+    } else {
+        // Stop taking messages, then finish those in hand within the shutdown bound; whatever
+        // is still unacknowledged after that is redelivered by the broker.
+        for tag in [consumer.tag(), events.tag()] {
+            let _ = channel
+                .basic_cancel(tag, BasicCancelOptions::default())
+                .await;
+        }
+        let drained = tokio::time::timeout(settings.shutdown_timeout(), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                left = tasks.len(),
+                "shutdown timeout: abandoning commands in hand, they will be redelivered"
+            );
+            tasks.abort_all();
+        }
     }
     let _ = connection.close(200, "bye".into()).await;
     outcome
