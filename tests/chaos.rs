@@ -500,7 +500,7 @@ impl Workers {
         for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("PLUSPAY_")) {
             command.env_remove(key);
         }
-        command.env_remove("RUST_LOG");
+        command.env_remove("RUST_LOG").env("NO_COLOR", "1");
         command.envs(self.env.iter().map(|(k, v)| (*k, v.as_str())));
         let child = command.spawn().expect("start pluspay worker");
         let pid = child.id().expect("a running worker has a pid");
