@@ -163,6 +163,7 @@ async fn check_ledger_periodically(
 }
 
 /// One connection's life: consume until shutdown (Ok) or until the broker goes away (Err).
+/// `consuming` is called once it got as far as consuming.
 async fn session(
     settings: &Settings,
     engine: &Engine,
@@ -253,23 +254,37 @@ async fn session(
     };
     // Not started: left unacknowledged, so the broker redelivers them.
     drop(batch);
-    // Stop taking messages, then finish those in hand within the shutdown bound; whatever is
-    // still unacknowledged after that is redelivered by the broker.
-    for tag in [consumer.tag(), events.tag()] {
-        let _ = channel
-            .basic_cancel(tag, BasicCancelOptions::default())
-            .await;
-    }
-    let drained = tokio::time::timeout(settings.shutdown_timeout(), async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        warn!(
-            left = tasks.len(),
-            "shutdown timeout: abandoning commands in hand, they will be redelivered"
-        );
+    if outcome.is_err() {
+        // The broker went away: nothing in hand can be acknowledged any more, and the broker
+        // redelivers all of it. Waiting for those handlers would only delay the reconnect (a
+        // nack racing the connection's loss has been seen never to return, holding the drain
+        // below for the whole shutdown timeout), so they end here, as in a crash.
+        if !tasks.is_empty() {
+            warn!(
+                left = tasks.len(),
+                "abandoning commands in hand, they will be redelivered"
+            );
+        }
         tasks.abort_all();
+    } else {
+        // Stop taking messages, then finish those in hand within the shutdown bound; whatever
+        // is still unacknowledged after that is redelivered by the broker.
+        for tag in [consumer.tag(), events.tag()] {
+            let _ = channel
+                .basic_cancel(tag, BasicCancelOptions::default())
+                .await;
+        }
+        let drained = tokio::time::timeout(settings.shutdown_timeout(), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                left = tasks.len(),
+                "shutdown timeout: abandoning commands in hand, they will be redelivered"
+            );
+            tasks.abort_all();
+        }
     }
     let _ = connection.close(200, "bye".into()).await;
     outcome

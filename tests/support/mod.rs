@@ -41,16 +41,21 @@ pub struct TestEnv {
 
 /// A new, empty database; returns its URL.
 pub async fn empty_database() -> String {
-    let admin_url = env("PP_TEST_DATABASE_URL");
+    empty_database_at(&env("PP_TEST_DATABASE_URL")).await
+}
+
+/// A new, empty database on the server `admin_url` points at (a superuser's URL); returns its
+/// URL.
+pub async fn empty_database_at(admin_url: &str) -> String {
     let database = unique("pp");
-    let admin = pluspay::db::connect(&admin_url)
+    let admin = pluspay::db::connect(admin_url)
         .await
         .expect("admin connection");
     admin
         .batch_execute(&format!("CREATE DATABASE {database}"))
         .await
         .expect("create the test database");
-    replace_database(&admin_url, &database)
+    replace_database(admin_url, &database)
 }
 
 /// Runs the `pluspay` binary with `env` (and no other PLUSPAY_ variable) from the crate root.
@@ -66,10 +71,17 @@ pub async fn pluspay(args: &[&str], env: &[(&str, String)]) -> std::process::Out
 
 impl TestEnv {
     pub async fn new() -> Self {
-        let url = empty_database().await;
+        Self::with_urls(&env("PP_TEST_DATABASE_URL"), &env("PP_TEST_AMQP_URL")).await
+    }
+
+    /// Like [`TestEnv::new`], against other servers than the shared ones (a test that restarts
+    /// its own PostgreSQL and RabbitMQ): a fresh database on the server `db_admin_url` points
+    /// at (a superuser's URL) and a fresh namespace on the broker at `amqp_url`.
+    pub async fn with_urls(db_admin_url: &str, amqp_url: &str) -> Self {
+        let url = empty_database_at(db_admin_url).await;
         let mut settings = Settings::default();
         settings.database.url = url.clone();
-        settings.amqp.url = env("PP_TEST_AMQP_URL");
+        settings.amqp.url = amqp_url.to_owned();
         settings.amqp.namespace = unique("t");
         settings.worker.shutdown_timeout_secs = 10;
         let mut db = pluspay::db::connect(&url)
