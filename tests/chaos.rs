@@ -1259,6 +1259,8 @@ async fn chaos() {
             ("PLUSPAY_DATABASE_URL", db_url.clone()),
             ("PLUSPAY_AMQP_URL", amqp_url.clone()),
             ("PLUSPAY_AMQP_NAMESPACE", settings.amqp.namespace.clone()),
+            // Two workers at once: each its own metrics port.
+            ("PLUSPAY_METRICS_LISTEN", "127.0.0.1:0".to_owned()),
             ("PLUSPAY_PINGPP_API_BASE", pingpp.api_base.clone()),
             ("PLUSPAY_PINGPP_APP_ID", pingpp.app_id.clone()),
             ("PLUSPAY_PINGPP_SECRET_KEY", pingpp.secret_key.clone()),

@@ -107,6 +107,8 @@ impl TestEnv {
                 "PLUSPAY_AMQP_NAMESPACE",
                 self.settings.amqp.namespace.clone(),
             ),
+            // Processes of parallel tests must not fight over the default metrics port.
+            ("PLUSPAY_METRICS_LISTEN", "127.0.0.1:0".to_owned()),
         ]
     }
 
