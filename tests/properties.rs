@@ -736,7 +736,7 @@ fn arb_policy() -> impl Strategy<Value = WalletPolicy> {
         ],
         1i64..=200,
         0i64..=2_000_000,
-        prop_oneof![4 => 1i64..=1_000, 1 => 1i64..=i64::MAX],
+        prop_oneof![4 => 1i64..=1_000, 1 => 1i64..=pluspay::domain::policy::MAX_RATIO],
         prop_oneof![
             Just(CASH_TYPES.to_vec()),
             prop::sample::subsequence(CASH_TYPES.to_vec(), 0..=CASH_TYPES.len()),
