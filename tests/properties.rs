@@ -1931,6 +1931,8 @@ impl Model {
                 amount: request.amount,
                 charge_id: format!("ch_{order_id:020}"),
                 livemode,
+                user_fee: 0,
+                bonus: 0,
             },
             state: 0,
         });
@@ -2095,6 +2097,8 @@ fn arb_waiting() -> impl Strategy<Value = WaitingRecharge> {
                 amount,
                 charge_id,
                 livemode,
+                user_fee: 0,
+                bonus: 0,
             },
         )
 }
