@@ -88,6 +88,20 @@ pub struct PingppSettings {
     pub public_key: Option<PathBuf>,
     pub timeout_ms: u64,
     pub max_retries: u32,
+    /// How `recharge` asks Ping++ for money: a plain charge, or a recharge object.
+    pub recharge_mode: RechargeMode,
+    /// The Ping++ user id of our user `{id}` (recharge-object mode).
+    pub user_id_template: String,
+}
+
+#[derive(Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Debug, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RechargeMode {
+    /// `POST /v1/charges`.
+    #[default]
+    Charge,
+    /// `POST /v1/apps/{app}/recharges`, with user fee or balance bonus.
+    RechargeObject,
 }
 
 #[derive(Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Debug)]
@@ -165,6 +179,8 @@ impl Default for PingppSettings {
             public_key: None,
             timeout_ms: 10_000,
             max_retries: 3,
+            recharge_mode: RechargeMode::Charge,
+            user_id_template: crate::domain::recharge_object::DEFAULT_USER_ID_TEMPLATE.into(),
         }
     }
 }
@@ -267,6 +283,8 @@ impl Settings {
         {
             return invalid("pingpp.api_base (PLUSPAY_PINGPP_API_BASE) must be an http(s) URL");
         }
+        crate::domain::recharge_object::check_user_id_template(&self.pingpp.user_id_template)
+            .map_err(|e| ConfigError::Invalid(format!("pingpp.user_id_template: {e}")))?;
         self.wallet.check().map_err(ConfigError::Invalid)?;
         Ok(())
     }

@@ -47,6 +47,12 @@ pub fn engine(settings: &Settings) -> anyhow::Result<Engine> {
         pool: db::pool(&settings.database)?,
         policy: Arc::new(settings.wallet.clone()),
         pingpp: pingpp_client(&settings.pingpp)?,
+        recharge_object: match settings.pingpp.recharge_mode {
+            crate::config::RechargeMode::Charge => None,
+            crate::config::RechargeMode::RechargeObject => {
+                Some(settings.pingpp.user_id_template.clone())
+            }
+        },
     })
 }
 

@@ -1931,6 +1931,8 @@ impl Model {
                 amount: request.amount,
                 charge_id: format!("ch_{order_id:020}"),
                 livemode,
+                user_fee: 0,
+                bonus: 0,
             },
             state: 0,
         });
@@ -2095,6 +2097,8 @@ fn arb_waiting() -> impl Strategy<Value = WaitingRecharge> {
                 amount,
                 charge_id,
                 livemode,
+                user_fee: 0,
+                bonus: 0,
             },
         )
 }
@@ -2361,16 +2365,28 @@ proptest! {
         prop_assert_eq!(event.livemode, source.get("livemode") == Some(&Value::Bool(true)));
         let object = source.pointer("/data/object").cloned().unwrap_or(Value::Null);
         prop_assert_eq!(&event.object, &object);
-        let is_charge = object.get("object") == Some(&json!("charge"));
-        let is_charge_event = matches!(event.kind.as_str(), "charge.succeeded" | "charge.failed");
+        let is_a = |v: &Value, kind: &str| v.get("object") == Some(&json!(kind));
+        // A charge event's charge is its object; a recharge event's, its recharge's charge.
+        let is_recharge = is_a(&object, "recharge");
+        let charge = if is_recharge {
+            object.get("charge").filter(|c| is_a(c, "charge")).cloned()
+        } else {
+            Some(object.clone()).filter(|c| is_a(c, "charge"))
+        };
+        let completes = match event.kind.as_str() {
+            "charge.succeeded" | "charge.failed" => !is_recharge && charge.is_some(),
+            "recharge.succeeded" => is_recharge && charge.is_some(),
+            _ => false,
+        };
         match event.action() {
-            EventAction::CompleteCharge(charge) => {
-                prop_assert!(is_charge && is_charge_event);
-                prop_assert_eq!(charge, object.clone());
+            EventAction::CompleteCharge(got) => {
+                prop_assert!(completes);
+                prop_assert_eq!(Some(got), charge.clone());
             }
-            EventAction::Record => prop_assert!(!is_charge || !is_charge_event),
+            EventAction::Record => prop_assert!(!completes),
         }
-        prop_assert_eq!(event.charge_id(), object.get("id").and_then(Value::as_str));
-        prop_assert_eq!(event.order_no(), object.get("order_no").and_then(Value::as_str));
+        let field = |name: &str| charge.as_ref().and_then(|c| c.get(name)).and_then(Value::as_str);
+        prop_assert_eq!(event.charge_id(), field("id"));
+        prop_assert_eq!(event.order_no(), field("order_no"));
     }
 }

@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_pingpp_events.sql",
         sql: include_str!("../../migrations/0003_pingpp_events.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_recharge_objects.sql",
+        sql: include_str!("../../migrations/0004_recharge_objects.sql"),
+    },
 ];
 
 /// An arbitrary constant shared by every pluspay instance.

@@ -55,22 +55,40 @@ pub fn decode(body: &[u8]) -> Result<PingppEvent, String> {
 
 impl PingppEvent {
     pub fn action(&self) -> EventAction {
-        let is_charge = self.object.get("object").and_then(Value::as_str) == Some("charge");
-        match self.kind.as_str() {
-            "charge.succeeded" | "charge.failed" if is_charge => {
-                EventAction::CompleteCharge(self.object.clone())
+        match (self.kind.as_str(), self.charge()) {
+            ("charge.succeeded" | "charge.failed", Some(charge)) if self.recharge().is_none() => {
+                EventAction::CompleteCharge(charge.clone())
+            }
+            // A recharge object's charge completes its order like a plain charge.
+            ("recharge.succeeded", Some(charge)) if self.recharge().is_some() => {
+                EventAction::CompleteCharge(charge.clone())
             }
             _ => EventAction::Record,
         }
     }
 
-    /// The charge id of a charge event, to find its order.
+    /// `data.object` when it is a recharge object.
+    pub fn recharge(&self) -> Option<&Value> {
+        (self.object.get("object").and_then(Value::as_str) == Some("recharge"))
+            .then_some(&self.object)
+    }
+
+    /// The charge of the event: `data.object` itself, or a recharge object's `charge`.
+    pub fn charge(&self) -> Option<&Value> {
+        let charge = match self.recharge() {
+            Some(recharge) => recharge.get("charge")?,
+            None => &self.object,
+        };
+        (charge.get("object").and_then(Value::as_str) == Some("charge")).then_some(charge)
+    }
+
+    /// The charge id of a charge or recharge event, to find its order.
     pub fn charge_id(&self) -> Option<&str> {
-        self.object.get("id").and_then(Value::as_str)
+        self.charge()?.get("id").and_then(Value::as_str)
     }
 
     pub fn order_no(&self) -> Option<&str> {
-        self.object.get("order_no").and_then(Value::as_str)
+        self.charge()?.get("order_no").and_then(Value::as_str)
     }
 }
 
@@ -100,6 +118,18 @@ mod tests {
         let not_a_charge = r#"{"id":"evt_2","object":"event","type":"charge.succeeded","data":{"object":{"object":"refund"}}}"#;
         assert_eq!(
             decode(not_a_charge.as_bytes()).unwrap().action(),
+            EventAction::Record
+        );
+        let recharge = r#"{"id":"evt_3","object":"event","type":"recharge.succeeded","data":{"object":{"id":"220","object":"recharge","charge":{"id":"ch_1","object":"charge","order_no":"a1"}}}}"#;
+        let event = decode(recharge.as_bytes()).unwrap();
+        assert!(matches!(event.action(), EventAction::CompleteCharge(_)));
+        assert_eq!(
+            (event.charge_id(), event.order_no()),
+            (Some("ch_1"), Some("a1"))
+        );
+        let no_charge = r#"{"id":"evt_4","object":"event","type":"recharge.succeeded","data":{"object":{"id":"220","object":"recharge"}}}"#;
+        assert_eq!(
+            decode(no_charge.as_bytes()).unwrap().action(),
             EventAction::Record
         );
         for bad in [

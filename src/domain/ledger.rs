@@ -22,6 +22,10 @@ pub enum SystemAccount {
     TransformRevenue,
     /// The source of every point: goes negative as points are issued.
     PointsIssued,
+    /// User fees kept out of recharge-object recharges.
+    RechargeFees,
+    /// Balance bonuses given with recharge-object recharges: goes negative as they are paid.
+    RechargeBonuses,
 }
 
 impl SystemAccount {
@@ -32,6 +36,8 @@ impl SystemAccount {
             SystemAccount::PaidOut => "paid_out",
             SystemAccount::TransformRevenue => "transform_revenue",
             SystemAccount::PointsIssued => "points_issued",
+            SystemAccount::RechargeFees => "recharge_fees",
+            SystemAccount::RechargeBonuses => "recharge_bonuses",
         }
     }
 

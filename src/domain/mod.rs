@@ -9,6 +9,7 @@ pub mod outcome;
 pub mod policy;
 pub mod query;
 pub mod recharge;
+pub mod recharge_object;
 pub mod transfer;
 pub mod transform;
 pub mod validate;

@@ -59,6 +59,18 @@ pub enum Code {
     PaymentProviderError,
     /// The charge Ping++ returned disagrees with the order.
     ChargeMismatch,
+    /// `user_fee` is not a non-negative integer below the amount.
+    InvalidUserFee,
+    /// `balance_bonus` is not a non-negative integer (or `{amount}`).
+    InvalidBalanceBonus,
+    /// `user_fee` and `balance_bonus` together: Ping++ takes one or the other.
+    FeeAndBonus,
+    /// `description` is not a string of at most 255 characters.
+    InvalidDescription,
+    /// `metadata` is not an object.
+    InvalidMetadata,
+    /// `time_expire` is not a unix time 1 minute to 15 days ahead.
+    InvalidTimeExpire,
 }
 
 impl Code {
@@ -100,6 +112,12 @@ impl Code {
             Code::InvalidAction => "invalid_action",
             Code::PaymentProviderError => "payment_provider_error",
             Code::ChargeMismatch => "charge_mismatch",
+            Code::InvalidUserFee => "invalid_user_fee",
+            Code::InvalidBalanceBonus => "invalid_balance_bonus",
+            Code::FeeAndBonus => "fee_and_bonus",
+            Code::InvalidDescription => "invalid_description",
+            Code::InvalidMetadata => "invalid_metadata",
+            Code::InvalidTimeExpire => "invalid_time_expire",
         }
     }
 }

@@ -202,9 +202,21 @@ pub fn charge_facts(charge: &Value, now: i64) -> Result<ChargeFacts, String> {
 pub struct WaitingRecharge {
     pub order_id: i64,
     pub owner: i64,
+    /// The order's amount: what the wallet is credited.
     pub amount: i64,
     pub charge_id: String,
     pub livemode: bool,
+    /// A recharge object's user fee, kept out of what is credited (0 for a plain charge).
+    pub user_fee: i64,
+    /// A recharge object's balance bonus, credited on top (0 for a plain charge).
+    pub bonus: i64,
+}
+
+impl WaitingRecharge {
+    /// What the payer pays through Ping++: the charge's amount.
+    pub fn charge_amount(&self) -> i64 {
+        self.amount + self.user_fee - self.bonus
+    }
 }
 
 /// What a charge does to its order.
@@ -260,12 +272,12 @@ pub fn complete(order: &WaitingRecharge, charge: &ChargeFacts) -> Result<Complet
             expected: order_no(order.order_id),
         });
     }
-    if charge.amount != order.amount || charge.currency != CURRENCY {
+    if charge.amount != order.charge_amount() || charge.currency != CURRENCY {
         return Err(Mismatch::Amount {
             got: charge.amount,
             currency: charge.currency.clone(),
             order: order.order_id,
-            expected: order.amount,
+            expected: order.charge_amount(),
         });
     }
     if charge.livemode != order.livemode {
@@ -275,12 +287,24 @@ pub fn complete(order: &WaitingRecharge, charge: &ChargeFacts) -> Result<Complet
         });
     }
     Ok(match &charge.state {
+        // The payer's money comes in through the clearing account; the wallet gets the order's
+        // amount, the fee goes to its own account, and the platform pays the bonus.
         ChargeState::Paid => Completion::Credit(
-            Journal::transfer(
-                AccountRef::System(SystemAccount::PingppClearing),
-                AccountRef::Wallet(order.owner),
-                order.amount,
-            )
+            Journal::new(&[
+                (
+                    AccountRef::System(SystemAccount::PingppClearing),
+                    -order.charge_amount(),
+                ),
+                (AccountRef::Wallet(order.owner), order.amount),
+                (
+                    AccountRef::System(SystemAccount::RechargeFees),
+                    order.user_fee,
+                ),
+                (
+                    AccountRef::System(SystemAccount::RechargeBonuses),
+                    -order.bonus,
+                ),
+            ])
             .expect("a positive order amount makes a balanced journal"),
         ),
         ChargeState::Failed { reason } => Completion::Fail {
@@ -372,7 +396,58 @@ mod tests {
             amount: 500,
             charge_id: "ch_1".into(),
             livemode: false,
+            user_fee: 0,
+            bonus: 0,
         }
+    }
+
+    #[test]
+    fn fees_and_bonuses_have_their_own_entries() {
+        let paid = charge_facts(&charge(true), 0).unwrap();
+        let entries = |w: &WaitingRecharge| match complete(w, &paid) {
+            Ok(Completion::Credit(journal)) => journal.entries().collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        let clearing = AccountRef::System(SystemAccount::PingppClearing);
+        let fees = AccountRef::System(SystemAccount::RechargeFees);
+        let bonuses = AccountRef::System(SystemAccount::RechargeBonuses);
+        assert_eq!(
+            entries(&waiting()),
+            vec![(AccountRef::Wallet(5), 500), (clearing, -500)]
+        );
+        // A charge of 500 with a fee of 20 credits 480.
+        let with_fee = WaitingRecharge {
+            amount: 480,
+            user_fee: 20,
+            ..waiting()
+        };
+        assert_eq!(
+            entries(&with_fee),
+            vec![(AccountRef::Wallet(5), 480), (clearing, -500), (fees, 20)]
+        );
+        // A charge of 500 with a bonus of 30 credits 530.
+        let with_bonus = WaitingRecharge {
+            amount: 530,
+            bonus: 30,
+            ..waiting()
+        };
+        assert_eq!(
+            entries(&with_bonus),
+            vec![
+                (AccountRef::Wallet(5), 530),
+                (clearing, -500),
+                (bonuses, -30)
+            ]
+        );
+        let wrong = WaitingRecharge {
+            amount: 500,
+            bonus: 30,
+            ..waiting()
+        };
+        assert!(matches!(
+            complete(&wrong, &paid),
+            Err(Mismatch::Amount { .. })
+        ));
     }
 
     #[test]

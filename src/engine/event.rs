@@ -7,6 +7,7 @@ use super::recharge::{complete_charge, ChargeCompletion};
 use super::Engine;
 use crate::db::DbError;
 use crate::domain::event::{EventAction, PingppEvent};
+use crate::domain::recharge_object;
 
 /// What the worker does after applying an event.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,7 +74,8 @@ pub async fn apply_event(
     };
     let row = tx
         .query_opt(
-            "SELECT order_id, charge_id FROM recharges WHERE charge_id = $1 OR order_no = $2
+            "SELECT order_id, charge_id, recharge_id, user_fee, balance_bonus
+             FROM recharges WHERE charge_id = $1 OR order_no = $2
              ORDER BY charge_id = $1 DESC NULLS LAST LIMIT 1",
             &[&charge_id, &order_no],
         )
@@ -90,6 +92,16 @@ pub async fn apply_event(
         return Err(DbError::Transient(format!(
             "order {order_id} has not recorded its charge yet"
         )));
+    }
+    if let Some(recharge) = event.recharge() {
+        if let Err(reason) = recharge_object::matches(
+            recharge,
+            row.get::<_, Option<&str>>(2),
+            row.get(3),
+            row.get(4),
+        ) {
+            return Ok(EventOutcome::Refused(format!("order {order_id}: {reason}")));
+        }
     }
     let completion = match complete_charge(&tx, order_id, &charge, None).await? {
         Ok(completion) => completion,

@@ -33,6 +33,9 @@ pub struct Engine {
     /// `None` when Ping++ is not configured: recharges then wait (and finally dead-letter)
     /// instead of being rejected, since it is not the command's fault.
     pub pingpp: Option<PingppClient>,
+    /// `Some(user id template)` when new recharges go through Ping++ recharge objects
+    /// (`pingpp.recharge_mode = "recharge_object"`), `None` for plain charges.
+    pub recharge_object: Option<String>,
 }
 
 impl Engine {

@@ -24,14 +24,20 @@ use crate::domain::command::Envelope;
 use crate::domain::outcome::{Code, Rejection};
 use crate::domain::query;
 use crate::domain::recharge::{self, charge_facts, Completion, Mismatch, WaitingRecharge};
-use crate::pingpp::{ChargeRequest, PingppClient, PingppError};
+use crate::domain::recharge_object::{self, RechargeTerms};
+use crate::pingpp::{ChargeRequest, PingppClient, PingppError, RechargeObjectRequest};
 
 /// What step 1 found or made.
 struct Progress {
     order_id: i64,
+    /// The charge asked for (in recharge-object mode, the `charge[...]` part).
     request: ChargeRequest,
+    /// Set in recharge-object mode: the whole recharge request.
+    recharge: Option<RechargeObjectRequest>,
     /// Set once step 3 ran for a twin, or step 2 is known done.
     charge: Option<Value>,
+    /// The recharge object, when known (recharge-object mode).
+    object: Option<Value>,
 }
 
 enum Begin {
@@ -115,17 +121,29 @@ pub(super) async fn create(engine: &Engine, envelope: &Envelope) -> Result<Appli
         Begin::Done(applied) => return Ok(applied),
         Begin::Resume(progress) => progress,
     };
-    let charge = match progress.charge.clone() {
-        Some(charge) => charge,
-        None => match pingpp(engine)?.create_charge(&progress.request).await {
-            Ok(charge) => charge,
-            Err(error) => match provider_rejection(&error) {
-                Some(rejection) => return refuse(engine, envelope, &progress, rejection).await,
-                None => return Err(provider_failure(error)),
-            },
+    let made = match (&progress.charge, &progress.recharge) {
+        (Some(charge), _) => Ok((charge.clone(), progress.object.clone())),
+        (None, None) => pingpp(engine)?
+            .create_charge(&progress.request)
+            .await
+            .map(|charge| (charge, None)),
+        (None, Some(request)) => pingpp(engine)?
+            .create_recharge(request)
+            .await
+            .map(|object| (object["charge"].clone(), Some(object))),
+    };
+    let (charge, object) = match made {
+        Ok(made) => made,
+        Err(error) => match provider_rejection(&error) {
+            Some(rejection) => return refuse(engine, envelope, &progress, rejection).await,
+            None => return Err(provider_failure(error)),
         },
     };
-    finish(engine, envelope, &progress, charge).await
+    finish(engine, envelope, &progress, charge, object).await
+}
+
+fn unreadable(what: &str, e: serde_json::Error) -> DbError {
+    DbError::Fatal(format!("a recharge's stored {what} is unreadable: {e}"))
 }
 
 /// Step 1: the stored outcome, the recorded progress, or a new waiting order.
@@ -139,7 +157,8 @@ async fn begin(engine: &Engine, envelope: &Envelope) -> Result<Begin, DbError> {
     }
     let row = tx
         .query_opt(
-            "SELECT fingerprint, order_id, charge_request::text, charge::text
+            "SELECT fingerprint, order_id, charge_request::text, charge::text,
+                    recharge_request::text, recharge::text
              FROM recharges WHERE command_id = $1",
             &[&envelope.id],
         )
@@ -149,38 +168,55 @@ async fn begin(engine: &Engine, envelope: &Envelope) -> Result<Begin, DbError> {
         if row.get::<_, Vec<u8>>(0) != envelope.fingerprint() {
             return Ok(Begin::Done(commands::conflict(envelope)));
         }
-        let request = serde_json::from_str(row.get(2)).map_err(|e| {
-            DbError::Fatal(format!(
-                "a recharge's stored charge request is unreadable: {e}"
-            ))
-        })?;
-        let charge = row
-            .get::<_, Option<&str>>(3)
-            .map(serde_json::from_str)
+        let request =
+            serde_json::from_str(row.get(2)).map_err(|e| unreadable("charge request", e))?;
+        let json = |i: usize, what: &str| {
+            row.get::<_, Option<&str>>(i)
+                .map(serde_json::from_str::<Value>)
+                .transpose()
+                .map_err(|e| unreadable(what, e))
+        };
+        let charge = json(3, "charge")?;
+        let object = json(5, "recharge")?;
+        let recharge = json(4, "recharge request")?
+            .map(serde_json::from_value)
             .transpose()
-            .map_err(|e| {
-                DbError::Fatal(format!("a recharge's stored charge is unreadable: {e}"))
-            })?;
+            .map_err(|e| unreadable("recharge request", e))?;
         return Ok(Begin::Resume(Box::new(Progress {
             order_id: row.get(1),
             request,
+            recharge,
             charge,
+            object,
         })));
     }
-    let request = match recharge::parse(envelope.user_id, &envelope.data, &engine.policy) {
-        Ok(request) => request,
+    // The mode of new recharges; one begun already keeps the mode it was begun in.
+    let parsed = match &engine.recharge_object {
+        None => recharge::parse(envelope.user_id, &envelope.data, &engine.policy)
+            .map(|request| (request, None)),
+        Some(_) => {
+            recharge_object::parse(envelope.user_id, &envelope.data, &engine.policy, unix_now())
+                .map(|(request, terms)| (request, Some(terms)))
+        }
+    };
+    let (request, terms) = match parsed {
+        Ok(parsed) => parsed,
         Err(rejection) => {
             let result = rejected(envelope, rejection);
             return Ok(Begin::Done(conclude(tx, envelope, result).await?));
         }
     };
-    let order = insert_orders(&tx, None, None, &[recharge::order(&request)])
-        .await?
-        .remove(0);
+    let mut draft = recharge::order(&request);
+    if let Some(terms) = &terms {
+        // The order is what the wallet gets.
+        draft.amount = terms.credited(request.amount);
+    }
+    let order = insert_orders(&tx, None, None, &[draft]).await?.remove(0);
     let order_id = order["id"]
         .as_i64()
         .ok_or_else(|| DbError::Fatal("an order without an id".into()))?;
-    let charge_request = ChargeRequest {
+    let metadata = json!({ "order_id": order_id, "user_id": request.user });
+    let mut charge_request = ChargeRequest {
         order_no: recharge::order_no(order_id),
         channel: request.channel.clone(),
         amount: request.amount as u64,
@@ -189,12 +225,28 @@ async fn begin(engine: &Engine, envelope: &Envelope) -> Result<Begin, DbError> {
         body: recharge::BODY.into(),
         extra: request.extra.clone().map(Value::Object),
         time_expire: None,
-        metadata: Some(json!({ "order_id": order_id, "user_id": request.user })),
+        metadata: Some(metadata.clone()),
         description: None,
     };
+    let recharge_request = match (&terms, &engine.recharge_object) {
+        (Some(terms), Some(template)) => {
+            // The recharge object carries the metadata and description; its charge the rest.
+            charge_request.metadata = None;
+            charge_request.time_expire = terms.time_expire;
+            Some(object_request(
+                template,
+                &request,
+                terms,
+                &charge_request,
+                metadata,
+            ))
+        }
+        _ => None,
+    };
     tx.execute(
-        "INSERT INTO recharges (command_id, fingerprint, user_id, order_id, order_no, charge_request)
-         VALUES ($1, $2, $3, $4, $5, $6::text::json)",
+        "INSERT INTO recharges (command_id, fingerprint, user_id, order_id, order_no, charge_request,
+                                user_fee, balance_bonus, recharge_request)
+         VALUES ($1, $2, $3, $4, $5, $6::text::json, $7, $8, $9::text::json)",
         &[
             &envelope.id,
             &envelope.fingerprint().as_slice(),
@@ -202,6 +254,11 @@ async fn begin(engine: &Engine, envelope: &Envelope) -> Result<Begin, DbError> {
             &order_id,
             &charge_request.order_no,
             &serde_json::to_string(&charge_request).expect("a charge request serializes"),
+            &terms.as_ref().and_then(|t| t.user_fee),
+            &terms.as_ref().and_then(|t| t.balance_bonus),
+            &recharge_request
+                .as_ref()
+                .map(|r| serde_json::to_string(r).expect("a recharge request serializes")),
         ],
     )
     .await?;
@@ -209,8 +266,32 @@ async fn begin(engine: &Engine, envelope: &Envelope) -> Result<Begin, DbError> {
     Ok(Begin::Resume(Box::new(Progress {
         order_id,
         request: charge_request,
+        recharge: recharge_request,
         charge: None,
+        object: None,
     })))
+}
+
+/// The recharge object to ask for: our metadata (order and user) over the caller's.
+fn object_request(
+    template: &str,
+    request: &recharge::RechargeRequest,
+    terms: &RechargeTerms,
+    charge: &ChargeRequest,
+    ours: Value,
+) -> RechargeObjectRequest {
+    let mut metadata = terms.metadata.clone().unwrap_or_default();
+    if let Value::Object(ours) = ours {
+        metadata.extend(ours);
+    }
+    RechargeObjectRequest {
+        user: recharge_object::pingpp_user(template, request.user),
+        charge: charge.clone(),
+        user_fee: terms.user_fee.map(|f| f as u64),
+        balance_bonus: terms.balance_bonus.map(|b| b as u64),
+        description: terms.description.clone(),
+        metadata: Some(Value::Object(metadata)),
+    }
 }
 
 /// Step 3: the charge exists; record it and the command's result.
@@ -219,6 +300,7 @@ async fn finish(
     envelope: &Envelope,
     progress: &Progress,
     charge: Value,
+    object: Option<Value>,
 ) -> Result<Applied, DbError> {
     let charge_id = charge
         .get("id")
@@ -232,6 +314,26 @@ async fn finish(
             progress.request.order_no
         )));
     }
+    let recharge_id = match (&progress.recharge, &object) {
+        (None, _) => None,
+        (Some(request), Some(object)) => {
+            let id = object.get("id").and_then(Value::as_str);
+            let fee = object.get("user_fee").and_then(Value::as_u64).unwrap_or(0);
+            if id.is_none() || fee != request.user_fee.unwrap_or(0) {
+                return Err(DbError::Fatal(format!(
+                    "Ping++ returned recharge {id:?} with another user_fee than asked for {}",
+                    progress.request.order_no
+                )));
+            }
+            id.map(str::to_owned)
+        }
+        (Some(_), None) => {
+            return Err(DbError::Fatal(format!(
+                "no recharge object recorded for {}",
+                progress.request.order_no
+            )))
+        }
+    };
     let livemode = charge.get("livemode").and_then(Value::as_bool) == Some(true);
     let mut client = engine.pool.get().await?;
     let tx = client.transaction().await?;
@@ -241,9 +343,20 @@ async fn finish(
         return Ok(applied);
     }
     tx.execute(
-        "UPDATE recharges SET charge_id = $2, livemode = $3, charge = $4::text::json
+        "UPDATE recharges SET charge_id = $2, livemode = $3, charge = $4::text::json,
+                recharge_id = $5, recharge = $6::text::json
          WHERE command_id = $1",
-        &[&envelope.id, &charge_id, &livemode, &charge.to_string()],
+        &[
+            &envelope.id,
+            &charge_id,
+            &livemode,
+            &charge.to_string(),
+            &recharge_id,
+            &recharge_id
+                .as_ref()
+                .and(object.as_ref())
+                .map(Value::to_string),
+        ],
     )
     .await?;
     let order: Value = tx
@@ -254,11 +367,11 @@ async fn finish(
         )
         .await?
         .get(0);
-    let result = succeeded(
-        envelope,
-        Some(recharge::MSG_CREATED),
-        json!({ "order": order, "pingpp_order": charge }),
-    );
+    let mut data = json!({ "order": order, "pingpp_order": charge });
+    if let (Some(object), Some(_)) = (object, &recharge_id) {
+        data["pingpp_recharge"] = object;
+    }
+    let result = succeeded(envelope, Some(recharge::MSG_CREATED), data);
     let applied = commands::store(&tx, envelope, &result).await?;
     tx.commit().await?;
     Ok(applied)
@@ -400,7 +513,7 @@ pub async fn complete_charge(
     let row = tx
         .query_one(
             "SELECT o.owner_id, o.amount, o.state, r.charge_id, coalesce(r.livemode, false),
-                    order_json(o)
+                    order_json(o), coalesce(r.user_fee, 0), coalesce(r.balance_bonus, 0)
              FROM wallet_orders o JOIN recharges r ON r.order_id = o.id
              WHERE o.id = $1 FOR UPDATE OF o",
             &[&order_id],
@@ -420,6 +533,8 @@ pub async fn complete_charge(
         amount: row.get(1),
         charge_id,
         livemode: row.get(4),
+        user_fee: row.get(6),
+        bonus: row.get(7),
     };
     let completion = match recharge::complete(&waiting, &facts) {
         Ok(completion) => completion,

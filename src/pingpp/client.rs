@@ -114,6 +114,25 @@ pub struct ChargeRequest {
     pub description: Option<String>,
 }
 
+/// A recharge object to create (`POST /v1/apps/{app}/recharges`): a charge paid by `user`
+/// that credits their Ping++ balance, less `user_fee` or plus `balance_bonus` (never both).
+/// Only the charge's `order_no`, `channel`, `amount`, `client_ip`, `subject`, `body`, `extra`
+/// and `time_expire` are sent, as `charge[...]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RechargeObjectRequest {
+    /// The Ping++ user id, at most 64 characters.
+    pub user: String,
+    pub charge: ChargeRequest,
+    /// Fen kept as a fee; at most the charge amount.
+    pub user_fee: Option<u64>,
+    /// Fen given on top, sent as `balance_bonus[amount]`.
+    pub balance_bonus: Option<u64>,
+    /// At most 255 characters.
+    pub description: Option<String>,
+    /// A JSON object stored with the recharge.
+    pub metadata: Option<Value>,
+}
+
 /// A Ping++ API client. Clones share one connection pool.
 #[derive(Clone)]
 pub struct PingppClient {
@@ -285,6 +304,67 @@ impl PingppClient {
             .and_then(|charge| check_charge(charge, Some(id)));
         record("retrieve_charge", &charge, started);
         charge
+    }
+
+    /// `POST /v1/apps/{app}/recharges`: creates a recharge object (with its charge and
+    /// credential), or returns the existing one when its charge's `order_no` was used before
+    /// with the same parameters. Checks Ping++'s limits first, so a request Ping++ would refuse
+    /// is not sent at all.
+    pub async fn create_recharge(&self, req: &RechargeObjectRequest) -> Result<Value, PingppError> {
+        validate_recharge(req)?;
+        let c = &req.charge;
+        let mut charge = json!({
+            "amount": c.amount,
+            "channel": c.channel,
+            "order_no": c.order_no,
+            "subject": c.subject,
+            "body": c.body,
+            "client_ip": c.client_ip,
+        });
+        if let Some(extra) = &c.extra {
+            charge["extra"] = extra.clone();
+        }
+        if let Some(time_expire) = c.time_expire {
+            charge["time_expire"] = json!(time_expire);
+        }
+        let mut body = json!({ "user": req.user, "charge": charge });
+        if let Some(fee) = req.user_fee {
+            body["user_fee"] = json!(fee);
+        }
+        if let Some(bonus) = req.balance_bonus {
+            body["balance_bonus"] = json!({ "amount": bonus });
+        }
+        if let Some(description) = &req.description {
+            body["description"] = json!(description);
+        }
+        if let Some(metadata) = &req.metadata {
+            body["metadata"] = metadata.clone();
+        }
+        let path = format!("/v1/apps/{}/recharges", self.inner.app_id);
+        let started = std::time::Instant::now();
+        let recharge = self
+            .request(Method::POST, &path, Some(&body))
+            .await
+            .and_then(|recharge| check_recharge(recharge, None));
+        record("create_recharge", &recharge, started);
+        recharge
+    }
+
+    /// `GET /v1/apps/{app}/recharges/{id}`: the recharge object as Ping++ sees it now.
+    pub async fn retrieve_recharge(&self, id: &str) -> Result<Value, PingppError> {
+        if id.is_empty() || id.len() > 64 || !id.chars().all(is_id_char) {
+            return Err(PingppError::InvalidInput(format!(
+                "recharge id {id:?} is not letters, digits and _"
+            )));
+        }
+        let path = format!("/v1/apps/{}/recharges/{id}", self.inner.app_id);
+        let started = std::time::Instant::now();
+        let recharge = self
+            .request(Method::GET, &path, None)
+            .await
+            .and_then(|recharge| check_recharge(recharge, Some(id)));
+        record("retrieve_recharge", &recharge, started);
+        recharge
     }
 
     /// Sends one API request and returns Ping++'s JSON answer: authenticates, signs (with a
@@ -542,6 +622,57 @@ fn validate_charge(req: &ChargeRequest) -> Result<(), PingppError> {
         return invalid("time_expire must be a Unix time".into());
     }
     Ok(())
+}
+
+/// Ping++'s limits on a recharge object (the charge part is checked as a charge).
+fn validate_recharge(req: &RechargeObjectRequest) -> Result<(), PingppError> {
+    let invalid = |m: String| Err(PingppError::InvalidInput(m));
+    validate_charge(&req.charge)?;
+    if req.user.is_empty() || req.user.chars().count() > 64 {
+        return invalid("user must be 1 to 64 characters".into());
+    }
+    if req.user_fee.is_some() && req.balance_bonus.is_some() {
+        return invalid("user_fee and balance_bonus cannot be sent together".into());
+    }
+    if req.user_fee.is_some_and(|fee| fee > req.charge.amount) {
+        return invalid("user_fee must not exceed charge[amount]".into());
+    }
+    if req
+        .description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > 255)
+    {
+        return invalid("description must be at most 255 characters".into());
+    }
+    if req.metadata.as_ref().is_some_and(|m| !m.is_object()) {
+        return invalid("metadata must be a JSON object".into());
+    }
+    Ok(())
+}
+
+/// A 2xx answer that should be a recharge object carrying its charge.
+fn check_recharge(recharge: Value, expected_id: Option<&str>) -> Result<Value, PingppError> {
+    let id = recharge.get("id").and_then(Value::as_str);
+    let is_recharge = recharge.get("object").and_then(Value::as_str) == Some("recharge");
+    let has_charge = recharge
+        .get("charge")
+        .is_some_and(|c| check_charge(c.clone(), None).is_ok());
+    match id {
+        Some(id)
+            if is_recharge
+                && has_charge
+                && !id.is_empty()
+                && expected_id.is_none_or(|e| e == id) =>
+        {
+            Ok(recharge)
+        }
+        _ => Err(PingppError::Protocol(format!(
+            "expected a recharge with its charge{}, got object {} with id {}",
+            expected_id.map(|e| format!(" {e}")).unwrap_or_default(),
+            recharge.get("object").unwrap_or(&Value::Null),
+            recharge.get("id").unwrap_or(&Value::Null),
+        ))),
+    }
 }
 
 /// A 2xx answer that should be a charge (with `expected_id`, when we asked for one).

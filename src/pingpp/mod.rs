@@ -16,7 +16,8 @@ pub mod error;
 pub mod signing;
 
 pub use client::{
-    ChargeRequest, ClientConfig, PingppClient, DEFAULT_API_BASE, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+    ChargeRequest, ClientConfig, PingppClient, RechargeObjectRequest, DEFAULT_API_BASE,
+    SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
 pub use error::PingppError;
 pub use signing::{sign_request, MerchantKey, PingppPublicKey};
