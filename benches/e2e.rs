@@ -585,6 +585,8 @@ struct DaemonRun {
     sampled_rss_kib: u64,
     hwm_kib: u64,
     idle_rss_kib: u64,
+    /// The worker's CPU time while the commands were applied.
+    cpu: Duration,
     /// Results by status and code.
     outcomes: BTreeMap<String, usize>,
     stats: DbStats,
@@ -604,10 +606,14 @@ impl DaemonRun {
             ms(self.max)
         );
         println!(
-            "  worker RSS: idle {:.1} MiB, sampled peak {:.1} MiB, VmHWM {:.1} MiB",
+            "  worker: RSS idle {:.1} MiB, sampled peak {:.1} MiB, VmHWM {:.1} MiB; CPU {:.2} s \
+             = {:.2} ms per command ({:.0}% of one core over the run)",
             self.idle_rss_kib as f64 / 1024.0,
             self.sampled_rss_kib as f64 / 1024.0,
-            self.hwm_kib as f64 / 1024.0
+            self.hwm_kib as f64 / 1024.0,
+            self.cpu.as_secs_f64(),
+            ms(self.cpu) / self.commands as f64,
+            100.0 * self.cpu.as_secs_f64() / self.elapsed.as_secs_f64()
         );
         let outcomes: Vec<String> = self
             .outcomes
@@ -633,6 +639,16 @@ fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// User + system CPU time of a process (all its threads) so far, from /proc/PID/stat in clock
+/// ticks of 10 ms (USER_HZ is 100 on Linux).
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 struct Worker {
@@ -913,6 +929,7 @@ async fn run_daemon(
         return Err(e.context(format!("worker log: {}", log.display())));
     }
     let idle_rss_kib = proc_status_kib(worker.pid, "VmRSS:").unwrap_or(0);
+    let cpu_before = cpu_time(worker.pid).unwrap_or_default();
     let stop_sampling = CancellationToken::new();
     let sampler = sample_rss(worker.pid, stop_sampling.clone());
     let collector = tokio::spawn(collect_results(consumer, ids));
@@ -950,6 +967,9 @@ async fn run_daemon(
     }
     let collected = collector.await??;
     let hwm_kib = proc_status_kib(worker.pid, "VmHWM:").unwrap_or(0);
+    let cpu = cpu_time(worker.pid)
+        .unwrap_or_default()
+        .saturating_sub(cpu_before);
     stop_sampling.cancel();
     let sampled_rss_kib = sampler.await?;
     worker
@@ -1011,6 +1031,7 @@ async fn run_daemon(
         sampled_rss_kib,
         hwm_kib,
         idle_rss_kib,
+        cpu,
         outcomes: collected.outcomes,
         stats,
     })
