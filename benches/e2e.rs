@@ -282,6 +282,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
                 options.pgbench_secs
             );
             println!("  pgbench database {}", run.stats.per(run.transactions));
+            println!("  pgbench {}", run.cpu.per(run.transactions));
             Some(run)
         } else {
             None
@@ -587,6 +588,8 @@ struct DaemonRun {
     idle_rss_kib: u64,
     /// The worker's CPU time while the commands were applied.
     cpu: Duration,
+    /// The other parts' CPU time over the same span.
+    others: CpuSnapshot,
     /// Results by status and code.
     outcomes: BTreeMap<String, usize>,
     stats: DbStats,
@@ -625,6 +628,11 @@ impl DaemonRun {
             outcomes.join(", ")
         );
         println!("  database {}", self.stats.per(self.commands as u64));
+        println!(
+            "  {}, worker {:.2}",
+            self.others.per(self.commands as u64),
+            ms(self.cpu) / self.commands as f64
+        );
     }
 }
 
@@ -641,14 +649,109 @@ fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
-/// User + system CPU time of a process (all its threads) so far, from /proc/PID/stat in clock
-/// ticks of 10 ms (USER_HZ is 100 on Linux).
-fn cpu_time(pid: u32) -> Option<Duration> {
+/// The fields of /proc/PID/stat after the command name (which is in parentheses and may hold
+/// spaces): index 0 is field 3 (state), 1 the parent's pid, 11 utime, 12 stime, 13 cutime,
+/// 14 cstime, times in clock ticks of 10 ms (USER_HZ is 100 on Linux).
+fn proc_stat(pid: u32) -> Option<Vec<u64>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
+    let fields = stat.rsplit_once(')')?.1.split_whitespace();
+    Some(fields.map(|f| f.parse().unwrap_or(0)).collect())
+}
+
+fn ticks(ticks: u64) -> Duration {
+    Duration::from_millis(ticks * 10)
+}
+
+/// User + system CPU time of a process (all its threads) so far.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = proc_stat(pid)?;
+    Some(ticks(stat.get(11)? + stat.get(12)?))
+}
+
+/// CPU time of a server and its children so far: its own, its reaped children's (cutime,
+/// cstime: PostgreSQL's backends that exited) and its live children's.
+fn server_cpu_time(pid: u32) -> Option<Duration> {
+    let stat = proc_stat(pid)?;
+    let mut total = stat.get(11)? + stat.get(12)? + stat.get(13)? + stat.get(14)?;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some(stat) = proc_stat(child) {
+            if stat.get(1) == Some(&u64::from(pid)) {
+                total += stat.get(11).unwrap_or(&0) + stat.get(12).unwrap_or(&0);
+            }
+        }
+    }
+    Some(ticks(total))
+}
+
+/// The pids of the services scripts/services.sh started (from PP_PG_DATA and
+/// PP_SERVICES_DIR), when they can be found: PostgreSQL's postmaster and RabbitMQ's VM.
+fn service_pids() -> (Option<u32>, Option<u32>) {
+    let first_line = |path: PathBuf| -> Option<u32> {
+        std::fs::read_to_string(path)
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let postgres = std::env::var_os("PP_PG_DATA")
+        .and_then(|d| first_line(Path::new(&d).join("postmaster.pid")));
+    let rabbitmq = std::env::var_os("PP_SERVICES_DIR")
+        .and_then(|d| first_line(Path::new(&d).join("rabbitmq/rabbitmq.pid")));
+    (postgres, rabbitmq)
+}
+
+/// CPU time used so far by each part of a run, where it can be read.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuSnapshot {
+    postgres: Option<Duration>,
+    rabbitmq: Option<Duration>,
+    /// This process: the publishers and the results consumer, or nothing during pgbench.
+    bench: Option<Duration>,
+}
+
+impl CpuSnapshot {
+    fn now() -> CpuSnapshot {
+        let (postgres, rabbitmq) = service_pids();
+        CpuSnapshot {
+            postgres: postgres.and_then(server_cpu_time),
+            rabbitmq: rabbitmq.and_then(server_cpu_time),
+            bench: cpu_time(std::process::id()),
+        }
+    }
+
+    fn since(self, before: CpuSnapshot) -> CpuSnapshot {
+        let delta = |a: Option<Duration>, b: Option<Duration>| Some(a?.saturating_sub(b?));
+        CpuSnapshot {
+            postgres: delta(self.postgres, before.postgres),
+            rabbitmq: delta(self.rabbitmq, before.rabbitmq),
+            bench: delta(self.bench, before.bench),
+        }
+    }
+
+    /// Milliseconds of CPU per command, by part.
+    fn per(self, n: u64) -> String {
+        let part = |name: &str, d: Option<Duration>| {
+            d.map(|d| format!("{name} {:.2}", ms(d) / n.max(1) as f64))
+        };
+        let parts: Vec<String> = [
+            part("PostgreSQL", self.postgres),
+            part("RabbitMQ", self.rabbitmq),
+            part("bench client", self.bench),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        format!("CPU ms per command: {}", parts.join(", "))
+    }
 }
 
 struct Worker {
@@ -930,6 +1033,7 @@ async fn run_daemon(
     }
     let idle_rss_kib = proc_status_kib(worker.pid, "VmRSS:").unwrap_or(0);
     let cpu_before = cpu_time(worker.pid).unwrap_or_default();
+    let others_before = CpuSnapshot::now();
     let stop_sampling = CancellationToken::new();
     let sampler = sample_rss(worker.pid, stop_sampling.clone());
     let collector = tokio::spawn(collect_results(consumer, ids));
@@ -970,6 +1074,7 @@ async fn run_daemon(
     let cpu = cpu_time(worker.pid)
         .unwrap_or_default()
         .saturating_sub(cpu_before);
+    let others = CpuSnapshot::now().since(others_before);
     stop_sampling.cancel();
     let sampled_rss_kib = sampler.await?;
     worker
@@ -1032,6 +1137,7 @@ async fn run_daemon(
         hwm_kib,
         idle_rss_kib,
         cpu,
+        others,
         outcomes: collected.outcomes,
         stats,
     })
@@ -1051,6 +1157,8 @@ struct PgbenchRun {
     failed: u64,
     latency_avg_ms: f64,
     stats: DbStats,
+    /// PostgreSQL's CPU (pgbench's own is not counted).
+    cpu: CpuSnapshot,
 }
 
 fn pgbench_binary() -> PathBuf {
@@ -1069,6 +1177,7 @@ async fn run_pgbench(
 ) -> anyhow::Result<PgbenchRun> {
     checkpoint(db_url).await?;
     let stats_before = DbStats::read(db_url).await?;
+    let cpu_before = CpuSnapshot::now();
     let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pgbench");
     let mut command = tokio::process::Command::new(pgbench_binary());
     command
@@ -1103,6 +1212,7 @@ async fn run_pgbench(
             .and_then(|v| v.parse().ok())
             .with_context(|| format!("no {prefix:?} in pgbench's output:\n{stdout}"))
     };
+    let cpu = CpuSnapshot::now().since(cpu_before);
     let stats = DbStats::read(db_url).await?.since(stats_before);
     let run = PgbenchRun {
         tps: field("tps = ")?,
@@ -1110,6 +1220,11 @@ async fn run_pgbench(
         failed: field("number of failed transactions: ")? as u64,
         latency_avg_ms: field("latency average = ")?,
         stats,
+        cpu: CpuSnapshot {
+            rabbitmq: None,
+            bench: None,
+            ..cpu
+        },
     };
     if run.failed > 0 {
         bail!("pgbench had {} failed transactions:\n{stdout}", run.failed);
