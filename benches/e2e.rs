@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! cargo bench --bench e2e -- [--scenario uniform|hot|mixed|all] [--commands N] [--publishers P]
-//!     [--rate R] [--smoke] [--pgbench-secs S] [--pgbench-clients C] [--window W] [--seed S]
+//!     [--rate R] [--smoke] [--pgbench-secs S] [--pgbench-clients C]
+//!     [--pgbench-mode prepared|extended|simple] [--window W] [--seed S]
 //! ```
 //!
 //! `scripts/bench.sh` starts throwaway PostgreSQL and RabbitMQ and runs this; by hand it needs
@@ -96,6 +97,9 @@ struct Options {
     /// 0: no pgbench baseline.
     pgbench_secs: u64,
     pgbench_clients: usize,
+    /// pgbench's query mode: prepared (parsed and planned once per connection), extended
+    /// (parsed and planned every time, as the daemon's statements are) or simple.
+    pgbench_mode: String,
     /// Unconfirmed publishes each publisher may have outstanding.
     window: usize,
     seed: u64,
@@ -103,7 +107,8 @@ struct Options {
 
 const USAGE: &str = "usage: cargo bench --bench e2e -- [--scenario uniform|hot|mixed|all] \
 [--commands N] [--publishers P] [--rate R (commands/s, 0 = as fast as possible)] [--smoke] \
-[--pgbench-secs S (0 = no pgbench)] [--pgbench-clients C] [--window W] [--seed S]";
+[--pgbench-secs S (0 = no pgbench)] [--pgbench-clients C] \
+[--pgbench-mode prepared|extended|simple] [--window W] [--seed S]";
 
 impl Options {
     fn parse(args: &[String]) -> anyhow::Result<Options> {
@@ -117,6 +122,7 @@ impl Options {
             smoke: false,
             pgbench_secs: 0,
             pgbench_clients: 16,
+            pgbench_mode: "prepared".to_owned(),
             window: 256,
             seed: rand::random(),
         };
@@ -149,6 +155,7 @@ impl Options {
                 "--pgbench-clients" => {
                     options.pgbench_clients = value()?.parse().context("--pgbench-clients")?
                 }
+                "--pgbench-mode" => options.pgbench_mode = value()?,
                 "--window" => options.window = value()?.parse().context("--window")?,
                 "--seed" => options.seed = value()?.parse().context("--seed")?,
                 "-h" | "--help" => {
@@ -174,6 +181,9 @@ impl Options {
         }
         if options.rate < 0.0 || options.pgbench_clients == 0 {
             bail!("--rate must be at least 0 and --pgbench-clients positive");
+        }
+        if !["prepared", "extended", "simple"].contains(&options.pgbench_mode.as_str()) {
+            bail!("--pgbench-mode must be prepared, extended or simple");
         }
         Ok(options)
     }
@@ -243,13 +253,14 @@ async fn run(options: Options) -> anyhow::Result<()> {
     std::fs::create_dir_all(&log_dir)?;
     println!(
         "e2e: run {run_tag}, seed {}, {} commands per scenario, {} publishers, rate {}, \
-         pgbench {} s x {} clients; worker logs in {}",
+         pgbench {} s x {} clients -M {}; worker logs in {}",
         options.seed,
         options.commands,
         options.publishers,
         rate_label(options.rate),
         options.pgbench_secs,
         options.pgbench_clients,
+        options.pgbench_mode,
         log_dir.display()
     );
     print_server_settings(&admin_url).await?;
@@ -1181,7 +1192,7 @@ async fn run_pgbench(
     let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pgbench");
     let mut command = tokio::process::Command::new(pgbench_binary());
     command
-        .args(["-n", "-M", "prepared", "-j", "2"])
+        .args(["-n", "-M", &options.pgbench_mode, "-j", "2"])
         .args(["-c", &options.pgbench_clients.to_string()])
         .args(["-T", &options.pgbench_secs.to_string()])
         .args(["-D", &format!("wallets={WALLETS}")]);
@@ -1212,6 +1223,9 @@ async fn run_pgbench(
             .and_then(|v| v.parse().ok())
             .with_context(|| format!("no {prefix:?} in pgbench's output:\n{stdout}"))
     };
+    // Its backends exit as it disconnects: let the postmaster reap them (their CPU time then
+    // counts in its cutime), or they would be missed.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let cpu = CpuSnapshot::now().since(cpu_before);
     let stats = DbStats::read(db_url).await?.since(stats_before);
     let run = PgbenchRun {
