@@ -1,0 +1,1248 @@
+//! The end-to-end benchmark of issue 7: the release `pluspay worker` as a child process, fed N
+//! commands by P publishers over RabbitMQ with confirms, every result awaited; then pgbench
+//! doing the same SQL work one command per transaction on the same server, for the ratio.
+//!
+//! ```text
+//! cargo bench --bench e2e -- [--scenario uniform|hot|mixed|all] [--commands N] [--publishers P]
+//!     [--rate R] [--smoke] [--pgbench-secs S] [--pgbench-clients C]
+//!     [--pgbench-mode prepared|extended|simple] [--window W] [--seed S]
+//! ```
+//!
+//! `scripts/bench.sh` starts throwaway PostgreSQL and RabbitMQ and runs this; by hand it needs
+//! PP_TEST_DATABASE_URL (a superuser's URL; a fresh database is created per scenario) and
+//! PP_TEST_AMQP_URL. Other PLUSPAY_* variables in the environment (say
+//! PLUSPAY_WORKER_CONCURRENCY) are passed to the worker, to try settings.
+//!
+//! Under `cargo test` (which runs a `harness = false` bench without `--bench`) it runs the
+//! smoke version when those variables are set, so CI checks that the harness works (every
+//! command answered once, the audit clean) without timing anything.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Channel, Confirmation, Connection};
+use pluspay::amqp::publisher::json_properties;
+use pluspay::amqp::{self, Names};
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+/// Funded wallets (users 1..=WALLETS) in every scenario.
+const WALLETS: i64 = 10_000;
+/// Fen per wallet: far more than any run moves, so transfers are never refused for money.
+const FUNDING: i64 = 1_000_000;
+/// The default `amqp.delivery_limit`, for declaring the same topology as the worker.
+const DELIVERY_LIMIT: u32 = 20;
+/// No result for this long means the run is stuck.
+const STALL: Duration = Duration::from_secs(60);
+const PGBENCH: &str = "/usr/lib/postgresql/15/bin/pgbench";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    /// Transfers between random pairs of the funded wallets.
+    Uniform,
+    /// Every transfer pays wallet 1.
+    Hot,
+    /// Transfers, rewards, transforms, cash requests, wallet.get and orders.list.
+    Mixed,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 3] = [Scenario::Uniform, Scenario::Hot, Scenario::Mixed];
+
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Uniform => "uniform",
+            Scenario::Hot => "hot",
+            Scenario::Mixed => "mixed",
+        }
+    }
+
+    /// pgbench scripts (benches/pgbench) and weights doing the same SQL work.
+    fn pgbench_scripts(self) -> &'static [(&'static str, u32)] {
+        match self {
+            Scenario::Uniform => &[("transfer_uniform.sql", 1)],
+            Scenario::Hot => &[("transfer_hot.sql", 1)],
+            // The blend of `mixed_command`; a reward is a transfer with another order type.
+            Scenario::Mixed => &[
+                ("transfer_uniform.sql", 65),
+                ("transform.sql", 10),
+                ("cash.sql", 5),
+                ("wallet_get.sql", 10),
+                ("orders_list.sql", 10),
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Options {
+    scenarios: Vec<Scenario>,
+    commands: usize,
+    publishers: usize,
+    /// Offered commands per second over all publishers; 0: as fast as the confirms allow.
+    rate: f64,
+    smoke: bool,
+    /// 0: no pgbench baseline.
+    pgbench_secs: u64,
+    pgbench_clients: usize,
+    /// pgbench's query mode: prepared (parsed and planned once per connection), extended
+    /// (parsed and planned every time, as the daemon's statements are) or simple.
+    pgbench_mode: String,
+    /// Unconfirmed publishes each publisher may have outstanding.
+    window: usize,
+    seed: u64,
+}
+
+const USAGE: &str = "usage: cargo bench --bench e2e -- [--scenario uniform|hot|mixed|all] \
+[--commands N] [--publishers P] [--rate R (commands/s, 0 = as fast as possible)] [--smoke] \
+[--pgbench-secs S (0 = no pgbench)] [--pgbench-clients C] \
+[--pgbench-mode prepared|extended|simple] [--window W] [--seed S]";
+
+impl Options {
+    fn parse(args: &[String]) -> anyhow::Result<Options> {
+        let mut scenario = "all".to_owned();
+        let (mut commands, mut publishers, mut pgbench_secs) = (None, None, None);
+        let mut options = Options {
+            scenarios: Vec::new(),
+            commands: 0,
+            publishers: 0,
+            rate: 0.0,
+            smoke: false,
+            pgbench_secs: 0,
+            pgbench_clients: 16,
+            pgbench_mode: "prepared".to_owned(),
+            window: 256,
+            seed: rand::random(),
+        };
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((flag, value)) if flag.starts_with("--") => (flag, Some(value.to_owned())),
+                _ => (arg.as_str(), None),
+            };
+            let mut value = || -> anyhow::Result<String> {
+                match &inline {
+                    Some(value) => Ok(value.clone()),
+                    None => args
+                        .next()
+                        .cloned()
+                        .with_context(|| format!("{flag} needs a value")),
+                }
+            };
+            match flag {
+                // cargo bench adds it.
+                "--bench" => {}
+                "--smoke" => options.smoke = true,
+                "--scenario" => scenario = value()?,
+                "--commands" => commands = Some(value()?.parse().context("--commands")?),
+                "--publishers" => publishers = Some(value()?.parse().context("--publishers")?),
+                "--rate" => options.rate = value()?.parse().context("--rate")?,
+                "--pgbench-secs" => {
+                    pgbench_secs = Some(value()?.parse().context("--pgbench-secs")?)
+                }
+                "--pgbench-clients" => {
+                    options.pgbench_clients = value()?.parse().context("--pgbench-clients")?
+                }
+                "--pgbench-mode" => options.pgbench_mode = value()?,
+                "--window" => options.window = value()?.parse().context("--window")?,
+                "--seed" => options.seed = value()?.parse().context("--seed")?,
+                "-h" | "--help" => {
+                    println!("{USAGE}");
+                    std::process::exit(0);
+                }
+                other => bail!("unknown argument {other:?}\n{USAGE}"),
+            }
+        }
+        options.scenarios = match scenario.as_str() {
+            "all" => Scenario::ALL.to_vec(),
+            name => vec![*Scenario::ALL
+                .iter()
+                .find(|s| s.name() == name)
+                .with_context(|| format!("unknown scenario {name:?}\n{USAGE}"))?],
+        };
+        let smoke = options.smoke;
+        options.commands = commands.unwrap_or(if smoke { 200 } else { 10_000 });
+        options.publishers = publishers.unwrap_or(if smoke { 4 } else { 8 });
+        options.pgbench_secs = pgbench_secs.unwrap_or(if smoke { 2 } else { 20 });
+        if options.commands == 0 || options.publishers == 0 || options.window == 0 {
+            bail!("--commands, --publishers and --window must be positive");
+        }
+        if options.rate < 0.0 || options.pgbench_clients == 0 {
+            bail!("--rate must be at least 0 and --pgbench-clients positive");
+        }
+        if !["prepared", "extended", "simple"].contains(&options.pgbench_mode.as_str()) {
+            bail!("--pgbench-mode must be prepared, extended or simple");
+        }
+        Ok(options)
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let options = if args.iter().any(|a| a == "--bench") {
+        match Options::parse(&args) {
+            Ok(options) => options,
+            Err(e) => {
+                eprintln!("e2e: {e:#}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        // `cargo test`: its arguments are a test filter and libtest flags, not ours.
+        if args.iter().any(|a| a == "--list") {
+            return ExitCode::SUCCESS;
+        }
+        let filtered_out = args
+            .iter()
+            .filter(|a| !a.starts_with('-'))
+            .any(|filter| !"e2e_smoke".contains(filter.as_str()));
+        let services = ["PP_TEST_DATABASE_URL", "PP_TEST_AMQP_URL"]
+            .iter()
+            .all(|v| std::env::var_os(v).is_some());
+        if filtered_out || !services {
+            println!("e2e bench: skipped (run it with scripts/bench.sh, or scripts/test.sh for the smoke version)");
+            return ExitCode::SUCCESS;
+        }
+        println!("e2e bench: smoke run under cargo test (not a measurement)");
+        Options::parse(&["--smoke".to_owned()]).expect("the smoke options parse")
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    match runtime.block_on(run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("e2e: FAILED: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn env(name: &str) -> anyhow::Result<String> {
+    std::env::var(name).with_context(|| {
+        format!("{name} is not set: run scripts/bench.sh, which starts PostgreSQL and RabbitMQ")
+    })
+}
+
+/// One scenario's measurements.
+struct Row {
+    scenario: Scenario,
+    daemon: DaemonRun,
+    pgbench: Option<PgbenchRun>,
+}
+
+async fn run(options: Options) -> anyhow::Result<()> {
+    let admin_url = env("PP_TEST_DATABASE_URL")?;
+    let amqp_url = env("PP_TEST_AMQP_URL")?;
+    let run_tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let log_dir = std::env::temp_dir().join(format!("pluspay-bench-{run_tag}"));
+    std::fs::create_dir_all(&log_dir)?;
+    println!(
+        "e2e: run {run_tag}, seed {}, {} commands per scenario, {} publishers, rate {}, \
+         pgbench {} s x {} clients -M {}; worker logs in {}",
+        options.seed,
+        options.commands,
+        options.publishers,
+        rate_label(options.rate),
+        options.pgbench_secs,
+        options.pgbench_clients,
+        options.pgbench_mode,
+        log_dir.display()
+    );
+    print_server_settings(&admin_url).await?;
+    let passed: Vec<String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("PLUSPAY_"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if !passed.is_empty() {
+        println!("e2e: passed to the worker: {}", passed.join(" "));
+    }
+    let mut rows = Vec::new();
+    for (n, &scenario) in options.scenarios.iter().enumerate() {
+        let database = format!("bench_{}_{run_tag}", scenario.name());
+        println!("\n== {} (load average {})", scenario.name(), load_average());
+        let db_url = fresh_database(&admin_url, &database).await?;
+        let commands = generate(scenario, options.commands, options.seed ^ n as u64);
+        let log = log_dir.join(format!("worker-{}.log", scenario.name()));
+        let daemon = run_daemon(&options, scenario, &db_url, &amqp_url, commands, &log).await?;
+        daemon.print();
+        let pgbench = if options.pgbench_secs > 0 {
+            let run = run_pgbench(&options, scenario, &db_url).await?;
+            println!(
+                "  pgbench: {:.1} tps, {} transactions, {} failed, latency average {:.2} ms \
+                 ({} clients, {} s); audit after it ok",
+                run.tps,
+                run.transactions,
+                run.failed,
+                run.latency_avg_ms,
+                options.pgbench_clients,
+                options.pgbench_secs
+            );
+            println!("  pgbench database {}", run.stats.per(run.transactions));
+            println!("  pgbench {}", run.cpu.per(run.transactions));
+            Some(run)
+        } else {
+            None
+        };
+        if let Some(pgbench) = &pgbench {
+            println!(
+                "  ratio daemon / pgbench: {:.2}",
+                daemon.throughput / pgbench.tps
+            );
+        }
+        drop_database(&admin_url, &database).await?;
+        rows.push(Row {
+            scenario,
+            daemon,
+            pgbench,
+        });
+    }
+    println!("\nload average at the end: {}\n", load_average());
+    print_table(&options, &rows);
+    Ok(())
+}
+
+fn rate_label(rate: f64) -> String {
+    if rate > 0.0 {
+        format!("{rate}/s")
+    } else {
+        "max".to_owned()
+    }
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn print_table(options: &Options, rows: &[Row]) {
+    println!(
+        "| scenario | commands | publishers | offered rate | cmds/s | p50 ms | p99 ms | max ms \
+         | peak RSS MiB | pgbench tps | daemon / pgbench |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for row in rows {
+        let d = &row.daemon;
+        let (tps, ratio) = match &row.pgbench {
+            Some(p) => (
+                format!("{:.1}", p.tps),
+                format!("{:.2}", d.throughput / p.tps),
+            ),
+            None => ("-".into(), "-".into()),
+        };
+        println!(
+            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
+            row.scenario.name(),
+            d.commands,
+            options.publishers,
+            rate_label(options.rate),
+            d.throughput,
+            ms(d.p50),
+            ms(d.p99),
+            ms(d.max),
+            d.peak_rss_kib as f64 / 1024.0,
+            tps,
+            ratio
+        );
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+// ---------------------------------------------------------------- the database
+
+async fn print_server_settings(admin_url: &str) -> anyhow::Result<()> {
+    let db = pluspay::db::connect(admin_url).await?;
+    let version: String = db.query_one("SHOW server_version", &[]).await?.get(0);
+    let mut settings = Vec::new();
+    for name in [
+        "synchronous_commit",
+        "fsync",
+        "full_page_writes",
+        "wal_sync_method",
+        "shared_buffers",
+        "max_wal_size",
+        "checkpoint_timeout",
+        "max_connections",
+    ] {
+        let value: String = db.query_one(&format!("SHOW {name}"), &[]).await?.get(0);
+        settings.push(format!("{name}={value}"));
+    }
+    println!("PostgreSQL {version}: {}", settings.join(" "));
+    Ok(())
+}
+
+fn database_url(admin_url: &str, database: &str) -> anyhow::Result<String> {
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .context("PP_TEST_DATABASE_URL must end with /database")?;
+    Ok(format!("{base}/{database}"))
+}
+
+/// A new database, migrated, with wallets 1..=WALLETS funded from the test-only `test_funding`
+/// system account in one balanced journal (TestEnv::fund, for every wallet at once).
+async fn fresh_database(admin_url: &str, database: &str) -> anyhow::Result<String> {
+    let started = Instant::now();
+    let admin = pluspay::db::connect(admin_url).await?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {database}"))
+        .await?;
+    let url = database_url(admin_url, database)?;
+    let mut db = pluspay::db::connect(&url).await?;
+    pluspay::db::migrate::migrate(&mut db).await?;
+    db.batch_execute(&format!(
+        "INSERT INTO accounts (kind, name, unit, may_go_negative)
+             VALUES ('system', 'test_funding', 'fen', true);
+         INSERT INTO accounts (kind, user_id, unit)
+             SELECT 'wallet', u, 'fen' FROM generate_series(1, {WALLETS}) AS u;
+         WITH j AS (INSERT INTO journal (kind) VALUES ('test_funding') RETURNING id),
+              moves AS (SELECT id AS account_id, {FUNDING}::bigint AS amount FROM accounts
+                            WHERE kind = 'wallet'
+                        UNION ALL
+                        SELECT id, -{FUNDING}::bigint * {WALLETS} FROM accounts
+                            WHERE name = 'test_funding'),
+              entries AS (INSERT INTO ledger_entries (journal_id, account_id, amount)
+                          SELECT j.id, m.account_id, m.amount FROM j, moves m)
+         UPDATE accounts a SET balance = balance + m.amount,
+                total_income = total_income + greatest(m.amount, 0),
+                total_expenses = total_expenses + greatest(-m.amount, 0)
+           FROM moves m WHERE a.id = m.account_id;"
+    ))
+    .await
+    .context("fund the wallets")?;
+    db.batch_execute("VACUUM ANALYZE").await?;
+    println!(
+        "  database {database}: migrated, {WALLETS} wallets funded with {FUNDING} fen each ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(url)
+}
+
+async fn drop_database(admin_url: &str, database: &str) -> anyhow::Result<()> {
+    let admin = pluspay::db::connect(admin_url).await?;
+    admin
+        .batch_execute(&format!("DROP DATABASE {database} WITH (FORCE)"))
+        .await?;
+    Ok(())
+}
+
+/// The ledger's invariants must hold after a run, and every command must have its row.
+async fn audit(url: &str, what: &str) -> anyhow::Result<()> {
+    let mut db = pluspay::db::connect(url).await?;
+    let report = pluspay::db::audit::run(&mut db).await?;
+    if !report.ok {
+        bail!(
+            "the audit failed after {what}: {}",
+            serde_json::to_string(&report)?
+        );
+    }
+    Ok(())
+}
+
+async fn checkpoint(url: &str) -> anyhow::Result<()> {
+    let db = pluspay::db::connect(url).await?;
+    db.batch_execute("CHECKPOINT").await?;
+    Ok(())
+}
+
+/// Counters of the server (WAL: cluster-wide) and of one database, to tell per command how
+/// many transactions committed and how often the WAL was flushed to disk.
+#[derive(Debug, Clone, Copy, Default)]
+struct DbStats {
+    wal_syncs: i64,
+    wal_writes: i64,
+    wal_bytes: i64,
+    commits: i64,
+}
+
+impl DbStats {
+    async fn read(url: &str) -> anyhow::Result<DbStats> {
+        let db = pluspay::db::connect(url).await?;
+        let row = db
+            .query_one(
+                "SELECT w.wal_sync, w.wal_write, w.wal_bytes::bigint, d.xact_commit
+                 FROM pg_stat_wal w, pg_stat_database d WHERE d.datname = current_database()",
+                &[],
+            )
+            .await?;
+        Ok(DbStats {
+            wal_syncs: row.get(0),
+            wal_writes: row.get(1),
+            wal_bytes: row.get(2),
+            commits: row.get(3),
+        })
+    }
+
+    fn since(self, before: DbStats) -> DbStats {
+        DbStats {
+            wal_syncs: self.wal_syncs - before.wal_syncs,
+            wal_writes: self.wal_writes - before.wal_writes,
+            wal_bytes: self.wal_bytes - before.wal_bytes,
+            commits: self.commits - before.commits,
+        }
+    }
+
+    fn per(self, n: u64) -> String {
+        let n = n.max(1) as f64;
+        format!(
+            "per command: {:.2} commits, {:.2} WAL flushes (fsync), {:.2} WAL writes, {:.0} WAL bytes",
+            self.commits as f64 / n,
+            self.wal_syncs as f64 / n,
+            self.wal_writes as f64 / n,
+            self.wal_bytes as f64 / n
+        )
+    }
+}
+
+// ---------------------------------------------------------------- the commands
+
+struct Command {
+    id: String,
+    kind: &'static str,
+    body: Vec<u8>,
+}
+
+fn generate(scenario: Scenario, n: usize, seed: u64) -> Vec<Command> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|i| {
+            let id = format!("{}-{i}", scenario.name());
+            let (kind, user, data) = match scenario {
+                Scenario::Uniform => {
+                    let from = rng.random_range(1..=WALLETS);
+                    let to = (from + rng.random_range(1..WALLETS) - 1) % WALLETS + 1;
+                    let amount = rng.random_range(1..=100);
+                    ("transfer", from, json!({ "user": to, "amount": amount }))
+                }
+                Scenario::Hot => {
+                    let from = rng.random_range(2..=WALLETS);
+                    let amount = rng.random_range(1..=100);
+                    ("transfer", from, json!({ "user": 1, "amount": amount }))
+                }
+                Scenario::Mixed => mixed_command(&mut rng),
+            };
+            let body = json!({ "id": id, "type": kind, "user_id": user, "data": data });
+            Command {
+                id,
+                kind,
+                body: body.to_string().into_bytes(),
+            }
+        })
+        .collect()
+}
+
+/// 50% transfers, 15% rewards, 10% transforms, 5% cash requests, 10% wallet.get, 10%
+/// orders.list (Scenario::pgbench_scripts has the same blend).
+fn mixed_command(rng: &mut impl Rng) -> (&'static str, i64, serde_json::Value) {
+    let user = rng.random_range(1..=WALLETS);
+    let other = (user + rng.random_range(1..WALLETS) - 1) % WALLETS + 1;
+    match rng.random_range(0..100) {
+        0..50 => (
+            "transfer",
+            user,
+            json!({ "user": other, "amount": rng.random_range(1..=100) }),
+        ),
+        50..65 => (
+            "reward",
+            user,
+            json!({ "user": other, "amount": rng.random_range(1..=100), "body": "bench" }),
+        ),
+        65..75 => (
+            "transform",
+            user,
+            json!({ "amount": rng.random_range(100..=1000) }),
+        ),
+        75..80 => (
+            "cash",
+            user,
+            json!({ "value": rng.random_range(100..=1000), "type": "alipay",
+                    "account": "bench@example.com" }),
+        ),
+        80..90 => ("wallet.get", user, json!({})),
+        _ => ("orders.list", user, json!({ "limit": 15 })),
+    }
+}
+
+// ---------------------------------------------------------------- the daemon
+
+struct DaemonRun {
+    commands: usize,
+    /// Commands / (last result - first publish).
+    throughput: f64,
+    elapsed: Duration,
+    /// What the publishers achieved: commands / (last publish - first publish).
+    publish_rate: f64,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    /// The highest VmRSS sampled every 100 ms, or VmHWM if higher.
+    peak_rss_kib: u64,
+    sampled_rss_kib: u64,
+    hwm_kib: u64,
+    idle_rss_kib: u64,
+    /// The worker's CPU time while the commands were applied.
+    cpu: Duration,
+    /// The other parts' CPU time over the same span.
+    others: CpuSnapshot,
+    /// Results by status and code.
+    outcomes: BTreeMap<String, usize>,
+    stats: DbStats,
+}
+
+impl DaemonRun {
+    fn print(&self) {
+        println!(
+            "  daemon: {} commands in {:.2} s = {:.1} cmds/s (published at {:.0}/s); latency \
+             p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            self.commands,
+            self.elapsed.as_secs_f64(),
+            self.throughput,
+            self.publish_rate,
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.max)
+        );
+        println!(
+            "  worker: RSS idle {:.1} MiB, sampled peak {:.1} MiB, VmHWM {:.1} MiB; CPU {:.2} s \
+             = {:.2} ms per command ({:.0}% of one core over the run)",
+            self.idle_rss_kib as f64 / 1024.0,
+            self.sampled_rss_kib as f64 / 1024.0,
+            self.hwm_kib as f64 / 1024.0,
+            self.cpu.as_secs_f64(),
+            ms(self.cpu) / self.commands as f64,
+            100.0 * self.cpu.as_secs_f64() / self.elapsed.as_secs_f64()
+        );
+        let outcomes: Vec<String> = self
+            .outcomes
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        println!(
+            "  results: {}; each command answered once; audit ok",
+            outcomes.join(", ")
+        );
+        println!("  database {}", self.stats.per(self.commands as u64));
+        println!(
+            "  {}, worker {:.2}",
+            self.others.per(self.commands as u64),
+            ms(self.cpu) / self.commands as f64
+        );
+    }
+}
+
+/// Reads a `kB` field of /proc/PID/status.
+fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The fields of /proc/PID/stat after the command name (which is in parentheses and may hold
+/// spaces): index 0 is field 3 (state), 1 the parent's pid, 11 utime, 12 stime, 13 cutime,
+/// 14 cstime, times in clock ticks of 10 ms (USER_HZ is 100 on Linux).
+fn proc_stat(pid: u32) -> Option<Vec<u64>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields = stat.rsplit_once(')')?.1.split_whitespace();
+    Some(fields.map(|f| f.parse().unwrap_or(0)).collect())
+}
+
+fn ticks(ticks: u64) -> Duration {
+    Duration::from_millis(ticks * 10)
+}
+
+/// User + system CPU time of a process (all its threads) so far.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = proc_stat(pid)?;
+    Some(ticks(stat.get(11)? + stat.get(12)?))
+}
+
+/// CPU time of a server and its children so far: its own, its reaped children's (cutime,
+/// cstime: PostgreSQL's backends that exited) and its live children's.
+fn server_cpu_time(pid: u32) -> Option<Duration> {
+    let stat = proc_stat(pid)?;
+    let mut total = stat.get(11)? + stat.get(12)? + stat.get(13)? + stat.get(14)?;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some(stat) = proc_stat(child) {
+            if stat.get(1) == Some(&u64::from(pid)) {
+                total += stat.get(11).unwrap_or(&0) + stat.get(12).unwrap_or(&0);
+            }
+        }
+    }
+    Some(ticks(total))
+}
+
+/// The pids of the services scripts/services.sh started (from PP_PG_DATA and
+/// PP_SERVICES_DIR), when they can be found: PostgreSQL's postmaster and RabbitMQ's VM.
+fn service_pids() -> (Option<u32>, Option<u32>) {
+    let first_line = |path: PathBuf| -> Option<u32> {
+        std::fs::read_to_string(path)
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let postgres = std::env::var_os("PP_PG_DATA")
+        .and_then(|d| first_line(Path::new(&d).join("postmaster.pid")));
+    let rabbitmq = std::env::var_os("PP_SERVICES_DIR")
+        .and_then(|d| first_line(Path::new(&d).join("rabbitmq/rabbitmq.pid")));
+    (postgres, rabbitmq)
+}
+
+/// CPU time used so far by each part of a run, where it can be read.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuSnapshot {
+    postgres: Option<Duration>,
+    rabbitmq: Option<Duration>,
+    /// This process: the publishers and the results consumer, or nothing during pgbench.
+    bench: Option<Duration>,
+}
+
+impl CpuSnapshot {
+    fn now() -> CpuSnapshot {
+        let (postgres, rabbitmq) = service_pids();
+        CpuSnapshot {
+            postgres: postgres.and_then(server_cpu_time),
+            rabbitmq: rabbitmq.and_then(server_cpu_time),
+            bench: cpu_time(std::process::id()),
+        }
+    }
+
+    fn since(self, before: CpuSnapshot) -> CpuSnapshot {
+        let delta = |a: Option<Duration>, b: Option<Duration>| Some(a?.saturating_sub(b?));
+        CpuSnapshot {
+            postgres: delta(self.postgres, before.postgres),
+            rabbitmq: delta(self.rabbitmq, before.rabbitmq),
+            bench: delta(self.bench, before.bench),
+        }
+    }
+
+    /// Milliseconds of CPU per command, by part.
+    fn per(self, n: u64) -> String {
+        let part = |name: &str, d: Option<Duration>| {
+            d.map(|d| format!("{name} {:.2}", ms(d) / n.max(1) as f64))
+        };
+        let parts: Vec<String> = [
+            part("PostgreSQL", self.postgres),
+            part("RabbitMQ", self.rabbitmq),
+            part("bench client", self.bench),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        format!("CPU ms per command: {}", parts.join(", "))
+    }
+}
+
+struct Worker {
+    child: tokio::process::Child,
+    pid: u32,
+}
+
+impl Worker {
+    fn start(db_url: &str, amqp_url: &str, namespace: &str, log: &Path) -> anyhow::Result<Worker> {
+        let log = std::fs::File::create(log).context("create the worker log")?;
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pluspay"))
+            .arg("worker")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("PLUSPAY_DATABASE_URL", db_url)
+            .env("PLUSPAY_AMQP_URL", amqp_url)
+            .env("PLUSPAY_AMQP_NAMESPACE", namespace)
+            .env("PLUSPAY_METRICS_LISTEN", "127.0.0.1:0")
+            .env("PLUSPAY_METRICS_LEDGER_CHECK_SECS", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("start `pluspay worker`")?;
+        let pid = child.id().context("the worker's pid")?;
+        Ok(Worker { child, pid })
+    }
+
+    /// Waits until the worker consumes the commands queue.
+    async fn ready(&mut self, channel: &Channel, names: &Names) -> anyhow::Result<()> {
+        let deadline = Instant::now() + STALL;
+        loop {
+            let queue = channel
+                .queue_declare(
+                    names.commands_queue.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            if queue.consumer_count() >= 1 {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("the worker exited at start-up ({status}); see its log");
+            }
+            if Instant::now() > deadline {
+                bail!("the worker did not start consuming within {STALL:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, then waits for a graceful exit (a kill after 30 s).
+    async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                if !status.success() {
+                    bail!("the worker exited with {status}");
+                }
+            }
+            Err(_) => {
+                self.child.kill().await?;
+                bail!("the worker did not stop within 30 s of SIGTERM");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Samples the worker's VmRSS every 100 ms until cancelled; returns the highest.
+fn sample_rss(pid: u32, stop: CancellationToken) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut peak = 0;
+        let mut ticks = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = ticks.tick() => {
+                    if let Some(rss) = proc_status_kib(pid, "VmRSS:") {
+                        peak = peak.max(rss);
+                    }
+                }
+            }
+        }
+        peak
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct ResultMessage {
+    id: Option<String>,
+    status: String,
+    code: Option<String>,
+}
+
+/// What the results queue saw.
+struct Collected {
+    arrivals: Vec<Option<Instant>>,
+    counts: Vec<u32>,
+    unknown: usize,
+    outcomes: BTreeMap<String, usize>,
+}
+
+/// Consumes results until one arrived for every command, then a little longer to catch
+/// duplicates.
+async fn collect_results(
+    mut consumer: lapin::Consumer,
+    ids: Arc<std::collections::HashMap<String, usize>>,
+) -> anyhow::Result<Collected> {
+    let n = ids.len();
+    let mut collected = Collected {
+        arrivals: vec![None; n],
+        counts: vec![0; n],
+        unknown: 0,
+        outcomes: BTreeMap::new(),
+    };
+    let mut answered = 0;
+    let mut linger = false;
+    loop {
+        let wait = if linger {
+            Duration::from_millis(500)
+        } else {
+            STALL
+        };
+        let delivery = match tokio::time::timeout(wait, consumer.next()).await {
+            Err(_) if linger => return Ok(collected),
+            Err(_) => bail!("no result for {STALL:?}: {answered} of {n} commands answered"),
+            Ok(None) => bail!("the results consumer closed"),
+            Ok(Some(delivery)) => delivery?,
+        };
+        let now = Instant::now();
+        let result: ResultMessage =
+            serde_json::from_slice(&delivery.data).context("a result that is not JSON")?;
+        let outcome = match &result.code {
+            Some(code) => format!("{} ({code})", result.status),
+            None => result.status.clone(),
+        };
+        *collected.outcomes.entry(outcome).or_default() += 1;
+        match result.id.as_deref().and_then(|id| ids.get(id)) {
+            Some(&i) => {
+                collected.counts[i] += 1;
+                if collected.arrivals[i].is_none() {
+                    collected.arrivals[i] = Some(now);
+                    answered += 1;
+                }
+            }
+            None => collected.unknown += 1,
+        }
+        if answered == n {
+            linger = true;
+        }
+    }
+}
+
+/// Publishes its share of the commands (every `publishers`-th, from `offset`) on its own
+/// confirm channel, at most `window` unconfirmed; returns (command index, publish time).
+async fn publish(
+    channel: Channel,
+    names: Arc<Names>,
+    commands: Arc<Vec<Command>>,
+    offset: usize,
+    options: Options,
+    start: Instant,
+) -> anyhow::Result<Vec<(usize, Instant)>> {
+    let mut sent = Vec::new();
+    let mut pending = FuturesUnordered::new();
+    let check = |confirmation: lapin::Result<Confirmation>| -> anyhow::Result<()> {
+        match confirmation? {
+            Confirmation::Ack(None) => Ok(()),
+            other => bail!("a command was not confirmed: {other:?}"),
+        }
+    };
+    for i in (offset..commands.len()).step_by(options.publishers) {
+        if options.rate > 0.0 {
+            // An open loop: command i is due at i / rate, whatever happened before.
+            let due = start + Duration::from_secs_f64(i as f64 / options.rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        while pending.len() >= options.window {
+            check(pending.next().await.expect("pending confirms"))?;
+        }
+        let command = &commands[i];
+        let published = Instant::now();
+        let confirm = channel
+            .basic_publish(
+                names.commands_exchange.as_str().into(),
+                command.kind.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                &command.body,
+                json_properties().with_message_id(command.id.as_str().into()),
+            )
+            .await?;
+        sent.push((i, published));
+        pending.push(confirm);
+    }
+    while let Some(confirmation) = pending.next().await {
+        check(confirmation)?;
+    }
+    Ok(sent)
+}
+
+async fn run_daemon(
+    options: &Options,
+    scenario: Scenario,
+    db_url: &str,
+    amqp_url: &str,
+    commands: Vec<Command>,
+    log: &Path,
+) -> anyhow::Result<DaemonRun> {
+    let n = commands.len();
+    let namespace = format!(
+        "bench_{}_{}",
+        scenario.name(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let names = Arc::new(Names::new(&namespace));
+    let connection = amqp::connect(amqp_url, "pluspay-bench").await?;
+    let channel = connection.create_channel().await?;
+    amqp::topology::declare(&channel, &names, DELIVERY_LIMIT).await?;
+    // Every result, whatever its routing key.
+    let results = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            results.name().clone(),
+            names.results_exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            results.name().clone(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let ids: Arc<std::collections::HashMap<String, usize>> = Arc::new(
+        commands
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.id.clone(), i))
+            .collect(),
+    );
+    if ids.len() != n {
+        bail!("command ids are not unique");
+    }
+
+    checkpoint(db_url).await?;
+    let stats_before = DbStats::read(db_url).await?;
+    let mut worker = Worker::start(db_url, amqp_url, &namespace, log)?;
+    let poll = connection.create_channel().await?;
+    if let Err(e) = worker.ready(&poll, &names).await {
+        let _ = worker.child.kill().await;
+        return Err(e.context(format!("worker log: {}", log.display())));
+    }
+    let idle_rss_kib = proc_status_kib(worker.pid, "VmRSS:").unwrap_or(0);
+    let cpu_before = cpu_time(worker.pid).unwrap_or_default();
+    let others_before = CpuSnapshot::now();
+    let stop_sampling = CancellationToken::new();
+    let sampler = sample_rss(worker.pid, stop_sampling.clone());
+    let collector = tokio::spawn(collect_results(consumer, ids));
+
+    let mut publishers: Vec<(Connection, Channel)> = Vec::new();
+    for p in 0..options.publishers {
+        let connection = amqp::connect(amqp_url, &format!("pluspay-bench-publisher-{p}")).await?;
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        publishers.push((connection, channel));
+    }
+    let commands = Arc::new(commands);
+    let start = Instant::now();
+    let tasks: Vec<_> = publishers
+        .iter()
+        .enumerate()
+        .map(|(p, (_, channel))| {
+            tokio::spawn(publish(
+                channel.clone(),
+                names.clone(),
+                commands.clone(),
+                p,
+                options.clone(),
+                start,
+            ))
+        })
+        .collect();
+    let mut published: Vec<Option<Instant>> = vec![None; n];
+    for task in tasks {
+        for (i, at) in task.await?? {
+            published[i] = Some(at);
+        }
+    }
+    let collected = collector.await??;
+    let hwm_kib = proc_status_kib(worker.pid, "VmHWM:").unwrap_or(0);
+    let cpu = cpu_time(worker.pid)
+        .unwrap_or_default()
+        .saturating_sub(cpu_before);
+    let others = CpuSnapshot::now().since(others_before);
+    stop_sampling.cancel();
+    let sampled_rss_kib = sampler.await?;
+    worker
+        .stop()
+        .await
+        .with_context(|| format!("worker log: {}", log.display()))?;
+    let stats = DbStats::read(db_url).await?.since(stats_before);
+    for (connection, _) in publishers {
+        let _ = connection.close(200, "bye".into()).await;
+    }
+    let _ = connection.close(200, "bye".into()).await;
+
+    let duplicated = collected.counts.iter().filter(|&&c| c > 1).count();
+    if duplicated > 0 || collected.unknown > 0 {
+        bail!(
+            "{duplicated} commands got more than one result, {} results for unknown ids",
+            collected.unknown
+        );
+    }
+    let mut latencies = Vec::with_capacity(n);
+    for i in 0..n {
+        let (Some(sent), Some(arrived)) = (published[i], collected.arrivals[i]) else {
+            bail!(
+                "command {} was not published or not answered",
+                commands[i].id
+            );
+        };
+        latencies.push(arrived.saturating_duration_since(sent));
+    }
+    latencies.sort_unstable();
+    let first_publish = published.iter().flatten().min().copied().expect("n > 0");
+    let last_publish = published.iter().flatten().max().copied().expect("n > 0");
+    let last_result = collected
+        .arrivals
+        .iter()
+        .flatten()
+        .max()
+        .copied()
+        .expect("n > 0");
+    let elapsed = last_result - first_publish;
+    let stored: i64 = pluspay::db::connect(db_url)
+        .await?
+        .query_one("SELECT count(*) FROM commands", &[])
+        .await?
+        .get(0);
+    if stored != n as i64 {
+        bail!("{stored} commands stored for {n} published");
+    }
+    audit(db_url, "the daemon's run").await?;
+    Ok(DaemonRun {
+        commands: n,
+        throughput: n as f64 / elapsed.as_secs_f64(),
+        elapsed,
+        publish_rate: n as f64 / (last_publish - first_publish).as_secs_f64().max(1e-9),
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
+        max: *latencies.last().expect("n > 0"),
+        peak_rss_kib: sampled_rss_kib.max(hwm_kib),
+        sampled_rss_kib,
+        hwm_kib,
+        idle_rss_kib,
+        cpu,
+        others,
+        outcomes: collected.outcomes,
+        stats,
+    })
+}
+
+/// Nearest rank.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+// ---------------------------------------------------------------- pgbench
+
+struct PgbenchRun {
+    tps: f64,
+    transactions: u64,
+    failed: u64,
+    latency_avg_ms: f64,
+    stats: DbStats,
+    /// PostgreSQL's CPU (pgbench's own is not counted).
+    cpu: CpuSnapshot,
+}
+
+fn pgbench_binary() -> PathBuf {
+    match std::env::var_os("PGBENCH") {
+        Some(path) => path.into(),
+        None if Path::new(PGBENCH).exists() => PGBENCH.into(),
+        None => "pgbench".into(),
+    }
+}
+
+/// pgbench on the daemon's database (same server, same settings), the scenario's scripts.
+async fn run_pgbench(
+    options: &Options,
+    scenario: Scenario,
+    db_url: &str,
+) -> anyhow::Result<PgbenchRun> {
+    checkpoint(db_url).await?;
+    let stats_before = DbStats::read(db_url).await?;
+    let cpu_before = CpuSnapshot::now();
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pgbench");
+    let mut command = tokio::process::Command::new(pgbench_binary());
+    command
+        .args(["-n", "-M", &options.pgbench_mode, "-j", "2"])
+        .args(["-c", &options.pgbench_clients.to_string()])
+        .args(["-T", &options.pgbench_secs.to_string()])
+        .args(["-D", &format!("wallets={WALLETS}")]);
+    for (script, weight) in scenario.pgbench_scripts() {
+        command
+            .arg("-f")
+            .arg(format!("{}@{weight}", scripts.join(script).display()));
+    }
+    let output = command
+        .arg(db_url)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("run pgbench")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "pgbench failed ({}):\n{stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let field = |prefix: &str| -> anyhow::Result<f64> {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no {prefix:?} in pgbench's output:\n{stdout}"))
+    };
+    // Its backends exit as it disconnects: let the postmaster reap them (their CPU time then
+    // counts in its cutime), or they would be missed.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cpu = CpuSnapshot::now().since(cpu_before);
+    let stats = DbStats::read(db_url).await?.since(stats_before);
+    let run = PgbenchRun {
+        tps: field("tps = ")?,
+        transactions: field("number of transactions actually processed: ")? as u64,
+        failed: field("number of failed transactions: ")? as u64,
+        latency_avg_ms: field("latency average = ")?,
+        stats,
+        cpu: CpuSnapshot {
+            rabbitmq: None,
+            bench: None,
+            ..cpu
+        },
+    };
+    if run.failed > 0 {
+        bail!("pgbench had {} failed transactions:\n{stdout}", run.failed);
+    }
+    audit(db_url, "pgbench").await?;
+    Ok(run)
+}

@@ -1,0 +1,40 @@
+-- The "hot" scenario: one `transfer` from a random wallet to wallet 1 (every command pays the
+-- same wallet, as rewards to one popular user do), otherwise exactly transfer_uniform.sql:
+-- claim the command id, lock both wallets in user id order, a journal with two ledger entries
+-- and the balance update, two wallet orders, then store the result.
+-- Run with -D wallets=N (wallets 1..N exist and are funded) and -M prepared.
+\set from random(2, :wallets)
+\set to 1
+\set amount random(1, 100)
+BEGIN;
+INSERT INTO commands (id, type, user_id, fingerprint)
+    VALUES ('pgb-' || gen_random_uuid(), 'transfer', :from,
+            sha256(convert_to(:from::text || ':' || :to::text || ':' || :amount::text, 'UTF8')))
+    RETURNING id AS cmd \gset
+SELECT 1 FROM recharges WHERE command_id = :cmd;
+SELECT max(id) FILTER (WHERE user_id = :from) AS fa, max(id) FILTER (WHERE user_id = :to) AS ta,
+       min(balance) FILTER (WHERE user_id = :from) AS fb
+    FROM (SELECT user_id, id, balance FROM accounts
+          WHERE kind = 'wallet' AND user_id IN (:from, :to) ORDER BY user_id FOR UPDATE) w \gset
+INSERT INTO journal (kind, command_id) VALUES ('transfer', :cmd) RETURNING id AS jid \gset
+WITH entries AS (INSERT INTO ledger_entries (journal_id, account_id, amount)
+                 VALUES (:jid, :fa, -:amount::bigint), (:jid, :ta, :amount))
+UPDATE accounts SET balance = balance + u.d,
+       total_income = total_income + greatest(u.d, 0),
+       total_expenses = total_expenses + greatest(-u.d, 0),
+       updated_at = now()
+  FROM (VALUES (:fa::bigint, -:amount::bigint), (:ta::bigint, :amount::bigint)) AS u(a, d)
+ WHERE accounts.id = u.a;
+INSERT INTO wallet_orders
+       (owner_id, target_type, target_id, title, body, type, amount, state, command_id, journal_id)
+VALUES (:from, 'user', :to::text, '转账', NULL, -1, :amount, 1, :cmd, :jid),
+       (:to, 'user', :from::text, '转账', NULL, 1, :amount, 1, :cmd, :jid)
+RETURNING id, order_json(wallet_orders);
+UPDATE commands SET status = 'succeeded',
+       result = json_build_object('id', id, 'type', type, 'user_id', user_id,
+                    'status', 'succeeded', 'message', json_build_array('转账成功'),
+                    'data', json_build_object('order',
+                        (SELECT order_json(o) FROM wallet_orders o
+                          WHERE o.command_id = :cmd AND o.owner_id = :from)))
+ WHERE id = :cmd;
+COMMIT;

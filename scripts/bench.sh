@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The end-to-end benchmark (issue 7; docs/BENCHMARKS.md), one command:
+#
+#   scripts/bench.sh [--scenario uniform|hot|mixed|all] [--commands N] [--publishers P]
+#                    [--rate R] [--smoke] [--pgbench-secs S] [--pgbench-clients C] ...
+#
+# Installs PostgreSQL 15 / RabbitMQ when missing, starts throwaway instances of both in a
+# temporary directory (scripts/services.sh: fsync and synchronous_commit on), builds the
+# release binary and the bench, prints the machine, runs
+# `cargo bench --bench e2e -- "$@"` against the services (PP_TEST_DATABASE_URL,
+# PP_TEST_AMQP_URL) and always stops and deletes them afterwards. Exits with the bench's code.
+# PLUSPAY_* variables in the environment are passed on to the worker under test.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+SERVICES=$ROOT/scripts/services.sh
+cd "$ROOT"
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+
+bash "$SERVICES" install
+
+DIR=$(mktemp -d "${TMPDIR:-/tmp}/pluspay-bench.XXXXXX")
+START_PID=
+
+cleanup() {
+    local rc=$?
+    trap - EXIT
+    trap '' INT TERM HUP
+    set +e
+    if [ -n "$START_PID" ]; then
+        wait "$START_PID" 2>/dev/null
+    fi
+    bash "$SERVICES" stop "$DIR" || log "WARNING: stopping the services in $DIR failed"
+    rm -rf "$DIR"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+log "starting PostgreSQL and RabbitMQ in $DIR"
+bash "$SERVICES" start "$DIR" >"$DIR/start.log" 2>&1 &
+START_PID=$!
+
+log "cargo build --release (the worker under test) and cargo bench --no-run"
+cargo build --release --bin pluspay
+cargo bench --bench e2e --no-run
+
+start_rc=0
+wait "$START_PID" || start_rc=$?
+START_PID=
+cat "$DIR/start.log" >&2
+if [ "$start_rc" -ne 0 ]; then
+    log "ERROR: could not start the services (see above)"
+    exit 1
+fi
+
+set -a
+# shellcheck disable=SC1091
+source "$DIR/env"
+set +a
+
+machine() {
+    echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')," \
+        "$(awk '/MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo), $(uname -sr)"
+    echo "versions: $(dpkg-query -W -f '${Package} ${Version}; ' postgresql-15 rabbitmq-server erlang-base 2>/dev/null)" \
+        "$(rustc --version)"
+}
+machine
+echo "before: $(uptime)"
+rc=0
+cargo bench --bench e2e -- "$@" || rc=$?
+echo "after: $(uptime)"
+exit "$rc"
