@@ -14,8 +14,11 @@ pub async fn insert(
 ) -> Result<i64, DbError> {
     Ok(tx
         .query_one(
-            "INSERT INTO cashes (user_id, value, type, account, command_id)
+            &tx.prepare_cached(
+                "INSERT INTO cashes (user_id, value, type, account, command_id)
              VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            )
+            .await?,
             &[
                 &request.user,
                 &request.value,
@@ -30,7 +33,8 @@ pub async fn insert(
 
 pub async fn link_order(tx: &Transaction<'_>, cash_id: i64, order_id: i64) -> Result<(), DbError> {
     tx.execute(
-        "UPDATE cashes SET order_id = $2 WHERE id = $1",
+        &tx.prepare_cached("UPDATE cashes SET order_id = $2 WHERE id = $1")
+            .await?,
         &[&cash_id, &order_id],
     )
     .await?;
@@ -50,7 +54,10 @@ pub struct LockedCash {
 pub async fn lock(tx: &Transaction<'_>, cash_id: i64) -> Result<Option<LockedCash>, DbError> {
     let row = tx
         .query_opt(
-            "SELECT id, user_id, value, status, order_id FROM cashes WHERE id = $1 FOR UPDATE",
+            &tx.prepare_cached(
+                "SELECT id, user_id, value, status, order_id FROM cashes WHERE id = $1 FOR UPDATE",
+            )
+            .await?,
             &[&cash_id],
         )
         .await?;
@@ -74,14 +81,18 @@ pub async fn decide(
     command_id: &str,
 ) -> Result<(), DbError> {
     tx.execute(
-        "UPDATE cashes SET status = $2, remark = $3, decided_by = $4, decision_command_id = $5,
+        &tx.prepare_cached(
+            "UPDATE cashes SET status = $2, remark = $3, decided_by = $4, decision_command_id = $5,
                 updated_at = now()
          WHERE id = $1",
+        )
+        .await?,
         &[&cash.id, &status, &remark, &operator, &command_id],
     )
     .await?;
     tx.execute(
-        "UPDATE wallet_orders SET state = $2, updated_at = now() WHERE id = $1",
+        &tx.prepare_cached("UPDATE wallet_orders SET state = $2, updated_at = now() WHERE id = $1")
+            .await?,
         &[&cash.order_id, &order_state],
     )
     .await?;
@@ -91,7 +102,8 @@ pub async fn decide(
 pub async fn get_json(tx: &Transaction<'_>, cash_id: i64) -> Result<Value, DbError> {
     Ok(tx
         .query_one(
-            "SELECT cash_json(c) FROM cashes c WHERE id = $1",
+            &tx.prepare_cached("SELECT cash_json(c) FROM cashes c WHERE id = $1")
+                .await?,
             &[&cash_id],
         )
         .await?
@@ -102,10 +114,13 @@ pub async fn get_json(tx: &Transaction<'_>, cash_id: i64) -> Result<Value, DbErr
 pub async fn list(tx: &Transaction<'_>, user: i64, page: &Page) -> Result<Value, DbError> {
     Ok(tx
         .query_one(
-            "SELECT coalesce(json_agg(cash_json(c) ORDER BY c.id DESC), '[]'::json)
+            &tx.prepare_cached(
+                "SELECT coalesce(json_agg(cash_json(c) ORDER BY c.id DESC), '[]'::json)
              FROM (SELECT * FROM cashes
                    WHERE user_id = $1 AND ($2::bigint IS NULL OR id < $2)
                    ORDER BY id DESC LIMIT $3) c",
+            )
+            .await?,
             &[&user, &page.after, &page.limit],
         )
         .await?

@@ -31,8 +31,11 @@ pub enum Claim {
 pub async fn claim(tx: &Transaction<'_>, envelope: &Envelope) -> Result<Claim, DbError> {
     let inserted = tx
         .execute(
-            "INSERT INTO commands (id, type, user_id, fingerprint) VALUES ($1, $2, $3, $4)
+            &tx.prepare_cached(
+                "INSERT INTO commands (id, type, user_id, fingerprint) VALUES ($1, $2, $3, $4)
              ON CONFLICT (id) DO NOTHING",
+            )
+            .await?,
             &[
                 &envelope.id,
                 &envelope.kind.as_str(),
@@ -46,15 +49,20 @@ pub async fn claim(tx: &Transaction<'_>, envelope: &Envelope) -> Result<Claim, D
         let in_progress = envelope.kind != CommandType::Recharge
             && tx
                 .query_opt(
-                    "SELECT 1 FROM recharges WHERE command_id = $1",
+                    &tx.prepare_cached("SELECT 1 FROM recharges WHERE command_id = $1")
+                        .await?,
                     &[&envelope.id],
                 )
                 .await?
                 .is_some();
         if in_progress {
             // Leave no trace, so the caller may go on with other commands in this transaction.
-            tx.execute("DELETE FROM commands WHERE id = $1", &[&envelope.id])
-                .await?;
+            tx.execute(
+                &tx.prepare_cached("DELETE FROM commands WHERE id = $1")
+                    .await?,
+                &[&envelope.id],
+            )
+            .await?;
             return Ok(Claim::Done(conflict(envelope)));
         }
         return Ok(Claim::New);
@@ -73,8 +81,11 @@ pub async fn claim(tx: &Transaction<'_>, envelope: &Envelope) -> Result<Claim, D
 pub async fn lookup(tx: &Transaction<'_>, envelope: &Envelope) -> Result<Option<Applied>, DbError> {
     let Some(row) = tx
         .query_opt(
-            "SELECT fingerprint, status, result::text, type FROM commands
+            &tx.prepare_cached(
+                "SELECT fingerprint, status, result::text, type FROM commands
              WHERE id = $1 AND result IS NOT NULL",
+            )
+            .await?,
             &[&envelope.id],
         )
         .await?
@@ -121,7 +132,10 @@ pub async fn store(
 ) -> Result<Applied, DbError> {
     let body = serde_json::to_string(result).expect("a result serializes");
     tx.execute(
-        "UPDATE commands SET status = $2, result = $3::text::json WHERE id = $1",
+        &tx.prepare_cached(
+            "UPDATE commands SET status = $2, result = $3::text::json WHERE id = $1",
+        )
+        .await?,
         &[&envelope.id, &result.status.as_str(), &body],
     )
     .await?;

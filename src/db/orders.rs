@@ -11,11 +11,14 @@ pub async fn list(tx: &Transaction<'_>, user: i64, page: &Page) -> Result<Value,
     let direction = page.action.map(|a| a.direction());
     Ok(tx
         .query_one(
-            "SELECT coalesce(json_agg(order_json(o) ORDER BY o.id DESC), '[]'::json)
+            &tx.prepare_cached(
+                "SELECT coalesce(json_agg(order_json(o) ORDER BY o.id DESC), '[]'::json)
              FROM (SELECT * FROM wallet_orders
                    WHERE owner_id = $1 AND ($2::bigint IS NULL OR id < $2)
                      AND ($3::smallint IS NULL OR type = $3)
                    ORDER BY id DESC LIMIT $4) o",
+            )
+            .await?,
             &[&user, &page.after, &direction, &page.limit],
         )
         .await?
@@ -26,7 +29,10 @@ pub async fn list(tx: &Transaction<'_>, user: i64, page: &Page) -> Result<Value,
 pub async fn get(tx: &Transaction<'_>, user: i64, order_id: i64) -> Result<Option<Value>, DbError> {
     Ok(tx
         .query_opt(
-            "SELECT order_json(o) FROM wallet_orders o WHERE id = $1 AND owner_id = $2",
+            &tx.prepare_cached(
+                "SELECT order_json(o) FROM wallet_orders o WHERE id = $1 AND owner_id = $2",
+            )
+            .await?,
             &[&order_id, &user],
         )
         .await?

@@ -40,7 +40,7 @@ pub async fn lock_wallets(
             })
             .collect::<BTreeMap<_, _>>()
     };
-    let locked = read(tx.query(LOCK, &[&users]).await?);
+    let locked = read(tx.query(&tx.prepare_cached(LOCK).await?, &[&users]).await?);
     if locked.len() == users.len() {
         return Ok(locked);
     }
@@ -50,13 +50,18 @@ pub async fn lock_wallets(
         .filter(|u| !locked.contains_key(u))
         .collect();
     tx.execute(
-        "INSERT INTO accounts (kind, user_id, unit)
+        &tx.prepare_cached(
+            "INSERT INTO accounts (kind, user_id, unit)
          SELECT 'wallet', u, 'fen' FROM unnest($1::bigint[]) AS u ORDER BY u
          ON CONFLICT (kind, user_id) DO NOTHING",
+        )
+        .await?,
         &[&missing],
     )
     .await?;
-    Ok(read(tx.query(LOCK, &[&users]).await?))
+    Ok(read(
+        tx.query(&tx.prepare_cached(LOCK).await?, &[&users]).await?,
+    ))
 }
 
 /// Writes a journal and its entries and moves the balances, in two statements. Account ids of
@@ -78,13 +83,20 @@ pub async fn post_journal(
                 .ok_or_else(|| DbError::Fatal(format!("wallet of user {user} was not locked")))?,
             AccountRef::Points(user) => tx
                 .query_one(
-                    "SELECT id FROM accounts WHERE kind = 'points' AND user_id = $1",
+                    &tx.prepare_cached(
+                        "SELECT id FROM accounts WHERE kind = 'points' AND user_id = $1",
+                    )
+                    .await?,
                     &[&user],
                 )
                 .await?
                 .get(0),
             AccountRef::System(system) => tx
-                .query_one("SELECT id FROM accounts WHERE name = $1", &[&system.name()])
+                .query_one(
+                    &tx.prepare_cached("SELECT id FROM accounts WHERE name = $1")
+                        .await?,
+                    &[&system.name()],
+                )
                 .await?
                 .get(0),
         };
@@ -93,13 +105,17 @@ pub async fn post_journal(
     }
     let journal_id: i64 = tx
         .query_one(
-            "INSERT INTO journal (kind, command_id) VALUES ($1, $2) RETURNING id",
+            &tx.prepare_cached(
+                "INSERT INTO journal (kind, command_id) VALUES ($1, $2) RETURNING id",
+            )
+            .await?,
             &[&kind, &command_id],
         )
         .await?
         .get(0);
     tx.execute(
-        "WITH entries AS (
+        &tx.prepare_cached(
+            "WITH entries AS (
             INSERT INTO ledger_entries (journal_id, account_id, amount)
             SELECT $1, a, d FROM unnest($2::bigint[], $3::bigint[]) AS u(a, d))
          UPDATE accounts SET
@@ -109,6 +125,8 @@ pub async fn post_journal(
             updated_at = now()
          FROM unnest($2::bigint[], $3::bigint[]) AS u(a, d)
          WHERE accounts.id = u.a",
+        )
+        .await?,
         &[&journal_id, &account_ids, &amounts],
     )
     .await?;
@@ -132,15 +150,14 @@ pub async fn insert_orders(
     let amounts: Vec<i64> = drafts.iter().map(|d| d.amount).collect();
     let states: Vec<i16> = drafts.iter().map(|d| d.state).collect();
     let rows = tx
-        .query(
-            "INSERT INTO wallet_orders
+        .query(&tx.prepare_cached("INSERT INTO wallet_orders
                 (owner_id, target_type, target_id, title, body, type, amount, state, command_id, journal_id)
              SELECT o, tt, ti, t, b, d, a, s, $9, $10
              FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
                          $6::smallint[], $7::bigint[], $8::smallint[])
                   WITH ORDINALITY AS u(o, tt, ti, t, b, d, a, s, n)
              ORDER BY n
-             RETURNING id, order_json(wallet_orders)",
+             RETURNING id, order_json(wallet_orders)").await?,
             &[
                 &owners,
                 &target_types,
@@ -165,27 +182,39 @@ pub async fn insert_orders(
 pub async fn lock_points(tx: &Transaction<'_>, user: i64) -> Result<i64, DbError> {
     const LOCK: &str =
         "SELECT balance FROM accounts WHERE kind = 'points' AND user_id = $1 FOR UPDATE";
-    if let Some(row) = tx.query_opt(LOCK, &[&user]).await? {
+    if let Some(row) = tx
+        .query_opt(&tx.prepare_cached(LOCK).await?, &[&user])
+        .await?
+    {
         return Ok(row.get(0));
     }
     tx.execute(
-        "INSERT INTO accounts (kind, user_id, unit) VALUES ('points', $1, 'point')
+        &tx.prepare_cached(
+            "INSERT INTO accounts (kind, user_id, unit) VALUES ('points', $1, 'point')
          ON CONFLICT (kind, user_id) DO NOTHING",
+        )
+        .await?,
         &[&user],
     )
     .await?;
-    Ok(tx.query_one(LOCK, &[&user]).await?.get(0))
+    Ok(tx
+        .query_one(&tx.prepare_cached(LOCK).await?, &[&user])
+        .await?
+        .get(0))
 }
 
 /// A user's wallet and points as `wallet.get` shows them; all zero before the first movement.
 pub async fn summary(tx: &Transaction<'_>, user: i64) -> Result<WalletSummary, DbError> {
     let row = tx
         .query_one(
-            "SELECT coalesce(max(balance) FILTER (WHERE kind = 'wallet'), 0),
+            &tx.prepare_cached(
+                "SELECT coalesce(max(balance) FILTER (WHERE kind = 'wallet'), 0),
                     coalesce(max(total_income) FILTER (WHERE kind = 'wallet'), 0),
                     coalesce(max(total_expenses) FILTER (WHERE kind = 'wallet'), 0),
                     coalesce(max(balance) FILTER (WHERE kind = 'points'), 0)
              FROM accounts WHERE user_id = $1 AND kind IN ('wallet', 'points')",
+            )
+            .await?,
             &[&user],
         )
         .await?;

@@ -31,15 +31,21 @@ pub async fn apply_event(
     let tx = client.transaction().await?;
     let inserted = tx
         .execute(
-            "INSERT INTO pingpp_events (id, type, livemode, body, outcome)
+            &tx.prepare_cached(
+                "INSERT INTO pingpp_events (id, type, livemode, body, outcome)
              VALUES ($1, $2, $3, $4::text::json, 'pending') ON CONFLICT (id) DO NOTHING",
+            )
+            .await?,
             &[&event.id, &event.kind, &event.livemode, &raw],
         )
         .await?;
     if inserted == 0 {
         let row = tx
             .query_one(
-                "SELECT routing_key, published::text FROM pingpp_events WHERE id = $1",
+                &tx.prepare_cached(
+                    "SELECT routing_key, published::text FROM pingpp_events WHERE id = $1",
+                )
+                .await?,
                 &[&event.id],
             )
             .await?;
@@ -74,9 +80,12 @@ pub async fn apply_event(
     };
     let row = tx
         .query_opt(
-            "SELECT order_id, charge_id, recharge_id, user_fee, balance_bonus
+            &tx.prepare_cached(
+                "SELECT order_id, charge_id, recharge_id, user_fee, balance_bonus
              FROM recharges WHERE charge_id = $1 OR order_no = $2
              ORDER BY charge_id = $1 DESC NULLS LAST LIMIT 1",
+            )
+            .await?,
             &[&charge_id, &order_no],
         )
         .await?;
@@ -120,8 +129,11 @@ pub async fn apply_event(
     };
     if matches!(completion, ChargeCompletion::Credited { .. }) {
         tx.execute(
-            "UPDATE journal SET event_id = $1
+            &tx.prepare_cached(
+                "UPDATE journal SET event_id = $1
              WHERE id = (SELECT journal_id FROM wallet_orders WHERE id = $2)",
+            )
+            .await?,
             &[&event.id, &order_id],
         )
         .await?;
@@ -162,9 +174,12 @@ async fn set_outcome(
     publish: Option<&(String, String)>,
 ) -> Result<(), DbError> {
     tx.execute(
-        "UPDATE pingpp_events SET outcome = $2, order_id = $3, routing_key = $4,
+        &tx.prepare_cached(
+            "UPDATE pingpp_events SET outcome = $2, order_id = $3, routing_key = $4,
                 published = $5::text::json
          WHERE id = $1",
+        )
+        .await?,
         &[
             &event.id,
             &outcome,

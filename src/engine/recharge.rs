@@ -94,7 +94,8 @@ fn provider_failure(error: PingppError) -> DbError {
 /// Serialises twins of one command for the rest of the transaction.
 async fn lock_command(tx: &Transaction<'_>, envelope: &Envelope) -> Result<(), DbError> {
     tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))",
+        &tx.prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
+            .await?,
         &[&envelope.id],
     )
     .await?;
@@ -157,9 +158,12 @@ async fn begin(engine: &Engine, envelope: &Envelope) -> Result<Begin, DbError> {
     }
     let row = tx
         .query_opt(
-            "SELECT fingerprint, order_id, charge_request::text, charge::text,
+            &tx.prepare_cached(
+                "SELECT fingerprint, order_id, charge_request::text, charge::text,
                     recharge_request::text, recharge::text
              FROM recharges WHERE command_id = $1",
+            )
+            .await?,
             &[&envelope.id],
         )
         .await?;
@@ -243,10 +247,9 @@ async fn begin(engine: &Engine, envelope: &Envelope) -> Result<Begin, DbError> {
         }
         _ => None,
     };
-    tx.execute(
-        "INSERT INTO recharges (command_id, fingerprint, user_id, order_id, order_no, charge_request,
+    tx.execute(&tx.prepare_cached("INSERT INTO recharges (command_id, fingerprint, user_id, order_id, order_no, charge_request,
                                 user_fee, balance_bonus, recharge_request)
-         VALUES ($1, $2, $3, $4, $5, $6::text::json, $7, $8, $9::text::json)",
+         VALUES ($1, $2, $3, $4, $5, $6::text::json, $7, $8, $9::text::json)").await?,
         &[
             &envelope.id,
             &envelope.fingerprint().as_slice(),
@@ -343,9 +346,12 @@ async fn finish(
         return Ok(applied);
     }
     tx.execute(
-        "UPDATE recharges SET charge_id = $2, livemode = $3, charge = $4::text::json,
+        &tx.prepare_cached(
+            "UPDATE recharges SET charge_id = $2, livemode = $3, charge = $4::text::json,
                 recharge_id = $5, recharge = $6::text::json
          WHERE command_id = $1",
+        )
+        .await?,
         &[
             &envelope.id,
             &charge_id,
@@ -361,8 +367,11 @@ async fn finish(
     .await?;
     let order: Value = tx
         .query_one(
-            "UPDATE wallet_orders SET target_id = $2, command_id = $3, updated_at = now()
+            &tx.prepare_cached(
+                "UPDATE wallet_orders SET target_id = $2, command_id = $3, updated_at = now()
              WHERE id = $1 RETURNING order_json(wallet_orders)",
+            )
+            .await?,
             &[&progress.order_id, &charge_id, &envelope.id],
         )
         .await?
@@ -391,8 +400,7 @@ async fn refuse(
         tx.rollback().await?;
         return Ok(applied);
     }
-    tx.execute(
-        "UPDATE wallet_orders SET state = -1, command_id = $2, updated_at = now() WHERE id = $1",
+    tx.execute(&tx.prepare_cached("UPDATE wallet_orders SET state = -1, command_id = $2, updated_at = now() WHERE id = $1").await?,
         &[&progress.order_id, &envelope.id],
     )
     .await?;
@@ -415,9 +423,12 @@ pub(super) async fn retrieve(engine: &Engine, envelope: &Envelope) -> Result<App
         };
         let row = tx
             .query_opt(
-                "SELECT o.owner_id, o.target_type, o.state, r.charge_id, order_json(o)
+                &tx.prepare_cached(
+                    "SELECT o.owner_id, o.target_type, o.state, r.charge_id, order_json(o)
                  FROM wallet_orders o LEFT JOIN recharges r ON r.order_id = o.id
                  WHERE o.id = $1",
+                )
+                .await?,
                 &[&order_id],
             )
             .await?;
@@ -512,10 +523,13 @@ pub async fn complete_charge(
         .map_err(|e| DbError::Fatal(format!("unreadable Ping++ charge: {e}")))?;
     let row = tx
         .query_one(
-            "SELECT o.owner_id, o.amount, o.state, r.charge_id, coalesce(r.livemode, false),
+            &tx.prepare_cached(
+                "SELECT o.owner_id, o.amount, o.state, r.charge_id, coalesce(r.livemode, false),
                     order_json(o), coalesce(r.user_fee, 0), coalesce(r.balance_bonus, 0)
              FROM wallet_orders o JOIN recharges r ON r.order_id = o.id
              WHERE o.id = $1 FOR UPDATE OF o",
+            )
+            .await?,
             &[&order_id],
         )
         .await?;
@@ -550,8 +564,11 @@ pub async fn complete_charge(
             let journal_id = post_journal(tx, "recharge", command_id, &journal, &wallets).await?;
             let order = tx
                 .query_one(
-                    "UPDATE wallet_orders SET state = 1, journal_id = $2, updated_at = now()
+                    &tx.prepare_cached(
+                        "UPDATE wallet_orders SET state = 1, journal_id = $2, updated_at = now()
                      WHERE id = $1 RETURNING order_json(wallet_orders)",
+                    )
+                    .await?,
                     &[&order_id, &journal_id],
                 )
                 .await?
@@ -561,8 +578,11 @@ pub async fn complete_charge(
         Completion::Fail { reason } => {
             let order = tx
                 .query_one(
-                    "UPDATE wallet_orders SET state = -1, updated_at = now()
+                    &tx.prepare_cached(
+                        "UPDATE wallet_orders SET state = -1, updated_at = now()
                      WHERE id = $1 RETURNING order_json(wallet_orders)",
+                    )
+                    .await?,
                     &[&order_id],
                 )
                 .await?
