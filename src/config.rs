@@ -144,7 +144,7 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {
             concurrency: 16,
-            batch_size: 16,
+            batch_size: 1,
             shutdown_timeout_secs: 30,
         }
     }

@@ -212,8 +212,9 @@ async fn session(
         shutdown: shutdown.clone(),
     });
     let mut tasks = JoinSet::new();
-    // Commands that can share a transaction wait here until no more are ready right now, or
-    // the batch is full (group commit). Waiting for "nothing more ready" adds no latency.
+    // Commands that can share a transaction wait here until a transaction slot is free and no
+    // more are ready right now, or until the batch is full (group commit). A command never
+    // waits while a slot is free.
     let batch_size = settings.worker.batch_size.max(1);
     let mut batch: Vec<(Envelope, Delivery)> = Vec::new();
     let outcome = loop {
@@ -251,7 +252,9 @@ async fn session(
                     error!(error = %e, "a command handler panicked");
                 }
             }
-            _ = std::future::ready(()), if !batch.is_empty() => {
+            // While every transaction slot is busy the batch keeps growing: that is the group
+            // commit. A free slot takes whatever has arrived.
+            _ = std::future::ready(()), if !batch.is_empty() && context.permits.available_permits() > 0 => {
                 let context = context.clone();
                 let ready = std::mem::take(&mut batch);
                 tasks.spawn(async move { handle_batch(&context, ready).await });

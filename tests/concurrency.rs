@@ -19,6 +19,9 @@ async fn two_thousand_concurrent_transfers_conserve_money() {
     for user in 1..=WALLETS {
         env.fund(user, FUNDING).await;
     }
+    // Group commit on: contended wallets across concurrent batches, with one by one as the
+    // fallback, must still conserve money.
+    env.settings.worker.batch_size = 16;
     let _worker = env.start_worker();
     assert!(env.settings.amqp.prefetch > 1);
 

@@ -114,13 +114,10 @@ pub async fn get_json(tx: &Transaction<'_>, cash_id: i64) -> Result<Value, DbErr
 pub async fn list(tx: &Transaction<'_>, user: i64, page: &Page) -> Result<Value, DbError> {
     Ok(tx
         .query_one(
-            &tx.prepare_cached(
-                "SELECT coalesce(json_agg(cash_json(c) ORDER BY c.id DESC), '[]'::json)
+            "SELECT coalesce(json_agg(cash_json(c) ORDER BY c.id DESC), '[]'::json)
              FROM (SELECT * FROM cashes
                    WHERE user_id = $1 AND ($2::bigint IS NULL OR id < $2)
                    ORDER BY id DESC LIMIT $3) c",
-            )
-            .await?,
             &[&user, &page.after, &page.limit],
         )
         .await?

@@ -207,14 +207,11 @@ pub async fn lock_points(tx: &Transaction<'_>, user: i64) -> Result<i64, DbError
 pub async fn summary(tx: &Transaction<'_>, user: i64) -> Result<WalletSummary, DbError> {
     let row = tx
         .query_one(
-            &tx.prepare_cached(
-                "SELECT coalesce(max(balance) FILTER (WHERE kind = 'wallet'), 0),
+            "SELECT coalesce(max(balance) FILTER (WHERE kind = 'wallet'), 0),
                     coalesce(max(total_income) FILTER (WHERE kind = 'wallet'), 0),
                     coalesce(max(total_expenses) FILTER (WHERE kind = 'wallet'), 0),
                     coalesce(max(balance) FILTER (WHERE kind = 'points'), 0)
              FROM accounts WHERE user_id = $1 AND kind IN ('wallet', 'points')",
-            )
-            .await?,
             &[&user],
         )
         .await?;

@@ -86,20 +86,28 @@ impl Engine {
         if !users.is_empty() {
             lock_wallets(&tx, &users).await?;
         }
-        let mut applied: Vec<Applied> = Vec::with_capacity(envelopes.len());
+        // Commands that move money through a shared system account (cash, transform) go last:
+        // that account's row stays locked until the commit, and every other batch touching it
+        // waits, so it is taken as late as possible. Within a batch the order is free, as it is
+        // between concurrent deliveries.
+        let mut order: Vec<usize> = (0..envelopes.len()).collect();
+        order.sort_by_key(|&i| touches_system_accounts(envelopes[i].kind));
+        let mut applied: Vec<Option<Applied>> = vec![None; envelopes.len()];
         let mut first_with_id: std::collections::HashMap<&str, usize> = Default::default();
-        for (i, envelope) in envelopes.iter().enumerate() {
+        for i in order {
+            let envelope = &envelopes[i];
             if let Some(&first) = first_with_id.get(envelope.id.as_str()) {
                 // A twin in the same batch: answered as a redelivery would be.
-                let answer = if envelopes[first].fingerprint() == envelope.fingerprint() {
-                    Applied {
-                        replayed: true,
-                        ..applied[first].clone()
+                let answer = match &applied[first] {
+                    Some(earlier) if envelopes[first].fingerprint() == envelope.fingerprint() => {
+                        Applied {
+                            replayed: true,
+                            ..earlier.clone()
+                        }
                     }
-                } else {
-                    commands::conflict(envelope)
+                    _ => commands::conflict(envelope),
                 };
-                applied.push(answer);
+                applied[i] = Some(answer);
                 continue;
             }
             first_with_id.insert(&envelope.id, i);
@@ -113,10 +121,13 @@ impl Engine {
                     commands::store(&tx, envelope, &result).await?
                 }
             };
-            applied.push(answer);
+            applied[i] = Some(answer);
         }
         tx.commit().await?;
-        Ok(applied)
+        Ok(applied
+            .into_iter()
+            .map(|a| a.expect("every command of the batch was answered"))
+            .collect())
     }
 
     async fn apply_in_one_transaction(&self, envelope: &Envelope) -> Result<Applied, DbError> {
@@ -184,6 +195,16 @@ impl Engine {
             }
         })
     }
+}
+
+fn touches_system_accounts(kind: CommandType) -> bool {
+    matches!(
+        kind,
+        CommandType::Cash
+            | CommandType::CashApprove
+            | CommandType::CashReject
+            | CommandType::Transform
+    )
 }
 
 /// The wallets a command will lock, as far as its data tells without the database.
