@@ -84,7 +84,13 @@ source "$DIR/env"
 set +a
 export PP_SERVICES_SCRIPT=$SERVICES
 
-log "cargo test --all-targets $*"
+# With arguments that pick targets (--test X, --lib, ...), only those run; cargo would take the
+# union with --all-targets.
+targets=(--all-targets)
+for arg in "$@"; do
+    case $arg in --test|--test=*|--lib|--bins|--bin|--bin=*|--bench|--bench=*|--benches|--tests|--doc|--examples) targets=() ;; esac
+done
+log "cargo test ${targets[*]} $*"
 rc=0
-cargo test --all-targets "$@" || rc=$?
+cargo test "${targets[@]}" "$@" || rc=$?
 exit "$rc"
