@@ -231,9 +231,9 @@ async fn session(
                             tasks.spawn(async move { handle_batch(&context, full).await });
                         }
                     }
-                    _ => {
+                    decoded => {
                         let context = context.clone();
-                        tasks.spawn(async move { handle(&context, delivery).await });
+                        tasks.spawn(async move { handle(&context, delivery, decoded).await });
                     }
                 },
                 Some(Err(e)) => break Err(anyhow::anyhow!("consumer failed: {e}")),
@@ -299,13 +299,14 @@ async fn session(
     outcome
 }
 
-async fn handle(context: &Context, delivery: Delivery) {
+/// One command delivery, decoded once by the consumer loop.
+async fn handle(context: &Context, delivery: Delivery, decoded: Result<Envelope, Malformed>) {
     let Ok(_permit) = context.permits.clone().acquire_owned().await else {
         return;
     };
     let _in_flight = metrics::InFlight::start();
     let started = Instant::now();
-    match decode(&delivery.data) {
+    match decoded {
         Err(malformed) => {
             warn!(reason = %malformed.reason, "malformed message");
             dead_letter(context, &delivery, &malformed).await;

@@ -111,17 +111,7 @@ impl Engine {
                 continue;
             }
             first_with_id.insert(&envelope.id, i);
-            let answer = match commands::claim(&tx, envelope).await? {
-                Claim::Done(answer) => answer,
-                Claim::New => {
-                    let result = match self.decide(&tx, envelope).await? {
-                        Ok(result) => result,
-                        Err(rejection) => rejected(envelope, rejection),
-                    };
-                    commands::store(&tx, envelope, &result).await?
-                }
-            };
-            applied[i] = Some(answer);
+            applied[i] = Some(self.apply_within(&tx, envelope).await?);
         }
         tx.commit().await?;
         Ok(applied
@@ -133,17 +123,26 @@ impl Engine {
     async fn apply_in_one_transaction(&self, envelope: &Envelope) -> Result<Applied, DbError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        if let Claim::Done(applied) = commands::claim(&tx, envelope).await? {
-            tx.rollback().await?;
+        let applied = self.apply_within(&tx, envelope).await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    /// Claims the command's id in `tx`, then decides it and stores its result; an id seen
+    /// before answers from the log and writes nothing.
+    async fn apply_within(
+        &self,
+        tx: &Transaction<'_>,
+        envelope: &Envelope,
+    ) -> Result<Applied, DbError> {
+        if let Claim::Done(applied) = commands::claim(tx, envelope).await? {
             return Ok(applied);
         }
-        let result = match self.decide(&tx, envelope).await? {
+        let result = match self.decide(tx, envelope).await? {
             Ok(result) => result,
             Err(rejection) => rejected(envelope, rejection),
         };
-        let applied = commands::store(&tx, envelope, &result).await?;
-        tx.commit().await?;
-        Ok(applied)
+        commands::store(tx, envelope, &result).await
     }
 
     /// Runs the command's rules inside the claiming transaction. A rejection may leave writes
