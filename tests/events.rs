@@ -7,34 +7,9 @@ mod support;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use pluspay::amqp::publisher::json_properties;
-use pluspay::amqp::topology::PINGPP_ROUTING_KEY;
 use pluspay::worker::ERROR_HEADER;
 use serde_json::{json, Value};
-use support::fake_pingpp::FakePingpp;
-use support::{BrokerClient, TestEnv, WAIT};
-
-async fn setup() -> (TestEnv, FakePingpp, BrokerClient, support::WorkerHandle) {
-    let mut env = TestEnv::new().await;
-    let fake = env.with_fake_pingpp().await;
-    let worker = env.start_worker();
-    let client = env.client().await;
-    (env, fake, client, worker)
-}
-
-async fn enqueue(client: &BrokerClient, body: &str) {
-    client
-        .publisher
-        .publish(
-            &client.names.webhooks_exchange,
-            PINGPP_ROUTING_KEY,
-            body.as_bytes(),
-            json_properties(),
-            true,
-        )
-        .await
-        .expect("the broker takes the event");
-}
+use support::{BrokerClient, WAIT};
 
 /// A recharge of `amount` for `user`; returns (order id, charge id).
 async fn recharge(client: &mut BrokerClient, id: &str, user: i64, amount: i64) -> (i64, String) {
@@ -62,38 +37,24 @@ async fn next_json(consumer: &mut lapin::Consumer) -> Value {
     event
 }
 
-async fn wait_for(env: &TestEnv, sql: &str, expected: i64) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let got = env.count(sql).await;
-        if got == expected {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{sql}: {got}, expected {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_charge_succeeded_event_credits_once_however_often_it_arrives() {
-    let (mut env, fake, mut client, _worker) = setup().await;
+    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
     let mut events = client
         .watch(&client.names.events_exchange, "recharge.*")
         .await;
     let (order, charge) = recharge(&mut client, "rc-1", 1, 800).await;
     let (body, _signature) = fake.signed_event("charge.succeeded", fake.pay(&charge));
     for _ in 0..10 {
-        enqueue(&client, &body).await;
+        client.enqueue_pingpp_event(&body).await;
     }
     let published = next_json(&mut events).await;
     assert_eq!(published["type"], "recharge.succeeded");
     assert_eq!(published["user_id"], 1);
     assert_eq!(published["data"]["order"]["id"], order);
     assert_eq!(published["data"]["order"]["state"], 1);
-    wait_for(&env, "SELECT count(*) FROM pingpp_events", 1).await;
+    env.wait_for_count("SELECT count(*) FROM pingpp_events", 1)
+        .await;
     assert_eq!(env.balance(1).await, 800);
 
     // A retrieve after the webhook changes nothing more.
@@ -102,23 +63,8 @@ async fn a_charge_succeeded_event_credits_once_however_often_it_arrives() {
         .await;
     assert_eq!(retrieved["data"]["order"]["state"], 1);
     // Let every duplicate be consumed: the queue drains to empty.
-    let channel = client.connection.create_channel().await.unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let queue = channel
-            .queue_declare(
-                client.names.webhooks_queue.as_str().into(),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                Default::default(),
-            )
-            .await
-            .unwrap();
-        if queue.message_count() == 0 {
-            break;
-        }
+    while client.webhooks_queue_depth().await != 0 {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -133,7 +79,7 @@ async fn a_charge_succeeded_event_credits_once_however_often_it_arrives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suspicious_events_credit_nothing_and_are_dead_lettered_with_the_reason() {
-    let (mut env, fake, mut client, _worker) = setup().await;
+    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
     let (order, charge) = recharge(&mut client, "rc-2", 2, 500).await;
     let paid = fake.pay(&charge);
 
@@ -147,9 +93,11 @@ async fn suspicious_events_credit_nothing_and_are_dead_lettered_with_the_reason(
     let mut live = paid.clone();
     live["livemode"] = json!(true);
     for object in [bigger, dollars, unknown, live] {
-        enqueue(&client, &fake.signed_event("charge.succeeded", object).0).await;
+        client
+            .enqueue_pingpp_event(&fake.signed_event("charge.succeeded", object).0)
+            .await;
     }
-    enqueue(&client, "not json at all").await;
+    client.enqueue_pingpp_event("not json at all").await;
     let dead = client.dead_letters(5).await;
     let reasons: Vec<String> = dead
         .iter()
@@ -187,26 +135,26 @@ async fn suspicious_events_credit_nothing_and_are_dead_lettered_with_the_reason(
     assert_eq!(env.count("SELECT count(*) FROM pingpp_events").await, 0);
 
     // The genuine event still completes it.
-    enqueue(&client, &fake.signed_event("charge.succeeded", paid).0).await;
-    wait_for(
-        &env,
-        "SELECT count(*) FROM wallet_orders WHERE state = 1",
-        1,
-    )
-    .await;
+    client
+        .enqueue_pingpp_event(&fake.signed_event("charge.succeeded", paid).0)
+        .await;
+    env.wait_for_count("SELECT count(*) FROM wallet_orders WHERE state = 1", 1)
+        .await;
     assert_eq!(env.balance(2).await, 500);
     assert!(env.audit().await.ok);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_charges_fail_the_order_and_other_events_are_recorded() {
-    let (mut env, fake, mut client, _worker) = setup().await;
+    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
     let mut events = client
         .watch(&client.names.events_exchange, "recharge.failed")
         .await;
     let (order, charge) = recharge(&mut client, "rc-3", 3, 300).await;
     let failed = fake.fail_charge(&charge, "channel_declined", "支付失败");
-    enqueue(&client, &fake.signed_event("charge.failed", failed).0).await;
+    client
+        .enqueue_pingpp_event(&fake.signed_event("charge.failed", failed).0)
+        .await;
     let published = next_json(&mut events).await;
     assert_eq!(published["type"], "recharge.failed");
     assert_eq!(published["data"]["order"]["id"], order);
@@ -217,14 +165,11 @@ async fn failed_charges_fail_the_order_and_other_events_are_recorded() {
         "summary.daily.available",
         "something.new",
     ] {
-        enqueue(
-            &client,
-            &fake.signed_event(kind, json!({"object": "whatever"})).0,
-        )
-        .await;
+        client
+            .enqueue_pingpp_event(&fake.signed_event(kind, json!({"object": "whatever"})).0)
+            .await;
     }
-    wait_for(
-        &env,
+    env.wait_for_count(
         "SELECT count(*) FROM pingpp_events WHERE outcome = 'recorded'",
         3,
     )
@@ -235,17 +180,18 @@ async fn failed_charges_fail_the_order_and_other_events_are_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_racing_retrieves_credits_once() {
-    let (mut env, fake, mut client, _worker) = setup().await;
+    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
     let (order, charge) = recharge(&mut client, "rc-4", 4, 400).await;
     let (body, _) = fake.signed_event("charge.succeeded", fake.pay(&charge));
     for i in 0..5 {
-        enqueue(&client, &body).await;
+        client.enqueue_pingpp_event(&body).await;
         client
             .command(&json!({"id": format!("rt-{i}"), "type": "recharge.retrieve", "user_id": 4, "data": {"order": order}}))
             .await;
     }
     client.wait_results(6).await;
-    wait_for(&env, "SELECT count(*) FROM pingpp_events", 1).await;
+    env.wait_for_count("SELECT count(*) FROM pingpp_events", 1)
+        .await;
     assert_eq!(env.balance(4).await, 400);
     assert_eq!(
         env.count("SELECT count(*) FROM journal WHERE kind = 'recharge'")

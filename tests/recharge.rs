@@ -5,8 +5,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::fake_pingpp::FakePingpp;
-use support::{BrokerClient, TestEnv};
+use support::TestEnv;
 
 fn recharge(id: &str, user: i64, channel: &str, amount: i64) -> Value {
     json!({ "id": id, "type": "recharge", "user_id": user,
@@ -17,18 +16,9 @@ fn retrieve(id: &str, user: i64, order: &Value) -> Value {
     json!({ "id": id, "type": "recharge.retrieve", "user_id": user, "data": { "order": order } })
 }
 
-/// A test's database and namespace, a fake Ping++ the worker talks to, the worker, a client.
-async fn setup() -> (TestEnv, FakePingpp, BrokerClient, support::WorkerHandle) {
-    let mut env = TestEnv::new().await;
-    let fake = env.with_fake_pingpp().await;
-    let worker = env.start_worker();
-    let client = env.client().await;
-    (env, fake, client, worker)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recharge_creates_a_waiting_order_and_a_signed_charge_then_retrieve_credits_once() {
-    let (mut env, fake, mut client, _worker) = setup().await;
+    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
     let result = client.call(recharge("rc-1", 1, "alipay", 500)).await;
     assert_eq!(result["status"], "succeeded", "{result}");
     let order = &result["data"]["order"];
@@ -89,7 +79,7 @@ async fn a_recharge_creates_a_waiting_order_and_a_signed_charge_then_retrieve_cr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_retrieves_credit_once() {
-    let (mut env, fake, mut client, _worker) = setup().await;
+    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
     let result = client.call(recharge("rc-race", 2, "wx", 300)).await;
     let order = result["data"]["order"]["id"].clone();
     fake.pay(result["data"]["pingpp_order"]["id"].as_str().unwrap());
@@ -114,7 +104,7 @@ async fn racing_retrieves_credit_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_and_expired_charges_fail_their_orders() {
-    let (mut env, fake, mut client, _worker) = setup().await;
+    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
     let a = client.call(recharge("rc-f1", 3, "wx", 100)).await;
     let b = client.call(recharge("rc-f2", 3, "alipay", 200)).await;
     fake.fail_charge(
@@ -142,7 +132,7 @@ async fn failed_and_expired_charges_fail_their_orders() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retrieve_only_the_callers_own_recharge_orders() {
-    let (env, _fake, mut client, _worker) = setup().await;
+    let (env, _fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
     env.fund(4, 100).await;
     let r = client.call(recharge("rc-own", 4, "wx", 100)).await;
     let order = r["data"]["order"]["id"].clone();
@@ -161,7 +151,7 @@ async fn retrieve_only_the_callers_own_recharge_orders() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recharge_rejections_use_the_seed_words_and_call_nobody() {
-    let (mut env, fake, mut client, _worker) = setup().await;
+    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
     let cases = [
         (
             json!({"amount": 100}),
@@ -232,7 +222,7 @@ async fn recharge_rejections_use_the_seed_words_and_call_nobody() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_recharge_five_times_makes_one_order_and_one_charge() {
-    let (mut env, fake, mut client, _worker) = setup().await;
+    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
     let command = recharge("rc-5x", 7, "wx", 700);
     for _ in 0..5 {
         client.command(&command).await;
@@ -255,7 +245,7 @@ async fn the_same_recharge_five_times_makes_one_order_and_one_charge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_plus_plus_outages_are_waited_out_and_its_refusals_reject() {
-    let (mut env, fake, mut client, _worker) = setup().await;
+    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
     // Down for longer than one command's HTTP retries: the command waits, then succeeds once.
     fake.fail_next(12, 503);
     let result = client.call(recharge("rc-down", 8, "wx", 100)).await;
@@ -290,7 +280,7 @@ async fn ping_plus_plus_outages_are_waited_out_and_its_refusals_reject() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_charge_whose_answer_was_lost_is_found_again_not_made_twice() {
-    let (mut env, fake, mut client, _worker) = setup().await;
+    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
     fake.lose_next_answers(2);
     let result = client.call(recharge("rc-lost", 9, "alipay", 900)).await;
     assert_eq!(result["status"], "succeeded", "{result}");

@@ -4,23 +4,9 @@
 
 mod support;
 
-use std::time::Duration;
-
-use pluspay::amqp::publisher::json_properties;
-use pluspay::amqp::topology::PINGPP_ROUTING_KEY;
 use pluspay::config::RechargeMode;
 use serde_json::{json, Value};
-use support::fake_pingpp::FakePingpp;
-use support::{BrokerClient, TestEnv, WAIT};
-
-async fn setup() -> (TestEnv, FakePingpp, BrokerClient, support::WorkerHandle) {
-    let mut env = TestEnv::new().await;
-    let fake = env.with_fake_pingpp().await;
-    env.settings.pingpp.recharge_mode = RechargeMode::RechargeObject;
-    let worker = env.start_worker();
-    let client = env.client().await;
-    (env, fake, client, worker)
-}
+use support::TestEnv;
 
 fn recharge(id: &str, user: i64, amount: i64, terms: Value) -> Value {
     let mut data = json!({ "type": "wx", "amount": amount, "client_ip": "10.1.2.3" });
@@ -28,35 +14,6 @@ fn recharge(id: &str, user: i64, amount: i64, terms: Value) -> Value {
         data[k] = v.clone();
     }
     json!({ "id": id, "type": "recharge", "user_id": user, "data": data })
-}
-
-async fn enqueue(client: &BrokerClient, body: &str) {
-    client
-        .publisher
-        .publish(
-            &client.names.webhooks_exchange,
-            PINGPP_ROUTING_KEY,
-            body.as_bytes(),
-            json_properties(),
-            true,
-        )
-        .await
-        .expect("the broker takes the event");
-}
-
-async fn wait_for(env: &TestEnv, sql: &str, expected: i64) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let got = env.count(sql).await;
-        if got == expected {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{sql}: {got}, expected {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn system_balance(env: &TestEnv, name: &str) -> i64 {
@@ -69,7 +26,10 @@ async fn system_balance(env: &TestEnv, name: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recharge_with_a_fee_credits_the_rest_once_under_redelivered_events() {
-    let (mut env, fake, mut client, _worker) = setup().await;
+    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|s| {
+        s.pingpp.recharge_mode = RechargeMode::RechargeObject
+    })
+    .await;
     let result = client
         .call(recharge(
             "ro-1",
@@ -112,27 +72,23 @@ async fn a_recharge_with_a_fee_credits_the_rest_once_under_redelivered_events() 
     let paid = fake.pay_recharge(object["id"].as_str().unwrap());
     let (body, _) = fake.signed_event("recharge.succeeded", paid);
     for _ in 0..5 {
-        enqueue(&client, &body).await;
+        client.enqueue_pingpp_event(&body).await;
     }
-    wait_for(
-        &env,
+    env.wait_for_count(
         "SELECT count(*) FROM pingpp_events WHERE outcome = 'credited'",
         1,
     )
     .await;
-    wait_for(
-        &env,
-        "SELECT count(*) FROM wallet_orders WHERE state = 1",
-        1,
-    )
-    .await;
+    env.wait_for_count("SELECT count(*) FROM wallet_orders WHERE state = 1", 1)
+        .await;
     // The charge's own event, and a retrieve, change nothing more.
     let (charge_event, _) = fake.signed_event(
         "charge.succeeded",
         fake.charge(charge["id"].as_str().unwrap()).unwrap(),
     );
-    enqueue(&client, &charge_event).await;
-    wait_for(&env, "SELECT count(*) FROM pingpp_events", 2).await;
+    client.enqueue_pingpp_event(&charge_event).await;
+    env.wait_for_count("SELECT count(*) FROM pingpp_events", 2)
+        .await;
     let retrieved = client
         .call(
             json!({"id": "rt", "type": "recharge.retrieve", "user_id": 1,
@@ -154,7 +110,10 @@ async fn a_recharge_with_a_fee_credits_the_rest_once_under_redelivered_events() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recharge_with_a_bonus_credits_it_from_the_bonus_account() {
-    let (mut env, fake, mut client, _worker) = setup().await;
+    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|s| {
+        s.pingpp.recharge_mode = RechargeMode::RechargeObject
+    })
+    .await;
     let result = client
         .call(recharge(
             "ro-b",
@@ -173,15 +132,12 @@ async fn a_recharge_with_a_bonus_credits_it_from_the_bonus_account() {
     let charge_id = result["data"]["pingpp_order"]["id"].as_str().unwrap();
     let (body, _) = fake.signed_event("charge.succeeded", fake.charge(charge_id).unwrap());
     for _ in 0..5 {
-        enqueue(&client, &body).await;
+        client.enqueue_pingpp_event(&body).await;
     }
-    wait_for(
-        &env,
-        "SELECT count(*) FROM wallet_orders WHERE state = 1",
-        1,
-    )
-    .await;
-    wait_for(&env, "SELECT count(*) FROM pingpp_events", 1).await;
+    env.wait_for_count("SELECT count(*) FROM wallet_orders WHERE state = 1", 1)
+        .await;
+    env.wait_for_count("SELECT count(*) FROM pingpp_events", 1)
+        .await;
     assert_eq!(env.balance(2).await, 1050);
     assert_eq!(system_balance(&env, "pingpp_clearing").await, -1000);
     assert_eq!(system_balance(&env, "recharge_bonuses").await, -50);
@@ -191,7 +147,10 @@ async fn a_recharge_with_a_bonus_credits_it_from_the_bonus_account() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_limit_is_a_field_error_before_any_call() {
-    let (mut env, fake, mut client, _worker) = setup().await;
+    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|s| {
+        s.pingpp.recharge_mode = RechargeMode::RechargeObject
+    })
+    .await;
     let in_an_hour = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -247,7 +206,10 @@ async fn each_limit_is_a_field_error_before_any_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivery_and_lost_answers_make_one_recharge_object() {
-    let (mut env, fake, mut client, _worker) = setup().await;
+    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|s| {
+        s.pingpp.recharge_mode = RechargeMode::RechargeObject
+    })
+    .await;
     // Ping++ makes the recharge but its answer is lost, then an outage: retried, same order_no.
     fake.lose_next_answers(1);
     fake.fail_next(1, 503);

@@ -59,7 +59,7 @@ async fn a_paid_recharge_is_credited_once_through_the_listener() {
     // Every delivery is consumed; the wallet still holds the amount once.
     let deadline = tokio::time::Instant::now() + WAIT;
     while env.count("SELECT count(*) FROM pingpp_events").await != 1
-        || queue_depth(&client).await != 0
+        || client.webhooks_queue_depth().await != 0
     {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -81,21 +81,4 @@ async fn a_paid_recharge_is_credited_once_through_the_listener() {
         .await;
     assert_eq!(forged.as_u16(), 401);
     stop_listener.cancel();
-}
-
-async fn queue_depth(client: &support::BrokerClient) -> u32 {
-    let channel = client.connection.create_channel().await.unwrap();
-    let queue = channel
-        .queue_declare(
-            client.names.webhooks_queue.as_str().into(),
-            lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await
-        .unwrap();
-    let _ = channel.close(200, "".into()).await;
-    queue.message_count()
 }

@@ -167,6 +167,22 @@ impl TestEnv {
         fake
     }
 
+    /// Waits until `sql` (a count) returns `expected`.
+    pub async fn wait_for_count(&self, sql: &str, expected: i64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let got = self.count(sql).await;
+            if got == expected {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{sql}: {got}, expected {expected}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn balance(&self, user: i64) -> i64 {
         self.db
             .query_opt("SELECT balance FROM wallets WHERE user_id = $1", &[&user])
@@ -349,6 +365,38 @@ impl BrokerClient {
         results.last().unwrap().clone()
     }
 
+    /// Puts a Ping++ event on the webhooks queue, as the listener does once it verified it.
+    pub async fn enqueue_pingpp_event(&self, body: &str) {
+        self.publisher
+            .publish(
+                &self.names.webhooks_exchange,
+                pluspay::amqp::topology::PINGPP_ROUTING_KEY,
+                body.as_bytes(),
+                json_properties(),
+                true,
+            )
+            .await
+            .expect("the broker takes the event");
+    }
+
+    /// Messages ready in the webhooks queue (not those delivered and unacknowledged).
+    pub async fn webhooks_queue_depth(&self) -> u32 {
+        let channel = self.connection.create_channel().await.unwrap();
+        let queue = channel
+            .queue_declare(
+                self.names.webhooks_queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let _ = channel.close(200, "".into()).await;
+        queue.message_count()
+    }
+
     /// Collects `n` messages from the dead-letter queue.
     pub async fn dead_letters(&self, n: usize) -> Vec<Delivery> {
         let channel = self.connection.create_channel().await.unwrap();
@@ -417,4 +465,17 @@ impl BrokerClient {
 
 pub fn transfer(id: &str, from: i64, to: i64, amount: i64) -> Value {
     serde_json::json!({ "id": id, "type": "transfer", "user_id": from, "data": { "user": to, "amount": amount } })
+}
+
+/// A test's database and namespace, a fake Ping++ (settings then adjusted by `configure`), a
+/// worker using them, and a client.
+pub async fn with_fake_pingpp_and_worker(
+    configure: impl FnOnce(&mut Settings),
+) -> (TestEnv, fake_pingpp::FakePingpp, BrokerClient, WorkerHandle) {
+    let mut env = TestEnv::new().await;
+    let fake = env.with_fake_pingpp().await;
+    configure(&mut env.settings);
+    let worker = env.start_worker();
+    let client = env.client().await;
+    (env, fake, client, worker)
 }
