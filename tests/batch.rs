@@ -76,3 +76,188 @@ async fn a_batch_commits_once_and_decides_each_command_alone() {
     assert_eq!(env.balance(1).await, 50);
     assert!(env.audit().await.ok);
 }
+
+fn apply(
+    results: Vec<Result<pluspay::db::commands::Applied, pluspay::db::DbError>>,
+) -> Vec<serde_json::Value> {
+    results
+        .into_iter()
+        .map(|r| serde_json::from_str(&r.unwrap().body).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_in_one_batch_see_the_balances_their_predecessors_left() {
+    let mut env = TestEnv::new().await;
+    env.fund(1, 100).await;
+    env.fund(5, 1_000).await;
+    let engine = pluspay::worker::engine(&env.settings).unwrap();
+    let mut batch = vec![
+        envelope(transfer("c-1", 1, 2, 100)), // 2 had nothing: now 100
+        envelope(transfer("c-2", 2, 3, 60)),  // only thanks to c-1
+        envelope(transfer("c-3", 2, 3, 50)),  // 40 left: rejected
+        envelope(transfer("c-4", 1, 3, 1)),   // 1 is empty: rejected
+        envelope(
+            json!({"id": "c-5", "type": "reward", "user_id": 3, "data": {"user": 4, "amount": 60, "body": "thanks"}}),
+        ),
+    ];
+    // A hot wallet: many pay wallet 9 in the same batch.
+    for i in 0..20 {
+        batch.push(envelope(transfer(&format!("h-{i}"), 5, 9, 10 + i)));
+    }
+    let results = apply(engine.apply_batch(&batch).await);
+    let statuses: Vec<_> = results[..5].iter().map(|r| r["status"].clone()).collect();
+    assert_eq!(
+        statuses,
+        [
+            "succeeded",
+            "succeeded",
+            "rejected",
+            "rejected",
+            "succeeded"
+        ]
+    );
+    assert_eq!(results[2]["code"], "insufficient_balance");
+    assert_eq!(results[3]["code"], "insufficient_balance");
+    // Each result carries its own command's order (the sender's).
+    for (result, envelope) in results.iter().zip(&batch) {
+        if result["status"] == "succeeded" {
+            let order = &result["data"]["order"];
+            assert_eq!(order["owner_id"], envelope.user_id, "{result}");
+            assert_eq!(order["amount"], envelope.data["amount"], "{result}");
+            assert_eq!(
+                order["target_id"],
+                envelope.data["user"].to_string(),
+                "{result}"
+            );
+            assert_eq!(order["type"], -1);
+        }
+    }
+    assert_eq!(results[4]["data"]["order"]["body"], "thanks");
+    let hot_total: i64 = (0..20).map(|i| 10 + i).sum();
+    assert_eq!(
+        (
+            env.balance(1).await,
+            env.balance(2).await,
+            env.balance(3).await,
+            env.balance(4).await,
+            env.balance(5).await,
+            env.balance(9).await
+        ),
+        (0, 40, 0, 60, 1_000 - hot_total, hot_total)
+    );
+    // Totals move by every entry, not by the net of the batch: wallet 2 received 100, paid 60.
+    assert_eq!(
+        env.count("SELECT total_income * 1000 + total_expenses FROM wallets WHERE user_id = 2")
+            .await,
+        100_060
+    );
+    assert_eq!(
+        env.count("SELECT total_income FROM wallets WHERE user_id = 9")
+            .await,
+        hot_total
+    );
+    // One journal, two entries and two orders per transfer that went through.
+    assert_eq!(
+        env.count("SELECT count(*) FROM journal WHERE command_id IS NOT NULL")
+            .await,
+        23
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM ledger_entries e JOIN journal j ON j.id = e.journal_id WHERE j.command_id IS NOT NULL")
+            .await,
+        46
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM wallet_orders o JOIN journal j ON j.id = o.journal_id AND j.command_id = o.command_id")
+            .await,
+        46
+    );
+    assert!(env.audit().await.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_accounts_move_once_per_batch_and_stay_balanced() {
+    let mut env = TestEnv::new().await;
+    env.fund(1, 10_000).await;
+    env.fund(2, 10_000).await;
+    let engine = pluspay::worker::engine(&env.settings).unwrap();
+    let cash = |id: &str, user: i64, value: i64| {
+        envelope(json!({"id": id, "type": "cash", "user_id": user,
+                        "data": {"value": value, "type": "alipay", "account": "a@b.c"}}))
+    };
+    let first = apply(
+        engine
+            .apply_batch(&[cash("s-1", 1, 1_000), cash("s-2", 2, 2_000)])
+            .await,
+    );
+    assert!(
+        first.iter().all(|r| r["status"] == "succeeded"),
+        "{first:?}"
+    );
+    let cash_id = |r: &serde_json::Value| r["data"]["cash"]["id"].as_i64().unwrap();
+    let batch = [
+        envelope(
+            json!({"id": "s-3", "type": "cash.approve", "user_id": 99, "data": {"cash": cash_id(&first[0]), "remark": "ok"}}),
+        ),
+        envelope(
+            json!({"id": "s-4", "type": "cash.reject", "user_id": 99, "data": {"cash": cash_id(&first[1]), "remark": "no"}}),
+        ),
+        cash("s-5", 1, 500),
+        envelope(json!({"id": "s-6", "type": "transform", "user_id": 2, "data": {"amount": 300}})),
+        envelope(transfer("s-7", 2, 1, 700)),
+    ];
+    let results = apply(engine.apply_batch(&batch).await);
+    assert!(
+        results.iter().all(|r| r["status"] == "succeeded"),
+        "{results:?}"
+    );
+    let system = |name: &'static str| {
+        let env = &env;
+        async move {
+            env.count(&format!(
+                "SELECT balance FROM accounts WHERE name = '{name}'"
+            ))
+            .await
+        }
+    };
+    assert_eq!(system("pending_payouts").await, 500);
+    assert_eq!(system("paid_out").await, 1_000);
+    assert_eq!(system("transform_revenue").await, 300);
+    assert_eq!(
+        (env.balance(1).await, env.balance(2).await),
+        (10_000 - 1_000 - 500 + 700, 10_000 - 300 - 700)
+    );
+    assert!(env.audit().await.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_a_recharge_holds_is_a_conflict_and_leaves_no_trace() {
+    let mut env = TestEnv::new().await;
+    env.fund(1, 100).await;
+    let engine = pluspay::worker::engine(&env.settings).unwrap();
+    env.db.batch_execute(
+        "INSERT INTO wallet_orders (owner_id, target_type, target_id, title, type, amount, state)
+             VALUES (1, 'recharge_ping_p_p', 'x', '充值', 1, 100, 0);
+         INSERT INTO recharges (command_id, fingerprint, user_id, order_id, order_no, charge_request)
+             SELECT 'held', '\\x00', 1, id, 'ord0000001', '{}' FROM wallet_orders",
+    )
+    .await
+    .unwrap();
+    let results = apply(
+        engine
+            .apply_batch(&[
+                envelope(transfer("held", 1, 2, 10)),
+                envelope(transfer("free", 1, 2, 10)),
+            ])
+            .await,
+    );
+    assert_eq!(results[0]["code"], "idempotency_conflict");
+    assert_eq!(results[1]["status"], "succeeded");
+    assert_eq!(
+        env.count("SELECT count(*) FROM commands WHERE id = 'held'")
+            .await,
+        0
+    );
+    assert_eq!(env.balance(2).await, 10);
+}

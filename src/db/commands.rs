@@ -146,3 +146,105 @@ pub async fn store(
         replayed: false,
     })
 }
+
+/// Claims several distinct ids in one statement; the answer for each, in the order given.
+/// Only for the commands a batch may take (no `recharge`, which claims through `recharges`).
+pub async fn claim_many(
+    tx: &Transaction<'_>,
+    envelopes: &[&Envelope],
+) -> Result<Vec<Claim>, DbError> {
+    debug_assert!(envelopes.iter().all(|e| e.kind != CommandType::Recharge));
+    let ids: Vec<&str> = envelopes.iter().map(|e| e.id.as_str()).collect();
+    let kinds: Vec<&str> = envelopes.iter().map(|e| e.kind.as_str()).collect();
+    let users: Vec<i64> = envelopes.iter().map(|e| e.user_id).collect();
+    let fingerprints: Vec<Vec<u8>> = envelopes.iter().map(|e| e.fingerprint().to_vec()).collect();
+    // In id order, so two batches claiming the same ids (a redelivery) wait instead of deadlock.
+    let rows = tx
+        .query(
+            &tx.prepare_cached(
+                "INSERT INTO commands (id, type, user_id, fingerprint)
+                 SELECT i, t, u, f FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[])
+                     AS x(i, t, u, f) ORDER BY i
+                 ON CONFLICT (id) DO NOTHING
+                 RETURNING id, EXISTS (SELECT 1 FROM recharges r WHERE r.command_id = commands.id)",
+            )
+            .await?,
+            &[&ids, &kinds, &users, &fingerprints],
+        )
+        .await?;
+    let mut new = std::collections::HashMap::with_capacity(rows.len());
+    let mut held_by_recharges = Vec::new();
+    for row in &rows {
+        let id: String = row.get(0);
+        if row.get::<_, bool>(1) {
+            held_by_recharges.push(id.clone());
+        }
+        new.insert(id, row.get::<_, bool>(1));
+    }
+    if !held_by_recharges.is_empty() {
+        // A recharge holds these ids until its result is stored: leave no trace.
+        tx.execute(
+            &tx.prepare_cached("DELETE FROM commands WHERE id = ANY($1)")
+                .await?,
+            &[&held_by_recharges],
+        )
+        .await?;
+    }
+    let mut claims = Vec::with_capacity(envelopes.len());
+    for envelope in envelopes {
+        claims.push(match new.get(envelope.id.as_str()) {
+            Some(false) => Claim::New,
+            Some(true) => Claim::Done(conflict(envelope)),
+            None => match lookup(tx, envelope).await? {
+                Some(done) => Claim::Done(done),
+                None => {
+                    return Err(DbError::Fatal(format!(
+                        "command {} exists without a result",
+                        envelope.id
+                    )))
+                }
+            },
+        });
+    }
+    Ok(claims)
+}
+
+/// Stores the results of several claimed commands in one statement.
+pub async fn store_many(
+    tx: &Transaction<'_>,
+    results: &[(&Envelope, CommandResult)],
+) -> Result<Vec<Applied>, DbError> {
+    let ids: Vec<&str> = results.iter().map(|(e, _)| e.id.as_str()).collect();
+    let statuses: Vec<&str> = results.iter().map(|(_, r)| r.status.as_str()).collect();
+    let bodies: Vec<String> = results
+        .iter()
+        .map(|(_, r)| serde_json::to_string(r).expect("a result serializes"))
+        .collect();
+    let stored = tx
+        .execute(
+            &tx.prepare_cached(
+                "UPDATE commands SET status = u.s, result = u.r::json
+                 FROM unnest($1::text[], $2::text[], $3::text[]) AS u(i, s, r)
+                 WHERE commands.id = u.i",
+            )
+            .await?,
+            &[&ids, &statuses, &bodies],
+        )
+        .await?;
+    if stored != results.len() as u64 {
+        return Err(DbError::Fatal(format!(
+            "stored {stored} results of {}",
+            results.len()
+        )));
+    }
+    Ok(results
+        .iter()
+        .zip(bodies)
+        .map(|((_, result), body)| Applied {
+            routing_key: result.routing_key(),
+            status: result.status,
+            body,
+            replayed: false,
+        })
+        .collect())
+}

@@ -64,8 +64,7 @@ pub async fn lock_wallets(
     ))
 }
 
-/// Writes a journal and its entries and moves the balances, in two statements. Account ids of
-/// wallets come from `wallets`; system accounts are looked up by name.
+/// Writes a journal and its entries and moves the balances, system accounts included.
 pub async fn post_journal(
     tx: &Transaction<'_>,
     kind: &str,
@@ -73,64 +72,173 @@ pub async fn post_journal(
     journal: &Journal,
     wallets: &BTreeMap<i64, LockedWallet>,
 ) -> Result<i64, DbError> {
-    let mut account_ids = Vec::new();
-    let mut amounts = Vec::new();
-    for (account, amount) in journal.entries() {
-        let id = match account {
-            AccountRef::Wallet(user) => wallets
-                .get(&user)
-                .map(|w| w.account_id)
-                .ok_or_else(|| DbError::Fatal(format!("wallet of user {user} was not locked")))?,
-            AccountRef::Points(user) => tx
-                .query_one(
-                    &tx.prepare_cached(
-                        "SELECT id FROM accounts WHERE kind = 'points' AND user_id = $1",
-                    )
-                    .await?,
-                    &[&user],
-                )
-                .await?
-                .get(0),
-            AccountRef::System(system) => tx
-                .query_one(
-                    &tx.prepare_cached("SELECT id FROM accounts WHERE name = $1")
-                        .await?,
-                    &[&system.name()],
-                )
-                .await?
-                .get(0),
-        };
-        account_ids.push(id);
-        amounts.push(amount);
+    let mut system = SystemDeltas::default();
+    let draft = JournalDraft {
+        kind,
+        command_id,
+        journal,
+    };
+    let id = post_journals(tx, &[draft], wallets, &mut system).await?[0];
+    system.apply(tx).await?;
+    Ok(id)
+}
+
+/// A journal to post, with what it is for.
+pub struct JournalDraft<'a> {
+    pub kind: &'a str,
+    pub command_id: Option<&'a str>,
+    pub journal: &'a Journal,
+}
+
+/// The balance changes of shared system accounts, held back until `apply` just before the
+/// commit: every transaction through such an account (each cash request, each transform) then
+/// holds that row's lock for one statement and the commit, not for the rest of its work.
+#[derive(Debug, Default)]
+pub struct SystemDeltas {
+    by_name: BTreeMap<&'static str, Totals>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Totals {
+    delta: i64,
+    income: i64,
+    expenses: i64,
+}
+
+impl Totals {
+    fn add(&mut self, amount: i64) -> Result<(), DbError> {
+        let overflow = || DbError::Fatal("a system account's change overflows".into());
+        self.delta = self.delta.checked_add(amount).ok_or_else(overflow)?;
+        if amount > 0 {
+            self.income = self.income.checked_add(amount).ok_or_else(overflow)?;
+        } else {
+            self.expenses = self.expenses.checked_sub(amount).ok_or_else(overflow)?;
+        }
+        Ok(())
     }
-    let journal_id: i64 = tx
-        .query_one(
+}
+
+impl SystemDeltas {
+    /// Moves the held-back balances, one account after the other in name order (the same
+    /// order in every transaction, so two of them can't deadlock), pipelined.
+    pub async fn apply(self, tx: &Transaction<'_>) -> Result<(), DbError> {
+        if self.by_name.is_empty() {
+            return Ok(());
+        }
+        let update = tx
+            .prepare_cached(
+                "UPDATE accounts SET balance = balance + $2, total_income = total_income + $3,
+                    total_expenses = total_expenses + $4, updated_at = now()
+                 WHERE name = $1",
+            )
+            .await?;
+        let updates = self.by_name.iter().map(|(name, t)| {
+            let update = &update;
+            async move {
+                tx.execute(update, &[name, &t.delta, &t.income, &t.expenses])
+                    .await
+            }
+        });
+        for updated in futures_util::future::join_all(updates).await {
+            if updated? != 1 {
+                return Err(DbError::Fatal("a system account is missing".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes journals and their entries in two statements whatever their number, and moves the
+/// balances of wallets and points at once, each account once by its summed change; system
+/// accounts' changes go to `system`. Wallets must be in `wallets` (locked). Returns the
+/// journals' ids in the order given.
+pub async fn post_journals(
+    tx: &Transaction<'_>,
+    drafts: &[JournalDraft<'_>],
+    wallets: &BTreeMap<i64, LockedWallet>,
+    system: &mut SystemDeltas,
+) -> Result<Vec<i64>, DbError> {
+    let kinds: Vec<&str> = drafts.iter().map(|d| d.kind).collect();
+    let command_ids: Vec<Option<&str>> = drafts.iter().map(|d| d.command_id).collect();
+    let mut journal_ids: Vec<i64> = tx
+        .query(
             &tx.prepare_cached(
-                "INSERT INTO journal (kind, command_id) VALUES ($1, $2) RETURNING id",
+                "INSERT INTO journal (kind, command_id)
+                 SELECT k, c FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(k, c, n)
+                 ORDER BY n RETURNING id",
             )
             .await?,
-            &[&kind, &command_id],
+            &[&kinds, &command_ids],
         )
         .await?
-        .get(0);
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // Identity ids follow insertion order, which follows the drafts.
+    journal_ids.sort_unstable();
+    let mut entry_journals = Vec::new();
+    let mut entry_accounts: Vec<Option<i64>> = Vec::new();
+    let mut entry_systems: Vec<Option<&str>> = Vec::new();
+    let mut entry_points: Vec<Option<i64>> = Vec::new();
+    let mut entry_amounts = Vec::new();
+    for (draft, &journal_id) in drafts.iter().zip(&journal_ids) {
+        for (account, amount) in draft.journal.entries() {
+            let (wallet, system_name, points) = match account {
+                AccountRef::Wallet(user) => {
+                    let wallet = wallets.get(&user).ok_or_else(|| {
+                        DbError::Fatal(format!("wallet of user {user} was not locked"))
+                    })?;
+                    (Some(wallet.account_id), None, None)
+                }
+                AccountRef::Points(user) => (None, None, Some(user)),
+                AccountRef::System(account) => {
+                    system
+                        .by_name
+                        .entry(account.name())
+                        .or_default()
+                        .add(amount)?;
+                    (None, Some(account.name()), None)
+                }
+            };
+            entry_journals.push(journal_id);
+            entry_accounts.push(wallet);
+            entry_systems.push(system_name);
+            entry_points.push(points);
+            entry_amounts.push(amount);
+        }
+    }
     tx.execute(
         &tx.prepare_cached(
-            "WITH entries AS (
-            INSERT INTO ledger_entries (journal_id, account_id, amount)
-            SELECT $1, a, d FROM unnest($2::bigint[], $3::bigint[]) AS u(a, d))
-         UPDATE accounts SET
-            balance = balance + u.d,
-            total_income = total_income + greatest(u.d, 0),
-            total_expenses = total_expenses + greatest(-u.d, 0),
-            updated_at = now()
-         FROM unnest($2::bigint[], $3::bigint[]) AS u(a, d)
-         WHERE accounts.id = u.a",
+            "WITH e AS (
+                SELECT j, d, s IS NULL AS moves_now,
+                       coalesce(a, (SELECT id FROM accounts WHERE name = s),
+                                (SELECT id FROM accounts WHERE kind = 'points' AND user_id = p)) AS a
+                FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[])
+                    AS u(j, a, s, p, d)
+             ), inserted AS (
+                INSERT INTO ledger_entries (journal_id, account_id, amount) SELECT j, a, d FROM e
+             )
+             UPDATE accounts SET
+                balance = balance + t.d,
+                total_income = total_income + t.income,
+                total_expenses = total_expenses + t.expenses,
+                updated_at = now()
+             FROM (SELECT a, sum(d)::bigint AS d, sum(greatest(d, 0))::bigint AS income,
+                          sum(greatest(-d, 0))::bigint AS expenses
+                   FROM e WHERE moves_now GROUP BY a) AS t
+             WHERE accounts.id = t.a",
         )
         .await?,
-        &[&journal_id, &account_ids, &amounts],
+        &[
+            &entry_journals,
+            &entry_accounts,
+            &entry_systems,
+            &entry_points,
+            &entry_amounts,
+        ],
     )
     .await?;
-    Ok(journal_id)
+    Ok(journal_ids)
 }
 
 /// Inserts orders and returns them in the seeds' JSON shape, in the order given.
@@ -140,22 +248,36 @@ pub async fn insert_orders(
     journal_id: Option<i64>,
     drafts: &[OrderDraft],
 ) -> Result<Vec<Value>, DbError> {
-    let column = |f: fn(&OrderDraft) -> Option<String>| drafts.iter().map(f).collect::<Vec<_>>();
-    let owners: Vec<i64> = drafts.iter().map(|d| d.owner_id).collect();
+    let drafts: Vec<(Option<&str>, Option<i64>, &OrderDraft)> =
+        drafts.iter().map(|d| (command_id, journal_id, d)).collect();
+    insert_orders_of(tx, &drafts).await
+}
+
+/// Inserts the orders of several commands in one statement (each with its command and
+/// journal) and returns them in the seeds' JSON shape, in the order given.
+pub async fn insert_orders_of(
+    tx: &Transaction<'_>,
+    drafts: &[(Option<&str>, Option<i64>, &OrderDraft)],
+) -> Result<Vec<Value>, DbError> {
+    let column =
+        |f: fn(&OrderDraft) -> Option<String>| drafts.iter().map(|d| f(d.2)).collect::<Vec<_>>();
+    let owners: Vec<i64> = drafts.iter().map(|d| d.2.owner_id).collect();
     let target_types = column(|d| Some(d.target_type.to_owned()));
     let target_ids = column(|d| Some(d.target_id.clone()));
     let titles = column(|d| Some(d.title.to_owned()));
     let bodies = column(|d| d.body.clone());
-    let directions: Vec<i16> = drafts.iter().map(|d| d.direction).collect();
-    let amounts: Vec<i64> = drafts.iter().map(|d| d.amount).collect();
-    let states: Vec<i16> = drafts.iter().map(|d| d.state).collect();
+    let directions: Vec<i16> = drafts.iter().map(|d| d.2.direction).collect();
+    let amounts: Vec<i64> = drafts.iter().map(|d| d.2.amount).collect();
+    let states: Vec<i16> = drafts.iter().map(|d| d.2.state).collect();
+    let command_ids: Vec<Option<&str>> = drafts.iter().map(|d| d.0).collect();
+    let journal_ids: Vec<Option<i64>> = drafts.iter().map(|d| d.1).collect();
     let rows = tx
         .query(&tx.prepare_cached("INSERT INTO wallet_orders
                 (owner_id, target_type, target_id, title, body, type, amount, state, command_id, journal_id)
-             SELECT o, tt, ti, t, b, d, a, s, $9, $10
+             SELECT o, tt, ti, t, b, d, a, s, c, j
              FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
-                         $6::smallint[], $7::bigint[], $8::smallint[])
-                  WITH ORDINALITY AS u(o, tt, ti, t, b, d, a, s, n)
+                         $6::smallint[], $7::bigint[], $8::smallint[], $9::text[], $10::bigint[])
+                  WITH ORDINALITY AS u(o, tt, ti, t, b, d, a, s, c, j, n)
              ORDER BY n
              RETURNING id, order_json(wallet_orders)").await?,
             &[
@@ -167,8 +289,8 @@ pub async fn insert_orders(
                 &directions,
                 &amounts,
                 &states,
-                &command_id,
-                &journal_id,
+                &command_ids,
+                &journal_ids,
             ],
         )
         .await?;

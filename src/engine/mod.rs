@@ -2,6 +2,7 @@
 //! recharges). Every command but the recharges runs in one transaction with its command-log
 //! row; `recharge` and `recharge.retrieve` call Ping++ between transactions (see `recharge`).
 
+mod batch;
 mod event;
 mod recharge;
 
@@ -13,15 +14,20 @@ use std::sync::Arc;
 use deadpool_postgres::{Pool, Transaction};
 use serde_json::json;
 
-use crate::db::commands::{self, Applied, Claim};
-use crate::db::wallets::{insert_orders, lock_points, lock_wallets, post_journal, summary};
+use std::collections::BTreeMap;
+
+use crate::db::commands::Applied;
+use crate::db::wallets::{
+    insert_orders, lock_points, lock_wallets, post_journals, summary, JournalDraft, LockedWallet,
+    SystemDeltas,
+};
 use crate::db::{cashes, orders, DbError};
 use crate::domain::cash::{self, Decision, DecisionEffect};
 use crate::domain::command::{CommandType, Envelope};
+use crate::domain::ledger::Journal;
 use crate::domain::outcome::{Code, CommandResult, Rejection};
 use crate::domain::policy::WalletPolicy;
 use crate::domain::query;
-use crate::domain::transfer::{self, TransferKind};
 use crate::domain::transform;
 use crate::pingpp::PingppClient;
 
@@ -63,7 +69,7 @@ impl Engine {
     pub async fn apply_batch(&self, envelopes: &[Envelope]) -> Vec<Result<Applied, DbError>> {
         debug_assert!(envelopes.iter().all(|e| Self::batchable(e.kind)));
         if envelopes.len() > 1 {
-            match self.apply_together(envelopes).await {
+            match batch::apply_together(self, envelopes).await {
                 Ok(applied) => return applied.into_iter().map(Ok).collect(),
                 Err(e) => {
                     tracing::debug!(error = %e, "batch failed; applying its commands one by one")
@@ -77,90 +83,31 @@ impl Engine {
         out
     }
 
-    async fn apply_together(&self, envelopes: &[Envelope]) -> Result<Vec<Applied>, DbError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        // Every wallet the batch names, locked up front in user order: two batches touching the
-        // same wallets then wait for each other instead of deadlocking.
-        let users: Vec<i64> = envelopes.iter().flat_map(wallets_named).collect();
-        if !users.is_empty() {
-            lock_wallets(&tx, &users).await?;
-        }
-        // Commands that move money through a shared system account (cash, transform) go last:
-        // that account's row stays locked until the commit, and every other batch touching it
-        // waits, so it is taken as late as possible. Within a batch the order is free, as it is
-        // between concurrent deliveries.
-        let mut order: Vec<usize> = (0..envelopes.len()).collect();
-        order.sort_by_key(|&i| touches_system_accounts(envelopes[i].kind));
-        let mut applied: Vec<Option<Applied>> = vec![None; envelopes.len()];
-        let mut first_with_id: std::collections::HashMap<&str, usize> = Default::default();
-        for i in order {
-            let envelope = &envelopes[i];
-            if let Some(&first) = first_with_id.get(envelope.id.as_str()) {
-                // A twin in the same batch: answered as a redelivery would be.
-                let answer = match &applied[first] {
-                    Some(earlier) if envelopes[first].fingerprint() == envelope.fingerprint() => {
-                        Applied {
-                            replayed: true,
-                            ..earlier.clone()
-                        }
-                    }
-                    _ => commands::conflict(envelope),
-                };
-                applied[i] = Some(answer);
-                continue;
-            }
-            first_with_id.insert(&envelope.id, i);
-            applied[i] = Some(self.apply_within(&tx, envelope).await?);
-        }
-        tx.commit().await?;
-        Ok(applied
-            .into_iter()
-            .map(|a| a.expect("every command of the batch was answered"))
-            .collect())
-    }
-
     async fn apply_in_one_transaction(&self, envelope: &Envelope) -> Result<Applied, DbError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let applied = self.apply_within(&tx, envelope).await?;
-        tx.commit().await?;
-        Ok(applied)
+        let mut applied = batch::apply_together(self, std::slice::from_ref(envelope)).await?;
+        Ok(applied.remove(0))
     }
 
-    /// Claims the command's id in `tx`, then decides it and stores its result; an id seen
-    /// before answers from the log and writes nothing.
-    async fn apply_within(
-        &self,
-        tx: &Transaction<'_>,
-        envelope: &Envelope,
-    ) -> Result<Applied, DbError> {
-        if let Claim::Done(applied) = commands::claim(tx, envelope).await? {
-            return Ok(applied);
-        }
-        let result = match self.decide(tx, envelope).await? {
-            Ok(result) => result,
-            Err(rejection) => rejected(envelope, rejection),
-        };
-        commands::store(tx, envelope, &result).await
-    }
-
-    /// Runs the command's rules inside the claiming transaction. A rejection may leave writes
-    /// behind in `tx` only if they are harmless to commit; none here do.
+    /// Runs the rules of a claimed command that is not a transfer inside the batch's
+    /// transaction; system accounts' balances move in `system`, at the end. A rejection may
+    /// leave writes behind in `tx` only if they are harmless to commit; none here do.
     async fn decide(
         &self,
         tx: &Transaction<'_>,
         envelope: &Envelope,
+        system: &mut SystemDeltas,
     ) -> Result<Result<CommandResult, Rejection>, DbError> {
         let user = envelope.user_id;
         let data = &envelope.data;
         Ok(match envelope.kind {
-            CommandType::Transfer => transfer(tx, envelope, TransferKind::Transfer).await?,
-            CommandType::Reward => transfer(tx, envelope, TransferKind::Reward).await?,
-            CommandType::Cash => cash_request(tx, envelope, &self.policy).await?,
-            CommandType::CashApprove => cash_decision(tx, envelope, Decision::Approve).await?,
-            CommandType::CashReject => cash_decision(tx, envelope, Decision::Reject).await?,
-            CommandType::Transform => transform(tx, envelope, &self.policy).await?,
+            CommandType::Cash => cash_request(tx, envelope, &self.policy, system).await?,
+            CommandType::CashApprove => {
+                cash_decision(tx, envelope, Decision::Approve, system).await?
+            }
+            CommandType::CashReject => {
+                cash_decision(tx, envelope, Decision::Reject, system).await?
+            }
+            CommandType::Transform => transform(tx, envelope, &self.policy, system).await?,
             CommandType::OrdersList => match query::orders_page(data) {
                 Ok(page) => Ok(succeeded(
                     envelope,
@@ -189,36 +136,13 @@ impl Engine {
                 None,
                 wallet_info(&summary(tx, user).await?, &self.policy),
             )),
+            CommandType::Transfer | CommandType::Reward => {
+                unreachable!("transfers are decided by engine::batch")
+            }
             CommandType::Recharge | CommandType::RechargeRetrieve => {
                 unreachable!("recharges are applied by engine::recharge")
             }
         })
-    }
-}
-
-fn touches_system_accounts(kind: CommandType) -> bool {
-    matches!(
-        kind,
-        CommandType::Cash
-            | CommandType::CashApprove
-            | CommandType::CashReject
-            | CommandType::Transform
-    )
-}
-
-/// The wallets a command will lock, as far as its data tells without the database.
-fn wallets_named(envelope: &Envelope) -> Vec<i64> {
-    let other = envelope
-        .data
-        .get("user")
-        .and_then(serde_json::Value::as_i64)
-        .filter(|&u| u > 0);
-    match envelope.kind {
-        CommandType::Transfer | CommandType::Reward => {
-            std::iter::once(envelope.user_id).chain(other).collect()
-        }
-        CommandType::Cash | CommandType::Transform => vec![envelope.user_id],
-        _ => Vec::new(),
     }
 }
 
@@ -265,48 +189,11 @@ fn wallet_info(
     })
 }
 
-async fn transfer(
-    tx: &Transaction<'_>,
-    envelope: &Envelope,
-    kind: TransferKind,
-) -> Result<Result<CommandResult, Rejection>, DbError> {
-    let request = match transfer::parse(kind, envelope.user_id, &envelope.data) {
-        Ok(request) => request,
-        Err(rejection) => return Ok(Err(rejection)),
-    };
-    let wallets = lock_wallets(tx, &[request.from, request.to]).await?;
-    let balance = |user: i64| wallets.get(&user).map_or(0, |w| w.balance);
-    let journal = match transfer::decide(&request, balance(request.from), balance(request.to)) {
-        Ok(journal) => journal,
-        Err(rejection) => return Ok(Err(rejection)),
-    };
-    let journal_id = post_journal(
-        tx,
-        envelope.kind.as_str(),
-        Some(&envelope.id),
-        &journal,
-        &wallets,
-    )
-    .await?;
-    let mut orders = insert_orders(
-        tx,
-        Some(&envelope.id),
-        Some(journal_id),
-        &transfer::orders(&request),
-    )
-    .await?;
-    let sender_order = orders.swap_remove(0);
-    Ok(Ok(succeeded(
-        envelope,
-        Some(kind.success_message()),
-        json!({ "order": sender_order }),
-    )))
-}
-
 async fn cash_request(
     tx: &Transaction<'_>,
     envelope: &Envelope,
     policy: &WalletPolicy,
+    system: &mut SystemDeltas,
 ) -> Result<Result<CommandResult, Rejection>, DbError> {
     let request = match cash::parse_request(envelope.user_id, &envelope.data, policy) {
         Ok(request) => request,
@@ -318,7 +205,7 @@ async fn cash_request(
         Ok(journal) => journal,
         Err(rejection) => return Ok(Err(rejection)),
     };
-    let journal_id = post_journal(tx, "cash", Some(&envelope.id), &journal, &wallets).await?;
+    let journal_id = post_one(tx, "cash", &envelope.id, &journal, &wallets, system).await?;
     let cash_id = cashes::insert(tx, &request, &envelope.id).await?;
     let order = insert_orders(
         tx,
@@ -344,6 +231,7 @@ async fn cash_decision(
     tx: &Transaction<'_>,
     envelope: &Envelope,
     decision: Decision,
+    system: &mut SystemDeltas,
 ) -> Result<Result<CommandResult, Rejection>, DbError> {
     let request = match cash::parse_decision(decision, &envelope.data) {
         Ok(request) => request,
@@ -363,12 +251,13 @@ async fn cash_decision(
             // Only a rejection touches a wallet; lock it all the same so the lock order
             // (cash, then wallet) is the same for both.
             let wallets = lock_wallets(tx, &[locked.owner]).await?;
-            post_journal(
+            post_one(
                 tx,
                 envelope.kind.as_str(),
-                Some(&envelope.id),
+                &envelope.id,
                 &journal,
                 &wallets,
+                system,
             )
             .await?;
             cashes::decide(
@@ -395,6 +284,7 @@ async fn transform(
     tx: &Transaction<'_>,
     envelope: &Envelope,
     policy: &WalletPolicy,
+    system: &mut SystemDeltas,
 ) -> Result<Result<CommandResult, Rejection>, DbError> {
     let request = match transform::parse(envelope.user_id, &envelope.data, policy) {
         Ok(request) => request,
@@ -407,7 +297,7 @@ async fn transform(
         Ok(journal) => journal,
         Err(rejection) => return Ok(Err(rejection)),
     };
-    let journal_id = post_journal(tx, "transform", Some(&envelope.id), &journal, &wallets).await?;
+    let journal_id = post_one(tx, "transform", &envelope.id, &journal, &wallets, system).await?;
     let order = insert_orders(
         tx,
         Some(&envelope.id),
@@ -421,4 +311,21 @@ async fn transform(
         Some(transform::MSG_DONE),
         json!({ "order": order, "points": request.points }),
     )))
+}
+
+/// Posts one command's journal; system accounts move in `system`, at the end.
+async fn post_one(
+    tx: &Transaction<'_>,
+    kind: &str,
+    command_id: &str,
+    journal: &Journal,
+    wallets: &BTreeMap<i64, LockedWallet>,
+    system: &mut SystemDeltas,
+) -> Result<i64, DbError> {
+    let draft = JournalDraft {
+        kind,
+        command_id: Some(command_id),
+        journal,
+    };
+    Ok(post_journals(tx, &[draft], wallets, system).await?[0])
 }

@@ -1,0 +1,252 @@
+//! Applying commands together in one transaction, with a handful of statements for all of
+//! them: claim every id, lock every wallet named, decide each transfer in memory against the
+//! balances as the batch leaves them, then write all journals, entries, balances, orders and
+//! results at once. The other commands are decided one by one in the same transaction. A
+//! single command is a batch of one, so there is one way to apply a command, not two.
+
+use std::collections::{BTreeMap, HashMap};
+
+use deadpool_postgres::Transaction;
+use serde_json::json;
+
+use super::{rejected, succeeded, Engine};
+use crate::db::commands::{self, Applied, Claim};
+use crate::db::wallets::{
+    insert_orders_of, lock_wallets, post_journals, JournalDraft, LockedWallet, SystemDeltas,
+};
+use crate::db::DbError;
+use crate::domain::command::{CommandType, Envelope};
+use crate::domain::ledger::{AccountRef, Journal};
+use crate::domain::outcome::{CommandResult, Rejection};
+use crate::domain::transfer::{self, TransferKind, TransferRequest};
+
+/// Applies `envelopes` (all batchable) in one transaction and answers each, in order. Any
+/// error fails the whole transaction; nothing of it is then written.
+pub(super) async fn apply_together(
+    engine: &Engine,
+    envelopes: &[Envelope],
+) -> Result<Vec<Applied>, DbError> {
+    let mut client = engine.pool.get().await?;
+    let tx = client.transaction().await?;
+    let mut answers: Vec<Option<Applied>> = vec![None; envelopes.len()];
+
+    // A twin in the same batch is answered as a redelivery would be, after its first.
+    let mut first_with_id: HashMap<&str, usize> = HashMap::new();
+    let mut twins = Vec::new();
+    let mut unique = Vec::new();
+    for (i, envelope) in envelopes.iter().enumerate() {
+        match first_with_id.get(envelope.id.as_str()) {
+            Some(&first) => twins.push((i, first)),
+            None => {
+                first_with_id.insert(&envelope.id, i);
+                unique.push(i);
+            }
+        }
+    }
+
+    let claims = commands::claim_many(
+        &tx,
+        &unique.iter().map(|&i| &envelopes[i]).collect::<Vec<_>>(),
+    )
+    .await?;
+    let mut claimed = Vec::new();
+    for (&i, claim) in unique.iter().zip(claims) {
+        match claim {
+            Claim::New => claimed.push(i),
+            Claim::Done(applied) => answers[i] = Some(applied),
+        }
+    }
+
+    // Transfers are parsed first: the wallets they name are then known for sure.
+    let mut results: Vec<(usize, CommandResult)> = Vec::with_capacity(claimed.len());
+    let mut requests = Vec::new();
+    let mut others = Vec::new();
+    for &i in &claimed {
+        let envelope = &envelopes[i];
+        match transfer_kind(envelope.kind) {
+            None => others.push(i),
+            Some(kind) => match transfer::parse(kind, envelope.user_id, &envelope.data) {
+                Ok(request) => requests.push((i, request)),
+                Err(rejection) => results.push((i, rejected(envelope, rejection))),
+            },
+        }
+    }
+
+    // Every wallet the batch will touch, locked up front in user order: two batches touching
+    // the same wallets then wait for each other instead of deadlocking.
+    let users: Vec<i64> = requests
+        .iter()
+        .flat_map(|(_, r)| [r.from, r.to])
+        .chain(others.iter().filter_map(|&i| own_wallet(&envelopes[i])))
+        .collect();
+    let mut wallets = if users.is_empty() {
+        BTreeMap::new()
+    } else {
+        lock_wallets(&tx, &users).await?
+    };
+    let mut transfers = Vec::with_capacity(requests.len());
+    for (i, request) in requests {
+        match decide_transfer(request, &mut wallets)? {
+            Ok(transfer) => transfers.push((i, transfer)),
+            Err(rejection) => results.push((i, rejected(&envelopes[i], rejection))),
+        }
+    }
+    let mut system = SystemDeltas::default();
+    if !transfers.is_empty() {
+        results.extend(write_transfers(&tx, envelopes, &transfers, &wallets, &mut system).await?);
+    }
+
+    // Commands through a shared system account (cash, transform) go last, so that whatever
+    // they lock is held as briefly as possible. Within a batch the order is free, as it is
+    // between concurrent deliveries.
+    others.sort_by_key(|&i| touches_system_accounts(envelopes[i].kind));
+    for i in others {
+        let envelope = &envelopes[i];
+        let result = match engine.decide(&tx, envelope, &mut system).await? {
+            Ok(result) => result,
+            Err(rejection) => rejected(envelope, rejection),
+        };
+        results.push((i, result));
+    }
+
+    if !results.is_empty() {
+        let to_store: Vec<(&Envelope, CommandResult)> = results
+            .into_iter()
+            .map(|(i, result)| (&envelopes[i], result))
+            .collect();
+        let stored = commands::store_many(&tx, &to_store).await?;
+        for ((envelope, _), applied) in to_store.iter().zip(stored) {
+            answers[first_with_id[envelope.id.as_str()]] = Some(applied);
+        }
+    }
+    system.apply(&tx).await?;
+    tx.commit().await?;
+
+    for (i, first) in twins {
+        let earlier = answers[first]
+            .as_ref()
+            .expect("a first command is answered");
+        answers[i] = Some(
+            if envelopes[first].fingerprint() == envelopes[i].fingerprint() {
+                Applied {
+                    replayed: true,
+                    ..earlier.clone()
+                }
+            } else {
+                commands::conflict(&envelopes[i])
+            },
+        );
+    }
+    Ok(answers
+        .into_iter()
+        .map(|a| a.expect("every command of the batch was answered"))
+        .collect())
+}
+
+const ORDERS_PER_TRANSFER: usize = 2;
+
+/// A transfer decided and not yet written.
+struct DecidedTransfer {
+    request: TransferRequest,
+    journal: Journal,
+}
+
+fn transfer_kind(kind: CommandType) -> Option<TransferKind> {
+    match kind {
+        CommandType::Transfer => Some(TransferKind::Transfer),
+        CommandType::Reward => Some(TransferKind::Reward),
+        _ => None,
+    }
+}
+
+/// Decides a transfer against the balances as the batch's earlier transfers left them, and
+/// moves those balances in memory when it goes through.
+fn decide_transfer(
+    request: TransferRequest,
+    wallets: &mut BTreeMap<i64, LockedWallet>,
+) -> Result<Result<DecidedTransfer, Rejection>, DbError> {
+    let balance = |user: i64| {
+        wallets
+            .get(&user)
+            .map(|w| w.balance)
+            .ok_or_else(|| DbError::Fatal(format!("wallet of user {user} was not locked")))
+    };
+    let journal = match transfer::decide(&request, balance(request.from)?, balance(request.to)?) {
+        Ok(journal) => journal,
+        Err(rejection) => return Ok(Err(rejection)),
+    };
+    for (account, amount) in journal.entries() {
+        if let AccountRef::Wallet(user) = account {
+            wallets.get_mut(&user).expect("checked above").balance += amount;
+        }
+    }
+    Ok(Ok(DecidedTransfer { request, journal }))
+}
+
+/// Writes the decided transfers in three statements and returns their results.
+async fn write_transfers(
+    tx: &Transaction<'_>,
+    envelopes: &[Envelope],
+    transfers: &[(usize, DecidedTransfer)],
+    wallets: &BTreeMap<i64, LockedWallet>,
+    system: &mut SystemDeltas,
+) -> Result<Vec<(usize, CommandResult)>, DbError> {
+    let drafts: Vec<JournalDraft> = transfers
+        .iter()
+        .map(|(i, t)| JournalDraft {
+            kind: envelopes[*i].kind.as_str(),
+            command_id: Some(&envelopes[*i].id),
+            journal: &t.journal,
+        })
+        .collect();
+    let journal_ids = post_journals(tx, &drafts, wallets, system).await?;
+    let order_drafts: Vec<_> = transfers
+        .iter()
+        .map(|(_, t)| transfer::orders(&t.request))
+        .collect();
+    let orders_of: Vec<_> = transfers
+        .iter()
+        .zip(&journal_ids)
+        .zip(&order_drafts)
+        .flat_map(|(((i, _), &journal_id), drafts)| {
+            drafts
+                .iter()
+                .map(move |d| (Some(envelopes[*i].id.as_str()), Some(journal_id), d))
+        })
+        .collect();
+    let orders = insert_orders_of(tx, &orders_of).await?;
+    if orders.len() != orders_of.len() {
+        return Err(DbError::Fatal("orders went missing".into()));
+    }
+    // Each transfer has two orders, the sender's first: that one is its result.
+    Ok(transfers
+        .iter()
+        .zip(orders.chunks(ORDERS_PER_TRANSFER))
+        .map(|((i, t), orders)| {
+            let envelope = &envelopes[*i];
+            (
+                *i,
+                succeeded(
+                    envelope,
+                    Some(t.request.kind.success_message()),
+                    json!({ "order": orders[0] }),
+                ),
+            )
+        })
+        .collect())
+}
+
+pub(super) fn touches_system_accounts(kind: CommandType) -> bool {
+    matches!(
+        kind,
+        CommandType::Cash
+            | CommandType::CashApprove
+            | CommandType::CashReject
+            | CommandType::Transform
+    )
+}
+
+/// The wallet a cash request or a transform takes from: locked with the batch's others.
+fn own_wallet(envelope: &Envelope) -> Option<i64> {
+    matches!(envelope.kind, CommandType::Cash | CommandType::Transform).then_some(envelope.user_id)
+}
