@@ -233,7 +233,7 @@ async fn system_accounts_move_once_per_batch_and_stay_balanced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_a_recharge_holds_is_a_conflict_and_leaves_no_trace() {
-    let mut env = TestEnv::new().await;
+    let env = TestEnv::new().await;
     env.fund(1, 100).await;
     let engine = pluspay::worker::engine(&env.settings).unwrap();
     env.db.batch_execute(
