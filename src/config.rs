@@ -134,7 +134,7 @@ impl Default for AmqpSettings {
         AmqpSettings {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             namespace: "pluspay".into(),
-            prefetch: 64,
+            prefetch: 512,
             delivery_limit: 20,
         }
     }
@@ -143,8 +143,8 @@ impl Default for AmqpSettings {
 impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {
-            concurrency: 16,
-            batch_size: 1,
+            concurrency: 8,
+            batch_size: 32,
             shutdown_timeout_secs: 30,
         }
     }
