@@ -175,6 +175,8 @@ async fn approval_confirms_a_withdrawal_and_its_success_settles_once() {
         (1, Some("同意".into()), Some("succeeded".into()), 1)
     );
     assert!(env.audit().await.ok);
+    let audit = support::pluspay(&["audit"], &env.process_env()).await;
+    assert!(audit.status.success(), "{audit:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
