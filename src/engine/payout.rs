@@ -463,11 +463,8 @@ pub(super) async fn reject(engine: &Engine, envelope: &Envelope) -> Result<Appli
         }
     };
     // Step 2: the withdrawal is known, and canceled unless it is final or under way.
-    let mut withdrawal = match ensure_created(engine, &payout).await? {
-        Ok(withdrawal) => Some(withdrawal),
-        // Ping++ refuses to make it: no withdrawal exists, none will.
-        Err(_) => None,
-    };
+    // `None`: Ping++ refuses to make it, so no withdrawal exists and none will.
+    let mut withdrawal = ensure_created(engine, &payout).await?.ok();
     if let Some(current) = withdrawal.as_ref().filter(|w| status_of(w) == "created") {
         let client = pingpp(engine)?;
         let id = facts(current)?.id;
