@@ -90,8 +90,25 @@ pub struct PingppSettings {
     pub max_retries: u32,
     /// How `recharge` asks Ping++ for money: a plain charge, or a recharge object.
     pub recharge_mode: RechargeMode,
-    /// The Ping++ user id of our user `{id}` (recharge-object mode).
+    /// The Ping++ user id of our user `{id}` (recharge-object mode and withdrawals).
     pub user_id_template: String,
+    /// How an approved cash request is paid out: by hand, or by a Ping++ withdrawal.
+    pub payout: PayoutMode,
+    /// The channel of Ping++ withdrawals (`pingpp.payout = "withdrawals"`).
+    pub withdrawal_channel: String,
+    /// `extra[return_url]` of Ping++ withdrawals: where the user's cashier page returns to.
+    /// Required when `pingpp.payout = "withdrawals"`.
+    pub withdrawal_return_url: String,
+}
+
+#[derive(Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Debug, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PayoutMode {
+    /// `cash.approve` moves the money to `paid_out`; someone pays the user by hand.
+    #[default]
+    Manual,
+    /// `cash.approve` creates and confirms a Ping++ withdrawal; its webhook settles the cash.
+    Withdrawals,
 }
 
 #[derive(Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Debug, Default)]
@@ -181,6 +198,9 @@ impl Default for PingppSettings {
             max_retries: 3,
             recharge_mode: RechargeMode::Charge,
             user_id_template: crate::domain::recharge_object::DEFAULT_USER_ID_TEMPLATE.into(),
+            payout: PayoutMode::Manual,
+            withdrawal_channel: crate::domain::cash::DEFAULT_WITHDRAWAL_CHANNEL.into(),
+            withdrawal_return_url: String::new(),
         }
     }
 }
@@ -285,6 +305,19 @@ impl Settings {
         }
         crate::domain::recharge_object::check_user_id_template(&self.pingpp.user_id_template)
             .map_err(|e| ConfigError::Invalid(format!("pingpp.user_id_template: {e}")))?;
+        crate::domain::cash::check_withdrawal_channel(&self.pingpp.withdrawal_channel)
+            .map_err(|e| ConfigError::Invalid(format!("pingpp.withdrawal_channel: {e}")))?;
+        if self.pingpp.payout == PayoutMode::Withdrawals
+            || !self.pingpp.withdrawal_return_url.is_empty()
+        {
+            crate::domain::cash::check_return_url(&self.pingpp.withdrawal_return_url).map_err(
+                |e| {
+                    ConfigError::Invalid(format!(
+                        "pingpp.withdrawal_return_url (needed by pingpp.payout = \"withdrawals\"): {e}"
+                    ))
+                },
+            )?;
+        }
         self.wallet.check().map_err(ConfigError::Invalid)?;
         Ok(())
     }
@@ -424,6 +457,31 @@ mod tests {
             jail.set_env("PLUSPAY_WEBHOOK_READ_TIMEOUT_MS", "0");
             let err = load(jail, None).unwrap_err().to_string();
             assert!(err.contains("webhook.read_timeout_ms"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("PLUSPAY_PINGPP_PAYOUT", "withdrawals");
+            let err = load(jail, None).unwrap_err().to_string();
+            assert!(err.contains("pingpp.withdrawal_return_url"), "{err}");
+            jail.set_env(
+                "PLUSPAY_PINGPP_WITHDRAWAL_RETURN_URL",
+                "https://example.com/cash",
+            );
+            let s = load(jail, None).unwrap();
+            assert_eq!(s.pingpp.payout, PayoutMode::Withdrawals);
+            assert_eq!(s.pingpp.withdrawal_channel, "yeepay");
+            jail.set_env("PLUSPAY_PINGPP_WITHDRAWAL_CHANNEL", "yee pay");
+            let err = load(jail, None).unwrap_err().to_string();
+            assert!(err.contains("pingpp.withdrawal_channel"), "{err}");
+            jail.set_env("PLUSPAY_PINGPP_WITHDRAWAL_CHANNEL", "yeepay");
+            jail.set_env(
+                "PLUSPAY_PINGPP_WITHDRAWAL_RETURN_URL",
+                "javascript:alert(1)",
+            );
+            let err = load(jail, None).unwrap_err().to_string();
+            assert!(err.contains("pingpp.withdrawal_return_url"), "{err}");
+            jail.set_env("PLUSPAY_PINGPP_PAYOUT", "bank");
+            assert!(load(jail, None).is_err());
             Ok(())
         });
         Jail::expect_with(|jail| {

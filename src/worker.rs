@@ -53,6 +53,16 @@ pub fn engine(settings: &Settings) -> anyhow::Result<Engine> {
                 Some(settings.pingpp.user_id_template.clone())
             }
         },
+        payout: match settings.pingpp.payout {
+            crate::config::PayoutMode::Manual => None,
+            crate::config::PayoutMode::Withdrawals => {
+                Some(Arc::new(crate::engine::PayoutSettings {
+                    user_id_template: settings.pingpp.user_id_template.clone(),
+                    channel: settings.pingpp.withdrawal_channel.clone(),
+                    return_url: settings.pingpp.withdrawal_return_url.clone(),
+                }))
+            }
+        },
     })
 }
 
@@ -223,7 +233,7 @@ async fn session(
             _ = shutdown.cancelled() => break Ok(()),
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => match decode(&delivery.data) {
-                    Ok(envelope) if batch_size > 1 && Engine::batchable(envelope.kind) => {
+                    Ok(envelope) if batch_size > 1 && context.engine.takes_in_batch(envelope.kind) => {
                         batch.push((envelope, delivery));
                         if batch.len() >= batch_size {
                             let context = context.clone();

@@ -2373,7 +2373,14 @@ proptest! {
         } else {
             Some(object.clone()).filter(|c| is_a(c, "charge"))
         };
+        let is_withdrawal = is_a(&object, "withdrawal");
+        let settles = is_withdrawal
+            && matches!(
+                event.kind.as_str(),
+                "withdrawal.succeeded" | "withdrawal.failed" | "withdrawal.canceled"
+            );
         let completes = match event.kind.as_str() {
+            _ if is_withdrawal => false,
             "charge.succeeded" | "charge.failed" => !is_recharge && charge.is_some(),
             "recharge.succeeded" => is_recharge && charge.is_some(),
             _ => false,
@@ -2383,7 +2390,11 @@ proptest! {
                 prop_assert!(completes);
                 prop_assert_eq!(Some(got), charge.clone());
             }
-            EventAction::Record => prop_assert!(!completes),
+            EventAction::CompleteWithdrawal(got) => {
+                prop_assert!(settles);
+                prop_assert_eq!(&got, &object);
+            }
+            EventAction::Record => prop_assert!(!completes && !settles),
         }
         let field = |name: &str| charge.as_ref().and_then(|c| c.get(name)).and_then(Value::as_str);
         prop_assert_eq!(event.charge_id(), field("id"));

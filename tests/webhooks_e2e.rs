@@ -1,10 +1,12 @@
-//! End to end: a recharge, then the fake Ping++ delivers its signed `charge.succeeded` to a
-//! running listener, and the worker credits the wallet once.
+//! End to end: a recharge, then the fake Ping++ delivers its signed `charge.succeeded` (or, for
+//! a recharge object, `recharge.succeeded`) to a running listener, and the worker credits the
+//! wallet once.
 
 mod support;
 
 use std::time::Duration;
 
+use pluspay::config::RechargeMode;
 use serde_json::json;
 use support::{TestEnv, WAIT};
 use tokio_util::sync::CancellationToken;
@@ -80,5 +82,75 @@ async fn a_paid_recharge_is_credited_once_through_the_listener() {
         .send_webhook(&url, &body.replace("1234", "9999"), &signature)
         .await;
     assert_eq!(forged.as_u16(), 401);
+    stop_listener.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_signed_recharge_succeeded_event_completes_a_recharge_object_order() {
+    let mut env = TestEnv::new().await;
+    let fake = env.with_fake_pingpp().await;
+    env.settings.pingpp.recharge_mode = RechargeMode::RechargeObject;
+    let key_file = std::env::temp_dir().join(format!("pingpp-{}.pem", uuid::Uuid::new_v4()));
+    std::fs::write(&key_file, fake.public_key_pem()).unwrap();
+    env.settings.pingpp.public_key = Some(key_file);
+    let _worker = env.start_worker();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/webhooks/pingpp", listener.local_addr().unwrap());
+    let stop_listener = CancellationToken::new();
+    tokio::spawn(pluspay::webhook::serve(
+        listener,
+        env.settings.clone(),
+        stop_listener.clone(),
+    ));
+    let mut client = env.client().await;
+    let mut events = client
+        .watch(&client.names.events_exchange, "recharge.#")
+        .await;
+
+    let result = client
+        .call(json!({"id": "ro", "type": "recharge", "user_id": 8,
+                     "data": {"type": "alipay", "amount": 1_000, "user_fee": 10}}))
+        .await;
+    assert_eq!(result["status"], "succeeded", "{result}");
+    let order_id = result["data"]["order"]["id"].as_i64().unwrap();
+    let recharge_id = result["data"]["pingpp_recharge"]["id"].as_str().unwrap();
+    let (body, signature) = fake.signed_event("recharge.succeeded", fake.pay_recharge(recharge_id));
+
+    // A tampered copy is refused before anything is queued; the real one is taken, twice.
+    let tampered = body.replace("\"amount\":1000", "\"amount\":9000");
+    assert_ne!(tampered, body);
+    let forged = fake.send_webhook(&url, &tampered, &signature).await;
+    assert_eq!(forged.as_u16(), 401);
+    for _ in 0..2 {
+        assert_eq!(
+            fake.send_webhook(&url, &body, &signature).await.as_u16(),
+            200
+        );
+    }
+    let published = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut events))
+        .await
+        .expect("recharge.succeeded in time")
+        .unwrap()
+        .unwrap();
+    let published: serde_json::Value = serde_json::from_slice(&published.data).unwrap();
+    support::schemas::check(support::schemas::Schema::Event, &published);
+    assert_eq!(published["type"], "recharge.succeeded");
+    assert_eq!(published["data"]["order"]["id"], order_id);
+    assert_eq!(published["data"]["order"]["state"], 1);
+    env.wait_for_count("SELECT count(*) FROM pingpp_events", 1)
+        .await;
+    env.wait_for_count(
+        &format!("SELECT count(*) FROM wallet_orders WHERE id = {order_id} AND state = 1"),
+        1,
+    )
+    .await;
+    // The wallet gets the amount less the fee, once.
+    assert_eq!(env.balance(8).await, 990);
+    assert_eq!(
+        env.count("SELECT count(*) FROM journal WHERE kind = 'recharge'")
+            .await,
+        1
+    );
+    assert!(env.audit().await.ok);
     stop_listener.cancel();
 }

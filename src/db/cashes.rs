@@ -99,6 +99,85 @@ pub async fn decide(
     Ok(())
 }
 
+/// Approves a cash request whose payout is left to a Ping++ withdrawal: its order stays
+/// waiting until the withdrawal settles.
+pub async fn approve_pending_payout(
+    tx: &Transaction<'_>,
+    cash_id: i64,
+    remark: &str,
+    operator: i64,
+    command_id: &str,
+) -> Result<(), DbError> {
+    tx.execute(
+        &tx.prepare_cached(
+            "UPDATE cashes SET status = 1, remark = $2, decided_by = $3, decision_command_id = $4,
+                updated_at = now()
+         WHERE id = $1 AND status = 0",
+        )
+        .await?,
+        &[&cash_id, &remark, &operator, &command_id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Settles an approved cash request by its withdrawal: paid out (order state 1), or returned
+/// (status 2 with `reason` as its remark, order state -1).
+pub async fn settle_payout(
+    tx: &Transaction<'_>,
+    cash: &LockedCash,
+    returned_reason: Option<&str>,
+) -> Result<(), DbError> {
+    if let Some(reason) = returned_reason {
+        tx.execute(
+            &tx.prepare_cached(
+                "UPDATE cashes SET status = 2, remark = $2, updated_at = now() WHERE id = $1",
+            )
+            .await?,
+            &[&cash.id, &reason],
+        )
+        .await?;
+    }
+    let state: i16 = if returned_reason.is_some() { -1 } else { 1 };
+    tx.execute(
+        &tx.prepare_cached("UPDATE wallet_orders SET state = $2, updated_at = now() WHERE id = $1")
+            .await?,
+        &[&cash.order_id, &state],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The withdrawal shown on the cash record (none once its payout was given up).
+pub async fn set_withdrawal(
+    tx: &Transaction<'_>,
+    cash_id: i64,
+    withdrawal: Option<(&str, &str)>,
+) -> Result<(), DbError> {
+    tx.execute(
+        &tx.prepare_cached(
+            "UPDATE cashes SET withdrawal_id = $2, withdrawal_status = $3, updated_at = now()
+         WHERE id = $1",
+        )
+        .await?,
+        &[&cash_id, &withdrawal.map(|w| w.0), &withdrawal.map(|w| w.1)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The state of a cash request's order: 0 while its money is held in pending_payouts.
+pub async fn order_state(tx: &Transaction<'_>, cash: &LockedCash) -> Result<i16, DbError> {
+    Ok(tx
+        .query_one(
+            &tx.prepare_cached("SELECT state FROM wallet_orders WHERE id = $1")
+                .await?,
+            &[&cash.order_id],
+        )
+        .await?
+        .get(0))
+}
+
 pub async fn get_json(tx: &Transaction<'_>, cash_id: i64) -> Result<Value, DbError> {
     Ok(tx
         .query_one(

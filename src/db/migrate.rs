@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_recharge_objects.sql",
         sql: include_str!("../../migrations/0004_recharge_objects.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_cash_withdrawals.sql",
+        sql: include_str!("../../migrations/0005_cash_withdrawals.sql"),
+    },
 ];
 
 /// An arbitrary constant shared by every pluspay instance.

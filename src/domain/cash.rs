@@ -25,6 +25,15 @@ pub const MSG_ALREADY_DECIDED: &str = "该提现申请已被处理";
 pub const MSG_APPROVED: &str = "审批成功";
 pub const MSG_REJECTED: &str = "拒绝成功";
 
+/// Why a Ping++ withdrawal came back, when Ping++ gives no `failure_msg`.
+pub const MSG_PAYOUT_FAILED: &str = "提现失败";
+pub const MSG_PAYOUT_CANCELED: &str = "提现已取消";
+pub const MSG_WITHDRAWAL_MISMATCH: &str = "Ping++ 提现记录与提现申请不符";
+
+/// The only channel the seeds' Ping++ personal-wallet withdrawal takes.
+pub const DEFAULT_WITHDRAWAL_CHANNEL: &str = "yeepay";
+pub const MAX_RETURN_URL_CHARS: usize = 1024;
+
 pub const MAX_ACCOUNT_CHARS: usize = 255;
 pub const MAX_REMARK_CHARS: usize = 255;
 
@@ -202,6 +211,19 @@ pub fn parse_decision(
     })
 }
 
+/// `cash.retrieve`: the cash record to look at.
+pub fn parse_cash_id(data: &Map<String, Value>) -> Result<i64, Rejection> {
+    match int_field(data, "cash") {
+        IntField::Missing => Err(Rejection::field(
+            Code::CashRequired,
+            "cash",
+            MSG_CASH_REQUIRED,
+        )),
+        IntField::Value(v) if v > 0 => Ok(v),
+        _ => Err(Rejection::field(Code::InvalidCash, "cash", MSG_BAD_DATA)),
+    }
+}
+
 /// What a decision does to a cash record in `status` holding `value` for `owner`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecisionEffect {
@@ -235,6 +257,121 @@ pub fn decide(
     Journal::transfer(pending, to, value)
         .map(DecisionEffect::Apply)
         .map_err(|_| Rejection::field(Code::AmountOverflow, "cash", MSG_BAD_DATA))
+}
+
+/// A Ping++ channel name: letters, digits and `_`.
+pub fn check_withdrawal_channel(channel: &str) -> Result<(), String> {
+    if channel.is_empty()
+        || channel.len() > 32
+        || !channel
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(format!("{channel:?} is not a Ping++ channel name"));
+    }
+    Ok(())
+}
+
+/// `extra[return_url]`: an absolute http(s) URL without spaces.
+pub fn check_return_url(url: &str) -> Result<(), String> {
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        return Err("must be an http(s) URL".into());
+    };
+    if rest.is_empty()
+        || rest.starts_with('/')
+        || url.len() > MAX_RETURN_URL_CHARS
+        || url.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "must be an http(s) URL with a host, without spaces, at most {MAX_RETURN_URL_CHARS} characters"
+        ));
+    }
+    Ok(())
+}
+
+/// The `order_no` of a payout attempt: 20 letters and digits, like a recharge's.
+pub fn withdrawal_order_no(payout_id: i64) -> String {
+    format!("w{payout_id:019}")
+}
+
+/// What a Ping++ withdrawal's `status` means for its cash record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WithdrawalState {
+    /// `created`: made but not confirmed.
+    Created,
+    /// `pending` / `processing`: confirmed, the money is on its way.
+    InProgress,
+    Succeeded,
+    /// `failed` or `canceled`, and why.
+    Returned {
+        reason: String,
+    },
+}
+
+/// The facts of a withdrawal object that its cash record is checked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WithdrawalFacts {
+    pub id: String,
+    pub order_no: String,
+    pub amount: i64,
+    pub status: String,
+    pub state: WithdrawalState,
+}
+
+pub fn withdrawal_facts(withdrawal: &serde_json::Value) -> Result<WithdrawalFacts, String> {
+    let text = |name: &str| {
+        withdrawal
+            .get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| format!("the withdrawal has no {name}"))
+    };
+    if withdrawal.get("object").and_then(Value::as_str) != Some("withdrawal") {
+        return Err("not a withdrawal object".into());
+    }
+    let status = text("status")?;
+    let failure = withdrawal
+        .get("failure_msg")
+        .and_then(Value::as_str)
+        .filter(|m| !m.trim().is_empty());
+    let state = match status.as_str() {
+        "created" => WithdrawalState::Created,
+        "pending" | "processing" => WithdrawalState::InProgress,
+        "succeeded" => WithdrawalState::Succeeded,
+        "failed" => WithdrawalState::Returned {
+            reason: failure.unwrap_or(MSG_PAYOUT_FAILED).to_owned(),
+        },
+        "canceled" | "cancelled" => WithdrawalState::Returned {
+            reason: failure.unwrap_or(MSG_PAYOUT_CANCELED).to_owned(),
+        },
+        other => return Err(format!("unknown withdrawal status {other:?}")),
+    };
+    Ok(WithdrawalFacts {
+        id: text("id")?,
+        order_no: text("order_no")?,
+        amount: withdrawal
+            .get("amount")
+            .and_then(Value::as_i64)
+            .ok_or("the withdrawal has no amount")?,
+        status,
+        state,
+    })
+}
+
+/// What a withdrawal's final state does to an approved cash record of `value` for `owner`:
+/// the money leaves pending_payouts for paid_out, or goes back to the wallet.
+pub fn settle(state: &WithdrawalState, owner: i64, value: i64) -> Option<Journal> {
+    let pending = AccountRef::System(SystemAccount::PendingPayouts);
+    let to = match state {
+        WithdrawalState::Succeeded => AccountRef::System(SystemAccount::PaidOut),
+        WithdrawalState::Returned { .. } => AccountRef::Wallet(owner),
+        WithdrawalState::Created | WithdrawalState::InProgress => return None,
+    };
+    Journal::transfer(pending, to, value).ok()
 }
 
 #[cfg(test)]
@@ -334,6 +471,69 @@ mod tests {
                 .code,
             Code::CashAlreadyDecided
         );
+    }
+
+    #[test]
+    fn withdrawals_are_read_and_settled() {
+        let w = serde_json::json!({"object": "withdrawal", "id": "1712", "order_no": "w0000000000000000001",
+                                   "amount": 100, "status": "processing", "failure_msg": null});
+        let facts = withdrawal_facts(&w).unwrap();
+        assert_eq!(facts.state, WithdrawalState::InProgress);
+        assert_eq!(settle(&facts.state, 7, 100), None);
+        let mut failed = w.clone();
+        failed["status"] = json!("failed");
+        failed["failure_msg"] = json!("账户不存在");
+        let facts = withdrawal_facts(&failed).unwrap();
+        assert_eq!(
+            facts.state,
+            WithdrawalState::Returned {
+                reason: "账户不存在".into()
+            }
+        );
+        let back = settle(&facts.state, 7, 100).unwrap();
+        assert!(back.entries().any(|e| e == (AccountRef::Wallet(7), 100)));
+        let mut canceled = w.clone();
+        canceled["status"] = json!("canceled");
+        assert_eq!(
+            withdrawal_facts(&canceled).unwrap().state,
+            WithdrawalState::Returned {
+                reason: MSG_PAYOUT_CANCELED.into()
+            }
+        );
+        let mut paid = w.clone();
+        paid["status"] = json!("succeeded");
+        let out = settle(&withdrawal_facts(&paid).unwrap().state, 7, 100).unwrap();
+        assert!(out
+            .entries()
+            .any(|e| e == (AccountRef::System(SystemAccount::PaidOut), 100)));
+        for bad in [
+            json!({"object": "charge"}),
+            json!({"object": "withdrawal", "id": "1"}),
+        ] {
+            assert!(withdrawal_facts(&bad).is_err());
+        }
+        let mut odd = w;
+        odd["status"] = json!("lost");
+        assert!(withdrawal_facts(&odd).is_err());
+        assert_eq!(withdrawal_order_no(42), "w0000000000000000042");
+    }
+
+    #[test]
+    fn withdrawal_settings() {
+        assert!(check_withdrawal_channel(DEFAULT_WITHDRAWAL_CHANNEL).is_ok());
+        assert!(check_withdrawal_channel("yee pay").is_err());
+        assert!(check_withdrawal_channel("").is_err());
+        assert!(check_return_url("https://example.com/wallet?x=1").is_ok());
+        for bad in [
+            "",
+            "example.com",
+            "https://",
+            "https:///x",
+            "ftp://x",
+            "https://a b",
+        ] {
+            assert!(check_return_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

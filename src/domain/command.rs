@@ -16,6 +16,7 @@ pub enum CommandType {
     Cash,
     CashApprove,
     CashReject,
+    CashRetrieve,
     Transfer,
     Reward,
     Transform,
@@ -26,12 +27,13 @@ pub enum CommandType {
 }
 
 impl CommandType {
-    pub const ALL: [CommandType; 12] = [
+    pub const ALL: [CommandType; 13] = [
         CommandType::Recharge,
         CommandType::RechargeRetrieve,
         CommandType::Cash,
         CommandType::CashApprove,
         CommandType::CashReject,
+        CommandType::CashRetrieve,
         CommandType::Transfer,
         CommandType::Reward,
         CommandType::Transform,
@@ -48,6 +50,7 @@ impl CommandType {
             CommandType::Cash => "cash",
             CommandType::CashApprove => "cash.approve",
             CommandType::CashReject => "cash.reject",
+            CommandType::CashRetrieve => "cash.retrieve",
             CommandType::Transfer => "transfer",
             CommandType::Reward => "reward",
             CommandType::Transform => "transform",

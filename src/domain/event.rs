@@ -20,9 +20,18 @@ pub struct PingppEvent {
 pub enum EventAction {
     /// Complete the recharge order of this charge by what the charge says.
     CompleteCharge(Value),
+    /// Settle the cash record of this withdrawal by what the withdrawal says.
+    CompleteWithdrawal(Value),
     /// Nothing to do but remember it was received.
     Record,
 }
+
+/// The withdrawal events that settle a cash record.
+pub const WITHDRAWAL_EVENTS: [&str; 3] = [
+    "withdrawal.succeeded",
+    "withdrawal.failed",
+    "withdrawal.canceled",
+];
 
 pub fn decode(body: &[u8]) -> Result<PingppEvent, String> {
     if body.len() > MAX_EVENT_BYTES {
@@ -55,6 +64,13 @@ pub fn decode(body: &[u8]) -> Result<PingppEvent, String> {
 
 impl PingppEvent {
     pub fn action(&self) -> EventAction {
+        if let Some(withdrawal) = self.withdrawal() {
+            return if WITHDRAWAL_EVENTS.contains(&self.kind.as_str()) {
+                EventAction::CompleteWithdrawal(withdrawal.clone())
+            } else {
+                EventAction::Record
+            };
+        }
         match (self.kind.as_str(), self.charge()) {
             ("charge.succeeded" | "charge.failed", Some(charge)) if self.recharge().is_none() => {
                 EventAction::CompleteCharge(charge.clone())
@@ -65,6 +81,12 @@ impl PingppEvent {
             }
             _ => EventAction::Record,
         }
+    }
+
+    /// `data.object` when it is a withdrawal.
+    pub fn withdrawal(&self) -> Option<&Value> {
+        (self.object.get("object").and_then(Value::as_str) == Some("withdrawal"))
+            .then_some(&self.object)
     }
 
     /// `data.object` when it is a recharge object.
@@ -130,6 +152,16 @@ mod tests {
         let no_charge = r#"{"id":"evt_4","object":"event","type":"recharge.succeeded","data":{"object":{"id":"220","object":"recharge"}}}"#;
         assert_eq!(
             decode(no_charge.as_bytes()).unwrap().action(),
+            EventAction::Record
+        );
+        let withdrawal = r#"{"id":"evt_5","object":"event","type":"withdrawal.failed","data":{"object":{"id":"1712","object":"withdrawal","order_no":"w1","status":"failed"}}}"#;
+        assert!(matches!(
+            decode(withdrawal.as_bytes()).unwrap().action(),
+            EventAction::CompleteWithdrawal(_)
+        ));
+        let pending = withdrawal.replace("withdrawal.failed", "withdrawal.pending");
+        assert_eq!(
+            decode(pending.as_bytes()).unwrap().action(),
             EventAction::Record
         );
         for bad in [

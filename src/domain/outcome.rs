@@ -59,6 +59,8 @@ pub enum Code {
     PaymentProviderError,
     /// The charge Ping++ returned disagrees with the order.
     ChargeMismatch,
+    /// The withdrawal Ping++ returned disagrees with the cash record.
+    WithdrawalMismatch,
     /// `user_fee` is not a non-negative integer below the amount.
     InvalidUserFee,
     /// `balance_bonus` is not a non-negative integer (or `{amount}`).
@@ -112,6 +114,7 @@ impl Code {
             Code::InvalidAction => "invalid_action",
             Code::PaymentProviderError => "payment_provider_error",
             Code::ChargeMismatch => "charge_mismatch",
+            Code::WithdrawalMismatch => "withdrawal_mismatch",
             Code::InvalidUserFee => "invalid_user_fee",
             Code::InvalidBalanceBonus => "invalid_balance_bonus",
             Code::FeeAndBonus => "fee_and_bonus",

@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 
+use super::payout::{complete_withdrawal, withdrawal_cash, WithdrawalCompletion};
 use super::recharge::{complete_charge, ChargeCompletion};
 use super::Engine;
 use crate::db::DbError;
@@ -72,6 +73,9 @@ pub async fn apply_event(
             });
         }
         EventAction::CompleteCharge(charge) => charge,
+        EventAction::CompleteWithdrawal(withdrawal) => {
+            return apply_withdrawal_event(tx, event, &withdrawal).await
+        }
     };
     let (Some(charge_id), Some(order_no)) = (event.charge_id(), event.order_no()) else {
         return Ok(EventOutcome::Refused(
@@ -144,6 +148,117 @@ pub async fn apply_event(
         publish,
         replayed: false,
     })
+}
+
+/// A withdrawal event settles its cash record through the same path as `cash.retrieve`.
+async fn apply_withdrawal_event(
+    tx: deadpool_postgres::Transaction<'_>,
+    event: &PingppEvent,
+    withdrawal: &Value,
+) -> Result<EventOutcome, DbError> {
+    let text = |name: &str| withdrawal.get(name).and_then(Value::as_str);
+    let (Some(withdrawal_id), Some(order_no)) = (text("id"), text("order_no")) else {
+        return Ok(EventOutcome::Refused(
+            "the withdrawal has no id or order_no".into(),
+        ));
+    };
+    let Some((cash_id, recorded)) = withdrawal_cash(&tx, withdrawal_id, order_no).await? else {
+        return Ok(EventOutcome::Refused(format!(
+            "no cash payout for withdrawal {withdrawal_id} (order_no {order_no})"
+        )));
+    };
+    if !recorded {
+        // Made before its cash.approve recorded it: that command is still running.
+        return Err(DbError::Transient(format!(
+            "cash {cash_id} has not recorded its withdrawal yet"
+        )));
+    }
+    let completion = match complete_withdrawal(&tx, cash_id, withdrawal, None).await? {
+        Ok(completion) => completion,
+        Err(mismatch) => return Ok(EventOutcome::Refused(mismatch)),
+    };
+    let (outcome, publish, journal_id) = match &completion {
+        WithdrawalCompletion::PaidOut {
+            cash,
+            order,
+            journal_id,
+        } => (
+            "paid_out",
+            Some(published_cash(
+                event,
+                "withdrawal.succeeded",
+                cash,
+                order,
+                None,
+            )),
+            Some(*journal_id),
+        ),
+        WithdrawalCompletion::Returned {
+            cash,
+            order,
+            journal_id,
+            reason,
+        } => (
+            "returned",
+            Some(published_cash(
+                event,
+                "withdrawal.failed",
+                cash,
+                order,
+                Some(reason),
+            )),
+            Some(*journal_id),
+        ),
+        WithdrawalCompletion::NotDecidedYet { .. } => {
+            // Its cash.approve (or cash.reject) is still running and settles it when done.
+            return Err(DbError::Transient(format!(
+                "cash {cash_id} is not decided yet"
+            )));
+        }
+        WithdrawalCompletion::Unchanged { .. } => ("unchanged", None, None),
+    };
+    if let Some(journal_id) = journal_id {
+        tx.execute(
+            &tx.prepare_cached("UPDATE journal SET event_id = $1 WHERE id = $2")
+                .await?,
+            &[&event.id, &journal_id],
+        )
+        .await?;
+    }
+    let order_id = completion.order()["id"].as_i64();
+    set_outcome(&tx, event, outcome, order_id, publish.as_ref()).await?;
+    tx.execute(
+        &tx.prepare_cached("UPDATE pingpp_events SET cash_id = $2 WHERE id = $1")
+            .await?,
+        &[&event.id, &cash_id],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(EventOutcome::Done {
+        publish,
+        replayed: false,
+    })
+}
+
+/// `{type, event_id, user_id, data: {order, cash, reason?}}` for a settled cash record.
+fn published_cash(
+    event: &PingppEvent,
+    kind: &str,
+    cash: &Value,
+    order: &Value,
+    reason: Option<&String>,
+) -> (String, String) {
+    let mut data = json!({ "order": order, "cash": cash });
+    if let Some(reason) = reason {
+        data["reason"] = json!(reason);
+    }
+    let body = json!({
+        "type": kind,
+        "event_id": event.id,
+        "user_id": order["owner_id"],
+        "data": data,
+    });
+    (kind.to_owned(), body.to_string())
 }
 
 /// The message on `<namespace>.events`: `{type, event_id, user_id, data: {order, reason?}}`.

@@ -1,12 +1,16 @@
 //! Applying a command: the domain's rules put to work against the database (and Ping++ for
 //! recharges). Every command but the recharges runs in one transaction with its command-log
-//! row; `recharge` and `recharge.retrieve` call Ping++ between transactions (see `recharge`).
+//! row; `recharge` and `recharge.retrieve` call Ping++ between transactions (see `recharge`),
+//! as do `cash.retrieve` and, with `pingpp.payout = "withdrawals"`, `cash.approve` and
+//! `cash.reject` (see `payout`).
 
 mod batch;
 mod event;
+mod payout;
 mod recharge;
 
 pub use event::{apply_event, EventOutcome};
+pub use payout::{complete_withdrawal, PayoutSettings, WithdrawalCompletion};
 pub use recharge::{complete_charge, ChargeCompletion};
 
 use std::sync::Arc;
@@ -42,6 +46,9 @@ pub struct Engine {
     /// `Some(user id template)` when new recharges go through Ping++ recharge objects
     /// (`pingpp.recharge_mode = "recharge_object"`), `None` for plain charges.
     pub recharge_object: Option<String>,
+    /// `Some` when approved cash requests are paid out through Ping++ withdrawals
+    /// (`pingpp.payout = "withdrawals"`), `None` for the manual flow.
+    pub payout: Option<Arc<PayoutSettings>>,
 }
 
 impl Engine {
@@ -51,14 +58,32 @@ impl Engine {
         match envelope.kind {
             CommandType::Recharge => recharge::create(self, envelope).await,
             CommandType::RechargeRetrieve => recharge::retrieve(self, envelope).await,
+            CommandType::CashRetrieve => payout::retrieve(self, envelope).await,
+            CommandType::CashApprove if self.payout.is_some() => {
+                payout::approve(self, envelope).await
+            }
+            CommandType::CashReject if self.payout.is_some() => {
+                payout::reject(self, envelope).await
+            }
             _ => self.apply_in_one_transaction(envelope).await,
         }
+    }
+
+    /// Whether this engine may take the command into `apply_batch`: `batchable`, and not a cash
+    /// decision that calls Ping++ (`pingpp.payout = "withdrawals"`).
+    pub fn takes_in_batch(&self, kind: CommandType) -> bool {
+        Self::batchable(kind)
+            && !(self.payout.is_some()
+                && matches!(kind, CommandType::CashApprove | CommandType::CashReject))
     }
 
     /// Whether `apply_batch` may take this command: everything but the recharges, which call
     /// Ping++ between their own transactions.
     pub fn batchable(kind: CommandType) -> bool {
-        !matches!(kind, CommandType::Recharge | CommandType::RechargeRetrieve)
+        !matches!(
+            kind,
+            CommandType::Recharge | CommandType::RechargeRetrieve | CommandType::CashRetrieve
+        )
     }
 
     /// Applies several batchable commands in one transaction (group commit): one commit, one
@@ -67,7 +92,7 @@ impl Engine {
     /// every command is applied again alone, so one bad command can't hold back the others;
     /// each result is then that of the single-command path.
     pub async fn apply_batch(&self, envelopes: &[Envelope]) -> Vec<Result<Applied, DbError>> {
-        debug_assert!(envelopes.iter().all(|e| Self::batchable(e.kind)));
+        debug_assert!(envelopes.iter().all(|e| self.takes_in_batch(e.kind)));
         if envelopes.len() > 1 {
             match batch::apply_together(self, envelopes).await {
                 Ok(applied) => return applied.into_iter().map(Ok).collect(),
@@ -142,6 +167,7 @@ impl Engine {
             CommandType::Recharge | CommandType::RechargeRetrieve => {
                 unreachable!("recharges are applied by engine::recharge")
             }
+            CommandType::CashRetrieve => unreachable!("cash.retrieve is applied by engine::payout"),
         })
     }
 }

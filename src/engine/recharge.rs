@@ -63,7 +63,7 @@ fn pingpp(engine: &Engine) -> Result<&PingppClient, DbError> {
 
 /// A Ping++ failure that is not the command's fault is retried; a refusal by Ping++ (an error
 /// body) becomes the command's rejection.
-fn provider_rejection(error: &PingppError) -> Option<Rejection> {
+pub(super) fn provider_rejection(error: &PingppError) -> Option<Rejection> {
     match error {
         PingppError::Api {
             kind,
@@ -83,7 +83,7 @@ fn provider_rejection(error: &PingppError) -> Option<Rejection> {
     }
 }
 
-fn provider_failure(error: PingppError) -> DbError {
+pub(super) fn provider_failure(error: PingppError) -> DbError {
     if error.is_transient() {
         DbError::Transient(format!("Ping++: {error}"))
     } else {
@@ -92,7 +92,7 @@ fn provider_failure(error: PingppError) -> DbError {
 }
 
 /// Serialises twins of one command for the rest of the transaction.
-async fn lock_command(tx: &Transaction<'_>, envelope: &Envelope) -> Result<(), DbError> {
+pub(super) async fn lock_command(tx: &Transaction<'_>, envelope: &Envelope) -> Result<(), DbError> {
     tx.execute(
         &tx.prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
             .await?,
@@ -103,7 +103,7 @@ async fn lock_command(tx: &Transaction<'_>, envelope: &Envelope) -> Result<(), D
 }
 
 /// Claims the id and stores `result` in one short transaction.
-async fn conclude(
+pub(super) async fn conclude(
     tx: Transaction<'_>,
     envelope: &Envelope,
     result: crate::domain::outcome::CommandResult,

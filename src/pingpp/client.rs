@@ -133,6 +133,40 @@ pub struct RechargeObjectRequest {
     pub metadata: Option<Value>,
 }
 
+/// A withdrawal to create (`POST /v1/apps/{app}/withdrawals`): money out of `user`'s wallet
+/// through `channel`. Creating it twice with the same `order_no` and parameters returns the one
+/// made first, as for charges, which is what makes retries and crash recovery safe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WithdrawalRequest {
+    /// The Ping++ user id, at most 64 characters.
+    pub user: String,
+    pub channel: String,
+    /// Fen, at least 1.
+    pub amount: u64,
+    /// 8 to 20 letters and digits, unique per withdrawal.
+    pub order_no: String,
+    /// `extra[return_url]`: where the user's cashier page returns to.
+    pub return_url: String,
+}
+
+/// What `PUT /v1/apps/{app}/withdrawals/{id}` asks of a created withdrawal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WithdrawalUpdate {
+    /// `{"status": "pending"}`: confirm it.
+    Confirm,
+    /// `{"status": "canceled"}`: cancel it.
+    Cancel,
+}
+
+impl WithdrawalUpdate {
+    pub fn status(self) -> &'static str {
+        match self {
+            WithdrawalUpdate::Confirm => "pending",
+            WithdrawalUpdate::Cancel => "canceled",
+        }
+    }
+}
+
 /// A Ping++ API client. Clones share one connection pool.
 #[derive(Clone)]
 pub struct PingppClient {
@@ -365,6 +399,64 @@ impl PingppClient {
             .and_then(|recharge| check_recharge(recharge, Some(id)));
         record("retrieve_recharge", &recharge, started);
         recharge
+    }
+
+    /// `POST /v1/apps/{app}/withdrawals`: creates a withdrawal, or returns the existing one
+    /// when its `order_no` was used before with the same parameters. Checks the request first,
+    /// so one Ping++ would refuse is not sent at all.
+    pub async fn create_withdrawal(&self, req: &WithdrawalRequest) -> Result<Value, PingppError> {
+        validate_withdrawal(req)?;
+        let body = json!({
+            "user": req.user,
+            "channel": req.channel,
+            "amount": req.amount,
+            "order_no": req.order_no,
+            "extra": { "return_url": req.return_url },
+        });
+        let path = format!("/v1/apps/{}/withdrawals", self.inner.app_id);
+        let started = std::time::Instant::now();
+        let withdrawal = self
+            .request(Method::POST, &path, Some(&body))
+            .await
+            .and_then(|w| check_withdrawal(w, None));
+        record("create_withdrawal", &withdrawal, started);
+        withdrawal
+    }
+
+    /// `PUT /v1/apps/{app}/withdrawals/{id}`: confirms (`pending`) or cancels (`canceled`) a
+    /// created withdrawal. Setting a state is safe to repeat.
+    pub async fn update_withdrawal(
+        &self,
+        id: &str,
+        update: WithdrawalUpdate,
+    ) -> Result<Value, PingppError> {
+        check_withdrawal_id(id)?;
+        let path = format!("/v1/apps/{}/withdrawals/{id}", self.inner.app_id);
+        let body = json!({ "status": update.status() });
+        let started = std::time::Instant::now();
+        let withdrawal = self
+            .request(Method::PUT, &path, Some(&body))
+            .await
+            .and_then(|w| check_withdrawal(w, Some(id)));
+        let endpoint = match update {
+            WithdrawalUpdate::Confirm => "confirm_withdrawal",
+            WithdrawalUpdate::Cancel => "cancel_withdrawal",
+        };
+        record(endpoint, &withdrawal, started);
+        withdrawal
+    }
+
+    /// `GET /v1/apps/{app}/withdrawals/{id}`: the withdrawal as Ping++ sees it now.
+    pub async fn retrieve_withdrawal(&self, id: &str) -> Result<Value, PingppError> {
+        check_withdrawal_id(id)?;
+        let path = format!("/v1/apps/{}/withdrawals/{id}", self.inner.app_id);
+        let started = std::time::Instant::now();
+        let withdrawal = self
+            .request(Method::GET, &path, None)
+            .await
+            .and_then(|w| check_withdrawal(w, Some(id)));
+        record("retrieve_withdrawal", &withdrawal, started);
+        withdrawal
     }
 
     /// Sends one API request and returns Ping++'s JSON answer: authenticates, signs (with a
@@ -648,6 +740,63 @@ fn validate_recharge(req: &RechargeObjectRequest) -> Result<(), PingppError> {
         return invalid("metadata must be a JSON object".into());
     }
     Ok(())
+}
+
+fn check_withdrawal_id(id: &str) -> Result<(), PingppError> {
+    if id.is_empty() || id.len() > 64 || !id.chars().all(is_id_char) {
+        return Err(PingppError::InvalidInput(format!(
+            "withdrawal id {id:?} is not letters, digits and _"
+        )));
+    }
+    Ok(())
+}
+
+/// What Ping++ asks of a withdrawal request.
+fn validate_withdrawal(req: &WithdrawalRequest) -> Result<(), PingppError> {
+    let invalid = |m: String| Err(PingppError::InvalidInput(m));
+    let n = req.order_no.len();
+    if !(8..=20).contains(&n) || !req.order_no.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return invalid(format!(
+            "order_no {:?} must be 8 to 20 letters and digits",
+            req.order_no
+        ));
+    }
+    if req.user.is_empty() || req.user.chars().count() > 64 {
+        return invalid("user must be 1 to 64 characters".into());
+    }
+    if req.channel.is_empty() || !req.channel.chars().all(is_id_char) {
+        return invalid(format!("channel {:?} is not a channel name", req.channel));
+    }
+    if req.amount == 0 {
+        return invalid("amount must be at least 1 fen".into());
+    }
+    if req.return_url.is_empty() {
+        return invalid("extra[return_url] is required".into());
+    }
+    Ok(())
+}
+
+/// A 2xx answer that should be a withdrawal (with `expected_id`, when we asked for one).
+fn check_withdrawal(withdrawal: Value, expected_id: Option<&str>) -> Result<Value, PingppError> {
+    let id = withdrawal.get("id").and_then(Value::as_str);
+    let is_withdrawal = withdrawal.get("object").and_then(Value::as_str) == Some("withdrawal");
+    let has_status = withdrawal.get("status").and_then(Value::as_str).is_some();
+    match id {
+        Some(id)
+            if is_withdrawal
+                && has_status
+                && !id.is_empty()
+                && expected_id.is_none_or(|e| e == id) =>
+        {
+            Ok(withdrawal)
+        }
+        _ => Err(PingppError::Protocol(format!(
+            "expected a withdrawal{}, got object {} with id {}",
+            expected_id.map(|e| format!(" {e}")).unwrap_or_default(),
+            withdrawal.get("object").unwrap_or(&Value::Null),
+            withdrawal.get("id").unwrap_or(&Value::Null),
+        ))),
+    }
 }
 
 /// A 2xx answer that should be a recharge object carrying its charge.

@@ -3,7 +3,7 @@
 //! - [`PingppClient`] sends API requests: bearer authentication with the secret key, request
 //!   signing with the merchant's private key when one is configured, a timeout per attempt, and
 //!   retries with exponential backoff and jitter for transient failures only. Endpoints
-//!   (`create_charge`, `retrieve_charge`) are thin wrappers over one generic request path, so
+//!   (charges, recharge objects, withdrawals) are thin wrappers over one generic request path, so
 //!   recharges and withdrawals can be added the same way.
 //! - [`PingppPublicKey`] verifies the `X-Pingplusplus-Signature` of incoming webhooks.
 //! - [`PingppError`] tells callers whether to try again later ([`PingppError::is_transient`])
@@ -16,8 +16,8 @@ pub mod error;
 pub mod signing;
 
 pub use client::{
-    ChargeRequest, ClientConfig, PingppClient, RechargeObjectRequest, DEFAULT_API_BASE,
-    SIGNATURE_HEADER, TIMESTAMP_HEADER,
+    ChargeRequest, ClientConfig, PingppClient, RechargeObjectRequest, WithdrawalRequest,
+    WithdrawalUpdate, DEFAULT_API_BASE, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
 pub use error::PingppError;
 pub use signing::{sign_request, MerchantKey, PingppPublicKey};

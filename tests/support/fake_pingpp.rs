@@ -148,7 +148,24 @@ enum Injection {
         kind: String,
         message: String,
     },
+    /// Answer 200 with a body that is not JSON (a broken proxy): the client can't read it.
+    Garble,
 }
+
+/// The channels the fake takes for withdrawals (the seeds: 仅支持 yeepay).
+pub const WITHDRAWAL_CHANNELS: &[&str] = &["yeepay"];
+
+const WITHDRAWAL_FIELDS: &[&str] = &[
+    "user",
+    "channel",
+    "amount",
+    "order_no",
+    "extra",
+    "user_fee",
+    "description",
+    "metadata",
+    "settle_account",
+];
 
 #[derive(Default)]
 struct State {
@@ -165,6 +182,14 @@ struct State {
     recharge_order: Vec<String>,
     /// charge[order_no] → (recharge id, the request that created it).
     recharge_by_order_no: HashMap<String, (String, Value)>,
+    /// Scripted answers for the next requests of one method whose path contains a string,
+    /// taken before `script`.
+    targeted: Vec<(String, String, Injection)>,
+    withdrawals: HashMap<String, Value>,
+    /// Withdrawal ids in creation order.
+    withdrawal_order: Vec<String>,
+    /// order_no → (withdrawal id, the request that created it).
+    withdrawal_by_order_no: HashMap<String, (String, Value)>,
 }
 
 impl State {
@@ -312,6 +337,114 @@ impl FakePingpp {
             kind: kind.to_owned(),
             message: message.to_owned(),
         }));
+    }
+
+    /// The next `n` requests with `method` whose path contains `path_part` get `status` with
+    /// the Ping++ error `kind` / `message` (before any untargeted script).
+    pub fn error_next_on(
+        &self,
+        method: &str,
+        path_part: &str,
+        n: usize,
+        status: u16,
+        kind: &str,
+        message: &str,
+    ) {
+        let mut state = self.shared.state();
+        state.targeted.extend((0..n).map(|_| {
+            (
+                method.to_owned(),
+                path_part.to_owned(),
+                Injection::Error {
+                    status,
+                    kind: kind.to_owned(),
+                    message: message.to_owned(),
+                },
+            )
+        }));
+    }
+
+    /// The next `n` requests with `method` whose path contains `path_part` get `status` with
+    /// an `api_error` body (5xx: the client retries).
+    pub fn fail_next_on(&self, method: &str, path_part: &str, n: usize, status: u16) {
+        let mut state = self.shared.state();
+        state.targeted.extend((0..n).map(|_| {
+            (
+                method.to_owned(),
+                path_part.to_owned(),
+                Injection::Fail(status),
+            )
+        }));
+    }
+
+    /// The next `n` requests with `method` whose path contains `path_part` take effect, but
+    /// their answers are lost (502 instead).
+    pub fn lose_next_answers_on(&self, method: &str, path_part: &str, n: usize) {
+        let mut state = self.shared.state();
+        state.targeted.extend((0..n).map(|_| {
+            (
+                method.to_owned(),
+                path_part.to_owned(),
+                Injection::LoseAnswer,
+            )
+        }));
+    }
+
+    /// The next `n` requests with `method` whose path contains `path_part` get a 200 whose body
+    /// is not JSON, before they take effect: the client fails without retrying.
+    pub fn garble_next_on(&self, method: &str, path_part: &str, n: usize) {
+        let mut state = self.shared.state();
+        state
+            .targeted
+            .extend((0..n).map(|_| (method.to_owned(), path_part.to_owned(), Injection::Garble)));
+    }
+
+    /// All withdrawals, in creation order.
+    pub fn withdrawals(&self) -> Vec<Value> {
+        let state = self.shared.state();
+        state
+            .withdrawal_order
+            .iter()
+            .map(|id| state.withdrawals[id].clone())
+            .collect()
+    }
+
+    pub fn withdrawal(&self, id: &str) -> Option<Value> {
+        self.shared.state().withdrawals.get(id).cloned()
+    }
+
+    /// The channel paid the user: returns the withdrawal as it is now.
+    pub fn succeed_withdrawal(&self, id: &str) -> Value {
+        self.update_withdrawal(id, |w| {
+            w["status"] = json!("succeeded");
+            w["time_succeeded"] = json!(now());
+        })
+    }
+
+    /// The channel could not pay the user.
+    pub fn fail_withdrawal(&self, id: &str, msg: &str) -> Value {
+        self.update_withdrawal(id, |w| {
+            w["status"] = json!("failed");
+            w["failure_msg"] = json!(msg);
+        })
+    }
+
+    /// Ping++ canceled it (the user let the cashier page expire).
+    pub fn cancel_withdrawal(&self, id: &str) -> Value {
+        self.update_withdrawal(id, |w| {
+            w["status"] = json!("canceled");
+            w["time_canceled"] = json!(now());
+        })
+    }
+
+    fn update_withdrawal(&self, id: &str, change: impl FnOnce(&mut Value)) -> Value {
+        let mut state = self.shared.state();
+        let withdrawal = state
+            .withdrawals
+            .get_mut(id)
+            .unwrap_or_else(|| panic!("the fake has no withdrawal {id}"));
+        change(withdrawal);
+        withdrawal.clone()
     }
 
     /// The payer paid: returns the charge as it is now.
@@ -515,7 +648,14 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, I
     let injection = {
         let mut state = shared.state();
         state.log.push((method.to_string(), uri.clone()));
-        state.script.pop_front()
+        let targeted = state
+            .targeted
+            .iter()
+            .position(|(m, part, _)| *m == method.as_str() && uri.contains(part.as_str()));
+        match targeted {
+            Some(i) => Some(state.targeted.remove(i).2),
+            None => state.script.pop_front(),
+        }
     };
     match injection {
         Some(Injection::Delay(delay)) => tokio::time::sleep(delay).await,
@@ -528,6 +668,13 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, I
             message,
         }) => return Ok(error(status, &kind, &message, None)),
         Some(Injection::LoseAnswer) => lose_answer = true,
+        Some(Injection::Garble) => {
+            return Ok(Response::builder()
+                .status(200)
+                .header("Content-Type", "text/html")
+                .body(Full::new(Bytes::from_static(b"<html>gateway</html>")))
+                .unwrap())
+        }
         None => {}
     }
     if let Err(refused) = authenticate(&headers) {
@@ -544,7 +691,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, I
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if method == Method::POST && !json_body {
+    if (method == Method::POST || method == Method::PUT) && !json_body {
         return Ok(error(
             400,
             "invalid_request_error",
@@ -880,6 +1027,9 @@ fn credential(channel: &str, request: &Value, amount: u64, extra: &Value) -> Val
 fn recharges_route(shared: &Shared, method: &Method, rest: &str, body: &[u8]) -> Answer {
     let mut parts = rest.splitn(3, '/');
     let (app, collection, id) = (parts.next(), parts.next(), parts.next());
+    if collection == Some("withdrawals") && app == Some(APP_ID) {
+        return withdrawals_route(shared, method, id, body);
+    }
     if collection != Some("recharges") {
         return error(
             404,
@@ -1074,4 +1224,156 @@ fn validate_recharge(request: &Map<String, Value>) -> Result<Map<String, Value>,
         return Err(invalid("metadata 须为对象", "metadata"));
     }
     Ok(as_charge)
+}
+
+/// `/v1/apps/{app}/withdrawals[/{id}]`: create, confirm or cancel (PUT), retrieve.
+fn withdrawals_route(shared: &Shared, method: &Method, id: Option<&str>, body: &[u8]) -> Answer {
+    match (method, id) {
+        (&Method::POST, None) => create_withdrawal(shared, body),
+        (&Method::GET, Some(id)) if !id.is_empty() => match shared.state().withdrawals.get(id) {
+            Some(withdrawal) => answer(200, withdrawal),
+            None => not_found_withdrawal(id),
+        },
+        (&Method::PUT, Some(id)) if !id.is_empty() => update_withdrawal(shared, id, body),
+        _ => error(
+            404,
+            "invalid_request_error",
+            &format!("Unrecognized request URL ({method}: withdrawals)"),
+            None,
+        ),
+    }
+}
+
+fn not_found_withdrawal(id: &str) -> Answer {
+    error(
+        404,
+        "invalid_request_error",
+        &format!("未找到 withdrawal : {id}"),
+        Some("id"),
+    )
+}
+
+fn create_withdrawal(shared: &Shared, body: &[u8]) -> Answer {
+    let request: Map<String, Value> = match serde_json::from_slice(body) {
+        Ok(Value::Object(map)) => map,
+        _ => return error(400, "invalid_request_error", "请求体不是 JSON 对象", None),
+    };
+    if let Some(unknown) = request
+        .keys()
+        .find(|k| !WITHDRAWAL_FIELDS.contains(&k.as_str()))
+    {
+        return invalid(format!("不支持的参数: {unknown}"), unknown).answer();
+    }
+    let text = |name: &str| request.get(name).and_then(Value::as_str);
+    match text("user") {
+        Some(user) if !user.is_empty() && user.chars().count() <= 64 => {}
+        _ => return invalid("缺少参数: user", "user").answer(),
+    }
+    match text("channel") {
+        Some(channel) if WITHDRAWAL_CHANNELS.contains(&channel) => {}
+        Some(channel) => {
+            return invalid(format!("不支持的提现渠道: {channel}"), "channel").answer()
+        }
+        None => return invalid("缺少参数: channel", "channel").answer(),
+    }
+    match request.get("amount").and_then(Value::as_u64) {
+        Some(1..=1_000_000_000) => {}
+        _ => return invalid("amount 须为正整数", "amount").answer(),
+    }
+    let Some(order_no) = text("order_no").map(str::to_owned) else {
+        return invalid("缺少参数: order_no", "order_no").answer();
+    };
+    if !(8..=20).contains(&order_no.len()) || !order_no.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return invalid("order_no 须为 8 到 20 位字母或数字", "order_no").answer();
+    }
+    if request
+        .get("extra")
+        .and_then(|e| e.get("return_url"))
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        return invalid("缺少参数: extra[return_url]", "extra[return_url]").answer();
+    }
+    let request = Value::Object(request);
+    let mut state = shared.state();
+    // Like a charge: the same order_no with the same parameters is the same withdrawal.
+    if let Some((id, original)) = state.withdrawal_by_order_no.get(&order_no) {
+        return if *original == request {
+            answer(200, &state.withdrawals[id])
+        } else {
+            invalid(
+                format!("订单号 {order_no} 已存在，且参数与已有 withdrawal 不一致"),
+                "order_no",
+            )
+            .answer()
+        };
+    }
+    let id = format!("1712{}", random_digits(15));
+    let withdrawal = json!({
+        "id": id,
+        "object": "withdrawal",
+        "app": APP_ID,
+        "amount": request["amount"],
+        "channel": request["channel"],
+        "created": now(),
+        "description": request.get("description").cloned().unwrap_or(Value::Null),
+        "extra": request["extra"],
+        "failure_msg": null,
+        "fee": 0,
+        "livemode": false,
+        "metadata": request.get("metadata").cloned().unwrap_or(json!({})),
+        "operation_url": null,
+        "order_no": order_no,
+        "source": null,
+        "status": "created",
+        "time_canceled": null,
+        "time_succeeded": null,
+        "user": request["user"],
+        "user_fee": request.get("user_fee").cloned().unwrap_or(json!(0)),
+        "settle_account": request.get("settle_account").cloned().unwrap_or(Value::Null),
+    });
+    state
+        .withdrawal_by_order_no
+        .insert(order_no, (id.clone(), request));
+    state.withdrawal_order.push(id.clone());
+    state.withdrawals.insert(id, withdrawal.clone());
+    answer(200, &withdrawal)
+}
+
+/// `{"status":"pending"}` confirms a created withdrawal (it then shows `processing` and its
+/// `operation_url`, as in the seeds' example); `{"status":"canceled"}` cancels a created one.
+/// Asking again for the state it is in answers it unchanged.
+fn update_withdrawal(shared: &Shared, id: &str, body: &[u8]) -> Answer {
+    let wanted = match serde_json::from_slice::<Value>(body) {
+        Ok(v) => v.get("status").and_then(Value::as_str).map(str::to_owned),
+        Err(_) => None,
+    };
+    let mut state = shared.state();
+    let Some(withdrawal) = state.withdrawals.get_mut(id) else {
+        return not_found_withdrawal(id);
+    };
+    let current = withdrawal["status"].as_str().unwrap_or_default().to_owned();
+    match (wanted.as_deref(), current.as_str()) {
+        (Some("pending"), "created") => {
+            withdrawal["status"] = json!("processing");
+            withdrawal["operation_url"] = json!(format!(
+                "https://member.yeepay.com/yeepay-std-wallet/wallet.html#/wallet?order={}",
+                withdrawal["order_no"].as_str().unwrap_or_default()
+            ));
+        }
+        (Some("canceled"), "created") => {
+            withdrawal["status"] = json!("canceled");
+            withdrawal["time_canceled"] = json!(now());
+        }
+        (Some("pending"), "pending" | "processing") | (Some("canceled"), "canceled") => {}
+        (Some("pending" | "canceled"), _) => {
+            return invalid(
+                format!("提现状态为 {current}，不能改为 {}", wanted.unwrap()),
+                "status",
+            )
+            .answer()
+        }
+        _ => return invalid("status 须为 pending 或 canceled", "status").answer(),
+    }
+    answer(200, withdrawal)
 }
