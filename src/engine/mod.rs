@@ -20,7 +20,7 @@ use serde_json::json;
 
 use std::collections::BTreeMap;
 
-use crate::db::commands::Applied;
+use crate::db::commands::{self, Applied, Claim};
 use crate::db::wallets::{
     insert_orders, lock_points, lock_wallets, post_journals, summary, JournalDraft, LockedWallet,
     SystemDeltas,
@@ -111,6 +111,26 @@ impl Engine {
     async fn apply_in_one_transaction(&self, envelope: &Envelope) -> Result<Applied, DbError> {
         let mut applied = batch::apply_together(self, std::slice::from_ref(envelope)).await?;
         Ok(applied.remove(0))
+    }
+
+    /// Claims, decides and stores one command that is not a transfer inside the caller's
+    /// transaction, which the caller commits.
+    async fn apply_within(
+        &self,
+        tx: &Transaction<'_>,
+        envelope: &Envelope,
+    ) -> Result<Applied, DbError> {
+        if let Claim::Done(applied) = commands::claim(tx, envelope).await? {
+            return Ok(applied);
+        }
+        let mut system = SystemDeltas::default();
+        let result = match self.decide(tx, envelope, &mut system).await? {
+            Ok(result) => result,
+            Err(rejection) => rejected(envelope, rejection),
+        };
+        let applied = commands::store(tx, envelope, &result).await?;
+        system.apply(tx).await?;
+        Ok(applied)
     }
 
     /// Runs the rules of a claimed command that is not a transfer inside the batch's
