@@ -53,6 +53,9 @@ pub struct AmqpSettings {
 pub struct WorkerSettings {
     /// Transactions (single commands or batches) running at once in one worker process.
     pub concurrency: usize,
+    /// Commands that wait on Ping++ (recharges, `cash.retrieve`, withdrawal decisions) running
+    /// at once, beside the transaction slots, so a slow Ping++ never holds those up.
+    pub pingpp_concurrency: usize,
     /// Most commands applied in one transaction (group commit); 1 turns batching off.
     pub batch_size: usize,
     pub shutdown_timeout_secs: u64,
@@ -161,6 +164,7 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {
             concurrency: 8,
+            pingpp_concurrency: 16,
             batch_size: 32,
             shutdown_timeout_secs: 30,
         }
@@ -292,6 +296,9 @@ impl Settings {
         if self.worker.concurrency == 0 {
             return invalid("worker.concurrency must be at least 1");
         }
+        if self.worker.pingpp_concurrency == 0 {
+            return invalid("worker.pingpp_concurrency must be at least 1");
+        }
         if self.webhook.max_body_bytes == 0 {
             return invalid("webhook.max_body_bytes must be at least 1");
         }
@@ -356,6 +363,7 @@ impl fmt::Debug for Settings {
             .field("amqp.namespace", &self.amqp.namespace)
             .field("amqp.prefetch", &self.amqp.prefetch)
             .field("worker.concurrency", &self.worker.concurrency)
+            .field("worker.pingpp_concurrency", &self.worker.pingpp_concurrency)
             .field("webhook.listen", &self.webhook.listen)
             .field("webhook.max_body_bytes", &self.webhook.max_body_bytes)
             .field("webhook.read_timeout_ms", &self.webhook.read_timeout_ms)

@@ -36,7 +36,10 @@ struct Context {
     publisher: Publisher,
     names: Names,
     delivery_limit: u32,
+    /// Transaction slots: single commands, batches and Ping++ events.
     permits: Arc<Semaphore>,
+    /// Slots for the commands that wait on Ping++, apart so they never hold up the others.
+    pingpp_permits: Arc<Semaphore>,
     shutdown: CancellationToken,
 }
 
@@ -219,6 +222,7 @@ async fn session(
         names,
         delivery_limit: settings.amqp.delivery_limit,
         permits: Arc::new(Semaphore::new(settings.worker.concurrency)),
+        pingpp_permits: Arc::new(Semaphore::new(settings.worker.pingpp_concurrency)),
         shutdown: shutdown.clone(),
     });
     let mut tasks = JoinSet::new();
@@ -311,7 +315,11 @@ async fn session(
 
 /// One command delivery, decoded once by the consumer loop.
 async fn handle(context: &Context, delivery: Delivery, decoded: Result<Envelope, Malformed>) {
-    let Ok(_permit) = context.permits.clone().acquire_owned().await else {
+    let permits = match &decoded {
+        Ok(envelope) if context.engine.calls_pingpp(envelope.kind) => &context.pingpp_permits,
+        _ => &context.permits,
+    };
+    let Ok(_permit) = permits.clone().acquire_owned().await else {
         return;
     };
     let _in_flight = metrics::InFlight::start();

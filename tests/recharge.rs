@@ -324,3 +324,34 @@ async fn a_worker_stopped_between_the_order_and_the_charge_resumes_the_same_orde
     assert_eq!(env.count("SELECT count(*) FROM wallet_orders").await, 1);
     assert!(env.audit().await.ok);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_ping_plus_plus_does_not_hold_up_transfers() {
+    let (env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|settings| {
+        // One slot each: were they shared, the transfer would wait for the recharge.
+        settings.worker.concurrency = 1;
+        settings.worker.pingpp_concurrency = 1;
+        settings.pingpp.timeout_ms = 10_000;
+    })
+    .await;
+    env.fund(1, 500).await;
+    fake.delay_next(1, Duration::from_secs(4));
+    client.command(&recharge("rc-slow-1", 7, "wx", 100)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while fake.requests() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the recharge never reached Ping++"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let transfer = client.call(support::transfer("tr-fast", 1, 2, 100)).await;
+    assert_eq!(transfer["status"], "succeeded", "{transfer}");
+    assert!(
+        !client.received.contains_key("rc-slow-1"),
+        "the transfer waited for the recharge"
+    );
+    client.wait_results(2).await;
+    assert_eq!(client.received["rc-slow-1"][0]["status"], "succeeded");
+    assert_eq!(fake.charges().len(), 1);
+}

@@ -69,11 +69,17 @@ impl Engine {
         }
     }
 
-    /// Whether this engine may take the command into `apply_batch`: `batchable`, and not a cash
-    /// decision that calls Ping++ (`pingpp.payout = "withdrawals"`).
+    /// Whether this engine may take the command into `apply_batch`: any command that does not
+    /// call Ping++.
     pub fn takes_in_batch(&self, kind: CommandType) -> bool {
-        Self::batchable(kind)
-            && !(self.payout.is_some()
+        !self.calls_pingpp(kind)
+    }
+
+    /// Whether applying the command waits on Ping++: the recharges, `cash.retrieve`, and the
+    /// cash decisions with `pingpp.payout = "withdrawals"`.
+    pub fn calls_pingpp(&self, kind: CommandType) -> bool {
+        !Self::batchable(kind)
+            || (self.payout.is_some()
                 && matches!(kind, CommandType::CashApprove | CommandType::CashReject))
     }
 
