@@ -524,3 +524,37 @@ async fn the_manual_flow_is_unchanged_and_calls_no_one() {
     assert_eq!(fake.requests(), 0);
     assert!(env.audit().await.ok);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_an_approval_in_progress_holds_is_a_conflict_for_other_commands() {
+    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|s| {
+        withdrawals_mode(s);
+        s.pingpp.timeout_ms = 10_000;
+    })
+    .await;
+    env.fund(1, 1000).await;
+    let cash = request_cash(&mut client, "c-held", 1, 300).await;
+    // The approval waits on Ping++'s create while a transfer with its id comes in.
+    fake.delay_next(1, std::time::Duration::from_secs(3));
+    client.command(&approve("held-id", cash)).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while fake.requests() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the approval never reached Ping++"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let transfer = client.call(support::transfer("held-id", 1, 2, 100)).await;
+    assert_eq!(transfer["code"], "idempotency_conflict", "{transfer}");
+    assert_eq!(env.balance(2).await, 0);
+    client.wait_results(3).await;
+    let approved = client.received["held-id"]
+        .iter()
+        .find(|r| r["type"] == "cash.approve")
+        .cloned()
+        .expect("the approval's result");
+    assert_eq!(approved["status"], "succeeded", "{approved}");
+    assert_eq!(fake.withdrawals().len(), 1);
+    assert!(env.audit().await.ok);
+}

@@ -19,6 +19,13 @@ pub struct Applied {
 
 pub const MSG_IDEMPOTENCY_CONFLICT: &str = "该请求ID已用于另一个不同的请求";
 
+/// Whether id $1 (fingerprint $2, type $3) is held by a command still in progress: a recharge
+/// holds its id in `recharges`, and a `cash.approve` paying out through Ping++ in
+/// `cash_payouts`, until its result is stored; only a redelivery of that command may go on.
+const HELD_ELSEWHERE: &str = "
+    EXISTS (SELECT 1 FROM recharges WHERE command_id = $1 AND $3 <> 'recharge')
+    OR EXISTS (SELECT 1 FROM cash_payouts WHERE command_id = $1 AND fingerprint <> $2)";
+
 /// Whether this transaction may apply the command.
 pub enum Claim {
     /// The id is new: its row now exists (without a result) until this transaction ends.
@@ -45,16 +52,18 @@ pub async fn claim(tx: &Transaction<'_>, envelope: &Envelope) -> Result<Claim, D
         )
         .await?;
     if inserted == 1 {
-        // A recharge holds its id in `recharges` until its result is stored.
-        let in_progress = envelope.kind != CommandType::Recharge
-            && tx
-                .query_opt(
-                    &tx.prepare_cached("SELECT 1 FROM recharges WHERE command_id = $1")
-                        .await?,
-                    &[&envelope.id],
-                )
-                .await?
-                .is_some();
+        let in_progress: bool = tx
+            .query_one(
+                &tx.prepare_cached(&format!("SELECT {HELD_ELSEWHERE}"))
+                    .await?,
+                &[
+                    &envelope.id,
+                    &envelope.fingerprint().as_slice(),
+                    &envelope.kind.as_str(),
+                ],
+            )
+            .await?
+            .get(0);
         if in_progress {
             // Leave no trace, so the caller may go on with other commands in this transaction.
             tx.execute(
@@ -166,7 +175,11 @@ pub async fn claim_many(
                  SELECT i, t, u, f FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[])
                      AS x(i, t, u, f) ORDER BY i
                  ON CONFLICT (id) DO NOTHING
-                 RETURNING id, EXISTS (SELECT 1 FROM recharges r WHERE r.command_id = commands.id)",
+                 RETURNING id,
+                     EXISTS (SELECT 1 FROM recharges r WHERE r.command_id = commands.id)
+                     OR EXISTS (SELECT 1 FROM cash_payouts p
+                                WHERE p.command_id = commands.id
+                                  AND p.fingerprint <> commands.fingerprint)",
             )
             .await?,
             &[&ids, &kinds, &users, &fingerprints],
@@ -182,7 +195,7 @@ pub async fn claim_many(
         new.insert(id, row.get::<_, bool>(1));
     }
     if !held_by_recharges.is_empty() {
-        // A recharge holds these ids until its result is stored: leave no trace.
+        // Held by a command in progress (see HELD_ELSEWHERE): leave no trace.
         tx.execute(
             &tx.prepare_cached("DELETE FROM commands WHERE id = ANY($1)")
                 .await?,
