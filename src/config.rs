@@ -163,9 +163,9 @@ impl Default for AmqpSettings {
 impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {
-            concurrency: 8,
+            concurrency: 4,
             pingpp_concurrency: 16,
-            batch_size: 32,
+            batch_size: 64,
             shutdown_timeout_secs: 30,
         }
     }
