@@ -148,7 +148,7 @@ impl SystemDeltas {
     }
 }
 
-/// Writes journals and their entries in two statements whatever their number, and moves the
+/// Writes journals and their entries in one statement whatever their number, and moves the
 /// balances of wallets and points at once, each account once by its summed change; system
 /// accounts' changes go to `system`. Wallets must be in `wallets` (locked). Returns the
 /// journals' ids in the order given.
@@ -160,28 +160,12 @@ pub async fn post_journals(
 ) -> Result<Vec<i64>, DbError> {
     let kinds: Vec<&str> = drafts.iter().map(|d| d.kind).collect();
     let command_ids: Vec<Option<&str>> = drafts.iter().map(|d| d.command_id).collect();
-    let mut journal_ids: Vec<i64> = tx
-        .query(
-            &tx.prepare_cached(
-                "INSERT INTO journal (kind, command_id)
-                 SELECT k, c FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(k, c, n)
-                 ORDER BY n RETURNING id",
-            )
-            .await?,
-            &[&kinds, &command_ids],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    // Identity ids follow insertion order, which follows the drafts.
-    journal_ids.sort_unstable();
-    let mut entry_journals = Vec::new();
+    let mut entry_journals: Vec<i64> = Vec::new();
     let mut entry_accounts: Vec<Option<i64>> = Vec::new();
     let mut entry_systems: Vec<Option<&str>> = Vec::new();
     let mut entry_points: Vec<Option<i64>> = Vec::new();
     let mut entry_amounts = Vec::new();
-    for (draft, &journal_id) in drafts.iter().zip(&journal_ids) {
+    for (position, draft) in (1..).zip(drafts) {
         for (account, amount) in draft.journal.entries() {
             let (wallet, system_name, points) = match account {
                 AccountRef::Wallet(user) => {
@@ -192,53 +176,72 @@ pub async fn post_journals(
                 }
                 AccountRef::Points(user) => (None, None, Some(user)),
                 AccountRef::System(account) => {
-                    system
-                        .by_name
-                        .entry(account.name())
-                        .or_default()
-                        .add(amount)?;
+                    system.by_name.entry(account.name()).or_default().add(amount)?;
                     (None, Some(account.name()), None)
                 }
             };
-            entry_journals.push(journal_id);
+            entry_journals.push(position);
             entry_accounts.push(wallet);
             entry_systems.push(system_name);
             entry_points.push(points);
             entry_amounts.push(amount);
         }
     }
-    tx.execute(
-        &tx.prepare_cached(
-            "WITH e AS (
-                SELECT j, d, s IS NULL AS moves_now,
-                       coalesce(a, (SELECT id FROM accounts WHERE name = s),
-                                (SELECT id FROM accounts WHERE kind = 'points' AND user_id = p)) AS a
-                FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[])
-                    AS u(j, a, s, p, d)
-             ), inserted AS (
-                INSERT INTO ledger_entries (journal_id, account_id, amount) SELECT j, a, d FROM e
-             )
-             UPDATE accounts SET
-                balance = balance + t.d,
-                total_income = total_income + t.income,
-                total_expenses = total_expenses + t.expenses,
-                updated_at = now()
-             FROM (SELECT a, sum(d)::bigint AS d, sum(greatest(d, 0))::bigint AS income,
-                          sum(greatest(-d, 0))::bigint AS expenses
-                   FROM e WHERE moves_now GROUP BY a) AS t
-             WHERE accounts.id = t.a",
+    // Entries name their journal by its position among the drafts; identity ids follow
+    // insertion order, which follows the drafts, so position n is the n-th smallest new id.
+    let rows = tx
+        .query(
+            &tx.prepare_cached(
+                "WITH j AS (
+                    INSERT INTO journal (kind, command_id)
+                    SELECT k, c FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(k, c, n)
+                    ORDER BY n RETURNING id
+                 ), jn AS (
+                    SELECT id, row_number() OVER (ORDER BY id) AS n FROM j
+                 ), e AS (
+                    SELECT jn.id AS j, u.d, u.s IS NULL AS moves_now,
+                           coalesce(u.a, (SELECT id FROM accounts WHERE name = u.s),
+                                    (SELECT id FROM accounts
+                                     WHERE kind = 'points' AND user_id = u.p)) AS a
+                    FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::bigint[], $7::bigint[])
+                        AS u(n, a, s, p, d)
+                    JOIN jn ON jn.n = u.n
+                 ), inserted AS (
+                    INSERT INTO ledger_entries (journal_id, account_id, amount)
+                    SELECT j, a, d FROM e
+                 ), moved AS (
+                    UPDATE accounts SET
+                        balance = balance + t.d,
+                        total_income = total_income + t.income,
+                        total_expenses = total_expenses + t.expenses,
+                        updated_at = now()
+                    FROM (SELECT a, sum(d)::bigint AS d, sum(greatest(d, 0))::bigint AS income,
+                                 sum(greatest(-d, 0))::bigint AS expenses
+                          FROM e WHERE moves_now GROUP BY a) AS t
+                    WHERE accounts.id = t.a
+                 )
+                 SELECT id FROM jn ORDER BY n",
+            )
+            .await?,
+            &[
+                &kinds,
+                &command_ids,
+                &entry_journals,
+                &entry_accounts,
+                &entry_systems,
+                &entry_points,
+                &entry_amounts,
+            ],
         )
-        .await?,
-        &[
-            &entry_journals,
-            &entry_accounts,
-            &entry_systems,
-            &entry_points,
-            &entry_amounts,
-        ],
-    )
-    .await?;
-    Ok(journal_ids)
+        .await?;
+    if rows.len() != drafts.len() {
+        return Err(DbError::Fatal(format!(
+            "{} journals written for {}",
+            rows.len(),
+            drafts.len()
+        )));
+    }
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// Inserts orders and returns them in the seeds' JSON shape, in the order given.

@@ -44,46 +44,55 @@ pub(super) async fn apply_together(
         }
     }
 
-    let claims = commands::claim_many(
-        &tx,
-        &unique.iter().map(|&i| &envelopes[i]).collect::<Vec<_>>(),
-    )
-    .await?;
-    let mut claimed = Vec::new();
-    for (&i, claim) in unique.iter().zip(claims) {
-        match claim {
-            Claim::New => claimed.push(i),
-            Claim::Done(applied) => answers[i] = Some(applied),
-        }
-    }
-
     // Transfers are parsed first: the wallets they name are then known for sure.
-    let mut results: Vec<(usize, CommandResult)> = Vec::with_capacity(claimed.len());
+    let mut parse_rejections = Vec::new();
     let mut requests = Vec::new();
     let mut others = Vec::new();
-    for &i in &claimed {
+    for &i in &unique {
         let envelope = &envelopes[i];
         match transfer_kind(envelope.kind) {
             None => others.push(i),
             Some(kind) => match transfer::parse(kind, envelope.user_id, &envelope.data) {
                 Ok(request) => requests.push((i, request)),
-                Err(rejection) => results.push((i, rejected(envelope, rejection))),
+                Err(rejection) => parse_rejections.push((i, rejection)),
             },
         }
     }
 
-    // Every wallet the batch will touch, locked up front in user order: two batches touching
-    // the same wallets then wait for each other instead of deadlocking.
+    // Claim every id and lock every wallet the batch will touch, in user order (two batches
+    // touching the same wallets then wait for each other instead of deadlocking), pipelined in
+    // one round trip. A replayed command's wallets are locked for nothing, which is harmless.
     let users: Vec<i64> = requests
         .iter()
         .flat_map(|(_, r)| [r.from, r.to])
         .chain(others.iter().filter_map(|&i| own_wallet(&envelopes[i])))
         .collect();
-    let mut wallets = if users.is_empty() {
-        BTreeMap::new()
-    } else {
-        lock_wallets(&tx, &users).await?
-    };
+    let unique_envelopes: Vec<&Envelope> = unique.iter().map(|&i| &envelopes[i]).collect();
+    let (claims, mut wallets) = tokio::try_join!(
+        commands::claim_many(&tx, &unique_envelopes),
+        async {
+            if users.is_empty() {
+                Ok(BTreeMap::new())
+            } else {
+                lock_wallets(&tx, &users).await
+            }
+        }
+    )?;
+    let mut claimed = vec![false; envelopes.len()];
+    for (&i, claim) in unique.iter().zip(claims) {
+        match claim {
+            Claim::New => claimed[i] = true,
+            Claim::Done(applied) => answers[i] = Some(applied),
+        }
+    }
+    requests.retain(|(i, _)| claimed[*i]);
+    others.retain(|&i| claimed[i]);
+    let mut results: Vec<(usize, CommandResult)> = parse_rejections
+        .into_iter()
+        .filter(|(i, _)| claimed[*i])
+        .map(|(i, rejection)| (i, rejected(&envelopes[i], rejection)))
+        .collect();
+
     let mut transfers = Vec::with_capacity(requests.len());
     for (i, request) in requests {
         match decide_transfer(request, &mut wallets)? {
