@@ -77,11 +77,10 @@ impl Scenario {
     /// pgbench scripts (benches/pgbench) and weights doing the same SQL work.
     fn pgbench_scripts(self) -> &'static [(&'static str, u32)] {
         match self {
-            Scenario::Uniform => &[("transfer_uniform.sql", 1)],
-            Scenario::Hot => &[("transfer_hot.sql", 1)],
+            Scenario::Uniform | Scenario::Hot => &[("transfer.sql", 1)],
             // The blend of `mixed_command`; a reward is a transfer with another order type.
             Scenario::Mixed => &[
-                ("transfer_uniform.sql", 65),
+                ("transfer.sql", 65),
                 ("transform.sql", 10),
                 ("cash.sql", 5),
                 ("wallet_get.sql", 10),
@@ -1237,7 +1236,8 @@ async fn run_pgbench(
         .args(["-n", "-M", &options.pgbench_mode, "-j", "2"])
         .args(["-c", &options.pgbench_clients.to_string()])
         .args(["-T", &options.pgbench_secs.to_string()])
-        .args(["-D", &format!("wallets={WALLETS}")]);
+        .args(["-D", &format!("wallets={WALLETS}")])
+        .args(["-D", if scenario == Scenario::Hot { "hot=1" } else { "hot=0" }]);
     for (script, weight) in scenario.pgbench_scripts() {
         command
             .arg("-f")

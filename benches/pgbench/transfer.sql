@@ -1,10 +1,12 @@
--- One `transfer` between two random wallets, as src/engine/mod.rs applies it, one command per
--- transaction: claim the command id, lock both wallets in user id order, a journal with two
--- ledger entries and the balance update, two wallet orders, then store the result.
--- Run with -D wallets=N (wallets 1..N exist and are funded) and -M prepared.
-\set from random(1, :wallets)
+-- One `transfer`, as src/engine applies a command alone, one command per transaction: claim the
+-- command id, lock both wallets in user id order, a journal with two ledger entries and the
+-- balance update, two wallet orders, then store the result.
+-- Run with -D wallets=N (wallets 1..N exist and are funded), -M prepared, and -D hot=0 (between
+-- two random wallets) or -D hot=1 (from a random wallet to wallet 1, as rewards to one popular
+-- user are).
+\set from random(1 + :hot, :wallets)
 \set off random(1, :wallets - 1)
-\set to 1 + (:from - 1 + :off) % :wallets
+\set to CASE WHEN :hot = 1 THEN 1 ELSE 1 + (:from - 1 + :off) % :wallets END
 \set amount random(1, 100)
 BEGIN;
 INSERT INTO commands (id, type, user_id, fingerprint)
