@@ -118,12 +118,7 @@ pub async fn run_with_readiness(
             shutdown.clone(),
         ));
     }
-    let reconnect = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(10))
-        .with_jitter()
-        .without_max_times();
-    let mut delays = backon::BackoffBuilder::build(reconnect);
+    let mut delays = amqp::reconnect_delays();
     loop {
         let mut consumed = false;
         let outcome = session(&settings, &engine, &shutdown, &mut || {
@@ -135,12 +130,12 @@ pub async fn run_with_readiness(
         .await;
         if consumed {
             // A session that worked starts the backoff over.
-            delays = backon::BackoffBuilder::build(reconnect);
+            delays = amqp::reconnect_delays();
         }
         match outcome {
             Ok(()) => return Ok(()),
             Err(e) => {
-                let delay = delays.next().unwrap_or(Duration::from_secs(10));
+                let delay = delays.next().unwrap_or(Duration::from_secs(5));
                 metrics::broker_reconnect("worker");
                 warn!(error = %e, ?delay, "broker session ended; reconnecting");
                 tokio::select! {

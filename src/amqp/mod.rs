@@ -14,6 +14,19 @@ pub use topology::Names;
 /// while the broker shuts down.
 pub const BROKER_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The waits between attempts to reach the broker again, for the worker and the webhook
+/// listener alike: short at first (a broker restart takes seconds), at most 5 s. Start a new
+/// sequence once a connection worked.
+pub fn reconnect_delays() -> impl Iterator<Item = Duration> + Send {
+    backon::BackoffBuilder::build(
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(5))
+            .with_jitter()
+            .without_max_times(),
+    )
+}
+
 pub async fn connect(url: &str, name: &str) -> anyhow::Result<Connection> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
     match tokio::time::timeout(BROKER_TIMEOUT, Connection::connect(url, properties)).await {

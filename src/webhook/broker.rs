@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use lapin::{Connection, ConnectionStatus, Event};
 use tokio::sync::{watch, Notify};
@@ -97,15 +96,6 @@ pub fn start(
     )
 }
 
-fn reconnect_delays() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
-
 async fn maintain(
     settings: Settings,
     current: watch::Sender<Option<Link>>,
@@ -113,7 +103,7 @@ async fn maintain(
     stop: CancellationToken,
 ) {
     let names = Names::new(&settings.amqp.namespace);
-    let mut delays = reconnect_delays();
+    let mut delays = crate::amqp::reconnect_delays();
     loop {
         let connected = tokio::select! {
             _ = stop.cancelled() => return,
@@ -130,7 +120,7 @@ async fn maintain(
                 }
             }
         };
-        delays = reconnect_delays();
+        delays = crate::amqp::reconnect_delays();
         info!(exchange = %names.webhooks_exchange, "webhook listener: connected to the broker");
         current.send_replace(Some(link.clone()));
         let stopping = watch_link(&connection, &link, &suspect, &stop).await;
