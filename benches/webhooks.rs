@@ -10,7 +10,8 @@
 //! `scripts/bench.sh --webhooks [ARGS]` starts throwaway PostgreSQL and RabbitMQ and runs this;
 //! by hand it needs PP_TEST_AMQP_URL and PP_TEST_DATABASE_URL (only for the listener's
 //! `/readyz`, which checks the database too). Other PLUSPAY_* variables in the environment are
-//! passed to the listener, to try settings.
+//! passed to the listener, to try settings; PP_BENCH_PLUSPAY=PATH runs another `pluspay` binary
+//! than this build's (an older build, for before/after runs interleaved on a noisy machine).
 //!
 //! Under `cargo test` (which runs a `harness = false` bench without `--bench`) it runs the
 //! smoke version when those variables are set, so CI checks that the harness works (every
@@ -190,6 +191,9 @@ async fn run(options: Options) -> anyhow::Result<()> {
         .collect();
     if !passed.is_empty() {
         println!("webhooks: passed to the listener: {}", passed.join(" "));
+    }
+    if let Some(binary) = std::env::var_os("PP_BENCH_PLUSPAY") {
+        println!("webhooks: listener binary {}", Path::new(&binary).display());
     }
 
     // The test key pair: Ping++'s role is played by this process.
@@ -408,7 +412,9 @@ impl Listener {
         log: &Path,
     ) -> anyhow::Result<Listener> {
         let log = std::fs::File::create(log).context("create the listener log")?;
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pluspay"))
+        let binary = std::env::var_os("PP_BENCH_PLUSPAY")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_pluspay").into());
+        let child = tokio::process::Command::new(binary)
             .arg("webhooks")
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("PLUSPAY_DATABASE_URL", db_url)
