@@ -315,7 +315,10 @@ fn bad_deliveries(key: &KeyPair, run_tag: &str, n: usize) -> anyhow::Result<Vec<
             let good = sign(key, body.as_bytes())?;
             let (body, signature) = match j % 6 {
                 0 => (body, Some(other.clone())),
-                1 => (body.replacen("\"amount\":100", "\"amount\":900", 1), Some(good)),
+                1 => (
+                    body.replacen("\"amount\":100", "\"amount\":900", 1),
+                    Some(good),
+                ),
                 2 => (body, Some("not base64!".to_owned())),
                 3 => (body, Some(String::new())),
                 4 => (body, Some(good[..good.len() - 4].to_owned())),
@@ -527,10 +530,13 @@ impl Measured {
             per(self.cpu),
             100.0 * self.cpu.as_secs_f64() / self.elapsed.as_secs_f64()
         );
-        let others: Vec<String> = [("RabbitMQ", self.rabbitmq_cpu), ("bench client", self.bench_cpu)]
-            .into_iter()
-            .filter_map(|(name, d)| Some(format!("{name} {:.3}", per(d?))))
-            .collect();
+        let others: Vec<String> = [
+            ("RabbitMQ", self.rabbitmq_cpu),
+            ("bench client", self.bench_cpu),
+        ]
+        .into_iter()
+        .filter_map(|(name, d)| Some(format!("{name} {:.3}", per(d?))))
+        .collect();
         println!("  CPU ms per webhook, others: {}", others.join(", "));
         println!(
             "  queue: exactly the {} accepted events, each once, message_id = event id; {} badly \
@@ -718,9 +724,7 @@ async fn check_queue(
         .enumerate()
         .map(|(i, e)| (e.id.as_str(), i))
         .collect();
-    channel
-        .basic_qos(1_000, BasicQosOptions::default())
-        .await?;
+    channel.basic_qos(1_000, BasicQosOptions::default()).await?;
     let mut consumer = channel
         .basic_consume(
             names.webhooks_queue.as_str().into(),
@@ -799,7 +803,11 @@ async fn queue_depth(channel: &lapin::Channel, names: &Names) -> anyhow::Result<
 
 /// The run's queues and exchanges, so that repeated runs leave nothing behind on the broker.
 async fn delete_namespace(channel: &lapin::Channel, names: &Names) {
-    for queue in [&names.webhooks_queue, &names.commands_queue, &names.dead_queue] {
+    for queue in [
+        &names.webhooks_queue,
+        &names.commands_queue,
+        &names.dead_queue,
+    ] {
         let _ = channel
             .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
             .await;
@@ -888,7 +896,9 @@ fn cpu_time(pid: u32) -> Option<Duration> {
 /// CPU time of a server and its reaped children so far.
 fn server_cpu_time(pid: u32) -> Option<Duration> {
     let stat = proc_stat(pid)?;
-    Some(ticks(stat.get(11)? + stat.get(12)? + stat.get(13)? + stat.get(14)?))
+    Some(ticks(
+        stat.get(11)? + stat.get(12)? + stat.get(13)? + stat.get(14)?,
+    ))
 }
 
 /// RabbitMQ's VM, when scripts/services.sh started it (PP_SERVICES_DIR).
