@@ -39,8 +39,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use lapin::options::{
-    BasicConsumeOptions, BasicQosOptions, ExchangeDeleteOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicConsumeOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use pluspay::amqp::{self, Names};
@@ -224,6 +223,9 @@ async fn run(options: Options) -> anyhow::Result<()> {
     let mut listener = Listener::start(&db_url, &amqp_url, &namespace, &key_file, addr, &log)?;
     let result = measure(&options, &mut listener, &events, &bad, &channel, &names).await;
     let stopped = listener.stop().await;
+    // Also after a failure: nothing of this run stays on the broker.
+    delete_namespace(&channel, &names).await;
+    let _ = connection.close(200, "bye".into()).await;
     let measured = match (result, stopped) {
         (Ok(measured), Ok(())) => measured,
         (Err(e), _) | (Ok(_), Err(e)) => {
@@ -231,8 +233,6 @@ async fn run(options: Options) -> anyhow::Result<()> {
             return Err(e.context(format!("listener log: {}", log.display())));
         }
     };
-    delete_namespace(&channel, &names).await;
-    let _ = connection.close(200, "bye".into()).await;
     measured.print(&options);
     if options.smoke {
         // Nothing to read after a smoke run that passed (CI runs it on every test run).
@@ -724,7 +724,6 @@ async fn check_queue(
         .enumerate()
         .map(|(i, e)| (e.id.as_str(), i))
         .collect();
-    channel.basic_qos(1_000, BasicQosOptions::default()).await?;
     let mut consumer = channel
         .basic_consume(
             names.webhooks_queue.as_str().into(),
