@@ -224,7 +224,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
     let result = measure(&options, &mut listener, &events, &bad, &channel, &names).await;
     let stopped = listener.stop().await;
     // Also after a failure: nothing of this run stays on the broker.
-    delete_namespace(&channel, &names).await;
+    delete_namespace(&connection, &names).await;
     let _ = connection.close(200, "bye".into()).await;
     let measured = match (result, stopped) {
         (Ok(measured), Ok(())) => measured,
@@ -801,26 +801,46 @@ async fn queue_depth(channel: &lapin::Channel, names: &Names) -> anyhow::Result<
 }
 
 /// The run's queues and exchanges, so that repeated runs leave nothing behind on the broker.
-async fn delete_namespace(channel: &lapin::Channel, names: &Names) {
-    for queue in [
+/// Each on a channel of its own: a failed delete closes its channel, not the others'. Failures
+/// are reported, not fatal.
+async fn delete_namespace(connection: &lapin::Connection, names: &Names) {
+    let queues = [
         &names.webhooks_queue,
         &names.commands_queue,
         &names.dead_queue,
-    ] {
-        let _ = channel
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await;
-    }
-    for exchange in [
+    ];
+    let exchanges = [
         &names.webhooks_exchange,
         &names.commands_exchange,
         &names.results_exchange,
         &names.events_exchange,
         &names.dead_exchange,
-    ] {
-        let _ = channel
-            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-            .await;
+    ];
+    for (name, is_queue) in queues
+        .into_iter()
+        .map(|q| (q, true))
+        .chain(exchanges.into_iter().map(|e| (e, false)))
+    {
+        let deleted = tokio::time::timeout(STALL, async {
+            let channel = connection.create_channel().await?;
+            if is_queue {
+                channel
+                    .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                    .await?;
+            } else {
+                channel
+                    .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
+                    .await?;
+            }
+            let _ = channel.close(200, "bye".into()).await;
+            Ok::<_, lapin::Error>(())
+        })
+        .await;
+        match deleted {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("webhooks: WARNING: cannot delete {name}: {e}"),
+            Err(_) => eprintln!("webhooks: WARNING: deleting {name} timed out"),
+        }
     }
 }
 
