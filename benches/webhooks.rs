@@ -5,7 +5,12 @@
 //!
 //! ```text
 //! cargo bench --bench webhooks -- [--webhooks N] [--connections C] [--bad B] [--smoke]
+//!     [--broker-only]
 //! ```
+//!
+//! `--broker-only` leaves the listener out: C tasks publish the same events straight to the
+//! webhooks exchange on one confirm channel, each awaiting its own confirm, as the listener
+//! does. It measures the broker's share, to compare with.
 //!
 //! `scripts/bench.sh --webhooks [ARGS]` starts throwaway PostgreSQL and RabbitMQ and runs this;
 //! by hand it needs PP_TEST_AMQP_URL and PP_TEST_DATABASE_URL (only for the listener's
@@ -42,7 +47,9 @@ use lapin::options::{
     BasicConsumeOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
-use pluspay::amqp::{self, Names};
+use pluspay::amqp::publisher::json_properties;
+use pluspay::amqp::topology::PINGPP_ROUTING_KEY;
+use pluspay::amqp::{self, Names, Publisher};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -65,10 +72,12 @@ struct Options {
     /// Badly signed deliveries sent before the load; each must be refused and never enqueued.
     bad: usize,
     smoke: bool,
+    /// No listener: publish straight to the broker, as the listener would.
+    broker_only: bool,
 }
 
 const USAGE: &str = "usage: cargo bench --bench webhooks -- [--webhooks N] [--connections C] \
-[--bad B] [--smoke]";
+[--bad B] [--smoke] [--broker-only]";
 
 impl Options {
     fn parse(args: &[String]) -> anyhow::Result<Options> {
@@ -78,6 +87,7 @@ impl Options {
             connections: 0,
             bad: 12,
             smoke: false,
+            broker_only: false,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -98,6 +108,7 @@ impl Options {
                 // cargo bench adds it.
                 "--bench" => {}
                 "--smoke" => options.smoke = true,
+                "--broker-only" => options.broker_only = true,
                 "--webhooks" => webhooks = Some(value()?.parse().context("--webhooks")?),
                 "--connections" => connections = Some(value()?.parse().context("--connections")?),
                 "--bad" => options.bad = value()?.parse().context("--bad")?,
@@ -176,14 +187,22 @@ async fn run(options: Options) -> anyhow::Result<()> {
     let run_tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let log_dir = std::env::temp_dir().join(format!("pluspay-bench-webhooks-{run_tag}"));
     std::fs::create_dir_all(&log_dir)?;
-    println!(
-        "webhooks: run {run_tag}, {} webhooks from {} connections, {} badly signed; listener \
-         log in {}",
-        options.webhooks,
-        options.connections,
-        options.bad,
-        log_dir.display()
-    );
+    if options.broker_only {
+        println!(
+            "webhooks: run {run_tag}, BROKER ONLY (no listener): {} events published by {} \
+             tasks on one confirm channel",
+            options.webhooks, options.connections
+        );
+    } else {
+        println!(
+            "webhooks: run {run_tag}, {} webhooks from {} connections, {} badly signed; \
+             listener log in {}",
+            options.webhooks,
+            options.connections,
+            options.bad,
+            log_dir.display()
+        );
+    }
     let passed: Vec<String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("PLUSPAY_"))
         .map(|(k, v)| format!("{k}={v}"))
@@ -203,8 +222,13 @@ async fn run(options: Options) -> anyhow::Result<()> {
         pem("PUBLIC KEY", key.public_key().as_der()?.as_ref()),
     )?;
     let signing = Instant::now();
-    let events = Arc::new(sign_all(&key, &run_tag, options.webhooks)?);
-    let bad = bad_deliveries(&key, &run_tag, options.bad)?;
+    let sign = !options.broker_only;
+    let events = Arc::new(sign_all(&key, &run_tag, options.webhooks, sign)?);
+    let bad = if sign {
+        bad_deliveries(&key, &run_tag, options.bad)?
+    } else {
+        Vec::new()
+    };
     println!(
         "webhooks: {} events of {} bytes signed in {:.1} s (before the clock starts)",
         events.len(),
@@ -218,6 +242,14 @@ async fn run(options: Options) -> anyhow::Result<()> {
     let channel = connection.create_channel().await?;
     amqp::topology::declare(&channel, &names, DELIVERY_LIMIT).await?;
 
+    if options.broker_only {
+        let result = measure_broker(&options, &events, &amqp_url, &channel, &names).await;
+        delete_namespace(&connection, &names).await;
+        let _ = connection.close(200, "bye".into()).await;
+        result?.print(&options);
+        let _ = std::fs::remove_dir_all(&log_dir);
+        return Ok(());
+    }
     let addr = free_port()?;
     let log = log_dir.join("listener.log");
     let mut listener = Listener::start(&db_url, &amqp_url, &namespace, &key_file, addr, &log)?;
@@ -261,7 +293,7 @@ fn event_body(run_tag: &str, i: usize) -> String {
         .replace("iar_Xc2SGjrbdmT0eeKWeCsvLhbL", &format!("iar_{unique}"))
 }
 
-fn sign(key: &KeyPair, body: &[u8]) -> anyhow::Result<String> {
+fn sign_body(key: &KeyPair, body: &[u8]) -> anyhow::Result<String> {
     let mut signature = vec![0; key.public_modulus_len()];
     key.sign(
         &RSA_PKCS1_SHA256,
@@ -274,7 +306,7 @@ fn sign(key: &KeyPair, body: &[u8]) -> anyhow::Result<String> {
 }
 
 /// N distinct events, signed on every core (RSA signing is slow: about 1 ms each).
-fn sign_all(key: &KeyPair, run_tag: &str, n: usize) -> anyhow::Result<Vec<Event>> {
+fn sign_all(key: &KeyPair, run_tag: &str, n: usize, sign: bool) -> anyhow::Result<Vec<Event>> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let chunk = n.div_ceil(threads);
     std::thread::scope(|scope| {
@@ -284,11 +316,15 @@ fn sign_all(key: &KeyPair, run_tag: &str, n: usize) -> anyhow::Result<Vec<Event>
                     (t * chunk..((t + 1) * chunk).min(n))
                         .map(|i| {
                             let body = event_body(run_tag, i);
-                            let signature = sign(key, body.as_bytes())?;
+                            let signature = if sign {
+                                Some(sign_body(key, body.as_bytes())?)
+                            } else {
+                                None
+                            };
                             Ok(Event {
                                 id: format!("evt_{run_tag}{i:016}"),
                                 body: Bytes::from(body),
-                                signature: Some(signature),
+                                signature,
                             })
                         })
                         .collect::<anyhow::Result<Vec<Event>>>()
@@ -306,13 +342,13 @@ fn sign_all(key: &KeyPair, run_tag: &str, n: usize) -> anyhow::Result<Vec<Event>
 /// Badly signed deliveries, in turn: another event's signature, a body changed after signing,
 /// a signature that is not base64, an empty one, a truncated one, and no header at all.
 fn bad_deliveries(key: &KeyPair, run_tag: &str, n: usize) -> anyhow::Result<Vec<Event>> {
-    let other = sign(key, event_body(run_tag, usize::MAX).as_bytes())?;
+    let other = sign_body(key, event_body(run_tag, usize::MAX).as_bytes())?;
     (0..n)
         .map(|j| {
             // Ids no good event has.
             let i = usize::MAX - 1 - j;
             let body = event_body(run_tag, i);
-            let good = sign(key, body.as_bytes())?;
+            let good = sign_body(key, body.as_bytes())?;
             let (body, signature) = match j % 6 {
                 0 => (body, Some(other.clone())),
                 1 => (
@@ -489,17 +525,22 @@ struct Measured {
     p50: Duration,
     p99: Duration,
     max: Duration,
-    idle_rss_kib: u64,
-    sampled_rss_kib: u64,
-    hwm_kib: u64,
-    /// The listener's CPU time over the load.
-    cpu: Duration,
+    /// None with `--broker-only`.
+    listener: Option<ListenerUse>,
     /// This process's (the clients') and RabbitMQ's CPU time over the same span.
     bench_cpu: Option<Duration>,
     rabbitmq_cpu: Option<Duration>,
     bad: usize,
     load_before: String,
     load_after: String,
+}
+
+/// The listener's memory and CPU over the load.
+struct ListenerUse {
+    idle_rss_kib: u64,
+    sampled_rss_kib: u64,
+    hwm_kib: u64,
+    cpu: Duration,
 }
 
 impl Measured {
@@ -520,16 +561,19 @@ impl Measured {
             ms(self.p99),
             ms(self.max)
         );
-        println!(
-            "  listener: RSS idle {:.1} MiB, sampled peak {:.1} MiB, VmHWM {:.1} MiB; CPU {:.2} s \
-             = {:.3} ms per webhook ({:.0}% of one core over the run)",
-            self.idle_rss_kib as f64 / 1024.0,
-            self.sampled_rss_kib as f64 / 1024.0,
-            self.hwm_kib as f64 / 1024.0,
-            self.cpu.as_secs_f64(),
-            per(self.cpu),
-            100.0 * self.cpu.as_secs_f64() / self.elapsed.as_secs_f64()
-        );
+        match &self.listener {
+            Some(l) => println!(
+                "  listener: RSS idle {:.1} MiB, sampled peak {:.1} MiB, VmHWM {:.1} MiB; CPU \
+                 {:.2} s = {:.3} ms per webhook ({:.0}% of one core over the run)",
+                l.idle_rss_kib as f64 / 1024.0,
+                l.sampled_rss_kib as f64 / 1024.0,
+                l.hwm_kib as f64 / 1024.0,
+                l.cpu.as_secs_f64(),
+                per(l.cpu),
+                100.0 * l.cpu.as_secs_f64() / self.elapsed.as_secs_f64()
+            ),
+            None => println!("  broker only: no listener; \"accepted\" = confirmed by RabbitMQ"),
+        }
         let others: Vec<String> = [
             ("RabbitMQ", self.rabbitmq_cpu),
             ("bench client", self.bench_cpu),
@@ -543,6 +587,13 @@ impl Measured {
              signed refused with {BAD_SIGNATURE_STATUS} and not enqueued",
             self.accepted, self.bad
         );
+        let (peak_rss, listener_cpu) = match &self.listener {
+            Some(l) => (
+                format!("{:.1}", l.sampled_rss_kib.max(l.hwm_kib) as f64 / 1024.0),
+                format!("{:.3}", per(l.cpu)),
+            ),
+            None => ("-".to_owned(), "- (broker only)".to_owned()),
+        };
         println!(
             "  load average before {} / after {}\n",
             self.load_before, self.load_after
@@ -553,15 +604,15 @@ impl Measured {
         );
         println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |");
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.1} | {:.1} | {:.3} | {} | {} |",
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.1} | {} | {} | {} | {} |",
             self.webhooks,
             options.connections,
             self.throughput(),
             ms(self.p50),
             ms(self.p99),
             ms(self.max),
-            self.sampled_rss_kib.max(self.hwm_kib) as f64 / 1024.0,
-            per(self.cpu),
+            peak_rss,
+            listener_cpu,
             self.load_before,
             self.load_after
         );
@@ -687,13 +738,91 @@ async fn measure(
         p50: percentile(&latencies, 0.50),
         p99: percentile(&latencies, 0.99),
         max: *latencies.last().expect("n > 0"),
-        idle_rss_kib,
-        sampled_rss_kib,
-        hwm_kib,
-        cpu,
+        listener: Some(ListenerUse {
+            idle_rss_kib,
+            sampled_rss_kib,
+            hwm_kib,
+            cpu,
+        }),
         bench_cpu,
         rabbitmq_cpu,
         bad: bad.len(),
+        load_before,
+        load_after,
+    })
+}
+
+/// `--broker-only`: what the listener does after verifying, without the listener: C tasks
+/// publish the events on one confirm channel of one connection (the listener's set-up), each
+/// awaiting its own confirm before taking the next event.
+async fn measure_broker(
+    options: &Options,
+    events: &Arc<Vec<Event>>,
+    amqp_url: &str,
+    channel: &lapin::Channel,
+    names: &Names,
+) -> anyhow::Result<Measured> {
+    let n = events.len();
+    let connection = amqp::connect(amqp_url, "pluspay-bench-broker-only").await?;
+    let publisher = Publisher::open(&connection).await?;
+    let exchange: Arc<str> = names.webhooks_exchange.as_str().into();
+    let rabbitmq = rabbitmq_pid();
+    let rabbitmq_before = rabbitmq.and_then(server_cpu_time);
+    let bench_before = cpu_time(std::process::id());
+    let load_before = load_average();
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..options.connections)
+        .map(|_| {
+            let (events, next) = (events.clone(), next.clone());
+            let (publisher, exchange) = (publisher.clone(), exchange.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(event) = events.get(i) else {
+                        return Ok::<_, anyhow::Error>(latencies);
+                    };
+                    let sent = Instant::now();
+                    let properties = json_properties()
+                        .with_message_id(event.id.as_str().into())
+                        .with_type("charge.succeeded".into());
+                    publisher
+                        .publish(&exchange, PINGPP_ROUTING_KEY, &event.body, properties, true)
+                        .await
+                        .with_context(|| format!("publish {}", event.id))?;
+                    latencies.push(sent.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(n);
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let elapsed = start.elapsed();
+    let rabbitmq_cpu = rabbitmq
+        .and_then(server_cpu_time)
+        .zip(rabbitmq_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    let bench_cpu = cpu_time(std::process::id())
+        .zip(bench_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    let load_after = load_average();
+    let _ = connection.close(200, "bye".into()).await;
+    latencies.sort_unstable();
+    check_queue(channel, names, events, &[]).await?;
+    Ok(Measured {
+        webhooks: n,
+        accepted: latencies.len(),
+        elapsed,
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
+        max: *latencies.last().expect("n > 0"),
+        listener: None,
+        bench_cpu,
+        rabbitmq_cpu,
+        bad: 0,
         load_before,
         load_after,
     })
