@@ -1,20 +1,29 @@
 #!/usr/bin/env bash
-# The end-to-end benchmark (issue 7; docs/BENCHMARKS.md), one command:
+# The benchmarks of issue 7 (docs/BENCHMARKS.md), one command each:
 #
 #   scripts/bench.sh [--scenario uniform|hot|mixed|all] [--commands N] [--publishers P]
 #                    [--rate R] [--smoke] [--pgbench-secs S] [--pgbench-clients C] ...
+#       the end-to-end benchmark of the worker (benches/e2e.rs)
+#   scripts/bench.sh --webhooks [--webhooks N] [--connections C] [--bad B] [--smoke]
+#       the webhook listener's benchmark (benches/webhooks.rs)
 #
 # Installs PostgreSQL 15 / RabbitMQ when missing, starts throwaway instances of both in a
 # temporary directory (scripts/services.sh: fsync and synchronous_commit on), builds the
 # release binary and the bench, prints the machine, runs
-# `cargo bench --bench e2e -- "$@"` against the services (PP_TEST_DATABASE_URL,
+# `cargo bench --bench e2e|webhooks -- "$@"` against the services (PP_TEST_DATABASE_URL,
 # PP_TEST_AMQP_URL) and always stops and deletes them afterwards. Exits with the bench's code.
-# PLUSPAY_* variables in the environment are passed on to the worker under test.
+# PLUSPAY_* variables in the environment are passed on to the process under test.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 SERVICES=$ROOT/scripts/services.sh
 cd "$ROOT"
+
+BENCH=e2e
+if [ "${1:-}" = "--webhooks" ]; then
+    BENCH=webhooks
+    shift
+fi
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 
@@ -44,9 +53,9 @@ log "starting PostgreSQL and RabbitMQ in $DIR"
 bash "$SERVICES" start "$DIR" >"$DIR/start.log" 2>&1 &
 START_PID=$!
 
-log "cargo build --release (the worker under test) and cargo bench --no-run"
+log "cargo build --release (the process under test) and cargo bench --bench $BENCH --no-run"
 cargo build --release --bin pluspay
-cargo bench --bench e2e --no-run
+cargo bench --bench "$BENCH" --no-run
 
 start_rc=0
 wait "$START_PID" || start_rc=$?
@@ -71,6 +80,6 @@ machine() {
 machine
 echo "before: $(uptime)"
 rc=0
-cargo bench --bench e2e -- "$@" || rc=$?
+cargo bench --bench "$BENCH" -- "$@" || rc=$?
 echo "after: $(uptime)"
 exit "$rc"

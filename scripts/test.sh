@@ -7,8 +7,9 @@
 # both in a temporary directory (free ports, 127.0.0.1 only), runs
 # `cargo test --all-targets "$@"` against them and always stops and deletes them
 # afterwards (on success, failure and Ctrl-C). Exits with cargo's exit code.
-# `--all-targets` includes the benchmark benches/e2e.rs, which cargo test runs in its smoke
-# version (a few hundred commands, 2 s of pgbench per scenario): it checks, never times.
+# `--all-targets` includes the benchmarks benches/e2e.rs and benches/webhooks.rs, which cargo
+# test runs in their smoke versions (a few hundred commands, 2 s of pgbench per scenario; 500
+# webhooks): they check, never time.
 #
 # Tests see (from DIR/env, see scripts/services.sh):
 #   PP_TEST_DATABASE_URL  postgres://postgres@127.0.0.1:<port>/postgres (superuser, trust auth)
