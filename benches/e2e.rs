@@ -17,6 +17,9 @@
 //! smoke version when those variables are set, so CI checks that the harness works (every
 //! command answered once, the audit clean) without timing anything.
 
+mod support;
+use support::*;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -194,46 +197,7 @@ impl Options {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let options = if args.iter().any(|a| a == "--bench") {
-        match Options::parse(&args) {
-            Ok(options) => options,
-            Err(e) => {
-                eprintln!("e2e: {e:#}");
-                return ExitCode::from(2);
-            }
-        }
-    } else {
-        // `cargo test`: its arguments are a test filter and libtest flags, not ours.
-        if args.iter().any(|a| a == "--list") {
-            return ExitCode::SUCCESS;
-        }
-        let filtered_out = args
-            .iter()
-            .filter(|a| !a.starts_with('-'))
-            .any(|filter| !"e2e_smoke".contains(filter.as_str()));
-        let services = ["PP_TEST_DATABASE_URL", "PP_TEST_AMQP_URL"]
-            .iter()
-            .all(|v| std::env::var_os(v).is_some());
-        if filtered_out || !services {
-            println!("e2e bench: skipped (run it with scripts/bench.sh, or scripts/test.sh for the smoke version)");
-            return ExitCode::SUCCESS;
-        }
-        println!("e2e bench: smoke run under cargo test (not a measurement)");
-        Options::parse(&["--smoke".to_owned()]).expect("the smoke options parse")
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    match runtime.block_on(run(options)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("e2e: FAILED: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench_main("e2e", "scripts/bench.sh", Options::parse, run)
 }
 
 fn env(name: &str) -> anyhow::Result<String> {
@@ -332,12 +296,6 @@ fn rate_label(rate: f64) -> String {
     }
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
 fn print_table(options: &Options, rows: &[Row]) {
     println!(
         "| scenario | commands | publishers | offered rate | cmds/s | p50 ms | p99 ms | max ms \
@@ -368,10 +326,6 @@ fn print_table(options: &Options, rows: &[Row]) {
             ratio
         );
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 // ---------------------------------------------------------------- the database
@@ -685,79 +639,6 @@ impl DaemonRun {
     }
 }
 
-/// Reads a `kB` field of /proc/PID/status.
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// The fields of /proc/PID/stat after the command name (which is in parentheses and may hold
-/// spaces): index 0 is field 3 (state), 1 the parent's pid, 11 utime, 12 stime, 13 cutime,
-/// 14 cstime, times in clock ticks of 10 ms (USER_HZ is 100 on Linux).
-fn proc_stat(pid: u32) -> Option<Vec<u64>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields = stat.rsplit_once(')')?.1.split_whitespace();
-    Some(fields.map(|f| f.parse().unwrap_or(0)).collect())
-}
-
-fn ticks(ticks: u64) -> Duration {
-    Duration::from_millis(ticks * 10)
-}
-
-/// User + system CPU time of a process (all its threads) so far.
-fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = proc_stat(pid)?;
-    Some(ticks(stat.get(11)? + stat.get(12)?))
-}
-
-/// CPU time of a server and its children so far: its own, its reaped children's (cutime,
-/// cstime: PostgreSQL's backends that exited) and its live children's.
-fn server_cpu_time(pid: u32) -> Option<Duration> {
-    let stat = proc_stat(pid)?;
-    let mut total = stat.get(11)? + stat.get(12)? + stat.get(13)? + stat.get(14)?;
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(child) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if let Some(stat) = proc_stat(child) {
-            if stat.get(1) == Some(&u64::from(pid)) {
-                total += stat.get(11).unwrap_or(&0) + stat.get(12).unwrap_or(&0);
-            }
-        }
-    }
-    Some(ticks(total))
-}
-
-/// The pids of the services scripts/services.sh started (from PP_PG_DATA and
-/// PP_SERVICES_DIR), when they can be found: PostgreSQL's postmaster and RabbitMQ's VM.
-fn service_pids() -> (Option<u32>, Option<u32>) {
-    let first_line = |path: PathBuf| -> Option<u32> {
-        std::fs::read_to_string(path)
-            .ok()?
-            .lines()
-            .next()?
-            .trim()
-            .parse()
-            .ok()
-    };
-    let postgres = std::env::var_os("PP_PG_DATA")
-        .and_then(|d| first_line(Path::new(&d).join("postmaster.pid")));
-    let rabbitmq = std::env::var_os("PP_SERVICES_DIR")
-        .and_then(|d| first_line(Path::new(&d).join("rabbitmq/rabbitmq.pid")));
-    (postgres, rabbitmq)
-}
-
 /// CPU time used so far by each part of a run, where it can be read.
 #[derive(Debug, Clone, Copy, Default)]
 struct CpuSnapshot {
@@ -875,25 +756,6 @@ impl Worker {
         }
         Ok(())
     }
-}
-
-/// Samples the worker's VmRSS every 100 ms until cancelled; returns the highest.
-fn sample_rss(pid: u32, stop: CancellationToken) -> tokio::task::JoinHandle<u64> {
-    tokio::spawn(async move {
-        let mut peak = 0;
-        let mut ticks = tokio::time::interval(Duration::from_millis(100));
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = ticks.tick() => {
-                    if let Some(rss) = proc_status_kib(pid, "VmRSS:") {
-                        peak = peak.max(rss);
-                    }
-                }
-            }
-        }
-        peak
-    })
 }
 
 #[derive(serde::Deserialize)]
@@ -1195,12 +1057,6 @@ async fn run_daemon(
     })
 }
 
-/// Nearest rank.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
 // ---------------------------------------------------------------- pgbench
 
 struct PgbenchRun {
@@ -1237,7 +1093,14 @@ async fn run_pgbench(
         .args(["-c", &options.pgbench_clients.to_string()])
         .args(["-T", &options.pgbench_secs.to_string()])
         .args(["-D", &format!("wallets={WALLETS}")])
-        .args(["-D", if scenario == Scenario::Hot { "hot=1" } else { "hot=0" }]);
+        .args([
+            "-D",
+            if scenario == Scenario::Hot {
+                "hot=1"
+            } else {
+                "hot=0"
+            },
+        ]);
     for (script, weight) in scenario.pgbench_scripts() {
         command
             .arg("-f")

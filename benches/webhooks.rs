@@ -22,6 +22,9 @@
 //! smoke version when those variables are set, so CI checks that the harness works (every
 //! webhook accepted and enqueued exactly once, bad ones refused) without timing anything.
 
+mod support;
+use support::*;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -130,49 +133,12 @@ impl Options {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let options = if args.iter().any(|a| a == "--bench") {
-        match Options::parse(&args) {
-            Ok(options) => options,
-            Err(e) => {
-                eprintln!("webhooks: {e:#}");
-                return ExitCode::from(2);
-            }
-        }
-    } else {
-        // `cargo test`: its arguments are a test filter and libtest flags, not ours.
-        if args.iter().any(|a| a == "--list") {
-            return ExitCode::SUCCESS;
-        }
-        let filtered_out = args
-            .iter()
-            .filter(|a| !a.starts_with('-'))
-            .any(|filter| !"webhooks_smoke".contains(filter.as_str()));
-        let services = ["PP_TEST_DATABASE_URL", "PP_TEST_AMQP_URL"]
-            .iter()
-            .all(|v| std::env::var_os(v).is_some());
-        if filtered_out || !services {
-            println!(
-                "webhooks bench: skipped (run it with scripts/bench.sh --webhooks, or \
-                 scripts/test.sh for the smoke version)"
-            );
-            return ExitCode::SUCCESS;
-        }
-        println!("webhooks bench: smoke run under cargo test (not a measurement)");
-        Options::parse(&["--smoke".to_owned()]).expect("the smoke options parse")
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    match runtime.block_on(run(options)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("webhooks: FAILED: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench_main(
+        "webhooks",
+        "scripts/bench.sh --webhooks",
+        Options::parse,
+        run,
+    )
 }
 
 fn env(name: &str) -> anyhow::Result<String> {
@@ -657,7 +623,7 @@ async fn measure(
     }
     let idle_rss_kib = proc_status_kib(listener.pid, "VmRSS:").unwrap_or(0);
     let cpu_before = cpu_time(listener.pid).unwrap_or_default();
-    let rabbitmq = rabbitmq_pid();
+    let rabbitmq = service_pids().1;
     let rabbitmq_before = rabbitmq.and_then(server_cpu_time);
     let bench_before = cpu_time(std::process::id());
     let load_before = load_average();
@@ -766,7 +732,7 @@ async fn measure_broker(
     let connection = amqp::connect(amqp_url, "pluspay-bench-broker-only").await?;
     let publisher = Publisher::open(&connection).await?;
     let exchange: Arc<str> = names.webhooks_exchange.as_str().into();
-    let rabbitmq = rabbitmq_pid();
+    let rabbitmq = service_pids().1;
     let rabbitmq_before = rabbitmq.and_then(server_cpu_time);
     let bench_before = cpu_time(std::process::id());
     let load_before = load_average();
@@ -974,89 +940,3 @@ async fn delete_namespace(connection: &lapin::Connection, names: &Names) {
 }
 
 // ---------------------------------------------------------------- /proc
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// Nearest rank.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-/// Samples the listener's VmRSS every 100 ms until cancelled; returns the highest.
-fn sample_rss(pid: u32, stop: CancellationToken) -> tokio::task::JoinHandle<u64> {
-    tokio::spawn(async move {
-        let mut peak = 0;
-        let mut ticks = tokio::time::interval(Duration::from_millis(100));
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = ticks.tick() => {
-                    if let Some(rss) = proc_status_kib(pid, "VmRSS:") {
-                        peak = peak.max(rss);
-                    }
-                }
-            }
-        }
-        peak
-    })
-}
-
-/// Reads a `kB` field of /proc/PID/status.
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// The fields of /proc/PID/stat after the command name: index 11 utime, 12 stime, 13 cutime,
-/// 14 cstime, in clock ticks of 10 ms.
-fn proc_stat(pid: u32) -> Option<Vec<u64>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields = stat.rsplit_once(')')?.1.split_whitespace();
-    Some(fields.map(|f| f.parse().unwrap_or(0)).collect())
-}
-
-fn ticks(ticks: u64) -> Duration {
-    Duration::from_millis(ticks * 10)
-}
-
-/// User + system CPU time of a process (all its threads) so far.
-fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = proc_stat(pid)?;
-    Some(ticks(stat.get(11)? + stat.get(12)?))
-}
-
-/// CPU time of a server and its reaped children so far.
-fn server_cpu_time(pid: u32) -> Option<Duration> {
-    let stat = proc_stat(pid)?;
-    Some(ticks(
-        stat.get(11)? + stat.get(12)? + stat.get(13)? + stat.get(14)?,
-    ))
-}
-
-/// RabbitMQ's VM, when scripts/services.sh started it (PP_SERVICES_DIR).
-fn rabbitmq_pid() -> Option<u32> {
-    let dir = std::env::var_os("PP_SERVICES_DIR")?;
-    std::fs::read_to_string(Path::new(&dir).join("rabbitmq/rabbitmq.pid"))
-        .ok()?
-        .lines()
-        .next()?
-        .trim()
-        .parse()
-        .ok()
-}

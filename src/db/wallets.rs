@@ -176,7 +176,11 @@ pub async fn post_journals(
                 }
                 AccountRef::Points(user) => (None, None, Some(user)),
                 AccountRef::System(account) => {
-                    system.by_name.entry(account.name()).or_default().add(amount)?;
+                    system
+                        .by_name
+                        .entry(account.name())
+                        .or_default()
+                        .add(amount)?;
                     (None, Some(account.name()), None)
                 }
             };

@@ -68,16 +68,14 @@ pub(super) async fn apply_together(
         .chain(others.iter().filter_map(|&i| own_wallet(&envelopes[i])))
         .collect();
     let unique_envelopes: Vec<&Envelope> = unique.iter().map(|&i| &envelopes[i]).collect();
-    let (claims, mut wallets) = tokio::try_join!(
-        commands::claim_many(&tx, &unique_envelopes),
-        async {
+    let (claims, mut wallets) =
+        tokio::try_join!(commands::claim_many(&tx, &unique_envelopes), async {
             if users.is_empty() {
                 Ok(BTreeMap::new())
             } else {
                 lock_wallets(&tx, &users).await
             }
-        }
-    )?;
+        })?;
     let mut claimed = vec![false; envelopes.len()];
     for (&i, claim) in unique.iter().zip(claims) {
         match claim {
