@@ -348,3 +348,27 @@ async fn random_batches_answer_as_one_by_one_does() {
     assert!(alone.audit().await.ok);
     assert!(grouped.audit().await.ok, "seed {seed}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twins_of_a_conflict_are_conflicts_not_replays() {
+    let env = TestEnv::new().await;
+    env.fund(1, 100).await;
+    let engine = pluspay::worker::engine(&env.settings).unwrap();
+    engine
+        .apply(&envelope(transfer("t-x", 1, 2, 10)))
+        .await
+        .unwrap();
+    let other = envelope(transfer("t-x", 1, 2, 20));
+    let answers: Vec<_> = engine
+        .apply_batch(&[other.clone(), other])
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    for answer in &answers {
+        let body: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+        assert_eq!(body["code"], "idempotency_conflict");
+        assert!(!answer.replayed, "a conflict is no replay");
+    }
+    assert_eq!(env.balance(2).await, 10);
+}

@@ -30,7 +30,8 @@ const HELD_ELSEWHERE: &str = "
 pub enum Claim {
     /// The id is new: its row now exists (without a result) until this transaction ends.
     New,
-    /// The id was used before: publish this, apply nothing.
+    /// The id was used before: publish this, apply nothing. `replayed` tells the earlier
+    /// result (true) from an `idempotency_conflict` (false).
     Done(Applied),
 }
 

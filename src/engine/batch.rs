@@ -77,10 +77,15 @@ pub(super) async fn apply_together(
             }
         })?;
     let mut claimed = vec![false; envelopes.len()];
+    // An id taken by other content: a twin of this command is no replay of anything either.
+    let mut conflicted = vec![false; envelopes.len()];
     for (&i, claim) in unique.iter().zip(claims) {
         match claim {
             Claim::New => claimed[i] = true,
-            Claim::Done(applied) => answers[i] = Some(applied),
+            Claim::Done(applied) => {
+                conflicted[i] = !applied.replayed;
+                answers[i] = Some(applied);
+            }
         }
     }
     requests.retain(|(i, _)| claimed[*i]);
@@ -134,7 +139,7 @@ pub(super) async fn apply_together(
             .as_ref()
             .expect("a first command is answered");
         answers[i] = Some(
-            if envelopes[first].fingerprint() == envelopes[i].fingerprint() {
+            if !conflicted[first] && envelopes[first].fingerprint() == envelopes[i].fingerprint() {
                 Applied {
                     replayed: true,
                     ..earlier.clone()
