@@ -8,6 +8,8 @@
 //!     [--pgbench-mode prepared|extended|simple] [--window W] [--seed S]
 //! ```
 //!
+//! (`-- --help` lists them.)
+//!
 //! `scripts/bench.sh` starts throwaway PostgreSQL and RabbitMQ and runs this; by hand it needs
 //! PP_TEST_DATABASE_URL (a superuser's URL; a fresh database is created per scenario) and
 //! PP_TEST_AMQP_URL. Other PLUSPAY_* variables in the environment (say
@@ -27,6 +29,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::Parser;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use lapin::options::{
@@ -93,111 +97,129 @@ impl Scenario {
     }
 }
 
-#[derive(Debug, Clone)]
+/// The end-to-end benchmark of the worker.
+///
+/// N commands per scenario published by P publishers over RabbitMQ with confirms, every result
+/// awaited, then pgbench doing the same SQL work. Needs PP_TEST_DATABASE_URL and
+/// PP_TEST_AMQP_URL (scripts/bench.sh starts both services); docs/BENCHMARKS.md explains the
+/// options and the output.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "e2e", override_usage = "cargo bench --bench e2e -- [OPTIONS]")]
 struct Options {
-    scenarios: Vec<Scenario>,
+    /// The scenario to run, or all three in turn.
+    #[arg(
+        long = "scenario",
+        value_name = "SCENARIO",
+        default_value = "all",
+        value_parser = scenarios()
+    )]
+    scenarios: Box<[Scenario]>,
+    /// Commands per scenario (--smoke: 200).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10_000,
+        default_value_if("smoke", "true", "200"),
+        value_parser = positive
+    )]
     commands: usize,
+    /// Concurrent publishers, each with its own connection and confirm channel (--smoke: 4).
+    #[arg(
+        long,
+        value_name = "P",
+        default_value_t = 8,
+        default_value_if("smoke", "true", "4"),
+        value_parser = positive
+    )]
     publishers: usize,
-    /// Offered commands per second over all publishers; 0: as fast as the confirms allow.
+    /// Offered commands per second over all publishers, on a fixed schedule; 0: as fast as the
+    /// confirms allow.
+    #[arg(
+        long,
+        value_name = "R",
+        default_value_t = 0.0,
+        value_parser = non_negative,
+        allow_negative_numbers = true
+    )]
     rate: f64,
+    /// The short version for CI: checks that everything works, measures nothing worth reading.
+    #[arg(long)]
     smoke: bool,
-    /// 0: no pgbench baseline.
+    /// Length of the pgbench baseline in seconds; 0: no pgbench baseline (--smoke: 2).
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 20,
+        default_value_if("smoke", "true", "2")
+    )]
     pgbench_secs: u64,
+    /// pgbench connections (16 = the worker's default database.pool_size).
+    #[arg(long, value_name = "C", default_value_t = 16, value_parser = positive)]
     pgbench_clients: usize,
-    /// pgbench's query mode: prepared (parsed and planned once per connection), extended
-    /// (parsed and planned every time, as the daemon's statements are) or simple.
-    pgbench_mode: String,
+    /// pgbench's query mode (-M).
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = PgbenchMode::Prepared)]
+    pgbench_mode: PgbenchMode,
     /// Unconfirmed publishes each publisher may have outstanding.
+    #[arg(long, value_name = "W", default_value_t = 256, value_parser = positive)]
     window: usize,
+    /// The seed of the commands' random generator (printed) [default: random].
+    #[arg(long, value_name = "S", default_value_t = rand::random(), hide_default_value = true)]
     seed: u64,
+    /// Added by `cargo bench`; ignored.
+    #[arg(long = "bench", hide = true)]
+    _bench: bool,
 }
 
-const USAGE: &str = "usage: cargo bench --bench e2e -- [--scenario uniform|hot|mixed|all] \
-[--commands N] [--publishers P] [--rate R (commands/s, 0 = as fast as possible)] [--smoke] \
-[--pgbench-secs S (0 = no pgbench)] [--pgbench-clients C] \
-[--pgbench-mode prepared|extended|simple] [--window W] [--seed S]";
-
 impl Options {
-    fn parse(args: &[String]) -> anyhow::Result<Options> {
-        let mut scenario = "all".to_owned();
-        let (mut commands, mut publishers, mut pgbench_secs) = (None, None, None);
-        let mut options = Options {
-            scenarios: Vec::new(),
-            commands: 0,
-            publishers: 0,
-            rate: 0.0,
-            smoke: false,
-            pgbench_secs: 0,
-            pgbench_clients: 16,
-            pgbench_mode: "prepared".to_owned(),
-            window: 256,
-            seed: rand::random(),
-        };
-        let mut args = args.iter();
-        while let Some(arg) = args.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((flag, value)) if flag.starts_with("--") => (flag, Some(value.to_owned())),
-                _ => (arg.as_str(), None),
-            };
-            let mut value = || -> anyhow::Result<String> {
-                match &inline {
-                    Some(value) => Ok(value.clone()),
-                    None => args
-                        .next()
-                        .cloned()
-                        .with_context(|| format!("{flag} needs a value")),
-                }
-            };
-            match flag {
-                // cargo bench adds it.
-                "--bench" => {}
-                "--smoke" => options.smoke = true,
-                "--scenario" => scenario = value()?,
-                "--commands" => commands = Some(value()?.parse().context("--commands")?),
-                "--publishers" => publishers = Some(value()?.parse().context("--publishers")?),
-                "--rate" => options.rate = value()?.parse().context("--rate")?,
-                "--pgbench-secs" => {
-                    pgbench_secs = Some(value()?.parse().context("--pgbench-secs")?)
-                }
-                "--pgbench-clients" => {
-                    options.pgbench_clients = value()?.parse().context("--pgbench-clients")?
-                }
-                "--pgbench-mode" => options.pgbench_mode = value()?,
-                "--window" => options.window = value()?.parse().context("--window")?,
-                "--seed" => options.seed = value()?.parse().context("--seed")?,
-                "-h" | "--help" => {
-                    println!("{USAGE}");
-                    std::process::exit(0);
-                }
-                other => bail!("unknown argument {other:?}\n{USAGE}"),
-            }
+    /// `args` without the program's name.
+    fn parse_args(args: &[String]) -> anyhow::Result<Options> {
+        Ok(Options::try_parse_from(
+            std::iter::once("e2e").chain(args.iter().map(String::as_str)),
+        )?)
+    }
+}
+
+/// `--scenario`: one scenario by name, or `all`.
+fn scenarios() -> impl TypedValueParser<Value = Box<[Scenario]>> {
+    let names = Scenario::ALL.map(Scenario::name);
+    PossibleValuesParser::new(names.into_iter().chain(["all"])).map(|name| {
+        match Scenario::ALL.into_iter().find(|s| s.name() == name) {
+            Some(scenario) => Box::new([scenario]) as Box<[Scenario]>,
+            None => Box::new(Scenario::ALL),
         }
-        options.scenarios = match scenario.as_str() {
-            "all" => Scenario::ALL.to_vec(),
-            name => vec![*Scenario::ALL
-                .iter()
-                .find(|s| s.name() == name)
-                .with_context(|| format!("unknown scenario {name:?}\n{USAGE}"))?],
-        };
-        let smoke = options.smoke;
-        options.commands = commands.unwrap_or(if smoke { 200 } else { 10_000 });
-        options.publishers = publishers.unwrap_or(if smoke { 4 } else { 8 });
-        options.pgbench_secs = pgbench_secs.unwrap_or(if smoke { 2 } else { 20 });
-        if options.commands == 0 || options.publishers == 0 || options.window == 0 {
-            bail!("--commands, --publishers and --window must be positive");
+    })
+}
+
+fn non_negative(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(rate) if rate < 0.0 => Err("must be at least 0".to_owned()),
+        Ok(rate) => Ok(rate),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PgbenchMode {
+    /// Each statement parsed and planned once per connection.
+    Prepared,
+    /// Parsed and planned every time, as the daemon's statements are.
+    Extended,
+    /// The simple query protocol.
+    Simple,
+}
+
+impl PgbenchMode {
+    fn name(self) -> &'static str {
+        match self {
+            PgbenchMode::Prepared => "prepared",
+            PgbenchMode::Extended => "extended",
+            PgbenchMode::Simple => "simple",
         }
-        if options.rate < 0.0 || options.pgbench_clients == 0 {
-            bail!("--rate must be at least 0 and --pgbench-clients positive");
-        }
-        if !["prepared", "extended", "simple"].contains(&options.pgbench_mode.as_str()) {
-            bail!("--pgbench-mode must be prepared, extended or simple");
-        }
-        Ok(options)
     }
 }
 
 fn main() -> ExitCode {
-    bench_main("e2e", "scripts/bench.sh", Options::parse, run)
+    bench_main("e2e", "scripts/bench.sh", Options::parse_args, run)
 }
 
 fn env(name: &str) -> anyhow::Result<String> {
@@ -228,7 +250,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
         rate_label(options.rate),
         options.pgbench_secs,
         options.pgbench_clients,
-        options.pgbench_mode,
+        options.pgbench_mode.name(),
         log_dir.display()
     );
     print_server_settings(&admin_url).await?;
@@ -1089,7 +1111,7 @@ async fn run_pgbench(
     let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pgbench");
     let mut command = tokio::process::Command::new(pgbench_binary());
     command
-        .args(["-n", "-M", &options.pgbench_mode, "-j", "2"])
+        .args(["-n", "-M", options.pgbench_mode.name(), "-j", "2"])
         .args(["-c", &options.pgbench_clients.to_string()])
         .args(["-T", &options.pgbench_secs.to_string()])
         .args(["-D", &format!("wallets={WALLETS}")])

@@ -8,6 +8,8 @@
 //!     [--broker-only]
 //! ```
 //!
+//! (`-- --help` lists them.)
+//!
 //! `--broker-only` leaves the listener out: C tasks publish the same events straight to the
 //! webhooks exchange on one confirm channel, each awaiting its own confirm, as the listener
 //! does. It measures the broker's share, to compare with.
@@ -41,6 +43,7 @@ use aws_lc_rs::signature::RSA_PKCS1_SHA256;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bytes::Bytes;
+use clap::Parser;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
@@ -68,67 +71,58 @@ const DELIVERY_LIMIT: u32 = 20;
 /// No answer (or no message from the queue) for this long means the run is stuck.
 const STALL: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Clone)]
+/// The webhook listener's benchmark.
+///
+/// N distinct validly signed `charge.succeeded` events sent to the release `pluspay webhooks`
+/// from C concurrent HTTP/1.1 keep-alive connections, every answer awaited. Needs
+/// PP_TEST_AMQP_URL and PP_TEST_DATABASE_URL (scripts/bench.sh --webhooks starts both
+/// services); docs/BENCHMARKS.md explains the options and the output.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "webhooks",
+    override_usage = "cargo bench --bench webhooks -- [OPTIONS]"
+)]
 struct Options {
+    /// Distinct validly signed events sent (--smoke: 500).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 50_000,
+        default_value_if("smoke", "true", "500"),
+        value_parser = positive
+    )]
     webhooks: usize,
+    /// Concurrent HTTP/1.1 keep-alive connections, each sending its next event as soon as the
+    /// previous one is answered (--smoke: 8).
+    #[arg(
+        long,
+        value_name = "C",
+        default_value_t = 64,
+        default_value_if("smoke", "true", "8"),
+        value_parser = positive
+    )]
     connections: usize,
     /// Badly signed deliveries sent before the load; each must be refused and never enqueued.
+    #[arg(long, value_name = "B", default_value_t = 12)]
     bad: usize,
+    /// The short version for CI: checks that everything works, measures nothing worth reading.
+    #[arg(long)]
     smoke: bool,
-    /// No listener: publish straight to the broker, as the listener would.
+    /// No listener: C tasks publish the same events straight to the webhooks exchange on one
+    /// confirm channel, each awaiting its own confirm, as the listener does; the broker's share.
+    #[arg(long)]
     broker_only: bool,
+    /// Added by `cargo bench`; ignored.
+    #[arg(long = "bench", hide = true)]
+    _bench: bool,
 }
 
-const USAGE: &str = "usage: cargo bench --bench webhooks -- [--webhooks N] [--connections C] \
-[--bad B] [--smoke] [--broker-only]";
-
 impl Options {
-    fn parse(args: &[String]) -> anyhow::Result<Options> {
-        let (mut webhooks, mut connections) = (None, None);
-        let mut options = Options {
-            webhooks: 0,
-            connections: 0,
-            bad: 12,
-            smoke: false,
-            broker_only: false,
-        };
-        let mut args = args.iter();
-        while let Some(arg) = args.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((flag, value)) if flag.starts_with("--") => (flag, Some(value.to_owned())),
-                _ => (arg.as_str(), None),
-            };
-            let mut value = || -> anyhow::Result<String> {
-                match &inline {
-                    Some(value) => Ok(value.clone()),
-                    None => args
-                        .next()
-                        .cloned()
-                        .with_context(|| format!("{flag} needs a value")),
-                }
-            };
-            match flag {
-                // cargo bench adds it.
-                "--bench" => {}
-                "--smoke" => options.smoke = true,
-                "--broker-only" => options.broker_only = true,
-                "--webhooks" => webhooks = Some(value()?.parse().context("--webhooks")?),
-                "--connections" => connections = Some(value()?.parse().context("--connections")?),
-                "--bad" => options.bad = value()?.parse().context("--bad")?,
-                "-h" | "--help" => {
-                    println!("{USAGE}");
-                    std::process::exit(0);
-                }
-                other => bail!("unknown argument {other:?}\n{USAGE}"),
-            }
-        }
-        let smoke = options.smoke;
-        options.webhooks = webhooks.unwrap_or(if smoke { 500 } else { 50_000 });
-        options.connections = connections.unwrap_or(if smoke { 8 } else { 64 });
-        if options.webhooks == 0 || options.connections == 0 {
-            bail!("--webhooks and --connections must be positive");
-        }
-        Ok(options)
+    /// `args` without the program's name.
+    fn parse_args(args: &[String]) -> anyhow::Result<Options> {
+        Ok(Options::try_parse_from(
+            std::iter::once("webhooks").chain(args.iter().map(String::as_str)),
+        )?)
     }
 }
 
@@ -136,7 +130,7 @@ fn main() -> ExitCode {
     bench_main(
         "webhooks",
         "scripts/bench.sh --webhooks",
-        Options::parse,
+        Options::parse_args,
         run,
     )
 }

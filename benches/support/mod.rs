@@ -29,6 +29,10 @@ where
         match parse(&args) {
             Ok(options) => options,
             Err(e) => {
+                // clap prints its own errors (exit code 2) and --help (exit code 0).
+                if let Some(e) = e.downcast_ref::<clap::Error>() {
+                    e.exit();
+                }
                 eprintln!("{name}: {e:#}");
                 return ExitCode::from(2);
             }
@@ -69,6 +73,15 @@ where
             eprintln!("{name}: FAILED: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A clap value parser: a count of at least 1.
+pub fn positive(value: &str) -> Result<usize, String> {
+    match value.parse() {
+        Ok(0) => Err("must be positive".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}")),
     }
 }
 
