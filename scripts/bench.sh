@@ -27,49 +27,15 @@ fi
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 
-bash "$SERVICES" install
-
-DIR=$(mktemp -d "${TMPDIR:-/tmp}/pluspay-bench.XXXXXX")
-START_PID=
-
-cleanup() {
-    local rc=$?
-    trap - EXIT
-    trap '' INT TERM HUP
-    set +e
-    if [ -n "$START_PID" ]; then
-        wait "$START_PID" 2>/dev/null
-    fi
-    bash "$SERVICES" stop "$DIR" || log "WARNING: stopping the services in $DIR failed"
-    rm -rf "$DIR"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
-
-log "starting PostgreSQL and RabbitMQ in $DIR"
-bash "$SERVICES" start "$DIR" >"$DIR/start.log" 2>&1 &
-START_PID=$!
+# shellcheck source=scripts/services-session.sh
+source "$ROOT/scripts/services-session.sh"
+services_begin bench
 
 log "cargo build --release (the process under test) and cargo bench --bench $BENCH --no-run"
 cargo build --release --bin pluspay
 cargo bench --bench "$BENCH" --no-run
 
-start_rc=0
-wait "$START_PID" || start_rc=$?
-START_PID=
-cat "$DIR/start.log" >&2
-if [ "$start_rc" -ne 0 ]; then
-    log "ERROR: could not start the services (see above)"
-    exit 1
-fi
-
-set -a
-# shellcheck disable=SC1091
-source "$DIR/env"
-set +a
+services_ready
 
 machine() {
     echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')," \

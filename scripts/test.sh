@@ -28,36 +28,10 @@ cd "$ROOT"
 
 log() { printf '[test] %s\n' "$*" >&2; }
 
-bash "$SERVICES" install
-
-DIR=$(mktemp -d "${TMPDIR:-/tmp}/pluspay-test.XXXXXX")
-START_PID=
-
-cleanup() {
-    local rc=$?
-    # Ignore further Ctrl-C/TERM (the commands below inherit that) so that the
-    # cleanup itself can't be interrupted halfway and leave services running.
-    trap - EXIT
-    trap '' INT TERM HUP
-    set +e
-    if [ -n "$START_PID" ]; then
-        # A start still in progress would race with stop: let it finish first.
-        wait "$START_PID" 2>/dev/null
-    fi
-    bash "$SERVICES" stop "$DIR" || log "WARNING: stopping the services in $DIR failed"
-    rm -rf "$DIR"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
-
-# RabbitMQ takes several seconds to boot: start the services in the background
-# while the linters run and the tests compile.
-log "starting PostgreSQL and RabbitMQ in $DIR"
-bash "$SERVICES" start "$DIR" >"$DIR/start.log" 2>&1 &
-START_PID=$!
+# shellcheck source=scripts/services-session.sh
+source "$ROOT/scripts/services-session.sh"
+# Started in the background while the linters run and the tests compile.
+services_begin test
 
 if [ "${PP_LINT:-}" = 1 ]; then
     log "cargo fmt --all -- --check"
@@ -70,19 +44,7 @@ if [ $# -eq 0 ]; then
     cargo test --all-targets --no-run
 fi
 
-start_rc=0
-wait "$START_PID" || start_rc=$?
-START_PID=
-cat "$DIR/start.log" >&2
-if [ "$start_rc" -ne 0 ]; then
-    log "ERROR: could not start the test services (see above)"
-    exit 1
-fi
-
-set -a
-# shellcheck disable=SC1091
-source "$DIR/env"
-set +a
+services_ready
 export PP_SERVICES_SCRIPT=$SERVICES
 
 # With arguments that pick targets (--test X, --lib, ...), only those run; cargo would take the
