@@ -42,6 +42,8 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// Commands made up front (follow-ups come on top: cash decisions and recharge retrieves).
+/// Bound on one broker call of the test's own clients (lapin can hang on a dying connection).
+const BROKER_CALL: Duration = Duration::from_secs(5);
 const BASE_COMMANDS: usize = 5_000;
 /// Share of the base commands sent twice or more, in percent.
 const DUPLICATED_PERCENT: usize = 11;
@@ -974,28 +976,28 @@ async fn collect(
         };
         board.state().collector_connects += 1;
         let session = async {
-            let channel = connection
-                .create_channel()
+            let setup = async {
+                let channel = connection.create_channel().await?;
+                channel.basic_qos(1_000, BasicQosOptions::default()).await?;
+                let mut streams = Vec::new();
+                for queue in [&queues.0, &queues.1] {
+                    streams.push(
+                        channel
+                            .basic_consume(
+                                queue.as_str().into(),
+                                "".into(),
+                                BasicConsumeOptions::default(),
+                                FieldTable::default(),
+                            )
+                            .await?,
+                    );
+                }
+                Ok::<_, lapin::Error>((channel, streams))
+            };
+            let (_channel, mut streams) = tokio::time::timeout(BROKER_CALL, setup)
                 .await
+                .map_err(|_| "setting up the consumers timed out".to_owned())?
                 .map_err(|e| e.to_string())?;
-            channel
-                .basic_qos(1_000, BasicQosOptions::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut streams = Vec::new();
-            for queue in [&queues.0, &queues.1] {
-                streams.push(
-                    channel
-                        .basic_consume(
-                            queue.as_str().into(),
-                            "".into(),
-                            BasicConsumeOptions::default(),
-                            FieldTable::default(),
-                        )
-                        .await
-                        .map_err(|e| e.to_string())?,
-                );
-            }
             let mut events = streams.pop().unwrap();
             let mut results = streams.pop().unwrap();
             loop {
@@ -1018,9 +1020,11 @@ async fn collect(
                 } else {
                     board.on_event(&delivery.data);
                 }
-                delivery
-                    .ack(BasicAckOptions::default())
+                // lapin has been seen never to answer an ack racing the connection's loss:
+                // bounded, so the collector reconnects instead of waiting forever.
+                tokio::time::timeout(BROKER_CALL, delivery.ack(BasicAckOptions::default()))
                     .await
+                    .map_err(|_| "an ack timed out".to_owned())?
                     .map_err(|e| e.to_string())?;
             }
         };
