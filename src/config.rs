@@ -299,6 +299,9 @@ impl Settings {
         if self.worker.pingpp_concurrency == 0 {
             return invalid("worker.pingpp_concurrency must be at least 1");
         }
+        if self.worker.batch_size == 0 {
+            return invalid("worker.batch_size must be at least 1 (1: no batching)");
+        }
         if self.webhook.max_body_bytes == 0 {
             return invalid("webhook.max_body_bytes must be at least 1");
         }
@@ -364,6 +367,7 @@ impl fmt::Debug for Settings {
             .field("amqp.prefetch", &self.amqp.prefetch)
             .field("worker.concurrency", &self.worker.concurrency)
             .field("worker.pingpp_concurrency", &self.worker.pingpp_concurrency)
+            .field("worker.batch_size", &self.worker.batch_size)
             .field("webhook.listen", &self.webhook.listen)
             .field("webhook.max_body_bytes", &self.webhook.max_body_bytes)
             .field("webhook.read_timeout_ms", &self.webhook.read_timeout_ms)
@@ -459,6 +463,21 @@ mod tests {
             jail.create_file("p.toml", "[amqp]\nurl = \"http://nope\"\n")?;
             let err = load(jail, Some("p.toml")).unwrap_err().to_string();
             assert!(err.contains("amqp.url"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            for (variable, setting) in [
+                ("PLUSPAY_WORKER_BATCH_SIZE", "worker.batch_size"),
+                (
+                    "PLUSPAY_WORKER_PINGPP_CONCURRENCY",
+                    "worker.pingpp_concurrency",
+                ),
+            ] {
+                jail.set_env(variable, "0");
+                let err = load(jail, None).unwrap_err().to_string();
+                assert!(err.contains(setting), "{err}");
+                jail.set_env(variable, "1");
+            }
             Ok(())
         });
         Jail::expect_with(|jail| {
