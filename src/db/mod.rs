@@ -35,10 +35,15 @@ impl DbError {
 
 impl From<tokio_postgres::Error> for DbError {
     fn from(e: tokio_postgres::Error) -> Self {
+        // tokio-postgres says only "db error"; the server's code and message say what happened.
+        let text = match e.as_db_error() {
+            Some(db) => format!("{} ({})", db.message(), db.code().code()),
+            None => e.to_string(),
+        };
         if is_transient(&e) {
-            DbError::Transient(e.to_string())
+            DbError::Transient(text)
         } else {
-            DbError::Fatal(e.to_string())
+            DbError::Fatal(text)
         }
     }
 }

@@ -59,23 +59,23 @@ pub(super) async fn apply_together(
         }
     }
 
-    // Claim every id and lock every wallet the batch will touch, in user order (two batches
-    // touching the same wallets then wait for each other instead of deadlocking), pipelined in
-    // one round trip. A replayed command's wallets are locked for nothing, which is harmless.
+    // Claim every id, then lock every wallet the batch will touch, in user order: two batches
+    // touching the same wallets then wait for each other instead of deadlocking. The two are
+    // not pipelined: the order of the locks must not depend on which statement was prepared
+    // first on this connection. A replayed command's wallets are locked for nothing, which is
+    // harmless.
     let users: Vec<i64> = requests
         .iter()
         .flat_map(|(_, r)| [r.from, r.to])
         .chain(others.iter().filter_map(|&i| own_wallet(&envelopes[i])))
         .collect();
     let unique_envelopes: Vec<&Envelope> = unique.iter().map(|&i| &envelopes[i]).collect();
-    let (claims, mut wallets) =
-        tokio::try_join!(commands::claim_many(&tx, &unique_envelopes), async {
-            if users.is_empty() {
-                Ok(BTreeMap::new())
-            } else {
-                lock_wallets(&tx, &users).await
-            }
-        })?;
+    let claims = commands::claim_many(&tx, &unique_envelopes).await?;
+    let mut wallets = if users.is_empty() {
+        BTreeMap::new()
+    } else {
+        lock_wallets(&tx, &users).await?
+    };
     let mut claimed = vec![false; envelopes.len()];
     // An id taken by other content: a twin of this command is no replay of anything either.
     let mut conflicted = vec![false; envelopes.len()];
