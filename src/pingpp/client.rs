@@ -778,65 +778,60 @@ fn validate_withdrawal(req: &WithdrawalRequest) -> Result<(), PingppError> {
 
 /// A 2xx answer that should be a withdrawal (with `expected_id`, when we asked for one).
 fn check_withdrawal(withdrawal: Value, expected_id: Option<&str>) -> Result<Value, PingppError> {
-    let id = withdrawal.get("id").and_then(Value::as_str);
-    let is_withdrawal = withdrawal.get("object").and_then(Value::as_str) == Some("withdrawal");
-    let has_status = withdrawal.get("status").and_then(Value::as_str).is_some();
-    match id {
-        Some(id)
-            if is_withdrawal
-                && has_status
-                && !id.is_empty()
-                && expected_id.is_none_or(|e| e == id) =>
-        {
-            Ok(withdrawal)
-        }
-        _ => Err(PingppError::Protocol(format!(
-            "expected a withdrawal{}, got object {} with id {}",
-            expected_id.map(|e| format!(" {e}")).unwrap_or_default(),
-            withdrawal.get("object").unwrap_or(&Value::Null),
-            withdrawal.get("id").unwrap_or(&Value::Null),
-        ))),
-    }
+    check_object(withdrawal, "withdrawal", "a withdrawal", expected_id, |w| {
+        w.get("status").and_then(Value::as_str).is_some()
+    })
 }
 
 /// A 2xx answer that should be a recharge object carrying its charge.
 fn check_recharge(recharge: Value, expected_id: Option<&str>) -> Result<Value, PingppError> {
-    let id = recharge.get("id").and_then(Value::as_str);
-    let is_recharge = recharge.get("object").and_then(Value::as_str) == Some("recharge");
-    let has_charge = recharge
-        .get("charge")
-        .is_some_and(|c| check_charge(c.clone(), None).is_ok());
-    match id {
-        Some(id)
-            if is_recharge
-                && has_charge
-                && !id.is_empty()
-                && expected_id.is_none_or(|e| e == id) =>
-        {
-            Ok(recharge)
-        }
-        _ => Err(PingppError::Protocol(format!(
-            "expected a recharge with its charge{}, got object {} with id {}",
-            expected_id.map(|e| format!(" {e}")).unwrap_or_default(),
-            recharge.get("object").unwrap_or(&Value::Null),
-            recharge.get("id").unwrap_or(&Value::Null),
-        ))),
-    }
+    check_object(
+        recharge,
+        "recharge",
+        "a recharge with its charge",
+        expected_id,
+        |r| r.get("charge").is_some_and(is_charge),
+    )
 }
 
 /// A 2xx answer that should be a charge (with `expected_id`, when we asked for one).
 fn check_charge(charge: Value, expected_id: Option<&str>) -> Result<Value, PingppError> {
-    let id = charge.get("id").and_then(Value::as_str);
-    let is_charge = charge.get("object").and_then(Value::as_str) == Some("charge");
+    check_object(charge, "charge", "a charge", expected_id, |_| true)
+}
+
+fn is_charge(value: &Value) -> bool {
+    value.get("object").and_then(Value::as_str) == Some("charge")
+        && value
+            .get("id")
+            .and_then(Value::as_str)
+            .is_some_and(|id| !id.is_empty())
+}
+
+/// A 2xx answer that should be a Ping++ object of type `object` with a non-empty id (that id,
+/// when we asked for one) and `complete`; `what` names it in the error.
+fn check_object(
+    value: Value,
+    object: &str,
+    what: &str,
+    expected_id: Option<&str>,
+    complete: impl Fn(&Value) -> bool,
+) -> Result<Value, PingppError> {
+    let id = value.get("id").and_then(Value::as_str);
+    let is_object = value.get("object").and_then(Value::as_str) == Some(object);
     match id {
-        Some(id) if is_charge && !id.is_empty() && expected_id.is_none_or(|e| e == id) => {
-            Ok(charge)
+        Some(id)
+            if is_object
+                && !id.is_empty()
+                && expected_id.is_none_or(|e| e == id)
+                && complete(&value) =>
+        {
+            Ok(value)
         }
         _ => Err(PingppError::Protocol(format!(
-            "expected a charge{}, got object {} with id {}",
+            "expected {what}{}, got object {} with id {}",
             expected_id.map(|e| format!(" {e}")).unwrap_or_default(),
-            charge.get("object").unwrap_or(&Value::Null),
-            charge.get("id").unwrap_or(&Value::Null),
+            value.get("object").unwrap_or(&Value::Null),
+            value.get("id").unwrap_or(&Value::Null),
         ))),
     }
 }
