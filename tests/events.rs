@@ -6,9 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use pluspay::worker::ERROR_HEADER;
-use serde_json::{json, Value};
+use serde_json::json;
 use support::{BrokerClient, WAIT};
 
 /// A recharge of `amount` for `user`; returns (order id, charge id).
@@ -26,17 +25,6 @@ async fn recharge(client: &mut BrokerClient, id: &str, user: i64, amount: i64) -
     )
 }
 
-async fn next_json(consumer: &mut lapin::Consumer) -> Value {
-    let delivery = tokio::time::timeout(WAIT, consumer.next())
-        .await
-        .expect("a message in time")
-        .unwrap()
-        .unwrap();
-    let event: Value = serde_json::from_slice(&delivery.data).unwrap();
-    support::schemas::check(support::schemas::Schema::Event, &event);
-    event
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_charge_succeeded_event_credits_once_however_often_it_arrives() {
     let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
@@ -48,7 +36,7 @@ async fn a_charge_succeeded_event_credits_once_however_often_it_arrives() {
     for _ in 0..10 {
         client.enqueue_pingpp_event(&body).await;
     }
-    let published = next_json(&mut events).await;
+    let published = support::next_event(&mut events).await;
     assert_eq!(published["type"], "recharge.succeeded");
     assert_eq!(published["user_id"], 1);
     assert_eq!(published["data"]["order"]["id"], order);
@@ -155,7 +143,7 @@ async fn failed_charges_fail_the_order_and_other_events_are_recorded() {
     client
         .enqueue_pingpp_event(&fake.signed_event("charge.failed", failed).0)
         .await;
-    let published = next_json(&mut events).await;
+    let published = support::next_event(&mut events).await;
     assert_eq!(published["type"], "recharge.failed");
     assert_eq!(published["data"]["order"]["id"], order);
     assert_eq!(published["data"]["order"]["state"], -1);

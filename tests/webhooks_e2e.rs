@@ -47,13 +47,7 @@ async fn a_paid_recharge_is_credited_once_through_the_listener() {
     let statuses = futures_util::future::join_all(deliveries).await;
     assert!(statuses.iter().all(|s| s.as_u16() == 200), "{statuses:?}");
 
-    let published = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut events))
-        .await
-        .expect("recharge.succeeded in time")
-        .unwrap()
-        .unwrap();
-    let published: serde_json::Value = serde_json::from_slice(&published.data).unwrap();
-    support::schemas::check(support::schemas::Schema::Event, &published);
+    let published = support::next_event(&mut events).await;
     assert_eq!(published["type"], "recharge.succeeded");
     assert_eq!(published["data"]["order"]["state"], 1);
     assert_eq!(env.balance(7).await, 1_234);
@@ -127,13 +121,7 @@ async fn a_signed_recharge_succeeded_event_completes_a_recharge_object_order() {
             200
         );
     }
-    let published = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut events))
-        .await
-        .expect("recharge.succeeded in time")
-        .unwrap()
-        .unwrap();
-    let published: serde_json::Value = serde_json::from_slice(&published.data).unwrap();
-    support::schemas::check(support::schemas::Schema::Event, &published);
+    let published = support::next_event(&mut events).await;
     assert_eq!(published["type"], "recharge.succeeded");
     assert_eq!(published["data"]["order"]["id"], order_id);
     assert_eq!(published["data"]["order"]["state"], 1);

@@ -5,7 +5,6 @@
 
 mod support;
 
-use futures_util::StreamExt;
 use pluspay::config::{PayoutMode, Settings};
 use serde_json::{json, Value};
 use support::fake_pingpp::{FakePingpp, APP_ID};
@@ -76,17 +75,6 @@ fn count_requests(fake: &FakePingpp, method: &str, path: &str) -> usize {
         .count()
 }
 
-async fn next_event(events: &mut lapin::Consumer) -> Value {
-    let delivery = tokio::time::timeout(WAIT, events.next())
-        .await
-        .expect("an event in time")
-        .unwrap()
-        .unwrap();
-    let event: Value = serde_json::from_slice(&delivery.data).unwrap();
-    support::schemas::check(support::schemas::Schema::Event, &event);
-    event
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approval_confirms_a_withdrawal_and_its_success_settles_once() {
     let (mut env, fake, mut client, _worker) = start().await;
@@ -152,7 +140,7 @@ async fn approval_confirms_a_withdrawal_and_its_success_settles_once() {
             .await,
         1
     );
-    let published = next_event(&mut events).await;
+    let published = support::next_event(&mut events).await;
     assert_eq!(published["type"], "withdrawal.succeeded");
     assert_eq!(published["user_id"], 1);
     assert_eq!(published["data"]["order"]["state"], 1);
@@ -228,7 +216,7 @@ async fn failed_and_canceled_withdrawals_return_the_money_with_the_reason() {
     // two distinct events.
     let mut reasons = std::collections::BTreeMap::new();
     for _ in 0..3 {
-        let event = next_event(&mut events).await;
+        let event = support::next_event(&mut events).await;
         assert_eq!(event["type"], "withdrawal.failed");
         assert_eq!(event["data"]["order"]["state"], -1);
         reasons.insert(

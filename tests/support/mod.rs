@@ -463,6 +463,19 @@ impl BrokerClient {
     }
 }
 
+/// The next event off `consumer` (a queue bound to the events exchange, see
+/// `BrokerClient::watch`), checked against the contract's event schema.
+pub async fn next_event(consumer: &mut lapin::Consumer) -> Value {
+    let delivery = tokio::time::timeout(WAIT, consumer.next())
+        .await
+        .expect("an event in time")
+        .unwrap()
+        .unwrap();
+    let event: Value = serde_json::from_slice(&delivery.data).unwrap();
+    schemas::check(schemas::Schema::Event, &event);
+    event
+}
+
 pub fn transfer(id: &str, from: i64, to: i64, amount: i64) -> Value {
     serde_json::json!({ "id": id, "type": "transfer", "user_id": from, "data": { "user": to, "amount": amount } })
 }
