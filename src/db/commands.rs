@@ -4,7 +4,7 @@
 use deadpool_postgres::Transaction;
 
 use super::DbError;
-use crate::domain::command::{CommandType, Envelope};
+use crate::domain::command::Envelope;
 use crate::domain::outcome::{Code, CommandResult, Rejection, Status};
 
 /// What applying a command produced: the exact result message to publish.
@@ -19,13 +19,6 @@ pub struct Applied {
 
 pub const MSG_IDEMPOTENCY_CONFLICT: &str = "该请求ID已用于另一个不同的请求";
 
-/// Whether id $1 (fingerprint $2, type $3) is held by a command still in progress: a recharge
-/// holds its id in `recharges`, and a `cash.approve` paying out through Ping++ in
-/// `cash_payouts`, until its result is stored; only a redelivery of that command may go on.
-const HELD_ELSEWHERE: &str = "
-    EXISTS (SELECT 1 FROM recharges WHERE command_id = $1 AND $3 <> 'recharge')
-    OR EXISTS (SELECT 1 FROM cash_payouts WHERE command_id = $1 AND fingerprint <> $2)";
-
 /// Whether this transaction may apply the command.
 pub enum Claim {
     /// The id is new: its row now exists (without a result) until this transaction ends.
@@ -37,53 +30,8 @@ pub enum Claim {
 
 /// Claims the command's id. A concurrent twin waits on the insert until the first commits.
 pub async fn claim(tx: &Transaction<'_>, envelope: &Envelope) -> Result<Claim, DbError> {
-    let inserted = tx
-        .execute(
-            &tx.prepare_cached(
-                "INSERT INTO commands (id, type, user_id, fingerprint) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (id) DO NOTHING",
-            )
-            .await?,
-            &[
-                &envelope.id,
-                &envelope.kind.as_str(),
-                &envelope.user_id,
-                &envelope.fingerprint().as_slice(),
-            ],
-        )
-        .await?;
-    if inserted == 1 {
-        let in_progress: bool = tx
-            .query_one(
-                &tx.prepare_cached(&format!("SELECT {HELD_ELSEWHERE}"))
-                    .await?,
-                &[
-                    &envelope.id,
-                    &envelope.fingerprint().as_slice(),
-                    &envelope.kind.as_str(),
-                ],
-            )
-            .await?
-            .get(0);
-        if in_progress {
-            // Leave no trace, so the caller may go on with other commands in this transaction.
-            tx.execute(
-                &tx.prepare_cached("DELETE FROM commands WHERE id = $1")
-                    .await?,
-                &[&envelope.id],
-            )
-            .await?;
-            return Ok(Claim::Done(conflict(envelope)));
-        }
-        return Ok(Claim::New);
-    }
-    match lookup(tx, envelope).await? {
-        Some(done) => Ok(Claim::Done(done)),
-        None => Err(DbError::Fatal(format!(
-            "command {} exists without a result",
-            envelope.id
-        ))),
-    }
+    let mut claims = claim_many(tx, &[envelope]).await?;
+    Ok(claims.remove(0))
 }
 
 /// The earlier outcome of this id, if it has one: its stored result when the content is the
@@ -157,13 +105,14 @@ pub async fn store(
     })
 }
 
-/// Claims several distinct ids in one statement; the answer for each, in the order given.
-/// Only for the commands a batch may take (no `recharge`, which claims through `recharges`).
+/// Claims several distinct ids in one statement; the answer for each, in the order given. An id
+/// still held by a command in progress is answered `idempotency_conflict` and leaves no trace:
+/// a recharge holds its id in `recharges`, and a `cash.approve` paying out through Ping++ in
+/// `cash_payouts`, until its result is stored; only a redelivery of that command may go on.
 pub async fn claim_many(
     tx: &Transaction<'_>,
     envelopes: &[&Envelope],
 ) -> Result<Vec<Claim>, DbError> {
-    debug_assert!(envelopes.iter().all(|e| e.kind != CommandType::Recharge));
     let ids: Vec<&str> = envelopes.iter().map(|e| e.id.as_str()).collect();
     let kinds: Vec<&str> = envelopes.iter().map(|e| e.kind.as_str()).collect();
     let users: Vec<i64> = envelopes.iter().map(|e| e.user_id).collect();
@@ -177,7 +126,8 @@ pub async fn claim_many(
                      AS x(i, t, u, f) ORDER BY i
                  ON CONFLICT (id) DO NOTHING
                  RETURNING id,
-                     EXISTS (SELECT 1 FROM recharges r WHERE r.command_id = commands.id)
+                     EXISTS (SELECT 1 FROM recharges r
+                             WHERE r.command_id = commands.id AND commands.type <> 'recharge')
                      OR EXISTS (SELECT 1 FROM cash_payouts p
                                 WHERE p.command_id = commands.id
                                   AND p.fingerprint <> commands.fingerprint)",
