@@ -88,21 +88,8 @@ pub async fn store(
     envelope: &Envelope,
     result: &CommandResult,
 ) -> Result<Applied, DbError> {
-    let body = serde_json::to_string(result).expect("a result serializes");
-    tx.execute(
-        &tx.prepare_cached(
-            "UPDATE commands SET status = $2, result = $3::text::json WHERE id = $1",
-        )
-        .await?,
-        &[&envelope.id, &result.status.as_str(), &body],
-    )
-    .await?;
-    Ok(Applied {
-        routing_key: result.routing_key(),
-        status: result.status,
-        body,
-        replayed: false,
-    })
+    let mut stored = store_many(tx, &[(envelope, result)]).await?;
+    Ok(stored.remove(0))
 }
 
 /// Claims several distinct ids in one statement; the answer for each, in the order given. An id
@@ -176,7 +163,7 @@ pub async fn claim_many(
 /// Stores the results of several claimed commands in one statement.
 pub async fn store_many(
     tx: &Transaction<'_>,
-    results: &[(&Envelope, CommandResult)],
+    results: &[(&Envelope, &CommandResult)],
 ) -> Result<Vec<Applied>, DbError> {
     let ids: Vec<&str> = results.iter().map(|(e, _)| e.id.as_str()).collect();
     let statuses: Vec<&str> = results.iter().map(|(_, r)| r.status.as_str()).collect();

@@ -122,13 +122,13 @@ pub(super) async fn apply_together(
     }
 
     if !results.is_empty() {
-        let to_store: Vec<(&Envelope, CommandResult)> = results
-            .into_iter()
-            .map(|(i, result)| (&envelopes[i], result))
+        let to_store: Vec<(&Envelope, &CommandResult)> = results
+            .iter()
+            .map(|(i, result)| (&envelopes[*i], result))
             .collect();
         let stored = commands::store_many(&tx, &to_store).await?;
-        for ((envelope, _), applied) in to_store.iter().zip(stored) {
-            answers[first_with_id[envelope.id.as_str()]] = Some(applied);
+        for ((i, _), applied) in results.iter().zip(stored) {
+            answers[*i] = Some(applied);
         }
     }
     system.apply(&tx).await?;
