@@ -7,6 +7,8 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
+use crate::domain::command::CommandType;
+
 pub const COMMANDS: &str = "pluspay_commands_total";
 pub const COMMAND_SECONDS: &str = "pluspay_command_duration_seconds";
 pub const EVENTS: &str = "pluspay_pingpp_events_total";
@@ -77,12 +79,18 @@ fn describe() {
     );
 }
 
-pub fn command_handled(kind: &str, outcome: &'static str) {
-    counter!(COMMANDS, "type" => kind.to_owned(), "outcome" => outcome).increment(1);
+/// The `type` label of a command: its type when it is one of ours, else `unknown`. A type
+/// read off the wire is never a label by itself, so garbage cannot make new series.
+pub fn type_label(kind: Option<CommandType>) -> &'static str {
+    kind.map_or("unknown", CommandType::as_str)
 }
 
-pub fn command_duration(kind: &str, elapsed: Duration) {
-    histogram!(COMMAND_SECONDS, "type" => kind.to_owned()).record(elapsed.as_secs_f64());
+pub fn command_handled(kind: Option<CommandType>, outcome: &'static str) {
+    counter!(COMMANDS, "type" => type_label(kind), "outcome" => outcome).increment(1);
+}
+
+pub fn command_duration(kind: CommandType, elapsed: Duration) {
+    histogram!(COMMAND_SECONDS, "type" => kind.as_str()).record(elapsed.as_secs_f64());
 }
 
 pub fn event_handled(outcome: &'static str) {

@@ -21,7 +21,7 @@ use crate::amqp::publisher::{header_int, json_properties, with_header};
 use crate::amqp::{self, Names, PublishError, Publisher};
 use crate::config::{PingppSettings, Settings};
 use crate::db::{self, commands::Applied, DbError};
-use crate::domain::command::{decode, Envelope, Malformed};
+use crate::domain::command::{decode, CommandType, Envelope, Malformed};
 use crate::domain::outcome::{Code, CommandResult, Status};
 use crate::engine::{Engine, EventOutcome};
 use crate::metrics;
@@ -323,7 +323,10 @@ async fn handle(context: &Context, delivery: Delivery, decoded: Result<Envelope,
         Err(malformed) => {
             warn!(reason = %malformed.reason, "malformed message");
             dead_letter(context, &delivery, &malformed).await;
-            metrics::command_handled(malformed.kind.as_deref().unwrap_or("unknown"), "malformed");
+            metrics::command_handled(
+                malformed.kind.as_deref().and_then(CommandType::parse),
+                "malformed",
+            );
         }
         Ok(envelope) => {
             let span =
@@ -331,8 +334,8 @@ async fn handle(context: &Context, delivery: Delivery, decoded: Result<Envelope,
             let outcome = process(context, &delivery, &envelope)
                 .instrument(span)
                 .await;
-            metrics::command_handled(envelope.kind.as_str(), outcome);
-            metrics::command_duration(envelope.kind.as_str(), started.elapsed());
+            metrics::command_handled(Some(envelope.kind), outcome);
+            metrics::command_duration(envelope.kind, started.elapsed());
         }
     }
 }
@@ -386,8 +389,8 @@ async fn handle_batch(context: &Context, batch: Vec<(Envelope, Delivery)>) {
                     Err(e) if e.is_transient() => process(context, delivery, envelope).await,
                     Err(e) => fail(context, delivery, &e).await,
                 };
-                metrics::command_handled(envelope.kind.as_str(), outcome);
-                metrics::command_duration(envelope.kind.as_str(), started.elapsed());
+                metrics::command_handled(Some(envelope.kind), outcome);
+                metrics::command_duration(envelope.kind, started.elapsed());
             }
             .instrument(span)
         });

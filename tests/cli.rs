@@ -226,3 +226,15 @@ async fn json_logs_carry_no_secrets_even_when_everything_fails() {
         assert!(!all.contains(secret), "{secret} leaked: {all}");
     }
 }
+
+#[tokio::test]
+async fn audit_of_a_missing_database_says_which_and_why() {
+    let url = empty_database().await;
+    let (base, _) = url.rsplit_once('/').unwrap();
+    let missing = format!("{base}/pp_no_such_database");
+    let output = pluspay(&["audit"], &[("PLUSPAY_DATABASE_URL", missing)]).await;
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("pp_no_such_database"), "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+}

@@ -72,6 +72,13 @@ async fn metrics_count_what_the_worker_did() {
         .await;
     assert_eq!(recharge["status"], "succeeded", "{recharge}");
     assert_eq!(fake.charges().len(), 1);
+    // Types read off the wire never become labels: 50 made-up types are one `unknown` series.
+    for i in 0..50 {
+        let body =
+            json!({"id": format!("junk-{i}"), "type": format!("junk.type.{i}"), "user_id": 1});
+        client.raw(body.to_string().as_bytes(), None).await;
+    }
+    assert_eq!(client.dead_letters(50).await.len(), 50);
 
     let url = format!("http://127.0.0.1:{port}/metrics");
     let http = reqwest::Client::new();
@@ -82,7 +89,12 @@ async fn metrics_count_what_the_worker_did() {
             Err(_) => String::new(),
         };
         // The ledger check runs every second; wait for its first report.
-        if sample(&text, "pluspay_ledger_ok").is_some() {
+        // Each message is counted just after it is dead-lettered.
+        let malformed = sample(
+            &text,
+            "pluspay_commands_total{type=\"unknown\",outcome=\"malformed\"}",
+        );
+        if sample(&text, "pluspay_ledger_ok").is_some() && malformed == Some(50.0) {
             break text;
         }
         assert!(
@@ -101,6 +113,8 @@ async fn metrics_count_what_the_worker_did() {
     assert_eq!(commands("transfer", "replayed"), Some(1.0), "{text}");
     assert_eq!(commands("transfer", "rejected"), Some(1.0), "{text}");
     assert_eq!(commands("recharge", "succeeded"), Some(1.0), "{text}");
+    assert_eq!(commands("unknown", "malformed"), Some(50.0), "{text}");
+    assert!(!text.contains("junk"), "{text}");
     assert_eq!(
         sample(
             &text,

@@ -310,3 +310,57 @@ async fn a_worker_stopped_gracefully_leaves_nothing_half_done() {
     assert_eq!(env.balance(2).await, 21);
     assert!(env.audit().await.ok);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_the_ledger_cannot_store_is_a_field_error_with_an_answer() {
+    let env = TestEnv::new().await;
+    env.fund(7, 500).await;
+    let _worker = env.start_worker();
+    let mut client = env.client().await;
+    let commands = [
+        (
+            json!({"id": "nul-1", "type": "reward", "user_id": 7, "data": {"user": 8, "amount": 50, "body": "a\u{0}b"}}),
+            "body",
+        ),
+        (
+            json!({"id": "nul-2", "type": "cash", "user_id": 7, "data": {"value": 100, "type": "alipay", "account": "a\u{0}@b.cn"}}),
+            "account",
+        ),
+        (
+            json!({"id": "nul-3", "type": "cash.approve", "user_id": 1, "data": {"cash": 1, "remark": "ok\u{0}"}}),
+            "remark",
+        ),
+        (
+            json!({"id": "nul-4", "type": "transfer", "user_id": 7, "data": {"user": 8, "amount": 5, "x\u{0}": 1}}),
+            "data",
+        ),
+    ];
+    for (command, field) in commands {
+        let result = client.call(command.clone()).await;
+        assert_eq!(result["status"], "rejected", "{result}");
+        assert_eq!(result["code"], "invalid_text", "{result}");
+        assert_eq!(
+            result["errors"][field],
+            json!(["发送的数据错误"]),
+            "{result}"
+        );
+        // Stored like any result: the same command again gets the same answer.
+        assert_eq!(client.call(command).await, result);
+    }
+    // Sent together, so a batch meets them: the good ones still apply.
+    for i in 0..8 {
+        let body = if i % 2 == 0 { "ok" } else { "\u{0}" };
+        client
+            .command(
+                &json!({"id": format!("nul-b{i}"), "type": "reward", "user_id": 7,
+                             "data": {"user": 8, "amount": 10, "body": body}}),
+            )
+            .await;
+    }
+    client.wait_results(16).await;
+    for i in 0..8 {
+        let status = &client.received[&format!("nul-b{i}")][0]["status"];
+        assert_eq!(status, if i % 2 == 0 { "succeeded" } else { "rejected" });
+    }
+    assert_eq!((env.balance(7).await, env.balance(8).await), (460, 40));
+}

@@ -471,6 +471,14 @@ async fn signed_bodies_that_are_not_events_or_too_large_are_refused() {
             r#"{"id":"evt_1","id":"evt_2","type":"x","object":"event"}"#,
         ),
         ("truncated", r#"{"id":"evt_1","type":"x","object":"ev"#),
+        (
+            "NUL in the id",
+            r#"{"id":"evt_1\u0000","type":"x","object":"event"}"#,
+        ),
+        (
+            "NUL in the type",
+            r#"{"id":"evt_1","type":"charge\u0000","object":"event"}"#,
+        ),
     ] {
         let (body, signature) = signed(body);
         assert_eq!(
@@ -484,6 +492,20 @@ async fn signed_bodies_that_are_not_events_or_too_large_are_refused() {
         "a".repeat(300)
     );
     let (body, signature) = signed(&long_id);
+    assert_eq!(listener.post(PATH, &body, Some(&signature)).await, 400);
+    // The worker's limits: an id of 129 bytes, and JSON nested deeper than it reads.
+    let id_129 = format!(
+        r#"{{"id":"{}","type":"x","object":"event"}}"#,
+        "e".repeat(129)
+    );
+    let (body, signature) = signed(&id_129);
+    assert_eq!(listener.post(PATH, &body, Some(&signature)).await, 400);
+    let deep = format!(
+        r#"{{"id":"evt_deep","type":"x","object":"event","data":{}{}}}"#,
+        "[".repeat(1_000),
+        "]".repeat(1_000)
+    );
+    let (body, signature) = signed(&deep);
     assert_eq!(listener.post(PATH, &body, Some(&signature)).await, 400);
 
     // A real-shaped event padded to the limit is accepted; one byte more is not.

@@ -106,9 +106,13 @@ pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
 
 /// Connects once, outside the pool, for one-off commands (`migrate`, `audit`).
 pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot connect to the database at {}: {}",
+            crate::config::redact_url(url),
+            DbError::from(e)
+        )
+    })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "database connection closed");

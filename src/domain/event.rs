@@ -6,6 +6,8 @@ use serde_json::Value;
 
 /// Larger bodies never pass the listener; the worker refuses them too.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+/// The longest event id or type taken (Ping++'s are `evt_` and 24 characters).
+pub const MAX_EVENT_ID_LEN: usize = 128;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PingppEvent {
@@ -14,6 +16,18 @@ pub struct PingppEvent {
     pub livemode: bool,
     /// `data.object`: a charge for charge events.
     pub object: Value,
+}
+
+/// The fields read off the top of an event, to refuse duplicates of them.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct TopFields<'a> {
+    #[serde(borrow)]
+    id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, rename = "type")]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    object: Option<std::borrow::Cow<'a, str>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -33,19 +47,31 @@ pub const WITHDRAWAL_EVENTS: [&str; 3] = [
     "withdrawal.canceled",
 ];
 
+/// Reads a verified event: the listener refuses (400) what this refuses, and the worker reads
+/// it with the same rules, so an event Ping++ was told it delivered is one the worker can read.
+/// JSON nested deeper than serde_json's limit (128) is refused here too.
 pub fn decode(body: &[u8]) -> Result<PingppEvent, String> {
     if body.len() > MAX_EVENT_BYTES {
         return Err(format!("event of {} bytes is too large", body.len()));
     }
     let value: Value =
         serde_json::from_slice(body).map_err(|e| format!("event is not JSON: {e}"))?;
+    // A Value keeps the last of duplicate keys where another reader may take the first: an
+    // event whose id, type or object is given twice means two things, and is refused.
+    serde_json::from_slice::<TopFields>(body).map_err(|e| format!("not a Ping++ event: {e}"))?;
     let text = |name: &str| {
         value
             .get(name)
             .and_then(Value::as_str)
-            .filter(|s| !s.is_empty() && s.len() <= 128)
+            .filter(|s| {
+                !s.is_empty() && s.len() <= MAX_EVENT_ID_LEN && !s.chars().any(char::is_control)
+            })
             .map(str::to_owned)
-            .ok_or_else(|| format!("event has no {name}"))
+            .ok_or_else(|| {
+                format!(
+                    "event has no {name} of 1 to {MAX_EVENT_ID_LEN} bytes without control characters"
+                )
+            })
     };
     if value.get("object").and_then(Value::as_str) != Some("event") {
         return Err("not an event object".into());
@@ -170,8 +196,22 @@ mod tests {
             "{}",
             r#"{"id":"e","object":"event"}"#,
             r#"{"id":5,"type":"x","object":"event"}"#,
+            r#"{"id":"evt\u0000","type":"x","object":"event"}"#,
+            r#"{"id":"evt_1","type":"x\u0000","object":"event"}"#,
+            r#"{"id":"evt_1","id":"evt_2","type":"x","object":"event"}"#,
         ] {
             assert!(decode(bad.as_bytes()).is_err(), "{bad}");
         }
+        let long_id = format!(
+            r#"{{"id":"{}","type":"x","object":"event"}}"#,
+            "e".repeat(129)
+        );
+        assert!(decode(long_id.as_bytes()).is_err());
+        let deep = format!(
+            r#"{{"id":"evt_1","type":"x","object":"event","data":{}{}}}"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        assert!(decode(deep.as_bytes()).is_err());
     }
 }

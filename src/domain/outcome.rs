@@ -16,6 +16,8 @@ pub enum Code {
     IdempotencyConflict,
     /// `data` is not a JSON object.
     InvalidData,
+    /// A text holds what the ledger cannot store (U+0000).
+    InvalidText,
     AmountRequired,
     /// The amount is not an integer.
     InvalidAmount,
@@ -86,6 +88,7 @@ impl Code {
             Code::AmountTooSmall => "amount_too_small",
             Code::AmountTooLarge => "amount_too_large",
             Code::AmountOverflow => "amount_overflow",
+            Code::InvalidText => "invalid_text",
             Code::InsufficientBalance => "insufficient_balance",
             Code::UserRequired => "user_required",
             Code::InvalidUser => "invalid_user",

@@ -3,6 +3,35 @@
 
 use serde_json::{Map, Value};
 
+use super::outcome::{Code, FieldErrors, Rejection};
+
+/// The seeds' message for data that cannot be taken as sent.
+pub const MSG_BAD_DATA: &str = "发送的数据错误";
+
+/// PostgreSQL's text types cannot hold U+0000 (SQLSTATE 22021): a command whose `data` has it
+/// anywhere (a value, or a key, at any depth) is refused before the database is asked, each
+/// offending top-level field named (`data` for a key). Checked once for every command type.
+pub fn unstorable_text(data: &Map<String, Value>) -> Option<Rejection> {
+    let mut errors = FieldErrors::default();
+    for (key, value) in data {
+        if key.contains('\0') {
+            errors.add(Code::InvalidText, "data", MSG_BAD_DATA);
+        } else if holds_nul(value) {
+            errors.add(Code::InvalidText, key, MSG_BAD_DATA);
+        }
+    }
+    errors.finish(|| ()).err()
+}
+
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(fields) => fields.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IntField {
     Missing,
@@ -71,6 +100,25 @@ mod tests {
         assert_eq!(int_field(&d, "g"), IntField::Value(-3));
         assert_eq!(int_field(&d, "h"), IntField::NotInteger);
         assert_eq!(int_field(&d, "zz"), IntField::Missing);
+    }
+
+    #[test]
+    fn nul_characters_anywhere_are_refused_by_field() {
+        assert_eq!(unstorable_text(&data(json!({"body": "ok", "n": 1}))), None);
+        let refused = unstorable_text(&data(
+            json!({"body": "a\u{0}b", "extra": {"k": ["x\u{0}"]}}),
+        ))
+        .unwrap();
+        assert_eq!(refused.code, Code::InvalidText);
+        assert_eq!(
+            refused.errors.keys().collect::<Vec<_>>(),
+            vec!["body", "extra"]
+        );
+        assert_eq!(refused.messages()[0], MSG_BAD_DATA);
+        let key = unstorable_text(&data(json!({"a\u{0}": 1}))).unwrap();
+        assert_eq!(key.errors.keys().collect::<Vec<_>>(), vec!["data"]);
+        let nested_key = unstorable_text(&data(json!({"meta": {"\u{0}": 1}}))).unwrap();
+        assert_eq!(nested_key.errors.keys().collect::<Vec<_>>(), vec!["meta"]);
     }
 
     #[test]

@@ -33,6 +33,7 @@ use crate::domain::outcome::{Code, CommandResult, Rejection};
 use crate::domain::policy::WalletPolicy;
 use crate::domain::query;
 use crate::domain::transform;
+use crate::domain::validate;
 use crate::pingpp::PingppClient;
 
 /// What applying commands needs; cheap to clone.
@@ -55,6 +56,11 @@ impl Engine {
     /// Applies a command exactly once. A transient error leaves nothing half-done and may be
     /// retried freely.
     pub async fn apply(&self, envelope: &Envelope) -> Result<Applied, DbError> {
+        if let Some(rejection) = validate::unstorable_text(&envelope.data) {
+            let mut client = self.pool.get().await?;
+            let tx = client.transaction().await?;
+            return recharge::conclude(tx, envelope, rejected(envelope, rejection)).await;
+        }
         match envelope.kind {
             CommandType::Recharge => recharge::create(self, envelope).await,
             CommandType::RechargeRetrieve => recharge::retrieve(self, envelope).await,
@@ -99,7 +105,11 @@ impl Engine {
     /// each result is then that of the single-command path.
     pub async fn apply_batch(&self, envelopes: &[Envelope]) -> Vec<Result<Applied, DbError>> {
         debug_assert!(envelopes.iter().all(|e| self.takes_in_batch(e.kind)));
-        if envelopes.len() > 1 {
+        // A command refused for its text is rare: the whole batch then goes one by one.
+        let all_storable = envelopes
+            .iter()
+            .all(|e| validate::unstorable_text(&e.data).is_none());
+        if envelopes.len() > 1 && all_storable {
             match batch::apply_together(self, envelopes).await {
                 Ok(applied) => return applied.into_iter().map(Ok).collect(),
                 Err(e) => {

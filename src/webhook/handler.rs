@@ -1,7 +1,6 @@
 //! One request: route, read the raw body within limits, verify the signature over exactly those
 //! bytes, check the event's envelope, publish it unchanged and answer only after the confirm.
 
-use std::borrow::Cow;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -12,7 +11,6 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use serde::Deserialize;
 use tracing::{info, warn};
 
 use super::broker::BrokerHandle;
@@ -23,9 +21,6 @@ use crate::pingpp::{PingppPublicKey, WEBHOOK_SIGNATURE_HEADER};
 
 /// The paths Ping++ may be configured to deliver to (CONTRACT.md §2).
 pub const WEBHOOK_PATHS: [&str; 2] = ["/webhooks/pingpp", "/api/v2/plus-pay/webhooks"];
-
-/// AMQP short strings (`message_id`, `type`) hold at most 255 bytes.
-const MAX_PROPERTY_LEN: usize = 255;
 
 /// How long `/readyz` waits for the database.
 const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -159,17 +154,6 @@ fn with_allow(mut response: Response<Full<Bytes>>, allow: &'static str) -> Respo
     response
 }
 
-/// The part of a Ping++ event the listener checks; the worker reads the rest.
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    id: Cow<'a, str>,
-    #[serde(borrow, rename = "type")]
-    kind: Cow<'a, str>,
-    #[serde(borrow)]
-    object: Cow<'a, str>,
-}
-
 async fn webhook(state: &State, request: Request<Incoming>) -> Response<Full<Bytes>> {
     // Refuse what cannot pass before reading a byte of the body.
     let signature = match request.headers().get(WEBHOOK_SIGNATURE_HEADER) {
@@ -203,18 +187,12 @@ async fn webhook(state: &State, request: Request<Incoming>) -> Response<Full<Byt
         return Outcome::BadSignature.record(reason);
     }
 
-    let envelope = match serde_json::from_slice::<Envelope>(&body) {
-        Ok(envelope) => envelope,
-        Err(e) => return Outcome::Malformed.record(&format!("not a Ping++ event: {e}")),
+    // The worker's own reading of an event: what it would refuse is refused here, before
+    // Ping++ is told the event arrived.
+    let event = match crate::domain::event::decode(&body) {
+        Ok(event) => event,
+        Err(reason) => return Outcome::Malformed.record(&format!("not a Ping++ event: {reason}")),
     };
-    if envelope.object != "event" {
-        return Outcome::Malformed.record("object is not \"event\"");
-    }
-    for (name, value) in [("id", &envelope.id), ("type", &envelope.kind)] {
-        if value.is_empty() || value.len() > MAX_PROPERTY_LEN {
-            return Outcome::Malformed.record(&format!("{name} is empty or over 255 bytes"));
-        }
-    }
 
     let publisher = match state.broker.publisher() {
         Ok(publisher) => publisher,
@@ -224,8 +202,8 @@ async fn webhook(state: &State, request: Request<Incoming>) -> Response<Full<Byt
         }
     };
     let properties = json_properties()
-        .with_message_id(envelope.id.as_ref().into())
-        .with_type(envelope.kind.as_ref().into());
+        .with_message_id(event.id.as_str().into())
+        .with_type(event.kind.as_str().into());
     match publisher
         .publish(
             &state.names.webhooks_exchange,
@@ -236,12 +214,12 @@ async fn webhook(state: &State, request: Request<Incoming>) -> Response<Full<Byt
         )
         .await
     {
-        Ok(()) => Outcome::Accepted.record(&format!("event {} ({})", envelope.id, envelope.kind)),
+        Ok(()) => Outcome::Accepted.record(&format!("event {} ({})", event.id, event.kind)),
         Err(e) => {
             if matches!(e, PublishError::Broker(_) | PublishError::Timeout) {
                 state.broker.report_failure();
             }
-            Outcome::BrokerUnavailable.record(&format!("event {} not enqueued: {e}", envelope.id))
+            Outcome::BrokerUnavailable.record(&format!("event {} not enqueued: {e}", event.id))
         }
     }
 }
