@@ -574,6 +574,11 @@ mod tests {
             let s = load(jail, None).unwrap();
             assert_eq!(s.wallet.cash_types, vec!["wechat".to_owned()]);
             assert_eq!(s.wallet.recharge_max, 500);
+            jail.set_env("PLUSPAY_WALLET_RECHARGE_MAX", "1000000000001");
+            let err = load(jail, None).unwrap_err().to_string();
+            assert!(err.contains("wallet.recharge_max"), "{err}");
+            jail.set_env("PLUSPAY_WALLET_RECHARGE_MAX", "1000000000000");
+            assert!(load(jail, None).is_ok());
             jail.set_env("PLUSPAY_WALLET_RATIO", "0");
             let err = load(jail, None).unwrap_err().to_string();
             assert!(err.contains("wallet.ratio"), "{err}");

@@ -364,3 +364,46 @@ async fn text_the_ledger_cannot_store_is_a_field_error_with_an_answer() {
     }
     assert_eq!((env.balance(7).await, env.balance(8).await), (460, 40));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_totals_near_their_end_refuse_a_transfer_instead_of_failing() {
+    let mut env = TestEnv::new().await;
+    env.fund(11, 500).await;
+    env.fund(12, 1).await;
+    env.fund(13, 500).await;
+    // A long history: the receiver's income and the third sender's expenses are near the
+    // ceiling, while their balances are small (both totals move, so income - expenses is
+    // still the balance, as the audit checks).
+    let near = pluspay::domain::ledger::WALLET_CEILING - 60;
+    for user in [12_i64, 13] {
+        env.db
+            .execute(
+                "UPDATE accounts SET total_income = total_income + $1,
+                        total_expenses = total_expenses + $1
+                 WHERE kind = 'wallet' AND user_id = $2",
+                &[&near, &user],
+            )
+            .await
+            .unwrap();
+    }
+    let _worker = env.start_worker();
+    let mut client = env.client().await;
+    for (id, from, to) in [("ovf-1", 11, 12), ("ovf-2", 13, 11)] {
+        let result = client.call(transfer(id, from, to, 100)).await;
+        assert_eq!(result["status"], "rejected", "{result}");
+        assert_eq!(result["code"], "amount_overflow", "{result}");
+        assert_eq!(result["errors"]["amount"], json!(["发送的数据错误"]));
+    }
+    assert_eq!(
+        (
+            env.balance(11).await,
+            env.balance(12).await,
+            env.balance(13).await
+        ),
+        (500, 1, 500)
+    );
+    // Under the ceiling it goes through.
+    let result = client.call(transfer("ovf-3", 11, 12, 50)).await;
+    assert_eq!(result["status"], "succeeded", "{result}");
+    assert!(env.audit().await.ok);
+}

@@ -6,14 +6,14 @@ use deadpool_postgres::Transaction;
 use serde_json::Value;
 
 use super::DbError;
-use crate::domain::ledger::{AccountRef, Journal};
+use crate::domain::ledger::{AccountRef, Journal, WalletFigures};
 use crate::domain::transfer::OrderDraft;
 
 /// A wallet row, locked for the rest of the transaction.
 #[derive(Debug, Clone, Copy)]
 pub struct LockedWallet {
     pub account_id: i64,
-    pub balance: i64,
+    pub figures: WalletFigures,
 }
 
 /// Locks the wallets of `users` (creating the missing ones empty), always in user id order so
@@ -25,7 +25,7 @@ pub async fn lock_wallets(
     let mut users = users.to_vec();
     users.sort_unstable();
     users.dedup();
-    const LOCK: &str = "SELECT user_id, id, balance FROM accounts
+    const LOCK: &str = "SELECT user_id, id, balance, total_income, total_expenses FROM accounts
         WHERE kind = 'wallet' AND user_id = ANY($1) ORDER BY user_id FOR UPDATE";
     let read = |rows: Vec<tokio_postgres::Row>| {
         rows.into_iter()
@@ -34,7 +34,11 @@ pub async fn lock_wallets(
                     r.get::<_, i64>(0),
                     LockedWallet {
                         account_id: r.get(1),
-                        balance: r.get(2),
+                        figures: WalletFigures {
+                            balance: r.get(2),
+                            total_income: r.get(3),
+                            total_expenses: r.get(4),
+                        },
                     },
                 )
             })

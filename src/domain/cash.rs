@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::ledger::{AccountRef, Journal, SystemAccount};
+use super::ledger::{AccountRef, Journal, SystemAccount, WalletFigures};
 use super::outcome::{Code, FieldErrors, Rejection};
 use super::policy::WalletPolicy;
 use super::transfer::OrderDraft;
@@ -110,12 +110,23 @@ pub fn parse_request(
 }
 
 /// The wallet pays the pending-payout account, if the balance allows.
-pub fn decide_request(request: &CashRequest, balance: i64) -> Result<Journal, Rejection> {
-    if request.value > balance {
+pub fn decide_request(
+    request: &CashRequest,
+    wallet: impl Into<WalletFigures>,
+) -> Result<Journal, Rejection> {
+    let wallet = wallet.into();
+    if request.value > wallet.balance {
         return Err(Rejection::field(
             Code::InsufficientBalance,
             "value",
             MSG_INSUFFICIENT,
+        ));
+    }
+    if wallet.moved(-request.value).is_none() {
+        return Err(Rejection::field(
+            Code::AmountOverflow,
+            "value",
+            MSG_BAD_DATA,
         ));
     }
     Journal::transfer(

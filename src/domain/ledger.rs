@@ -2,6 +2,58 @@
 
 use std::collections::BTreeMap;
 
+/// The most any wallet's balance and running totals (`total_income`, `total_expenses`) may reach
+/// through a command that can still be refused: about half of what a PostgreSQL bigint holds.
+/// Credits that cannot be refused once the money moved (a paid recharge, a returned cash
+/// request) may go past it; the other half is their headroom, which no plausible history fills:
+/// it takes 5 million recharges of the largest allowed size ([`MAX_COMMAND_AMOUNT`]).
+pub const WALLET_CEILING: i64 = 4_000_000_000_000_000_000;
+
+/// The largest amount a setting may allow one command to move (`wallet.recharge_max` and the
+/// other limits): 10^12 fen, ten billion yuan.
+pub const MAX_COMMAND_AMOUNT: i64 = 1_000_000_000_000;
+
+/// A wallet's figures as locked: what a movement must keep within [`WALLET_CEILING`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WalletFigures {
+    pub balance: i64,
+    pub total_income: i64,
+    pub total_expenses: i64,
+}
+
+impl From<i64> for WalletFigures {
+    /// A wallet with this balance and no history to speak of.
+    fn from(balance: i64) -> Self {
+        WalletFigures {
+            balance,
+            ..Default::default()
+        }
+    }
+}
+
+impl WalletFigures {
+    /// The figures after `delta` (income when positive, expense when negative), or `None` when
+    /// that takes the balance or a total past the ceiling. Says nothing about a balance going
+    /// below zero: that is each command's own rule, with its own message.
+    pub fn moved(self, delta: i64) -> Option<WalletFigures> {
+        let within = |v: i64| (v <= WALLET_CEILING).then_some(v);
+        let balance = within(self.balance.checked_add(delta)?)?;
+        Some(if delta >= 0 {
+            WalletFigures {
+                balance,
+                total_income: within(self.total_income.checked_add(delta)?)?,
+                ..self
+            }
+        } else {
+            WalletFigures {
+                balance,
+                total_expenses: within(self.total_expenses.checked_sub(delta)?)?,
+                ..self
+            }
+        })
+    }
+}
+
 /// What an amount counts: CNY fen or points (积分). Entries balance per unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Unit {

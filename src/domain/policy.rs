@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ledger::MAX_COMMAND_AMOUNT;
+
 /// Channels that need `extra.success_url`: Ping++ requires it for the first two, the seeds'
 /// platform for all four (it sends the payer back to its page).
 pub const CHANNELS_NEEDING_SUCCESS_URL: [&str; 4] =
@@ -66,6 +68,24 @@ impl WalletPolicy {
         }
         if self.recharge_max < self.recharge_min {
             return Err("wallet.recharge_max must be at least wallet.recharge_min".into());
+        }
+        // A paid recharge cannot be refused any more, so its largest size is what keeps the
+        // wallets' running totals from ever overflowing (see ledger::WALLET_CEILING).
+        for (name, value) in [
+            ("wallet.recharge_max", self.recharge_max),
+            ("wallet.cash_min", self.cash_min),
+            ("wallet.transform_min", self.transform_min),
+        ] {
+            if value > MAX_COMMAND_AMOUNT {
+                return Err(format!(
+                    "{name} must be at most {MAX_COMMAND_AMOUNT} fen (ten billion yuan)"
+                ));
+            }
+        }
+        if self.labels.iter().any(|&l| l > MAX_COMMAND_AMOUNT) {
+            return Err(format!(
+                "wallet.labels must be at most {MAX_COMMAND_AMOUNT} fen"
+            ));
         }
         // Bounded so that points issued (the sum of every transform) stay far from i64's end.
         if !(1..=MAX_RATIO).contains(&self.ratio) {

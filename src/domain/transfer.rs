@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use super::ledger::{AccountRef, Journal};
+use super::ledger::{AccountRef, Journal, WalletFigures};
 use super::outcome::{Code, FieldErrors, Rejection};
 use super::validate::{int_field, text_field, IntField, TextField};
 
@@ -129,20 +129,23 @@ pub fn parse(
     })
 }
 
-/// Decides a parsed transfer against the current balances of both wallets.
+/// Decides a parsed transfer against the current figures of both wallets (a bare balance is
+/// a wallet without history): refused when the sender lacks the money, or when it would take
+/// a balance or running total past [`WALLET_CEILING`](super::ledger::WALLET_CEILING).
 pub fn decide(
     request: &TransferRequest,
-    sender_balance: i64,
-    receiver_balance: i64,
+    sender: impl Into<WalletFigures>,
+    receiver: impl Into<WalletFigures>,
 ) -> Result<Journal, Rejection> {
-    if request.amount > sender_balance {
+    let (sender, receiver) = (sender.into(), receiver.into());
+    if request.amount > sender.balance {
         return Err(Rejection::field(
             Code::InsufficientBalance,
             "amount",
             MSG_INSUFFICIENT,
         ));
     }
-    if receiver_balance.checked_add(request.amount).is_none() {
+    if sender.moved(-request.amount).is_none() || receiver.moved(request.amount).is_none() {
         return Err(Rejection::field(
             Code::AmountOverflow,
             "amount",
@@ -259,6 +262,22 @@ mod tests {
         );
         let journal = decide(&req, 100, 0).unwrap();
         assert_eq!(journal.entries().count(), 2);
+        // Running totals count too, not only the balance.
+        let near = crate::domain::ledger::WALLET_CEILING - 50;
+        let rich_history = WalletFigures {
+            balance: 100,
+            total_income: near,
+            total_expenses: near,
+        };
+        let code = |sender, receiver| decide(&req, sender, receiver).unwrap_err().code;
+        assert_eq!(code(rich_history, 0.into()), Code::AmountOverflow);
+        assert_eq!(code(100.into(), rich_history), Code::AmountOverflow);
+        assert!(decide(&req, rich_history, WalletFigures::default()).is_err());
+        let below = WalletFigures {
+            total_expenses: near - 50,
+            ..rich_history
+        };
+        assert!(decide(&req, below, WalletFigures::default()).is_ok());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::ledger::{AccountRef, Journal, SystemAccount};
+use super::ledger::{AccountRef, Journal, SystemAccount, WalletFigures};
 use super::outcome::{Code, Rejection};
 use super::policy::WalletPolicy;
 use super::transfer::OrderDraft;
@@ -54,10 +54,11 @@ pub fn parse(
 
 pub fn decide(
     request: &TransformRequest,
-    balance: i64,
+    wallet: impl Into<WalletFigures>,
     points_balance: i64,
 ) -> Result<Journal, Rejection> {
-    if request.amount > balance {
+    let wallet = wallet.into();
+    if request.amount > wallet.balance {
         return Err(Rejection::field(
             Code::InsufficientBalance,
             "amount",
@@ -65,8 +66,9 @@ pub fn decide(
         ));
     }
     let overflow = || Rejection::field(Code::AmountOverflow, "amount", MSG_INVALID_AMOUNT);
-    points_balance
-        .checked_add(request.points)
+    wallet.moved(-request.amount).ok_or_else(overflow)?;
+    WalletFigures::from(points_balance)
+        .moved(request.points)
         .ok_or_else(overflow)?;
     Journal::new(&[
         (AccountRef::Wallet(request.user), -request.amount),

@@ -177,19 +177,23 @@ fn decide_transfer(
     request: TransferRequest,
     wallets: &mut BTreeMap<i64, LockedWallet>,
 ) -> Result<Result<DecidedTransfer, Rejection>, DbError> {
-    let balance = |user: i64| {
+    let figures = |user: i64| {
         wallets
             .get(&user)
-            .map(|w| w.balance)
+            .map(|w| w.figures)
             .ok_or_else(|| DbError::Fatal(format!("wallet of user {user} was not locked")))
     };
-    let journal = match transfer::decide(&request, balance(request.from)?, balance(request.to)?) {
+    let journal = match transfer::decide(&request, figures(request.from)?, figures(request.to)?) {
         Ok(journal) => journal,
         Err(rejection) => return Ok(Err(rejection)),
     };
     for (account, amount) in journal.entries() {
         if let AccountRef::Wallet(user) = account {
-            wallets.get_mut(&user).expect("checked above").balance += amount;
+            let wallet = wallets.get_mut(&user).expect("checked above");
+            wallet.figures = wallet
+                .figures
+                .moved(amount)
+                .expect("transfer::decide checked the ceiling");
         }
     }
     Ok(Ok(DecidedTransfer { request, journal }))

@@ -262,8 +262,10 @@ async fn cash_request(
         Err(rejection) => return Ok(Err(rejection)),
     };
     let wallets = lock_wallets(tx, &[request.user]).await?;
-    let balance = wallets.get(&request.user).map_or(0, |w| w.balance);
-    let journal = match cash::decide_request(&request, balance) {
+    let figures = wallets
+        .get(&request.user)
+        .map_or_else(Default::default, |w| w.figures);
+    let journal = match cash::decide_request(&request, figures) {
         Ok(journal) => journal,
         Err(rejection) => return Ok(Err(rejection)),
     };
@@ -353,9 +355,11 @@ async fn transform(
         Err(rejection) => return Ok(Err(rejection)),
     };
     let wallets = lock_wallets(tx, &[request.user]).await?;
-    let balance = wallets.get(&request.user).map_or(0, |w| w.balance);
+    let figures = wallets
+        .get(&request.user)
+        .map_or_else(Default::default, |w| w.figures);
     let points = lock_points(tx, request.user).await?;
-    let journal = match transform::decide(&request, balance, points) {
+    let journal = match transform::decide(&request, figures, points) {
         Ok(journal) => journal,
         Err(rejection) => return Ok(Err(rejection)),
     };
