@@ -188,3 +188,76 @@ async fn a_webhook_racing_retrieves_credits_once() {
     );
     assert!(env.audit().await.ok);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_confirmed_after_the_order_failed_is_credited_as_late() {
+    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
+    let mut events = client
+        .watch(&client.names.events_exchange, "recharge.*")
+        .await;
+    let retrieve = |id: &str, order: i64| json!({"id": id, "type": "recharge.retrieve", "user_id": 5, "data": {"order": order}});
+    // Expired by the clock, marked failed by a retrieve; then the payer pays at the deadline
+    // and Ping++ signs charge.succeeded.
+    let (order, charge) = recharge(&mut client, "rc-late", 5, 700).await;
+    fake.expire(&charge);
+    let failed = client.call(retrieve("rt-late-1", order)).await;
+    assert_eq!(failed["data"]["order"]["state"], -1, "{failed}");
+    let (body, _) = fake.signed_event("charge.succeeded", fake.pay(&charge));
+    client.enqueue_pingpp_event(&body).await;
+    let published = support::next_event(&mut events).await;
+    assert_eq!(published["type"], "recharge.succeeded", "{published}");
+    assert_eq!(published["data"]["late_payment"], true, "{published}");
+    assert_eq!(published["data"]["order"]["state"], 1);
+    assert_eq!(env.balance(5).await, 700);
+    assert_eq!(
+        env.count("SELECT count(*) FROM pingpp_events WHERE outcome = 'credited_late'")
+            .await,
+        1
+    );
+    // Delivered again: credited once.
+    client.enqueue_pingpp_event(&body).await;
+    let replayed = support::next_event(&mut events).await;
+    assert_eq!(replayed, published);
+    assert_eq!(env.balance(5).await, 700);
+
+    // A retrieve of a failed order asks Ping++ again and finds the late payment too.
+    let (order, charge) = recharge(&mut client, "rc-late-2", 5, 300).await;
+    fake.fail_charge(&charge, "channel_timeout", "渠道超时");
+    let failed = client.call(retrieve("rt-late-2", order)).await;
+    assert_eq!(failed["data"]["order"]["state"], -1, "{failed}");
+    fake.pay(&charge);
+    let paid = client.call(retrieve("rt-late-3", order)).await;
+    assert_eq!(paid["data"]["order"]["state"], 1, "{paid}");
+    assert_eq!(env.balance(5).await, 1_000);
+    assert_eq!(
+        env.count("SELECT count(*) FROM journal WHERE kind = 'recharge'")
+            .await,
+        2
+    );
+    assert!(env.audit().await.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_whose_fields_have_the_wrong_type_is_refused_at_once() {
+    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
+    let (_, charge) = recharge(&mut client, "rc-types", 6, 700).await;
+    let paid = fake.pay(&charge);
+    for amount in [json!(700.0), json!("700")] {
+        let mut odd = paid.clone();
+        odd["amount"] = amount;
+        client
+            .enqueue_pingpp_event(&fake.signed_event("charge.succeeded", odd).0)
+            .await;
+    }
+    let dead = client.dead_letters(2).await;
+    for delivery in &dead {
+        let reason =
+            pluspay::amqp::publisher::header_str(delivery.properties.headers(), ERROR_HEADER)
+                .unwrap();
+        assert!(reason.contains("unreadable Ping++ charge"), "{reason}");
+        // Refused at its first delivery, not after the delivery limit.
+        assert!(!reason.contains("failed"), "{reason}");
+    }
+    assert_eq!(env.balance(6).await, 0);
+    assert_eq!(env.count("SELECT count(*) FROM pingpp_events").await, 0);
+}

@@ -120,13 +120,18 @@ async fn failed_and_expired_charges_fail_their_orders() {
         assert_eq!(result["data"]["order"]["state"], -1, "{result}");
     }
     assert_eq!(env.balance(3).await, 0);
-    // A failed order stays failed, even if the charge were paid later.
-    fake.pay(a["data"]["pingpp_order"]["id"].as_str().unwrap());
-    let late = client
+    // Still unpaid: a failed order stays failed.
+    let again = client
         .call(retrieve("rt-f3", 3, &a["data"]["order"]["id"]))
         .await;
-    assert_eq!(late["data"]["order"]["state"], -1);
-    assert_eq!(env.balance(3).await, 0);
+    assert_eq!(again["data"]["order"]["state"], -1);
+    // Paid after all: the money reached Ping++, so it is credited as a late payment.
+    fake.pay(a["data"]["pingpp_order"]["id"].as_str().unwrap());
+    let late = client
+        .call(retrieve("rt-f4", 3, &a["data"]["order"]["id"]))
+        .await;
+    assert_eq!(late["data"]["order"]["state"], 1);
+    assert_eq!(env.balance(3).await, 100);
     assert!(env.audit().await.ok);
 }
 

@@ -36,11 +36,12 @@ impl WalletFigures {
     /// that takes the balance or a total past the ceiling. Says nothing about a balance going
     /// below zero: that is each command's own rule, with its own message.
     pub fn moved(self, delta: i64) -> Option<WalletFigures> {
+        // Only what grows is held to the ceiling: spending from a balance above it is fine.
         let within = |v: i64| (v <= WALLET_CEILING).then_some(v);
-        let balance = within(self.balance.checked_add(delta)?)?;
+        let balance = self.balance.checked_add(delta)?;
         Some(if delta >= 0 {
             WalletFigures {
-                balance,
+                balance: within(balance)?,
                 total_income: within(self.total_income.checked_add(delta)?)?,
                 ..self
             }

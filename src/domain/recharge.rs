@@ -255,6 +255,9 @@ pub enum Mismatch {
     },
     #[error("charge livemode {got} differs from the charge created ({expected})")]
     Livemode { got: bool, expected: bool },
+    /// A field of the charge is missing or of the wrong type (`"amount": 700.0`, `"700"`).
+    #[error("unreadable Ping++ charge: {reason}")]
+    Unreadable { reason: String },
 }
 
 pub fn complete(order: &WaitingRecharge, charge: &ChargeFacts) -> Result<Completion, Mismatch> {

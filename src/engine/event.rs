@@ -121,9 +121,9 @@ pub async fn apply_event(
         Err(mismatch) => return Ok(EventOutcome::Refused(mismatch.to_string())),
     };
     let (outcome, publish) = match &completion {
-        ChargeCompletion::Credited { order } => (
-            "credited",
-            Some(published(event, "recharge.succeeded", order, None)),
+        ChargeCompletion::Credited { order, late } => (
+            if *late { "credited_late" } else { "credited" },
+            Some(published_credit(event, order, *late)),
         ),
         ChargeCompletion::Failed { order, reason } => (
             "failed",
@@ -259,6 +259,17 @@ fn published_cash(
         "data": data,
     });
     (kind.to_owned(), body.to_string())
+}
+
+/// `recharge.succeeded`, with `late_payment: true` when the order had been marked failed.
+fn published_credit(event: &PingppEvent, order: &Value, late: bool) -> (String, String) {
+    let (kind, body) = published(event, "recharge.succeeded", order, None);
+    if !late {
+        return (kind, body);
+    }
+    let mut body: Value = serde_json::from_str(&body).expect("just serialized");
+    body["data"]["late_payment"] = json!(true);
+    (kind, body.to_string())
 }
 
 /// The message on `<namespace>.events`: `{type, event_id, user_id, data: {order, reason?}}`.

@@ -446,8 +446,9 @@ pub(super) async fn retrieve(engine: &Engine, envelope: &Envelope) -> Result<App
         }
         let charge_id: Option<String> = row.get(3);
         match charge_id {
-            // Final already, or its charge was never made: nothing to ask Ping++.
-            Some(charge_id) if row.get::<_, i16>(2) == 0 => {
+            // Waiting, or failed and perhaps paid late after all: ask Ping++. Paid already, or
+            // its charge was never made: nothing to ask.
+            Some(charge_id) if row.get::<_, i16>(2) != 1 => {
                 tx.rollback().await?;
                 (order_id, charge_id)
             }
@@ -493,8 +494,10 @@ pub(super) async fn retrieve(engine: &Engine, envelope: &Envelope) -> Result<App
 /// What a charge did to its order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChargeCompletion {
-    /// Paid: the wallet was credited just now (state 1).
-    Credited { order: Value },
+    /// Paid: the wallet was credited just now (state 1). `late`: the order had been marked
+    /// failed (-1) before the payment was confirmed; the payer's money reached Ping++ all the
+    /// same, so it is credited (a late payment).
+    Credited { order: Value, late: bool },
     /// Failed or expired: state -1 just now.
     Failed { order: Value, reason: String },
     /// Already final before, or still payable: nothing changed.
@@ -504,7 +507,7 @@ pub enum ChargeCompletion {
 impl ChargeCompletion {
     pub fn order(&self) -> &Value {
         match self {
-            ChargeCompletion::Credited { order }
+            ChargeCompletion::Credited { order, .. }
             | ChargeCompletion::Failed { order, .. }
             | ChargeCompletion::Unchanged { order } => order,
         }
@@ -519,8 +522,11 @@ pub async fn complete_charge(
     charge: &Value,
     command_id: Option<&str>,
 ) -> Result<Result<ChargeCompletion, Mismatch>, DbError> {
-    let facts = charge_facts(charge, unix_now())
-        .map_err(|e| DbError::Fatal(format!("unreadable Ping++ charge: {e}")))?;
+    let facts = match charge_facts(charge, unix_now()) {
+        Ok(facts) => facts,
+        // What Ping++ signed or answered will read the same way next time: refuse it now.
+        Err(reason) => return Ok(Err(Mismatch::Unreadable { reason })),
+    };
     let row = tx
         .query_one(
             &tx.prepare_cached(
@@ -554,12 +560,24 @@ pub async fn complete_charge(
         Ok(completion) => completion,
         Err(mismatch) => return Ok(Err(mismatch)),
     };
-    if row.get::<_, i16>(2) != 0 {
-        return Ok(Ok(ChargeCompletion::Unchanged { order }));
-    }
+    let state: i16 = row.get(2);
+    let late = match (state, &completion) {
+        (0, _) => false,
+        // Marked failed (expired by our clock, or a failure reported) and then paid after all.
+        (-1, Completion::Credit(_)) => true,
+        _ => return Ok(Ok(ChargeCompletion::Unchanged { order })),
+    };
     Ok(Ok(match completion {
         Completion::Wait => ChargeCompletion::Unchanged { order },
         Completion::Credit(journal) => {
+            if late {
+                crate::metrics::late_payment();
+                tracing::warn!(
+                    order_id,
+                    charge = %facts.id,
+                    "a payment confirmed for an order marked failed: credited as a late payment"
+                );
+            }
             let wallets = lock_wallets(tx, &[waiting.owner]).await?;
             let journal_id = post_journal(tx, "recharge", command_id, &journal, &wallets).await?;
             let order = tx
@@ -573,7 +591,7 @@ pub async fn complete_charge(
                 )
                 .await?
                 .get(0);
-            ChargeCompletion::Credited { order }
+            ChargeCompletion::Credited { order, late }
         }
         Completion::Fail { reason } => {
             let order = tx
