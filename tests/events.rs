@@ -239,7 +239,7 @@ async fn a_payment_confirmed_after_the_order_failed_is_credited_as_late() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_charge_whose_fields_have_the_wrong_type_is_refused_at_once() {
-    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
+    let (env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
     let (_, charge) = recharge(&mut client, "rc-types", 6, 700).await;
     let paid = fake.pay(&charge);
     for amount in [json!(700.0), json!("700")] {
