@@ -59,6 +59,9 @@ pub struct WorkerSettings {
     /// Most commands applied in one transaction (group commit); 1 turns batching off.
     pub batch_size: usize,
     pub shutdown_timeout_secs: u64,
+    /// How long a Ping++ event may wait for what it completes (a charge paid before its
+    /// recharge recorded it) before it goes to the dead letters. It waits off the queue.
+    pub event_wait_secs: u64,
 }
 
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
@@ -167,6 +170,7 @@ impl Default for WorkerSettings {
             pingpp_concurrency: 16,
             batch_size: 64,
             shutdown_timeout_secs: 30,
+            event_wait_secs: 86_400,
         }
     }
 }
@@ -298,6 +302,9 @@ impl Settings {
         }
         if self.worker.pingpp_concurrency == 0 {
             return invalid("worker.pingpp_concurrency must be at least 1");
+        }
+        if self.worker.event_wait_secs == 0 {
+            return invalid("worker.event_wait_secs must be at least 1");
         }
         if self.worker.batch_size == 0 {
             return invalid("worker.batch_size must be at least 1 (1: no batching)");

@@ -22,6 +22,7 @@ pub const LEDGER_OK: &str = "pluspay_ledger_ok";
 pub const LEDGER_VIOLATIONS: &str = "pluspay_ledger_violations";
 pub const LEDGER_CHECKED: &str = "pluspay_ledger_last_check_timestamp_seconds";
 pub const LATE_PAYMENTS: &str = "pluspay_late_payments_total";
+pub const EVENTS_WAITING: &str = "pluspay_pingpp_events_waiting";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -56,6 +57,10 @@ fn describe() {
         "Broker sessions lost and re-established, by role."
     );
     describe_gauge!(IN_FLIGHT, "Messages being processed right now.");
+    describe_gauge!(
+        EVENTS_WAITING,
+        "Ping++ events parked until what they complete is recorded."
+    );
     describe_counter!(
         LATE_PAYMENTS,
         "Recharges paid after their order was marked failed, credited as late payments."
@@ -100,6 +105,10 @@ pub fn command_duration(kind: CommandType, elapsed: Duration) {
 
 pub fn event_handled(outcome: &'static str) {
     counter!(EVENTS, "outcome" => outcome).increment(1);
+}
+
+pub fn events_waiting(count: i64) {
+    gauge!(EVENTS_WAITING).set(count as f64);
 }
 
 pub fn late_payment() {

@@ -66,6 +66,7 @@ pub fn engine(settings: &Settings) -> anyhow::Result<Engine> {
                 }))
             }
         },
+        event_wait: Duration::from_secs(settings.worker.event_wait_secs),
     })
 }
 
@@ -220,6 +221,8 @@ async fn session(
         pingpp_permits: Arc::new(Semaphore::new(settings.worker.pingpp_concurrency)),
         shutdown: shutdown.clone(),
     });
+    // Parked Ping++ events go back on the queue when due, on this session's publisher.
+    let sweeper = tokio::spawn(put_back_due_events_periodically(context.clone()));
     let mut tasks = JoinSet::new();
     // Commands that can share a transaction wait here until a transaction slot is free and no
     // more are ready right now, or until the batch is full (group commit). A command never
@@ -304,8 +307,64 @@ async fn session(
             tasks.abort_all();
         }
     }
+    sweeper.abort();
     let _ = connection.close(200, "bye".into()).await;
     outcome
+}
+
+/// How often the worker looks for parked events that are due.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+/// Most parked events put back in one sweep.
+const SWEEP_LIMIT: i64 = 100;
+
+/// Puts parked Ping++ events back on the webhooks queue when they are due, and keeps
+/// `pluspay_pingpp_events_waiting` current. Runs for one broker session.
+async fn put_back_due_events_periodically(context: Arc<Context>) {
+    let mut ticks = tokio::time::interval(SWEEP_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = context.shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        if let Err(e) = put_back_due_events(&context).await {
+            warn!(error = %e, "could not put parked Ping++ events back on the queue");
+        }
+    }
+}
+
+async fn put_back_due_events(context: &Context) -> anyhow::Result<()> {
+    let mut client = context.engine.pool.get().await.map_err(DbError::from)?;
+    metrics::events_waiting(db::events::waiting(&client).await?);
+    let tx = client.transaction().await.map_err(DbError::from)?;
+    let due = db::events::lock_due(&tx, SWEEP_LIMIT).await?;
+    if due.is_empty() {
+        return Ok(());
+    }
+    for event in &due {
+        // As the listener enqueues it; the rows stay locked until every publish is confirmed.
+        let properties = json_properties()
+            .with_message_id(event.id.as_str().into())
+            .with_type(event.kind.as_str().into());
+        context
+            .publisher
+            .publish(
+                &context.names.webhooks_exchange,
+                amqp::topology::PINGPP_ROUTING_KEY,
+                event.body.as_bytes(),
+                properties,
+                true,
+            )
+            .await?;
+    }
+    let ids: Vec<String> = due.into_iter().map(|e| e.id).collect();
+    db::events::put_back(&tx, &ids).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    info!(
+        events = ids.len(),
+        "parked Ping++ events put back on the queue"
+    );
+    Ok(())
 }
 
 /// One command delivery, decoded once by the consumer loop.
@@ -497,6 +556,25 @@ async fn handle_event(context: &Context, delivery: Delivery) {
                 metrics::event_handled("refused");
                 dead_letter_only(context, &delivery, &reason).await;
             }
+            Ok(EventOutcome::Waiting(reason)) => {
+                info!(%reason, "Ping++ event parked until what it completes is recorded");
+                metrics::event_handled("waiting");
+                settle(&delivery, true).await;
+            }
+            Ok(EventOutcome::GaveUp(reason)) => {
+                error!(%reason, "Ping++ event gave up waiting: nothing credited");
+                metrics::event_handled("gave_up");
+                if dead_letter_only(context, &delivery, &reason).await {
+                    // Until this lands, a later sweep puts it back and it is given up again.
+                    let marked = async {
+                        let client = context.engine.pool.get().await?;
+                        db::events::mark_dead_lettered(&client, &event.id).await
+                    };
+                    if let Err(e) = marked.await {
+                        warn!(error = %e, "could not mark a dead-lettered event");
+                    }
+                }
+            }
             Err(e) => metrics::event_handled(fail(context, &delivery, &e).await),
         }
     }
@@ -587,7 +665,9 @@ async fn dead_letter(context: &Context, delivery: &Delivery, malformed: &Malform
     dead_letter_only(context, delivery, &malformed.reason).await;
 }
 
-async fn dead_letter_only(context: &Context, delivery: &Delivery, reason: &str) {
+/// Publishes the message to the dead letters with its reason and acknowledges it; `false` if
+/// it is left for redelivery instead.
+async fn dead_letter_only(context: &Context, delivery: &Delivery, reason: &str) -> bool {
     let properties: BasicProperties = with_header(
         delivery.properties.clone().with_delivery_mode(2),
         ERROR_HEADER,
@@ -604,10 +684,14 @@ async fn dead_letter_only(context: &Context, delivery: &Delivery, reason: &str) 
         )
         .await
     {
-        Ok(()) => settle(delivery, true).await,
+        Ok(()) => {
+            settle(delivery, true).await;
+            true
+        }
         Err(e) => {
             warn!(error = %e, "could not dead-letter a message; leaving it for redelivery");
             settle(delivery, false).await;
+            false
         }
     }
 }

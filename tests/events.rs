@@ -261,3 +261,118 @@ async fn a_charge_whose_fields_have_the_wrong_type_is_refused_at_once() {
     assert_eq!(env.balance(6).await, 0);
     assert_eq!(env.count("SELECT count(*) FROM pingpp_events").await, 0);
 }
+
+/// The recharge order the fake's charge belongs to, from its order_no.
+fn order_of(charge: &serde_json::Value) -> i64 {
+    charge["order_no"].as_str().unwrap()[1..].parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_waiting_for_their_recharge_hold_no_slot_and_apply_once_it_is_recorded() {
+    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|s| {
+        s.worker.concurrency = 2;
+        s.worker.batch_size = 1;
+    })
+    .await;
+    env.fund(20, 1_000).await;
+    // Ping++ makes the charge but every answer is lost: the recharge keeps trying, its charge
+    // unrecorded, while the payer pays and Ping++ sends charge.succeeded.
+    fake.lose_next_answers_on("POST", "/v1/charges", 100_000);
+    client
+        .command(&json!({"id": "rc-wait", "type": "recharge", "user_id": 21, "data": {"type": "wx", "amount": 600}}))
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while fake.charges().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no charge made");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let charge = fake.pay(fake.charges()[0]["id"].as_str().unwrap());
+    // More events than there are transaction slots, each its own delivery.
+    for _ in 0..6 {
+        let (body, _) = fake.signed_event("charge.succeeded", charge.clone());
+        client.enqueue_pingpp_event(&body).await;
+    }
+    env.wait_for_count(
+        "SELECT count(*) FROM pingpp_events WHERE outcome = 'waiting'",
+        6,
+    )
+    .await;
+    // Other commands are answered while the events wait.
+    let transfer = client.call(support::transfer("t-wait", 20, 22, 100)).await;
+    assert_eq!(transfer["status"], "succeeded", "{transfer}");
+    let wallet = client
+        .call(json!({"id": "w-wait", "type": "wallet.get", "user_id": 20}))
+        .await;
+    assert_eq!(wallet["data"]["balance"], 900, "{wallet}");
+    assert_eq!(
+        env.count("SELECT count(*) FROM recharges WHERE charge_id IS NULL")
+            .await,
+        1,
+        "the recharge is still unrecorded"
+    );
+    // Ping++ answers again: the recharge records its charge and the parked events apply,
+    // crediting once.
+    fake.heal();
+    client.wait_results(3).await;
+    assert_eq!(client.received["rc-wait"][0]["status"], "succeeded");
+    env.wait_for_count(
+        "SELECT count(*) FROM pingpp_events WHERE outcome IN ('credited', 'unchanged')",
+        6,
+    )
+    .await;
+    assert_eq!(env.balance(21).await, 600);
+    assert_eq!(
+        env.count("SELECT count(*) FROM pingpp_events WHERE outcome = 'credited'")
+            .await,
+        1
+    );
+    let state: i16 = env
+        .db
+        .query_one(
+            "SELECT state FROM wallet_orders WHERE id = $1",
+            &[&order_of(&charge)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(state, 1);
+    assert!(env.audit().await.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_whose_charge_is_never_recorded_is_dead_lettered_after_the_wait() {
+    let (env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|s| {
+        s.worker.event_wait_secs = 1;
+    })
+    .await;
+    env.fund(30, 500).await;
+    fake.lose_next_answers_on("POST", "/v1/charges", 100_000);
+    client
+        .command(&json!({"id": "rc-never", "type": "recharge", "user_id": 31, "data": {"type": "wx", "amount": 300}}))
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while fake.charges().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no charge made");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let charge = fake.pay(fake.charges()[0]["id"].as_str().unwrap());
+    let (body, _) = fake.signed_event("charge.succeeded", charge);
+    client.enqueue_pingpp_event(&body).await;
+    let dead = client.dead_letters(1).await;
+    let reason =
+        pluspay::amqp::publisher::header_str(dead[0].properties.headers(), ERROR_HEADER).unwrap();
+    assert!(
+        reason.contains("has not recorded its charge yet"),
+        "{reason}"
+    );
+    assert!(reason.contains("waited"), "{reason}");
+    env.wait_for_count(
+        "SELECT count(*) FROM pingpp_events WHERE outcome = 'dead_lettered'",
+        1,
+    )
+    .await;
+    // The worker is not stuck: commands still get answers.
+    let transfer = client.call(support::transfer("t-never", 30, 32, 100)).await;
+    assert_eq!(transfer["status"], "succeeded", "{transfer}");
+    assert_eq!(env.balance(31).await, 0);
+}

@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0005_cash_withdrawals.sql",
         sql: include_str!("../../migrations/0005_cash_withdrawals.sql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_waiting_events.sql",
+        sql: include_str!("../../migrations/0006_waiting_events.sql"),
+    },
 ];
 
 /// An arbitrary constant shared by every pluspay instance.

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod cashes;
 pub mod commands;
+pub mod events;
 pub mod migrate;
 pub mod orders;
 pub mod wallets;

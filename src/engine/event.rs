@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use super::payout::{complete_withdrawal, withdrawal_cash, WithdrawalCompletion};
 use super::recharge::{complete_charge, ChargeCompletion};
 use super::Engine;
-use crate::db::DbError;
+use crate::db::{events, DbError};
 use crate::domain::event::{EventAction, PingppEvent};
 use crate::domain::recharge_object;
 
@@ -20,6 +20,12 @@ pub enum EventOutcome {
     },
     /// Credits nothing and is not recorded: dead-letter it with this reason.
     Refused(String),
+    /// What it completes is not recorded yet (its recharge or payout is still in progress):
+    /// parked, to be put back on the queue later. Acknowledge it.
+    Waiting(String),
+    /// Parked for longer than `worker.event_wait_secs`: dead-letter it with this reason, then
+    /// [`crate::db::events::mark_dead_lettered`].
+    GaveUp(String),
 }
 
 /// `raw` is the event as Ping++ signed it, kept for the record.
@@ -30,11 +36,15 @@ pub async fn apply_event(
 ) -> Result<EventOutcome, DbError> {
     let mut client = engine.pool.get().await?;
     let tx = client.transaction().await?;
+    // A parked event (or one dead-lettered after waiting, replayed from there) is taken up
+    // again; any other known id is a replay.
     let inserted = tx
         .execute(
             &tx.prepare_cached(
                 "INSERT INTO pingpp_events (id, type, livemode, body, outcome)
-             VALUES ($1, $2, $3, $4::text::json, 'pending') ON CONFLICT (id) DO NOTHING",
+             VALUES ($1, $2, $3, $4::text::json, 'pending')
+             ON CONFLICT (id) DO UPDATE SET outcome = 'pending'
+             WHERE pingpp_events.outcome IN ('waiting', 'dead_lettered')",
             )
             .await?,
             &[&event.id, &event.kind, &event.livemode, &raw],
@@ -74,7 +84,7 @@ pub async fn apply_event(
         }
         EventAction::CompleteCharge(charge) => charge,
         EventAction::CompleteWithdrawal(withdrawal) => {
-            return apply_withdrawal_event(tx, event, &withdrawal).await
+            return apply_withdrawal_event(engine, tx, event, &withdrawal).await
         }
     };
     let (Some(charge_id), Some(order_no)) = (event.charge_id(), event.order_no()) else {
@@ -101,10 +111,9 @@ pub async fn apply_event(
     let order_id: i64 = row.get(0);
     if row.get::<_, Option<String>>(1).is_none() {
         // Paid before the recharge command recorded its charge: that command is still running
-        // and will record it shortly, so try again rather than refuse.
-        return Err(DbError::Transient(format!(
-            "order {order_id} has not recorded its charge yet"
-        )));
+        // and will record it, so wait for it rather than refuse.
+        let reason = format!("order {order_id} has not recorded its charge yet");
+        return wait(engine, tx, event, reason).await;
     }
     if let Some(recharge) = event.recharge() {
         if let Err(reason) = recharge_object::matches(
@@ -152,6 +161,7 @@ pub async fn apply_event(
 
 /// A withdrawal event settles its cash record through the same path as `cash.retrieve`.
 async fn apply_withdrawal_event(
+    engine: &Engine,
     tx: deadpool_postgres::Transaction<'_>,
     event: &PingppEvent,
     withdrawal: &Value,
@@ -169,9 +179,8 @@ async fn apply_withdrawal_event(
     };
     if !recorded {
         // Made before its cash.approve recorded it: that command is still running.
-        return Err(DbError::Transient(format!(
-            "cash {cash_id} has not recorded its withdrawal yet"
-        )));
+        let reason = format!("cash {cash_id} has not recorded its withdrawal yet");
+        return wait(engine, tx, event, reason).await;
     }
     let completion = match complete_withdrawal(&tx, cash_id, withdrawal, None).await? {
         Ok(completion) => completion,
@@ -211,9 +220,8 @@ async fn apply_withdrawal_event(
         ),
         WithdrawalCompletion::NotDecidedYet { .. } => {
             // Its cash.approve (or cash.reject) is still running and settles it when done.
-            return Err(DbError::Transient(format!(
-                "cash {cash_id} is not decided yet"
-            )));
+            let reason = format!("cash {cash_id} is not decided yet");
+            return wait(engine, tx, event, reason).await;
         }
         WithdrawalCompletion::Unchanged { .. } => ("unchanged", None, None),
     };
@@ -238,6 +246,26 @@ async fn apply_withdrawal_event(
         publish,
         replayed: false,
     })
+}
+
+/// Parks the event (this transaction inserted or took it up) until its next try; past
+/// `worker.event_wait_secs` it is given up instead, to be dead-lettered.
+async fn wait(
+    engine: &Engine,
+    tx: deadpool_postgres::Transaction<'_>,
+    event: &PingppEvent,
+    reason: String,
+) -> Result<EventOutcome, DbError> {
+    let parked = events::park(&tx, &event.id, &reason).await?;
+    tx.commit().await?;
+    if parked.waited >= engine.event_wait {
+        return Ok(EventOutcome::GaveUp(format!(
+            "waited {} s ({} tries) for what it completes: {reason}",
+            parked.waited.as_secs(),
+            parked.attempts
+        )));
+    }
+    Ok(EventOutcome::Waiting(reason))
 }
 
 /// `{type, event_id, user_id, data: {order, cash, reason?}}` for a settled cash record.

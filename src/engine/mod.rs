@@ -50,6 +50,9 @@ pub struct Engine {
     /// `Some` when approved cash requests are paid out through Ping++ withdrawals
     /// (`pingpp.payout = "withdrawals"`), `None` for the manual flow.
     pub payout: Option<Arc<PayoutSettings>>,
+    /// How long a Ping++ event may wait for what it completes before it is dead-lettered
+    /// (`worker.event_wait_secs`).
+    pub event_wait: std::time::Duration,
 }
 
 impl Engine {

@@ -318,9 +318,11 @@ impl FakePingpp {
         state.script.extend((0..n).map(|_| Injection::Delay(delay)));
     }
 
-    /// Forgets every scripted failure still to come: Ping++ is back.
+    /// Forgets every scripted failure still to come, targeted or not: Ping++ is back.
     pub fn heal(&self) {
-        self.shared.state().script.clear();
+        let mut state = self.shared.state();
+        state.script.clear();
+        state.targeted.clear();
     }
 
     /// The next `n` requests take effect, but their answers are lost (502 instead).
