@@ -23,6 +23,7 @@ pub const LEDGER_VIOLATIONS: &str = "pluspay_ledger_violations";
 pub const LEDGER_CHECKED: &str = "pluspay_ledger_last_check_timestamp_seconds";
 pub const LATE_PAYMENTS: &str = "pluspay_late_payments_total";
 pub const EVENTS_WAITING: &str = "pluspay_pingpp_events_waiting";
+pub const OUTCOME_UNKNOWN: &str = "pluspay_pingpp_outcome_unknown_total";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -57,6 +58,10 @@ fn describe() {
         "Broker sessions lost and re-established, by role."
     );
     describe_gauge!(IN_FLIGHT, "Messages being processed right now.");
+    describe_counter!(
+        OUTCOME_UNKNOWN,
+        "Times a command found that Ping++ may or may not have acted (a create refused as a repeat and not found) and went on waiting, by endpoint."
+    );
     describe_gauge!(
         EVENTS_WAITING,
         "Ping++ events parked until what they complete is recorded."
@@ -105,6 +110,10 @@ pub fn command_duration(kind: CommandType, elapsed: Duration) {
 
 pub fn event_handled(outcome: &'static str) {
     counter!(EVENTS, "outcome" => outcome).increment(1);
+}
+
+pub fn pingpp_outcome_unknown(endpoint: &'static str) {
+    counter!(OUTCOME_UNKNOWN, "endpoint" => endpoint).increment(1);
 }
 
 pub fn events_waiting(count: i64) {

@@ -459,3 +459,42 @@ mod receiver {
         Receiver { url }
     }
 }
+
+#[tokio::test]
+async fn a_charge_is_found_by_its_order_no_through_the_pages_of_the_list() {
+    let (fake, client) = signing_pair().await;
+    let first = charge("alipay");
+    let made = client.create_charge(&first).await.unwrap();
+    for _ in 0..230 {
+        client.create_charge(&charge("wx")).await.unwrap();
+    }
+    let since = made["created"].as_i64().unwrap() - 60;
+    // The oldest is on the third page of 100, newest first.
+    let found = client.find_charge(&first.order_no, since).await.unwrap();
+    assert_eq!(found.unwrap()["id"], made["id"]);
+    let pages = fake
+        .request_log()
+        .iter()
+        .filter(|(m, p)| m == "GET" && p.starts_with("/v1/charges?"))
+        .count();
+    assert_eq!(pages, 3);
+    // Read to the end without it: a definite no.
+    assert!(client
+        .find_charge("a0000000000000000000", since)
+        .await
+        .unwrap()
+        .is_none());
+    // Nothing made since then.
+    assert!(client
+        .find_charge(&first.order_no, since + 3_600)
+        .await
+        .unwrap()
+        .is_none());
+    // A list that can't be read is an error, never a no.
+    fake.fail_next(100, 503);
+    assert!(client
+        .find_charge(&first.order_no, since)
+        .await
+        .unwrap_err()
+        .is_transient());
+}

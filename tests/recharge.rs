@@ -360,3 +360,122 @@ async fn a_slow_ping_plus_plus_does_not_hold_up_transfers() {
     assert_eq!(client.received["rc-slow-1"][0]["status"], "succeeded");
     assert_eq!(fake.charges().len(), 1);
 }
+
+/// Waits until `done` holds of the fake's request log.
+async fn until_requests(
+    fake: &support::fake_pingpp::FakePingpp,
+    done: impl Fn(&[(String, String)]) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    while !done(&fake.request_log()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            fake.request_log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn list_requests(log: &[(String, String)]) -> usize {
+    log.iter()
+        .filter(|(method, uri)| method == "GET" && uri.starts_with("/v1/charges?"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_answered_too_late_and_then_refused_as_a_repeat_goes_on_with_its_charge() {
+    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
+    // The first create takes effect but answers after the client's timeout (1 s); the retry
+    // with the same order_no is refused as a repeat.
+    fake.refuse_reused_order_no();
+    fake.answer_late_on("POST", "/v1/charges", 1, Duration::from_millis(2_500));
+    let result = client.call(recharge("rc-late", 40, "wx", 900)).await;
+    assert_eq!(result["status"], "succeeded", "{result}");
+    assert_eq!(fake.charges().len(), 1, "one charge, never a second");
+    let charge = &fake.charges()[0];
+    assert_eq!(result["data"]["pingpp_order"]["id"], charge["id"]);
+    assert_eq!(result["data"]["order"]["state"], 0);
+    assert_eq!(result["data"]["order"]["target_id"], charge["id"]);
+    let posts = fake
+        .request_log()
+        .iter()
+        .filter(|(method, uri)| method == "POST" && uri == "/v1/charges")
+        .count();
+    assert!(
+        posts >= 2,
+        "the create was repeated: {:?}",
+        fake.request_log()
+    );
+    // The payer pays that charge: the wallet is credited once.
+    fake.pay(charge["id"].as_str().unwrap());
+    let paid = client
+        .call(retrieve("rt-late", 40, &result["data"]["order"]["id"]))
+        .await;
+    assert_eq!(paid["data"]["order"]["state"], 1, "{paid}");
+    assert_eq!(env.balance(40).await, 900);
+    assert!(env.audit().await.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_lost_between_creating_the_charge_and_recording_it_resumes_with_that_charge() {
+    let mut env = TestEnv::new().await;
+    let fake = env.with_fake_pingpp().await;
+    let worker = env.start_worker();
+    let mut client = env.client().await;
+    // Every answer to the create is lost, so the charge exists but is never recorded...
+    fake.lose_next_answers_on("POST", "/v1/charges", 100_000);
+    client
+        .command(&recharge("rc-crash", 41, "alipay", 700))
+        .await;
+    until_requests(&fake, |_| !fake.charges().is_empty()).await;
+    // ...until this worker is gone. Its successor meets a Ping++ that refuses the used
+    // order_no, and finds the charge instead.
+    worker.stop().await;
+    assert_eq!(
+        env.count("SELECT count(*) FROM recharges WHERE charge_id IS NULL")
+            .await,
+        1
+    );
+    fake.heal();
+    fake.refuse_reused_order_no();
+    let _worker = env.start_worker();
+    client.wait_results(1).await;
+    let result = &client.received["rc-crash"][0];
+    assert_eq!(result["status"], "succeeded", "{result}");
+    assert_eq!(fake.charges().len(), 1);
+    assert_eq!(
+        result["data"]["pingpp_order"]["id"],
+        fake.charges()[0]["id"]
+    );
+    assert!(list_requests(&fake.request_log()) >= 1);
+    assert!(env.audit().await.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_outcome_cannot_be_found_out_waits_and_is_never_rejected() {
+    let (env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
+    fake.refuse_reused_order_no();
+    fake.lose_next_answers_on("POST", "/v1/charges", 1);
+    // Ping++'s charge list is down too: what the create did can't be known.
+    fake.fail_next_on("GET", "/v1/charges?", 100_000, 503);
+    client.command(&recharge("rc-unknown", 42, "wx", 500)).await;
+    // It asks again and again, and meanwhile answers nothing and fails nothing.
+    until_requests(&fake, |log| list_requests(log) >= 6).await;
+    assert!(client.received.is_empty());
+    assert_eq!(
+        env.count("SELECT count(*) FROM wallet_orders WHERE state = 0")
+            .await,
+        1
+    );
+    assert_eq!(env.count("SELECT count(*) FROM commands").await, 0);
+    fake.heal();
+    client.wait_results(1).await;
+    let result = &client.received["rc-unknown"][0];
+    assert_eq!(result["status"], "succeeded", "{result}");
+    assert_eq!(fake.charges().len(), 1);
+    assert_eq!(
+        result["data"]["pingpp_order"]["id"],
+        fake.charges()[0]["id"]
+    );
+}

@@ -238,3 +238,29 @@ async fn redelivery_and_lost_answers_make_one_recharge_object() {
     );
     assert!(env.audit().await.ok);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recharge_object_whose_repeated_create_is_refused_goes_on_with_the_one_made() {
+    let (_env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|s| {
+        s.pingpp.recharge_mode = RechargeMode::RechargeObject
+    })
+    .await;
+    // The create takes effect but its answer is lost; the repeat is refused as a used
+    // order_no, and the recharge object is found in Ping++'s list instead.
+    fake.refuse_reused_order_no();
+    fake.lose_next_answers_on("POST", "/recharges", 1);
+    let result = client
+        .call(recharge("ro-lost", 7, 800, json!({"user_fee": 50})))
+        .await;
+    assert_eq!(result["status"], "succeeded", "{result}");
+    assert_eq!(fake.recharges().len(), 1);
+    assert_eq!(
+        result["data"]["pingpp_recharge"]["id"],
+        fake.recharges()[0]["id"]
+    );
+    assert_eq!(result["data"]["order"]["amount"], 750);
+    assert!(fake
+        .request_log()
+        .iter()
+        .any(|(m, p)| m == "GET" && p.contains("/recharges?")));
+}

@@ -546,3 +546,31 @@ async fn an_id_an_approval_in_progress_holds_is_a_conflict_for_other_commands() 
     assert_eq!(fake.withdrawals().len(), 1);
     assert!(env.audit().await.ok);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_whose_repeated_create_is_refused_goes_on_with_the_withdrawal_made() {
+    let (mut env, fake, mut client, _worker) = start().await;
+    env.fund(8, 1000).await;
+    let cash = request_cash(&mut client, "c8", 8, 400).await;
+    // The create takes effect but its answer is lost; the repeat is refused as a used
+    // order_no. The withdrawal is found in Ping++'s list and the approval goes on with it.
+    fake.refuse_reused_order_no();
+    fake.lose_next_answers_on("POST", "/withdrawals", 1);
+    let result = client.call(approve("a8", cash)).await;
+    assert_eq!(result["status"], "succeeded", "{result}");
+    assert_eq!(fake.withdrawals().len(), 1);
+    assert_eq!(
+        result["data"]["pingpp_withdrawal"]["id"],
+        fake.withdrawals()[0]["id"]
+    );
+    assert_eq!(result["data"]["cash"]["status"], 1);
+    let list = format!("{}?", withdrawals_path());
+    let lookups = fake
+        .request_log()
+        .iter()
+        .filter(|(m, p)| m == "GET" && p.starts_with(&list))
+        .count();
+    assert!(lookups >= 1, "{:?}", fake.request_log());
+    assert_eq!(system_balance(&env, "pending_payouts").await, 400);
+    assert!(env.audit().await.ok);
+}

@@ -27,7 +27,10 @@
 use deadpool_postgres::Transaction;
 use serde_json::{json, Value};
 
-use super::recharge::{conclude, lock_command, provider_failure, provider_rejection};
+use super::recharge::{
+    conclude, lock_command, outcome_unknown, provider_failure, provider_rejection,
+    refuses_used_order_no, LOOKUP_MARGIN_SECS,
+};
 use super::{rejected, succeeded, Engine};
 use crate::db::cashes::{self, LockedCash};
 use crate::db::commands::{self, Applied, Claim};
@@ -55,6 +58,8 @@ struct Payout {
     cash_id: i64,
     request: WithdrawalRequest,
     withdrawal: Option<Value>,
+    /// When the payout was begun (unix s): no withdrawal of it can be older.
+    begun_at: i64,
 }
 
 enum Begin {
@@ -105,8 +110,9 @@ async fn active_payout(tx: &Transaction<'_>, cash_id: i64) -> Result<Option<Payo
     let row = tx
         .query_opt(
             &tx.prepare_cached(
-                "SELECT id, request::text, withdrawal::text FROM cash_payouts
-             WHERE cash_id = $1 AND active",
+                "SELECT id, request::text, withdrawal::text,
+                    extract(epoch FROM created_at)::bigint AS begun_at
+             FROM cash_payouts WHERE cash_id = $1 AND active",
             )
             .await?,
             &[&cash_id],
@@ -122,6 +128,7 @@ async fn active_payout(tx: &Transaction<'_>, cash_id: i64) -> Result<Option<Payo
             .map(serde_json::from_str)
             .transpose()
             .map_err(unreadable)?,
+        begun_at: row.get("begun_at"),
     }))
 }
 
@@ -212,6 +219,7 @@ async fn begin_approve(engine: &Engine, envelope: &Envelope) -> Result<Begin, Db
         cash_id: locked.id,
         request: withdrawal,
         withdrawal: None,
+        begun_at: super::recharge::unix_now(),
     })))
 }
 
@@ -237,9 +245,29 @@ async fn ensure_created(
     if let Some(withdrawal) = &payout.withdrawal {
         return Ok(Ok(withdrawal.clone()));
     }
-    let withdrawal = match pingpp(engine)?.create_withdrawal(&payout.request).await {
+    let client = pingpp(engine)?;
+    let order_no = &payout.request.order_no;
+    let withdrawal = match client.create_withdrawal(&payout.request).await {
         Ok(withdrawal) => withdrawal,
-        Err(error) => return Ok(Err(refused_or_retry(error)?)),
+        Err(error) => {
+            let Some(rejection) = provider_rejection(&error) else {
+                return Err(provider_failure(error));
+            };
+            // A refusal may answer a repeat of a create that took effect (see
+            // recharge::create): look for the withdrawal before believing it.
+            let since = payout.begun_at - LOOKUP_MARGIN_SECS;
+            let found = client.find_withdrawal(order_no, since).await.map_err(|e| {
+                tracing::warn!(error = %e, %order_no, "cannot look up what Ping++ made");
+                outcome_unknown("create_withdrawal", order_no)
+            })?;
+            match found {
+                Some(withdrawal) => withdrawal,
+                None if refuses_used_order_no(&error) => {
+                    return Err(outcome_unknown("create_withdrawal", order_no))
+                }
+                None => return Ok(Err(rejection)),
+            }
+        }
     };
     let mut client = engine.pool.get().await?;
     let tx = client.transaction().await?;
@@ -776,6 +804,7 @@ pub async fn complete_withdrawal(
         cash_id,
         request: serde_json::from_str(row.get(1)).map_err(unreadable)?,
         withdrawal: None,
+        begun_at: 0,
     };
     let active: bool = row.get(3);
     observe(tx, &payout, &locked, withdrawal).await?;

@@ -38,6 +38,8 @@ struct Progress {
     charge: Option<Value>,
     /// The recharge object, when known (recharge-object mode).
     object: Option<Value>,
+    /// When step 1 ran (unix s): no charge of this order can be older.
+    begun_at: i64,
 }
 
 enum Begin {
@@ -45,7 +47,7 @@ enum Begin {
     Resume(Box<Progress>),
 }
 
-fn unix_now() -> i64 {
+pub(super) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -136,11 +138,80 @@ pub(super) async fn create(engine: &Engine, envelope: &Envelope) -> Result<Appli
     let (charge, object) = match made {
         Ok(made) => made,
         Err(error) => match provider_rejection(&error) {
-            Some(rejection) => return refuse(engine, envelope, &progress, rejection).await,
             None => return Err(provider_failure(error)),
+            // A refusal may answer a repeat of a create that did take effect (its first answer
+            // was lost or late, or the worker crashed before recording it): look for what
+            // Ping++ made before believing it.
+            Some(rejection) => match find_made(engine, &progress).await? {
+                Some(made) => made,
+                None if refuses_used_order_no(&error) => {
+                    return Err(outcome_unknown("create_charge", &progress.request.order_no))
+                }
+                None => return refuse(engine, envelope, &progress, rejection).await,
+            },
         },
     };
     finish(engine, envelope, &progress, charge, object).await
+}
+
+/// What Ping++ made for this recharge's `order_no`, if anything: the charge (and, in
+/// recharge-object mode, the recharge object). A lookup that can't be done is an unknown
+/// outcome: the command waits.
+async fn find_made(
+    engine: &Engine,
+    progress: &Progress,
+) -> Result<Option<(Value, Option<Value>)>, DbError> {
+    let client = pingpp(engine)?;
+    let order_no = &progress.request.order_no;
+    let since = progress.begun_at - LOOKUP_MARGIN_SECS;
+    let found = match &progress.recharge {
+        None => client
+            .find_charge(order_no, since)
+            .await
+            .map(|charge| charge.map(|charge| (charge, None))),
+        Some(_) => client
+            .find_recharge(order_no, since)
+            .await
+            .map(|object| object.map(|object| (object["charge"].clone(), Some(object)))),
+    };
+    let found = found.map_err(|e| {
+        tracing::warn!(error = %e, %order_no, "cannot look up what Ping++ made");
+        outcome_unknown("create_charge", order_no)
+    })?;
+    if found.is_some() {
+        tracing::warn!(%order_no, "Ping++ refused a repeated create, but had made it: going on with it");
+    }
+    Ok(found)
+}
+
+/// Ping++'s clock and ours may disagree: look this far before the recharge began.
+pub(super) const LOOKUP_MARGIN_SECS: i64 = 600;
+
+/// Whether Ping++ refused because the `order_no` was used: ours are unique by construction, so
+/// only an earlier attempt of the same command can have used it.
+pub(super) fn refuses_used_order_no(error: &PingppError) -> bool {
+    match error {
+        PingppError::Api { message, param, .. } => {
+            param.as_deref().is_some_and(|p| p.contains("order_no"))
+                || message.contains("order_no")
+                || message.contains("订单号")
+        }
+        _ => false,
+    }
+}
+
+/// Ping++ may or may not have acted and it can't be found out now: never a rejection; the
+/// command waits and is tried again (the worker retries transient errors), and says so.
+pub(super) fn outcome_unknown(endpoint: &'static str, order_no: &str) -> DbError {
+    crate::metrics::pingpp_outcome_unknown(endpoint);
+    tracing::warn!(
+        %order_no,
+        endpoint,
+        "Ping++ may have acted on this order_no and that can't be found out now: the command waits"
+    );
+    DbError::Transient(format!(
+        "Ping++'s outcome for order_no {order_no} is unknown; waiting to find it out"
+    ))
 }
 
 fn unreadable(what: &str, e: serde_json::Error) -> DbError {
@@ -160,7 +231,8 @@ async fn begin(engine: &Engine, envelope: &Envelope) -> Result<Begin, DbError> {
         .query_opt(
             &tx.prepare_cached(
                 "SELECT fingerprint, order_id, charge_request::text, charge::text,
-                    recharge_request::text, recharge::text
+                    recharge_request::text, recharge::text,
+                    extract(epoch FROM created_at)::bigint AS begun_at
              FROM recharges WHERE command_id = $1",
             )
             .await?,
@@ -192,6 +264,7 @@ async fn begin(engine: &Engine, envelope: &Envelope) -> Result<Begin, DbError> {
             recharge,
             charge,
             object,
+            begun_at: row.get("begun_at"),
         })));
     }
     // The mode of new recharges; one begun already keeps the mode it was begun in.
@@ -272,6 +345,7 @@ async fn begin(engine: &Engine, envelope: &Envelope) -> Result<Begin, DbError> {
         recharge: recharge_request,
         charge: None,
         object: None,
+        begun_at: unix_now(),
     })))
 }
 

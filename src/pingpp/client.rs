@@ -26,6 +26,9 @@ pub const SIGNATURE_HEADER: &str = "Pingplusplus-Signature";
 const JSON_UTF8: &str = "application/json; charset=UTF-8";
 const DEFAULT_MIN_DELAY: Duration = Duration::from_millis(200);
 const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(5);
+/// Looking for what a create made: pages of this many objects, at most this many pages.
+const LOOKUP_PAGE_SIZE: usize = 100;
+pub const MAX_LOOKUP_PAGES: usize = 20;
 /// How much of an unexpected response body goes into an error message.
 const SNIPPET: usize = 200;
 
@@ -74,9 +77,9 @@ impl fmt::Debug for ClientConfig {
 }
 
 /// Counts a call (after its retries) by endpoint and outcome, with its latency.
-fn record(
+fn record<T>(
     endpoint: &'static str,
-    outcome: &Result<Value, PingppError>,
+    outcome: &Result<T, PingppError>,
     started: std::time::Instant,
 ) {
     let outcome = match outcome {
@@ -457,6 +460,120 @@ impl PingppClient {
             .and_then(|w| check_withdrawal(w, Some(id)));
         record("retrieve_withdrawal", &withdrawal, started);
         withdrawal
+    }
+
+    /// The charge Ping++ made for `order_no`, if any, from `GET /v1/charges` (newest first)
+    /// back to `created_since` (unix s). For a create whose outcome is unknown (its answer lost
+    /// or late) that a repeat can't settle: a Ping++ that refuses a used `order_no` instead of
+    /// returning the charge it made.
+    pub async fn find_charge(
+        &self,
+        order_no: &str,
+        created_since: i64,
+    ) -> Result<Option<Value>, PingppError> {
+        let path = format!("/v1/charges?app[id]={}", self.inner.app_id);
+        let found = self
+            .find_in_list("find_charge", &path, order_no, created_since, |c| {
+                c.get("order_no").and_then(Value::as_str)
+            })
+            .await?;
+        found.map(|charge| check_charge(charge, None)).transpose()
+    }
+
+    /// The recharge object whose charge has `order_no`, if any, from
+    /// `GET /v1/apps/{app}/recharges`, as [`PingppClient::find_charge`] for charges.
+    pub async fn find_recharge(
+        &self,
+        order_no: &str,
+        created_since: i64,
+    ) -> Result<Option<Value>, PingppError> {
+        let path = format!("/v1/apps/{}/recharges?", self.inner.app_id);
+        let found = self
+            .find_in_list("find_recharge", &path, order_no, created_since, |r| {
+                r.get("charge")?.get("order_no").and_then(Value::as_str)
+            })
+            .await?;
+        found.map(|r| check_recharge(r, None)).transpose()
+    }
+
+    /// The withdrawal made for `order_no`, if any, from `GET /v1/apps/{app}/withdrawals`, as
+    /// [`PingppClient::find_charge`] for charges.
+    pub async fn find_withdrawal(
+        &self,
+        order_no: &str,
+        created_since: i64,
+    ) -> Result<Option<Value>, PingppError> {
+        let path = format!("/v1/apps/{}/withdrawals?", self.inner.app_id);
+        let found = self
+            .find_in_list("find_withdrawal", &path, order_no, created_since, |w| {
+                w.get("order_no").and_then(Value::as_str)
+            })
+            .await?;
+        found.map(|w| check_withdrawal(w, None)).transpose()
+    }
+
+    /// Pages through a Ping++ list (`{"object": "list", "has_more", "data"}`, newest first) for
+    /// the object whose order number (as `order_no_of` reads it) is `order_no`, back to
+    /// `created_since`. `Ok(None)`: the list was read back that far without it. A list longer
+    /// than [`MAX_LOOKUP_PAGES`] pages in that time can't be read to the end: that is an error,
+    /// not a "no".
+    async fn find_in_list(
+        &self,
+        endpoint: &'static str,
+        path: &str,
+        order_no: &str,
+        created_since: i64,
+        order_no_of: fn(&Value) -> Option<&str>,
+    ) -> Result<Option<Value>, PingppError> {
+        let started = std::time::Instant::now();
+        let separator = if path.ends_with('?') { "" } else { "&" };
+        let mut starting_after: Option<String> = None;
+        let mut outcome = Err(PingppError::Transient(format!(
+            "{endpoint}: more than {MAX_LOOKUP_PAGES} pages since {created_since}"
+        )));
+        for _ in 0..MAX_LOOKUP_PAGES {
+            let mut page_path =
+                format!("{path}{separator}limit={LOOKUP_PAGE_SIZE}&created[gte]={created_since}");
+            if let Some(after) = &starting_after {
+                page_path.push_str(&format!("&starting_after={after}"));
+            }
+            let page = match self.request(Method::GET, &page_path, None).await {
+                Ok(page) => page,
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            };
+            let (Some("list"), Some(data)) = (
+                page.get("object").and_then(Value::as_str),
+                page.get("data").and_then(Value::as_array),
+            ) else {
+                outcome = Err(PingppError::Protocol(format!(
+                    "{endpoint}: the answer is not a list"
+                )));
+                break;
+            };
+            if let Some(found) = data.iter().find(|o| order_no_of(o) == Some(order_no)) {
+                outcome = Ok(Some(found.clone()));
+                break;
+            }
+            let last_id = data
+                .last()
+                .and_then(|o| o.get("id"))
+                .and_then(Value::as_str);
+            let has_more = page.get("has_more").and_then(Value::as_bool) == Some(true);
+            match last_id {
+                Some(id) if has_more && id.chars().all(is_id_char) => {
+                    starting_after = Some(id.to_owned())
+                }
+                _ => {
+                    outcome = Ok(None);
+                    break;
+                }
+            }
+        }
+        record(endpoint, &outcome, started);
+        outcome
     }
 
     /// Sends one API request and returns Ping++'s JSON answer: authenticates, signs (with a

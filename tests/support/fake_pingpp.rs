@@ -150,6 +150,9 @@ enum Injection {
     },
     /// Answer 200 with a body that is not JSON (a broken proxy): the client can't read it.
     Garble,
+    /// Do the work, then wait this long before answering (past the client's timeout, the
+    /// answer comes too late).
+    LateAnswer(Duration),
 }
 
 /// The channels the fake takes for withdrawals (the seeds: 仅支持 yeepay).
@@ -190,6 +193,8 @@ struct State {
     withdrawal_order: Vec<String>,
     /// order_no → (withdrawal id, the request that created it).
     withdrawal_by_order_no: HashMap<String, (String, Value)>,
+    /// A create with a used order_no is refused even with the same parameters.
+    refuse_reused_order_no: bool,
 }
 
 impl State {
@@ -316,6 +321,26 @@ impl FakePingpp {
     pub fn delay_next(&self, n: usize, delay: Duration) {
         let mut state = self.shared.state();
         state.script.extend((0..n).map(|_| Injection::Delay(delay)));
+    }
+
+    /// From now on a create whose `order_no` was used before is refused (`400`, param
+    /// `order_no`) even when its parameters are the same, instead of answered with what the
+    /// first made: the Ping++ that answered a black-box review so.
+    pub fn refuse_reused_order_no(&self) {
+        self.shared.state().refuse_reused_order_no = true;
+    }
+
+    /// The next `n` requests with `method` whose path contains `path_part` take effect, and are
+    /// answered only after `delay`.
+    pub fn answer_late_on(&self, method: &str, path_part: &str, n: usize, delay: Duration) {
+        let mut state = self.shared.state();
+        state.targeted.extend((0..n).map(|_| {
+            (
+                method.to_owned(),
+                path_part.to_owned(),
+                Injection::LateAnswer(delay),
+            )
+        }));
     }
 
     /// Forgets every scripted failure still to come, targeted or not: Ping++ is back.
@@ -647,6 +672,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, I
         Err(_) => return Ok(error(400, "invalid_request_error", "请求体读取失败", None)),
     };
     let mut lose_answer = false;
+    let mut late_by = None;
     let injection = {
         let mut state = shared.state();
         state.log.push((method.to_string(), uri.clone()));
@@ -670,6 +696,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, I
             message,
         }) => return Ok(error(status, &kind, &message, None)),
         Some(Injection::LoseAnswer) => lose_answer = true,
+        Some(Injection::LateAnswer(delay)) => late_by = Some(delay),
         Some(Injection::Garble) => {
             return Ok(Response::builder()
                 .status(200)
@@ -704,15 +731,32 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, I
     // Whatever comes before /v1/ is taken as a gateway prefix, so clients with a prefixed
     // api_base can be tested (their signature must cover the prefix).
     let path = req_path(&uri);
-    if let Some(rest) = path.strip_prefix("/v1/apps/") {
-        let answer = recharges_route(&shared, &method, rest, &body);
-        if lose_answer {
-            return Ok(error(502, "api_error", "Bad Gateway (fake)", None));
-        }
-        return Ok(answer);
+    let answer = route(&shared, &method, &path, &uri, &body);
+    if lose_answer {
+        return Ok(error(502, "api_error", "Bad Gateway (fake)", None));
     }
-    let answer = match (&method, path.strip_prefix("/v1/charges")) {
-        (&Method::POST, Some("")) => create_charge(&shared, &body),
+    if let Some(delay) = late_by {
+        tokio::time::sleep(delay).await;
+    }
+    Ok(answer)
+}
+
+fn route(shared: &Shared, method: &Method, path: &str, uri: &str, body: &[u8]) -> Answer {
+    if method == Method::GET {
+        let lists = [
+            ("/v1/charges".to_owned(), List::Charges),
+            (format!("/v1/apps/{APP_ID}/recharges"), List::Recharges),
+            (format!("/v1/apps/{APP_ID}/withdrawals"), List::Withdrawals),
+        ];
+        if let Some((_, list)) = lists.iter().find(|(p, _)| p == path) {
+            return list_objects(shared, *list, uri);
+        }
+    }
+    if let Some(rest) = path.strip_prefix("/v1/apps/") {
+        return recharges_route(shared, method, rest, body);
+    }
+    match (method, path.strip_prefix("/v1/charges")) {
+        (&Method::POST, Some("")) => create_charge(shared, body),
         (&Method::GET, Some(rest)) if rest.starts_with('/') && rest.len() > 1 => {
             let id = &rest[1..];
             match shared.state().charges.get(id) {
@@ -731,11 +775,77 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, I
             &format!("Unrecognized request URL ({method}: {path})"),
             None,
         ),
-    };
-    if lose_answer {
-        return Ok(error(502, "api_error", "Bad Gateway (fake)", None));
     }
-    Ok(answer)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum List {
+    Charges,
+    Recharges,
+    Withdrawals,
+}
+
+/// `GET` of a collection, as Ping++ pages its lists: newest first, `limit` (1 to 100, 10 by
+/// default), `starting_after` an id, `created[gte]` / `created[lte]` unix seconds; charges
+/// need `app[id]`.
+fn list_objects(shared: &Shared, list: List, uri: &str) -> Answer {
+    let url = reqwest::Url::parse(&format!("http://fake{uri}")).expect("a request URI");
+    let query: HashMap<String, String> = url.query_pairs().into_owned().collect();
+    if matches!(list, List::Charges) && query.get("app[id]").map(String::as_str) != Some(APP_ID) {
+        return invalid("缺少参数: app[id]", "app[id]").answer();
+    }
+    let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
+        None => 10,
+        Some(Ok(l)) if (1..=100).contains(&l) => l,
+        _ => return invalid("limit 须为 1 到 100", "limit").answer(),
+    };
+    let bound = |name: &str| query.get(name).and_then(|v| v.parse::<i64>().ok());
+    let (gte, lte) = (bound("created[gte]"), bound("created[lte]"));
+    let state = shared.state();
+    let (ids, object): (&Vec<String>, Box<dyn Fn(&str) -> Value>) = match list {
+        List::Charges => (&state.order, Box::new(|id| state.charges[id].clone())),
+        List::Recharges => (
+            &state.recharge_order,
+            Box::new(|id| state.recharge(id).unwrap()),
+        ),
+        List::Withdrawals => (
+            &state.withdrawal_order,
+            Box::new(|id| state.withdrawals[id].clone()),
+        ),
+    };
+    let newest_first: Vec<Value> = ids
+        .iter()
+        .rev()
+        .map(|id| object(id))
+        .filter(|o| {
+            let created = o["created"]
+                .as_i64()
+                .or_else(|| o["created"].as_str().and_then(|c| c.parse().ok()))
+                .unwrap_or(0);
+            gte.is_none_or(|t| created >= t) && lte.is_none_or(|t| created <= t)
+        })
+        .collect();
+    let start = match query.get("starting_after") {
+        None => 0,
+        Some(after) => match newest_first.iter().position(|o| o["id"] == after.as_str()) {
+            Some(i) => i + 1,
+            None => {
+                return invalid(format!("starting_after 不存在: {after}"), "starting_after")
+                    .answer()
+            }
+        },
+    };
+    let page: Vec<Value> = newest_first
+        .iter()
+        .skip(start)
+        .take(limit)
+        .cloned()
+        .collect();
+    let has_more = start + page.len() < newest_first.len();
+    answer(
+        200,
+        &json!({ "object": "list", "url": url.path(), "has_more": has_more, "data": page }),
+    )
 }
 
 /// The path from `/v1/` on, without the query.
@@ -810,6 +920,9 @@ fn create_charge(shared: &Shared, body: &[u8]) -> Answer {
     let mut state = shared.state();
     // Like Ping++: the same order_no with the same parameters is the same charge.
     if let Some((id, original)) = state.by_order_no.get(&order_no) {
+        if state.refuse_reused_order_no {
+            return invalid(format!("order_no {order_no} 已被使用"), "order_no").answer();
+        }
         return if *original == request {
             answer(200, &state.charges[id])
         } else {
@@ -1103,6 +1216,9 @@ fn create_recharge(shared: &Shared, body: &[u8]) -> Answer {
     let mut state = shared.state();
     // The charge's order_no keys the recharge, as it keys a charge.
     if let Some((id, original)) = state.recharge_by_order_no.get(&order_no) {
+        if state.refuse_reused_order_no {
+            return invalid(format!("order_no {order_no} 已被使用"), "charge[order_no]").answer();
+        }
         return if *original == request {
             answer(200, &state.recharge(id).unwrap())
         } else {
@@ -1300,6 +1416,9 @@ fn create_withdrawal(shared: &Shared, body: &[u8]) -> Answer {
     let mut state = shared.state();
     // Like a charge: the same order_no with the same parameters is the same withdrawal.
     if let Some((id, original)) = state.withdrawal_by_order_no.get(&order_no) {
+        if state.refuse_reused_order_no {
+            return invalid(format!("order_no {order_no} 已被使用"), "order_no").answer();
+        }
         return if *original == request {
             answer(200, &state.withdrawals[id])
         } else {
