@@ -802,16 +802,15 @@ fn list_objects(shared: &Shared, list: List, uri: &str) -> Answer {
     let bound = |name: &str| query.get(name).and_then(|v| v.parse::<i64>().ok());
     let (gte, lte) = (bound("created[gte]"), bound("created[lte]"));
     let state = shared.state();
-    let (ids, object): (&Vec<String>, Box<dyn Fn(&str) -> Value>) = match list {
-        List::Charges => (&state.order, Box::new(|id| state.charges[id].clone())),
-        List::Recharges => (
-            &state.recharge_order,
-            Box::new(|id| state.recharge(id).unwrap()),
-        ),
-        List::Withdrawals => (
-            &state.withdrawal_order,
-            Box::new(|id| state.withdrawals[id].clone()),
-        ),
+    let ids = match list {
+        List::Charges => &state.order,
+        List::Recharges => &state.recharge_order,
+        List::Withdrawals => &state.withdrawal_order,
+    };
+    let object = |id: &str| match list {
+        List::Charges => state.charges[id].clone(),
+        List::Recharges => state.recharge(id).unwrap(),
+        List::Withdrawals => state.withdrawals[id].clone(),
     };
     let newest_first: Vec<Value> = ids
         .iter()
