@@ -1,4 +1,4 @@
-//! The end-to-end benchmark of issue 7: the release `pluspay worker` as a child process, fed N
+//! The end-to-end benchmark: the release `pluspay worker` as a child process, fed N
 //! commands by P publishers over RabbitMQ with confirms, every result awaited; then pgbench
 //! doing the same SQL work one command per transaction on the same server, for the ratio.
 //!

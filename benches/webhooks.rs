@@ -1,5 +1,5 @@
-//! The webhook listener's benchmark of issue 7 ("at least 5,000 verified webhooks/s accepted
-//! with publisher confirms"): the release `pluspay webhooks` (the listener alone) as a child
+//! The webhook listener's benchmark (its target: at least 5,000 verified webhooks/s accepted
+//! with publisher confirms): the release `pluspay webhooks` (the listener alone) as a child
 //! process against a real RabbitMQ, fed N distinct validly signed `charge.succeeded` events from
 //! C concurrent HTTP/1.1 keep-alive connections; every answer awaited.
 //!
@@ -59,10 +59,10 @@ use pluspay::amqp::{self, Names, Publisher};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-/// The path Ping++ delivers to (CONTRACT.md §2).
+/// The path Ping++ delivers to (docs/CONTRACT.md §2).
 const PATH: &str = "/webhooks/pingpp";
 const SIGNATURE_HEADER: &str = "X-Pingplusplus-Signature";
-/// The documented answer to a missing or bad signature (CONTRACT.md §2).
+/// The documented answer to a missing or bad signature (docs/CONTRACT.md §2).
 const BAD_SIGNATURE_STATUS: u16 = 401;
 /// The real `charge.succeeded` event (859 bytes), the template of every event sent.
 const TEMPLATE: &str = include_str!("../tests/fixtures/pingpp-webhook/event-charge-succeeded.json");

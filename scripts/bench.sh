@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmarks of issue 7 (docs/BENCHMARKS.md), one command each:
+# The benchmarks (docs/BENCHMARKS.md), one command each:
 #
 #   scripts/bench.sh [--scenario uniform|hot|mixed|all] [--commands N] [--publishers P]
 #                    [--rate R] [--smoke] [--pgbench-secs S] [--pgbench-clients C] ...

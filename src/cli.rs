@@ -1,4 +1,4 @@
-//! The `pluspay` command line (CONTRACT.md §3).
+//! The `pluspay` command line (docs/CONTRACT.md §3).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -27,7 +27,7 @@ use crate::engine::{Engine, EventOutcome};
 use crate::metrics;
 use crate::pingpp::{ClientConfig, MerchantKey, PingppClient};
 
-/// The header that carries why a message was dead-lettered (CONTRACT.md §1).
+/// The header that carries why a message was dead-lettered (docs/CONTRACT.md §1).
 pub const ERROR_HEADER: &str = "x-pluspay-error";
 
 /// What every delivery handler needs.

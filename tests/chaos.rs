@@ -1,4 +1,4 @@
-//! The chaos test (issue 5): thousands of mixed commands from concurrent publishers, some sent
+//! The chaos test: thousands of mixed commands from concurrent publishers, some sent
 //! more than once, while worker processes are SIGKILLed and restarted, a second worker joins
 //! for part of the run, RabbitMQ restarts once and PostgreSQL restarts once. Afterwards every
 //! command has exactly one stored result and at least one published result, the balances are
@@ -41,9 +41,9 @@ use support::TestEnv;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-/// Commands made up front (follow-ups come on top: cash decisions and recharge retrieves).
 /// Bound on one broker call of the test's own clients (lapin can hang on a dying connection).
 const BROKER_CALL: Duration = Duration::from_secs(5);
+/// Commands made up front (follow-ups come on top: cash decisions and recharge retrieves).
 const BASE_COMMANDS: usize = 5_000;
 /// Share of the base commands sent twice or more, in percent.
 const DUPLICATED_PERCENT: usize = 11;

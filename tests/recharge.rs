@@ -155,7 +155,7 @@ async fn retrieve_only_the_callers_own_recharge_orders() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recharge_rejections_use_the_seed_words_and_call_nobody() {
+async fn recharge_rejections_use_the_wallet_api_words_and_call_nobody() {
     let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
     let cases = [
         (

@@ -79,7 +79,7 @@ async fn a_reward_is_a_transfer_with_its_own_target_type_and_body() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rejections_use_the_seed_words_and_touch_no_money() {
+async fn rejections_use_the_wallet_api_words_and_touch_no_money() {
     let mut env = TestEnv::new().await;
     env.fund(1, 1_000).await;
     let _worker = env.start_worker();

@@ -213,7 +213,7 @@ async fn a_rejected_cash_request_returns_the_money() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cash_rejections_use_the_seed_words_and_touch_no_money() {
+async fn cash_rejections_use_the_wallet_api_words_and_touch_no_money() {
     let mut env = TestEnv::new().await;
     env.fund(3, 150).await;
     let _worker = env.start_worker();

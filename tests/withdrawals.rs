@@ -97,7 +97,7 @@ async fn approval_confirms_a_withdrawal_and_its_success_settles_once() {
     );
     assert_eq!(shown["pingpp_withdrawal_id"], json!(id));
     assert_eq!(shown["pingpp_withdrawal_status"], "processing");
-    // What Ping++ got: the seeds' fields, the user mapped by the template.
+    // What Ping++ got: the fields its API names, the user mapped by the template.
     let made = fake.withdrawals();
     assert_eq!(made.len(), 1);
     assert_eq!(made[0]["user"], "user_1");

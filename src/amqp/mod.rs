@@ -1,4 +1,4 @@
-//! RabbitMQ: connecting, the topology of CONTRACT.md §1, and confirmed publishing.
+//! RabbitMQ: connecting, the topology of docs/CONTRACT.md §1, and confirmed publishing.
 
 pub mod publisher;
 pub mod topology;

@@ -24,7 +24,7 @@ pub struct Publisher {
     channel: Channel,
 }
 
-/// A JSON message as CONTRACT.md wants every message: persistent, `application/json`.
+/// A JSON message as docs/CONTRACT.md wants every message: persistent, `application/json`.
 pub fn json_properties() -> BasicProperties {
     BasicProperties::default()
         .with_content_type("application/json".into())

@@ -6,7 +6,7 @@ use lapin::{Channel, ExchangeKind};
 
 use crate::domain::command::CommandType;
 
-/// The names of CONTRACT.md §1 under a configurable namespace (default `pluspay`).
+/// The names of docs/CONTRACT.md §1 under a configurable namespace (default `pluspay`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
     pub commands_exchange: String,

@@ -1,4 +1,4 @@
-//! The ledger's invariants (CONTRACT.md §3), checked by `pluspay audit`.
+//! The ledger's invariants (docs/CONTRACT.md §3), checked by `pluspay audit`.
 
 use serde::Serialize;
 use serde_json::Value;

@@ -133,7 +133,7 @@ pub async fn claim_many(
         new.insert(id, row.get::<_, bool>(1));
     }
     if !held_by_recharges.is_empty() {
-        // Held by a command in progress (see HELD_ELSEWHERE): leave no trace.
+        // Held by a command in progress (see above): leave no trace.
         tx.execute(
             &tx.prepare_cached("DELETE FROM commands WHERE id = ANY($1)")
                 .await?,

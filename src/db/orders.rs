@@ -1,4 +1,4 @@
-//! Reading wallet orders in the seeds' shape.
+//! Reading wallet orders in the wallet API's shape.
 
 use deadpool_postgres::Transaction;
 use serde_json::Value;

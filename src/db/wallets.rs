@@ -252,7 +252,7 @@ pub async fn post_journals(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// Inserts orders and returns them in the seeds' JSON shape, in the order given.
+/// Inserts orders and returns them in the wallet API's JSON shape, in the order given.
 pub async fn insert_orders(
     tx: &Transaction<'_>,
     command_id: Option<&str>,
@@ -265,7 +265,7 @@ pub async fn insert_orders(
 }
 
 /// Inserts the orders of several commands in one statement (each with its command and
-/// journal) and returns them in the seeds' JSON shape, in the order given.
+/// journal) and returns them in the wallet API's JSON shape, in the order given.
 pub async fn insert_orders_of(
     tx: &Transaction<'_>,
     drafts: &[(Option<&str>, Option<i64>, &OrderDraft)],

@@ -30,14 +30,14 @@ pub const MSG_PAYOUT_FAILED: &str = "提现失败";
 pub const MSG_PAYOUT_CANCELED: &str = "提现已取消";
 pub const MSG_WITHDRAWAL_MISMATCH: &str = "Ping++ 提现记录与提现申请不符";
 
-/// The only channel the seeds' Ping++ personal-wallet withdrawal takes.
+/// The only channel Ping++'s account-system withdrawal takes.
 pub const DEFAULT_WITHDRAWAL_CHANNEL: &str = "yeepay";
 pub const MAX_RETURN_URL_CHARS: usize = 1024;
 
 pub const MAX_ACCOUNT_CHARS: usize = 255;
 pub const MAX_REMARK_CHARS: usize = 255;
 
-/// `status` of a cash record, as the seeds number it.
+/// `status` of a cash record, as the wallet API numbers it.
 pub const WAITING: i16 = 0;
 pub const APPROVED: i16 = 1;
 pub const REJECTED: i16 = 2;
@@ -406,7 +406,7 @@ mod tests {
     }
 
     #[test]
-    fn rejects_with_the_seed_words() {
+    fn rejects_with_the_wallet_api_words() {
         let ok = |k: &str, v: Value| {
             let mut d = json!({"value": 100, "type": "alipay", "account": "x"});
             d[k] = v;

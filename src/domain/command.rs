@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub const MAX_ID_LEN: usize = 128;
 
-/// The command types of CONTRACT.md §1, which are also their routing keys.
+/// The command types of docs/CONTRACT.md §1, which are also their routing keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CommandType {
     Recharge,

@@ -78,52 +78,11 @@ pub enum Code {
 }
 
 impl Code {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Code::Malformed => "malformed",
-            Code::IdempotencyConflict => "idempotency_conflict",
-            Code::InvalidData => "invalid_data",
-            Code::AmountRequired => "amount_required",
-            Code::InvalidAmount => "invalid_amount",
-            Code::AmountTooSmall => "amount_too_small",
-            Code::AmountTooLarge => "amount_too_large",
-            Code::AmountOverflow => "amount_overflow",
-            Code::InvalidText => "invalid_text",
-            Code::InsufficientBalance => "insufficient_balance",
-            Code::UserRequired => "user_required",
-            Code::InvalidUser => "invalid_user",
-            Code::SelfTransfer => "self_transfer",
-            Code::InvalidBody => "invalid_body",
-            Code::ChannelRequired => "channel_required",
-            Code::UnsupportedChannel => "unsupported_channel",
-            Code::InvalidExtra => "invalid_extra",
-            Code::InvalidClientIp => "invalid_client_ip",
-            Code::CashTypeRequired => "cash_type_required",
-            Code::UnsupportedCashType => "unsupported_cash_type",
-            Code::AccountRequired => "account_required",
-            Code::InvalidAccount => "invalid_account",
-            Code::RemarkRequired => "remark_required",
-            Code::InvalidRemark => "invalid_remark",
-            Code::CashRequired => "cash_required",
-            Code::InvalidCash => "invalid_cash",
-            Code::UnknownCash => "unknown_cash",
-            Code::CashAlreadyDecided => "cash_already_decided",
-            Code::OrderRequired => "order_required",
-            Code::InvalidOrder => "invalid_order",
-            Code::UnknownOrder => "unknown_order",
-            Code::NotRecharge => "not_recharge",
-            Code::InvalidLimit => "invalid_limit",
-            Code::InvalidAfter => "invalid_after",
-            Code::InvalidAction => "invalid_action",
-            Code::PaymentProviderError => "payment_provider_error",
-            Code::ChargeMismatch => "charge_mismatch",
-            Code::WithdrawalMismatch => "withdrawal_mismatch",
-            Code::InvalidUserFee => "invalid_user_fee",
-            Code::InvalidBalanceBonus => "invalid_balance_bonus",
-            Code::FeeAndBonus => "fee_and_bonus",
-            Code::InvalidDescription => "invalid_description",
-            Code::InvalidMetadata => "invalid_metadata",
-            Code::InvalidTimeExpire => "invalid_time_expire",
+    /// The code as it is on the wire (serde's snake_case name).
+    pub fn as_str(self) -> String {
+        match serde_json::to_value(self) {
+            Ok(Value::String(name)) => name,
+            _ => unreachable!("a unit variant serializes as its name"),
         }
     }
 }
@@ -193,7 +152,7 @@ impl Status {
     }
 }
 
-/// The result message of one command (CONTRACT.md §1, "Result").
+/// The result message of one command (docs/CONTRACT.md §1, "Result").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommandResult {
     /// `null` only for a malformed message whose id could not be read.

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ledger::MAX_COMMAND_AMOUNT;
 
-/// Channels that need `extra.success_url`: Ping++ requires it for the first two, the seeds'
+/// Channels that need `extra.success_url`: Ping++ requires it for the first two, the wallet API's
 /// platform for all four (it sends the payer back to its page).
 pub const CHANNELS_NEEDING_SUCCESS_URL: [&str; 4] =
     ["alipay_wap", "alipay_pc_direct", "alipay_qr", "wx_wap"];

@@ -338,7 +338,7 @@ mod tests {
     }
 
     #[test]
-    fn rejects_with_the_seed_words() {
+    fn rejects_with_the_wallet_api_words() {
         let first = |v: Value| {
             let r = parse_json(v).unwrap_err();
             (r.code, r.messages()[0].clone())

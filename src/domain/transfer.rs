@@ -46,7 +46,7 @@ pub struct TransferRequest {
     pub body: Option<String>,
 }
 
-/// A wallet order to store, in the seeds' shape (`type` 1 income, -1 expense; `state` 1 done).
+/// A wallet order to store, in the wallet API's shape (`type` 1 income, -1 expense; `state` 1 done).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderDraft {
     pub owner_id: i64,
@@ -199,7 +199,7 @@ mod tests {
     }
 
     #[test]
-    fn rejects_with_the_seed_words() {
+    fn rejects_with_the_wallet_api_words() {
         assert_eq!(
             rejection(json!({"user": 2})),
             (Code::AmountRequired, vec![MSG_AMOUNT_REQUIRED.into()])

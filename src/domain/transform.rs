@@ -121,7 +121,7 @@ mod tests {
     }
 
     #[test]
-    fn rejects_with_the_seed_words() {
+    fn rejects_with_the_wallet_api_words() {
         let code = |v: Value| parse_with(v, 1).unwrap_err();
         assert_eq!(code(json!({})).messages(), vec![MSG_AMOUNT_REQUIRED]);
         assert_eq!(code(json!({"amount": 99})).code, Code::AmountTooSmall);

@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use super::outcome::{Code, FieldErrors, Rejection};
 
-/// The seeds' message for data that cannot be taken as sent.
+/// The wallet API's message for data that cannot be taken as sent.
 pub const MSG_BAD_DATA: &str = "发送的数据错误";
 
 /// PostgreSQL's text types cannot hold U+0000 (SQLSTATE 22021): a command whose `data` has it

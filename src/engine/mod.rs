@@ -220,7 +220,7 @@ fn succeeded(envelope: &Envelope, message: Option<&str>, data: serde_json::Value
         data,
     );
     if message.is_none() {
-        // Reads answer with data only, as the seeds' GET endpoints do.
+        // Reads answer with data only, as the wallet API's GET endpoints do.
         result.message.clear();
     }
     result

@@ -387,23 +387,6 @@ impl PingppClient {
         recharge
     }
 
-    /// `GET /v1/apps/{app}/recharges/{id}`: the recharge object as Ping++ sees it now.
-    pub async fn retrieve_recharge(&self, id: &str) -> Result<Value, PingppError> {
-        if id.is_empty() || id.len() > 64 || !id.chars().all(is_id_char) {
-            return Err(PingppError::InvalidInput(format!(
-                "recharge id {id:?} is not letters, digits and _"
-            )));
-        }
-        let path = format!("/v1/apps/{}/recharges/{id}", self.inner.app_id);
-        let started = std::time::Instant::now();
-        let recharge = self
-            .request(Method::GET, &path, None)
-            .await
-            .and_then(|recharge| check_recharge(recharge, Some(id)));
-        record("retrieve_recharge", &recharge, started);
-        recharge
-    }
-
     /// `POST /v1/apps/{app}/withdrawals`: creates a withdrawal, or returns the existing one
     /// when its `order_no` was used before with the same parameters. Checks the request first,
     /// so one Ping++ would refuse is not sent at all.

@@ -19,7 +19,7 @@ use crate::amqp::topology::PINGPP_ROUTING_KEY;
 use crate::amqp::{Names, PublishError};
 use crate::pingpp::{PingppPublicKey, WEBHOOK_SIGNATURE_HEADER};
 
-/// The paths Ping++ may be configured to deliver to (CONTRACT.md §2).
+/// The paths Ping++ may be configured to deliver to (docs/CONTRACT.md §2).
 pub const WEBHOOK_PATHS: [&str; 2] = ["/webhooks/pingpp", "/api/v2/plus-pay/webhooks"];
 
 /// How long `/readyz` waits for the database.
@@ -36,7 +36,7 @@ pub struct State {
 }
 
 /// What became of one webhook delivery (or stray request). Every answer of the listener goes
-/// through [`Outcome::record`], the one place to count them when metrics come.
+/// through [`Outcome::record`], the one place that logs and counts them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// Verified, and confirmed by the broker.

@@ -1,4 +1,4 @@
-//! The Ping++ webhook listener (CONTRACT.md §2): verifies each delivery's signature over the
+//! The Ping++ webhook listener (docs/CONTRACT.md §2): verifies each delivery's signature over the
 //! raw body, publishes the body unchanged to `<namespace>.webhooks` and answers 2xx only once
 //! the broker has confirmed it.
 //!

@@ -155,7 +155,7 @@ enum Injection {
     LateAnswer(Duration),
 }
 
-/// The channels the fake takes for withdrawals (the seeds: 仅支持 yeepay).
+/// The channels the fake takes for withdrawals (Ping++'s account-system API: 仅支持 yeepay).
 pub const WITHDRAWAL_CHANNELS: &[&str] = &["yeepay"];
 
 const WITHDRAWAL_FIELDS: &[&str] = &[
@@ -1461,7 +1461,7 @@ fn create_withdrawal(shared: &Shared, body: &[u8]) -> Answer {
 }
 
 /// `{"status":"pending"}` confirms a created withdrawal (it then shows `processing` and its
-/// `operation_url`, as in the seeds' example); `{"status":"canceled"}` cancels a created one.
+/// `operation_url`, as in Ping++'s account-system API's example); `{"status":"canceled"}` cancels a created one.
 /// Asking again for the state it is in answers it unchanged.
 fn update_withdrawal(shared: &Shared, id: &str, body: &[u8]) -> Answer {
     let wanted = match serde_json::from_slice::<Value>(body) {
