@@ -2,11 +2,8 @@
 //! against real PostgreSQL and RabbitMQ and the fake Ping++: creation, the limits checked before
 //! any call, and completion by events with the user fee and balance bonus in their own accounts.
 
-mod support;
-
 use pluspay::config::RechargeMode;
 use serde_json::{json, Value};
-use support::TestEnv;
 
 fn recharge(id: &str, user: i64, amount: i64, terms: Value) -> Value {
     let mut data = json!({ "type": "wx", "amount": amount, "client_ip": "10.1.2.3" });
@@ -16,17 +13,9 @@ fn recharge(id: &str, user: i64, amount: i64, terms: Value) -> Value {
     json!({ "id": id, "type": "recharge", "user_id": user, "data": data })
 }
 
-async fn system_balance(env: &TestEnv, name: &str) -> i64 {
-    env.db
-        .query_one("SELECT balance FROM accounts WHERE name = $1", &[&name])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recharge_with_a_fee_credits_the_rest_once_under_redelivered_events() {
-    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|s| {
+    let (mut env, fake, mut client, _worker) = crate::support::with_fake_pingpp_and_worker(|s| {
         s.pingpp.recharge_mode = RechargeMode::RechargeObject
     })
     .await;
@@ -66,7 +55,7 @@ async fn a_recharge_with_a_fee_credits_the_rest_once_under_redelivered_events() 
     );
     assert!(charge["credential"]["wx"].is_object(), "{charge}");
     assert_eq!(fake.recharges().len(), 1);
-    let path = format!("/v1/apps/{}/recharges", support::fake_pingpp::APP_ID);
+    let path = format!("/v1/apps/{}/recharges", crate::support::fake_pingpp::APP_ID);
     assert_eq!(fake.request_log(), vec![("POST".to_owned(), path)]);
 
     let paid = fake.pay_recharge(object["id"].as_str().unwrap());
@@ -97,9 +86,9 @@ async fn a_recharge_with_a_fee_credits_the_rest_once_under_redelivered_events() 
         .await;
     assert_eq!(retrieved["data"]["order"]["state"], 1, "{retrieved}");
     assert_eq!(env.balance(1).await, 900);
-    assert_eq!(system_balance(&env, "pingpp_clearing").await, -1000);
-    assert_eq!(system_balance(&env, "recharge_fees").await, 100);
-    assert_eq!(system_balance(&env, "recharge_bonuses").await, 0);
+    assert_eq!(env.system_balance("pingpp_clearing").await, -1000);
+    assert_eq!(env.system_balance("recharge_fees").await, 100);
+    assert_eq!(env.system_balance("recharge_bonuses").await, 0);
     assert_eq!(
         env.count("SELECT count(*) FROM journal WHERE kind = 'recharge'")
             .await,
@@ -110,7 +99,7 @@ async fn a_recharge_with_a_fee_credits_the_rest_once_under_redelivered_events() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recharge_with_a_bonus_credits_it_from_the_bonus_account() {
-    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|s| {
+    let (mut env, fake, mut client, _worker) = crate::support::with_fake_pingpp_and_worker(|s| {
         s.pingpp.recharge_mode = RechargeMode::RechargeObject
     })
     .await;
@@ -139,15 +128,15 @@ async fn a_recharge_with_a_bonus_credits_it_from_the_bonus_account() {
     env.wait_for_count("SELECT count(*) FROM pingpp_events", 1)
         .await;
     assert_eq!(env.balance(2).await, 1050);
-    assert_eq!(system_balance(&env, "pingpp_clearing").await, -1000);
-    assert_eq!(system_balance(&env, "recharge_bonuses").await, -50);
-    assert_eq!(system_balance(&env, "recharge_fees").await, 0);
+    assert_eq!(env.system_balance("pingpp_clearing").await, -1000);
+    assert_eq!(env.system_balance("recharge_bonuses").await, -50);
+    assert_eq!(env.system_balance("recharge_fees").await, 0);
     assert!(env.audit().await.ok);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_limit_is_a_field_error_before_any_call() {
-    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|s| {
+    let (mut env, fake, mut client, _worker) = crate::support::with_fake_pingpp_and_worker(|s| {
         s.pingpp.recharge_mode = RechargeMode::RechargeObject
     })
     .await;
@@ -206,7 +195,7 @@ async fn each_limit_is_a_field_error_before_any_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivery_and_lost_answers_make_one_recharge_object() {
-    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|s| {
+    let (mut env, fake, mut client, _worker) = crate::support::with_fake_pingpp_and_worker(|s| {
         s.pingpp.recharge_mode = RechargeMode::RechargeObject
     })
     .await;
@@ -241,7 +230,7 @@ async fn redelivery_and_lost_answers_make_one_recharge_object() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recharge_object_whose_repeated_create_is_refused_goes_on_with_the_one_made() {
-    let (_env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|s| {
+    let (_env, fake, mut client, _worker) = crate::support::with_fake_pingpp_and_worker(|s| {
         s.pingpp.recharge_mode = RechargeMode::RechargeObject
     })
     .await;

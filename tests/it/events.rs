@@ -2,13 +2,11 @@
 //! their recharge through the same path as `recharge.retrieve`, and suspicious ones credit
 //! nothing. The events are put on the webhooks queue directly, as the listener does.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{BrokerClient, WAIT};
 use pluspay::worker::ERROR_HEADER;
 use serde_json::json;
-use support::{BrokerClient, WAIT};
 
 /// A recharge of `amount` for `user`; returns (order id, charge id).
 async fn recharge(client: &mut BrokerClient, id: &str, user: i64, amount: i64) -> (i64, String) {
@@ -27,7 +25,8 @@ async fn recharge(client: &mut BrokerClient, id: &str, user: i64, amount: i64) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_charge_succeeded_event_credits_once_however_often_it_arrives() {
-    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
+    let (mut env, fake, mut client, _worker) =
+        crate::support::with_fake_pingpp_and_worker(|_| {}).await;
     let mut events = client
         .watch(&client.names.events_exchange, "recharge.*")
         .await;
@@ -36,7 +35,7 @@ async fn a_charge_succeeded_event_credits_once_however_often_it_arrives() {
     for _ in 0..10 {
         client.enqueue_pingpp_event(&body).await;
     }
-    let published = support::next_event(&mut events).await;
+    let published = crate::support::next_event(&mut events).await;
     assert_eq!(published["type"], "recharge.succeeded");
     assert_eq!(published["user_id"], 1);
     assert_eq!(published["data"]["order"]["id"], order);
@@ -67,7 +66,8 @@ async fn a_charge_succeeded_event_credits_once_however_often_it_arrives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suspicious_events_credit_nothing_and_are_dead_lettered_with_the_reason() {
-    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
+    let (mut env, fake, mut client, _worker) =
+        crate::support::with_fake_pingpp_and_worker(|_| {}).await;
     let (order, charge) = recharge(&mut client, "rc-2", 2, 500).await;
     let paid = fake.pay(&charge);
 
@@ -134,7 +134,8 @@ async fn suspicious_events_credit_nothing_and_are_dead_lettered_with_the_reason(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_charges_fail_the_order_and_other_events_are_recorded() {
-    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
+    let (mut env, fake, mut client, _worker) =
+        crate::support::with_fake_pingpp_and_worker(|_| {}).await;
     let mut events = client
         .watch(&client.names.events_exchange, "recharge.failed")
         .await;
@@ -143,7 +144,7 @@ async fn failed_charges_fail_the_order_and_other_events_are_recorded() {
     client
         .enqueue_pingpp_event(&fake.signed_event("charge.failed", failed).0)
         .await;
-    let published = support::next_event(&mut events).await;
+    let published = crate::support::next_event(&mut events).await;
     assert_eq!(published["type"], "recharge.failed");
     assert_eq!(published["data"]["order"]["id"], order);
     assert_eq!(published["data"]["order"]["state"], -1);
@@ -168,7 +169,8 @@ async fn failed_charges_fail_the_order_and_other_events_are_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_racing_retrieves_credits_once() {
-    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
+    let (mut env, fake, mut client, _worker) =
+        crate::support::with_fake_pingpp_and_worker(|_| {}).await;
     let (order, charge) = recharge(&mut client, "rc-4", 4, 400).await;
     let (body, _) = fake.signed_event("charge.succeeded", fake.pay(&charge));
     for i in 0..5 {
@@ -191,7 +193,8 @@ async fn a_webhook_racing_retrieves_credits_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_confirmed_after_the_order_failed_is_credited_as_late() {
-    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
+    let (mut env, fake, mut client, _worker) =
+        crate::support::with_fake_pingpp_and_worker(|_| {}).await;
     let mut events = client
         .watch(&client.names.events_exchange, "recharge.*")
         .await;
@@ -204,7 +207,7 @@ async fn a_payment_confirmed_after_the_order_failed_is_credited_as_late() {
     assert_eq!(failed["data"]["order"]["state"], -1, "{failed}");
     let (body, _) = fake.signed_event("charge.succeeded", fake.pay(&charge));
     client.enqueue_pingpp_event(&body).await;
-    let published = support::next_event(&mut events).await;
+    let published = crate::support::next_event(&mut events).await;
     assert_eq!(published["type"], "recharge.succeeded", "{published}");
     assert_eq!(published["data"]["late_payment"], true, "{published}");
     assert_eq!(published["data"]["order"]["state"], 1);
@@ -216,7 +219,7 @@ async fn a_payment_confirmed_after_the_order_failed_is_credited_as_late() {
     );
     // Delivered again: credited once.
     client.enqueue_pingpp_event(&body).await;
-    let replayed = support::next_event(&mut events).await;
+    let replayed = crate::support::next_event(&mut events).await;
     assert_eq!(replayed, published);
     assert_eq!(env.balance(5).await, 700);
 
@@ -239,7 +242,8 @@ async fn a_payment_confirmed_after_the_order_failed_is_credited_as_late() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_charge_whose_fields_have_the_wrong_type_is_refused_at_once() {
-    let (env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
+    let (env, fake, mut client, _worker) =
+        crate::support::with_fake_pingpp_and_worker(|_| {}).await;
     let (_, charge) = recharge(&mut client, "rc-types", 6, 700).await;
     let paid = fake.pay(&charge);
     for amount in [json!(700.0), json!("700")] {
@@ -269,7 +273,7 @@ fn order_of(charge: &serde_json::Value) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_waiting_for_their_recharge_hold_no_slot_and_apply_once_it_is_recorded() {
-    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|s| {
+    let (mut env, fake, mut client, _worker) = crate::support::with_fake_pingpp_and_worker(|s| {
         s.worker.concurrency = 2;
         s.worker.batch_size = 1;
     })
@@ -298,7 +302,9 @@ async fn events_waiting_for_their_recharge_hold_no_slot_and_apply_once_it_is_rec
     )
     .await;
     // Other commands are answered while the events wait.
-    let transfer = client.call(support::transfer("t-wait", 20, 22, 100)).await;
+    let transfer = client
+        .call(crate::support::transfer("t-wait", 20, 22, 100))
+        .await;
     assert_eq!(transfer["status"], "succeeded", "{transfer}");
     let wallet = client
         .call(json!({"id": "w-wait", "type": "wallet.get", "user_id": 20}))
@@ -341,7 +347,7 @@ async fn events_waiting_for_their_recharge_hold_no_slot_and_apply_once_it_is_rec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_whose_charge_is_never_recorded_is_dead_lettered_after_the_wait() {
-    let (env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|s| {
+    let (env, fake, mut client, _worker) = crate::support::with_fake_pingpp_and_worker(|s| {
         s.worker.event_wait_secs = 1;
     })
     .await;
@@ -372,7 +378,9 @@ async fn an_event_whose_charge_is_never_recorded_is_dead_lettered_after_the_wait
     )
     .await;
     // The worker is not stuck: commands still get answers.
-    let transfer = client.call(support::transfer("t-never", 30, 32, 100)).await;
+    let transfer = client
+        .call(crate::support::transfer("t-never", 30, 32, 100))
+        .await;
     assert_eq!(transfer["status"], "succeeded", "{transfer}");
     assert_eq!(env.balance(31).await, 0);
 }

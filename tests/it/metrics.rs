@@ -1,11 +1,9 @@
 //! The Prometheus endpoint of a running `pluspay worker`, scraped after real traffic.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{transfer, TestEnv, WAIT};
 use serde_json::json;
-use support::{transfer, TestEnv, WAIT};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

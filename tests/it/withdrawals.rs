@@ -3,12 +3,10 @@
 //! events settle the cash record once, a rejection cancels a withdrawal left created, Ping++
 //! refusals leave nothing behind, and the manual flow is unchanged.
 
-mod support;
-
+use crate::support::fake_pingpp::{FakePingpp, APP_ID};
+use crate::support::{BrokerClient, TestEnv, WorkerHandle, WAIT};
 use pluspay::config::{PayoutMode, Settings};
 use serde_json::{json, Value};
-use support::fake_pingpp::{FakePingpp, APP_ID};
-use support::{BrokerClient, TestEnv, WorkerHandle, WAIT};
 
 const RETURN_URL: &str = "https://example.com/wallet/cash";
 
@@ -18,7 +16,7 @@ fn withdrawals_mode(s: &mut Settings) {
 }
 
 async fn start() -> (TestEnv, FakePingpp, BrokerClient, WorkerHandle) {
-    support::with_fake_pingpp_and_worker(withdrawals_mode).await
+    crate::support::with_fake_pingpp_and_worker(withdrawals_mode).await
 }
 
 fn withdrawals_path() -> String {
@@ -45,14 +43,6 @@ fn reject(id: &str, cash: i64, remark: &str) -> Value {
 
 fn retrieve(id: &str, cash: i64) -> Value {
     json!({"id": id, "type": "cash.retrieve", "user_id": 99, "data": {"cash": cash}})
-}
-
-async fn system_balance(env: &TestEnv, name: &str) -> i64 {
-    env.db
-        .query_one("SELECT balance FROM accounts WHERE name = $1", &[&name])
-        .await
-        .unwrap()
-        .get(0)
 }
 
 async fn cash_row(env: &TestEnv, cash: i64) -> (i16, Option<String>, Option<String>, i16) {
@@ -118,8 +108,8 @@ async fn approval_confirms_a_withdrawal_and_its_success_settles_once() {
     );
     // Approved, but the money is still on its way: held, the order waiting.
     assert_eq!(env.balance(1).await, 700);
-    assert_eq!(system_balance(&env, "pending_payouts").await, 300);
-    assert_eq!(system_balance(&env, "paid_out").await, 0);
+    assert_eq!(env.system_balance("pending_payouts").await, 300);
+    assert_eq!(env.system_balance("paid_out").await, 0);
     assert_eq!(
         cash_row(&env, cash).await,
         (1, Some("同意".into()), Some("processing".into()), 0)
@@ -140,7 +130,7 @@ async fn approval_confirms_a_withdrawal_and_its_success_settles_once() {
             .await,
         1
     );
-    let published = support::next_event(&mut events).await;
+    let published = crate::support::next_event(&mut events).await;
     assert_eq!(published["type"], "withdrawal.succeeded");
     assert_eq!(published["user_id"], 1);
     assert_eq!(published["data"]["order"]["state"], 1);
@@ -149,8 +139,8 @@ async fn approval_confirms_a_withdrawal_and_its_success_settles_once() {
         "succeeded"
     );
     assert_eq!(env.balance(1).await, 700);
-    assert_eq!(system_balance(&env, "pending_payouts").await, 0);
-    assert_eq!(system_balance(&env, "paid_out").await, 300);
+    assert_eq!(env.system_balance("pending_payouts").await, 0);
+    assert_eq!(env.system_balance("paid_out").await, 300);
     assert_eq!(
         env.count(
             "SELECT count(*) FROM journal WHERE kind = 'cash.payout' AND event_id IS NOT NULL"
@@ -163,7 +153,7 @@ async fn approval_confirms_a_withdrawal_and_its_success_settles_once() {
         (1, Some("同意".into()), Some("succeeded".into()), 1)
     );
     assert!(env.audit().await.ok);
-    let audit = support::pluspay(&["audit"], &env.process_env()).await;
+    let audit = crate::support::pluspay(&["audit"], &env.process_env()).await;
     assert!(audit.status.success(), "{audit:?}");
 }
 
@@ -202,8 +192,8 @@ async fn failed_and_canceled_withdrawals_return_the_money_with_the_reason() {
     )
     .await;
     assert_eq!(env.balance(2).await, 1000);
-    assert_eq!(system_balance(&env, "pending_payouts").await, 0);
-    assert_eq!(system_balance(&env, "paid_out").await, 0);
+    assert_eq!(env.system_balance("pending_payouts").await, 0);
+    assert_eq!(env.system_balance("paid_out").await, 0);
     assert_eq!(
         cash_row(&env, failing).await,
         (2, Some("银行卡信息有误".into()), Some("failed".into()), -1)
@@ -216,7 +206,7 @@ async fn failed_and_canceled_withdrawals_return_the_money_with_the_reason() {
     // two distinct events.
     let mut reasons = std::collections::BTreeMap::new();
     for _ in 0..3 {
-        let event = support::next_event(&mut events).await;
+        let event = crate::support::next_event(&mut events).await;
         assert_eq!(event["type"], "withdrawal.failed");
         assert_eq!(event["data"]["order"]["state"], -1);
         reasons.insert(
@@ -239,7 +229,7 @@ async fn failed_and_canceled_withdrawals_return_the_money_with_the_reason() {
     )
     .await;
     assert_eq!(env.balance(2).await, 1000);
-    assert_eq!(system_balance(&env, "paid_out").await, 0);
+    assert_eq!(env.system_balance("paid_out").await, 0);
     // The user sees both requests rejected with the reason.
     let listed = client
         .call(json!({"id": "l2", "type": "cashes.list", "user_id": 2, "data": {}}))
@@ -262,7 +252,7 @@ async fn failed_and_canceled_withdrawals_return_the_money_with_the_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejection_cancels_the_withdrawal_a_crashed_approval_left_created() {
-    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|s| {
+    let (mut env, fake, mut client, _worker) = crate::support::with_fake_pingpp_and_worker(|s| {
         withdrawals_mode(s);
         // A command that fails for a reason not its own is dead-lettered at once: the approval
         // is gone after creating its withdrawal, as if its worker had crashed there.
@@ -301,7 +291,7 @@ async fn rejection_cancels_the_withdrawal_a_crashed_approval_left_created() {
         &("PUT".to_owned(), format!("{}/{id}", withdrawals_path()))
     );
     assert_eq!(env.balance(3).await, 500);
-    assert_eq!(system_balance(&env, "pending_payouts").await, 0);
+    assert_eq!(env.system_balance("pending_payouts").await, 0);
 
     // The approval sent again finds the cash rejected: no second withdrawal, no new call.
     let before = fake.requests();
@@ -363,8 +353,8 @@ async fn retrieve_racing_the_webhook_settles_once() {
         assert_eq!(fake.requests(), before);
     }
     assert_eq!(env.balance(4).await, 1500);
-    assert_eq!(system_balance(&env, "paid_out").await, 1500);
-    assert_eq!(system_balance(&env, "pending_payouts").await, 0);
+    assert_eq!(env.system_balance("paid_out").await, 1500);
+    assert_eq!(env.system_balance("pending_payouts").await, 0);
     assert!(env.audit().await.ok);
 }
 
@@ -410,7 +400,7 @@ async fn redelivered_and_repeated_approvals_make_one_withdrawal() {
         posts_before + 1
     );
     assert_eq!(env.balance(5).await, 100);
-    assert_eq!(system_balance(&env, "pending_payouts").await, 900);
+    assert_eq!(env.system_balance("pending_payouts").await, 900);
     assert!(env.audit().await.ok);
 }
 
@@ -458,7 +448,7 @@ async fn ping_plus_plus_refusals_reject_the_approval_and_change_nothing() {
     assert_eq!(made[0]["status"], "canceled");
     assert_eq!(cash_row(&env, cash).await, (0, None, None, 0));
     assert_eq!(env.balance(6).await, 500);
-    assert_eq!(system_balance(&env, "pending_payouts").await, 500);
+    assert_eq!(env.system_balance("pending_payouts").await, 500);
     let listed = client
         .call(json!({"id": "l6", "type": "cashes.list", "user_id": 6, "data": {}}))
         .await;
@@ -479,7 +469,8 @@ async fn ping_plus_plus_refusals_reject_the_approval_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_manual_flow_is_unchanged_and_calls_no_one() {
-    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
+    let (mut env, fake, mut client, _worker) =
+        crate::support::with_fake_pingpp_and_worker(|_| {}).await;
     env.fund(7, 1000).await;
     let paid = request_cash(&mut client, "c7a", 7, 400).await;
     let refused = request_cash(&mut client, "c7b", 7, 200).await;
@@ -497,8 +488,8 @@ async fn the_manual_flow_is_unchanged_and_calls_no_one() {
         (1, Some("同意".into()), None, 1)
     );
     assert_eq!(env.balance(7).await, 600);
-    assert_eq!(system_balance(&env, "paid_out").await, 400);
-    assert_eq!(system_balance(&env, "pending_payouts").await, 0);
+    assert_eq!(env.system_balance("paid_out").await, 400);
+    assert_eq!(env.system_balance("pending_payouts").await, 0);
     // cash.retrieve answers from the record: nothing to ask Ping++.
     let retrieved = client.call(retrieve("rt7", paid)).await;
     assert_eq!(retrieved["status"], "succeeded", "{retrieved}");
@@ -515,7 +506,7 @@ async fn the_manual_flow_is_unchanged_and_calls_no_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_an_approval_in_progress_holds_is_a_conflict_for_other_commands() {
-    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|s| {
+    let (mut env, fake, mut client, _worker) = crate::support::with_fake_pingpp_and_worker(|s| {
         withdrawals_mode(s);
         s.pingpp.timeout_ms = 10_000;
     })
@@ -533,7 +524,9 @@ async fn an_id_an_approval_in_progress_holds_is_a_conflict_for_other_commands() 
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    let transfer = client.call(support::transfer("held-id", 1, 2, 100)).await;
+    let transfer = client
+        .call(crate::support::transfer("held-id", 1, 2, 100))
+        .await;
     assert_eq!(transfer["code"], "idempotency_conflict", "{transfer}");
     assert_eq!(env.balance(2).await, 0);
     client.wait_results(3).await;
@@ -571,6 +564,6 @@ async fn an_approval_whose_repeated_create_is_refused_goes_on_with_the_withdrawa
         .filter(|(m, p)| m == "GET" && p.starts_with(&list))
         .count();
     assert!(lookups >= 1, "{:?}", fake.request_log());
-    assert_eq!(system_balance(&env, "pending_payouts").await, 400);
+    assert_eq!(env.system_balance("pending_payouts").await, 400);
     assert!(env.audit().await.ok);
 }

@@ -1,11 +1,9 @@
 //! Group commit: several commands in one transaction, each decided on its own.
 
-mod support;
-
+use crate::support::{transfer, TestEnv};
 use pluspay::domain::command::decode;
 use pluspay::domain::outcome::Status;
 use serde_json::json;
-use support::{transfer, TestEnv};
 
 fn envelope(value: serde_json::Value) -> pluspay::domain::command::Envelope {
     decode(value.to_string().as_bytes()).unwrap()
@@ -218,18 +216,9 @@ async fn system_accounts_move_once_per_batch_and_stay_balanced() {
         results.iter().all(|r| r["status"] == "succeeded"),
         "{results:?}"
     );
-    let system = |name: &'static str| {
-        let env = &env;
-        async move {
-            env.count(&format!(
-                "SELECT balance FROM accounts WHERE name = '{name}'"
-            ))
-            .await
-        }
-    };
-    assert_eq!(system("pending_payouts").await, 500);
-    assert_eq!(system("paid_out").await, 1_000);
-    assert_eq!(system("transform_revenue").await, 300);
+    assert_eq!(env.system_balance("pending_payouts").await, 500);
+    assert_eq!(env.system_balance("paid_out").await, 1_000);
+    assert_eq!(env.system_balance("transform_revenue").await, 300);
     assert_eq!(
         (env.balance(1).await, env.balance(2).await),
         (10_000 - 1_000 - 500 + 700, 10_000 - 300 - 700)

@@ -1,10 +1,8 @@
 //! `cash` and its review, `transform`, and the read commands, end to end against real
 //! PostgreSQL and RabbitMQ.
 
-mod support;
-
+use crate::support::{BrokerClient, TestEnv};
 use serde_json::{json, Value};
-use support::{BrokerClient, TestEnv};
 
 fn command(id: &str, kind: &str, user: i64, data: Value) -> Value {
     json!({ "id": id, "type": kind, "user_id": user, "data": data })
@@ -32,14 +30,6 @@ fn assert_rejected(result: &Value, code: &str, field: &str, message: &str) {
             .is_some_and(|m| m.contains(&json!(message))),
         "{result}"
     );
-}
-
-async fn pending_payouts(env: &TestEnv, name: &str) -> i64 {
-    env.db
-        .query_one("SELECT balance FROM accounts WHERE name = $1", &[&name])
-        .await
-        .unwrap()
-        .get(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,7 +63,7 @@ async fn a_cash_request_holds_the_money_until_it_is_approved() {
         (json!(-1), json!(0))
     );
     assert_eq!(env.balance(1).await, 700);
-    assert_eq!(pending_payouts(&env, "pending_payouts").await, 300);
+    assert_eq!(env.system_balance("pending_payouts").await, 300);
     let cash_id = record["id"].as_i64().unwrap();
 
     // The operator needs a remark.
@@ -97,8 +87,8 @@ async fn a_cash_request_holds_the_money_until_it_is_approved() {
     assert_eq!(approved["status"], "succeeded", "{approved}");
     assert_eq!(approved["data"]["cash"]["status"], 1);
     assert_eq!(approved["data"]["cash"]["remark"], "已打款");
-    assert_eq!(pending_payouts(&env, "pending_payouts").await, 0);
-    assert_eq!(pending_payouts(&env, "paid_out").await, 300);
+    assert_eq!(env.system_balance("pending_payouts").await, 0);
+    assert_eq!(env.system_balance("paid_out").await, 300);
     assert_eq!(env.balance(1).await, 700);
     let state: i16 = env
         .db
@@ -136,7 +126,7 @@ async fn a_cash_request_holds_the_money_until_it_is_approved() {
         "cash",
         "该提现申请已被处理",
     );
-    assert_eq!(pending_payouts(&env, "paid_out").await, 300);
+    assert_eq!(env.system_balance("paid_out").await, 300);
     assert_eq!(env.balance(1).await, 700);
 
     let unknown = call(
@@ -173,7 +163,7 @@ async fn a_rejected_cash_request_returns_the_money() {
     assert_eq!(rejected["status"], "succeeded", "{rejected}");
     assert_eq!(rejected["data"]["cash"]["status"], 2);
     assert_eq!(env.balance(2).await, 500);
-    assert_eq!(pending_payouts(&env, "pending_payouts").await, 0);
+    assert_eq!(env.system_balance("pending_payouts").await, 0);
     let state: i16 = env
         .db
         .query_one(
@@ -312,7 +302,7 @@ async fn each_command_applies_once_however_often_it_arrives() {
     }
     client.wait_results(9).await;
     assert_eq!(env.balance(4).await, 500);
-    assert_eq!(pending_payouts(&env, "paid_out").await, 200);
+    assert_eq!(env.system_balance("paid_out").await, 200);
     assert_eq!(env.count("SELECT count(*) FROM cashes").await, 1);
     assert_eq!(env.count("SELECT count(*) FROM journal").await, 4); // funding + 3
     assert!(env.audit().await.ok);
@@ -348,8 +338,8 @@ async fn transform_turns_fen_into_points_at_the_ratio() {
         .unwrap()
         .get(0);
     assert_eq!(points, 30_000);
-    assert_eq!(pending_payouts(&env, "transform_revenue").await, 150);
-    assert_eq!(pending_payouts(&env, "points_issued").await, -30_000);
+    assert_eq!(env.system_balance("transform_revenue").await, 150);
+    assert_eq!(env.system_balance("points_issued").await, -30_000);
 
     let missing = call(&mut client, "tf-2", "transform", 5, json!({})).await;
     assert_rejected(
@@ -392,11 +382,11 @@ async fn orders_and_cashes_are_listed_newest_first_in_pages() {
     let mut client = env.client().await;
     for i in 0..5 {
         let r = client
-            .call(support::transfer(&format!("out-{i}"), 6, 7, 10 + i))
+            .call(crate::support::transfer(&format!("out-{i}"), 6, 7, 10 + i))
             .await;
         assert_eq!(r["status"], "succeeded");
         let r = client
-            .call(support::transfer(&format!("in-{i}"), 7, 6, 1))
+            .call(crate::support::transfer(&format!("in-{i}"), 7, 6, 1))
             .await;
         assert_eq!(r["status"], "succeeded");
     }

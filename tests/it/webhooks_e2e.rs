@@ -2,34 +2,41 @@
 //! a recharge object, `recharge.succeeded`) to a running listener, and the worker credits the
 //! wallet once.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::fake_pingpp::FakePingpp;
+use crate::support::{TestEnv, WAIT};
 use pluspay::config::RechargeMode;
 use serde_json::json;
-use support::{TestEnv, WAIT};
 use tokio_util::sync::CancellationToken;
+
+/// Starts a webhook listener on a free port that verifies with the fake Ping++'s key; returns
+/// its address and what stops it.
+async fn listen_with_the_fakes_key(
+    env: &mut TestEnv,
+    fake: &FakePingpp,
+) -> (std::net::SocketAddr, CancellationToken) {
+    let key_file = std::env::temp_dir().join(format!("pingpp-{}.pem", uuid::Uuid::new_v4()));
+    std::fs::write(&key_file, fake.public_key_pem()).unwrap();
+    env.settings.pingpp.public_key = Some(key_file);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(pluspay::webhook::serve(
+        listener,
+        env.settings.clone(),
+        stop.clone(),
+    ));
+    (address, stop)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paid_recharge_is_credited_once_through_the_listener() {
     let mut env = TestEnv::new().await;
     let fake = env.with_fake_pingpp().await;
-    let key_file = std::env::temp_dir().join(format!("pingpp-{}.pem", uuid::Uuid::new_v4()));
-    std::fs::write(&key_file, fake.public_key_pem()).unwrap();
-    env.settings.pingpp.public_key = Some(key_file);
     let _worker = env.start_worker();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "http://{}/api/v2/plus-pay/webhooks",
-        listener.local_addr().unwrap()
-    );
-    let stop_listener = CancellationToken::new();
-    tokio::spawn(pluspay::webhook::serve(
-        listener,
-        env.settings.clone(),
-        stop_listener.clone(),
-    ));
+    let (address, stop_listener) = listen_with_the_fakes_key(&mut env, &fake).await;
+    let url = format!("http://{address}/api/v2/plus-pay/webhooks");
     let mut client = env.client().await;
     let mut events = client
         .watch(&client.names.events_exchange, "recharge.#")
@@ -47,7 +54,7 @@ async fn a_paid_recharge_is_credited_once_through_the_listener() {
     let statuses = futures_util::future::join_all(deliveries).await;
     assert!(statuses.iter().all(|s| s.as_u16() == 200), "{statuses:?}");
 
-    let published = support::next_event(&mut events).await;
+    let published = crate::support::next_event(&mut events).await;
     assert_eq!(published["type"], "recharge.succeeded");
     assert_eq!(published["data"]["order"]["state"], 1);
     assert_eq!(env.balance(7).await, 1_234);
@@ -84,18 +91,9 @@ async fn a_signed_recharge_succeeded_event_completes_a_recharge_object_order() {
     let mut env = TestEnv::new().await;
     let fake = env.with_fake_pingpp().await;
     env.settings.pingpp.recharge_mode = RechargeMode::RechargeObject;
-    let key_file = std::env::temp_dir().join(format!("pingpp-{}.pem", uuid::Uuid::new_v4()));
-    std::fs::write(&key_file, fake.public_key_pem()).unwrap();
-    env.settings.pingpp.public_key = Some(key_file);
     let _worker = env.start_worker();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/webhooks/pingpp", listener.local_addr().unwrap());
-    let stop_listener = CancellationToken::new();
-    tokio::spawn(pluspay::webhook::serve(
-        listener,
-        env.settings.clone(),
-        stop_listener.clone(),
-    ));
+    let (address, stop_listener) = listen_with_the_fakes_key(&mut env, &fake).await;
+    let url = format!("http://{address}/webhooks/pingpp");
     let mut client = env.client().await;
     let mut events = client
         .watch(&client.names.events_exchange, "recharge.#")
@@ -121,7 +119,7 @@ async fn a_signed_recharge_succeeded_event_completes_a_recharge_object_order() {
             200
         );
     }
-    let published = support::next_event(&mut events).await;
+    let published = crate::support::next_event(&mut events).await;
     assert_eq!(published["type"], "recharge.succeeded");
     assert_eq!(published["data"]["order"]["id"], order_id);
     assert_eq!(published["data"]["order"]["state"], 1);

@@ -1,14 +1,14 @@
 //! The Ping++ client against the fake Ping++ server: no PostgreSQL or RabbitMQ needed.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::fake_pingpp::{
+    generate_test_keys, FakePingpp, APP_ID, EXPIRED_CODE, SECRET_KEY,
+};
 use pluspay::pingpp::{
     ChargeRequest, ClientConfig, MerchantKey, PingppClient, PingppError, PingppPublicKey,
 };
 use serde_json::{json, Value};
-use support::fake_pingpp::{generate_test_keys, FakePingpp, APP_ID, EXPIRED_CODE, SECRET_KEY};
 
 const RETRIES: u32 = 2;
 
@@ -159,7 +159,8 @@ async fn unsigned_or_wrongly_signed_requests_are_refused() {
     // Another merchant's key: the signature is there but does not verify.
     let mut config = config(fake.url());
     config.merchant_key = Some(
-        MerchantKey::from_pem(include_str!("../src/pingpp/testdata/merchant_pkcs8.pem")).unwrap(),
+        MerchantKey::from_pem(include_str!("../../src/pingpp/testdata/merchant_pkcs8.pem"))
+            .unwrap(),
     );
     let (status, _, message, _) = api_error(client_with(config).create_charge(&charge("wx")).await);
     assert_eq!(status, 401);

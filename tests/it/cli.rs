@@ -1,9 +1,7 @@
 //! The `pluspay` binary as operators use it: migrate, send, audit, and bad settings.
 
-mod support;
-
+use crate::support::{empty_database, pluspay, TestEnv};
 use serde_json::Value;
-use support::{empty_database, pluspay, TestEnv};
 
 fn stdout_json(output: &std::process::Output) -> Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
@@ -217,7 +215,7 @@ async fn json_logs_carry_no_secrets_even_when_everything_fails() {
             }
         }
     };
-    tokio::time::timeout(support::WAIT, read)
+    tokio::time::timeout(crate::support::WAIT, read)
         .await
         .expect("broker and database failures logged");
     child.start_kill().unwrap();

@@ -12,8 +12,6 @@
 //! processes is the machine's, but the commands, their duplicates, the bad messages and the
 //! moments of the chaos are the seed's).
 
-mod support;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
@@ -22,6 +20,8 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::support::fake_pingpp::FakePingpp;
+use crate::support::TestEnv;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicQosOptions, QueueBindOptions,
@@ -36,8 +36,6 @@ use pluspay::worker::ERROR_HEADER;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use support::fake_pingpp::FakePingpp;
-use support::TestEnv;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -358,7 +356,7 @@ fn scenario(rng: &mut StdRng, fake: &FakePingpp) -> Scenario {
 fn fake_unknown_charge() -> Value {
     json!({
         "id": "ch_chaosUnknown0000000000000", "object": "charge", "livemode": false,
-        "paid": false, "app": support::fake_pingpp::APP_ID, "channel": "wx",
+        "paid": false, "app": crate::support::fake_pingpp::APP_ID, "channel": "wx",
         "order_no": "a0000000000099999999", "amount": 100, "currency": "cny",
         "time_paid": null, "time_expire": 4_102_444_800i64, "failure_code": null,
         "failure_msg": null,
@@ -1809,7 +1807,8 @@ async fn chaos() {
         recorded, state.event_ids,
         "every genuine event recorded once"
     );
-    let audit = support::pluspay(&["audit"], &[("PLUSPAY_DATABASE_URL", db_url.clone())]).await;
+    let audit =
+        crate::support::pluspay(&["audit"], &[("PLUSPAY_DATABASE_URL", db_url.clone())]).await;
     assert!(
         audit.status.success(),
         "pluspay audit: {}\n{}",

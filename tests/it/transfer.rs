@@ -1,9 +1,7 @@
 //! `transfer` and `reward` end to end, against real PostgreSQL and RabbitMQ.
 
-mod support;
-
+use crate::support::{transfer, TestEnv};
 use serde_json::{json, Value};
-use support::{transfer, TestEnv};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transfer_moves_money_and_writes_both_orders() {

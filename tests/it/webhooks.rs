@@ -2,13 +2,13 @@
 //! refused (and then never enqueued), outages, slow clients, shutdown, load, and the CLI.
 //! No worker runs here; a test consumer reads the webhooks queue.
 
-mod support;
-
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::support::fake_pingpp::FakePingpp;
+use crate::support::{TestEnv, WAIT};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
@@ -17,8 +17,6 @@ use lapin::{Channel, Connection};
 use pluspay::amqp;
 use pluspay::config::Settings;
 use serde_json::{json, Value};
-use support::fake_pingpp::FakePingpp;
-use support::{TestEnv, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
@@ -1009,7 +1007,7 @@ async fn cli_webhooks_and_run_need_the_public_key() {
     let env = TestEnv::new().await;
     let config = config_file(None, free_port());
     for command in ["webhooks", "run"] {
-        let output = support::pluspay(
+        let output = crate::support::pluspay(
             &[command, "--config", config.to_str().unwrap()],
             &env.process_env(),
         )

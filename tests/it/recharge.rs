@@ -1,11 +1,9 @@
 //! `recharge` and `recharge.retrieve` against real PostgreSQL and RabbitMQ and the fake Ping++.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::TestEnv;
 use serde_json::{json, Value};
-use support::TestEnv;
 
 fn recharge(id: &str, user: i64, channel: &str, amount: i64) -> Value {
     json!({ "id": id, "type": "recharge", "user_id": user,
@@ -18,7 +16,8 @@ fn retrieve(id: &str, user: i64, order: &Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recharge_creates_a_waiting_order_and_a_signed_charge_then_retrieve_credits_once() {
-    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
+    let (mut env, fake, mut client, _worker) =
+        crate::support::with_fake_pingpp_and_worker(|_| {}).await;
     let result = client.call(recharge("rc-1", 1, "alipay", 500)).await;
     assert_eq!(result["status"], "succeeded", "{result}");
     let order = &result["data"]["order"];
@@ -64,22 +63,14 @@ async fn a_recharge_creates_a_waiting_order_and_a_signed_charge_then_retrieve_cr
     let again = client.call(retrieve("rt-2", 1, &order["id"])).await;
     assert_eq!(again["data"]["order"]["state"], 1);
     assert_eq!(env.balance(1).await, 500);
-    let clearing: i64 = env
-        .db
-        .query_one(
-            "SELECT balance FROM accounts WHERE name = 'pingpp_clearing'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(clearing, -500);
+    assert_eq!(env.system_balance("pingpp_clearing").await, -500);
     assert!(env.audit().await.ok);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_retrieves_credit_once() {
-    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
+    let (mut env, fake, mut client, _worker) =
+        crate::support::with_fake_pingpp_and_worker(|_| {}).await;
     let result = client.call(recharge("rc-race", 2, "wx", 300)).await;
     let order = result["data"]["order"]["id"].clone();
     fake.pay(result["data"]["pingpp_order"]["id"].as_str().unwrap());
@@ -104,7 +95,8 @@ async fn racing_retrieves_credit_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_and_expired_charges_fail_their_orders() {
-    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
+    let (mut env, fake, mut client, _worker) =
+        crate::support::with_fake_pingpp_and_worker(|_| {}).await;
     let a = client.call(recharge("rc-f1", 3, "wx", 100)).await;
     let b = client.call(recharge("rc-f2", 3, "alipay", 200)).await;
     fake.fail_charge(
@@ -137,13 +129,14 @@ async fn failed_and_expired_charges_fail_their_orders() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retrieve_only_the_callers_own_recharge_orders() {
-    let (env, _fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
+    let (env, _fake, mut client, _worker) =
+        crate::support::with_fake_pingpp_and_worker(|_| {}).await;
     env.fund(4, 100).await;
     let r = client.call(recharge("rc-own", 4, "wx", 100)).await;
     let order = r["data"]["order"]["id"].clone();
     let other = client.call(retrieve("rt-o1", 5, &order)).await;
     assert_eq!(other["code"], "unknown_order", "{other}");
-    let t = client.call(support::transfer("t-o", 4, 5, 10)).await;
+    let t = client.call(crate::support::transfer("t-o", 4, 5, 10)).await;
     let not_recharge = client
         .call(retrieve("rt-o2", 4, &t["data"]["order"]["id"]))
         .await;
@@ -156,7 +149,8 @@ async fn retrieve_only_the_callers_own_recharge_orders() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recharge_rejections_use_the_wallet_api_words_and_call_nobody() {
-    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
+    let (mut env, fake, mut client, _worker) =
+        crate::support::with_fake_pingpp_and_worker(|_| {}).await;
     let cases = [
         (
             json!({"amount": 100}),
@@ -227,7 +221,8 @@ async fn recharge_rejections_use_the_wallet_api_words_and_call_nobody() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_recharge_five_times_makes_one_order_and_one_charge() {
-    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
+    let (mut env, fake, mut client, _worker) =
+        crate::support::with_fake_pingpp_and_worker(|_| {}).await;
     let command = recharge("rc-5x", 7, "wx", 700);
     for _ in 0..5 {
         client.command(&command).await;
@@ -250,7 +245,8 @@ async fn the_same_recharge_five_times_makes_one_order_and_one_charge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_plus_plus_outages_are_waited_out_and_its_refusals_reject() {
-    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
+    let (mut env, fake, mut client, _worker) =
+        crate::support::with_fake_pingpp_and_worker(|_| {}).await;
     // Down for longer than one command's HTTP retries: the command waits, then succeeds once.
     fake.fail_next(12, 503);
     let result = client.call(recharge("rc-down", 8, "wx", 100)).await;
@@ -285,7 +281,8 @@ async fn ping_plus_plus_outages_are_waited_out_and_its_refusals_reject() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_charge_whose_answer_was_lost_is_found_again_not_made_twice() {
-    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
+    let (mut env, fake, mut client, _worker) =
+        crate::support::with_fake_pingpp_and_worker(|_| {}).await;
     fake.lose_next_answers(2);
     let result = client.call(recharge("rc-lost", 9, "alipay", 900)).await;
     assert_eq!(result["status"], "succeeded", "{result}");
@@ -332,13 +329,14 @@ async fn a_worker_stopped_between_the_order_and_the_charge_resumes_the_same_orde
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_ping_plus_plus_does_not_hold_up_transfers() {
-    let (env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|settings| {
-        // One slot each: were they shared, the transfer would wait for the recharge.
-        settings.worker.concurrency = 1;
-        settings.worker.pingpp_concurrency = 1;
-        settings.pingpp.timeout_ms = 10_000;
-    })
-    .await;
+    let (env, fake, mut client, _worker) =
+        crate::support::with_fake_pingpp_and_worker(|settings| {
+            // One slot each: were they shared, the transfer would wait for the recharge.
+            settings.worker.concurrency = 1;
+            settings.worker.pingpp_concurrency = 1;
+            settings.pingpp.timeout_ms = 10_000;
+        })
+        .await;
     env.fund(1, 500).await;
     fake.delay_next(1, Duration::from_secs(4));
     client.command(&recharge("rc-slow-1", 7, "wx", 100)).await;
@@ -350,7 +348,9 @@ async fn a_slow_ping_plus_plus_does_not_hold_up_transfers() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let transfer = client.call(support::transfer("tr-fast", 1, 2, 100)).await;
+    let transfer = client
+        .call(crate::support::transfer("tr-fast", 1, 2, 100))
+        .await;
     assert_eq!(transfer["status"], "succeeded", "{transfer}");
     assert!(
         !client.received.contains_key("rc-slow-1"),
@@ -363,10 +363,10 @@ async fn a_slow_ping_plus_plus_does_not_hold_up_transfers() {
 
 /// Waits until `done` holds of the fake's request log.
 async fn until_requests(
-    fake: &support::fake_pingpp::FakePingpp,
+    fake: &crate::support::fake_pingpp::FakePingpp,
     done: impl Fn(&[(String, String)]) -> bool,
 ) {
-    let deadline = tokio::time::Instant::now() + support::WAIT;
+    let deadline = tokio::time::Instant::now() + crate::support::WAIT;
     while !done(&fake.request_log()) {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -385,7 +385,8 @@ fn list_requests(log: &[(String, String)]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_answered_too_late_and_then_refused_as_a_repeat_goes_on_with_its_charge() {
-    let (mut env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
+    let (mut env, fake, mut client, _worker) =
+        crate::support::with_fake_pingpp_and_worker(|_| {}).await;
     // The first create takes effect but answers after the client's timeout (1 s); the retry
     // with the same order_no is refused as a repeat.
     fake.refuse_reused_order_no();
@@ -454,7 +455,8 @@ async fn a_worker_lost_between_creating_the_charge_and_recording_it_resumes_with
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_whose_outcome_cannot_be_found_out_waits_and_is_never_rejected() {
-    let (env, fake, mut client, _worker) = support::with_fake_pingpp_and_worker(|_| {}).await;
+    let (env, fake, mut client, _worker) =
+        crate::support::with_fake_pingpp_and_worker(|_| {}).await;
     fake.refuse_reused_order_no();
     fake.lose_next_answers_on("POST", "/v1/charges", 1);
     // Ping++'s charge list is down too: what the create did can't be known.

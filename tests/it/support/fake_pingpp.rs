@@ -529,11 +529,6 @@ impl FakePingpp {
         state.recharge(recharge_id).unwrap()
     }
 
-    /// A recharge object, with its charge as it is now.
-    pub fn recharge(&self, id: &str) -> Option<Value> {
-        self.shared.state().recharge(id)
-    }
-
     /// All recharge objects, in creation order.
     pub fn recharges(&self) -> Vec<Value> {
         let state = self.shared.state();

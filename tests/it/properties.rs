@@ -4,7 +4,7 @@
 //!
 //! Case counts are kept modest so that `cargo test --all-targets` stays quick; set
 //! `PROPTEST_CASES` to run every property with more (`PROPTEST_CASES=20000 cargo test --release
-//! --test properties`).
+//! --test it properties::`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;

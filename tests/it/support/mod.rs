@@ -1,7 +1,6 @@
 //! Test harness: real PostgreSQL and RabbitMQ, started once per test run by scripts/test.sh.
 //! Each test gets its own database and its own AMQP namespace, so tests run in parallel
 //! without seeing each other.
-#![allow(dead_code)]
 
 pub mod fake_pingpp;
 pub mod schemas;
@@ -189,6 +188,15 @@ impl TestEnv {
             .await
             .unwrap()
             .map_or(0, |r| r.get(0))
+    }
+
+    /// The balance of a system account (`pending_payouts`, `pingpp_clearing`, ...).
+    pub async fn system_balance(&self, name: &str) -> i64 {
+        self.db
+            .query_one("SELECT balance FROM accounts WHERE name = $1", &[&name])
+            .await
+            .unwrap()
+            .get(0)
     }
 
     pub async fn count(&self, sql: &str) -> i64 {

@@ -1,12 +1,10 @@
 //! The systemd units, checked by systemd-analyze when it is installed, and the daemon's side
 //! of `Type=notify`: READY=1 once it consumes, STOPPING=1 and exit 0 on SIGTERM.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 
-use support::{TestEnv, WAIT};
+use crate::support::{TestEnv, WAIT};
 use tokio::net::UnixDatagram;
 
 const UNITS: [&str; 2] = ["pluspay-worker.service", "pluspay-webhooks.service"];

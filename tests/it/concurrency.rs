@@ -1,12 +1,10 @@
 //! Many transfers among few wallets from many publishers at once: no negative balance, no lost
 //! command, money conserved, and the balances are exactly what the results say happened.
 
-mod support;
-
 use std::collections::HashMap;
 
+use crate::support::{transfer, TestEnv};
 use rand::{Rng, SeedableRng};
-use support::{transfer, TestEnv};
 
 const WALLETS: i64 = 20;
 const PUBLISHERS: usize = 16;
@@ -32,7 +30,7 @@ async fn two_thousand_concurrent_transfers_conserve_money() {
         let settings = env.settings.clone();
         publishers.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ p as u64);
-            let mut client = support::BrokerClient::connect(&settings).await;
+            let mut client = crate::support::BrokerClient::connect(&settings).await;
             let mut sent = Vec::new();
             for i in (p..TRANSFERS).step_by(PUBLISHERS) {
                 let from = rng.random_range(1..=WALLETS);

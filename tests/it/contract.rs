@@ -1,14 +1,12 @@
 //! The machine-readable contract (docs/asyncapi.yaml, docs/schemas) against the code. Real
 //! results and events are checked against the schemas in every integration test (see
-//! tests/support); this file checks the documents themselves.
+//! tests/it/support); this file checks the documents themselves.
 
-mod support;
-
+use crate::support::schemas::{check, Schema};
 use pluspay::domain::command::CommandType;
 use serde_json::json;
-use support::schemas::{check, Schema};
 
-const ASYNCAPI: &str = include_str!("../docs/asyncapi.yaml");
+const ASYNCAPI: &str = include_str!("../../docs/asyncapi.yaml");
 
 #[test]
 fn asyncapi_names_every_command_type_and_only_existing_schemas() {
@@ -95,7 +93,7 @@ fn the_real_ping_plus_plus_fixtures_match_the_queued_event_schema() {
 #[test]
 fn the_dashboard_only_uses_metrics_the_code_exports() {
     let dashboard: serde_json::Value =
-        serde_json::from_str(include_str!("../docs/grafana-dashboard.json")).unwrap();
+        serde_json::from_str(include_str!("../../docs/grafana-dashboard.json")).unwrap();
     let exported = [
         pluspay::metrics::COMMANDS,
         pluspay::metrics::COMMAND_SECONDS,

@@ -1,0 +1,23 @@
+//! The integration tests, one binary: a module per area, against real PostgreSQL and RabbitMQ
+//! (started by scripts/test.sh) and the fake Ping++ of `support::fake_pingpp`. `chaos` starts
+//! servers of its own.
+
+mod support;
+
+mod batch;
+mod chaos;
+mod cli;
+mod concurrency;
+mod contract;
+mod events;
+mod metrics;
+mod pingpp_client;
+mod properties;
+mod recharge;
+mod recharge_object;
+mod systemd;
+mod transfer;
+mod wallet;
+mod webhooks;
+mod webhooks_e2e;
+mod withdrawals;
