@@ -19,13 +19,12 @@ use tracing::{error, info, warn, Instrument};
 
 use crate::amqp::publisher::{header_int, json_properties, with_header};
 use crate::amqp::{self, Names, PublishError, Publisher};
-use crate::config::{PingppSettings, Settings};
+use crate::config::Settings;
 use crate::db::{self, commands::Applied, DbError};
 use crate::domain::command::{decode, CommandType, Envelope, Malformed};
 use crate::domain::outcome::{Code, CommandResult, Status};
 use crate::engine::{Engine, EventOutcome};
 use crate::metrics;
-use crate::pingpp::{ClientConfig, MerchantKey, PingppClient};
 
 /// The header that carries why a message was dead-lettered (docs/CONTRACT.md §1).
 pub const ERROR_HEADER: &str = "x-pluspay-error";
@@ -43,62 +42,6 @@ struct Context {
     shutdown: CancellationToken,
 }
 
-/// The engine the settings describe: the database pool, the wallet's rules, and the Ping++
-/// client when Ping++ is configured.
-pub fn engine(settings: &Settings) -> anyhow::Result<Engine> {
-    Ok(Engine {
-        pool: db::pool(&settings.database)?,
-        policy: Arc::new(settings.wallet.clone()),
-        pingpp: pingpp_client(&settings.pingpp)?,
-        recharge_object: match settings.pingpp.recharge_mode {
-            crate::config::RechargeMode::Charge => None,
-            crate::config::RechargeMode::RechargeObject => {
-                Some(settings.pingpp.user_id_template.clone())
-            }
-        },
-        payout: match settings.pingpp.payout {
-            crate::config::PayoutMode::Manual => None,
-            crate::config::PayoutMode::Withdrawals => {
-                Some(Arc::new(crate::engine::PayoutSettings {
-                    user_id_template: settings.pingpp.user_id_template.clone(),
-                    channel: settings.pingpp.withdrawal_channel.clone(),
-                    return_url: settings.pingpp.withdrawal_return_url.clone(),
-                }))
-            }
-        },
-        event_wait: Duration::from_secs(settings.worker.event_wait_secs),
-    })
-}
-
-fn pingpp_client(settings: &PingppSettings) -> anyhow::Result<Option<PingppClient>> {
-    if settings.app_id.is_empty() || settings.secret_key.is_empty() {
-        warn!("Ping++ is not configured (pingpp.app_id, pingpp.secret_key): recharges will wait");
-        return Ok(None);
-    }
-    let merchant_key = match &settings.private_key {
-        None => None,
-        Some(path) => {
-            let pem = std::fs::read_to_string(path).map_err(|e| {
-                anyhow::anyhow!("pingpp.private_key: cannot read {}: {e}", path.display())
-            })?;
-            Some(
-                MerchantKey::from_pem(&pem)
-                    .map_err(|e| anyhow::anyhow!("pingpp.private_key {}: {e}", path.display()))?,
-            )
-        }
-    };
-    let client = PingppClient::new(ClientConfig {
-        api_base: settings.api_base.clone(),
-        app_id: settings.app_id.clone(),
-        secret_key: settings.secret_key.clone(),
-        merchant_key,
-        timeout: Duration::from_millis(settings.timeout_ms),
-        max_retries: settings.max_retries,
-    })
-    .map_err(|e| anyhow::anyhow!("pingpp: {e}"))?;
-    Ok(Some(client))
-}
-
 /// Runs until `shutdown` is cancelled, rebuilding the broker connection whenever it is lost.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     run_with_readiness(settings, shutdown, || {}).await
@@ -111,7 +54,7 @@ pub async fn run_with_readiness(
     on_ready: impl FnOnce() + Send,
 ) -> anyhow::Result<()> {
     let mut on_ready = Some(on_ready);
-    let engine = engine(&settings)?;
+    let engine = Engine::from_settings(&settings)?;
     if settings.metrics.ledger_check_secs > 0 {
         tokio::spawn(check_ledger_periodically(
             engine.pool.clone(),
@@ -235,7 +178,7 @@ async fn session(
             _ = shutdown.cancelled() => break Ok(()),
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => match decode(&delivery.data) {
-                    Ok(envelope) if batch_size > 1 && context.engine.takes_in_batch(envelope.kind) => {
+                    Ok(envelope) if batch_size > 1 && !context.engine.waits_on_pingpp(envelope.kind) => {
                         batch.push((envelope, delivery));
                         if batch.len() >= batch_size {
                             let context = context.clone();
@@ -335,9 +278,9 @@ async fn put_back_due_events_periodically(context: Arc<Context>) {
 
 async fn put_back_due_events(context: &Context) -> anyhow::Result<()> {
     let mut client = context.engine.pool.get().await.map_err(DbError::from)?;
-    metrics::events_waiting(db::events::waiting(&client).await?);
+    metrics::events_waiting(db::pingpp_events::waiting(&client).await?);
     let tx = client.transaction().await.map_err(DbError::from)?;
-    let due = db::events::lock_due(&tx, SWEEP_LIMIT).await?;
+    let due = db::pingpp_events::lock_due(&tx, SWEEP_LIMIT).await?;
     if due.is_empty() {
         return Ok(());
     }
@@ -358,7 +301,7 @@ async fn put_back_due_events(context: &Context) -> anyhow::Result<()> {
             .await?;
     }
     let ids: Vec<String> = due.into_iter().map(|e| e.id).collect();
-    db::events::put_back(&tx, &ids).await?;
+    db::pingpp_events::put_back(&tx, &ids).await?;
     tx.commit().await.map_err(DbError::from)?;
     info!(
         events = ids.len(),
@@ -370,7 +313,7 @@ async fn put_back_due_events(context: &Context) -> anyhow::Result<()> {
 /// One command delivery, decoded once by the consumer loop.
 async fn handle(context: &Context, delivery: Delivery, decoded: Result<Envelope, Malformed>) {
     let permits = match &decoded {
-        Ok(envelope) if context.engine.calls_pingpp(envelope.kind) => &context.pingpp_permits,
+        Ok(envelope) if context.engine.waits_on_pingpp(envelope.kind) => &context.pingpp_permits,
         _ => &context.permits,
     };
     let Ok(_permit) = permits.clone().acquire_owned().await else {
@@ -568,7 +511,7 @@ async fn handle_event(context: &Context, delivery: Delivery) {
                     // Until this lands, a later sweep puts it back and it is given up again.
                     let marked = async {
                         let client = context.engine.pool.get().await?;
-                        db::events::mark_dead_lettered(&client, &event.id).await
+                        db::pingpp_events::mark_dead_lettered(&client, &event.id).await
                     };
                     if let Err(e) = marked.await {
                         warn!(error = %e, "could not mark a dead-lettered event");

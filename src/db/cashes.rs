@@ -202,3 +202,55 @@ pub async fn list(tx: &Transaction<'_>, user: i64, page: &Page) -> Result<Value,
         .await?
         .get(0))
 }
+
+/// The cash record and its order, both as JSON.
+pub async fn with_order_json(
+    tx: &Transaction<'_>,
+    cash_id: i64,
+) -> Result<(Value, Value), DbError> {
+    let row = tx
+        .query_one(
+            &tx.prepare_cached(
+                "SELECT cash_json(c) AS cash, order_json(o) AS order FROM cashes c
+                 JOIN wallet_orders o ON o.id = c.order_id WHERE c.id = $1",
+            )
+            .await?,
+            &[&cash_id],
+        )
+        .await?;
+    Ok((row.get("cash"), row.get("order")))
+}
+
+/// A cash record as `cash.retrieve` sees it: with its order's state and its active payout's
+/// withdrawal, if any.
+#[derive(Debug, Clone)]
+pub struct ToRetrieve {
+    pub cash: Value,
+    pub order_state: i16,
+    pub withdrawal_id: Option<String>,
+    pub withdrawal: Option<Value>,
+}
+
+pub async fn to_retrieve(
+    tx: &Transaction<'_>,
+    cash_id: i64,
+) -> Result<Option<ToRetrieve>, DbError> {
+    let row = tx
+        .query_opt(
+            &tx.prepare_cached(
+                "SELECT cash_json(c) AS cash, o.state, p.withdrawal_id, p.withdrawal
+                 FROM cashes c JOIN wallet_orders o ON o.id = c.order_id
+                 LEFT JOIN cash_payouts p ON p.cash_id = c.id AND p.active
+                 WHERE c.id = $1",
+            )
+            .await?,
+            &[&cash_id],
+        )
+        .await?;
+    Ok(row.map(|row| ToRetrieve {
+        cash: row.get("cash"),
+        order_state: row.get("state"),
+        withdrawal_id: row.get("withdrawal_id"),
+        withdrawal: row.get("withdrawal"),
+    }))
+}

@@ -28,6 +28,18 @@ pub enum Claim {
     Done(Applied),
 }
 
+/// Serialises the steps of one command id (a command and its twins) for the rest of the
+/// transaction: commands that call Ping++ between transactions take this at every step.
+pub async fn lock_id(tx: &Transaction<'_>, command_id: &str) -> Result<(), DbError> {
+    tx.execute(
+        &tx.prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
+            .await?,
+        &[&command_id],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Claims the command's id. A concurrent twin waits on the insert until the first commits.
 pub async fn claim(tx: &Transaction<'_>, envelope: &Envelope) -> Result<Claim, DbError> {
     let mut claims = claim_many(tx, &[envelope]).await?;

@@ -1,11 +1,13 @@
 //! PostgreSQL: the connection pool, migrations, the command log and the ledger's storage.
 
 pub mod audit;
+pub mod cash_payouts;
 pub mod cashes;
 pub mod commands;
-pub mod events;
 pub mod migrate;
 pub mod orders;
+pub mod pingpp_events;
+pub mod recharges;
 pub mod wallets;
 
 use std::time::Duration;

@@ -33,3 +33,63 @@ pub async fn get(tx: &Transaction<'_>, user: i64, order_id: i64) -> Result<Optio
         .await?
         .map(|r| r.get(0)))
 }
+
+/// A recharge order's charge exists: its target becomes the charge, and the command that
+/// made it is noted.
+pub async fn attach_charge(
+    tx: &Transaction<'_>,
+    order_id: i64,
+    charge_id: &str,
+    command_id: &str,
+) -> Result<Value, DbError> {
+    Ok(tx
+        .query_one(
+            &tx.prepare_cached(
+                "UPDATE wallet_orders SET target_id = $2, command_id = $3, updated_at = now()
+                 WHERE id = $1 RETURNING order_json(wallet_orders)",
+            )
+            .await?,
+            &[&order_id, &charge_id, &command_id],
+        )
+        .await?
+        .get(0))
+}
+
+/// The order succeeded (state 1) with this journal.
+pub async fn mark_succeeded(
+    tx: &Transaction<'_>,
+    order_id: i64,
+    journal_id: i64,
+) -> Result<Value, DbError> {
+    Ok(tx
+        .query_one(
+            &tx.prepare_cached(
+                "UPDATE wallet_orders SET state = 1, journal_id = $2, updated_at = now()
+                 WHERE id = $1 RETURNING order_json(wallet_orders)",
+            )
+            .await?,
+            &[&order_id, &journal_id],
+        )
+        .await?
+        .get(0))
+}
+
+/// The order failed (state -1); `command_id`, when given, is noted as the command that ended it.
+pub async fn mark_failed(
+    tx: &Transaction<'_>,
+    order_id: i64,
+    command_id: Option<&str>,
+) -> Result<Value, DbError> {
+    Ok(tx
+        .query_one(
+            &tx.prepare_cached(
+                "UPDATE wallet_orders SET state = -1, updated_at = now(),
+                     command_id = coalesce($2, command_id)
+                 WHERE id = $1 RETURNING order_json(wallet_orders)",
+            )
+            .await?,
+            &[&order_id, &command_id],
+        )
+        .await?
+        .get(0))
+}

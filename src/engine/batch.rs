@@ -6,21 +6,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use deadpool_postgres::Transaction;
-use serde_json::json;
-
-use super::{rejected, succeeded, Engine};
+use super::commands::transfer;
+use super::{rejected, Engine};
 use crate::db::commands::{self, Applied, Claim};
-use crate::db::wallets::{
-    insert_orders_of, lock_wallets, post_journals, JournalDraft, LockedWallet, SystemDeltas,
-};
+use crate::db::wallets::{lock_wallets, SystemDeltas};
 use crate::db::DbError;
 use crate::domain::command::{CommandType, Envelope};
-use crate::domain::ledger::{AccountRef, Journal};
-use crate::domain::outcome::{CommandResult, Rejection};
-use crate::domain::transfer::{self, TransferKind, TransferRequest};
+use crate::domain::outcome::CommandResult;
 
-/// Applies `envelopes` (all batchable) in one transaction and answers each, in order. Any
+/// Applies `envelopes` (none waits on Ping++) in one transaction and answers each, in order. Any
 /// error fails the whole transaction; nothing of it is then written.
 pub(super) async fn apply_together(
     engine: &Engine,
@@ -50,19 +44,21 @@ pub(super) async fn apply_together(
     let mut others = Vec::new();
     for &i in &unique {
         let envelope = &envelopes[i];
-        match transfer_kind(envelope.kind) {
+        match transfer::kind_of(envelope.kind) {
             None => others.push(i),
-            Some(kind) => match transfer::parse(kind, envelope.user_id, &envelope.data) {
-                Ok(request) => requests.push((i, request)),
-                Err(rejection) => parse_rejections.push((i, rejection)),
-            },
+            Some(kind) => {
+                match crate::domain::transfer::parse(kind, envelope.user_id, &envelope.data) {
+                    Ok(request) => requests.push((i, request)),
+                    Err(rejection) => parse_rejections.push((i, rejection)),
+                }
+            }
         }
     }
 
     // Claim every id, then lock every wallet the batch will touch, in user order: two batches
     // touching the same wallets then wait for each other instead of deadlocking. The two are
-    // not pipelined: the order of the locks must not depend on which statement was prepared
-    // first on this connection. A replayed command's wallets are locked for nothing, which is
+    // not pipelined: the order of the locks must not depend on which statement this connection
+    // happened to send first. A replayed command's wallets are locked for nothing, which is
     // harmless.
     let users: Vec<i64> = requests
         .iter()
@@ -98,14 +94,14 @@ pub(super) async fn apply_together(
 
     let mut transfers = Vec::with_capacity(requests.len());
     for (i, request) in requests {
-        match decide_transfer(request, &mut wallets)? {
+        match transfer::decide(request, &mut wallets)? {
             Ok(transfer) => transfers.push((i, transfer)),
             Err(rejection) => results.push((i, rejected(&envelopes[i], rejection))),
         }
     }
     let mut system = SystemDeltas::default();
     if !transfers.is_empty() {
-        results.extend(write_transfers(&tx, envelopes, &transfers, &wallets, &mut system).await?);
+        results.extend(transfer::write(&tx, envelopes, &transfers, &wallets, &mut system).await?);
     }
 
     // Commands through a shared system account (cash, transform) go last, so that whatever
@@ -114,7 +110,7 @@ pub(super) async fn apply_together(
     others.sort_by_key(|&i| touches_system_accounts(envelopes[i].kind));
     for i in others {
         let envelope = &envelopes[i];
-        let result = match engine.decide(&tx, envelope, &mut system).await? {
+        let result = match super::decide_in(engine, &tx, envelope, &mut system).await? {
             Ok(result) => result,
             Err(rejection) => rejected(envelope, rejection),
         };
@@ -152,103 +148,6 @@ pub(super) async fn apply_together(
     Ok(answers
         .into_iter()
         .map(|a| a.expect("every command of the batch was answered"))
-        .collect())
-}
-
-const ORDERS_PER_TRANSFER: usize = 2;
-
-/// A transfer decided and not yet written.
-struct DecidedTransfer {
-    request: TransferRequest,
-    journal: Journal,
-}
-
-fn transfer_kind(kind: CommandType) -> Option<TransferKind> {
-    match kind {
-        CommandType::Transfer => Some(TransferKind::Transfer),
-        CommandType::Reward => Some(TransferKind::Reward),
-        _ => None,
-    }
-}
-
-/// Decides a transfer against the balances as the batch's earlier transfers left them, and
-/// moves those balances in memory when it goes through.
-fn decide_transfer(
-    request: TransferRequest,
-    wallets: &mut BTreeMap<i64, LockedWallet>,
-) -> Result<Result<DecidedTransfer, Rejection>, DbError> {
-    let figures = |user: i64| {
-        wallets
-            .get(&user)
-            .map(|w| w.figures)
-            .ok_or_else(|| DbError::Fatal(format!("wallet of user {user} was not locked")))
-    };
-    let journal = match transfer::decide(&request, figures(request.from)?, figures(request.to)?) {
-        Ok(journal) => journal,
-        Err(rejection) => return Ok(Err(rejection)),
-    };
-    for (account, amount) in journal.entries() {
-        if let AccountRef::Wallet(user) = account {
-            let wallet = wallets.get_mut(&user).expect("checked above");
-            wallet.figures = wallet
-                .figures
-                .moved(amount)
-                .expect("transfer::decide checked the ceiling");
-        }
-    }
-    Ok(Ok(DecidedTransfer { request, journal }))
-}
-
-/// Writes the decided transfers in three statements and returns their results.
-async fn write_transfers(
-    tx: &Transaction<'_>,
-    envelopes: &[Envelope],
-    transfers: &[(usize, DecidedTransfer)],
-    wallets: &BTreeMap<i64, LockedWallet>,
-    system: &mut SystemDeltas,
-) -> Result<Vec<(usize, CommandResult)>, DbError> {
-    let drafts: Vec<JournalDraft> = transfers
-        .iter()
-        .map(|(i, t)| JournalDraft {
-            kind: envelopes[*i].kind.as_str(),
-            command_id: Some(&envelopes[*i].id),
-            journal: &t.journal,
-        })
-        .collect();
-    let journal_ids = post_journals(tx, &drafts, wallets, system).await?;
-    let order_drafts: Vec<_> = transfers
-        .iter()
-        .map(|(_, t)| transfer::orders(&t.request))
-        .collect();
-    let orders_of: Vec<_> = transfers
-        .iter()
-        .zip(&journal_ids)
-        .zip(&order_drafts)
-        .flat_map(|(((i, _), &journal_id), drafts)| {
-            drafts
-                .iter()
-                .map(move |d| (Some(envelopes[*i].id.as_str()), Some(journal_id), d))
-        })
-        .collect();
-    let orders = insert_orders_of(tx, &orders_of).await?;
-    if orders.len() != orders_of.len() {
-        return Err(DbError::Fatal("orders went missing".into()));
-    }
-    // Each transfer has two orders, the sender's first: that one is its result.
-    Ok(transfers
-        .iter()
-        .zip(orders.chunks(ORDERS_PER_TRANSFER))
-        .map(|((i, t), orders)| {
-            let envelope = &envelopes[*i];
-            (
-                *i,
-                succeeded(
-                    envelope,
-                    Some(t.request.kind.success_message()),
-                    json!({ "order": orders[0] }),
-                ),
-            )
-        })
         .collect())
 }
 

@@ -3,10 +3,11 @@
 
 use serde_json::{json, Value};
 
-use super::payout::{complete_withdrawal, withdrawal_cash, WithdrawalCompletion};
-use super::recharge::{complete_charge, ChargeCompletion};
+use super::completion::charge::{complete_charge, ChargeCompletion};
+use super::completion::withdrawal::{complete_withdrawal, WithdrawalCompletion};
 use super::Engine;
-use crate::db::{events, DbError};
+use crate::db::pingpp_events as events;
+use crate::db::{cash_payouts, recharges, DbError};
 use crate::domain::event::{EventAction, PingppEvent};
 use crate::domain::recharge_object;
 
@@ -38,36 +39,9 @@ pub async fn apply_event(
     let tx = client.transaction().await?;
     // A parked event (or one dead-lettered after waiting, replayed from there) is taken up
     // again; any other known id is a replay.
-    let inserted = tx
-        .execute(
-            &tx.prepare_cached(
-                "INSERT INTO pingpp_events (id, type, livemode, body, outcome)
-             VALUES ($1, $2, $3, $4::text::json, 'pending')
-             ON CONFLICT (id) DO UPDATE SET outcome = 'pending'
-             WHERE pingpp_events.outcome IN ('waiting', 'dead_lettered')",
-            )
-            .await?,
-            &[&event.id, &event.kind, &event.livemode, &raw],
-        )
-        .await?;
-    if inserted == 0 {
-        let row = tx
-            .query_one(
-                &tx.prepare_cached(
-                    "SELECT routing_key, published::text FROM pingpp_events WHERE id = $1",
-                )
-                .await?,
-                &[&event.id],
-            )
-            .await?;
+    if !events::begin(&tx, &event.id, &event.kind, event.livemode, raw).await? {
+        let publish = events::published(&tx, &event.id).await?;
         tx.rollback().await?;
-        let publish = match (
-            row.get::<_, Option<String>>(0),
-            row.get::<_, Option<String>>(1),
-        ) {
-            (Some(key), Some(body)) => Some((key, body)),
-            _ => None,
-        };
         return Ok(EventOutcome::Done {
             publish,
             replayed: true,
@@ -75,7 +49,7 @@ pub async fn apply_event(
     }
     let charge = match event.action() {
         EventAction::Record => {
-            set_outcome(&tx, event, "recorded", None, None).await?;
+            events::set_outcome(&tx, &event.id, "recorded", None, None).await?;
             tx.commit().await?;
             return Ok(EventOutcome::Done {
                 publish: None,
@@ -92,24 +66,13 @@ pub async fn apply_event(
             "the charge has no id or order_no".into(),
         ));
     };
-    let row = tx
-        .query_opt(
-            &tx.prepare_cached(
-                "SELECT order_id, charge_id, recharge_id, user_fee, balance_bonus
-             FROM recharges WHERE charge_id = $1 OR order_no = $2
-             ORDER BY charge_id = $1 DESC NULLS LAST LIMIT 1",
-            )
-            .await?,
-            &[&charge_id, &order_no],
-        )
-        .await?;
-    let Some(row) = row else {
+    let Some(found) = recharges::for_event(&tx, charge_id, order_no).await? else {
         return Ok(EventOutcome::Refused(format!(
             "no recharge order for charge {charge_id} (order_no {order_no})"
         )));
     };
-    let order_id: i64 = row.get(0);
-    if row.get::<_, Option<String>>(1).is_none() {
+    let order_id = found.order_id;
+    if found.charge_id.is_none() {
         // Paid before the recharge command recorded its charge: that command is still running
         // and will record it, so wait for it rather than refuse.
         let reason = format!("order {order_id} has not recorded its charge yet");
@@ -118,9 +81,9 @@ pub async fn apply_event(
     if let Some(recharge) = event.recharge() {
         if let Err(reason) = recharge_object::matches(
             recharge,
-            row.get::<_, Option<&str>>(2),
-            row.get(3),
-            row.get(4),
+            found.recharge_id.as_deref(),
+            found.user_fee,
+            found.balance_bonus,
         ) {
             return Ok(EventOutcome::Refused(format!("order {order_id}: {reason}")));
         }
@@ -130,28 +93,24 @@ pub async fn apply_event(
         Err(mismatch) => return Ok(EventOutcome::Refused(mismatch.to_string())),
     };
     let (outcome, publish) = match &completion {
-        ChargeCompletion::Credited { order, late } => (
-            if *late { "credited_late" } else { "credited" },
-            Some(published_credit(event, order, *late)),
-        ),
+        ChargeCompletion::Credited {
+            order,
+            journal_id,
+            late,
+        } => {
+            events::link_journal(&tx, &event.id, *journal_id).await?;
+            (
+                if *late { "credited_late" } else { "credited" },
+                Some(published_credit(event, order, *late)),
+            )
+        }
         ChargeCompletion::Failed { order, reason } => (
             "failed",
             Some(published(event, "recharge.failed", order, Some(reason))),
         ),
         ChargeCompletion::Unchanged { .. } => ("unchanged", None),
     };
-    if matches!(completion, ChargeCompletion::Credited { .. }) {
-        tx.execute(
-            &tx.prepare_cached(
-                "UPDATE journal SET event_id = $1
-             WHERE id = (SELECT journal_id FROM wallet_orders WHERE id = $2)",
-            )
-            .await?,
-            &[&event.id, &order_id],
-        )
-        .await?;
-    }
-    set_outcome(&tx, event, outcome, Some(order_id), publish.as_ref()).await?;
+    events::set_outcome(&tx, &event.id, outcome, Some(order_id), publish.as_ref()).await?;
     tx.commit().await?;
     Ok(EventOutcome::Done {
         publish,
@@ -172,7 +131,9 @@ async fn apply_withdrawal_event(
             "the withdrawal has no id or order_no".into(),
         ));
     };
-    let Some((cash_id, recorded)) = withdrawal_cash(&tx, withdrawal_id, order_no).await? else {
+    let Some((cash_id, recorded)) =
+        cash_payouts::cash_of_withdrawal(&tx, withdrawal_id, order_no).await?
+    else {
         return Ok(EventOutcome::Refused(format!(
             "no cash payout for withdrawal {withdrawal_id} (order_no {order_no})"
         )));
@@ -226,21 +187,11 @@ async fn apply_withdrawal_event(
         WithdrawalCompletion::Unchanged { .. } => ("unchanged", None, None),
     };
     if let Some(journal_id) = journal_id {
-        tx.execute(
-            &tx.prepare_cached("UPDATE journal SET event_id = $1 WHERE id = $2")
-                .await?,
-            &[&event.id, &journal_id],
-        )
-        .await?;
+        events::link_journal(&tx, &event.id, journal_id).await?;
     }
     let order_id = completion.order()["id"].as_i64();
-    set_outcome(&tx, event, outcome, order_id, publish.as_ref()).await?;
-    tx.execute(
-        &tx.prepare_cached("UPDATE pingpp_events SET cash_id = $2 WHERE id = $1")
-            .await?,
-        &[&event.id, &cash_id],
-    )
-    .await?;
+    events::set_outcome(&tx, &event.id, outcome, order_id, publish.as_ref()).await?;
+    events::set_cash(&tx, &event.id, cash_id).await?;
     tx.commit().await?;
     Ok(EventOutcome::Done {
         publish,
@@ -318,30 +269,4 @@ fn published(
         "data": data,
     });
     (kind.to_owned(), body.to_string())
-}
-
-async fn set_outcome(
-    tx: &deadpool_postgres::Transaction<'_>,
-    event: &PingppEvent,
-    outcome: &str,
-    order_id: Option<i64>,
-    publish: Option<&(String, String)>,
-) -> Result<(), DbError> {
-    tx.execute(
-        &tx.prepare_cached(
-            "UPDATE pingpp_events SET outcome = $2, order_id = $3, routing_key = $4,
-                published = $5::text::json
-         WHERE id = $1",
-        )
-        .await?,
-        &[
-            &event.id,
-            &outcome,
-            &order_id,
-            &publish.map(|(key, _)| key.as_str()),
-            &publish.map(|(_, body)| body.as_str()),
-        ],
-    )
-    .await?;
-    Ok(())
 }

@@ -14,7 +14,7 @@ async fn a_batch_commits_once_and_decides_each_command_alone() {
     let mut env = TestEnv::new().await;
     env.fund(1, 300).await;
     env.fund(9, 1_000).await;
-    let engine = pluspay::worker::engine(&env.settings).unwrap();
+    let engine = pluspay::engine::Engine::from_settings(&env.settings).unwrap();
     let batch = [
         envelope(transfer("b-1", 1, 2, 100)),
         envelope(transfer("b-2", 1, 3, 150)),
@@ -89,7 +89,7 @@ async fn transfers_in_one_batch_see_the_balances_their_predecessors_left() {
     let mut env = TestEnv::new().await;
     env.fund(1, 100).await;
     env.fund(5, 1_000).await;
-    let engine = pluspay::worker::engine(&env.settings).unwrap();
+    let engine = pluspay::engine::Engine::from_settings(&env.settings).unwrap();
     let mut batch = vec![
         envelope(transfer("c-1", 1, 2, 100)), // 2 had nothing: now 100
         envelope(transfer("c-2", 2, 3, 60)),  // only thanks to c-1
@@ -185,7 +185,7 @@ async fn system_accounts_move_once_per_batch_and_stay_balanced() {
     let mut env = TestEnv::new().await;
     env.fund(1, 10_000).await;
     env.fund(2, 10_000).await;
-    let engine = pluspay::worker::engine(&env.settings).unwrap();
+    let engine = pluspay::engine::Engine::from_settings(&env.settings).unwrap();
     let cash = |id: &str, user: i64, value: i64| {
         envelope(json!({"id": id, "type": "cash", "user_id": user,
                         "data": {"value": value, "type": "alipay", "account": "a@b.c"}}))
@@ -230,7 +230,7 @@ async fn system_accounts_move_once_per_batch_and_stay_balanced() {
 async fn an_id_a_recharge_holds_is_a_conflict_and_leaves_no_trace() {
     let env = TestEnv::new().await;
     env.fund(1, 100).await;
-    let engine = pluspay::worker::engine(&env.settings).unwrap();
+    let engine = pluspay::engine::Engine::from_settings(&env.settings).unwrap();
     env.db.batch_execute(
         "INSERT INTO wallet_orders (owner_id, target_type, target_id, title, type, amount, state)
              VALUES (1, 'recharge_ping_p_p', 'x', '充值', 1, 100, 0);
@@ -294,12 +294,12 @@ async fn random_batches_answer_as_one_by_one_does() {
             transfer(&id, from, to, amount)
         }));
     }
-    let engine = pluspay::worker::engine(&alone.settings).unwrap();
+    let engine = pluspay::engine::Engine::from_settings(&alone.settings).unwrap();
     let mut expected = Vec::new();
     for command in &commands {
         expected.push(engine.apply(command).await.unwrap());
     }
-    let engine = pluspay::worker::engine(&grouped.settings).unwrap();
+    let engine = pluspay::engine::Engine::from_settings(&grouped.settings).unwrap();
     let mut got = Vec::new();
     let mut rest = commands.as_slice();
     while !rest.is_empty() {
@@ -342,7 +342,7 @@ async fn random_batches_answer_as_one_by_one_does() {
 async fn twins_of_a_conflict_are_conflicts_not_replays() {
     let env = TestEnv::new().await;
     env.fund(1, 100).await;
-    let engine = pluspay::worker::engine(&env.settings).unwrap();
+    let engine = pluspay::engine::Engine::from_settings(&env.settings).unwrap();
     engine
         .apply(&envelope(transfer("t-x", 1, 2, 10)))
         .await

@@ -1,12 +1,117 @@
-//! Ping++ events that arrived before what they complete was recorded: parked in
-//! `pingpp_events` (outcome `waiting`) off the queue, and put back on it when due, so waiting
-//! never holds a worker's transaction slot.
+//! `pingpp_events`: each verified Ping++ event once, with what it did and what it published.
+//! Events that arrived before what they complete was recorded are parked here (outcome
+//! `waiting`) off the queue, and put back on it when due, so waiting never holds a worker's
+//! transaction slot.
 
 use std::time::Duration;
 
 use deadpool_postgres::Transaction;
 
 use super::DbError;
+
+/// Records the event as in progress, or takes up again one that was parked or dead-lettered
+/// after waiting. `false`: the event was applied before; see [`published`].
+pub async fn begin(
+    tx: &Transaction<'_>,
+    id: &str,
+    kind: &str,
+    livemode: bool,
+    raw: &str,
+) -> Result<bool, DbError> {
+    let inserted = tx
+        .execute(
+            &tx.prepare_cached(
+                "INSERT INTO pingpp_events (id, type, livemode, body, outcome)
+                 VALUES ($1, $2, $3, $4::text::json, 'pending')
+                 ON CONFLICT (id) DO UPDATE SET outcome = 'pending'
+                 WHERE pingpp_events.outcome IN ('waiting', 'dead_lettered')",
+            )
+            .await?,
+            &[&id, &kind, &livemode, &raw],
+        )
+        .await?;
+    Ok(inserted > 0)
+}
+
+/// What an event applied before published (routing key and body), if anything.
+pub async fn published(
+    tx: &Transaction<'_>,
+    id: &str,
+) -> Result<Option<(String, String)>, DbError> {
+    let row = tx
+        .query_one(
+            &tx.prepare_cached(
+                "SELECT routing_key, published::text AS published FROM pingpp_events
+                 WHERE id = $1",
+            )
+            .await?,
+            &[&id],
+        )
+        .await?;
+    Ok(
+        match (
+            row.get::<_, Option<String>>("routing_key"),
+            row.get::<_, Option<String>>("published"),
+        ) {
+            (Some(key), Some(body)) => Some((key, body)),
+            _ => None,
+        },
+    )
+}
+
+/// What the event did (`credited`, `failed`, `unchanged`, `recorded`, ...), the order it
+/// completed, and the message published because of it, to publish again on redelivery.
+pub async fn set_outcome(
+    tx: &Transaction<'_>,
+    id: &str,
+    outcome: &str,
+    order_id: Option<i64>,
+    publish: Option<&(String, String)>,
+) -> Result<(), DbError> {
+    tx.execute(
+        &tx.prepare_cached(
+            "UPDATE pingpp_events SET outcome = $2, order_id = $3, routing_key = $4,
+                 published = $5::text::json
+             WHERE id = $1",
+        )
+        .await?,
+        &[
+            &id,
+            &outcome,
+            &order_id,
+            &publish.map(|(key, _)| key.as_str()),
+            &publish.map(|(_, body)| body.as_str()),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The cash record a withdrawal event settled.
+pub async fn set_cash(tx: &Transaction<'_>, id: &str, cash_id: i64) -> Result<(), DbError> {
+    tx.execute(
+        &tx.prepare_cached("UPDATE pingpp_events SET cash_id = $2 WHERE id = $1")
+            .await?,
+        &[&id, &cash_id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Marks the journal an event caused with the event's id.
+pub async fn link_journal(
+    tx: &Transaction<'_>,
+    event_id: &str,
+    journal_id: i64,
+) -> Result<(), DbError> {
+    tx.execute(
+        &tx.prepare_cached("UPDATE journal SET event_id = $1 WHERE id = $2")
+            .await?,
+        &[&event_id, &journal_id],
+    )
+    .await?;
+    Ok(())
+}
 
 /// The first wait; each further one doubles, up to [`MAX_RETRY_DELAY`].
 pub const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);

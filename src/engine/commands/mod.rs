@@ -1,0 +1,35 @@
+//! One module per command family; each applies its commands by the domain's rules against the
+//! database (and Ping++). The dispatch table is `Engine::apply` (and, for the commands applied
+//! in a shared transaction, `engine::decide_in`).
+
+pub(crate) mod cash;
+pub(crate) mod payout;
+pub(crate) mod reads;
+pub(crate) mod recharge;
+pub(crate) mod transfer;
+pub(crate) mod transform;
+
+use std::collections::BTreeMap;
+
+use deadpool_postgres::Transaction;
+
+use crate::db::wallets::{post_journals, JournalDraft, LockedWallet, SystemDeltas};
+use crate::db::DbError;
+use crate::domain::ledger::Journal;
+
+/// Posts one command's journal; system accounts move in `system`, at the end.
+pub(crate) async fn post_one(
+    tx: &Transaction<'_>,
+    kind: &str,
+    command_id: &str,
+    journal: &Journal,
+    wallets: &BTreeMap<i64, LockedWallet>,
+    system: &mut SystemDeltas,
+) -> Result<i64, DbError> {
+    let draft = JournalDraft {
+        kind,
+        command_id: Some(command_id),
+        journal,
+    };
+    Ok(post_journals(tx, &[draft], wallets, system).await?[0])
+}

@@ -1,0 +1,79 @@
+//! The reads: `orders.list`, `orders.get`, `cashes.list` and `wallet.get`, in the wallet
+//! API's shapes. They run in the batch's transaction and, like every command, keep their
+//! result under their id.
+
+use deadpool_postgres::Transaction;
+use serde_json::json;
+
+use crate::db::wallets::summary;
+use crate::db::{cashes, orders, DbError};
+use crate::domain::command::{CommandType, Envelope};
+use crate::domain::outcome::{CommandResult, Rejection};
+use crate::domain::policy::WalletPolicy;
+use crate::domain::query;
+use crate::engine::succeeded;
+
+/// Answers a read command.
+pub(crate) async fn answer(
+    tx: &Transaction<'_>,
+    envelope: &Envelope,
+    policy: &WalletPolicy,
+) -> Result<Result<CommandResult, Rejection>, DbError> {
+    let user = envelope.user_id;
+    let data = &envelope.data;
+    Ok(match envelope.kind {
+        CommandType::OrdersList => match query::orders_page(data) {
+            Ok(page) => Ok(succeeded(
+                envelope,
+                None,
+                orders::list(tx, user, &page).await?,
+            )),
+            Err(rejection) => Err(rejection),
+        },
+        CommandType::OrdersGet => match query::order_id(data) {
+            Ok(id) => match orders::get(tx, user, id).await? {
+                Some(order) => Ok(succeeded(envelope, None, order)),
+                None => Err(query::unknown_order()),
+            },
+            Err(rejection) => Err(rejection),
+        },
+        CommandType::CashesList => match query::cashes_page(data) {
+            Ok(page) => Ok(succeeded(
+                envelope,
+                None,
+                cashes::list(tx, user, &page).await?,
+            )),
+            Err(rejection) => Err(rejection),
+        },
+        CommandType::WalletGet => Ok(succeeded(
+            envelope,
+            None,
+            wallet_info(&summary(tx, user).await?, policy),
+        )),
+        other => {
+            return Err(DbError::Fatal(format!(
+                "{} is not a read command",
+                other.as_str()
+            )))
+        }
+    })
+}
+
+/// `wallet.get`: the older wallet API's "钱包信息" plus the balances.
+fn wallet_info(
+    wallet: &crate::db::wallets::WalletSummary,
+    policy: &WalletPolicy,
+) -> serde_json::Value {
+    json!({
+        "balance": wallet.balance,
+        "total_income": wallet.total_income,
+        "total_expenses": wallet.total_expenses,
+        "points": wallet.points,
+        "labels": policy.labels,
+        "ratio": policy.ratio,
+        "rule": policy.rule,
+        "cash": policy.cash_types,
+        "case_min_amount": policy.cash_min,
+        "recharge_type": policy.recharge_types,
+    })
+}

@@ -1,0 +1,7 @@
+//! The one path by which each Ping++ object completes what it belongs to, shared by the
+//! webhook, the `*.retrieve` commands and the commands that made it: a charge its recharge
+//! order, a withdrawal its cash record. Each locks its row first, so racing callers complete
+//! once.
+
+pub mod charge;
+pub mod withdrawal;

@@ -1,0 +1,93 @@
+//! What the commands that call Ping++ share: the client, how its failures become a rejection
+//! or a wait, and how an unknown outcome is told.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::Engine;
+use crate::db::DbError;
+use crate::domain::outcome::{Code, Rejection};
+use crate::pingpp::{PingppClient, PingppError};
+
+/// Ping++'s clock and ours may disagree: look this far before a create began for what it made.
+pub(super) const LOOKUP_MARGIN_SECS: i64 = 600;
+
+pub(super) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The Ping++ client; without one the command can't be applied, which is not its fault: it is
+/// retried and finally dead-lettered, never rejected.
+pub(super) fn client(engine: &Engine) -> Result<&PingppClient, DbError> {
+    engine.pingpp.as_ref().ok_or_else(|| {
+        DbError::Fatal(
+            "Ping++ is not configured (set pingpp.app_id and pingpp.secret_key): \
+             commands that call Ping++ cannot be applied"
+                .into(),
+        )
+    })
+}
+
+/// A refusal by Ping++ (an error body) as the command's rejection; `None` for any other
+/// failure, which is not the command's fault.
+pub(super) fn rejection(error: &PingppError) -> Option<Rejection> {
+    match error {
+        PingppError::Api {
+            kind,
+            message,
+            param,
+            ..
+        } => {
+            let field = param.as_deref().unwrap_or("type");
+            let mut rejection =
+                Rejection::field(Code::PaymentProviderError, field, message.as_str());
+            rejection
+                .errors
+                .insert("pingpp".into(), vec![format!("{kind}: {message}")]);
+            Some(rejection)
+        }
+        _ => None,
+    }
+}
+
+/// A Ping++ failure that is not a refusal: transient ones are retried.
+pub(super) fn failure(error: PingppError) -> DbError {
+    if error.is_transient() {
+        DbError::Transient(format!("Ping++: {error}"))
+    } else {
+        DbError::Fatal(format!("Ping++: {error}"))
+    }
+}
+
+/// A refusal as the command's rejection, or any other failure to retry.
+pub(super) fn refused_or_retry(error: PingppError) -> Result<Rejection, DbError> {
+    rejection(&error).ok_or_else(|| failure(error))
+}
+
+/// Whether Ping++ refused because the `order_no` was used: ours are unique by construction, so
+/// only an earlier attempt of the same command can have used it.
+pub(super) fn refuses_used_order_no(error: &PingppError) -> bool {
+    match error {
+        PingppError::Api { message, param, .. } => {
+            param.as_deref().is_some_and(|p| p.contains("order_no"))
+                || message.contains("order_no")
+                || message.contains("订单号")
+        }
+        _ => false,
+    }
+}
+
+/// Ping++ may or may not have acted and it can't be found out now: never a rejection; the
+/// command waits and is tried again (the worker retries transient errors), and says so.
+pub(super) fn outcome_unknown(endpoint: &'static str, order_no: &str) -> DbError {
+    crate::metrics::pingpp_outcome_unknown(endpoint);
+    tracing::warn!(
+        %order_no,
+        endpoint,
+        "Ping++ may have acted on this order_no and that can't be found out now: the command waits"
+    );
+    DbError::Transient(format!(
+        "Ping++'s outcome for order_no {order_no} is unknown; waiting to find it out"
+    ))
+}

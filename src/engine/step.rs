@@ -1,0 +1,77 @@
+//! The start of every step of a command that calls Ping++ between its transactions: a
+//! transaction holding the command's advisory lock (so twins of one command take turns), and
+//! either the command's stored answer or the go-ahead.
+
+use deadpool_postgres::{Client, Transaction};
+
+use crate::db::commands::{self, Applied, Claim};
+use crate::db::DbError;
+use crate::domain::command::Envelope;
+use crate::domain::outcome::CommandResult;
+
+/// How a step starts.
+pub(super) enum Step<'a> {
+    /// The command was answered before: this is its answer, and the step has nothing to do.
+    Answered(Applied),
+    /// Go on in this transaction.
+    Open(Transaction<'a>),
+}
+
+/// A step that will store the command's result: its id is claimed in the open transaction.
+pub(super) async fn claiming<'a>(
+    client: &'a mut Client,
+    envelope: &Envelope,
+) -> Result<Step<'a>, DbError> {
+    let tx = client.transaction().await?;
+    commands::lock_id(&tx, &envelope.id).await?;
+    match commands::claim(&tx, envelope).await? {
+        Claim::Done(applied) => {
+            tx.rollback().await?;
+            Ok(Step::Answered(applied))
+        }
+        Claim::New => Ok(Step::Open(tx)),
+    }
+}
+
+/// A step that only looks: the command has no stored answer yet, and its id stays unclaimed.
+pub(super) async fn looking<'a>(
+    client: &'a mut Client,
+    envelope: &Envelope,
+) -> Result<Step<'a>, DbError> {
+    let tx = client.transaction().await?;
+    commands::lock_id(&tx, &envelope.id).await?;
+    match commands::lookup(&tx, envelope).await? {
+        Some(applied) => {
+            tx.rollback().await?;
+            Ok(Step::Answered(applied))
+        }
+        None => Ok(Step::Open(tx)),
+    }
+}
+
+/// Claims the id in `tx` and stores `result` (unless the command was answered meanwhile),
+/// then commits.
+pub(super) async fn conclude(
+    tx: Transaction<'_>,
+    envelope: &Envelope,
+    result: CommandResult,
+) -> Result<Applied, DbError> {
+    if let Claim::Done(applied) = commands::claim(&tx, envelope).await? {
+        tx.rollback().await?;
+        return Ok(applied);
+    }
+    let applied = commands::store(&tx, envelope, &result).await?;
+    tx.commit().await?;
+    Ok(applied)
+}
+
+/// Stores `result` in a transaction that claimed the id, then commits.
+pub(super) async fn finish(
+    tx: Transaction<'_>,
+    envelope: &Envelope,
+    result: &CommandResult,
+) -> Result<Applied, DbError> {
+    let applied = commands::store(&tx, envelope, result).await?;
+    tx.commit().await?;
+    Ok(applied)
+}
