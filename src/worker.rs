@@ -346,21 +346,21 @@ async fn handle(context: &Context, delivery: Delivery, decoded: Result<Envelope,
 async fn process(context: &Context, delivery: &Delivery, envelope: &Envelope) -> &'static str {
     let Some(applied) = with_retries(context, || context.engine.apply(envelope)).await else {
         // Shutting down mid-retry: leave the command to the broker, it is redelivered.
-        settle(delivery, false).await;
+        requeue(delivery).await;
         return "requeued";
     };
     match applied {
-        Ok(applied) => finish(context, delivery, &applied).await,
+        Ok(applied) => answer(context, delivery, &applied).await,
         Err(e) => fail(context, delivery, &e).await,
     }
 }
 
 /// The command is applied: publish its result, then acknowledge it.
-async fn finish(context: &Context, delivery: &Delivery, applied: &Applied) -> &'static str {
+async fn answer(context: &Context, delivery: &Delivery, applied: &Applied) -> &'static str {
     if publish_result(context, delivery, applied).await.is_err() {
         return "requeued";
     }
-    settle(delivery, true).await;
+    ack(delivery).await;
     match (applied.replayed, applied.status) {
         (true, _) => "replayed",
         (false, Status::Succeeded) => "succeeded",
@@ -386,7 +386,7 @@ async fn handle_batch(context: &Context, batch: Vec<(Envelope, Delivery)>) {
                 tracing::info_span!("command", id = %envelope.id, r#type = envelope.kind.as_str());
             async move {
                 let outcome = match result {
-                    Ok(applied) => finish(context, delivery, &applied).await,
+                    Ok(applied) => answer(context, delivery, &applied).await,
                     // Retried alone, with backoff, like any single command.
                     Err(e) if e.is_transient() => process(context, delivery, envelope).await,
                     Err(e) => fail(context, delivery, &e).await,
@@ -414,7 +414,7 @@ async fn fail(context: &Context, delivery: &Delivery, e: &DbError) -> &'static s
         .await;
         "dead_lettered"
     } else {
-        settle(delivery, false).await;
+        requeue(delivery).await;
         "retried"
     }
 }
@@ -466,7 +466,7 @@ async fn handle_event(context: &Context, delivery: Delivery) {
         })
         .await
         else {
-            settle(&delivery, false).await;
+            requeue(&delivery).await;
             return;
         };
         match outcome {
@@ -484,7 +484,7 @@ async fn handle_event(context: &Context, delivery: Delivery) {
                         .await;
                     if let Err(e) = published {
                         warn!(error = %e, "could not publish the event; leaving it for redelivery");
-                        settle(&delivery, false).await;
+                        requeue(&delivery).await;
                         return;
                     }
                     info!(%routing_key, replayed, "event applied and published");
@@ -492,7 +492,7 @@ async fn handle_event(context: &Context, delivery: Delivery) {
                     info!(replayed, "event recorded");
                 }
                 metrics::event_handled(if replayed { "replayed" } else { "applied" });
-                settle(&delivery, true).await;
+                ack(&delivery).await;
             }
             Ok(EventOutcome::Refused(reason)) => {
                 error!(%reason, "Ping++ event refused: nothing credited");
@@ -502,7 +502,7 @@ async fn handle_event(context: &Context, delivery: Delivery) {
             Ok(EventOutcome::Waiting(reason)) => {
                 info!(%reason, "Ping++ event parked until what it completes is recorded");
                 metrics::event_handled("waiting");
-                settle(&delivery, true).await;
+                ack(&delivery).await;
             }
             Ok(EventOutcome::GaveUp(reason)) => {
                 error!(%reason, "Ping++ event gave up waiting: nothing credited");
@@ -570,7 +570,7 @@ async fn publish_result(
         Err(e) => {
             // The effect is committed; the redelivery will replay the stored result.
             warn!(error = %e, "could not publish the result; leaving the command for redelivery");
-            settle(delivery, false).await;
+            requeue(delivery).await;
         }
     }
     published
@@ -601,7 +601,7 @@ async fn dead_letter(context: &Context, delivery: &Delivery, malformed: &Malform
             .await
         {
             warn!(error = %e, "could not reply to a malformed message; leaving it for redelivery");
-            settle(delivery, false).await;
+            requeue(delivery).await;
             return;
         }
     }
@@ -628,39 +628,44 @@ async fn dead_letter_only(context: &Context, delivery: &Delivery, reason: &str) 
         .await
     {
         Ok(()) => {
-            settle(delivery, true).await;
+            ack(delivery).await;
             true
         }
         Err(e) => {
             warn!(error = %e, "could not dead-letter a message; leaving it for redelivery");
-            settle(delivery, false).await;
+            requeue(delivery).await;
             false
         }
     }
 }
 
-/// Acknowledges (done) or requeues (try again) a delivery. lapin reports `false` when the
-/// channel was lost or recovered: the broker will redeliver, and the command log makes that
-/// harmless.
-async fn settle(delivery: &Delivery, done: bool) {
-    let settled = if done {
-        delivery.ack(BasicAckOptions::default()).await
-    } else {
-        delivery
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await
-    };
+/// Acknowledges a delivery: it is done with.
+async fn ack(delivery: &Delivery) {
+    report_unsettled("ack", delivery.ack(BasicAckOptions::default()).await);
+}
+
+/// Gives a delivery back to the broker, to be delivered again (try again later).
+async fn requeue(delivery: &Delivery) {
+    let nacked = delivery
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await;
+    report_unsettled("requeue", nacked);
+}
+
+/// lapin reports `false` when the channel was lost or recovered: the broker will redeliver,
+/// and the command log makes that harmless.
+fn report_unsettled(what: &'static str, settled: Result<bool, lapin::Error>) {
     match settled {
         Ok(true) => {}
         Ok(false) => warn!(
-            done,
+            what,
             "delivery not settled (channel lost); the broker will redeliver it"
         ),
         Err(e) => {
-            warn!(error = %e, done, "could not settle a delivery; the broker will redeliver it")
+            warn!(error = %e, what, "could not settle a delivery; the broker will redeliver it")
         }
     }
 }

@@ -4,8 +4,8 @@
 use deadpool_postgres::Transaction;
 
 use super::DbError;
-use crate::domain::command::Envelope;
-use crate::domain::outcome::{Code, CommandResult, Rejection, Status};
+use crate::domain::command::{held_by_another, CommandType, Envelope, IdHolder};
+use crate::domain::outcome::{idempotency_conflict, CommandResult, Status};
 
 /// What applying a command produced: the exact result message to publish.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,8 +16,6 @@ pub struct Applied {
     /// The id was seen before with the same content: nothing was applied this time.
     pub replayed: bool,
 }
-
-pub const MSG_IDEMPOTENCY_CONFLICT: &str = "该请求ID已用于另一个不同的请求";
 
 /// Whether this transaction may apply the command.
 pub enum Claim {
@@ -84,7 +82,7 @@ pub fn conflict(envelope: &Envelope) -> Applied {
         &envelope.id,
         envelope.kind.as_str(),
         envelope.user_id,
-        Rejection::field(Code::IdempotencyConflict, "id", MSG_IDEMPOTENCY_CONFLICT),
+        idempotency_conflict(),
     );
     Applied {
         body: serde_json::to_string(&result).expect("a result serializes"),
@@ -105,9 +103,8 @@ pub async fn store(
 }
 
 /// Claims several distinct ids in one statement; the answer for each, in the order given. An id
-/// still held by a command in progress is answered `idempotency_conflict` and leaves no trace:
-/// a recharge holds its id in `recharges`, and a `cash.approve` paying out through Ping++ in
-/// `cash_payouts`, until its result is stored; only a redelivery of that command may go on.
+/// still held by a command in progress (the rule is `domain::command::held_by_another`) is
+/// answered `idempotency_conflict` and leaves no trace.
 pub async fn claim_many(
     tx: &Transaction<'_>,
     envelopes: &[&Envelope],
@@ -125,31 +122,43 @@ pub async fn claim_many(
                      AS x(i, t, u, f) ORDER BY i
                  ON CONFLICT (id) DO NOTHING
                  RETURNING id,
-                     EXISTS (SELECT 1 FROM recharges r
-                             WHERE r.command_id = commands.id AND commands.type <> 'recharge')
-                     OR EXISTS (SELECT 1 FROM cash_payouts p
-                                WHERE p.command_id = commands.id
-                                  AND p.fingerprint <> commands.fingerprint)",
+                     EXISTS (SELECT 1 FROM recharges r WHERE r.command_id = commands.id)
+                         AS held_by_recharge,
+                     EXISTS (SELECT 1 FROM cash_payouts p
+                             WHERE p.command_id = commands.id
+                               AND p.fingerprint <> commands.fingerprint)
+                         AS held_by_other_payout",
             )
             .await?,
             &[&ids, &kinds, &users, &fingerprints],
         )
         .await?;
+    let kind_of: std::collections::HashMap<&str, CommandType> =
+        envelopes.iter().map(|e| (e.id.as_str(), e.kind)).collect();
     let mut new = std::collections::HashMap::with_capacity(rows.len());
-    let mut held_by_recharges = Vec::new();
+    let mut held = Vec::new();
     for row in &rows {
-        let id: String = row.get(0);
-        if row.get::<_, bool>(1) {
-            held_by_recharges.push(id.clone());
+        let id: String = row.get("id");
+        let holder = match (
+            row.get::<_, bool>("held_by_recharge"),
+            row.get::<_, bool>("held_by_other_payout"),
+        ) {
+            (true, _) => Some(IdHolder::Recharge),
+            (false, true) => Some(IdHolder::PayoutWithOtherContent),
+            (false, false) => None,
+        };
+        let taken = holder.is_some_and(|holder| held_by_another(kind_of[id.as_str()], holder));
+        if taken {
+            held.push(id.clone());
         }
-        new.insert(id, row.get::<_, bool>(1));
+        new.insert(id, taken);
     }
-    if !held_by_recharges.is_empty() {
-        // Held by a command in progress (see above): leave no trace.
+    if !held.is_empty() {
+        // Held by a command in progress: leave no trace.
         tx.execute(
             &tx.prepare_cached("DELETE FROM commands WHERE id = ANY($1)")
                 .await?,
-            &[&held_by_recharges],
+            &[&held],
         )
         .await?;
     }

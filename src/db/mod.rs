@@ -1,14 +1,22 @@
-//! PostgreSQL: the connection pool, migrations, the command log and the ledger's storage.
+//! PostgreSQL, and all the SQL there is: the connection pool, migrations, the command log
+//! (`commands`), the ledger's storage (`ledger`: wallets, journals, entries, orders), one module
+//! per table of the commands that call Ping++ (`recharges`, `cash_payouts`, `cashes`,
+//! `pingpp_events`), the reads (`orders`), and the audit. No business rules: those are in
+//! `domain`.
 
 pub mod audit;
 pub mod cash_payouts;
 pub mod cashes;
 pub mod commands;
+pub mod ledger;
 pub mod migrate;
 pub mod orders;
 pub mod pingpp_events;
 pub mod recharges;
-pub mod wallets;
+pub mod migrate;
+pub mod orders;
+pub mod pingpp_events;
+pub mod recharges;
 
 use std::time::Duration;
 

@@ -66,6 +66,26 @@ impl CommandType {
     }
 }
 
+/// What may hold a command id before the command log has its result: a command that calls
+/// Ping++ between transactions records its progress under its id first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdHolder {
+    /// A recharge in progress (`recharges`).
+    Recharge,
+    /// A `cash.approve` paying out through Ping++ (`cash_payouts`), begun with other content.
+    PayoutWithOtherContent,
+}
+
+/// Whether an id held so is taken for a command of `kind`: only a redelivery of the recharge
+/// that holds it may go on with it, and a payout's id only with the same content. Any other
+/// command with that id is an `idempotency_conflict`.
+pub fn held_by_another(kind: CommandType, holder: IdHolder) -> bool {
+    match holder {
+        IdHolder::Recharge => kind != CommandType::Recharge,
+        IdHolder::PayoutWithOtherContent => true,
+    }
+}
+
 /// A decoded command: the fields every command has. `data` is validated by the command's rules.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {

@@ -87,6 +87,13 @@ impl Code {
     }
 }
 
+pub const MSG_IDEMPOTENCY_CONFLICT: &str = "该请求ID已用于另一个不同的请求";
+
+/// The command's id was used by a command with other content (or is held by one in progress).
+pub fn idempotency_conflict() -> Rejection {
+    Rejection::field(Code::IdempotencyConflict, "id", MSG_IDEMPOTENCY_CONFLICT)
+}
+
 /// A refusal: a code, the messages shown to the user, and the messages of each offending field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::commands::transfer;
 use super::{rejected, Engine};
 use crate::db::commands::{self, Applied, Claim};
-use crate::db::wallets::{lock_wallets, SystemDeltas};
+use crate::db::ledger::{lock_wallets, SystemDeltas};
 use crate::db::DbError;
 use crate::domain::command::{CommandType, Envelope};
 use crate::domain::outcome::CommandResult;

@@ -30,7 +30,7 @@ use deadpool_postgres::{Pool, Transaction};
 
 use crate::config::{PayoutMode, PingppSettings, RechargeMode, Settings};
 use crate::db::commands::{self as command_log, Applied, Claim};
-use crate::db::wallets::SystemDeltas;
+use crate::db::ledger::SystemDeltas;
 use crate::db::DbError;
 use crate::domain::cash::Decision;
 use crate::domain::command::{CommandType, Envelope};

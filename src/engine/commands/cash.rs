@@ -7,7 +7,7 @@ use deadpool_postgres::Transaction;
 use serde_json::json;
 
 use super::post_one;
-use crate::db::wallets::{insert_orders, lock_wallets, SystemDeltas};
+use crate::db::ledger::{insert_orders, lock_wallets, SystemDeltas};
 use crate::db::{cashes, DbError};
 use crate::domain::cash::{self, Decision, DecisionEffect};
 use crate::domain::command::Envelope;

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use deadpool_postgres::Transaction;
 
-use crate::db::wallets::{post_journals, JournalDraft, LockedWallet, SystemDeltas};
+use crate::db::ledger::{post_journals, JournalDraft, LockedWallet, SystemDeltas};
 use crate::db::DbError;
 use crate::domain::ledger::Journal;
 

@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 
 use crate::db::cashes;
 use crate::db::commands::Applied;
-use crate::db::wallets::{lock_wallets, post_journal};
+use crate::db::ledger::{lock_wallets, post_journal};
 use crate::db::{cash_payouts, DbError};
 use crate::domain::cash::{self, Decision, DecisionEffect, WithdrawalFacts, WithdrawalState};
 use crate::domain::command::Envelope;

@@ -5,7 +5,7 @@
 use deadpool_postgres::Transaction;
 use serde_json::json;
 
-use crate::db::wallets::summary;
+use crate::db::ledger::summary;
 use crate::db::{cashes, orders, DbError};
 use crate::domain::command::{CommandType, Envelope};
 use crate::domain::outcome::{CommandResult, Rejection};
@@ -61,7 +61,7 @@ pub(crate) async fn answer(
 
 /// `wallet.get`: the older wallet API's "钱包信息" plus the balances.
 fn wallet_info(
-    wallet: &crate::db::wallets::WalletSummary,
+    wallet: &crate::db::ledger::WalletSummary,
     policy: &WalletPolicy,
 ) -> serde_json::Value {
     json!({

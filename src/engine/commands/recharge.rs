@@ -14,7 +14,7 @@
 use serde_json::{json, Value};
 
 use crate::db::commands::Applied;
-use crate::db::wallets::insert_orders;
+use crate::db::ledger::insert_orders;
 use crate::db::{orders, recharges, DbError};
 use crate::domain::command::Envelope;
 use crate::domain::outcome::{Code, Rejection};

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use deadpool_postgres::Transaction;
 use serde_json::json;
 
-use crate::db::wallets::{
+use crate::db::ledger::{
     insert_orders_of, post_journals, JournalDraft, LockedWallet, SystemDeltas,
 };
 use crate::db::DbError;

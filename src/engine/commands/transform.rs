@@ -5,7 +5,7 @@ use deadpool_postgres::Transaction;
 use serde_json::json;
 
 use super::post_one;
-use crate::db::wallets::{insert_orders, lock_points, lock_wallets, SystemDeltas};
+use crate::db::ledger::{insert_orders, lock_points, lock_wallets, SystemDeltas};
 use crate::db::DbError;
 use crate::domain::command::Envelope;
 use crate::domain::outcome::{CommandResult, Rejection};

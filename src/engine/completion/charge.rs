@@ -5,7 +5,7 @@
 use deadpool_postgres::Transaction;
 use serde_json::Value;
 
-use crate::db::wallets::{lock_wallets, post_journal};
+use crate::db::ledger::{lock_wallets, post_journal};
 use crate::db::{orders, recharges, DbError};
 use crate::domain::recharge::{self, charge_facts, Completion, Mismatch, WaitingRecharge};
 use crate::engine::provider::unix_now;

@@ -6,7 +6,7 @@ use deadpool_postgres::Transaction;
 use serde_json::Value;
 
 use crate::db::cashes::{self, LockedCash};
-use crate::db::wallets::{lock_wallets, post_journal};
+use crate::db::ledger::{lock_wallets, post_journal};
 use crate::db::{cash_payouts, DbError};
 use crate::domain::cash::{self, WithdrawalFacts, WithdrawalState};
 use crate::pingpp::WithdrawalRequest;
