@@ -13,10 +13,6 @@ pub mod migrate;
 pub mod orders;
 pub mod pingpp_events;
 pub mod recharges;
-pub mod migrate;
-pub mod orders;
-pub mod pingpp_events;
-pub mod recharges;
 
 use std::time::Duration;
 
