@@ -1,10 +1,12 @@
 //! The Ping++ adapter: an HTTP client for Ping++'s REST API and the RSA signatures around it.
 //!
-//! - [`PingppClient`] sends API requests: bearer authentication with the secret key, request
-//!   signing with the merchant's private key when one is configured, a timeout per attempt, and
-//!   retries with exponential backoff and jitter for transient failures only. Endpoints
-//!   (charges, recharge objects, withdrawals) are thin wrappers over one generic request path, so
-//!   recharges and withdrawals can be added the same way.
+//! - [`PingppClient`] (`client/`) sends API requests: bearer authentication with the secret
+//!   key, request signing with the merchant's private key when one is configured, a timeout per
+//!   attempt, and retries with exponential backoff and jitter for transient failures only
+//!   (`client/transport.rs`). Endpoints (charges, recharge objects, withdrawals, in
+//!   `client/mod.rs`) are a few lines each over one call wrapper: a request type checked and
+//!   turned into a body (`client/requests.rs`), a path, and a check of the answer
+//!   (`client/responses.rs`).
 //! - [`PingppPublicKey`] verifies the `X-Pingplusplus-Signature` of incoming webhooks.
 //! - [`PingppError`] tells callers whether to try again later ([`PingppError::is_transient`])
 //!   or to treat the answer as final.

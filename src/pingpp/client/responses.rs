@@ -1,0 +1,99 @@
+//! Whether what Ping++ answered (with a 2xx) is what was asked for: an object of the expected
+//! type, with an id (the one asked for, when there was one) and the fields we go on to read.
+//! Anything else is a [`PingppError::Protocol`], never taken for a success.
+
+use serde_json::Value;
+
+use crate::pingpp::error::PingppError;
+
+/// A 2xx answer that should be a withdrawal (with `expected_id`, when we asked for one).
+pub(super) fn check_withdrawal(
+    withdrawal: Value,
+    expected_id: Option<&str>,
+) -> Result<Value, PingppError> {
+    check_object(withdrawal, "withdrawal", "a withdrawal", expected_id, |w| {
+        w.get("status").and_then(Value::as_str).is_some()
+    })
+}
+
+/// A 2xx answer that should be a recharge object carrying its charge.
+pub(super) fn check_recharge(
+    recharge: Value,
+    expected_id: Option<&str>,
+) -> Result<Value, PingppError> {
+    check_object(
+        recharge,
+        "recharge",
+        "a recharge with its charge",
+        expected_id,
+        |r| r.get("charge").is_some_and(is_charge),
+    )
+}
+
+/// A 2xx answer that should be a charge (with `expected_id`, when we asked for one).
+pub(super) fn check_charge(charge: Value, expected_id: Option<&str>) -> Result<Value, PingppError> {
+    check_object(charge, "charge", "a charge", expected_id, |_| true)
+}
+
+/// A charge object with an id (as a recharge object carries it).
+fn is_charge(value: &Value) -> bool {
+    value.get("object").and_then(Value::as_str) == Some("charge")
+        && value
+            .get("id")
+            .and_then(Value::as_str)
+            .is_some_and(|id| !id.is_empty())
+}
+
+/// A 2xx answer that should be a Ping++ object of type `object` with a non-empty id (that id,
+/// when we asked for one) and `complete`; `what` names it in the error.
+fn check_object(
+    value: Value,
+    object: &str,
+    what: &str,
+    expected_id: Option<&str>,
+    complete: impl Fn(&Value) -> bool,
+) -> Result<Value, PingppError> {
+    let id = value.get("id").and_then(Value::as_str);
+    let is_object = value.get("object").and_then(Value::as_str) == Some(object);
+    match id {
+        Some(id)
+            if is_object
+                && !id.is_empty()
+                && expected_id.is_none_or(|e| e == id)
+                && complete(&value) =>
+        {
+            Ok(value)
+        }
+        _ => Err(PingppError::Protocol(format!(
+            "expected {what}{}, got object {} with id {}",
+            expected_id.map(|e| format!(" {e}")).unwrap_or_default(),
+            value.get("object").unwrap_or(&Value::Null),
+            value.get("id").unwrap_or(&Value::Null),
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_charge_is_checked() {
+        let ok = json!({"object": "charge", "id": "ch_1"});
+        assert!(check_charge(ok.clone(), None).is_ok());
+        assert!(check_charge(ok.clone(), Some("ch_1")).is_ok());
+        for bad in [
+            (ok.clone(), Some("ch_2")),
+            (json!({"object": "refund", "id": "re_1"}), None),
+            (json!({"object": "charge"}), None),
+            (json!([]), None),
+        ] {
+            assert!(matches!(
+                check_charge(bad.0, bad.1),
+                Err(PingppError::Protocol(_))
+            ));
+        }
+    }
+}
