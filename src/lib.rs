@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod engine;
+pub mod error;
 pub mod metrics;
 pub mod pingpp;
 pub mod send;

@@ -20,10 +20,11 @@ use tracing::{error, info, warn, Instrument};
 use crate::amqp::publisher::{header_int, json_properties, with_header};
 use crate::amqp::{self, Names, PublishError, Publisher};
 use crate::config::Settings;
-use crate::db::{self, commands::Applied, DbError};
+use crate::db::{self, commands::Applied};
 use crate::domain::command::{decode, CommandType, Envelope, Malformed};
 use crate::domain::outcome::{Code, CommandResult, Status};
 use crate::engine::{Engine, EventOutcome};
+use crate::error::EngineError;
 use crate::metrics;
 
 /// The header that carries why a message was dead-lettered (docs/CONTRACT.md §1).
@@ -277,9 +278,9 @@ async fn put_back_due_events_periodically(context: Arc<Context>) {
 }
 
 async fn put_back_due_events(context: &Context) -> anyhow::Result<()> {
-    let mut client = context.engine.pool.get().await.map_err(DbError::from)?;
+    let mut client = context.engine.pool.get().await.map_err(EngineError::from)?;
     metrics::events_waiting(db::pingpp_events::waiting(&client).await?);
-    let tx = client.transaction().await.map_err(DbError::from)?;
+    let tx = client.transaction().await.map_err(EngineError::from)?;
     let due = db::pingpp_events::lock_due(&tx, SWEEP_LIMIT).await?;
     if due.is_empty() {
         return Ok(());
@@ -302,7 +303,7 @@ async fn put_back_due_events(context: &Context) -> anyhow::Result<()> {
     }
     let ids: Vec<String> = due.into_iter().map(|e| e.id).collect();
     db::pingpp_events::put_back(&tx, &ids).await?;
-    tx.commit().await.map_err(DbError::from)?;
+    tx.commit().await.map_err(EngineError::from)?;
     info!(
         events = ids.len(),
         "parked Ping++ events put back on the queue"
@@ -401,7 +402,7 @@ async fn handle_batch(context: &Context, batch: Vec<(Envelope, Delivery)>) {
 
 /// Not the message's fault and not transient (a bug, a broken schema): never a rejection. It
 /// is tried again, and after the delivery limit goes to the dead letters with the reason.
-async fn fail(context: &Context, delivery: &Delivery, e: &DbError) -> &'static str {
+async fn fail(context: &Context, delivery: &Delivery, e: &EngineError) -> &'static str {
     let deliveries =
         header_int(&delivery.properties.headers().clone(), "x-delivery-count").unwrap_or(0) + 1;
     error!(error = %e, deliveries, "message failed");
@@ -421,10 +422,10 @@ async fn fail(context: &Context, delivery: &Delivery, e: &DbError) -> &'static s
 
 /// Retries transient failures until they pass or the worker stops (`None`: leave the message
 /// to the broker).
-async fn with_retries<T, F, Fut>(context: &Context, attempt: F) -> Option<Result<T, DbError>>
+async fn with_retries<T, F, Fut>(context: &Context, attempt: F) -> Option<Result<T, EngineError>>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, DbError>>,
+    Fut: std::future::Future<Output = Result<T, EngineError>>,
 {
     let retried = attempt
         .retry(
@@ -434,7 +435,7 @@ where
                 .with_jitter()
                 .without_max_times(),
         )
-        .when(DbError::is_transient)
+        .when(EngineError::is_transient)
         .notify(|e, delay| {
             metrics::retried();
             warn!(error = %e, ?delay, "transient error; retrying")

@@ -4,7 +4,7 @@
 
 use deadpool_postgres::Transaction;
 
-use super::DbError;
+use crate::error::EngineError;
 
 /// A payout as recorded; the JSON columns as text, for the engine to read.
 #[derive(Debug, Clone)]
@@ -17,7 +17,7 @@ pub struct Recorded {
 }
 
 /// The active payout of a cash record.
-pub async fn active(tx: &Transaction<'_>, cash_id: i64) -> Result<Option<Recorded>, DbError> {
+pub async fn active(tx: &Transaction<'_>, cash_id: i64) -> Result<Option<Recorded>, EngineError> {
     let row = tx
         .query_opt(
             &tx.prepare_cached(
@@ -42,7 +42,7 @@ pub async fn taken_by_other_content(
     tx: &Transaction<'_>,
     command_id: &str,
     fingerprint: &[u8],
-) -> Result<bool, DbError> {
+) -> Result<bool, EngineError> {
     Ok(tx
         .query_opt(
             &tx.prepare_cached(
@@ -56,7 +56,7 @@ pub async fn taken_by_other_content(
 }
 
 /// The id the next payout gets (its `order_no` is made from it before it is inserted).
-pub async fn next_id(tx: &Transaction<'_>) -> Result<i64, DbError> {
+pub async fn next_id(tx: &Transaction<'_>) -> Result<i64, EngineError> {
     Ok(tx
         .query_one(
             &tx.prepare_cached("SELECT nextval(pg_get_serial_sequence('cash_payouts', 'id'))")
@@ -80,7 +80,7 @@ pub struct NewPayout<'a> {
     pub request: &'a str,
 }
 
-pub async fn insert(tx: &Transaction<'_>, new: &NewPayout<'_>) -> Result<(), DbError> {
+pub async fn insert(tx: &Transaction<'_>, new: &NewPayout<'_>) -> Result<(), EngineError> {
     tx.execute(
         &tx.prepare_cached(
             "INSERT INTO cash_payouts (id, cash_id, command_id, fingerprint, operator, remark,
@@ -111,7 +111,7 @@ pub async fn record_withdrawal(
     withdrawal_id: &str,
     status: &str,
     withdrawal: &str,
-) -> Result<Option<bool>, DbError> {
+) -> Result<Option<bool>, EngineError> {
     Ok(tx
         .query_opt(
             &tx.prepare_cached(
@@ -128,7 +128,7 @@ pub async fn record_withdrawal(
 }
 
 /// The payout is given up: the cash record may get another one.
-pub async fn deactivate(tx: &Transaction<'_>, payout_id: i64) -> Result<(), DbError> {
+pub async fn deactivate(tx: &Transaction<'_>, payout_id: i64) -> Result<(), EngineError> {
     tx.execute(
         &tx.prepare_cached(
             "UPDATE cash_payouts SET active = false, updated_at = now() WHERE id = $1",
@@ -146,7 +146,7 @@ pub async fn cash_of_withdrawal(
     tx: &Transaction<'_>,
     withdrawal_id: &str,
     order_no: &str,
-) -> Result<Option<(i64, bool)>, DbError> {
+) -> Result<Option<(i64, bool)>, EngineError> {
     Ok(tx
         .query_opt(
             &tx.prepare_cached(
@@ -174,7 +174,7 @@ pub async fn by_order_no(
     tx: &Transaction<'_>,
     cash_id: i64,
     order_no: &str,
-) -> Result<Option<ByOrderNo>, DbError> {
+) -> Result<Option<ByOrderNo>, EngineError> {
     let row = tx
         .query_opt(
             &tx.prepare_cached(

@@ -3,15 +3,15 @@
 use deadpool_postgres::Transaction;
 use serde_json::Value;
 
-use super::DbError;
 use crate::domain::cash::CashRequest;
 use crate::domain::query::Page;
+use crate::error::EngineError;
 
 pub async fn insert(
     tx: &Transaction<'_>,
     request: &CashRequest,
     command_id: &str,
-) -> Result<i64, DbError> {
+) -> Result<i64, EngineError> {
     Ok(tx
         .query_one(
             &tx.prepare_cached(
@@ -31,7 +31,11 @@ pub async fn insert(
         .get(0))
 }
 
-pub async fn link_order(tx: &Transaction<'_>, cash_id: i64, order_id: i64) -> Result<(), DbError> {
+pub async fn link_order(
+    tx: &Transaction<'_>,
+    cash_id: i64,
+    order_id: i64,
+) -> Result<(), EngineError> {
     tx.execute(
         &tx.prepare_cached("UPDATE cashes SET order_id = $2 WHERE id = $1")
             .await?,
@@ -51,7 +55,7 @@ pub struct LockedCash {
     pub order_id: Option<i64>,
 }
 
-pub async fn lock(tx: &Transaction<'_>, cash_id: i64) -> Result<Option<LockedCash>, DbError> {
+pub async fn lock(tx: &Transaction<'_>, cash_id: i64) -> Result<Option<LockedCash>, EngineError> {
     let row = tx
         .query_opt(
             &tx.prepare_cached(
@@ -79,7 +83,7 @@ pub async fn decide(
     remark: &str,
     operator: i64,
     command_id: &str,
-) -> Result<(), DbError> {
+) -> Result<(), EngineError> {
     tx.execute(
         &tx.prepare_cached(
             "UPDATE cashes SET status = $2, remark = $3, decided_by = $4, decision_command_id = $5,
@@ -107,7 +111,7 @@ pub async fn approve_pending_payout(
     remark: &str,
     operator: i64,
     command_id: &str,
-) -> Result<(), DbError> {
+) -> Result<(), EngineError> {
     tx.execute(
         &tx.prepare_cached(
             "UPDATE cashes SET status = 1, remark = $2, decided_by = $3, decision_command_id = $4,
@@ -127,7 +131,7 @@ pub async fn settle_payout(
     tx: &Transaction<'_>,
     cash: &LockedCash,
     returned_reason: Option<&str>,
-) -> Result<(), DbError> {
+) -> Result<(), EngineError> {
     if let Some(reason) = returned_reason {
         tx.execute(
             &tx.prepare_cached(
@@ -153,7 +157,7 @@ pub async fn set_withdrawal(
     tx: &Transaction<'_>,
     cash_id: i64,
     withdrawal: Option<(&str, &str)>,
-) -> Result<(), DbError> {
+) -> Result<(), EngineError> {
     tx.execute(
         &tx.prepare_cached(
             "UPDATE cashes SET withdrawal_id = $2, withdrawal_status = $3, updated_at = now()
@@ -167,7 +171,7 @@ pub async fn set_withdrawal(
 }
 
 /// The state of a cash request's order: 0 while its money is held in pending_payouts.
-pub async fn order_state(tx: &Transaction<'_>, cash: &LockedCash) -> Result<i16, DbError> {
+pub async fn order_state(tx: &Transaction<'_>, cash: &LockedCash) -> Result<i16, EngineError> {
     Ok(tx
         .query_one(
             &tx.prepare_cached("SELECT state FROM wallet_orders WHERE id = $1")
@@ -178,7 +182,7 @@ pub async fn order_state(tx: &Transaction<'_>, cash: &LockedCash) -> Result<i16,
         .get(0))
 }
 
-pub async fn get_json(tx: &Transaction<'_>, cash_id: i64) -> Result<Value, DbError> {
+pub async fn get_json(tx: &Transaction<'_>, cash_id: i64) -> Result<Value, EngineError> {
     Ok(tx
         .query_one(
             &tx.prepare_cached("SELECT cash_json(c) FROM cashes c WHERE id = $1")
@@ -190,7 +194,7 @@ pub async fn get_json(tx: &Transaction<'_>, cash_id: i64) -> Result<Value, DbErr
 }
 
 /// The user's cash records, newest first.
-pub async fn list(tx: &Transaction<'_>, user: i64, page: &Page) -> Result<Value, DbError> {
+pub async fn list(tx: &Transaction<'_>, user: i64, page: &Page) -> Result<Value, EngineError> {
     Ok(tx
         .query_one(
             "SELECT coalesce(json_agg(cash_json(c) ORDER BY c.id DESC), '[]'::json)
@@ -207,7 +211,7 @@ pub async fn list(tx: &Transaction<'_>, user: i64, page: &Page) -> Result<Value,
 pub async fn with_order_json(
     tx: &Transaction<'_>,
     cash_id: i64,
-) -> Result<(Value, Value), DbError> {
+) -> Result<(Value, Value), EngineError> {
     let row = tx
         .query_one(
             &tx.prepare_cached(
@@ -234,7 +238,7 @@ pub struct ToRetrieve {
 pub async fn to_retrieve(
     tx: &Transaction<'_>,
     cash_id: i64,
-) -> Result<Option<ToRetrieve>, DbError> {
+) -> Result<Option<ToRetrieve>, EngineError> {
     let row = tx
         .query_opt(
             &tx.prepare_cached(

@@ -3,9 +3,9 @@
 
 use deadpool_postgres::Transaction;
 
-use super::DbError;
 use crate::domain::command::{held_by_another, CommandType, Envelope, IdHolder};
 use crate::domain::outcome::{idempotency_conflict, CommandResult, Status};
+use crate::error::EngineError;
 
 /// What applying a command produced: the exact result message to publish.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,7 +28,7 @@ pub enum Claim {
 
 /// Serialises the steps of one command id (a command and its twins) for the rest of the
 /// transaction: commands that call Ping++ between transactions take this at every step.
-pub async fn lock_id(tx: &Transaction<'_>, command_id: &str) -> Result<(), DbError> {
+pub async fn lock_id(tx: &Transaction<'_>, command_id: &str) -> Result<(), EngineError> {
     tx.execute(
         &tx.prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
             .await?,
@@ -39,14 +39,17 @@ pub async fn lock_id(tx: &Transaction<'_>, command_id: &str) -> Result<(), DbErr
 }
 
 /// Claims the command's id. A concurrent twin waits on the insert until the first commits.
-pub async fn claim(tx: &Transaction<'_>, envelope: &Envelope) -> Result<Claim, DbError> {
+pub async fn claim(tx: &Transaction<'_>, envelope: &Envelope) -> Result<Claim, EngineError> {
     let mut claims = claim_many(tx, &[envelope]).await?;
     Ok(claims.remove(0))
 }
 
 /// The earlier outcome of this id, if it has one: its stored result when the content is the
 /// same, else an `idempotency_conflict` (not stored: the id's one result stays the first's).
-pub async fn lookup(tx: &Transaction<'_>, envelope: &Envelope) -> Result<Option<Applied>, DbError> {
+pub async fn lookup(
+    tx: &Transaction<'_>,
+    envelope: &Envelope,
+) -> Result<Option<Applied>, EngineError> {
     let Some(row) = tx
         .query_opt(
             &tx.prepare_cached(
@@ -97,7 +100,7 @@ pub async fn store(
     tx: &Transaction<'_>,
     envelope: &Envelope,
     result: &CommandResult,
-) -> Result<Applied, DbError> {
+) -> Result<Applied, EngineError> {
     let mut stored = store_many(tx, &[(envelope, result)]).await?;
     Ok(stored.remove(0))
 }
@@ -108,7 +111,7 @@ pub async fn store(
 pub async fn claim_many(
     tx: &Transaction<'_>,
     envelopes: &[&Envelope],
-) -> Result<Vec<Claim>, DbError> {
+) -> Result<Vec<Claim>, EngineError> {
     let ids: Vec<&str> = envelopes.iter().map(|e| e.id.as_str()).collect();
     let kinds: Vec<&str> = envelopes.iter().map(|e| e.kind.as_str()).collect();
     let users: Vec<i64> = envelopes.iter().map(|e| e.user_id).collect();
@@ -170,7 +173,7 @@ pub async fn claim_many(
             None => match lookup(tx, envelope).await? {
                 Some(done) => Claim::Done(done),
                 None => {
-                    return Err(DbError::Fatal(format!(
+                    return Err(EngineError::Broken(format!(
                         "command {} exists without a result",
                         envelope.id
                     )))
@@ -185,7 +188,7 @@ pub async fn claim_many(
 pub async fn store_many(
     tx: &Transaction<'_>,
     results: &[(&Envelope, &CommandResult)],
-) -> Result<Vec<Applied>, DbError> {
+) -> Result<Vec<Applied>, EngineError> {
     let ids: Vec<&str> = results.iter().map(|(e, _)| e.id.as_str()).collect();
     let statuses: Vec<&str> = results.iter().map(|(_, r)| r.status.as_str()).collect();
     let bodies: Vec<String> = results
@@ -204,7 +207,7 @@ pub async fn store_many(
         )
         .await?;
     if stored != results.len() as u64 {
-        return Err(DbError::Fatal(format!(
+        return Err(EngineError::Broken(format!(
             "stored {stored} results of {}",
             results.len()
         )));

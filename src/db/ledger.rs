@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use deadpool_postgres::Transaction;
 use serde_json::Value;
 
-use super::DbError;
 use crate::domain::ledger::{AccountRef, Journal, WalletFigures};
 use crate::domain::transfer::OrderDraft;
+use crate::error::EngineError;
 
 /// A wallet row, locked for the rest of the transaction.
 #[derive(Debug, Clone, Copy)]
@@ -21,7 +21,7 @@ pub struct LockedWallet {
 pub async fn lock_wallets(
     tx: &Transaction<'_>,
     users: &[i64],
-) -> Result<BTreeMap<i64, LockedWallet>, DbError> {
+) -> Result<BTreeMap<i64, LockedWallet>, EngineError> {
     let mut users = users.to_vec();
     users.sort_unstable();
     users.dedup();
@@ -75,7 +75,7 @@ pub async fn post_journal(
     command_id: Option<&str>,
     journal: &Journal,
     wallets: &BTreeMap<i64, LockedWallet>,
-) -> Result<i64, DbError> {
+) -> Result<i64, EngineError> {
     let mut system = SystemDeltas::default();
     let draft = JournalDraft {
         kind,
@@ -110,8 +110,8 @@ struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, amount: i64) -> Result<(), DbError> {
-        let overflow = || DbError::Fatal("a system account's change overflows".into());
+    fn add(&mut self, amount: i64) -> Result<(), EngineError> {
+        let overflow = || EngineError::Broken("a system account's change overflows".into());
         self.delta = self.delta.checked_add(amount).ok_or_else(overflow)?;
         if amount > 0 {
             self.income = self.income.checked_add(amount).ok_or_else(overflow)?;
@@ -125,7 +125,7 @@ impl Totals {
 impl SystemDeltas {
     /// Moves the held-back balances, one account after the other in name order (the same
     /// order in every transaction, so two of them can't deadlock), pipelined.
-    pub async fn apply(self, tx: &Transaction<'_>) -> Result<(), DbError> {
+    pub async fn apply(self, tx: &Transaction<'_>) -> Result<(), EngineError> {
         if self.by_name.is_empty() {
             return Ok(());
         }
@@ -145,7 +145,7 @@ impl SystemDeltas {
         });
         for updated in futures_util::future::join_all(updates).await {
             if updated? != 1 {
-                return Err(DbError::Fatal("a system account is missing".into()));
+                return Err(EngineError::Broken("a system account is missing".into()));
             }
         }
         Ok(())
@@ -161,7 +161,7 @@ pub async fn post_journals(
     drafts: &[JournalDraft<'_>],
     wallets: &BTreeMap<i64, LockedWallet>,
     system: &mut SystemDeltas,
-) -> Result<Vec<i64>, DbError> {
+) -> Result<Vec<i64>, EngineError> {
     let kinds: Vec<&str> = drafts.iter().map(|d| d.kind).collect();
     let command_ids: Vec<Option<&str>> = drafts.iter().map(|d| d.command_id).collect();
     let mut entry_journals: Vec<i64> = Vec::new();
@@ -174,7 +174,7 @@ pub async fn post_journals(
             let (wallet, system_name, points) = match account {
                 AccountRef::Wallet(user) => {
                     let wallet = wallets.get(&user).ok_or_else(|| {
-                        DbError::Fatal(format!("wallet of user {user} was not locked"))
+                        EngineError::Broken(format!("wallet of user {user} was not locked"))
                     })?;
                     (Some(wallet.account_id), None, None)
                 }
@@ -243,7 +243,7 @@ pub async fn post_journals(
         )
         .await?;
     if rows.len() != drafts.len() {
-        return Err(DbError::Fatal(format!(
+        return Err(EngineError::Broken(format!(
             "{} journals written for {}",
             rows.len(),
             drafts.len()
@@ -258,7 +258,7 @@ pub async fn insert_orders(
     command_id: Option<&str>,
     journal_id: Option<i64>,
     drafts: &[OrderDraft],
-) -> Result<Vec<Value>, DbError> {
+) -> Result<Vec<Value>, EngineError> {
     let drafts: Vec<(Option<&str>, Option<i64>, &OrderDraft)> =
         drafts.iter().map(|d| (command_id, journal_id, d)).collect();
     insert_orders_of(tx, &drafts).await
@@ -269,7 +269,7 @@ pub async fn insert_orders(
 pub async fn insert_orders_of(
     tx: &Transaction<'_>,
     drafts: &[(Option<&str>, Option<i64>, &OrderDraft)],
-) -> Result<Vec<Value>, DbError> {
+) -> Result<Vec<Value>, EngineError> {
     let column =
         |f: fn(&OrderDraft) -> Option<String>| drafts.iter().map(|d| f(d.2)).collect::<Vec<_>>();
     let owners: Vec<i64> = drafts.iter().map(|d| d.2.owner_id).collect();
@@ -312,7 +312,7 @@ pub async fn insert_orders_of(
 }
 
 /// Locks the user's points account (creating it empty) and returns its balance.
-pub async fn lock_points(tx: &Transaction<'_>, user: i64) -> Result<i64, DbError> {
+pub async fn lock_points(tx: &Transaction<'_>, user: i64) -> Result<i64, EngineError> {
     const LOCK: &str =
         "SELECT balance FROM accounts WHERE kind = 'points' AND user_id = $1 FOR UPDATE";
     if let Some(row) = tx
@@ -337,7 +337,7 @@ pub async fn lock_points(tx: &Transaction<'_>, user: i64) -> Result<i64, DbError
 }
 
 /// A user's wallet and points as `wallet.get` shows them; all zero before the first movement.
-pub async fn summary(tx: &Transaction<'_>, user: i64) -> Result<WalletSummary, DbError> {
+pub async fn summary(tx: &Transaction<'_>, user: i64) -> Result<WalletSummary, EngineError> {
     let row = tx
         .query_one(
             "SELECT coalesce(max(balance) FILTER (WHERE kind = 'wallet'), 0),

@@ -17,75 +17,9 @@ pub mod recharges;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
 use crate::config::DatabaseSettings;
-
-/// A database failure, split by what the caller should do about it.
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    /// Not the command's fault and likely to pass: serialization failures, deadlocks, lost
-    /// connections, a full pool. Retried; never turned into a rejection.
-    #[error("transient database error: {0}")]
-    Transient(String),
-    /// Anything else: a bug or a broken schema. The command is not acknowledged.
-    #[error("database error: {0}")]
-    Fatal(String),
-}
-
-impl DbError {
-    pub fn is_transient(&self) -> bool {
-        matches!(self, DbError::Transient(_))
-    }
-}
-
-impl From<tokio_postgres::Error> for DbError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        // tokio-postgres says only "db error"; the server's code and message say what happened.
-        let text = match e.as_db_error() {
-            Some(db) => format!("{} ({})", db.message(), db.code().code()),
-            None => e.to_string(),
-        };
-        if is_transient(&e) {
-            DbError::Transient(text)
-        } else {
-            DbError::Fatal(text)
-        }
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for DbError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        use deadpool_postgres::PoolError;
-        match e {
-            PoolError::Backend(e) => e.into(),
-            PoolError::Timeout(_) | PoolError::Closed => DbError::Transient(e.to_string()),
-            other => DbError::Fatal(other.to_string()),
-        }
-    }
-}
-
-fn is_transient(e: &tokio_postgres::Error) -> bool {
-    match e.code() {
-        Some(code) => {
-            let class = &code.code()[..2];
-            *code == SqlState::T_R_SERIALIZATION_FAILURE
-                || *code == SqlState::T_R_DEADLOCK_DETECTED
-                || *code == SqlState::LOCK_NOT_AVAILABLE
-                || *code == SqlState::TOO_MANY_CONNECTIONS
-                // 08: connection exception; 57P0x: the server shutting down or starting up.
-                || class == "08"
-                || *code == SqlState::ADMIN_SHUTDOWN
-                || *code == SqlState::CRASH_SHUTDOWN
-                || *code == SqlState::CANNOT_CONNECT_NOW
-        }
-        // No SQLSTATE: the connection itself failed (closed, I/O, refused).
-        None => {
-            e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
-        }
-    }
-}
 
 pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
     let config: tokio_postgres::Config = settings
@@ -117,7 +51,7 @@ pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
         anyhow::anyhow!(
             "cannot connect to the database at {}: {}",
             crate::config::redact_url(url),
-            DbError::from(e)
+            crate::error::EngineError::from(e)
         )
     })?;
     tokio::spawn(async move {

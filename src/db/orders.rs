@@ -3,12 +3,12 @@
 use deadpool_postgres::Transaction;
 use serde_json::Value;
 
-use super::DbError;
 use crate::domain::query::Page;
+use crate::error::EngineError;
 
 /// The user's orders, newest first. Not a cached prepared statement: its optional filters
 /// (`$2 IS NULL OR ...`) need a plan made for the actual values, or the index goes unused.
-pub async fn list(tx: &Transaction<'_>, user: i64, page: &Page) -> Result<Value, DbError> {
+pub async fn list(tx: &Transaction<'_>, user: i64, page: &Page) -> Result<Value, EngineError> {
     let direction = page.action.map(|a| a.direction());
     Ok(tx
         .query_one(
@@ -24,7 +24,11 @@ pub async fn list(tx: &Transaction<'_>, user: i64, page: &Page) -> Result<Value,
 }
 
 /// One of the user's orders; `None` for another user's.
-pub async fn get(tx: &Transaction<'_>, user: i64, order_id: i64) -> Result<Option<Value>, DbError> {
+pub async fn get(
+    tx: &Transaction<'_>,
+    user: i64,
+    order_id: i64,
+) -> Result<Option<Value>, EngineError> {
     Ok(tx
         .query_opt(
             "SELECT order_json(o) FROM wallet_orders o WHERE id = $1 AND owner_id = $2",
@@ -41,7 +45,7 @@ pub async fn attach_charge(
     order_id: i64,
     charge_id: &str,
     command_id: &str,
-) -> Result<Value, DbError> {
+) -> Result<Value, EngineError> {
     Ok(tx
         .query_one(
             &tx.prepare_cached(
@@ -60,7 +64,7 @@ pub async fn mark_succeeded(
     tx: &Transaction<'_>,
     order_id: i64,
     journal_id: i64,
-) -> Result<Value, DbError> {
+) -> Result<Value, EngineError> {
     Ok(tx
         .query_one(
             &tx.prepare_cached(
@@ -79,7 +83,7 @@ pub async fn mark_failed(
     tx: &Transaction<'_>,
     order_id: i64,
     command_id: Option<&str>,
-) -> Result<Value, DbError> {
+) -> Result<Value, EngineError> {
     Ok(tx
         .query_one(
             &tx.prepare_cached(

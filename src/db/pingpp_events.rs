@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Transaction;
 
-use super::DbError;
+use crate::error::EngineError;
 
 /// Records the event as in progress, or takes up again one that was parked or dead-lettered
 /// after waiting. `false`: the event was applied before; see [`published`].
@@ -17,7 +17,7 @@ pub async fn begin(
     kind: &str,
     livemode: bool,
     raw: &str,
-) -> Result<bool, DbError> {
+) -> Result<bool, EngineError> {
     let inserted = tx
         .execute(
             &tx.prepare_cached(
@@ -37,7 +37,7 @@ pub async fn begin(
 pub async fn published(
     tx: &Transaction<'_>,
     id: &str,
-) -> Result<Option<(String, String)>, DbError> {
+) -> Result<Option<(String, String)>, EngineError> {
     let row = tx
         .query_one(
             &tx.prepare_cached(
@@ -67,7 +67,7 @@ pub async fn set_outcome(
     outcome: &str,
     order_id: Option<i64>,
     publish: Option<&(String, String)>,
-) -> Result<(), DbError> {
+) -> Result<(), EngineError> {
     tx.execute(
         &tx.prepare_cached(
             "UPDATE pingpp_events SET outcome = $2, order_id = $3, routing_key = $4,
@@ -88,7 +88,7 @@ pub async fn set_outcome(
 }
 
 /// The cash record a withdrawal event settled.
-pub async fn set_cash(tx: &Transaction<'_>, id: &str, cash_id: i64) -> Result<(), DbError> {
+pub async fn set_cash(tx: &Transaction<'_>, id: &str, cash_id: i64) -> Result<(), EngineError> {
     tx.execute(
         &tx.prepare_cached("UPDATE pingpp_events SET cash_id = $2 WHERE id = $1")
             .await?,
@@ -103,7 +103,7 @@ pub async fn link_journal(
     tx: &Transaction<'_>,
     event_id: &str,
     journal_id: i64,
-) -> Result<(), DbError> {
+) -> Result<(), EngineError> {
     tx.execute(
         &tx.prepare_cached("UPDATE journal SET event_id = $1 WHERE id = $2")
             .await?,
@@ -125,7 +125,7 @@ pub struct Parked {
 }
 
 /// Parks an event inserted (or taken up again) by this transaction until its next try.
-pub async fn park(tx: &Transaction<'_>, id: &str, reason: &str) -> Result<Parked, DbError> {
+pub async fn park(tx: &Transaction<'_>, id: &str, reason: &str) -> Result<Parked, EngineError> {
     let row = tx
         .query_one(
             &tx.prepare_cached(
@@ -160,7 +160,7 @@ pub struct DueEvent {
 }
 
 /// Locks up to `limit` due events for this transaction (others' sweeps skip them).
-pub async fn lock_due(tx: &Transaction<'_>, limit: i64) -> Result<Vec<DueEvent>, DbError> {
+pub async fn lock_due(tx: &Transaction<'_>, limit: i64) -> Result<Vec<DueEvent>, EngineError> {
     let rows = tx
         .query(
             &tx.prepare_cached(
@@ -183,7 +183,7 @@ pub async fn lock_due(tx: &Transaction<'_>, limit: i64) -> Result<Vec<DueEvent>,
 }
 
 /// These events are back on the queue: no further sweep puts them back until they wait again.
-pub async fn put_back(tx: &Transaction<'_>, ids: &[String]) -> Result<(), DbError> {
+pub async fn put_back(tx: &Transaction<'_>, ids: &[String]) -> Result<(), EngineError> {
     tx.execute(
         &tx.prepare_cached(
             "UPDATE pingpp_events SET retry_at = NULL WHERE id = ANY($1) AND outcome = 'waiting'",
@@ -196,7 +196,7 @@ pub async fn put_back(tx: &Transaction<'_>, ids: &[String]) -> Result<(), DbErro
 }
 
 /// How many events wait right now.
-pub async fn waiting(client: &deadpool_postgres::Client) -> Result<i64, DbError> {
+pub async fn waiting(client: &deadpool_postgres::Client) -> Result<i64, EngineError> {
     let row = client
         .query_one(
             &client
@@ -213,7 +213,7 @@ pub async fn waiting(client: &deadpool_postgres::Client) -> Result<i64, DbError>
 pub async fn mark_dead_lettered(
     client: &deadpool_postgres::Client,
     id: &str,
-) -> Result<(), DbError> {
+) -> Result<(), EngineError> {
     client
         .execute(
             &client

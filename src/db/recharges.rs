@@ -5,7 +5,7 @@
 use deadpool_postgres::Transaction;
 use serde_json::Value;
 
-use super::DbError;
+use crate::error::EngineError;
 
 /// A recharge as recorded: the JSON columns as text, for the engine to read.
 #[derive(Debug, Clone)]
@@ -20,7 +20,7 @@ pub struct Recorded {
     pub begun_at: i64,
 }
 
-pub async fn find(tx: &Transaction<'_>, command_id: &str) -> Result<Option<Recorded>, DbError> {
+pub async fn find(tx: &Transaction<'_>, command_id: &str) -> Result<Option<Recorded>, EngineError> {
     let row = tx
         .query_opt(
             &tx.prepare_cached(
@@ -60,7 +60,7 @@ pub struct NewRecharge<'a> {
     pub recharge_request: Option<&'a str>,
 }
 
-pub async fn insert(tx: &Transaction<'_>, new: &NewRecharge<'_>) -> Result<(), DbError> {
+pub async fn insert(tx: &Transaction<'_>, new: &NewRecharge<'_>) -> Result<(), EngineError> {
     tx.execute(
         &tx.prepare_cached(
             "INSERT INTO recharges (command_id, fingerprint, user_id, order_id, order_no,
@@ -97,7 +97,7 @@ pub async fn record_charge(
     tx: &Transaction<'_>,
     command_id: &str,
     made: &MadeCharge<'_>,
-) -> Result<(), DbError> {
+) -> Result<(), EngineError> {
     tx.execute(
         &tx.prepare_cached(
             "UPDATE recharges SET charge_id = $2, livemode = $3, charge = $4::text::json,
@@ -133,7 +133,7 @@ pub async fn for_event(
     tx: &Transaction<'_>,
     charge_id: &str,
     order_no: &str,
-) -> Result<Option<ForEvent>, DbError> {
+) -> Result<Option<ForEvent>, EngineError> {
     let row = tx
         .query_opt(
             &tx.prepare_cached(
@@ -167,7 +167,7 @@ pub struct OrderToRetrieve {
 pub async fn order_to_retrieve(
     tx: &Transaction<'_>,
     order_id: i64,
-) -> Result<Option<OrderToRetrieve>, DbError> {
+) -> Result<Option<OrderToRetrieve>, EngineError> {
     let row = tx
         .query_opt(
             &tx.prepare_cached(
@@ -205,7 +205,7 @@ pub struct LockedRecharge {
 pub async fn lock_for_completion(
     tx: &Transaction<'_>,
     order_id: i64,
-) -> Result<LockedRecharge, DbError> {
+) -> Result<LockedRecharge, EngineError> {
     let row = tx
         .query_one(
             &tx.prepare_cached(

@@ -10,16 +10,16 @@ use super::commands::transfer;
 use super::{rejected, Engine};
 use crate::db::commands::{self, Applied, Claim};
 use crate::db::ledger::{lock_wallets, SystemDeltas};
-use crate::db::DbError;
 use crate::domain::command::{CommandType, Envelope};
 use crate::domain::outcome::CommandResult;
+use crate::error::EngineError;
 
 /// Applies `envelopes` (none waits on Ping++) in one transaction and answers each, in order. Any
 /// error fails the whole transaction; nothing of it is then written.
 pub(super) async fn apply_together(
     engine: &Engine,
     envelopes: &[Envelope],
-) -> Result<Vec<Applied>, DbError> {
+) -> Result<Vec<Applied>, EngineError> {
     let mut client = engine.pool.get().await?;
     let tx = client.transaction().await?;
     let mut answers: Vec<Option<Applied>> = vec![None; envelopes.len()];

@@ -7,9 +7,10 @@ use super::completion::charge::{complete_charge, ChargeCompletion};
 use super::completion::withdrawal::{complete_withdrawal, WithdrawalCompletion};
 use super::Engine;
 use crate::db::pingpp_events as events;
-use crate::db::{cash_payouts, recharges, DbError};
+use crate::db::{cash_payouts, recharges};
 use crate::domain::event::{EventAction, PingppEvent};
 use crate::domain::recharge_object;
+use crate::error::EngineError;
 
 /// What the worker does after applying an event.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,7 +35,7 @@ pub async fn apply_event(
     engine: &Engine,
     event: &PingppEvent,
     raw: &str,
-) -> Result<EventOutcome, DbError> {
+) -> Result<EventOutcome, EngineError> {
     let mut client = engine.pool.get().await?;
     let tx = client.transaction().await?;
     // A parked event (or one dead-lettered after waiting, replayed from there) is taken up
@@ -124,7 +125,7 @@ async fn apply_withdrawal_event(
     tx: deadpool_postgres::Transaction<'_>,
     event: &PingppEvent,
     withdrawal: &Value,
-) -> Result<EventOutcome, DbError> {
+) -> Result<EventOutcome, EngineError> {
     let text = |name: &str| withdrawal.get(name).and_then(Value::as_str);
     let (Some(withdrawal_id), Some(order_no)) = (text("id"), text("order_no")) else {
         return Ok(EventOutcome::Refused(
@@ -206,7 +207,7 @@ async fn wait(
     tx: deadpool_postgres::Transaction<'_>,
     event: &PingppEvent,
     reason: String,
-) -> Result<EventOutcome, DbError> {
+) -> Result<EventOutcome, EngineError> {
     let parked = events::park(&tx, &event.id, &reason).await?;
     tx.commit().await?;
     if parked.waited >= engine.event_wait {

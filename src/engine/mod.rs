@@ -31,12 +31,12 @@ use deadpool_postgres::{Pool, Transaction};
 use crate::config::{PayoutMode, PingppSettings, RechargeMode, Settings};
 use crate::db::commands::{self as command_log, Applied, Claim};
 use crate::db::ledger::SystemDeltas;
-use crate::db::DbError;
 use crate::domain::cash::Decision;
 use crate::domain::command::{CommandType, Envelope};
 use crate::domain::outcome::{CommandResult, Rejection};
 use crate::domain::policy::WalletPolicy;
 use crate::domain::validate;
+use crate::error::EngineError;
 use crate::pingpp::{ClientConfig, MerchantKey, PingppClient};
 
 /// What applying commands needs; cheap to clone.
@@ -84,7 +84,7 @@ impl Engine {
 
     /// Applies a command exactly once. A transient error leaves nothing half-done and may be
     /// retried freely.
-    pub async fn apply(&self, envelope: &Envelope) -> Result<Applied, DbError> {
+    pub async fn apply(&self, envelope: &Envelope) -> Result<Applied, EngineError> {
         if let Some(rejection) = validate::unstorable_text(&envelope.data) {
             let mut client = self.pool.get().await?;
             let tx = client.transaction().await?;
@@ -124,7 +124,7 @@ impl Engine {
     /// rejection is a result like any other and never fails its neighbours. If the transaction
     /// itself fails, every command is applied again alone, so one bad command can't hold back
     /// the others; each result is then that of the single-command path.
-    pub async fn apply_batch(&self, envelopes: &[Envelope]) -> Vec<Result<Applied, DbError>> {
+    pub async fn apply_batch(&self, envelopes: &[Envelope]) -> Vec<Result<Applied, EngineError>> {
         debug_assert!(envelopes.iter().all(|e| !self.waits_on_pingpp(e.kind)));
         // A command refused for its text is rare: the whole batch then goes one by one.
         let all_storable = envelopes
@@ -183,7 +183,7 @@ pub(crate) async fn apply_within(
     engine: &Engine,
     tx: &Transaction<'_>,
     envelope: &Envelope,
-) -> Result<Applied, DbError> {
+) -> Result<Applied, EngineError> {
     if let Claim::Done(applied) = command_log::claim(tx, envelope).await? {
         return Ok(applied);
     }
@@ -205,7 +205,7 @@ async fn decide_in(
     tx: &Transaction<'_>,
     envelope: &Envelope,
     system: &mut SystemDeltas,
-) -> Result<Result<CommandResult, Rejection>, DbError> {
+) -> Result<Result<CommandResult, Rejection>, EngineError> {
     let policy = &engine.policy;
     match envelope.kind {
         CommandType::Cash => commands::cash::request(tx, envelope, policy, system).await,
@@ -224,7 +224,7 @@ async fn decide_in(
         | CommandType::Reward
         | CommandType::Recharge
         | CommandType::RechargeRetrieve
-        | CommandType::CashRetrieve => Err(DbError::Fatal(format!(
+        | CommandType::CashRetrieve => Err(EngineError::Broken(format!(
             "{} is not decided inside a shared transaction",
             envelope.kind.as_str()
         ))),

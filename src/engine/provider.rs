@@ -4,8 +4,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Engine;
-use crate::db::DbError;
 use crate::domain::outcome::{Code, Rejection};
+use crate::error::EngineError;
 use crate::pingpp::{PingppClient, PingppError};
 
 /// Ping++'s clock and ours may disagree: look this far before a create began for what it made.
@@ -19,9 +19,9 @@ pub(super) fn unix_now() -> i64 {
 
 /// The Ping++ client; without one the command can't be applied, which is not its fault: it is
 /// retried and finally dead-lettered, never rejected.
-pub(super) fn client(engine: &Engine) -> Result<&PingppClient, DbError> {
+pub(super) fn client(engine: &Engine) -> Result<&PingppClient, EngineError> {
     engine.pingpp.as_ref().ok_or_else(|| {
-        DbError::Fatal(
+        EngineError::Broken(
             "Ping++ is not configured (set pingpp.app_id and pingpp.secret_key): \
              commands that call Ping++ cannot be applied"
                 .into(),
@@ -52,16 +52,12 @@ pub(super) fn rejection(error: &PingppError) -> Option<Rejection> {
 }
 
 /// A Ping++ failure that is not a refusal: transient ones are retried.
-pub(super) fn failure(error: PingppError) -> DbError {
-    if error.is_transient() {
-        DbError::Transient(format!("Ping++: {error}"))
-    } else {
-        DbError::Fatal(format!("Ping++: {error}"))
-    }
+pub(super) fn failure(error: PingppError) -> EngineError {
+    EngineError::Pingpp { source: error }
 }
 
 /// A refusal as the command's rejection, or any other failure to retry.
-pub(super) fn refused_or_retry(error: PingppError) -> Result<Rejection, DbError> {
+pub(super) fn refused_or_retry(error: PingppError) -> Result<Rejection, EngineError> {
     rejection(&error).ok_or_else(|| failure(error))
 }
 
@@ -80,14 +76,14 @@ pub(super) fn refuses_used_order_no(error: &PingppError) -> bool {
 
 /// Ping++ may or may not have acted and it can't be found out now: never a rejection; the
 /// command waits and is tried again (the worker retries transient errors), and says so.
-pub(super) fn outcome_unknown(endpoint: &'static str, order_no: &str) -> DbError {
+pub(super) fn outcome_unknown(endpoint: &'static str, order_no: &str) -> EngineError {
     crate::metrics::pingpp_outcome_unknown(endpoint);
     tracing::warn!(
         %order_no,
         endpoint,
         "Ping++ may have acted on this order_no and that can't be found out now: the command waits"
     );
-    DbError::Transient(format!(
-        "Ping++'s outcome for order_no {order_no} is unknown; waiting to find it out"
-    ))
+    EngineError::OutcomeUnknown {
+        order_no: order_no.to_owned(),
+    }
 }

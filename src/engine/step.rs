@@ -5,9 +5,9 @@
 use deadpool_postgres::{Client, Transaction};
 
 use crate::db::commands::{self, Applied, Claim};
-use crate::db::DbError;
 use crate::domain::command::Envelope;
 use crate::domain::outcome::CommandResult;
+use crate::error::EngineError;
 
 /// How a step starts.
 pub(super) enum Step<'a> {
@@ -21,7 +21,7 @@ pub(super) enum Step<'a> {
 pub(super) async fn claiming<'a>(
     client: &'a mut Client,
     envelope: &Envelope,
-) -> Result<Step<'a>, DbError> {
+) -> Result<Step<'a>, EngineError> {
     let tx = client.transaction().await?;
     commands::lock_id(&tx, &envelope.id).await?;
     match commands::claim(&tx, envelope).await? {
@@ -37,7 +37,7 @@ pub(super) async fn claiming<'a>(
 pub(super) async fn looking<'a>(
     client: &'a mut Client,
     envelope: &Envelope,
-) -> Result<Step<'a>, DbError> {
+) -> Result<Step<'a>, EngineError> {
     let tx = client.transaction().await?;
     commands::lock_id(&tx, &envelope.id).await?;
     match commands::lookup(&tx, envelope).await? {
@@ -55,7 +55,7 @@ pub(super) async fn conclude(
     tx: Transaction<'_>,
     envelope: &Envelope,
     result: CommandResult,
-) -> Result<Applied, DbError> {
+) -> Result<Applied, EngineError> {
     if let Claim::Done(applied) = commands::claim(&tx, envelope).await? {
         tx.rollback().await?;
         return Ok(applied);
@@ -70,7 +70,7 @@ pub(super) async fn finish(
     tx: Transaction<'_>,
     envelope: &Envelope,
     result: &CommandResult,
-) -> Result<Applied, DbError> {
+) -> Result<Applied, EngineError> {
     let applied = commands::store(&tx, envelope, result).await?;
     tx.commit().await?;
     Ok(applied)

@@ -76,7 +76,7 @@ async fn a_batch_commits_once_and_decides_each_command_alone() {
 }
 
 fn apply(
-    results: Vec<Result<pluspay::db::commands::Applied, pluspay::db::DbError>>,
+    results: Vec<Result<pluspay::db::commands::Applied, pluspay::error::EngineError>>,
 ) -> Vec<serde_json::Value> {
     results
         .into_iter()

@@ -7,20 +7,21 @@ use deadpool_postgres::Transaction;
 use serde_json::json;
 
 use super::post_one;
+use crate::db::cashes;
 use crate::db::ledger::{insert_orders, lock_wallets, SystemDeltas};
-use crate::db::{cashes, DbError};
 use crate::domain::cash::{self, Decision, DecisionEffect};
 use crate::domain::command::Envelope;
 use crate::domain::outcome::{Code, CommandResult, Rejection};
 use crate::domain::policy::WalletPolicy;
 use crate::engine::succeeded;
+use crate::error::EngineError;
 
 pub(crate) async fn request(
     tx: &Transaction<'_>,
     envelope: &Envelope,
     policy: &WalletPolicy,
     system: &mut SystemDeltas,
-) -> Result<Result<CommandResult, Rejection>, DbError> {
+) -> Result<Result<CommandResult, Rejection>, EngineError> {
     let request = match cash::parse_request(envelope.user_id, &envelope.data, policy) {
         Ok(request) => request,
         Err(rejection) => return Ok(Err(rejection)),
@@ -45,7 +46,7 @@ pub(crate) async fn request(
     .remove(0);
     let order_id = order["id"]
         .as_i64()
-        .ok_or_else(|| DbError::Fatal("an order without an id".into()))?;
+        .ok_or_else(|| EngineError::Broken("an order without an id".into()))?;
     cashes::link_order(tx, cash_id, order_id).await?;
     let cash = cashes::get_json(tx, cash_id).await?;
     Ok(Ok(succeeded(
@@ -60,7 +61,7 @@ pub(crate) async fn decision(
     envelope: &Envelope,
     decision: Decision,
     system: &mut SystemDeltas,
-) -> Result<Result<CommandResult, Rejection>, DbError> {
+) -> Result<Result<CommandResult, Rejection>, EngineError> {
     let request = match cash::parse_decision(decision, &envelope.data) {
         Ok(request) => request,
         Err(rejection) => return Ok(Err(rejection)),

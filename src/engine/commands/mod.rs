@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use deadpool_postgres::Transaction;
 
 use crate::db::ledger::{post_journals, JournalDraft, LockedWallet, SystemDeltas};
-use crate::db::DbError;
 use crate::domain::ledger::Journal;
+use crate::error::EngineError;
 
 /// Posts one command's journal; system accounts move in `system`, at the end.
 pub(crate) async fn post_one(
@@ -25,7 +25,7 @@ pub(crate) async fn post_one(
     journal: &Journal,
     wallets: &BTreeMap<i64, LockedWallet>,
     system: &mut SystemDeltas,
-) -> Result<i64, DbError> {
+) -> Result<i64, EngineError> {
     let draft = JournalDraft {
         kind,
         command_id: Some(command_id),

@@ -27,10 +27,10 @@
 use deadpool_postgres::Transaction;
 use serde_json::{json, Value};
 
+use crate::db::cash_payouts;
 use crate::db::cashes;
 use crate::db::commands::Applied;
 use crate::db::ledger::{lock_wallets, post_journal};
-use crate::db::{cash_payouts, DbError};
 use crate::domain::cash::{self, Decision, DecisionEffect, WithdrawalFacts, WithdrawalState};
 use crate::domain::command::Envelope;
 use crate::domain::outcome::{Code, CommandResult, Rejection};
@@ -39,6 +39,7 @@ use crate::engine::completion::withdrawal::{complete_withdrawal, observe, Payout
 use crate::engine::provider::{self, LOOKUP_MARGIN_SECS};
 use crate::engine::step::{self, Step};
 use crate::engine::{rejected, succeeded, Engine};
+use crate::error::EngineError;
 use crate::pingpp::{WithdrawalRequest, WithdrawalUpdate};
 
 /// What withdrawals are made with (`[pingpp]` settings).
@@ -56,11 +57,11 @@ enum Approval {
     Payout(Box<Payout>),
 }
 
-fn settings(engine: &Engine) -> Result<&PayoutSettings, DbError> {
+fn settings(engine: &Engine) -> Result<&PayoutSettings, EngineError> {
     engine
         .payout
         .as_deref()
-        .ok_or_else(|| DbError::Fatal("pingpp.payout is not \"withdrawals\"".into()))
+        .ok_or_else(|| EngineError::Broken("pingpp.payout is not \"withdrawals\"".into()))
 }
 
 fn status_of(withdrawal: &Value) -> &str {
@@ -70,16 +71,16 @@ fn status_of(withdrawal: &Value) -> &str {
         .unwrap_or_default()
 }
 
-fn facts(withdrawal: &Value) -> Result<WithdrawalFacts, DbError> {
+fn facts(withdrawal: &Value) -> Result<WithdrawalFacts, EngineError> {
     cash::withdrawal_facts(withdrawal)
-        .map_err(|e| DbError::Fatal(format!("unreadable Ping++ withdrawal: {e}")))
+        .map_err(|e| EngineError::Broken(format!("unreadable Ping++ withdrawal: {e}")))
 }
 
 fn already_decided() -> Rejection {
     Rejection::field(Code::CashAlreadyDecided, "cash", cash::MSG_ALREADY_DECIDED)
 }
 
-async fn active_payout(tx: &Transaction<'_>, cash_id: i64) -> Result<Option<Payout>, DbError> {
+async fn active_payout(tx: &Transaction<'_>, cash_id: i64) -> Result<Option<Payout>, EngineError> {
     match cash_payouts::active(tx, cash_id).await? {
         Some(recorded) => Ok(Some(Payout::from_recorded(recorded, cash_id)?)),
         None => Ok(None),
@@ -87,7 +88,7 @@ async fn active_payout(tx: &Transaction<'_>, cash_id: i64) -> Result<Option<Payo
 }
 
 /// Step 1 of `cash.approve`: its stored outcome, the cash record's active payout, or a new one.
-async fn begin_approve(engine: &Engine, envelope: &Envelope) -> Result<Approval, DbError> {
+async fn begin_approve(engine: &Engine, envelope: &Envelope) -> Result<Approval, EngineError> {
     let settings = settings(engine)?;
     let mut client = engine.pool.get().await?;
     let tx = match step::looking(&mut client, envelope).await? {
@@ -166,7 +167,7 @@ async fn approved_result(
     envelope: &Envelope,
     cash_id: i64,
     withdrawal: Option<&Value>,
-) -> Result<CommandResult, DbError> {
+) -> Result<CommandResult, EngineError> {
     let mut data = json!({ "cash": cashes::get_json(tx, cash_id).await? });
     if let Some(withdrawal) = withdrawal {
         data["pingpp_withdrawal"] = withdrawal.clone();
@@ -178,7 +179,7 @@ async fn approved_result(
 async fn ensure_created(
     engine: &Engine,
     payout: &Payout,
-) -> Result<Result<Value, Rejection>, DbError> {
+) -> Result<Result<Value, Rejection>, EngineError> {
     if let Some(withdrawal) = &payout.withdrawal {
         return Ok(Ok(withdrawal.clone()));
     }
@@ -210,13 +211,13 @@ async fn ensure_created(
     let tx = db.transaction().await?;
     let locked = cashes::lock(&tx, payout.cash_id)
         .await?
-        .ok_or_else(|| DbError::Fatal(format!("cash {} vanished", payout.cash_id)))?;
+        .ok_or_else(|| EngineError::Broken(format!("cash {} vanished", payout.cash_id)))?;
     observe(&tx, payout, &locked, &withdrawal).await?;
     tx.commit().await?;
     Ok(Ok(withdrawal))
 }
 
-pub(crate) async fn approve(engine: &Engine, envelope: &Envelope) -> Result<Applied, DbError> {
+pub(crate) async fn approve(engine: &Engine, envelope: &Envelope) -> Result<Applied, EngineError> {
     let payout = match begin_approve(engine, envelope).await? {
         Approval::Answered(applied) => return Ok(applied),
         Approval::Payout(payout) => payout,
@@ -276,9 +277,9 @@ async fn finish_approve(
     envelope: &Envelope,
     payout: &Payout,
     withdrawal: &Value,
-) -> Result<Applied, DbError> {
+) -> Result<Applied, EngineError> {
     let request = cash::parse_decision(Decision::Approve, &envelope.data)
-        .map_err(|_| DbError::Fatal("an approval that was valid is not".into()))?;
+        .map_err(|_| EngineError::Broken("an approval that was valid is not".into()))?;
     let mut client = engine.pool.get().await?;
     let tx = match step::claiming(&mut client, envelope).await? {
         Step::Answered(applied) => return Ok(applied),
@@ -286,7 +287,7 @@ async fn finish_approve(
     };
     let locked = cashes::lock(&tx, payout.cash_id)
         .await?
-        .ok_or_else(|| DbError::Fatal(format!("cash {} vanished", payout.cash_id)))?;
+        .ok_or_else(|| EngineError::Broken(format!("cash {} vanished", payout.cash_id)))?;
     let result = if locked.status == cash::REJECTED {
         rejected(envelope, already_decided())
     } else {
@@ -319,7 +320,7 @@ async fn give_up(
     payout: &Payout,
     withdrawal: Option<Value>,
     rejection: Rejection,
-) -> Result<Applied, DbError> {
+) -> Result<Applied, EngineError> {
     let mut client = engine.pool.get().await?;
     let tx = match step::claiming(&mut client, envelope).await? {
         Step::Answered(applied) => return Ok(applied),
@@ -327,7 +328,7 @@ async fn give_up(
     };
     let locked = cashes::lock(&tx, payout.cash_id)
         .await?
-        .ok_or_else(|| DbError::Fatal(format!("cash {} vanished", payout.cash_id)))?;
+        .ok_or_else(|| EngineError::Broken(format!("cash {} vanished", payout.cash_id)))?;
     if let Some(withdrawal) = &withdrawal {
         observe(&tx, payout, &locked, withdrawal).await?;
     }
@@ -338,7 +339,7 @@ async fn give_up(
     step::finish(tx, envelope, &rejected(envelope, rejection)).await
 }
 
-pub(crate) async fn reject(engine: &Engine, envelope: &Envelope) -> Result<Applied, DbError> {
+pub(crate) async fn reject(engine: &Engine, envelope: &Envelope) -> Result<Applied, EngineError> {
     // Step 1: a cash record without a payout under way is rejected as in the manual flow.
     let payout = {
         let mut client = engine.pool.get().await?;
@@ -400,10 +401,10 @@ pub(crate) async fn reject(engine: &Engine, envelope: &Envelope) -> Result<Appli
         Step::Open(tx) => tx,
     };
     let request = cash::parse_decision(Decision::Reject, &envelope.data)
-        .map_err(|_| DbError::Fatal("a rejection that was valid is not".into()))?;
+        .map_err(|_| EngineError::Broken("a rejection that was valid is not".into()))?;
     let locked = cashes::lock(&tx, payout.cash_id)
         .await?
-        .ok_or_else(|| DbError::Fatal(format!("cash {} vanished", payout.cash_id)))?;
+        .ok_or_else(|| EngineError::Broken(format!("cash {} vanished", payout.cash_id)))?;
     let state = match &withdrawal {
         Some(withdrawal) => Some(observe(&tx, &payout, &locked, withdrawal).await?.state),
         None => None,
@@ -447,7 +448,7 @@ pub(crate) async fn reject(engine: &Engine, envelope: &Envelope) -> Result<Appli
             if let Err(mismatch) =
                 complete_withdrawal(&tx, locked.id, withdrawal, Some(&envelope.id)).await?
             {
-                return Err(DbError::Fatal(mismatch));
+                return Err(EngineError::Broken(mismatch));
             }
         }
         let now = cashes::lock(&tx, locked.id).await?.map_or(0, |c| c.status);
@@ -464,7 +465,7 @@ async fn rejected_result(
     tx: &Transaction<'_>,
     envelope: &Envelope,
     cash_id: i64,
-) -> Result<CommandResult, DbError> {
+) -> Result<CommandResult, EngineError> {
     let cash = cashes::get_json(tx, cash_id).await?;
     Ok(succeeded(
         envelope,
@@ -475,7 +476,7 @@ async fn rejected_result(
 
 /// `cash.retrieve`: the cash record, and its withdrawal as Ping++ sees it now, applied through
 /// the same completion path as the webhook.
-pub(crate) async fn retrieve(engine: &Engine, envelope: &Envelope) -> Result<Applied, DbError> {
+pub(crate) async fn retrieve(engine: &Engine, envelope: &Envelope) -> Result<Applied, EngineError> {
     let (cash_id, withdrawal_id) = {
         let mut client = engine.pool.get().await?;
         let tx = match step::looking(&mut client, envelope).await? {

@@ -6,19 +6,20 @@ use deadpool_postgres::Transaction;
 use serde_json::json;
 
 use crate::db::ledger::summary;
-use crate::db::{cashes, orders, DbError};
+use crate::db::{cashes, orders};
 use crate::domain::command::{CommandType, Envelope};
 use crate::domain::outcome::{CommandResult, Rejection};
 use crate::domain::policy::WalletPolicy;
 use crate::domain::query;
 use crate::engine::succeeded;
+use crate::error::EngineError;
 
 /// Answers a read command.
 pub(crate) async fn answer(
     tx: &Transaction<'_>,
     envelope: &Envelope,
     policy: &WalletPolicy,
-) -> Result<Result<CommandResult, Rejection>, DbError> {
+) -> Result<Result<CommandResult, Rejection>, EngineError> {
     let user = envelope.user_id;
     let data = &envelope.data;
     Ok(match envelope.kind {
@@ -51,7 +52,7 @@ pub(crate) async fn answer(
             wallet_info(&summary(tx, user).await?, policy),
         )),
         other => {
-            return Err(DbError::Fatal(format!(
+            return Err(EngineError::Broken(format!(
                 "{} is not a read command",
                 other.as_str()
             )))

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::db::commands::Applied;
 use crate::db::ledger::insert_orders;
-use crate::db::{orders, recharges, DbError};
+use crate::db::{orders, recharges};
 use crate::domain::command::Envelope;
 use crate::domain::outcome::{Code, Rejection};
 use crate::domain::query;
@@ -25,6 +25,7 @@ use crate::engine::completion::charge::complete_charge;
 use crate::engine::provider::{self, unix_now, LOOKUP_MARGIN_SECS};
 use crate::engine::step::{self, Step};
 use crate::engine::{rejected, succeeded, Engine};
+use crate::error::EngineError;
 use crate::pingpp::{ChargeRequest, RechargeObjectRequest};
 
 /// What step 1 found or made.
@@ -48,7 +49,7 @@ enum Begun {
     Progress(Box<Progress>),
 }
 
-pub(crate) async fn create(engine: &Engine, envelope: &Envelope) -> Result<Applied, DbError> {
+pub(crate) async fn create(engine: &Engine, envelope: &Envelope) -> Result<Applied, EngineError> {
     let progress = match begin(engine, envelope).await? {
         Begun::Answered(applied) => return Ok(applied),
         Begun::Progress(progress) => progress,
@@ -92,7 +93,7 @@ pub(crate) async fn create(engine: &Engine, envelope: &Envelope) -> Result<Appli
 async fn find_made(
     engine: &Engine,
     progress: &Progress,
-) -> Result<Option<(Value, Option<Value>)>, DbError> {
+) -> Result<Option<(Value, Option<Value>)>, EngineError> {
     let client = provider::client(engine)?;
     let order_no = &progress.request.order_no;
     let since = progress.begun_at - LOOKUP_MARGIN_SECS;
@@ -116,12 +117,12 @@ async fn find_made(
     Ok(found)
 }
 
-fn unreadable(what: &str, e: serde_json::Error) -> DbError {
-    DbError::Fatal(format!("a recharge's stored {what} is unreadable: {e}"))
+fn unreadable(what: &str, e: serde_json::Error) -> EngineError {
+    EngineError::Broken(format!("a recharge's stored {what} is unreadable: {e}"))
 }
 
 /// Step 1: the stored outcome, the recorded progress, or a new waiting order.
-async fn begin(engine: &Engine, envelope: &Envelope) -> Result<Begun, DbError> {
+async fn begin(engine: &Engine, envelope: &Envelope) -> Result<Begun, EngineError> {
     let mut client = engine.pool.get().await?;
     let tx = match step::looking(&mut client, envelope).await? {
         Step::Answered(applied) => return Ok(Begun::Answered(applied)),
@@ -179,7 +180,7 @@ async fn begin(engine: &Engine, envelope: &Envelope) -> Result<Begun, DbError> {
     let order = insert_orders(&tx, None, None, &[draft]).await?.remove(0);
     let order_id = order["id"]
         .as_i64()
-        .ok_or_else(|| DbError::Fatal("an order without an id".into()))?;
+        .ok_or_else(|| EngineError::Broken("an order without an id".into()))?;
     let metadata = json!({ "order_id": order_id, "user_id": request.user });
     let mut charge_request = ChargeRequest {
         order_no: recharge::order_no(order_id),
@@ -268,15 +269,15 @@ async fn record_charge(
     progress: &Progress,
     charge: Value,
     object: Option<Value>,
-) -> Result<Applied, DbError> {
+) -> Result<Applied, EngineError> {
     let charge_id = charge
         .get("id")
         .and_then(Value::as_str)
-        .ok_or_else(|| DbError::Fatal("Ping++ returned a charge without an id".into()))?;
+        .ok_or_else(|| EngineError::Broken("Ping++ returned a charge without an id".into()))?;
     if charge.get("order_no").and_then(Value::as_str) != Some(progress.request.order_no.as_str())
         || charge.get("amount").and_then(Value::as_u64) != Some(progress.request.amount)
     {
-        return Err(DbError::Fatal(format!(
+        return Err(EngineError::Broken(format!(
             "Ping++ returned charge {charge_id} for another order_no or amount than {}",
             progress.request.order_no
         )));
@@ -287,7 +288,7 @@ async fn record_charge(
             let id = object.get("id").and_then(Value::as_str);
             let fee = object.get("user_fee").and_then(Value::as_u64).unwrap_or(0);
             if id.is_none() || fee != request.user_fee.unwrap_or(0) {
-                return Err(DbError::Fatal(format!(
+                return Err(EngineError::Broken(format!(
                     "Ping++ returned recharge {id:?} with another user_fee than asked for {}",
                     progress.request.order_no
                 )));
@@ -295,7 +296,7 @@ async fn record_charge(
             id.map(str::to_owned)
         }
         (Some(_), None) => {
-            return Err(DbError::Fatal(format!(
+            return Err(EngineError::Broken(format!(
                 "no recharge object recorded for {}",
                 progress.request.order_no
             )))
@@ -330,7 +331,7 @@ async fn refuse(
     envelope: &Envelope,
     progress: &Progress,
     rejection: Rejection,
-) -> Result<Applied, DbError> {
+) -> Result<Applied, EngineError> {
     let mut client = engine.pool.get().await?;
     let tx = match step::claiming(&mut client, envelope).await? {
         Step::Answered(applied) => return Ok(applied),
@@ -340,7 +341,7 @@ async fn refuse(
     step::finish(tx, envelope, &rejected(envelope, rejection)).await
 }
 
-pub(crate) async fn retrieve(engine: &Engine, envelope: &Envelope) -> Result<Applied, DbError> {
+pub(crate) async fn retrieve(engine: &Engine, envelope: &Envelope) -> Result<Applied, EngineError> {
     let (order_id, charge_id) = {
         let mut client = engine.pool.get().await?;
         let tx = match step::looking(&mut client, envelope).await? {

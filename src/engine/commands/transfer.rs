@@ -10,12 +10,12 @@ use serde_json::json;
 use crate::db::ledger::{
     insert_orders_of, post_journals, JournalDraft, LockedWallet, SystemDeltas,
 };
-use crate::db::DbError;
 use crate::domain::command::{CommandType, Envelope};
 use crate::domain::ledger::{AccountRef, Journal};
 use crate::domain::outcome::{CommandResult, Rejection};
 use crate::domain::transfer::{self, TransferKind, TransferRequest};
 use crate::engine::succeeded;
+use crate::error::EngineError;
 
 const ORDERS_PER_TRANSFER: usize = 2;
 
@@ -38,12 +38,12 @@ pub(crate) fn kind_of(kind: CommandType) -> Option<TransferKind> {
 pub(crate) fn decide(
     request: TransferRequest,
     wallets: &mut BTreeMap<i64, LockedWallet>,
-) -> Result<Result<DecidedTransfer, Rejection>, DbError> {
+) -> Result<Result<DecidedTransfer, Rejection>, EngineError> {
     let figures = |user: i64| {
         wallets
             .get(&user)
             .map(|w| w.figures)
-            .ok_or_else(|| DbError::Fatal(format!("wallet of user {user} was not locked")))
+            .ok_or_else(|| EngineError::Broken(format!("wallet of user {user} was not locked")))
     };
     let journal = match transfer::decide(&request, figures(request.from)?, figures(request.to)?) {
         Ok(journal) => journal,
@@ -68,7 +68,7 @@ pub(crate) async fn write(
     transfers: &[(usize, DecidedTransfer)],
     wallets: &BTreeMap<i64, LockedWallet>,
     system: &mut SystemDeltas,
-) -> Result<Vec<(usize, CommandResult)>, DbError> {
+) -> Result<Vec<(usize, CommandResult)>, EngineError> {
     let drafts: Vec<JournalDraft> = transfers
         .iter()
         .map(|(i, t)| JournalDraft {
@@ -94,7 +94,7 @@ pub(crate) async fn write(
         .collect();
     let orders = insert_orders_of(tx, &orders_of).await?;
     if orders.len() != orders_of.len() {
-        return Err(DbError::Fatal("orders went missing".into()));
+        return Err(EngineError::Broken("orders went missing".into()));
     }
     // Each transfer has two orders, the sender's first: that one is its result.
     Ok(transfers

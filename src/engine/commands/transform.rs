@@ -6,19 +6,19 @@ use serde_json::json;
 
 use super::post_one;
 use crate::db::ledger::{insert_orders, lock_points, lock_wallets, SystemDeltas};
-use crate::db::DbError;
 use crate::domain::command::Envelope;
 use crate::domain::outcome::{CommandResult, Rejection};
 use crate::domain::policy::WalletPolicy;
 use crate::domain::transform;
 use crate::engine::succeeded;
+use crate::error::EngineError;
 
 pub(crate) async fn apply(
     tx: &Transaction<'_>,
     envelope: &Envelope,
     policy: &WalletPolicy,
     system: &mut SystemDeltas,
-) -> Result<Result<CommandResult, Rejection>, DbError> {
+) -> Result<Result<CommandResult, Rejection>, EngineError> {
     let request = match transform::parse(envelope.user_id, &envelope.data, policy) {
         Ok(request) => request,
         Err(rejection) => return Ok(Err(rejection)),

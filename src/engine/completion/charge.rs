@@ -6,9 +6,10 @@ use deadpool_postgres::Transaction;
 use serde_json::Value;
 
 use crate::db::ledger::{lock_wallets, post_journal};
-use crate::db::{orders, recharges, DbError};
+use crate::db::{orders, recharges};
 use crate::domain::recharge::{self, charge_facts, Completion, Mismatch, WaitingRecharge};
 use crate::engine::provider::unix_now;
+use crate::error::EngineError;
 
 /// What a charge did to its order.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,7 +45,7 @@ pub async fn complete_charge(
     order_id: i64,
     charge: &Value,
     command_id: Option<&str>,
-) -> Result<Result<ChargeCompletion, Mismatch>, DbError> {
+) -> Result<Result<ChargeCompletion, Mismatch>, EngineError> {
     let facts = match charge_facts(charge, unix_now()) {
         Ok(facts) => facts,
         // What Ping++ signed or answered will read the same way next time: refuse it now.

@@ -5,10 +5,11 @@
 use deadpool_postgres::Transaction;
 use serde_json::Value;
 
+use crate::db::cash_payouts;
 use crate::db::cashes::{self, LockedCash};
 use crate::db::ledger::{lock_wallets, post_journal};
-use crate::db::{cash_payouts, DbError};
 use crate::domain::cash::{self, WithdrawalFacts, WithdrawalState};
+use crate::error::EngineError;
 use crate::pingpp::WithdrawalRequest;
 
 /// A payout attempt as recorded in `cash_payouts`.
@@ -22,15 +23,15 @@ pub(crate) struct Payout {
     pub begun_at: i64,
 }
 
-pub(crate) fn unreadable(e: serde_json::Error) -> DbError {
-    DbError::Fatal(format!("a cash payout's stored request is unreadable: {e}"))
+pub(crate) fn unreadable(e: serde_json::Error) -> EngineError {
+    EngineError::Broken(format!("a cash payout's stored request is unreadable: {e}"))
 }
 
 impl Payout {
     pub(crate) fn from_recorded(
         recorded: cash_payouts::Recorded,
         cash_id: i64,
-    ) -> Result<Payout, DbError> {
+    ) -> Result<Payout, EngineError> {
         Ok(Payout {
             id: recorded.id,
             cash_id,
@@ -89,9 +90,9 @@ impl WithdrawalCompletion {
     }
 }
 
-fn facts(withdrawal: &Value) -> Result<WithdrawalFacts, DbError> {
+fn facts(withdrawal: &Value) -> Result<WithdrawalFacts, EngineError> {
     cash::withdrawal_facts(withdrawal)
-        .map_err(|e| DbError::Fatal(format!("unreadable Ping++ withdrawal: {e}")))
+        .map_err(|e| EngineError::Broken(format!("unreadable Ping++ withdrawal: {e}")))
 }
 
 /// Records what Ping++ says of the payout's withdrawal, on the payout and (while the payout is
@@ -101,10 +102,10 @@ pub(crate) async fn observe(
     payout: &Payout,
     cash: &LockedCash,
     withdrawal: &Value,
-) -> Result<WithdrawalFacts, DbError> {
+) -> Result<WithdrawalFacts, EngineError> {
     let facts = facts(withdrawal)?;
     if facts.order_no != payout.request.order_no || facts.amount != cash.value {
-        return Err(DbError::Fatal(format!(
+        return Err(EngineError::Broken(format!(
             "Ping++ returned withdrawal {} for another order_no or amount than {}",
             facts.id, payout.request.order_no
         )));
@@ -118,7 +119,7 @@ pub(crate) async fn observe(
     )
     .await?;
     match recorded {
-        None => Err(DbError::Fatal(format!(
+        None => Err(EngineError::Broken(format!(
             "payout {} has another withdrawal than {}",
             payout.id, facts.id
         ))),
@@ -139,7 +140,7 @@ pub async fn complete_withdrawal(
     cash_id: i64,
     withdrawal: &Value,
     command_id: Option<&str>,
-) -> Result<Result<WithdrawalCompletion, String>, DbError> {
+) -> Result<Result<WithdrawalCompletion, String>, EngineError> {
     let facts = match cash::withdrawal_facts(withdrawal) {
         Ok(facts) => facts,
         Err(e) => return Ok(Err(e)),
