@@ -322,13 +322,56 @@ pub enum WithdrawalState {
     },
 }
 
+/// A Ping++ withdrawal's `status`, read once: the word Ping++ uses is kept (it is shown on the
+/// cash record), `pending` and `processing` alike mean "on its way".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WithdrawalStatus {
+    Created,
+    Pending,
+    Processing,
+    Succeeded,
+    Failed,
+    Canceled,
+}
+
+impl WithdrawalStatus {
+    /// Ping++'s word (`cancelled`, the British spelling, is read as `canceled`).
+    pub fn parse(status: &str) -> Option<WithdrawalStatus> {
+        Some(match status {
+            "created" => WithdrawalStatus::Created,
+            "pending" => WithdrawalStatus::Pending,
+            "processing" => WithdrawalStatus::Processing,
+            "succeeded" => WithdrawalStatus::Succeeded,
+            "failed" => WithdrawalStatus::Failed,
+            "canceled" | "cancelled" => WithdrawalStatus::Canceled,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WithdrawalStatus::Created => "created",
+            WithdrawalStatus::Pending => "pending",
+            WithdrawalStatus::Processing => "processing",
+            WithdrawalStatus::Succeeded => "succeeded",
+            WithdrawalStatus::Failed => "failed",
+            WithdrawalStatus::Canceled => "canceled",
+        }
+    }
+
+    /// Failed or canceled: it will never pay out.
+    pub fn is_returned(self) -> bool {
+        matches!(self, WithdrawalStatus::Failed | WithdrawalStatus::Canceled)
+    }
+}
+
 /// The facts of a withdrawal object that its cash record is checked against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WithdrawalFacts {
     pub id: String,
     pub order_no: String,
     pub amount: i64,
-    pub status: String,
+    pub status: WithdrawalStatus,
     pub state: WithdrawalState,
 }
 
@@ -344,22 +387,23 @@ pub fn withdrawal_facts(withdrawal: &serde_json::Value) -> Result<WithdrawalFact
     if withdrawal.get("object").and_then(Value::as_str) != Some("withdrawal") {
         return Err("not a withdrawal object".into());
     }
-    let status = text("status")?;
+    let word = text("status")?;
+    let status = WithdrawalStatus::parse(&word)
+        .ok_or_else(|| format!("unknown withdrawal status {word:?}"))?;
     let failure = withdrawal
         .get("failure_msg")
         .and_then(Value::as_str)
         .filter(|m| !m.trim().is_empty());
-    let state = match status.as_str() {
-        "created" => WithdrawalState::Created,
-        "pending" | "processing" => WithdrawalState::InProgress,
-        "succeeded" => WithdrawalState::Succeeded,
-        "failed" => WithdrawalState::Returned {
+    let state = match status {
+        WithdrawalStatus::Created => WithdrawalState::Created,
+        WithdrawalStatus::Pending | WithdrawalStatus::Processing => WithdrawalState::InProgress,
+        WithdrawalStatus::Succeeded => WithdrawalState::Succeeded,
+        WithdrawalStatus::Failed => WithdrawalState::Returned {
             reason: failure.unwrap_or(MSG_PAYOUT_FAILED).to_owned(),
         },
-        "canceled" | "cancelled" => WithdrawalState::Returned {
+        WithdrawalStatus::Canceled => WithdrawalState::Returned {
             reason: failure.unwrap_or(MSG_PAYOUT_CANCELED).to_owned(),
         },
-        other => return Err(format!("unknown withdrawal status {other:?}")),
     };
     Ok(WithdrawalFacts {
         id: text("id")?,

@@ -31,7 +31,9 @@ use crate::db::cash_payouts;
 use crate::db::cashes;
 use crate::db::commands::Applied;
 use crate::db::ledger::{lock_wallets, post_journal};
-use crate::domain::cash::{self, Decision, DecisionEffect, WithdrawalFacts, WithdrawalState};
+use crate::domain::cash::{
+    self, Decision, DecisionEffect, WithdrawalFacts, WithdrawalState, WithdrawalStatus,
+};
 use crate::domain::command::Envelope;
 use crate::domain::outcome::{Code, CommandResult, Rejection};
 use crate::domain::recharge_object::pingpp_user;
@@ -62,13 +64,6 @@ fn settings(engine: &Engine) -> Result<&PayoutSettings, EngineError> {
         .payout
         .as_deref()
         .ok_or_else(|| EngineError::Broken("pingpp.payout is not \"withdrawals\"".into()))
-}
-
-fn status_of(withdrawal: &Value) -> &str {
-    withdrawal
-        .get("status")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
 }
 
 fn facts(withdrawal: &Value) -> Result<WithdrawalFacts, EngineError> {
@@ -226,7 +221,7 @@ pub(crate) async fn approve(engine: &Engine, envelope: &Envelope) -> Result<Appl
         Ok(withdrawal) => withdrawal,
         Err(rejection) => return give_up(engine, envelope, &payout, None, rejection).await,
     };
-    if status_of(&withdrawal) == "created" {
+    if facts(&withdrawal)?.status == WithdrawalStatus::Created {
         let client = provider::client(engine)?;
         let id = facts(&withdrawal)?.id;
         match client
@@ -242,8 +237,8 @@ pub(crate) async fn approve(engine: &Engine, envelope: &Envelope) -> Result<Appl
                     .retrieve_withdrawal(&id)
                     .await
                     .map_err(provider::failure)?;
-                match status_of(&now) {
-                    "created" => {
+                match facts(&now)?.status {
+                    WithdrawalStatus::Created => {
                         let canceled = match client
                             .update_withdrawal(&id, WithdrawalUpdate::Cancel)
                             .await
@@ -260,7 +255,7 @@ pub(crate) async fn approve(engine: &Engine, envelope: &Envelope) -> Result<Appl
                         };
                         return give_up(engine, envelope, &payout, canceled, rejection).await;
                     }
-                    "canceled" | "failed" => {
+                    status if status.is_returned() => {
                         return give_up(engine, envelope, &payout, Some(now), rejection).await
                     }
                     _ => withdrawal = now,
@@ -371,7 +366,11 @@ pub(crate) async fn reject(engine: &Engine, envelope: &Envelope) -> Result<Appli
     // Step 2: the withdrawal is known, and canceled unless it is final or under way.
     // `None`: Ping++ refuses to make it, so no withdrawal exists and none will.
     let mut withdrawal = ensure_created(engine, &payout).await?.ok();
-    if let Some(current) = withdrawal.as_ref().filter(|w| status_of(w) == "created") {
+    let created = match &withdrawal {
+        Some(w) => facts(w)?.status == WithdrawalStatus::Created,
+        None => false,
+    };
+    if let Some(current) = withdrawal.as_ref().filter(|_| created) {
         let client = provider::client(engine)?;
         let id = facts(current)?.id;
         match client
@@ -385,7 +384,7 @@ pub(crate) async fn reject(engine: &Engine, envelope: &Envelope) -> Result<Appli
                     .retrieve_withdrawal(&id)
                     .await
                     .map_err(provider::failure)?;
-                if !matches!(status_of(&now), "canceled" | "failed") {
+                if !facts(&now)?.status.is_returned() {
                     let mut client = engine.pool.get().await?;
                     let tx = client.transaction().await?;
                     return step::conclude(tx, envelope, rejected(envelope, rejection)).await;

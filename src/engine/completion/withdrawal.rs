@@ -114,7 +114,7 @@ pub(crate) async fn observe(
         tx,
         payout.id,
         &facts.id,
-        &facts.status,
+        facts.status.as_str(),
         &withdrawal.to_string(),
     )
     .await?;
@@ -125,7 +125,8 @@ pub(crate) async fn observe(
         ))),
         Some(active) => {
             if active {
-                cashes::set_withdrawal(tx, cash.id, Some((&facts.id, &facts.status))).await?;
+                cashes::set_withdrawal(tx, cash.id, Some((&facts.id, facts.status.as_str())))
+                    .await?;
             }
             Ok(facts)
         }
