@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod metrics;
 pub mod pingpp;
+pub mod redact;
 pub mod send;
 pub mod service;
 pub mod webhook;
