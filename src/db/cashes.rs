@@ -66,11 +66,11 @@ pub async fn lock(tx: &Transaction<'_>, cash_id: i64) -> Result<Option<LockedCas
         )
         .await?;
     Ok(row.map(|r| LockedCash {
-        id: r.get(0),
-        owner: r.get(1),
-        value: r.get(2),
-        status: r.get(3),
-        order_id: r.get(4),
+        id: r.get("id"),
+        owner: r.get("user_id"),
+        value: r.get("value"),
+        status: r.get("status"),
+        order_id: r.get("order_id"),
     }))
 }
 

@@ -53,8 +53,8 @@ pub async fn lookup(
     let Some(row) = tx
         .query_opt(
             &tx.prepare_cached(
-                "SELECT fingerprint, status, result::text, type FROM commands
-             WHERE id = $1 AND result IS NOT NULL",
+                "SELECT fingerprint, status, result::text AS result, type FROM commands
+                 WHERE id = $1 AND result IS NOT NULL",
             )
             .await?,
             &[&envelope.id],
@@ -63,18 +63,18 @@ pub async fn lookup(
     else {
         return Ok(None);
     };
-    let stored: Vec<u8> = row.get(0);
+    let stored: Vec<u8> = row.get("fingerprint");
     if stored != envelope.fingerprint() {
         return Ok(Some(conflict(envelope)));
     }
-    let status = match row.get::<_, &str>(1) {
+    let status = match row.get::<_, &str>("status") {
         "succeeded" => Status::Succeeded,
         _ => Status::Rejected,
     };
     Ok(Some(Applied {
-        body: row.get(2),
+        body: row.get("result"),
         status,
-        routing_key: format!("{}.{}", row.get::<_, &str>(3), status.as_str()),
+        routing_key: format!("{}.{}", row.get::<_, &str>("type"), status.as_str()),
         replayed: true,
     }))
 }

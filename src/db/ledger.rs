@@ -31,13 +31,13 @@ pub async fn lock_wallets(
         rows.into_iter()
             .map(|r| {
                 (
-                    r.get::<_, i64>(0),
+                    r.get::<_, i64>("user_id"),
                     LockedWallet {
-                        account_id: r.get(1),
+                        account_id: r.get("id"),
                         figures: WalletFigures {
-                            balance: r.get(2),
-                            total_income: r.get(3),
-                            total_expenses: r.get(4),
+                            balance: r.get("balance"),
+                            total_income: r.get("total_income"),
+                            total_expenses: r.get("total_expenses"),
                         },
                     },
                 )
@@ -290,7 +290,7 @@ pub async fn insert_orders_of(
                          $6::smallint[], $7::bigint[], $8::smallint[], $9::text[], $10::bigint[])
                   WITH ORDINALITY AS u(o, tt, ti, t, b, d, a, s, c, j, n)
              ORDER BY n
-             RETURNING id, order_json(wallet_orders)").await?,
+             RETURNING id, order_json(wallet_orders) AS json").await?,
             &[
                 &owners,
                 &target_types,
@@ -306,7 +306,10 @@ pub async fn insert_orders_of(
         )
         .await?;
     // Identity ids follow insertion order, which follows the drafts.
-    let mut rows: Vec<(i64, Value)> = rows.into_iter().map(|r| (r.get(0), r.get(1))).collect();
+    let mut rows: Vec<(i64, Value)> = rows
+        .into_iter()
+        .map(|r| (r.get("id"), r.get("json")))
+        .collect();
     rows.sort_by_key(|(id, _)| *id);
     Ok(rows.into_iter().map(|(_, order)| order).collect())
 }
@@ -340,19 +343,20 @@ pub async fn lock_points(tx: &Transaction<'_>, user: i64) -> Result<i64, EngineE
 pub async fn summary(tx: &Transaction<'_>, user: i64) -> Result<WalletSummary, EngineError> {
     let row = tx
         .query_one(
-            "SELECT coalesce(max(balance) FILTER (WHERE kind = 'wallet'), 0),
-                    coalesce(max(total_income) FILTER (WHERE kind = 'wallet'), 0),
-                    coalesce(max(total_expenses) FILTER (WHERE kind = 'wallet'), 0),
-                    coalesce(max(balance) FILTER (WHERE kind = 'points'), 0)
+            "SELECT coalesce(max(balance) FILTER (WHERE kind = 'wallet'), 0) AS balance,
+                    coalesce(max(total_income) FILTER (WHERE kind = 'wallet'), 0) AS total_income,
+                    coalesce(max(total_expenses) FILTER (WHERE kind = 'wallet'), 0)
+                        AS total_expenses,
+                    coalesce(max(balance) FILTER (WHERE kind = 'points'), 0) AS points
              FROM accounts WHERE user_id = $1 AND kind IN ('wallet', 'points')",
             &[&user],
         )
         .await?;
     Ok(WalletSummary {
-        balance: row.get(0),
-        total_income: row.get(1),
-        total_expenses: row.get(2),
-        points: row.get(3),
+        balance: row.get("balance"),
+        total_income: row.get("total_income"),
+        total_expenses: row.get("total_expenses"),
+        points: row.get("points"),
     })
 }
 

@@ -134,7 +134,8 @@ pub async fn park(tx: &Transaction<'_>, id: &str, reason: &str) -> Result<Parked
                      retry_at = now() + least($3::float8 * power(2, attempts), $4::float8)
                                         * interval '1 second'
                  WHERE id = $1
-                 RETURNING attempts, extract(epoch FROM now() - received_at)::float8",
+                 RETURNING attempts,
+                     extract(epoch FROM now() - received_at)::float8 AS waited_secs",
             )
             .await?,
             &[
@@ -146,8 +147,8 @@ pub async fn park(tx: &Transaction<'_>, id: &str, reason: &str) -> Result<Parked
         )
         .await?;
     Ok(Parked {
-        attempts: row.get(0),
-        waited: Duration::from_secs_f64(row.get::<_, f64>(1).max(0.0)),
+        attempts: row.get("attempts"),
+        waited: Duration::from_secs_f64(row.get::<_, f64>("waited_secs").max(0.0)),
     })
 }
 
