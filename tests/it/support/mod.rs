@@ -261,36 +261,13 @@ impl BrokerClient {
         amqp::topology::declare(&channel, &names, settings.amqp.delivery_limit)
             .await
             .unwrap();
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let replies = channel
-            .basic_consume(
-                queue.name().clone(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        let (reply_queue, replies) = temporary_queue(&channel).await;
         let publisher = Publisher::open(&connection).await.unwrap();
         BrokerClient {
             connection,
             publisher,
             names,
-            reply_queue: queue.name().to_string(),
+            reply_queue,
             replies,
             received: HashMap::new(),
         }
@@ -435,20 +412,10 @@ impl BrokerClient {
     /// Binds a fresh queue to an exchange, to watch what is published there.
     pub async fn watch(&self, exchange: &str, pattern: &str) -> lapin::Consumer {
         let channel = self.connection.create_channel().await.unwrap();
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        let (queue, consumer) = temporary_queue(&channel).await;
         channel
             .queue_bind(
-                queue.name().clone(),
+                queue.as_str().into(),
                 exchange.into(),
                 pattern.into(),
                 QueueBindOptions::default(),
@@ -456,19 +423,38 @@ impl BrokerClient {
             )
             .await
             .unwrap();
-        channel
-            .basic_consume(
-                queue.name().clone(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap()
+        consumer
     }
+}
+
+/// A server-named queue of this connection alone, gone with it, and a consumer on it that
+/// needs no acknowledgements: for replies and for watching an exchange.
+pub async fn temporary_queue(channel: &lapin::Channel) -> (String, lapin::Consumer) {
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let consumer = channel
+        .basic_consume(
+            queue.name().clone(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    (queue.name().to_string(), consumer)
 }
 
 /// The next event off `consumer` (a queue bound to the events exchange, see
