@@ -1,0 +1,115 @@
+//! Commands off the commands queue: one alone, or a batch in one transaction; each answered,
+//! then acknowledged.
+
+use std::time::Instant;
+
+use lapin::message::Delivery;
+use tracing::{warn, Instrument};
+
+use super::delivery::{ack, dead_letter, fail, publish_result, requeue, with_retries};
+use super::Context;
+use crate::db::commands::Applied;
+use crate::domain::command::{CommandType, Envelope, Malformed};
+use crate::domain::outcome::Status;
+use crate::metrics;
+
+/// One command delivery, decoded once by the consumer loop.
+pub(super) async fn handle(
+    context: &Context,
+    delivery: Delivery,
+    decoded: Result<Envelope, Malformed>,
+) {
+    let permits = match &decoded {
+        Ok(envelope) if context.engine.waits_on_pingpp(envelope.kind) => &context.pingpp_permits,
+        _ => &context.permits,
+    };
+    let Ok(_permit) = permits.clone().acquire_owned().await else {
+        return;
+    };
+    let _in_flight = metrics::InFlight::start();
+    let started = Instant::now();
+    match decoded {
+        Err(malformed) => {
+            warn!(reason = %malformed.reason, "malformed message");
+            dead_letter(context, &delivery, &malformed).await;
+            metrics::command_handled(
+                malformed.kind.as_deref().and_then(CommandType::parse),
+                "malformed",
+            );
+        }
+        Ok(envelope) => {
+            let span =
+                tracing::info_span!("command", id = %envelope.id, r#type = envelope.kind.as_str());
+            let outcome = process(context, &delivery, &envelope)
+                .instrument(span)
+                .await;
+            metrics::command_handled(Some(envelope.kind), outcome);
+            metrics::command_duration(envelope.kind, started.elapsed());
+        }
+    }
+}
+
+/// Returns the outcome for the metrics.
+pub(super) async fn process(
+    context: &Context,
+    delivery: &Delivery,
+    envelope: &Envelope,
+) -> &'static str {
+    let Some(applied) = with_retries(context, || context.engine.apply(envelope)).await else {
+        // Shutting down mid-retry: leave the command to the broker, it is redelivered.
+        requeue(delivery).await;
+        return "requeued";
+    };
+    match applied {
+        Ok(applied) => answer(context, delivery, &applied).await,
+        Err(e) => fail(context, delivery, &e).await,
+    }
+}
+
+/// The command is applied: publish its result, then acknowledge it.
+pub(super) async fn answer(
+    context: &Context,
+    delivery: &Delivery,
+    applied: &Applied,
+) -> &'static str {
+    if publish_result(context, delivery, applied).await.is_err() {
+        return "requeued";
+    }
+    ack(delivery).await;
+    match (applied.replayed, applied.status) {
+        (true, _) => "replayed",
+        (false, Status::Succeeded) => "succeeded",
+        (false, Status::Rejected) => "rejected",
+    }
+}
+
+/// Commands applied in one transaction; their results are then published and confirmed
+/// together (the confirms pipeline on one channel) and each is acknowledged after its own.
+pub(super) async fn handle_batch(context: &Context, batch: Vec<(Envelope, Delivery)>) {
+    let Ok(_permit) = context.permits.clone().acquire_owned().await else {
+        return;
+    };
+    let _in_flight: Vec<_> = batch.iter().map(|_| metrics::InFlight::start()).collect();
+    let started = Instant::now();
+    let envelopes: Vec<Envelope> = batch.iter().map(|(envelope, _)| envelope.clone()).collect();
+    let results = context.engine.apply_batch(&envelopes).await;
+    let settled = batch
+        .iter()
+        .zip(results)
+        .map(|((envelope, delivery), result)| {
+            let span =
+                tracing::info_span!("command", id = %envelope.id, r#type = envelope.kind.as_str());
+            async move {
+                let outcome = match result {
+                    Ok(applied) => answer(context, delivery, &applied).await,
+                    // Retried alone, with backoff, like any single command.
+                    Err(e) if e.is_transient() => process(context, delivery, envelope).await,
+                    Err(e) => fail(context, delivery, &e).await,
+                };
+                metrics::command_handled(Some(envelope.kind), outcome);
+                metrics::command_duration(envelope.kind, started.elapsed());
+            }
+            .instrument(span)
+        });
+    futures_util::future::join_all(settled).await;
+}

@@ -1,0 +1,152 @@
+//! Verified Ping++ events off the webhooks queue, and the sweeper that puts parked ones back
+//! on it when they are due.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::message::Delivery;
+use tracing::{error, info, warn, Instrument};
+
+use super::delivery::{ack, dead_letter_only, fail, requeue, with_retries};
+use super::Context;
+use crate::amqp;
+use crate::amqp::publisher::json_properties;
+use crate::db;
+use crate::engine::EventOutcome;
+use crate::error::EngineError;
+use crate::metrics;
+
+/// How often the worker looks for parked events that are due.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+/// Most parked events put back in one sweep.
+const SWEEP_LIMIT: i64 = 100;
+
+/// Puts parked Ping++ events back on the webhooks queue when they are due, and keeps
+/// `pluspay_pingpp_events_waiting` current. Runs for one broker session.
+pub(super) async fn put_back_due_events_periodically(context: Arc<Context>) {
+    let mut ticks = tokio::time::interval(SWEEP_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = context.shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        if let Err(e) = put_back_due_events(&context).await {
+            warn!(error = %e, "could not put parked Ping++ events back on the queue");
+        }
+    }
+}
+
+pub(super) async fn put_back_due_events(context: &Context) -> anyhow::Result<()> {
+    let mut client = context.engine.pool.get().await.map_err(EngineError::from)?;
+    metrics::events_waiting(db::pingpp_events::waiting(&client).await?);
+    let tx = client.transaction().await.map_err(EngineError::from)?;
+    let due = db::pingpp_events::lock_due(&tx, SWEEP_LIMIT).await?;
+    if due.is_empty() {
+        return Ok(());
+    }
+    for event in &due {
+        // As the listener enqueues it; the rows stay locked until every publish is confirmed.
+        let properties = json_properties()
+            .with_message_id(event.id.as_str().into())
+            .with_type(event.kind.as_str().into());
+        context
+            .publisher
+            .publish(
+                &context.names.webhooks_exchange,
+                amqp::topology::PINGPP_ROUTING_KEY,
+                event.body.as_bytes(),
+                properties,
+                true,
+            )
+            .await?;
+    }
+    let ids: Vec<String> = due.into_iter().map(|e| e.id).collect();
+    db::pingpp_events::put_back(&tx, &ids).await?;
+    tx.commit().await.map_err(EngineError::from)?;
+    info!(
+        events = ids.len(),
+        "parked Ping++ events put back on the queue"
+    );
+    Ok(())
+}
+
+/// A verified Ping++ event from the webhook listener.
+pub(super) async fn handle_event(context: &Context, delivery: Delivery) {
+    let Ok(_permit) = context.permits.clone().acquire_owned().await else {
+        return;
+    };
+    let event = match crate::domain::event::decode(&delivery.data) {
+        Ok(event) => event,
+        Err(reason) => {
+            warn!(%reason, "undecodable Ping++ event");
+            dead_letter_only(context, &delivery, &reason).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!("pingpp_event", id = %event.id, r#type = %event.kind);
+    async {
+        let raw = String::from_utf8_lossy(&delivery.data);
+        let Some(outcome) = with_retries(context, || {
+            crate::engine::apply_event(&context.engine, &event, &raw)
+        })
+        .await
+        else {
+            requeue(&delivery).await;
+            return;
+        };
+        match outcome {
+            Ok(EventOutcome::Done { publish, replayed }) => {
+                if let Some((routing_key, body)) = publish {
+                    let published = context
+                        .publisher
+                        .publish(
+                            &context.names.events_exchange,
+                            &routing_key,
+                            body.as_bytes(),
+                            json_properties(),
+                            false,
+                        )
+                        .await;
+                    if let Err(e) = published {
+                        warn!(error = %e, "could not publish the event; leaving it for redelivery");
+                        requeue(&delivery).await;
+                        return;
+                    }
+                    info!(%routing_key, replayed, "event applied and published");
+                } else {
+                    info!(replayed, "event recorded");
+                }
+                metrics::event_handled(if replayed { "replayed" } else { "applied" });
+                ack(&delivery).await;
+            }
+            Ok(EventOutcome::Refused(reason)) => {
+                error!(%reason, "Ping++ event refused: nothing credited");
+                metrics::event_handled("refused");
+                dead_letter_only(context, &delivery, &reason).await;
+            }
+            Ok(EventOutcome::Waiting(reason)) => {
+                info!(%reason, "Ping++ event parked until what it completes is recorded");
+                metrics::event_handled("waiting");
+                ack(&delivery).await;
+            }
+            Ok(EventOutcome::GaveUp(reason)) => {
+                error!(%reason, "Ping++ event gave up waiting: nothing credited");
+                metrics::event_handled("gave_up");
+                if dead_letter_only(context, &delivery, &reason).await {
+                    // Until this lands, a later sweep puts it back and it is given up again.
+                    let marked = async {
+                        let client = context.engine.pool.get().await?;
+                        db::pingpp_events::mark_dead_lettered(&client, &event.id).await
+                    };
+                    if let Err(e) = marked.await {
+                        warn!(error = %e, "could not mark a dead-lettered event");
+                    }
+                }
+            }
+            Err(e) => metrics::event_handled(fail(context, &delivery, &e).await),
+        }
+    }
+    .instrument(span)
+    .await;
+}

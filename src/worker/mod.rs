@@ -1,0 +1,229 @@
+//! The worker: takes commands off the queue, applies each exactly once, publishes its result,
+//! and only then acknowledges it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::amqp::{self, Names, Publisher};
+use crate::config::Settings;
+use crate::domain::command::{decode, Envelope};
+use crate::engine::Engine;
+use crate::metrics;
+
+mod commands;
+mod delivery;
+mod events;
+mod ledger_check;
+
+use commands::{handle, handle_batch};
+use events::{handle_event, put_back_due_events_periodically};
+use ledger_check::check_ledger_periodically;
+
+/// The header that carries why a message was dead-lettered (docs/CONTRACT.md §1).
+pub const ERROR_HEADER: &str = "x-pluspay-error";
+
+/// What every delivery handler needs.
+struct Context {
+    engine: Engine,
+    publisher: Publisher,
+    names: Names,
+    delivery_limit: u32,
+    /// Transaction slots: single commands, batches and Ping++ events.
+    permits: Arc<Semaphore>,
+    /// Slots for the commands that wait on Ping++, apart so they never hold up the others.
+    pingpp_permits: Arc<Semaphore>,
+    shutdown: CancellationToken,
+}
+
+/// Runs until `shutdown` is cancelled, rebuilding the broker connection whenever it is lost.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with_readiness(settings, shutdown, || {}).await
+}
+
+/// As `run`, calling `on_ready` once the first session consumes (systemd's READY=1).
+pub async fn run_with_readiness(
+    settings: Settings,
+    shutdown: CancellationToken,
+    on_ready: impl FnOnce() + Send,
+) -> anyhow::Result<()> {
+    let mut on_ready = Some(on_ready);
+    let engine = Engine::from_settings(&settings)?;
+    if settings.metrics.ledger_check_secs > 0 {
+        tokio::spawn(check_ledger_periodically(
+            engine.pool.clone(),
+            Duration::from_secs(settings.metrics.ledger_check_secs),
+            shutdown.clone(),
+        ));
+    }
+    let mut delays = amqp::reconnect_delays();
+    loop {
+        let mut consumed = false;
+        let outcome = session(&settings, &engine, &shutdown, &mut || {
+            consumed = true;
+            if let Some(on_ready) = on_ready.take() {
+                on_ready();
+            }
+        })
+        .await;
+        if consumed {
+            // A session that worked starts the backoff over.
+            delays = amqp::reconnect_delays();
+        }
+        match outcome {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                metrics::broker_reconnect("worker");
+                warn!(error = %e, ?delay, "broker session ended; reconnecting");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// One connection's life: consume until shutdown (Ok) or until the broker goes away (Err).
+/// `consuming` is called once it got as far as consuming.
+async fn session(
+    settings: &Settings,
+    engine: &Engine,
+    shutdown: &CancellationToken,
+    consuming: &mut (dyn FnMut() + Send),
+) -> anyhow::Result<()> {
+    let connection = amqp::connect(&settings.amqp.url, "pluspay-worker").await?;
+    let names = Names::new(&settings.amqp.namespace);
+    let channel = connection.create_channel().await?;
+    amqp::topology::declare(&channel, &names, settings.amqp.delivery_limit).await?;
+    channel
+        .basic_qos(settings.amqp.prefetch, BasicQosOptions::default())
+        .await?;
+    let publisher = Publisher::open(&connection).await?;
+    let mut consumer = channel
+        .basic_consume(
+            names.commands_queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut events = channel
+        .basic_consume(
+            names.webhooks_queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    consuming();
+    info!(queue = %names.commands_queue, events = %names.webhooks_queue,
+          prefetch = settings.amqp.prefetch, "consuming commands and Ping++ events");
+    let context = Arc::new(Context {
+        engine: engine.clone(),
+        publisher,
+        names,
+        delivery_limit: settings.amqp.delivery_limit,
+        permits: Arc::new(Semaphore::new(settings.worker.concurrency)),
+        pingpp_permits: Arc::new(Semaphore::new(settings.worker.pingpp_concurrency)),
+        shutdown: shutdown.clone(),
+    });
+    // Parked Ping++ events go back on the queue when due, on this session's publisher.
+    let sweeper = tokio::spawn(put_back_due_events_periodically(context.clone()));
+    let mut tasks = JoinSet::new();
+    // Commands that can share a transaction wait here until a transaction slot is free and no
+    // more are ready right now, or until the batch is full (group commit). A command never
+    // waits while a slot is free.
+    let batch_size = settings.worker.batch_size.max(1);
+    let mut batch: Vec<(Envelope, Delivery)> = Vec::new();
+    let outcome = loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break Ok(()),
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => match decode(&delivery.data) {
+                    Ok(envelope) if batch_size > 1 && !context.engine.waits_on_pingpp(envelope.kind) => {
+                        batch.push((envelope, delivery));
+                        if batch.len() >= batch_size {
+                            let context = context.clone();
+                            let full = std::mem::take(&mut batch);
+                            tasks.spawn(async move { handle_batch(&context, full).await });
+                        }
+                    }
+                    decoded => {
+                        let context = context.clone();
+                        tasks.spawn(async move { handle(&context, delivery, decoded).await });
+                    }
+                },
+                Some(Err(e)) => break Err(anyhow::anyhow!("consumer failed: {e}")),
+                None => break Err(anyhow::anyhow!("the broker cancelled the consumer")),
+            },
+            next = events.next() => match next {
+                Some(Ok(delivery)) => {
+                    let context = context.clone();
+                    tasks.spawn(async move { handle_event(&context, delivery).await });
+                }
+                Some(Err(e)) => break Err(anyhow::anyhow!("event consumer failed: {e}")),
+                None => break Err(anyhow::anyhow!("the broker cancelled the event consumer")),
+            },
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = joined {
+                    error!(error = %e, "a command handler panicked");
+                }
+            }
+            // While every transaction slot is busy the batch keeps growing: that is the group
+            // commit. A free slot takes whatever has arrived.
+            _ = std::future::ready(()), if !batch.is_empty() && context.permits.available_permits() > 0 => {
+                let context = context.clone();
+                let ready = std::mem::take(&mut batch);
+                tasks.spawn(async move { handle_batch(&context, ready).await });
+            }
+        }
+    };
+    // Not started: left unacknowledged, so the broker redelivers them.
+    drop(batch);
+    if outcome.is_err() {
+        // The broker went away: nothing in hand can be acknowledged any more, and the broker
+        // redelivers all of it. Waiting for those handlers would only delay the reconnect (a
+        // nack racing the connection's loss has been seen never to return, holding the drain
+        // below for the whole shutdown timeout), so they end here, as in a crash.
+        if !tasks.is_empty() {
+            warn!(
+                left = tasks.len(),
+                "abandoning commands in hand, they will be redelivered"
+            );
+        }
+        tasks.abort_all();
+    } else {
+        // Stop taking messages, then finish those in hand within the shutdown bound; whatever
+        // is still unacknowledged after that is redelivered by the broker.
+        for tag in [consumer.tag(), events.tag()] {
+            let _ = channel
+                .basic_cancel(tag, BasicCancelOptions::default())
+                .await;
+        }
+        let drained = tokio::time::timeout(settings.shutdown_timeout(), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                left = tasks.len(),
+                "shutdown timeout: abandoning commands in hand, they will be redelivered"
+            );
+            tasks.abort_all();
+        }
+    }
+    sweeper.abort();
+    let _ = connection.close(200, "bye".into()).await;
+    outcome
+}
