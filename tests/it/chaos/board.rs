@@ -1,0 +1,436 @@
+//! What the test sees (results and events, as they arrive) and the publishers that fill it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::BasicProperties;
+use pluspay::amqp::publisher::json_properties;
+use pluspay::amqp::topology::PINGPP_ROUTING_KEY;
+use pluspay::amqp::{self, Names};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::broker::RobustPublisher;
+use super::plan::{Bad, Kind, Plan, Send, Target};
+use super::{BASE_COMMANDS, BROKER_CALL, OPERATOR};
+use crate::support::fake_pingpp::FakePingpp;
+
+#[derive(Clone, Debug)]
+pub(super) enum Job {
+    Cash {
+        index: usize,
+        cash: i64,
+    },
+    Recharge {
+        index: usize,
+        order: i64,
+        charge: String,
+    },
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    /// Every command id that must get a result, with the command.
+    pub(super) expected: HashMap<String, Value>,
+    /// Every result published, by command id, in arrival order.
+    pub(super) results: HashMap<String, Vec<Value>>,
+    pub(super) base_seen: usize,
+    /// Follow-up jobs queued and not yet sent.
+    pending_jobs: usize,
+    /// Recharge order → (base index, paid?), once its follow-up was sent.
+    pub(super) recharges: HashMap<i64, (usize, bool)>,
+    /// Recharge order → the states seen for it on the events exchange and in retrieve results.
+    pub(super) order_states: HashMap<i64, Vec<i64>>,
+    /// Cash id → base index of its request.
+    pub(super) cashes: HashMap<i64, usize>,
+    /// Ids of the genuine events enqueued.
+    pub(super) event_ids: HashSet<String>,
+    pub(super) events: Vec<Value>,
+    /// Messages published, all copies and retries included.
+    pub(super) publishes: usize,
+    pub(super) collector_connects: usize,
+}
+
+pub(super) struct Board {
+    pub(super) state: Mutex<State>,
+    pub(super) window: Semaphore,
+    pub(super) plans: Vec<Plan>,
+    pub(super) jobs: mpsc::UnboundedSender<Job>,
+}
+
+fn base_index(id: &str) -> Option<usize> {
+    id.strip_prefix("c-")?.parse().ok()
+}
+
+fn order_state(order: &Value) -> Option<(i64, i64)> {
+    Some((order["id"].as_i64()?, order["state"].as_i64()?))
+}
+
+impl Board {
+    pub(super) fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn on_result(&self, body: &[u8]) {
+        let result: Value = serde_json::from_slice(body).expect("a result is JSON");
+        let id = result["id"]
+            .as_str()
+            .expect("a result has an id")
+            .to_owned();
+        let mut state = self.state();
+        if !state.results.contains_key(&id) {
+            if let Some(index) = base_index(&id) {
+                state.base_seen += 1;
+                self.window.add_permits(1);
+                if let Some(job) = self.job_for(index, &result) {
+                    // Counted before the result is recorded, so that whoever sees the result
+                    // also sees its follow-up as pending.
+                    state.pending_jobs += 1;
+                    self.jobs.send(job).expect("the follow-up queue is open");
+                }
+            }
+            if id.ends_with("-r") && result["status"] == "succeeded" {
+                if let Some((order, s)) = order_state(&result["data"]["order"]) {
+                    state.order_states.entry(order).or_default().push(s);
+                }
+            }
+        }
+        state.results.entry(id).or_default().push(result);
+    }
+
+    fn job_for(&self, index: usize, result: &Value) -> Option<Job> {
+        if result["status"] != "succeeded" {
+            return None;
+        }
+        let data = &result["data"];
+        match self.plans[index].kind {
+            Kind::Cash => Some(Job::Cash {
+                index,
+                cash: data["cash"]["id"].as_i64().expect("a cash result's id"),
+            }),
+            Kind::Recharge => Some(Job::Recharge {
+                index,
+                order: data["order"]["id"].as_i64().expect("a recharge's order id"),
+                charge: data["pingpp_order"]["id"]
+                    .as_str()
+                    .expect("a recharge's charge id")
+                    .to_owned(),
+            }),
+            _ => None,
+        }
+    }
+
+    fn on_event(&self, body: &[u8]) {
+        let event: Value = serde_json::from_slice(body).expect("an event is JSON");
+        let mut state = self.state();
+        if let Some((order, s)) = order_state(&event["data"]["order"]) {
+            state.order_states.entry(order).or_default().push(s);
+        }
+        state.events.push(event);
+    }
+
+    /// Registers a command id before it is first sent.
+    fn expect(&self, command: &Value) {
+        let id = command["id"].as_str().unwrap().to_owned();
+        self.state().expected.insert(id, command.clone());
+    }
+
+    /// Everything sent has its result, every follow-up was sent, every recharge completed.
+    pub(super) fn complete(&self) -> bool {
+        let state = self.state();
+        state.pending_jobs == 0
+            && state.base_seen == BASE_COMMANDS
+            && state
+                .expected
+                .keys()
+                .all(|id| state.results.contains_key(id))
+            && state.recharges.keys().all(|order| {
+                state
+                    .order_states
+                    .get(order)
+                    .is_some_and(|s| s.iter().any(|&s| s != 0))
+            })
+    }
+
+    /// A few command ids without a result and recharges not completed yet.
+    pub(super) fn stragglers(&self) -> (Vec<String>, Vec<i64>) {
+        let state = self.state();
+        let missing = state
+            .expected
+            .keys()
+            .filter(|id| !state.results.contains_key(*id))
+            .take(10)
+            .cloned()
+            .collect();
+        let incomplete = state
+            .recharges
+            .keys()
+            .filter(|order| {
+                !state
+                    .order_states
+                    .get(order)
+                    .is_some_and(|s| s.iter().any(|&s| s != 0))
+            })
+            .take(10)
+            .copied()
+            .collect();
+        (missing, incomplete)
+    }
+
+    pub(super) fn progress(&self) -> String {
+        let state = self.state();
+        let answered = state
+            .expected
+            .keys()
+            .filter(|id| state.results.contains_key(*id))
+            .count();
+        format!(
+            "{}/{BASE_COMMANDS} base results, {answered}/{} ids answered, {} follow-ups pending, \
+             {} events out",
+            state.base_seen,
+            state.expected.len(),
+            state.pending_jobs,
+            state.events.len()
+        )
+    }
+}
+
+/// Consumes the results and events watch queues, reconnecting whenever the broker goes away.
+/// Messages are acknowledged after they are recorded, so none is lost with a connection.
+pub(super) async fn collect(
+    url: String,
+    queues: (String, String),
+    board: Arc<Board>,
+    stop: CancellationToken,
+) {
+    while !stop.is_cancelled() {
+        let Ok(connection) = amqp::connect(&url, "chaos-collector").await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        board.state().collector_connects += 1;
+        let session = async {
+            let setup = async {
+                let channel = connection.create_channel().await?;
+                channel.basic_qos(1_000, BasicQosOptions::default()).await?;
+                let mut streams = Vec::new();
+                for queue in [&queues.0, &queues.1] {
+                    streams.push(
+                        channel
+                            .basic_consume(
+                                queue.as_str().into(),
+                                "".into(),
+                                BasicConsumeOptions::default(),
+                                FieldTable::default(),
+                            )
+                            .await?,
+                    );
+                }
+                Ok::<_, lapin::Error>((channel, streams))
+            };
+            let (_channel, mut streams) = tokio::time::timeout(BROKER_CALL, setup)
+                .await
+                .map_err(|_| "setting up the consumers timed out".to_owned())?
+                .map_err(|e| e.to_string())?;
+            let mut events = streams.pop().unwrap();
+            let mut results = streams.pop().unwrap();
+            loop {
+                let (delivery, is_result) = tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    next = results.next() => (next, true),
+                    next = events.next() => (next, false),
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {
+                        if connection.status().connected() {
+                            continue;
+                        }
+                        return Err("the connection is gone".to_owned());
+                    }
+                };
+                let delivery = delivery
+                    .ok_or_else(|| "the consumer ended".to_owned())?
+                    .map_err(|e| e.to_string())?;
+                if is_result {
+                    board.on_result(&delivery.data);
+                } else {
+                    board.on_event(&delivery.data);
+                }
+                // lapin has been seen never to answer an ack racing the connection's loss:
+                // bounded, so the collector reconnects instead of waiting forever.
+                tokio::time::timeout(BROKER_CALL, delivery.ack(BasicAckOptions::default()))
+                    .await
+                    .map_err(|_| "an ack timed out".to_owned())?
+                    .map_err(|e| e.to_string())?;
+            }
+        };
+        let ended: Result<(), String> = session.await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), connection.close(200, "bye".into())).await;
+        if ended.is_err() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn command_properties(id: &str) -> BasicProperties {
+    json_properties().with_message_id(id.into())
+}
+
+async fn send_command(publisher: &mut RobustPublisher, names: &Names, command: &Value) {
+    let kind = command["type"].as_str().unwrap();
+    let id = command["id"].as_str().unwrap();
+    publisher
+        .publish(
+            &names.commands_exchange,
+            kind,
+            command.to_string().as_bytes(),
+            command_properties(id),
+        )
+        .await;
+}
+
+async fn send_copies(
+    publisher: &mut RobustPublisher,
+    names: &Names,
+    command: &Value,
+    copies: usize,
+) -> usize {
+    for _ in 0..copies {
+        send_command(publisher, names, command).await;
+    }
+    copies
+}
+
+pub(super) async fn publish_base(
+    p: usize,
+    sends: Vec<Send>,
+    bad: Arc<Vec<Bad>>,
+    board: Arc<Board>,
+    url: String,
+    names: Names,
+) -> (usize, usize, usize) {
+    let mut publisher = RobustPublisher::new(&url, format!("chaos-publisher-{p}"));
+    let mut published = 0;
+    for send in sends {
+        match send {
+            Send::First(i) => {
+                board.window.acquire().await.unwrap().forget();
+                let command = &board.plans[i].command;
+                board.expect(command);
+                send_command(&mut publisher, &names, command).await;
+            }
+            Send::Copy(i) => send_command(&mut publisher, &names, &board.plans[i].command).await,
+            Send::Bad(b) => {
+                let bad = &bad[b];
+                let (exchange, key) = match bad.target {
+                    Target::CommandsQueue => ("", names.commands_queue.as_str()),
+                    Target::CommandsExchange(key) => (names.commands_exchange.as_str(), key),
+                    Target::Webhooks => (names.webhooks_exchange.as_str(), PINGPP_ROUTING_KEY),
+                };
+                publisher
+                    .publish(exchange, key, &bad.body, command_properties(&bad.id))
+                    .await;
+            }
+        }
+        published += 1;
+    }
+    board.state().publishes += published + publisher.retries;
+    (published, publisher.connects, publisher.retries)
+}
+
+pub(super) async fn follow_ups(
+    n: usize,
+    jobs: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>>,
+    board: Arc<Board>,
+    fake: Arc<FakePingpp>,
+    url: String,
+    names: Names,
+    stop: CancellationToken,
+) -> (usize, usize) {
+    let mut publisher = RobustPublisher::new(&url, format!("chaos-follow-up-{n}"));
+    let mut published = 0;
+    loop {
+        let job = tokio::select! {
+            _ = stop.cancelled() => break,
+            job = async { jobs.lock().await.recv().await } => match job {
+                Some(job) => job,
+                None => break,
+            },
+        };
+        match job {
+            Job::Cash { index, cash } => {
+                board.state().cashes.insert(cash, index);
+                let plan = board.plans[index].cash.clone().unwrap();
+                for (d, (kind, copies)) in plan.decisions.iter().enumerate() {
+                    let command = json!({
+                        "id": format!("f-{index}-d{d}"), "type": kind, "user_id": OPERATOR,
+                        "data": { "cash": cash, "remark": format!("chaos {kind}") },
+                    });
+                    board.expect(&command);
+                    published += send_copies(&mut publisher, &names, &command, *copies).await;
+                }
+            }
+            Job::Recharge {
+                index,
+                order,
+                charge,
+            } => {
+                let plan = board.plans[index].recharge.clone().unwrap();
+                let user = board.plans[index].command["user_id"].clone();
+                let (kind, charge) = if plan.pay {
+                    ("charge.succeeded", fake.pay(&charge))
+                } else {
+                    (
+                        "charge.failed",
+                        fake.fail_charge(&charge, "channel_declined", "支付失败"),
+                    )
+                };
+                let (event, _signature) = fake.signed_event(kind, charge);
+                let event_id: Value = serde_json::from_str::<Value>(&event).unwrap()["id"].clone();
+                {
+                    let mut state = board.state();
+                    state.recharges.insert(order, (index, plan.pay));
+                    state
+                        .event_ids
+                        .insert(event_id.as_str().unwrap().to_owned());
+                }
+                let retrieve = plan.retrieve_copies.map(|copies| {
+                    let command = json!({
+                        "id": format!("f-{index}-r"), "type": "recharge.retrieve",
+                        "user_id": user, "data": { "order": order },
+                    });
+                    board.expect(&command);
+                    (command, copies)
+                });
+                if plan.retrieve_first {
+                    if let Some((command, copies)) = &retrieve {
+                        published += send_copies(&mut publisher, &names, command, *copies).await;
+                    }
+                }
+                for _ in 0..plan.event_copies {
+                    publisher
+                        .publish(
+                            &names.webhooks_exchange,
+                            PINGPP_ROUTING_KEY,
+                            event.as_bytes(),
+                            json_properties(),
+                        )
+                        .await;
+                    published += 1;
+                }
+                if !plan.retrieve_first {
+                    if let Some((command, copies)) = &retrieve {
+                        published += send_copies(&mut publisher, &names, command, *copies).await;
+                    }
+                }
+            }
+        }
+        board.state().pending_jobs -= 1;
+    }
+    board.state().publishes += published + publisher.retries;
+    (published, publisher.retries)
+}

@@ -1,0 +1,148 @@
+//! The test's broker clients: a publisher that outlives the broker, watch queues, counts.
+
+use std::time::{Duration, Instant};
+
+use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Connection};
+use pluspay::amqp::{self, Publisher};
+
+use super::PUBLISH_DEADLINE;
+
+/// A confirming publisher that survives the broker going away: it reconnects and publishes
+/// again until the broker confirms. A confirm lost with the connection means the message may
+/// arrive twice, which the system must absorb like any duplicate.
+pub(super) struct RobustPublisher {
+    url: String,
+    name: String,
+    link: Option<(Connection, Publisher)>,
+    pub(super) connects: usize,
+    pub(super) retries: usize,
+}
+
+impl RobustPublisher {
+    pub(super) fn new(url: &str, name: String) -> Self {
+        RobustPublisher {
+            url: url.to_owned(),
+            name,
+            link: None,
+            connects: 0,
+            retries: 0,
+        }
+    }
+
+    pub(super) async fn publish(
+        &mut self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) {
+        let deadline = Instant::now() + PUBLISH_DEADLINE;
+        let mut last_error = String::new();
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "{}: nothing confirmed for {PUBLISH_DEADLINE:?}: {last_error}",
+                self.name
+            );
+            if self.link.is_none() {
+                match amqp::connect(&self.url, &self.name).await {
+                    Ok(connection) => match Publisher::open(&connection).await {
+                        Ok(publisher) => {
+                            self.connects += 1;
+                            self.link = Some((connection, publisher));
+                        }
+                        Err(e) => {
+                            last_error = e.to_string();
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
+                    },
+                    Err(e) => {
+                        last_error = e.to_string();
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                }
+            }
+            let (_, publisher) = self.link.as_ref().unwrap();
+            match publisher
+                .publish(exchange, routing_key, body, properties.clone(), true)
+                .await
+            {
+                Ok(()) => return,
+                Err(e) => {
+                    last_error = e.to_string();
+                    self.retries += 1;
+                    if let Some((connection, _)) = self.link.take() {
+                        tokio::spawn(async move {
+                            let _ = tokio::time::timeout(
+                                Duration::from_secs(2),
+                                connection.close(200, "reconnecting".into()),
+                            )
+                            .await;
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+fn quorum() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    args
+}
+
+pub(super) async fn declare_watch(channel: &lapin::Channel, queue: &str, exchange: &str) {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            quorum(),
+        )
+        .await
+        .expect("declare a watch queue");
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind a watch queue");
+}
+
+/// Ready messages in a queue, or None while the broker can't say.
+pub(super) async fn ready_count(url: &str, queue: &str) -> Option<u32> {
+    let connection = amqp::connect(url, "chaos-count").await.ok()?;
+    let count = async {
+        let channel = connection.create_channel().await.ok()?;
+        let queue = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .ok()?;
+        Some(queue.message_count())
+    }
+    .await;
+    let _ = connection.close(200, "bye".into()).await;
+    count
+}

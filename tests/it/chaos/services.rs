@@ -1,0 +1,280 @@
+//! The test's own PostgreSQL and RabbitMQ, and the `pluspay worker` processes it runs.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use super::{say, WORKER_SHUTDOWN_SECS};
+
+/// This test's own PostgreSQL and RabbitMQ. Dropping it stops them (also on a panic, when the
+/// directory is kept for the logs).
+pub(super) struct Services {
+    script: PathBuf,
+    pub(super) dir: PathBuf,
+    pub(super) db_url: String,
+    pub(super) amqp_url: String,
+}
+
+impl Services {
+    pub(super) async fn start() -> Services {
+        let script = std::env::var_os("PP_SERVICES_SCRIPT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/services.sh"));
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let dir = std::env::temp_dir().join(format!("ppchaos-{}", &suffix[..10]));
+        std::fs::create_dir_all(&dir).expect("make the services directory");
+        let mut services = Services {
+            script,
+            dir,
+            db_url: String::new(),
+            amqp_url: String::new(),
+        };
+        services.run("start").await;
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(r#"source "$1/env" && printf '%s\n%s\n' "$PP_TEST_DATABASE_URL" "$PP_TEST_AMQP_URL""#)
+            .arg("bash")
+            .arg(&services.dir)
+            .output()
+            .expect("read the services' env");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut lines = text.lines();
+        services.db_url = lines.next().expect("PP_TEST_DATABASE_URL").to_owned();
+        services.amqp_url = lines.next().expect("PP_TEST_AMQP_URL").to_owned();
+        services
+    }
+
+    pub(super) async fn run(&self, action: &str) -> Duration {
+        let started = Instant::now();
+        let out = tokio::process::Command::new("bash")
+            .arg(&self.script)
+            .arg(action)
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run services.sh");
+        assert!(
+            out.status.success(),
+            "services.sh {action} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        started.elapsed()
+    }
+
+    /// Runs rabbitmqctl against this test's node.
+    pub(super) async fn rabbitmqctl(&self, args: &[&str]) {
+        let out = tokio::process::Command::new("bash")
+            .arg(&self.script)
+            .arg("rabbitmqctl")
+            .arg(&self.dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run services.sh rabbitmqctl");
+        assert!(
+            out.status.success(),
+            "rabbitmqctl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub(super) fn logs(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(&self.script)
+            .arg("stop")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if std::thread::panicking() || std::env::var_os("PP_CHAOS_KEEP").is_some() {
+            say(format!(
+                "kept {} (service data and logs, worker logs in logs/)",
+                self.dir.display()
+            ));
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub(super) struct Worker {
+    child: tokio::process::Child,
+    pid: u32,
+    log: PathBuf,
+}
+
+/// `pluspay worker` processes: slot 0 runs all along, slot 1 for part of the run.
+pub(super) struct Workers {
+    pub(super) env: Vec<(&'static str, String)>,
+    pub(super) logs: PathBuf,
+    pub(super) slots: [Option<Worker>; 2],
+    pub(super) spawned: usize,
+    pub(super) killed: usize,
+    pub(super) all_logs: Vec<PathBuf>,
+}
+
+impl Workers {
+    pub(super) fn spawn(&mut self, slot: usize) {
+        assert!(self.slots[slot].is_none(), "worker {slot} is running");
+        let log = self
+            .logs
+            .join(format!("worker-{slot}-{}.log", self.spawned));
+        let file = std::fs::File::create(&log).expect("create a worker log");
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pluspay"));
+        command
+            .arg("worker")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .kill_on_drop(true);
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("PLUSPAY_")) {
+            command.env_remove(key);
+        }
+        command.env_remove("RUST_LOG").env("NO_COLOR", "1");
+        command.envs(self.env.iter().map(|(k, v)| (*k, v.as_str())));
+        let child = command.spawn().expect("start pluspay worker");
+        let pid = child.id().expect("a running worker has a pid");
+        self.spawned += 1;
+        self.all_logs.push(log.clone());
+        self.slots[slot] = Some(Worker { child, pid, log });
+    }
+
+    /// SIGKILL, as the OOM killer or a power cut would.
+    pub(super) async fn kill(&mut self, slot: usize) {
+        let mut worker = self.slots[slot].take().expect("a running worker");
+        if let Some(status) = worker.child.try_wait().unwrap() {
+            panic!(
+                "worker {slot} had exited by itself ({status}):\n{}",
+                tail(&worker.log)
+            );
+        }
+        worker.child.start_kill().expect("SIGKILL a worker");
+        let status = worker.child.wait().await.unwrap();
+        assert_eq!(status.signal(), Some(9), "worker {slot}: {status}");
+        self.killed += 1;
+    }
+
+    /// SIGTERM: it must finish what it holds and exit 0 within its shutdown timeout. (It is
+    /// sent once the worker consumes: a process still starting up has no handler yet.)
+    pub(super) async fn stop(&mut self, slot: usize) {
+        let log = self.slots[slot]
+            .as_ref()
+            .expect("a running worker")
+            .log
+            .clone();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while consuming_count(&log) == 0 {
+            self.check();
+            assert!(
+                Instant::now() < deadline,
+                "worker {slot} never consumed:\n{}",
+                tail(&log)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut worker = self.slots[slot].take().unwrap();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &worker.pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "SIGTERM worker {slot}");
+        let status = tokio::time::timeout(
+            Duration::from_secs(WORKER_SHUTDOWN_SECS + 20),
+            worker.child.wait(),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "worker {slot} did not stop after SIGTERM:\n{}",
+                tail(&worker.log)
+            )
+        })
+        .unwrap();
+        assert!(
+            status.success(),
+            "worker {slot} after SIGTERM: {status}\n{}",
+            tail(&worker.log)
+        );
+    }
+
+    /// Fails the test if a worker exited without being asked to.
+    pub(super) fn check(&mut self) {
+        for (slot, worker) in self.slots.iter_mut().enumerate() {
+            if let Some(worker) = worker {
+                if let Some(status) = worker.child.try_wait().unwrap() {
+                    panic!(
+                        "worker {slot} exited by itself ({status}):\n{}",
+                        tail(&worker.log)
+                    );
+                }
+            }
+        }
+    }
+
+    fn running(&self) -> Vec<(usize, PathBuf)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, w)| w.as_ref().map(|w| (slot, w.log.clone())))
+            .collect()
+    }
+}
+
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// Where each running worker's log stands: how often it has said it started consuming.
+pub(super) fn consuming_marks(workers: &Workers) -> Vec<(usize, PathBuf, usize)> {
+    workers
+        .running()
+        .into_iter()
+        .map(|(slot, log)| {
+            let n = consuming_count(&log);
+            (slot, log, n)
+        })
+        .collect()
+}
+
+/// Waits until every worker of `marks` has said again that it consumes, failing after `within`.
+pub(super) async fn await_consuming(
+    workers: &mut Workers,
+    marks: Vec<(usize, PathBuf, usize)>,
+    within: Duration,
+    what: &str,
+) {
+    let deadline = Instant::now() + within;
+    for (slot, log, n) in marks {
+        while consuming_count(&log) <= n {
+            workers.check();
+            assert!(
+                Instant::now() < deadline,
+                "worker {slot} did not consume again {what}:\n{}",
+                tail(&log)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// How often a worker's log says it (re)started consuming.
+fn consuming_count(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches("consuming commands and Ping++ events")
+        .count()
+}
