@@ -7,7 +7,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection};
 use pluspay::amqp::{self, Publisher};
 
-use super::PUBLISH_DEADLINE;
+use super::{BROKER_CALL, PUBLISH_DEADLINE};
 
 /// A confirming publisher that survives the broker going away: it reconnects and publishes
 /// again until the broker confirms. A confirm lost with the connection means the message may
@@ -126,7 +126,19 @@ pub(super) async fn declare_watch(channel: &lapin::Channel, queue: &str, exchang
 
 /// Ready messages in a queue, or None while the broker can't say.
 pub(super) async fn ready_count(url: &str, queue: &str) -> Option<u32> {
-    let connection = amqp::connect(url, "chaos-count").await.ok()?;
+    // Every call is bounded: lapin can hang on a connection the broker is dropping, and a
+    // count that never comes would stall the test after the last result.
+    tokio::time::timeout(BROKER_CALL * 3, count_ready(url, queue))
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn count_ready(url: &str, queue: &str) -> Option<u32> {
+    let connection = tokio::time::timeout(BROKER_CALL, amqp::connect(url, "chaos-count"))
+        .await
+        .ok()?
+        .ok()?;
     let count = async {
         let channel = connection.create_channel().await.ok()?;
         let queue = channel
@@ -143,6 +155,6 @@ pub(super) async fn ready_count(url: &str, queue: &str) -> Option<u32> {
         Some(queue.message_count())
     }
     .await;
-    let _ = connection.close(200, "bye".into()).await;
+    let _ = tokio::time::timeout(BROKER_CALL, connection.close(200, "bye".into())).await;
     count
 }
