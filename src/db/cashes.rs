@@ -4,6 +4,8 @@ use deadpool_postgres::Transaction;
 use serde_json::Value;
 
 use crate::domain::cash::CashRequest;
+use crate::domain::cash::CashStatus;
+use crate::domain::order::OrderState;
 use crate::domain::query::Page;
 use crate::error::EngineError;
 
@@ -51,7 +53,7 @@ pub struct LockedCash {
     pub id: i64,
     pub owner: i64,
     pub value: i64,
-    pub status: i16,
+    pub status: CashStatus,
     pub order_id: Option<i64>,
 }
 
@@ -65,21 +67,24 @@ pub async fn lock(tx: &Transaction<'_>, cash_id: i64) -> Result<Option<LockedCas
             &[&cash_id],
         )
         .await?;
-    Ok(row.map(|r| LockedCash {
-        id: r.get("id"),
-        owner: r.get("user_id"),
-        value: r.get("value"),
-        status: r.get("status"),
-        order_id: r.get("order_id"),
-    }))
+    row.map(|r| {
+        Ok(LockedCash {
+            id: r.get("id"),
+            owner: r.get("user_id"),
+            value: r.get("value"),
+            status: super::cash_status(r.get("status"))?,
+            order_id: r.get("order_id"),
+        })
+    })
+    .transpose()
 }
 
 /// Records a decision and sets the state of the request's order.
 pub async fn decide(
     tx: &Transaction<'_>,
     cash: &LockedCash,
-    status: i16,
-    order_state: i16,
+    status: CashStatus,
+    order_state: OrderState,
     remark: &str,
     operator: i64,
     command_id: &str,
@@ -91,13 +96,13 @@ pub async fn decide(
          WHERE id = $1",
         )
         .await?,
-        &[&cash.id, &status, &remark, &operator, &command_id],
+        &[&cash.id, &status.code(), &remark, &operator, &command_id],
     )
     .await?;
     tx.execute(
         &tx.prepare_cached("UPDATE wallet_orders SET state = $2, updated_at = now() WHERE id = $1")
             .await?,
-        &[&cash.order_id, &order_state],
+        &[&cash.order_id, &order_state.code()],
     )
     .await?;
     Ok(())
@@ -114,12 +119,19 @@ pub async fn approve_pending_payout(
 ) -> Result<(), EngineError> {
     tx.execute(
         &tx.prepare_cached(
-            "UPDATE cashes SET status = 1, remark = $2, decided_by = $3, decision_command_id = $4,
+            "UPDATE cashes SET status = $5, remark = $2, decided_by = $3, decision_command_id = $4,
                 updated_at = now()
-         WHERE id = $1 AND status = 0",
+         WHERE id = $1 AND status = $6",
         )
         .await?,
-        &[&cash_id, &remark, &operator, &command_id],
+        &[
+            &cash_id,
+            &remark,
+            &operator,
+            &command_id,
+            &CashStatus::Approved.code(),
+            &CashStatus::Waiting.code(),
+        ],
     )
     .await?;
     Ok(())
@@ -135,18 +147,21 @@ pub async fn settle_payout(
     if let Some(reason) = returned_reason {
         tx.execute(
             &tx.prepare_cached(
-                "UPDATE cashes SET status = 2, remark = $2, updated_at = now() WHERE id = $1",
+                "UPDATE cashes SET status = $3, remark = $2, updated_at = now() WHERE id = $1",
             )
             .await?,
-            &[&cash.id, &reason],
+            &[&cash.id, &reason, &CashStatus::Rejected.code()],
         )
         .await?;
     }
-    let state: i16 = if returned_reason.is_some() { -1 } else { 1 };
+    let state = match returned_reason {
+        Some(_) => OrderState::Failed,
+        None => OrderState::Succeeded,
+    };
     tx.execute(
         &tx.prepare_cached("UPDATE wallet_orders SET state = $2, updated_at = now() WHERE id = $1")
             .await?,
-        &[&cash.order_id, &state],
+        &[&cash.order_id, &state.code()],
     )
     .await?;
     Ok(())
@@ -170,16 +185,20 @@ pub async fn set_withdrawal(
     Ok(())
 }
 
-/// The state of a cash request's order: 0 while its money is held in pending_payouts.
-pub async fn order_state(tx: &Transaction<'_>, cash: &LockedCash) -> Result<i16, EngineError> {
-    Ok(tx
-        .query_one(
+/// The state of a cash request's order: waiting while its money is held in pending_payouts.
+pub async fn order_state(
+    tx: &Transaction<'_>,
+    cash: &LockedCash,
+) -> Result<OrderState, EngineError> {
+    super::order_state(
+        tx.query_one(
             &tx.prepare_cached("SELECT state FROM wallet_orders WHERE id = $1")
                 .await?,
             &[&cash.order_id],
         )
         .await?
-        .get(0))
+        .get("state"),
+    )
 }
 
 pub async fn get_json(tx: &Transaction<'_>, cash_id: i64) -> Result<Value, EngineError> {
@@ -230,7 +249,7 @@ pub async fn with_order_json(
 #[derive(Debug, Clone)]
 pub struct ToRetrieve {
     pub cash: Value,
-    pub order_state: i16,
+    pub order_state: OrderState,
     pub withdrawal_id: Option<String>,
     pub withdrawal: Option<Value>,
 }
@@ -251,10 +270,13 @@ pub async fn to_retrieve(
             &[&cash_id],
         )
         .await?;
-    Ok(row.map(|row| ToRetrieve {
-        cash: row.get("cash"),
-        order_state: row.get("state"),
-        withdrawal_id: row.get("withdrawal_id"),
-        withdrawal: row.get("withdrawal"),
-    }))
+    row.map(|row| {
+        Ok(ToRetrieve {
+            cash: row.get("cash"),
+            order_state: super::order_state(row.get("state"))?,
+            withdrawal_id: row.get("withdrawal_id"),
+            withdrawal: row.get("withdrawal"),
+        })
+    })
+    .transpose()
 }

@@ -279,7 +279,7 @@ pub async fn insert_orders_of(
     let bodies = column(|d| d.body.clone());
     let directions: Vec<i16> = drafts.iter().map(|d| d.2.direction).collect();
     let amounts: Vec<i64> = drafts.iter().map(|d| d.2.amount).collect();
-    let states: Vec<i16> = drafts.iter().map(|d| d.2.state).collect();
+    let states: Vec<i16> = drafts.iter().map(|d| d.2.state.code()).collect();
     let command_ids: Vec<Option<&str>> = drafts.iter().map(|d| d.0).collect();
     let journal_ids: Vec<Option<i64>> = drafts.iter().map(|d| d.1).collect();
     let rows = tx

@@ -20,6 +20,21 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
 use crate::config::DatabaseSettings;
+use crate::domain::cash::CashStatus;
+use crate::domain::order::OrderState;
+use crate::error::EngineError;
+
+/// An order's stored state as the domain's; another number is a broken row.
+pub(crate) fn order_state(code: i16) -> Result<OrderState, EngineError> {
+    OrderState::from_code(code)
+        .ok_or_else(|| EngineError::Broken(format!("an order with state {code}")))
+}
+
+/// A cash record's stored status as the domain's; another number is a broken row.
+pub(crate) fn cash_status(code: i16) -> Result<CashStatus, EngineError> {
+    CashStatus::from_code(code)
+        .ok_or_else(|| EngineError::Broken(format!("a cash record with status {code}")))
+}
 
 pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
     let config: tokio_postgres::Config = settings

@@ -5,6 +5,7 @@
 use deadpool_postgres::Transaction;
 use serde_json::Value;
 
+use crate::domain::order::OrderState;
 use crate::error::EngineError;
 
 /// A recharge as recorded: the JSON columns as text, for the engine to read.
@@ -159,7 +160,7 @@ pub async fn for_event(
 pub struct OrderToRetrieve {
     pub owner_id: i64,
     pub target_type: String,
-    pub state: i16,
+    pub state: OrderState,
     pub charge_id: Option<String>,
     pub order: Value,
 }
@@ -179,13 +180,16 @@ pub async fn order_to_retrieve(
             &[&order_id],
         )
         .await?;
-    Ok(row.map(|row| OrderToRetrieve {
-        owner_id: row.get("owner_id"),
-        target_type: row.get("target_type"),
-        state: row.get("state"),
-        charge_id: row.get("charge_id"),
-        order: row.get("json"),
-    }))
+    row.map(|row| {
+        Ok(OrderToRetrieve {
+            owner_id: row.get("owner_id"),
+            target_type: row.get("target_type"),
+            state: super::order_state(row.get("state"))?,
+            charge_id: row.get("charge_id"),
+            order: row.get("json"),
+        })
+    })
+    .transpose()
 }
 
 /// A recharge order locked for completing it, with what was asked of Ping++ for it.
@@ -193,7 +197,7 @@ pub async fn order_to_retrieve(
 pub struct LockedRecharge {
     pub owner_id: i64,
     pub amount: i64,
-    pub state: i16,
+    pub state: OrderState,
     pub charge_id: Option<String>,
     pub livemode: bool,
     pub order: Value,
@@ -223,7 +227,7 @@ pub async fn lock_for_completion(
     Ok(LockedRecharge {
         owner_id: row.get("owner_id"),
         amount: row.get("amount"),
-        state: row.get("state"),
+        state: super::order_state(row.get("state"))?,
         charge_id: row.get("charge_id"),
         livemode: row.get("livemode"),
         order: row.get("json"),

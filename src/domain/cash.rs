@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::ledger::{AccountRef, Journal, SystemAccount, WalletFigures};
+use super::order::OrderState;
 use super::outcome::{Code, FieldErrors, Rejection};
 use super::policy::WalletPolicy;
 use super::transfer::OrderDraft;
@@ -37,10 +38,36 @@ pub const MAX_RETURN_URL_CHARS: usize = 1024;
 pub const MAX_ACCOUNT_CHARS: usize = 255;
 pub const MAX_REMARK_CHARS: usize = 255;
 
-/// `status` of a cash record, as the wallet API numbers it.
-pub const WAITING: i16 = 0;
-pub const APPROVED: i16 = 1;
-pub const REJECTED: i16 = 2;
+/// The `status` of a cash record (提现记录).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CashStatus {
+    /// 0: 待审批, waiting for an operator.
+    Waiting,
+    /// 1: 已审批.
+    Approved,
+    /// 2: 被拒绝 (or its payout returned).
+    Rejected,
+}
+
+impl CashStatus {
+    /// The number the wallet API stores and shows.
+    pub fn code(self) -> i16 {
+        match self {
+            CashStatus::Waiting => 0,
+            CashStatus::Approved => 1,
+            CashStatus::Rejected => 2,
+        }
+    }
+
+    pub fn from_code(code: i16) -> Option<CashStatus> {
+        Some(match code {
+            0 => CashStatus::Waiting,
+            1 => CashStatus::Approved,
+            2 => CashStatus::Rejected,
+            _ => return None,
+        })
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CashRequest {
@@ -147,7 +174,7 @@ pub fn request_order(request: &CashRequest, cash_id: i64) -> OrderDraft {
         body: None,
         direction: -1,
         amount: request.value,
-        state: 0,
+        state: OrderState::Waiting,
     }
 }
 
@@ -158,18 +185,18 @@ pub enum Decision {
 }
 
 impl Decision {
-    pub fn status(self) -> i16 {
+    pub fn status(self) -> CashStatus {
         match self {
-            Decision::Approve => APPROVED,
-            Decision::Reject => REJECTED,
+            Decision::Approve => CashStatus::Approved,
+            Decision::Reject => CashStatus::Rejected,
         }
     }
 
     /// The state its expense order ends in.
-    pub fn order_state(self) -> i16 {
+    pub fn order_state(self) -> OrderState {
         match self {
-            Decision::Approve => 1,
-            Decision::Reject => -1,
+            Decision::Approve => OrderState::Succeeded,
+            Decision::Reject => OrderState::Failed,
         }
     }
 
@@ -246,14 +273,14 @@ pub enum DecisionEffect {
 
 pub fn decide(
     decision: Decision,
-    status: i16,
+    status: CashStatus,
     owner: i64,
     value: i64,
 ) -> Result<DecisionEffect, Rejection> {
     if status == decision.status() {
         return Ok(DecisionEffect::AlreadyDone);
     }
-    if status != WAITING {
+    if status != CashStatus::Waiting {
         return Err(Rejection::field(
             Code::CashAlreadyDecided,
             "cash",
@@ -505,23 +532,25 @@ mod tests {
 
     #[test]
     fn decisions() {
-        let approve = decide(Decision::Approve, WAITING, 7, 100).unwrap();
+        let approve = decide(Decision::Approve, CashStatus::Waiting, 7, 100).unwrap();
         assert!(matches!(approve, DecisionEffect::Apply(_)));
-        let reject = decide(Decision::Reject, WAITING, 7, 100).unwrap();
+        let reject = decide(Decision::Reject, CashStatus::Waiting, 7, 100).unwrap();
         let DecisionEffect::Apply(journal) = reject else {
             panic!("a waiting request is rejected")
         };
         assert!(journal.entries().any(|e| e == (AccountRef::Wallet(7), 100)));
         assert_eq!(
-            decide(Decision::Approve, APPROVED, 7, 100).unwrap(),
+            decide(Decision::Approve, CashStatus::Approved, 7, 100).unwrap(),
             DecisionEffect::AlreadyDone
         );
         assert_eq!(
-            decide(Decision::Reject, APPROVED, 7, 100).unwrap_err().code,
+            decide(Decision::Reject, CashStatus::Approved, 7, 100)
+                .unwrap_err()
+                .code,
             Code::CashAlreadyDecided
         );
         assert_eq!(
-            decide(Decision::Approve, REJECTED, 7, 100)
+            decide(Decision::Approve, CashStatus::Rejected, 7, 100)
                 .unwrap_err()
                 .code,
             Code::CashAlreadyDecided

@@ -5,6 +5,7 @@ pub mod cash;
 pub mod command;
 pub mod event;
 pub mod ledger;
+pub mod order;
 pub mod outcome;
 pub mod policy;
 pub mod query;

@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use serde_json::{Map, Value};
 
 use super::ledger::{AccountRef, Journal, SystemAccount};
+use super::order::OrderState;
 use super::outcome::{Code, FieldErrors, Rejection};
 use super::policy::{WalletPolicy, CHANNELS_NEEDING_SUCCESS_URL};
 use super::transfer::OrderDraft;
@@ -122,7 +123,7 @@ pub fn order(request: &RechargeRequest) -> OrderDraft {
         body: Some(BODY.into()),
         direction: 1,
         amount: request.amount,
-        state: 0,
+        state: OrderState::Waiting,
     }
 }
 

@@ -3,6 +3,7 @@
 use serde_json::{Map, Value};
 
 use super::ledger::{AccountRef, Journal, WalletFigures};
+use super::order::OrderState;
 use super::outcome::{Code, FieldErrors, Rejection};
 use super::validate::{int_field, text_field, IntField, TextField};
 
@@ -56,7 +57,7 @@ pub struct OrderDraft {
     pub body: Option<String>,
     pub direction: i16,
     pub amount: i64,
-    pub state: i16,
+    pub state: OrderState,
 }
 
 pub const MSG_AMOUNT_REQUIRED: &str = "请输入转账金额";
@@ -170,7 +171,7 @@ pub fn orders(request: &TransferRequest) -> [OrderDraft; 2] {
         body: request.body.clone(),
         direction,
         amount: request.amount,
-        state: 1,
+        state: OrderState::Succeeded,
     };
     [
         order(request.from, request.to, -1),

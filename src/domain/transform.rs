@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::ledger::{AccountRef, Journal, SystemAccount, WalletFigures};
+use super::order::OrderState;
 use super::outcome::{Code, Rejection};
 use super::policy::WalletPolicy;
 use super::transfer::OrderDraft;
@@ -94,7 +95,7 @@ pub fn order(request: &TransformRequest) -> OrderDraft {
         body: Some(format!("充值{}积分", request.points)),
         direction: -1,
         amount: request.amount,
-        state: 1,
+        state: OrderState::Succeeded,
     }
 }
 

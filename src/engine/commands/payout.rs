@@ -32,9 +32,10 @@ use crate::db::cashes;
 use crate::db::commands::Applied;
 use crate::db::ledger::{lock_wallets, post_journal};
 use crate::domain::cash::{
-    self, Decision, DecisionEffect, WithdrawalFacts, WithdrawalState, WithdrawalStatus,
+    self, CashStatus, Decision, DecisionEffect, WithdrawalFacts, WithdrawalState, WithdrawalStatus,
 };
 use crate::domain::command::Envelope;
+use crate::domain::order::OrderState;
 use crate::domain::outcome::{Code, CommandResult, Rejection};
 use crate::domain::recharge_object::pingpp_user;
 use crate::engine::completion::withdrawal::{complete_withdrawal, observe, Payout};
@@ -110,7 +111,7 @@ async fn begin_approve(engine: &Engine, envelope: &Envelope) -> Result<Approval,
             step::conclude(tx, envelope, result).await?,
         ));
     };
-    if locked.status != cash::WAITING {
+    if locked.status != CashStatus::Waiting {
         // Approved already (by another command), or rejected: as in the manual flow.
         let result = match cash::decide(Decision::Approve, locked.status, locked.owner, 0) {
             Ok(_) => approved_result(&tx, envelope, locked.id, None).await?,
@@ -283,10 +284,10 @@ async fn finish_approve(
     let locked = cashes::lock(&tx, payout.cash_id)
         .await?
         .ok_or_else(|| EngineError::Broken(format!("cash {} vanished", payout.cash_id)))?;
-    let result = if locked.status == cash::REJECTED {
+    let result = if locked.status == CashStatus::Rejected {
         rejected(envelope, already_decided())
     } else {
-        if locked.status == cash::WAITING {
+        if locked.status == CashStatus::Waiting {
             cashes::approve_pending_payout(
                 &tx,
                 locked.id,
@@ -327,7 +328,7 @@ async fn give_up(
     if let Some(withdrawal) = &withdrawal {
         observe(&tx, payout, &locked, withdrawal).await?;
     }
-    if locked.status == cash::WAITING {
+    if locked.status == CashStatus::Waiting {
         cash_payouts::deactivate(&tx, payout.id).await?;
         cashes::set_withdrawal(&tx, locked.id, None).await?;
     }
@@ -344,7 +345,7 @@ pub(crate) async fn reject(engine: &Engine, envelope: &Envelope) -> Result<Appli
         };
         let payout = match cash::parse_decision(Decision::Reject, &envelope.data) {
             Ok(request) => match cashes::lock(&tx, request.cash_id).await? {
-                Some(locked) if locked.status == cash::WAITING => {
+                Some(locked) if locked.status == CashStatus::Waiting => {
                     active_payout(&tx, locked.id).await?
                 }
                 _ => None,
@@ -411,7 +412,7 @@ pub(crate) async fn reject(engine: &Engine, envelope: &Envelope) -> Result<Appli
     let returned = matches!(state, None | Some(WithdrawalState::Returned { .. }));
     let result = if !returned {
         rejected(envelope, already_decided())
-    } else if locked.status == cash::WAITING {
+    } else if locked.status == CashStatus::Waiting {
         if state.is_none() {
             cash_payouts::deactivate(&tx, payout.id).await?;
         }
@@ -429,7 +430,7 @@ pub(crate) async fn reject(engine: &Engine, envelope: &Envelope) -> Result<Appli
                 cashes::decide(
                     &tx,
                     &locked,
-                    cash::REJECTED,
+                    CashStatus::Rejected,
                     Decision::Reject.order_state(),
                     &request.remark,
                     envelope.user_id,
@@ -450,8 +451,8 @@ pub(crate) async fn reject(engine: &Engine, envelope: &Envelope) -> Result<Appli
                 return Err(EngineError::Broken(mismatch));
             }
         }
-        let now = cashes::lock(&tx, locked.id).await?.map_or(0, |c| c.status);
-        if now == cash::REJECTED {
+        let now = cashes::lock(&tx, locked.id).await?.map(|c| c.status);
+        if now == Some(CashStatus::Rejected) {
             rejected_result(&tx, envelope, locked.id).await?
         } else {
             rejected(envelope, already_decided())
@@ -494,7 +495,7 @@ pub(crate) async fn retrieve(engine: &Engine, envelope: &Envelope) -> Result<App
         };
         match found.withdrawal_id {
             // Still open at Ping++ as far as we know: ask.
-            Some(id) if found.order_state == 0 => {
+            Some(id) if found.order_state == OrderState::Waiting => {
                 tx.rollback().await?;
                 (cash_id, id)
             }

@@ -17,6 +17,7 @@ use crate::db::commands::Applied;
 use crate::db::ledger::insert_orders;
 use crate::db::{orders, recharges};
 use crate::domain::command::Envelope;
+use crate::domain::order::OrderState;
 use crate::domain::outcome::{Code, Rejection};
 use crate::domain::query;
 use crate::domain::recharge;
@@ -369,7 +370,7 @@ pub(crate) async fn retrieve(engine: &Engine, envelope: &Envelope) -> Result<App
         match found.charge_id {
             // Waiting, or failed and perhaps paid late after all: ask Ping++. Paid already, or
             // its charge was never made: nothing to ask.
-            Some(charge_id) if found.state != 1 => {
+            Some(charge_id) if found.state != OrderState::Succeeded => {
                 tx.rollback().await?;
                 (order_id, charge_id)
             }

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::db::ledger::{lock_wallets, post_journal};
 use crate::db::{orders, recharges};
+use crate::domain::order::OrderState;
 use crate::domain::recharge::{self, charge_facts, Completion, Mismatch, WaitingRecharge};
 use crate::engine::provider::unix_now;
 use crate::error::EngineError;
@@ -73,9 +74,9 @@ pub async fn complete_charge(
         Err(mismatch) => return Ok(Err(mismatch)),
     };
     let late = match (locked.state, &completion) {
-        (0, _) => false,
+        (OrderState::Waiting, _) => false,
         // Marked failed (expired by our clock, or a failure reported) and then paid after all.
-        (-1, Completion::Credit(_)) => true,
+        (OrderState::Failed, Completion::Credit(_)) => true,
         _ => {
             return Ok(Ok(ChargeCompletion::Unchanged {
                 order: locked.order,

@@ -8,7 +8,8 @@ use serde_json::Value;
 use crate::db::cash_payouts;
 use crate::db::cashes::{self, LockedCash};
 use crate::db::ledger::{lock_wallets, post_journal};
-use crate::domain::cash::{self, WithdrawalFacts, WithdrawalState};
+use crate::domain::cash::{self, CashStatus, WithdrawalFacts, WithdrawalState};
+use crate::domain::order::OrderState;
 use crate::error::EngineError;
 use crate::pingpp::WithdrawalRequest;
 
@@ -177,7 +178,11 @@ pub async fn complete_withdrawal(
     let order_state = cashes::order_state(tx, &locked).await?;
     let journal = cash::settle(&facts.state, locked.owner, locked.value);
     let completion = match journal {
-        Some(journal) if recorded.active && locked.status == cash::APPROVED && order_state == 0 => {
+        Some(journal)
+            if recorded.active
+                && locked.status == CashStatus::Approved
+                && order_state == OrderState::Waiting =>
+        {
             let wallets = lock_wallets(tx, &[locked.owner]).await?;
             let kind = match facts.state {
                 WithdrawalState::Succeeded => "cash.payout",
@@ -206,7 +211,7 @@ pub async fn complete_withdrawal(
                 }
             }
         }
-        Some(_) if recorded.active && locked.status == cash::WAITING => {
+        Some(_) if recorded.active && locked.status == CashStatus::Waiting => {
             let (cash, order) = cashes::with_order_json(tx, locked.id).await?;
             WithdrawalCompletion::NotDecidedYet { cash, order }
         }

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{json, Value};
 
-use pluspay::domain::cash::{self, Decision, DecisionEffect};
+use pluspay::domain::cash::{self, CashStatus, Decision, DecisionEffect};
 use pluspay::domain::ledger::{AccountRef, Journal, Unit};
 use pluspay::domain::outcome::Code;
 use pluspay::domain::policy::{WalletPolicy, CHANNELS_NEEDING_SUCCESS_URL};
@@ -168,7 +168,7 @@ fn arb_op() -> impl Strategy<Value = Op> {
 struct CashRecord {
     owner: i64,
     value: i64,
-    status: i16,
+    status: CashStatus,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -244,15 +244,15 @@ impl Model {
             totals
         );
         // The system accounts hold exactly what the records say they do.
-        let sum = |status: i16| -> i64 {
+        let sum = |status: CashStatus| -> i64 {
             self.cashes
                 .iter()
                 .filter(|c| c.status == status)
                 .map(|c| c.value)
                 .sum()
         };
-        prop_assert_eq!(self.balance(PENDING), sum(cash::WAITING));
-        prop_assert_eq!(self.balance(PAID_OUT), sum(cash::APPROVED));
+        prop_assert_eq!(self.balance(PENDING), sum(CashStatus::Waiting));
+        prop_assert_eq!(self.balance(PAID_OUT), sum(CashStatus::Approved));
         let credited: i64 = self
             .orders
             .iter()
@@ -386,7 +386,7 @@ impl Model {
                 self.cashes.push(CashRecord {
                     owner: request.user,
                     value: request.value,
-                    status: cash::WAITING,
+                    status: CashStatus::Waiting,
                 });
                 Ok(true)
             }
@@ -434,7 +434,7 @@ impl Model {
         let effect = cash::decide(decision, record.status, record.owner, record.value);
         match effect {
             Ok(DecisionEffect::Apply(j)) => {
-                prop_assert_eq!(record.status, cash::WAITING);
+                prop_assert_eq!(record.status, CashStatus::Waiting);
                 let to = match decision {
                     Decision::Approve => PAID_OUT,
                     Decision::Reject => AccountRef::Wallet(record.owner),
@@ -469,7 +469,9 @@ impl Model {
             }
             Err(rejection) => {
                 prop_assert_eq!(rejection.code, Code::CashAlreadyDecided);
-                prop_assert!(record.status != cash::WAITING && record.status != decision.status());
+                prop_assert!(
+                    record.status != CashStatus::Waiting && record.status != decision.status()
+                );
                 Ok(false)
             }
         }
