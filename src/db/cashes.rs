@@ -80,7 +80,7 @@ pub async fn lock(tx: &Transaction<'_>, cash_id: i64) -> Result<Option<LockedCas
 }
 
 /// Records a decision and sets the state of the request's order.
-pub async fn decide(
+pub async fn record_decision(
     tx: &Transaction<'_>,
     cash: &LockedCash,
     status: CashStatus,

@@ -66,7 +66,7 @@ pub(super) async fn conclude(
 }
 
 /// Stores `result` in a transaction that claimed the id, then commits.
-pub(super) async fn finish(
+pub(super) async fn store_result(
     tx: Transaction<'_>,
     envelope: &Envelope,
     result: &CommandResult,

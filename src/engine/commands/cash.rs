@@ -89,7 +89,7 @@ pub(crate) async fn decision(
                 system,
             )
             .await?;
-            cashes::decide(
+            cashes::record_decision(
                 tx,
                 &locked,
                 decision.status(),

@@ -264,11 +264,11 @@ pub(crate) async fn approve(engine: &Engine, envelope: &Envelope) -> Result<Appl
             }
         }
     }
-    finish_approve(engine, envelope, &payout, &withdrawal).await
+    approve_after_payout(engine, envelope, &payout, &withdrawal).await
 }
 
 /// Step 3 of `cash.approve`: the withdrawal is confirmed; approve the cash record.
-async fn finish_approve(
+async fn approve_after_payout(
     engine: &Engine,
     envelope: &Envelope,
     payout: &Payout,
@@ -305,7 +305,7 @@ async fn finish_approve(
             ),
         }
     };
-    step::finish(tx, envelope, &result).await
+    step::store_result(tx, envelope, &result).await
 }
 
 /// Ping++ refused the approval's withdrawal: the payout is given up (the cash record stays as
@@ -332,7 +332,7 @@ async fn give_up(
         cash_payouts::deactivate(&tx, payout.id).await?;
         cashes::set_withdrawal(&tx, locked.id, None).await?;
     }
-    step::finish(tx, envelope, &rejected(envelope, rejection)).await
+    step::store_result(tx, envelope, &rejected(envelope, rejection)).await
 }
 
 pub(crate) async fn reject(engine: &Engine, envelope: &Envelope) -> Result<Applied, EngineError> {
@@ -427,7 +427,7 @@ pub(crate) async fn reject(engine: &Engine, envelope: &Envelope) -> Result<Appli
                     &wallets,
                 )
                 .await?;
-                cashes::decide(
+                cashes::record_decision(
                     &tx,
                     &locked,
                     CashStatus::Rejected,
@@ -458,7 +458,7 @@ pub(crate) async fn reject(engine: &Engine, envelope: &Envelope) -> Result<Appli
             rejected(envelope, already_decided())
         }
     };
-    step::finish(tx, envelope, &result).await
+    step::store_result(tx, envelope, &result).await
 }
 
 async fn rejected_result(
@@ -541,5 +541,5 @@ pub(crate) async fn retrieve(engine: &Engine, envelope: &Envelope) -> Result<App
             )
         }
     };
-    step::finish(tx, envelope, &result).await
+    step::store_result(tx, envelope, &result).await
 }

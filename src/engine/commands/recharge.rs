@@ -323,7 +323,7 @@ async fn record_charge(
         data["pingpp_recharge"] = object;
     }
     let result = succeeded(envelope, Some(recharge::MSG_CREATED), data);
-    step::finish(tx, envelope, &result).await
+    step::store_result(tx, envelope, &result).await
 }
 
 /// Ping++ refused to create the charge: the waiting order fails and the command is rejected.
@@ -339,7 +339,7 @@ async fn refuse(
         Step::Open(tx) => tx,
     };
     orders::mark_failed(&tx, progress.order_id, Some(&envelope.id)).await?;
-    step::finish(tx, envelope, &rejected(envelope, rejection)).await
+    step::store_result(tx, envelope, &rejected(envelope, rejection)).await
 }
 
 pub(crate) async fn retrieve(engine: &Engine, envelope: &Envelope) -> Result<Applied, EngineError> {
@@ -406,5 +406,5 @@ pub(crate) async fn retrieve(engine: &Engine, envelope: &Envelope) -> Result<App
             )
         }
     };
-    step::finish(tx, envelope, &result).await
+    step::store_result(tx, envelope, &result).await
 }
