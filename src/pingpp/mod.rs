@@ -11,7 +11,7 @@
 //! - [`PingppError`] tells callers whether to try again later ([`PingppError::is_transient`])
 //!   or to treat the answer as final.
 //!
-//! Facts about Ping++ come from its official SDKs and API documents (shared/PINGPP.md).
+//! Facts about Ping++ come from its official SDKs and its API documents.
 
 pub mod client;
 pub mod error;
