@@ -6,7 +6,7 @@ use deadpool_postgres::Transaction;
 use serde_json::Value;
 
 use crate::domain::ledger::{AccountRef, Journal, WalletFigures};
-use crate::domain::transfer::OrderDraft;
+use crate::domain::order::OrderDraft;
 use crate::error::EngineError;
 
 /// A wallet row, locked for the rest of the transaction.

@@ -5,10 +5,9 @@
 use serde_json::{Map, Value};
 
 use super::ledger::{AccountRef, Journal, SystemAccount, WalletFigures};
-use super::order::OrderState;
+use super::order::{OrderDraft, OrderState};
 use super::outcome::{Code, FieldErrors, Rejection};
 use super::policy::WalletPolicy;
-use super::transfer::OrderDraft;
 use super::validate::{int_field, text_field, IntField, TextField};
 
 pub const MSG_VALUE_REQUIRED: &str = "请输入提现金额";

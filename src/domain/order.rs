@@ -1,4 +1,18 @@
-//! The states of a wallet order (钱包流水), as the wallet API numbers them.
+//! Wallet orders (钱包流水): what one is made of, and its states as the wallet API numbers them.
+
+/// A wallet order to store, in the wallet API's shape (`direction` is its `type`: 1 income, -1
+/// expense).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderDraft {
+    pub owner_id: i64,
+    pub target_type: &'static str,
+    pub target_id: String,
+    pub title: &'static str,
+    pub body: Option<String>,
+    pub direction: i16,
+    pub amount: i64,
+    pub state: OrderState,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderState {

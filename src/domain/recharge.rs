@@ -7,10 +7,9 @@ use std::net::Ipv4Addr;
 use serde_json::{Map, Value};
 
 use super::ledger::{AccountRef, Journal, SystemAccount};
-use super::order::OrderState;
+use super::order::{OrderDraft, OrderState};
 use super::outcome::{Code, FieldErrors, Rejection};
 use super::policy::{WalletPolicy, CHANNELS_NEEDING_SUCCESS_URL};
-use super::transfer::OrderDraft;
 use super::validate::{int_field, text_field, IntField, TextField};
 
 pub const MSG_CHANNEL_REQUIRED: &str = "请选择充值方式";

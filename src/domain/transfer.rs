@@ -3,7 +3,7 @@
 use serde_json::{Map, Value};
 
 use super::ledger::{AccountRef, Journal, WalletFigures};
-use super::order::OrderState;
+use super::order::{OrderDraft, OrderState};
 use super::outcome::{Code, FieldErrors, Rejection};
 use super::validate::{int_field, text_field, IntField, TextField};
 
@@ -45,19 +45,6 @@ pub struct TransferRequest {
     pub to: i64,
     pub amount: i64,
     pub body: Option<String>,
-}
-
-/// A wallet order to store, in the wallet API's shape (`type` 1 income, -1 expense; `state` 1 done).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderDraft {
-    pub owner_id: i64,
-    pub target_type: &'static str,
-    pub target_id: String,
-    pub title: &'static str,
-    pub body: Option<String>,
-    pub direction: i16,
-    pub amount: i64,
-    pub state: OrderState,
 }
 
 pub const MSG_AMOUNT_REQUIRED: &str = "请输入转账金额";

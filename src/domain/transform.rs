@@ -4,10 +4,9 @@
 use serde_json::{Map, Value};
 
 use super::ledger::{AccountRef, Journal, SystemAccount, WalletFigures};
-use super::order::OrderState;
+use super::order::{OrderDraft, OrderState};
 use super::outcome::{Code, Rejection};
 use super::policy::WalletPolicy;
-use super::transfer::OrderDraft;
 use super::validate::{int_field, IntField};
 
 pub const MSG_AMOUNT_REQUIRED: &str = "请选择需要转换的余额";

@@ -13,7 +13,7 @@
 
 mod batch;
 mod commands;
-pub mod completion;
+mod completion;
 mod event;
 mod provider;
 mod step;

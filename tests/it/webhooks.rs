@@ -134,7 +134,7 @@ impl Listener {
 
     /// Delivers as Ping++ does; `None` leaves the signature header out.
     async fn post(&self, path: &str, body: &[u8], signature: Option<&str>) -> u16 {
-        post(&self.http, &self.url(path), body, signature).await
+        crate::support::post_webhook(&self.http, &self.url(path), body, signature).await
     }
 
     async fn stop(mut self) -> anyhow::Result<()> {
@@ -155,24 +155,6 @@ fn http_client() -> reqwest::Client {
         .timeout(WAIT)
         .build()
         .unwrap()
-}
-
-/// The status of one delivery; 0 when no answer came at all.
-async fn post(http: &reqwest::Client, url: &str, body: &[u8], signature: Option<&str>) -> u16 {
-    let mut request = http
-        .post(url)
-        .header("Content-Type", "application/json; charset=UTF-8")
-        .body(body.to_vec());
-    if let Some(signature) = signature {
-        request = request.header("X-Pingplusplus-Signature", signature);
-    }
-    match request.send().await {
-        Ok(response) => response.status().as_u16(),
-        Err(e) => {
-            eprintln!("delivery failed: {e}");
-            0
-        }
-    }
 }
 
 /// Sends bytes as they are (header names keep their case) on a new connection and returns the
@@ -907,7 +889,9 @@ async fn load_2000_events_from_32_clients_all_enqueued() {
             let http = http_client();
             let mut answers = Vec::with_capacity(mine.len());
             for (body, signature) in mine {
-                let status = post(&http, &url, body.as_bytes(), Some(&signature)).await;
+                let status =
+                    crate::support::post_webhook(&http, &url, body.as_bytes(), Some(&signature))
+                        .await;
                 answers.push((event_id(body.as_bytes()), status));
             }
             answers
@@ -1061,7 +1045,7 @@ async fn cli_run_serves_webhooks_next_to_the_worker_and_stops_on_sigterm() {
     }
     let event = real_event();
     assert_eq!(
-        post(
+        crate::support::post_webhook(
             &http,
             &format!("{url}{PATH}"),
             &event.body,

@@ -4,8 +4,9 @@
 //!
 //! 1. One transaction checks the cash record is waiting and records the exact withdrawal
 //!    request (`order_no` = `w` + the payout's id) as the cash record's active payout.
-//! 2. The withdrawal is created at Ping++ (the same `order_no` and parameters on every retry,
-//!    for which Ping++ returns the withdrawal it already made) and its id recorded; then it is
+//! 2. The withdrawal is created at Ping++ (the same `order_no` and parameters on every retry;
+//!    a Ping++ that refuses the repeat is asked for the withdrawal it made instead, through its
+//!    list, and while that can't be known the command waits) and its id recorded; then it is
 //!    confirmed (`PUT {"status":"pending"}`). A redelivery or a second approval of the same cash
 //!    resumes the active payout: it never creates a second withdrawal.
 //! 3. One transaction approves the cash record (status 1, its order still waiting) and stores

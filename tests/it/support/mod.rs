@@ -427,6 +427,30 @@ impl BrokerClient {
     }
 }
 
+/// POSTs a webhook as Ping++ does (JSON, the signature in `X-Pingplusplus-Signature` when
+/// given); the answer's status, 0 when no answer came at all.
+pub async fn post_webhook(
+    http: &reqwest::Client,
+    url: &str,
+    body: &[u8],
+    signature: Option<&str>,
+) -> u16 {
+    let mut request = http
+        .post(url)
+        .header("Content-Type", "application/json; charset=UTF-8")
+        .body(body.to_vec());
+    if let Some(signature) = signature {
+        request = request.header("X-Pingplusplus-Signature", signature);
+    }
+    match request.send().await {
+        Ok(response) => response.status().as_u16(),
+        Err(e) => {
+            eprintln!("delivery failed: {e}");
+            0
+        }
+    }
+}
+
 /// A server-named queue of this connection alone, gone with it, and a consumer on it that
 /// needs no acknowledgements: for replies and for watching an exchange.
 pub async fn temporary_queue(channel: &lapin::Channel) -> (String, lapin::Consumer) {

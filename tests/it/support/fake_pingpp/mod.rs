@@ -220,15 +220,14 @@ impl FakePingpp {
         body: &str,
         signature: &str,
     ) -> reqwest::StatusCode {
-        reqwest::Client::new()
-            .post(url)
-            .header("Content-Type", "application/json; charset=UTF-8")
-            .header("X-Pingplusplus-Signature", signature)
-            .body(body.to_owned())
-            .send()
-            .await
-            .expect("deliver the webhook")
-            .status()
+        let status = crate::support::post_webhook(
+            &reqwest::Client::new(),
+            url,
+            body.as_bytes(),
+            Some(signature),
+        )
+        .await;
+        reqwest::StatusCode::from_u16(status).expect("deliver the webhook")
     }
 
     /// The next `n` requests get `status` with an `api_error` body.
