@@ -267,6 +267,29 @@ async fn a_charge_whose_fields_have_the_wrong_type_is_refused_at_once() {
 }
 
 /// The recharge order the fake's charge belongs to, from its order_no.
+/// Sends a recharge whose charge Ping++ makes while every answer to the create is lost, so the
+/// command keeps trying with its charge unrecorded; then the payer pays it. Returns the paid
+/// charge.
+async fn paid_but_unrecorded(
+    fake: &crate::support::fake_pingpp::FakePingpp,
+    client: &BrokerClient,
+    id: &str,
+    user: i64,
+    amount: i64,
+) -> serde_json::Value {
+    fake.lose_next_answers_on("POST", "/v1/charges", 100_000);
+    client
+        .command(&json!({"id": id, "type": "recharge", "user_id": user,
+                         "data": {"type": "wx", "amount": amount}}))
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while fake.charges().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no charge made");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fake.pay(fake.charges()[0]["id"].as_str().unwrap())
+}
+
 fn order_of(charge: &serde_json::Value) -> i64 {
     charge["order_no"].as_str().unwrap()[1..].parse().unwrap()
 }
@@ -279,18 +302,9 @@ async fn events_waiting_for_their_recharge_hold_no_slot_and_apply_once_it_is_rec
     })
     .await;
     env.fund(20, 1_000).await;
-    // Ping++ makes the charge but every answer is lost: the recharge keeps trying, its charge
-    // unrecorded, while the payer pays and Ping++ sends charge.succeeded.
-    fake.lose_next_answers_on("POST", "/v1/charges", 100_000);
-    client
-        .command(&json!({"id": "rc-wait", "type": "recharge", "user_id": 21, "data": {"type": "wx", "amount": 600}}))
-        .await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while fake.charges().is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "no charge made");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let charge = fake.pay(fake.charges()[0]["id"].as_str().unwrap());
+    // The recharge keeps trying, its charge unrecorded, while the payer pays and Ping++ sends
+    // charge.succeeded.
+    let charge = paid_but_unrecorded(&fake, &client, "rc-wait", 21, 600).await;
     // More events than there are transaction slots, each its own delivery.
     for _ in 0..6 {
         let (body, _) = fake.signed_event("charge.succeeded", charge.clone());
@@ -352,16 +366,7 @@ async fn an_event_whose_charge_is_never_recorded_is_dead_lettered_after_the_wait
     })
     .await;
     env.fund(30, 500).await;
-    fake.lose_next_answers_on("POST", "/v1/charges", 100_000);
-    client
-        .command(&json!({"id": "rc-never", "type": "recharge", "user_id": 31, "data": {"type": "wx", "amount": 300}}))
-        .await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while fake.charges().is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "no charge made");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let charge = fake.pay(fake.charges()[0]["id"].as_str().unwrap());
+    let charge = paid_but_unrecorded(&fake, &client, "rc-never", 31, 300).await;
     let (body, _) = fake.signed_event("charge.succeeded", charge);
     client.enqueue_pingpp_event(&body).await;
     let dead = client.dead_letters(1).await;
