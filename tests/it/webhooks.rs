@@ -11,8 +11,6 @@ use crate::support::fake_pingpp::FakePingpp;
 use crate::support::{TestEnv, WAIT};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use pluspay::amqp;
 use pluspay::config::Settings;
@@ -204,18 +202,7 @@ impl Queue {
         amqp::topology::declare(&channel, &names, settings.amqp.delivery_limit)
             .await
             .unwrap();
-        let consumer = channel
-            .basic_consume(
-                names.webhooks_queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        let consumer = crate::support::no_ack_consumer(&channel, &names.webhooks_queue).await;
         Queue {
             _connection: connection,
             channel,
@@ -248,18 +235,7 @@ impl Queue {
 
     /// Messages waiting (and not yet pushed to this consumer).
     async fn waiting(&self) -> u32 {
-        self.channel
-            .queue_declare(
-                self.name.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap()
-            .message_count()
+        crate::support::ready_messages(&self.channel, &self.name).await
     }
 }
 

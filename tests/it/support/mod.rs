@@ -367,36 +367,15 @@ impl BrokerClient {
     /// Messages ready in the webhooks queue (not those delivered and unacknowledged).
     pub async fn webhooks_queue_depth(&self) -> u32 {
         let channel = self.connection.create_channel().await.unwrap();
-        let queue = channel
-            .queue_declare(
-                self.names.webhooks_queue.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        let ready = ready_messages(&channel, &self.names.webhooks_queue).await;
         let _ = channel.close(200, "".into()).await;
-        queue.message_count()
+        ready
     }
 
     /// Collects `n` messages from the dead-letter queue.
     pub async fn dead_letters(&self, n: usize) -> Vec<Delivery> {
         let channel = self.connection.create_channel().await.unwrap();
-        let mut consumer = channel
-            .basic_consume(
-                self.names.dead_queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        let mut consumer = no_ack_consumer(&channel, &self.names.dead_queue).await;
         let mut out = Vec::new();
         while out.len() < n {
             let next = tokio::time::timeout(WAIT, consumer.next())
@@ -466,9 +445,16 @@ pub async fn temporary_queue(channel: &lapin::Channel) -> (String, lapin::Consum
         )
         .await
         .unwrap();
-    let consumer = channel
+    let name = queue.name().to_string();
+    let consumer = no_ack_consumer(channel, &name).await;
+    (name, consumer)
+}
+
+/// A consumer on `queue` whose deliveries need no acknowledgement.
+pub async fn no_ack_consumer(channel: &lapin::Channel, queue: &str) -> lapin::Consumer {
+    channel
         .basic_consume(
-            queue.name().clone(),
+            queue.into(),
             "".into(),
             BasicConsumeOptions {
                 no_ack: true,
@@ -477,8 +463,23 @@ pub async fn temporary_queue(channel: &lapin::Channel) -> (String, lapin::Consum
             FieldTable::default(),
         )
         .await
-        .unwrap();
-    (queue.name().to_string(), consumer)
+        .unwrap()
+}
+
+/// Messages ready in `queue` (not those delivered and unacknowledged).
+pub async fn ready_messages(channel: &lapin::Channel, queue: &str) -> u32 {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap()
+        .message_count()
 }
 
 /// The next event off `consumer` (a queue bound to the events exchange, see
