@@ -26,7 +26,7 @@ pub enum EventOutcome {
     /// parked, to be put back on the queue later. Acknowledge it.
     Waiting(String),
     /// Parked for longer than `worker.event_wait_secs`: dead-letter it with this reason, then
-    /// [`crate::db::events::mark_dead_lettered`].
+    /// [`crate::db::pingpp_events::mark_dead_lettered`].
     GaveUp(String),
 }
 

@@ -2,7 +2,7 @@
 //!
 //! - `commands/`: one module per command family (`transfer`, `cash`, `transform`, `reads`,
 //!   `recharge`, `payout`); adding a command touches its module, the dispatch in
-//!   [`Engine::apply`] (or [`decide_in`]) and the contract's schema.
+//!   [`Engine::apply`] (or `decide_in`) and the contract's schema.
 //! - `batch`: group commit. Commands that need no Ping++ share one transaction when they arrive
 //!   together; a single command is a batch of one.
 //! - `step`: how each step of a command that calls Ping++ between its transactions begins.

@@ -60,9 +60,7 @@ pub(super) async fn conclude(
         tx.rollback().await?;
         return Ok(applied);
     }
-    let applied = commands::store(&tx, envelope, &result).await?;
-    tx.commit().await?;
-    Ok(applied)
+    store_result(tx, envelope, &result).await
 }
 
 /// Stores `result` in a transaction that claimed the id, then commits.

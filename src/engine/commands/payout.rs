@@ -33,13 +33,13 @@ use crate::db::cashes;
 use crate::db::commands::Applied;
 use crate::db::ledger::{lock_wallets, post_journal};
 use crate::domain::cash::{
-    self, CashStatus, Decision, DecisionEffect, WithdrawalFacts, WithdrawalState, WithdrawalStatus,
+    self, CashStatus, Decision, DecisionEffect, WithdrawalState, WithdrawalStatus,
 };
 use crate::domain::command::Envelope;
 use crate::domain::order::OrderState;
 use crate::domain::outcome::{Code, CommandResult, Rejection};
 use crate::domain::recharge_object::pingpp_user;
-use crate::engine::completion::withdrawal::{complete_withdrawal, observe, Payout};
+use crate::engine::completion::withdrawal::{complete_withdrawal, facts, observe, Payout};
 use crate::engine::provider::{self, LOOKUP_MARGIN_SECS};
 use crate::engine::step::{self, Step};
 use crate::engine::{rejected, succeeded, Engine};
@@ -66,11 +66,6 @@ fn settings(engine: &Engine) -> Result<&PayoutSettings, EngineError> {
         .payout
         .as_deref()
         .ok_or_else(|| EngineError::Broken("pingpp.payout is not \"withdrawals\"".into()))
-}
-
-fn facts(withdrawal: &Value) -> Result<WithdrawalFacts, EngineError> {
-    cash::withdrawal_facts(withdrawal)
-        .map_err(|e| EngineError::Broken(format!("unreadable Ping++ withdrawal: {e}")))
 }
 
 fn already_decided() -> Rejection {

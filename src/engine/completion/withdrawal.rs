@@ -24,7 +24,7 @@ pub(crate) struct Payout {
     pub begun_at: i64,
 }
 
-pub(crate) fn unreadable(e: serde_json::Error) -> EngineError {
+fn unreadable(e: serde_json::Error) -> EngineError {
     EngineError::Broken(format!("a cash payout's stored request is unreadable: {e}"))
 }
 
@@ -91,7 +91,8 @@ impl WithdrawalCompletion {
     }
 }
 
-fn facts(withdrawal: &Value) -> Result<WithdrawalFacts, EngineError> {
+/// A withdrawal Ping++ answered, read; unreadable is a broken answer, not the command's fault.
+pub(crate) fn facts(withdrawal: &Value) -> Result<WithdrawalFacts, EngineError> {
     cash::withdrawal_facts(withdrawal)
         .map_err(|e| EngineError::Broken(format!("unreadable Ping++ withdrawal: {e}")))
 }
