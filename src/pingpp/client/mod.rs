@@ -35,8 +35,8 @@ const LOOKUP_PAGE_SIZE: usize = 100;
 pub const MAX_LOOKUP_PAGES: usize = 20;
 
 impl PingppClient {
-    /// `POST /v1/charges`: creates a charge, or returns the existing one when a charge with
-    /// the same `order_no` and parameters exists. Checks Ping++'s limits first, so a request
+    /// `POST /v1/charges`: creates a charge (a repeat with the same `order_no` and parameters
+    /// is answered with that charge or refused as a used number, depending on Ping++). Checks Ping++'s limits first, so a request
     /// Ping++ would refuse is not sent at all.
     pub async fn create_charge(&self, req: &ChargeRequest) -> Result<Value, PingppError> {
         validate_charge(req)?;
@@ -62,8 +62,7 @@ impl PingppClient {
     }
 
     /// `POST /v1/apps/{app}/recharges`: creates a recharge object (with its charge and
-    /// credential), or returns the existing one when its charge's `order_no` was used before
-    /// with the same parameters. Checks Ping++'s limits first, so a request Ping++ would refuse
+    /// credential); a repeat of its charge's `order_no` is answered as for charges. Checks Ping++'s limits first, so a request Ping++ would refuse
     /// is not sent at all.
     pub async fn create_recharge(&self, req: &RechargeObjectRequest) -> Result<Value, PingppError> {
         validate_recharge(req)?;
@@ -75,8 +74,8 @@ impl PingppClient {
         .await
     }
 
-    /// `POST /v1/apps/{app}/withdrawals`: creates a withdrawal, or returns the existing one
-    /// when its `order_no` was used before with the same parameters. Checks the request first,
+    /// `POST /v1/apps/{app}/withdrawals`: creates a withdrawal; a repeat of its `order_no` is
+    /// answered as for charges. Checks the request first,
     /// so one Ping++ would refuse is not sent at all.
     pub async fn create_withdrawal(&self, req: &WithdrawalRequest) -> Result<Value, PingppError> {
         validate_withdrawal(req)?;

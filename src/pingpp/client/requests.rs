@@ -4,6 +4,8 @@
 
 use std::net::Ipv4Addr;
 
+#[cfg(doc)]
+use super::PingppClient;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -13,8 +15,8 @@ use crate::pingpp::error::PingppError;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChargeRequest {
     /// The merchant's order number: 8 to 20 ASCII letters and digits, unique per charge.
-    /// Sending the same one with the same parameters again returns the same charge, which is
-    /// what makes retries and crash recovery safe.
+    /// Retries and crash recovery send the same one again: Ping++ then answers with the charge
+    /// it made, or refuses the used number, and [`PingppClient::find_charge`] finds the charge.
     pub order_no: String,
     pub channel: String,
     pub amount: u64,
@@ -54,8 +56,8 @@ pub struct RechargeObjectRequest {
 }
 
 /// A withdrawal to create (`POST /v1/apps/{app}/withdrawals`): money out of `user`'s wallet
-/// through `channel`. Creating it twice with the same `order_no` and parameters returns the one
-/// made first, as for charges, which is what makes retries and crash recovery safe.
+/// through `channel`. As for charges, retries send the same `order_no`; a refused repeat is
+/// settled by [`PingppClient::find_withdrawal`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WithdrawalRequest {
     /// The Ping++ user id, at most 64 characters.
