@@ -11,10 +11,12 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::custody::Custody;
 use crate::domain::policy::WalletPolicy;
 pub use crate::redact::redact_url;
 
 pub const DEFAULT_CONFIG_FILE: &str = "config/pluspay.toml";
+pub const MIN_FINGERPRINT_KEY_BYTES: usize = 32;
 
 #[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -106,6 +108,11 @@ pub struct PingppSettings {
     /// `extra[return_url]` of Ping++ withdrawals: where the user's cashier page returns to.
     /// Required when `pingpp.payout = "withdrawals"`.
     pub withdrawal_return_url: String,
+    /// The server secret keying the fingerprints of commands that carry personal data (ID
+    /// numbers, names, mobiles, card numbers), so the command log can't be brute-forced back
+    /// to them. Required with `wallet.custody = "pingpp"`; at least 32 bytes; never changed
+    /// (a redelivered command would no longer match its first delivery).
+    pub fingerprint_key: String,
 }
 
 #[derive(Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Debug, Default)]
@@ -210,6 +217,7 @@ impl Default for PingppSettings {
             payout: PayoutMode::Manual,
             withdrawal_channel: crate::domain::cash::DEFAULT_WITHDRAWAL_CHANNEL.into(),
             withdrawal_return_url: String::new(),
+            fingerprint_key: String::new(),
         }
     }
 }
@@ -337,6 +345,14 @@ impl Settings {
             )?;
         }
         self.wallet.check().map_err(ConfigError::Invalid)?;
+        if self.wallet.custody == Custody::Pingpp
+            && self.pingpp.fingerprint_key.len() < MIN_FINGERPRINT_KEY_BYTES
+        {
+            return invalid(
+                "pingpp.fingerprint_key (PLUSPAY_PINGPP_FINGERPRINT_KEY) must be a secret of at \
+                 least 32 bytes with wallet.custody = \"pingpp\"",
+            );
+        }
         Ok(())
     }
 
@@ -398,6 +414,14 @@ impl fmt::Debug for Settings {
                 },
             )
             .field("pingpp.public_key", &self.pingpp.public_key)
+            .field(
+                "pingpp.fingerprint_key",
+                &if self.pingpp.fingerprint_key.is_empty() {
+                    "<unset>"
+                } else {
+                    "<set>"
+                },
+            )
             .field("wallet", &self.wallet)
             .field("log", &self.log)
             .finish()

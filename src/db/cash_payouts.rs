@@ -192,3 +192,35 @@ pub async fn by_order_no(
         active: row.get("active"),
     }))
 }
+
+/// The payout a command began (an e-wallet `cash` begins one with its cash record), with its
+/// cash record and the fingerprint it was begun with.
+pub async fn of_command(
+    tx: &Transaction<'_>,
+    command_id: &str,
+) -> Result<Option<(i64, Vec<u8>, Recorded)>, EngineError> {
+    let row = tx
+        .query_opt(
+            &tx.prepare_cached(
+                "SELECT id, cash_id, fingerprint, request::text AS request,
+                    withdrawal::text AS withdrawal,
+                    extract(epoch FROM created_at)::bigint AS begun_at
+                 FROM cash_payouts WHERE command_id = $1 ORDER BY id LIMIT 1",
+            )
+            .await?,
+            &[&command_id],
+        )
+        .await?;
+    Ok(row.map(|row| {
+        (
+            row.get("cash_id"),
+            row.get("fingerprint"),
+            Recorded {
+                id: row.get("id"),
+                request: row.get("request"),
+                withdrawal: row.get("withdrawal"),
+                begun_at: row.get("begun_at"),
+            },
+        )
+    }))
+}

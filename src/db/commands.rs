@@ -130,7 +130,11 @@ pub async fn claim_many(
                      EXISTS (SELECT 1 FROM cash_payouts p
                              WHERE p.command_id = commands.id
                                AND p.fingerprint <> commands.fingerprint)
-                         AS held_by_other_payout",
+                         AS held_by_other_payout,
+                     EXISTS (SELECT 1 FROM deposits d WHERE d.command_id = commands.id)
+                         AS held_by_deposit,
+                     EXISTS (SELECT 1 FROM cus_applications a WHERE a.command_id = commands.id)
+                         AS held_by_application",
             )
             .await?,
             &[&ids, &kinds, &users, &fingerprints],
@@ -142,13 +146,16 @@ pub async fn claim_many(
     let mut held = Vec::new();
     for row in &rows {
         let id: String = row.get("id");
-        let holder = match (
-            row.get::<_, bool>("held_by_recharge"),
-            row.get::<_, bool>("held_by_other_payout"),
-        ) {
-            (true, _) => Some(IdHolder::Recharge),
-            (false, true) => Some(IdHolder::PayoutWithOtherContent),
-            (false, false) => None,
+        let holder = if row.get("held_by_recharge") {
+            Some(IdHolder::Recharge)
+        } else if row.get("held_by_other_payout") {
+            Some(IdHolder::PayoutWithOtherContent)
+        } else if row.get("held_by_deposit") {
+            Some(IdHolder::Deposit)
+        } else if row.get("held_by_application") {
+            Some(IdHolder::Application)
+        } else {
+            None
         };
         let taken = holder.is_some_and(|holder| held_by_another(kind_of[id.as_str()], holder));
         if taken {

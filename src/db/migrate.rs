@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_waiting_events.sql",
         sql: include_str!("../../migrations/0006_waiting_events.sql"),
     },
+    Migration {
+        version: 7,
+        name: "0007_custody.sql",
+        sql: include_str!("../../migrations/0007_custody.sql"),
+    },
 ];
 
 /// An arbitrary constant shared by every pluspay instance.

@@ -1,13 +1,16 @@
 //! PostgreSQL, and all the SQL there is: the connection pool, migrations, the command log
 //! (`commands`), the ledger's storage (`ledger`: wallets, journals, entries, orders), one module
 //! per table of the commands that call Ping++ (`recharges`, `cash_payouts`, `cashes`,
-//! `pingpp_events`), the reads (`orders`), and the audit. No business rules: those are in
+//! `pingpp_events`, and with the money at Ping++ `accounts` and `deposits`), the pinned `custody`, the reads (`orders`), and the audit. No business rules: those are in
 //! `domain`.
 
+pub mod accounts;
 pub mod audit;
 pub mod cash_payouts;
 pub mod cashes;
 pub mod commands;
+pub mod custody;
+pub mod deposits;
 pub mod ledger;
 pub mod migrate;
 pub mod orders;

@@ -97,3 +97,19 @@ pub async fn mark_failed(
         .await?
         .get(0))
 }
+
+/// Names the command an order was made for, once that command's row exists (an order made
+/// between a command's transactions is inserted before it).
+pub async fn set_command(
+    tx: &Transaction<'_>,
+    order_id: i64,
+    command_id: &str,
+) -> Result<(), EngineError> {
+    tx.execute(
+        &tx.prepare_cached("UPDATE wallet_orders SET command_id = $2 WHERE id = $1")
+            .await?,
+        &[&order_id, &command_id],
+    )
+    .await?;
+    Ok(())
+}

@@ -4,6 +4,8 @@
 
 use serde_json::{Map, Value};
 
+use super::account::parse_return_url;
+use super::custody::Custody;
 use super::ledger::{AccountRef, Journal, SystemAccount, WalletFigures};
 use super::order::{OrderDraft, OrderState};
 use super::outcome::{Code, FieldErrors, Rejection};
@@ -82,29 +84,7 @@ pub fn parse_request(
     policy: &WalletPolicy,
 ) -> Result<CashRequest, Rejection> {
     let mut errors = FieldErrors::default();
-    let value = match int_field(data, "value") {
-        IntField::Missing => {
-            errors.add(Code::AmountRequired, "value", MSG_VALUE_REQUIRED);
-            0
-        }
-        IntField::NotInteger => {
-            errors.add(Code::InvalidAmount, "value", MSG_BAD_DATA);
-            0
-        }
-        IntField::Overflow => {
-            errors.add(Code::AmountOverflow, "value", MSG_BAD_DATA);
-            0
-        }
-        IntField::Value(v) if v < 1 => {
-            errors.add(Code::InvalidAmount, "value", MSG_BAD_DATA);
-            0
-        }
-        IntField::Value(v) if v < policy.cash_min => {
-            errors.add(Code::AmountTooSmall, "value", MSG_VALUE_TOO_SMALL);
-            0
-        }
-        IntField::Value(v) => v,
-    };
+    let value = parse_value(data, policy, &mut errors);
     let kind = match text_field(data, "type") {
         TextField::Missing => {
             errors.add(Code::CashTypeRequired, "type", MSG_TYPE_REQUIRED);
@@ -135,10 +115,45 @@ pub fn parse_request(
     })
 }
 
+/// A cash request's `value`, at least `wallet.cash_min` (0 after an error).
+fn parse_value(data: &Map<String, Value>, policy: &WalletPolicy, errors: &mut FieldErrors) -> i64 {
+    match int_field(data, "value") {
+        IntField::Missing => {
+            errors.add(Code::AmountRequired, "value", MSG_VALUE_REQUIRED);
+            0
+        }
+        IntField::NotInteger => {
+            errors.add(Code::InvalidAmount, "value", MSG_BAD_DATA);
+            0
+        }
+        IntField::Overflow => {
+            errors.add(Code::AmountOverflow, "value", MSG_BAD_DATA);
+            0
+        }
+        IntField::Value(v) if v < 1 => {
+            errors.add(Code::InvalidAmount, "value", MSG_BAD_DATA);
+            0
+        }
+        IntField::Value(v) if v < policy.cash_min => {
+            errors.add(Code::AmountTooSmall, "value", MSG_VALUE_TOO_SMALL);
+            0
+        }
+        IntField::Value(v) => v,
+    }
+}
+
 /// The wallet pays the pending-payout account, if the balance allows.
 pub fn decide_request(
     request: &CashRequest,
     wallet: impl Into<WalletFigures>,
+) -> Result<Journal, Rejection> {
+    decide_request_into(request, wallet, SystemAccount::PendingPayouts)
+}
+
+fn decide_request_into(
+    request: &CashRequest,
+    wallet: impl Into<WalletFigures>,
+    pending: SystemAccount,
 ) -> Result<Journal, Rejection> {
     let wallet = wallet.into();
     if request.value > wallet.balance {
@@ -157,10 +172,63 @@ pub fn decide_request(
     }
     Journal::transfer(
         AccountRef::Wallet(request.user),
-        AccountRef::System(SystemAccount::PendingPayouts),
+        AccountRef::System(pending),
         request.value,
     )
     .map_err(|_| Rejection::field(Code::AmountOverflow, "value", MSG_BAD_DATA))
+}
+
+/// `cash` with the money at Ping++: a withdrawal from the user's own e-wallet, `value` fen,
+/// the user's cashier page returning to `return_url`. No type or account: Ping++ pays to the
+/// card bound to the e-wallet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EwalletCashRequest {
+    pub user: i64,
+    pub value: i64,
+    pub return_url: String,
+}
+
+/// The cash record's `type` of an e-wallet withdrawal.
+pub const EWALLET_CASH_TYPE: &str = "yeepay";
+
+pub fn parse_ewallet_request(
+    user: i64,
+    data: &Map<String, Value>,
+    policy: &WalletPolicy,
+) -> Result<EwalletCashRequest, Rejection> {
+    let mut errors = FieldErrors::default();
+    let value = parse_value(data, policy, &mut errors);
+    let return_url = match parse_return_url(data) {
+        Ok(url) => url,
+        Err(rejection) => {
+            for (field, messages) in &rejection.errors {
+                for message in messages {
+                    errors.add(rejection.code, field, message);
+                }
+            }
+            String::new()
+        }
+    };
+    errors.finish(|| EwalletCashRequest {
+        user,
+        value,
+        return_url,
+    })
+}
+
+/// The e-wallet withdrawal's hold: the money stays in the user's e-wallet at Ping++, but is
+/// no longer theirs to spend while the withdrawal is under way.
+pub fn hold_for_withdrawal(
+    request: &EwalletCashRequest,
+    wallet: impl Into<WalletFigures>,
+) -> Result<Journal, Rejection> {
+    let as_cash = CashRequest {
+        user: request.user,
+        value: request.value,
+        kind: EWALLET_CASH_TYPE.into(),
+        account: String::new(),
+    };
+    decide_request_into(&as_cash, wallet, SystemAccount::EwalletWithdrawals)
 }
 
 /// The expense order of a cash request; its target is the cash record.
@@ -444,11 +512,18 @@ pub fn withdrawal_facts(withdrawal: &serde_json::Value) -> Result<WithdrawalFact
 }
 
 /// What a withdrawal's final state does to an approved cash record of `value` for `owner`:
-/// the money leaves pending_payouts for paid_out, or goes back to the wallet.
-pub fn settle(state: &WithdrawalState, owner: i64, value: i64) -> Option<Journal> {
-    let pending = AccountRef::System(SystemAccount::PendingPayouts);
+/// the money leaves the pending account for the paid one (pending_payouts and paid_out with
+/// the platform holding the money, ewallet_withdrawals and ewallet_outside with Ping++
+/// holding it), or goes back to the wallet.
+pub fn settle(
+    custody: Custody,
+    state: &WithdrawalState,
+    owner: i64,
+    value: i64,
+) -> Option<Journal> {
+    let pending = AccountRef::System(custody.withdrawals_pending());
     let to = match state {
-        WithdrawalState::Succeeded => AccountRef::System(SystemAccount::PaidOut),
+        WithdrawalState::Succeeded => AccountRef::System(custody.withdrawals_paid()),
         WithdrawalState::Returned { .. } => AccountRef::Wallet(owner),
         WithdrawalState::Created | WithdrawalState::InProgress => return None,
     };
@@ -562,7 +637,7 @@ mod tests {
                                    "amount": 100, "status": "processing", "failure_msg": null});
         let facts = withdrawal_facts(&w).unwrap();
         assert_eq!(facts.state, WithdrawalState::InProgress);
-        assert_eq!(settle(&facts.state, 7, 100), None);
+        assert_eq!(settle(Custody::Platform, &facts.state, 7, 100), None);
         let mut failed = w.clone();
         failed["status"] = json!("failed");
         failed["failure_msg"] = json!("账户不存在");
@@ -573,7 +648,7 @@ mod tests {
                 reason: "账户不存在".into()
             }
         );
-        let back = settle(&facts.state, 7, 100).unwrap();
+        let back = settle(Custody::Platform, &facts.state, 7, 100).unwrap();
         assert!(back.entries().any(|e| e == (AccountRef::Wallet(7), 100)));
         let mut canceled = w.clone();
         canceled["status"] = json!("canceled");
@@ -585,7 +660,13 @@ mod tests {
         );
         let mut paid = w.clone();
         paid["status"] = json!("succeeded");
-        let out = settle(&withdrawal_facts(&paid).unwrap().state, 7, 100).unwrap();
+        let out = settle(
+            Custody::Platform,
+            &withdrawal_facts(&paid).unwrap().state,
+            7,
+            100,
+        )
+        .unwrap();
         assert!(out
             .entries()
             .any(|e| e == (AccountRef::System(SystemAccount::PaidOut), 100)));

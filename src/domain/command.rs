@@ -1,11 +1,17 @@
 //! Decoding a message into a command envelope, and the fingerprint that tells a redelivery from
 //! a different command reusing an id.
 
+use std::sync::OnceLock;
+
+use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-/// Larger messages are refused unread: no wallet command needs more.
+/// Larger messages are refused unread: no wallet command but `upload_pic` needs more.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// The largest `upload_pic` message read: room for `wallet.pic_max_bytes` at its largest
+/// ([`crate::domain::account::MAX_PIC_BYTES`]) in base64.
+pub const MAX_PICTURE_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_ID_LEN: usize = 128;
 
 /// The command types of docs/CONTRACT.md §1, which are also their routing keys.
@@ -24,10 +30,17 @@ pub enum CommandType {
     OrdersGet,
     CashesList,
     WalletGet,
+    ChargesList,
+    ChargesGet,
+    AccountOpen,
+    AccountGet,
+    AccountCards,
+    UploadPic,
+    CardBin,
 }
 
 impl CommandType {
-    pub const ALL: [CommandType; 13] = [
+    pub const ALL: [CommandType; 20] = [
         CommandType::Recharge,
         CommandType::RechargeRetrieve,
         CommandType::Cash,
@@ -41,6 +54,13 @@ impl CommandType {
         CommandType::OrdersGet,
         CommandType::CashesList,
         CommandType::WalletGet,
+        CommandType::ChargesList,
+        CommandType::ChargesGet,
+        CommandType::AccountOpen,
+        CommandType::AccountGet,
+        CommandType::AccountCards,
+        CommandType::UploadPic,
+        CommandType::CardBin,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,12 +78,47 @@ impl CommandType {
             CommandType::OrdersGet => "orders.get",
             CommandType::CashesList => "cashes.list",
             CommandType::WalletGet => "wallet.get",
+            CommandType::ChargesList => "charges.list",
+            CommandType::ChargesGet => "charges.get",
+            CommandType::AccountOpen => "account.open",
+            CommandType::AccountGet => "account.get",
+            CommandType::AccountCards => "account.cards",
+            CommandType::UploadPic => "upload_pic",
+            CommandType::CardBin => "card_bin",
         }
     }
 
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.as_str() == name)
     }
+
+    /// Whether the command's `data` carries personal data (names, ID numbers, mobiles, card
+    /// numbers, ID photos): its fingerprint is then keyed ([`set_fingerprint_key`]).
+    pub fn carries_personal_data(self) -> bool {
+        matches!(
+            self,
+            CommandType::AccountOpen | CommandType::UploadPic | CommandType::CardBin
+        )
+    }
+
+    /// The largest message of this type that is read: an ID photo is larger than any other
+    /// command.
+    pub fn max_message_bytes(self) -> usize {
+        match self {
+            CommandType::UploadPic => MAX_PICTURE_MESSAGE_BYTES,
+            _ => MAX_MESSAGE_BYTES,
+        }
+    }
+}
+
+/// The server secret that keys the fingerprints of commands carrying personal data, set once at
+/// start-up. A plain hash of an ID number is brute-forced in minutes (it has few possible
+/// values); a keyed one can't be without the key.
+static FINGERPRINT_KEY: OnceLock<Vec<u8>> = OnceLock::new();
+
+/// Sets the key; the first call wins (one process, one key).
+pub fn set_fingerprint_key(key: &[u8]) {
+    let _ = FINGERPRINT_KEY.set(key.to_vec());
 }
 
 /// What may hold a command id before the command log has its result: a command that calls
@@ -74,15 +129,21 @@ pub enum IdHolder {
     Recharge,
     /// A `cash.approve` paying out through Ping++ (`cash_payouts`), begun with other content.
     PayoutWithOtherContent,
+    /// A deposit into a user's e-wallet in progress (`deposits`).
+    Deposit,
+    /// A personal account application in progress (`cus_applications`).
+    Application,
 }
 
 /// Whether an id held so is taken for a command of `kind`: only a redelivery of the recharge
-/// that holds it may go on with it, and a payout's id only with the same content. Any other
+/// (or deposit, or application) that holds it may go on with it, and a payout's id only with
+/// the same content. Any other
 /// command with that id is an `idempotency_conflict`.
 pub fn held_by_another(kind: CommandType, holder: IdHolder) -> bool {
     match holder {
-        IdHolder::Recharge => kind != CommandType::Recharge,
+        IdHolder::Recharge | IdHolder::Deposit => kind != CommandType::Recharge,
         IdHolder::PayoutWithOtherContent => true,
+        IdHolder::Application => kind != CommandType::AccountOpen,
     }
 }
 
@@ -129,10 +190,10 @@ pub fn valid_id(id: &str) -> bool {
 /// Reads a message body. Anything that is not an object with a valid `id`, a known `type`, a
 /// positive integer `user_id` and an object (or absent) `data` is malformed.
 pub fn decode(body: &[u8]) -> Result<Envelope, Malformed> {
-    if body.len() > MAX_MESSAGE_BYTES {
+    if body.len() > MAX_PICTURE_MESSAGE_BYTES {
         return Err(malformed(
             format!(
-                "message of {} bytes exceeds the limit of {MAX_MESSAGE_BYTES}",
+                "message of {} bytes exceeds the limit of {MAX_PICTURE_MESSAGE_BYTES}",
                 body.len()
             ),
             None,
@@ -160,6 +221,17 @@ pub fn decode(body: &[u8]) -> Result<Envelope, Malformed> {
         },
         _ => return Err(malformed("type is missing or not a string", Some(&object))),
     };
+    if body.len() > kind.max_message_bytes() {
+        return Err(malformed(
+            format!(
+                "message of {} bytes exceeds the limit of {} for {}",
+                body.len(),
+                kind.max_message_bytes(),
+                kind.as_str()
+            ),
+            Some(&object),
+        ));
+    }
     let user_id = match object.get("user_id").and_then(Value::as_i64) {
         Some(user_id) if user_id > 0 => user_id,
         _ => {
@@ -184,14 +256,32 @@ pub fn decode(body: &[u8]) -> Result<Envelope, Malformed> {
 
 impl Envelope {
     /// SHA-256 of the command's content in a canonical form (serde_json's maps are sorted), so
-    /// the same command re-serialized by another publisher still matches.
+    /// the same command re-serialized by another publisher still matches. For a command that
+    /// carries personal data it is an HMAC-SHA-256 keyed with the server secret; without a key
+    /// (a mode where such commands are refused anyway) its data is left out altogether.
     pub fn fingerprint(&self) -> [u8; 32] {
+        let personal = self.kind.carries_personal_data();
+        let key = FINGERPRINT_KEY.get().filter(|_| personal);
+        let nothing = Map::new();
+        let data = if personal && key.is_none() {
+            &nothing
+        } else {
+            &self.data
+        };
         let canonical = serde_json::json!({
             "type": self.kind.as_str(),
             "user_id": self.user_id,
-            "data": self.data,
+            "data": data,
         });
-        Sha256::digest(canonical.to_string().as_bytes()).into()
+        match key {
+            Some(key) => {
+                let mut mac =
+                    Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+                mac.update(canonical.to_string().as_bytes());
+                mac.finalize().into_bytes().into()
+            }
+            None => Sha256::digest(canonical.to_string().as_bytes()).into(),
+        }
     }
 }
 
@@ -251,8 +341,38 @@ mod tests {
 
     #[test]
     fn refuses_oversized_messages_unread() {
-        let body = vec![b' '; MAX_MESSAGE_BYTES + 1];
+        let body = vec![b' '; MAX_PICTURE_MESSAGE_BYTES + 1];
         assert!(decode(&body).unwrap_err().reason.contains("exceeds"));
+        let padding = " ".repeat(MAX_MESSAGE_BYTES);
+        let transfer = format!(r#"{{"id":"k","type":"transfer","user_id":1{padding}}}"#);
+        assert!(decode(transfer.as_bytes())
+            .unwrap_err()
+            .reason
+            .contains("for transfer"));
+        let picture = format!(r#"{{"id":"k","type":"upload_pic","user_id":1{padding}}}"#);
+        assert!(decode(picture.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn personal_data_is_fingerprinted_with_a_key() {
+        let open = |number: &str| {
+            decode(
+                format!(
+                    r#"{{"id":"k","type":"account.open","user_id":1,"data":{{"cert_number":"{number}"}}}}"#
+                )
+                .as_bytes(),
+            )
+            .unwrap()
+        };
+        let canonical =
+            r#"{"data":{"cert_number":"110101199003074514"},"type":"account.open","user_id":1}"#;
+        let plain: [u8; 32] = Sha256::digest(canonical.as_bytes()).into();
+        set_fingerprint_key(b"a test key that is long enough to use");
+        assert_ne!(open("110101199003074514").fingerprint(), plain);
+        assert_ne!(
+            open("110101199003074514").fingerprint(),
+            open("110101199003074522").fingerprint()
+        );
     }
 
     #[test]

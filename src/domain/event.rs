@@ -36,9 +36,20 @@ pub enum EventAction {
     CompleteCharge(Value),
     /// Settle the cash record of this withdrawal by what the withdrawal says.
     CompleteWithdrawal(Value),
+    /// Complete the recharge order of this deposit into a user's e-wallet.
+    CompleteDeposit(Value),
+    /// Record the decision on this personal account application (opened or refused).
+    DecideApplication(Value),
     /// Nothing to do but remember it was received.
     Record,
 }
+
+/// The deposit events that complete a recharge order (the account system's events are named
+/// `<object>.<outcome>` like Ping++'s others; the document names none).
+pub const DEPOSIT_EVENTS: [&str; 3] = ["deposit.succeeded", "deposit.failed", "deposit.canceled"];
+
+/// The application events that open an e-wallet or refuse it.
+pub const APPLICATION_EVENTS: [&str; 2] = ["cus_application.succeeded", "cus_application.failed"];
 
 /// The withdrawal events that settle a cash record.
 pub const WITHDRAWAL_EVENTS: [&str; 3] = [
@@ -90,6 +101,13 @@ pub fn decode(body: &[u8]) -> Result<PingppEvent, String> {
 
 impl PingppEvent {
     pub fn action(&self) -> EventAction {
+        let object = self.object.get("object").and_then(Value::as_str);
+        if DEPOSIT_EVENTS.contains(&self.kind.as_str()) && object == Some("deposit") {
+            return EventAction::CompleteDeposit(self.object.clone());
+        }
+        if APPLICATION_EVENTS.contains(&self.kind.as_str()) && object == Some("cus_application") {
+            return EventAction::DecideApplication(self.object.clone());
+        }
         if let Some(withdrawal) = self.withdrawal() {
             return if WITHDRAWAL_EVENTS.contains(&self.kind.as_str()) {
                 EventAction::CompleteWithdrawal(withdrawal.clone())
@@ -184,6 +202,16 @@ mod tests {
         assert!(matches!(
             decode(withdrawal.as_bytes()).unwrap().action(),
             EventAction::CompleteWithdrawal(_)
+        ));
+        let deposit = r#"{"id":"evt_6","object":"event","type":"deposit.succeeded","data":{"object":{"id":"601","object":"deposit"}}}"#;
+        assert!(matches!(
+            decode(deposit.as_bytes()).unwrap().action(),
+            EventAction::CompleteDeposit(_)
+        ));
+        let opened = r#"{"id":"evt_7","object":"event","type":"cus_application.succeeded","data":{"object":{"id":"111","object":"cus_application"}}}"#;
+        assert!(matches!(
+            decode(opened.as_bytes()).unwrap().action(),
+            EventAction::DecideApplication(_)
         ));
         let pending = withdrawal.replace("withdrawal.failed", "withdrawal.pending");
         assert_eq!(

@@ -79,6 +79,11 @@ pub enum SystemAccount {
     RechargeFees,
     /// Balance bonuses given with recharge-object recharges: goes negative as they are paid.
     RechargeBonuses,
+    /// With the money at Ping++: the world outside the users' e-wallets (banks, channels).
+    /// Deposits come from it, so it goes negative; paid withdrawals go back to it.
+    EwalletOutside,
+    /// With the money at Ping++: money in a user's e-wallet held for a withdrawal under way.
+    EwalletWithdrawals,
 }
 
 impl SystemAccount {
@@ -91,6 +96,8 @@ impl SystemAccount {
             SystemAccount::PointsIssued => "points_issued",
             SystemAccount::RechargeFees => "recharge_fees",
             SystemAccount::RechargeBonuses => "recharge_bonuses",
+            SystemAccount::EwalletOutside => "ewallet_outside",
+            SystemAccount::EwalletWithdrawals => "ewallet_withdrawals",
         }
     }
 

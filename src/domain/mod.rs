@@ -1,8 +1,11 @@
 //! The wallet's rules in plain Rust: what a command is, what it may do to money, and every
 //! outcome it can have. Nothing here knows about RabbitMQ, PostgreSQL or HTTP.
 
+pub mod account;
 pub mod cash;
 pub mod command;
+pub mod custody;
+pub mod deposit;
 pub mod event;
 pub mod ledger;
 pub mod order;

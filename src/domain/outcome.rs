@@ -75,6 +75,26 @@ pub enum Code {
     InvalidMetadata,
     /// `time_expire` is not a unix time 1 minute to 15 days ahead.
     InvalidTimeExpire,
+    /// The command does not exist in the configured `wallet.custody`.
+    CustodyMode,
+    /// The user's Ping++ e-wallet is not open (no application succeeded).
+    AccountNotOpen,
+    /// `account.open` for a user whose application succeeded already.
+    AccountAlreadyOpen,
+    /// `account.open` while the user's application is still being reviewed.
+    AccountApplicationPending,
+    InvalidCertType,
+    InvalidCertName,
+    InvalidCertNumber,
+    InvalidMobile,
+    /// `return_url` is not an http(s) link.
+    InvalidReturnUrl,
+    /// `pic` is not base64 of an image.
+    InvalidPic,
+    /// `pic` is larger than `wallet.pic_max_bytes`.
+    PicTooLarge,
+    /// The deposit Ping++ returned disagrees with the order.
+    DepositMismatch,
 }
 
 impl Code {

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::account::MAX_PIC_BYTES;
+use super::custody::Custody;
 use super::ledger::MAX_COMMAND_AMOUNT;
 
 /// Channels that need `extra.success_url`: Ping++ requires it for the first two, the wallet API's
@@ -32,6 +34,10 @@ pub struct WalletPolicy {
     pub cash_min: i64,
     /// Smallest transform, in fen.
     pub transform_min: i64,
+    /// Who holds the users' money: the platform, or Ping++ in the users' e-wallets.
+    pub custody: Custody,
+    /// The largest picture `upload_pic` takes, in bytes (decoded).
+    pub pic_max_bytes: usize,
 }
 
 impl Default for WalletPolicy {
@@ -56,6 +62,8 @@ impl Default for WalletPolicy {
             cash_types: vec!["alipay".into(), "wechat".into()],
             cash_min: 100,
             transform_min: 100,
+            custody: Custody::Platform,
+            pic_max_bytes: 2 * 1024 * 1024,
         }
     }
 }
@@ -99,6 +107,11 @@ impl WalletPolicy {
         }
         if self.labels.iter().any(|&l| l < 1) {
             return Err("wallet.labels must be positive amounts in fen".into());
+        }
+        if !(1..=MAX_PIC_BYTES).contains(&self.pic_max_bytes) {
+            return Err(format!(
+                "wallet.pic_max_bytes must be between 1 and {MAX_PIC_BYTES}"
+            ));
         }
         Ok(())
     }

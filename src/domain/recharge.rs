@@ -54,29 +54,7 @@ pub fn parse(
             String::new()
         }
     };
-    let amount = match int_field(data, "amount") {
-        IntField::Missing => {
-            errors.add(Code::AmountRequired, "amount", MSG_AMOUNT_REQUIRED);
-            0
-        }
-        IntField::NotInteger => {
-            errors.add(Code::InvalidAmount, "amount", MSG_INVALID_AMOUNT);
-            0
-        }
-        IntField::Value(v) if v < policy.recharge_min => {
-            errors.add(Code::AmountTooSmall, "amount", MSG_INVALID_AMOUNT);
-            0
-        }
-        IntField::Overflow => {
-            errors.add(Code::AmountTooLarge, "amount", MSG_AMOUNT_TOO_LARGE);
-            0
-        }
-        IntField::Value(v) if v > policy.recharge_max => {
-            errors.add(Code::AmountTooLarge, "amount", MSG_AMOUNT_TOO_LARGE);
-            0
-        }
-        IntField::Value(v) => v,
-    };
+    let amount = parse_amount(data, policy, &mut errors);
     let extra = match data.get("extra") {
         None | Some(Value::Null) => None,
         Some(Value::Object(extra)) => Some(extra.clone()),
@@ -112,16 +90,52 @@ pub fn parse(
     })
 }
 
+/// A recharge's `amount`, within the wallet's limits (0 after an error).
+pub fn parse_amount(
+    data: &Map<String, Value>,
+    policy: &WalletPolicy,
+    errors: &mut FieldErrors,
+) -> i64 {
+    match int_field(data, "amount") {
+        IntField::Missing => {
+            errors.add(Code::AmountRequired, "amount", MSG_AMOUNT_REQUIRED);
+            0
+        }
+        IntField::NotInteger => {
+            errors.add(Code::InvalidAmount, "amount", MSG_INVALID_AMOUNT);
+            0
+        }
+        IntField::Value(v) if v < policy.recharge_min => {
+            errors.add(Code::AmountTooSmall, "amount", MSG_INVALID_AMOUNT);
+            0
+        }
+        IntField::Overflow => {
+            errors.add(Code::AmountTooLarge, "amount", MSG_AMOUNT_TOO_LARGE);
+            0
+        }
+        IntField::Value(v) if v > policy.recharge_max => {
+            errors.add(Code::AmountTooLarge, "amount", MSG_AMOUNT_TOO_LARGE);
+            0
+        }
+        IntField::Value(v) => v,
+    }
+}
+
 /// The waiting order; its target becomes the charge id once the charge exists.
 pub fn order(request: &RechargeRequest) -> OrderDraft {
+    order_of(request.user, request.amount)
+}
+
+/// The waiting order of a recharge of `amount` for `user`, however the money comes in.
+pub fn order_of(user: i64, amount: i64) -> OrderDraft {
     OrderDraft {
-        owner_id: request.user,
+        owner_id: user,
         target_type: TARGET_TYPE,
         target_id: "0".into(),
         title: TITLE,
         body: Some(BODY.into()),
         direction: 1,
-        amount: request.amount,
+        amount,
         state: OrderState::Waiting,
     }
 }

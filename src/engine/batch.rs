@@ -44,6 +44,10 @@ pub(super) async fn apply_together(
     let mut others = Vec::new();
     for &i in &unique {
         let envelope = &envelopes[i];
+        if !engine.policy.custody.offers(envelope.kind) {
+            parse_rejections.push((i, crate::domain::custody::not_in_this_mode()));
+            continue;
+        }
         match transfer::kind_of(envelope.kind) {
             None => others.push(i),
             Some(kind) => {

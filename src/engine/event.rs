@@ -4,10 +4,12 @@
 use serde_json::{json, Value};
 
 use super::completion::charge::{complete_charge, ChargeCompletion};
+use super::completion::deposit::{complete_deposit, DepositCompletion};
 use super::completion::withdrawal::{complete_withdrawal, WithdrawalCompletion};
 use super::Engine;
 use crate::db::pingpp_events as events;
-use crate::db::{cash_payouts, recharges};
+use crate::db::{accounts, cash_payouts, deposits, recharges};
+use crate::domain::account::{mask_personal, ApplicationStatus};
 use crate::domain::event::{EventAction, PingppEvent};
 use crate::domain::recharge_object;
 use crate::error::EngineError;
@@ -30,12 +32,20 @@ pub enum EventOutcome {
     GaveUp(String),
 }
 
-/// `raw` is the event as Ping++ signed it, kept for the record.
+/// `raw` is the event as Ping++ signed it, kept for the record with its personal data masked.
 pub async fn apply_event(
     engine: &Engine,
     event: &PingppEvent,
     raw: &str,
 ) -> Result<EventOutcome, EngineError> {
+    let kept = match serde_json::from_str::<Value>(raw) {
+        Ok(mut value) => {
+            mask_personal(&mut value);
+            value.to_string()
+        }
+        Err(_) => raw.to_owned(),
+    };
+    let raw = kept.as_str();
     let mut client = engine.pool.get().await?;
     let tx = client.transaction().await?;
     // A parked event (or one dead-lettered after waiting, replayed from there) is taken up
@@ -60,6 +70,12 @@ pub async fn apply_event(
         EventAction::CompleteCharge(charge) => charge,
         EventAction::CompleteWithdrawal(withdrawal) => {
             return apply_withdrawal_event(engine, tx, event, &withdrawal).await
+        }
+        EventAction::CompleteDeposit(deposit) => {
+            return apply_deposit_event(engine, tx, event, &deposit).await
+        }
+        EventAction::DecideApplication(application) => {
+            return apply_application_event(tx, event, application).await
         }
     };
     let (Some(charge_id), Some(order_no)) = (event.charge_id(), event.order_no()) else {
@@ -144,10 +160,11 @@ async fn apply_withdrawal_event(
         let reason = format!("cash {cash_id} has not recorded its withdrawal yet");
         return wait(engine, tx, event, reason).await;
     }
-    let completion = match complete_withdrawal(&tx, cash_id, withdrawal, None).await? {
-        Ok(completion) => completion,
-        Err(mismatch) => return Ok(EventOutcome::Refused(mismatch)),
-    };
+    let completion =
+        match complete_withdrawal(&tx, engine.policy.custody, cash_id, withdrawal, None).await? {
+            Ok(completion) => completion,
+            Err(mismatch) => return Ok(EventOutcome::Refused(mismatch)),
+        };
     let (outcome, publish, journal_id) = match &completion {
         WithdrawalCompletion::PaidOut {
             cash,
@@ -193,6 +210,142 @@ async fn apply_withdrawal_event(
     let order_id = completion.order()["id"].as_i64();
     events::set_outcome(&tx, &event.id, outcome, order_id, publish.as_ref()).await?;
     events::set_cash(&tx, &event.id, cash_id).await?;
+    tx.commit().await?;
+    Ok(EventOutcome::Done {
+        publish,
+        replayed: false,
+    })
+}
+
+/// A deposit event completes its recharge order through the same path as `recharge.retrieve`.
+async fn apply_deposit_event(
+    engine: &Engine,
+    tx: deadpool_postgres::Transaction<'_>,
+    event: &PingppEvent,
+    deposit: &Value,
+) -> Result<EventOutcome, EngineError> {
+    let text = |name: &str| deposit.get(name).and_then(Value::as_str);
+    let (Some(deposit_id), Some(order_no)) = (text("id"), text("order_no")) else {
+        return Ok(EventOutcome::Refused(
+            "the deposit has no id or order_no".into(),
+        ));
+    };
+    let Some(found) = deposits::for_event(&tx, deposit_id, order_no).await? else {
+        return Ok(EventOutcome::Refused(format!(
+            "no recharge order for deposit {deposit_id} (order_no {order_no})"
+        )));
+    };
+    let order_id = found.order_id;
+    if found.deposit_id.is_none() {
+        // Paid before its recharge command recorded the deposit: that command is running.
+        let reason = format!("order {order_id} has not recorded its deposit yet");
+        return wait(engine, tx, event, reason).await;
+    }
+    let completion = match complete_deposit(&tx, order_id, deposit, None).await? {
+        Ok(completion) => completion,
+        Err(mismatch) => return Ok(EventOutcome::Refused(mismatch)),
+    };
+    let (outcome, publish) = match &completion {
+        DepositCompletion::Credited {
+            order,
+            journal_id,
+            late,
+        } => {
+            events::link_journal(&tx, &event.id, *journal_id).await?;
+            let (kind, body) = published(event, "deposit.succeeded", order, None);
+            let body = if *late {
+                let mut body: Value = serde_json::from_str(&body).expect("just serialized");
+                body["data"]["late_payment"] = json!(true);
+                body.to_string()
+            } else {
+                body
+            };
+            (
+                if *late { "credited_late" } else { "credited" },
+                Some((kind, body)),
+            )
+        }
+        DepositCompletion::Failed { order, reason } => (
+            "failed",
+            Some(published(event, "deposit.failed", order, Some(reason))),
+        ),
+        DepositCompletion::Unchanged { .. } => ("unchanged", None),
+    };
+    events::set_outcome(&tx, &event.id, outcome, Some(order_id), publish.as_ref()).await?;
+    tx.commit().await?;
+    Ok(EventOutcome::Done {
+        publish,
+        replayed: false,
+    })
+}
+
+/// A decided personal account application: recorded (masked), and `account.opened` or
+/// `account.refused` published.
+async fn apply_application_event(
+    tx: deadpool_postgres::Transaction<'_>,
+    event: &PingppEvent,
+    mut application: Value,
+) -> Result<EventOutcome, EngineError> {
+    mask_personal(&mut application);
+    let text = |name: &str| application.get(name).and_then(Value::as_str);
+    let (Some(application_id), Some(order_no), Some(status)) =
+        (text("id"), text("order_no"), text("status"))
+    else {
+        return Ok(EventOutcome::Refused(
+            "the application has no id, order_no or status".into(),
+        ));
+    };
+    let recorded = match accounts::application_by_pingpp_id(&tx, application_id).await? {
+        Some(recorded) => recorded,
+        None => match accounts::application_by_order_no(&tx, order_no).await? {
+            Some(recorded) if recorded.application_id.is_none() => {
+                // Decided before its account.open recorded it: made with this order_no, so
+                // it is that application; record it now.
+                recorded
+            }
+            _ => {
+                return Ok(EventOutcome::Refused(format!(
+                    "no application {application_id} (order_no {order_no})"
+                )))
+            }
+        },
+    };
+    let status = ApplicationStatus::from_pingpp(status);
+    let kind = match status {
+        ApplicationStatus::Succeeded => "account.opened",
+        ApplicationStatus::Failed => "account.refused",
+        ApplicationStatus::Pending => {
+            events::set_outcome(&tx, &event.id, "unchanged", None, None).await?;
+            tx.commit().await?;
+            return Ok(EventOutcome::Done {
+                publish: None,
+                replayed: false,
+            });
+        }
+    };
+    let changed = recorded.status != status;
+    accounts::record_application(
+        &tx,
+        recorded.id,
+        status,
+        Some((application_id, &application)),
+    )
+    .await?;
+    let publish = changed.then(|| {
+        let body = json!({
+            "type": kind,
+            "event_id": event.id,
+            "user_id": recorded.user_id,
+            "data": { "cus_application": application },
+        });
+        (kind.to_owned(), body.to_string())
+    });
+    let outcome = if changed {
+        status.as_str()
+    } else {
+        "unchanged"
+    };
+    events::set_outcome(&tx, &event.id, outcome, None, publish.as_ref()).await?;
     tx.commit().await?;
     Ok(EventOutcome::Done {
         publish,

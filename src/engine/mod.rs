@@ -1,7 +1,7 @@
 //! Applying a command: the domain's rules put to work against the database (and Ping++).
 //!
 //! - `commands/`: one module per command family (`transfer`, `cash`, `transform`, `reads`,
-//!   `recharge`, `payout`); adding a command touches its module, the dispatch in
+//!   `recharge`, `payout`, and with the money at Ping++ `account`, `deposit`, `ewallet_cash`); adding a command touches its module, the dispatch in
 //!   [`Engine::apply`] (or `decide_in`) and the contract's schema.
 //! - `batch`: group commit. Commands that need no Ping++ share one transaction when they arrive
 //!   together; a single command is a batch of one.
@@ -33,6 +33,7 @@ use crate::db::commands::{self as command_log, Applied, Claim};
 use crate::db::ledger::SystemDeltas;
 use crate::domain::cash::Decision;
 use crate::domain::command::{CommandType, Envelope};
+use crate::domain::custody::Custody;
 use crate::domain::outcome::{CommandResult, Rejection};
 use crate::domain::policy::WalletPolicy;
 use crate::domain::validate;
@@ -56,12 +57,19 @@ pub struct Engine {
     /// How long a Ping++ event may wait for what it completes before it is dead-lettered
     /// (`worker.event_wait_secs`).
     pub event_wait: Duration,
+    /// The Ping++ user id of our user `{id}` (`pingpp.user_id_template`).
+    pub user_id_template: String,
+    /// The channel of withdrawals from a user's e-wallet (`pingpp.withdrawal_channel`).
+    pub withdrawal_channel: String,
 }
 
 impl Engine {
     /// The engine the settings describe: the database pool, the wallet's rules, and the Ping++
     /// client when Ping++ is configured.
     pub fn from_settings(settings: &Settings) -> anyhow::Result<Engine> {
+        if !settings.pingpp.fingerprint_key.is_empty() {
+            crate::domain::command::set_fingerprint_key(settings.pingpp.fingerprint_key.as_bytes());
+        }
         Ok(Engine {
             pool: crate::db::pool(&settings.database)?,
             policy: Arc::new(settings.wallet.clone()),
@@ -79,6 +87,8 @@ impl Engine {
                 })),
             },
             event_wait: Duration::from_secs(settings.worker.event_wait_secs),
+            user_id_template: settings.pingpp.user_id_template.clone(),
+            withdrawal_channel: settings.pingpp.withdrawal_channel.clone(),
         })
     }
 
@@ -90,7 +100,25 @@ impl Engine {
             let tx = client.transaction().await?;
             return step::conclude(tx, envelope, rejected(envelope, rejection)).await;
         }
+        let custody = self.policy.custody;
+        if !custody.offers(envelope.kind) {
+            let mut client = self.pool.get().await?;
+            let tx = client.transaction().await?;
+            let rejection = crate::domain::custody::not_in_this_mode();
+            return step::conclude(tx, envelope, rejected(envelope, rejection)).await;
+        }
+        let at_pingpp = custody == Custody::Pingpp;
         match envelope.kind {
+            CommandType::Recharge if at_pingpp => commands::deposit::create(self, envelope).await,
+            CommandType::RechargeRetrieve if at_pingpp => {
+                commands::deposit::retrieve(self, envelope).await
+            }
+            CommandType::Cash if at_pingpp => commands::ewallet_cash::request(self, envelope).await,
+            CommandType::AccountOpen => commands::account::open(self, envelope).await,
+            CommandType::AccountGet => commands::account::get(self, envelope).await,
+            CommandType::AccountCards => commands::account::cards(self, envelope).await,
+            CommandType::UploadPic => commands::account::upload_pic(self, envelope).await,
+            CommandType::CardBin => commands::account::card_bin(self, envelope).await,
             CommandType::Recharge => commands::recharge::create(self, envelope).await,
             CommandType::RechargeRetrieve => commands::recharge::retrieve(self, envelope).await,
             CommandType::CashRetrieve => commands::payout::retrieve(self, envelope).await,
@@ -108,15 +136,24 @@ impl Engine {
         }
     }
 
-    /// Whether applying the command waits on Ping++ (the recharges, `cash.retrieve`, and the
-    /// cash decisions with `pingpp.payout = "withdrawals"`). Those never share a transaction
+    /// Whether applying the command waits on Ping++ (the recharges, `cash.retrieve`, the e-wallet
+    /// commands, `cash` with the money at Ping++, and the cash decisions with
+    /// `pingpp.payout = "withdrawals"`). Those never share a transaction
     /// and take their own worker slots; every other command may share one ([`Engine::apply_batch`]).
     pub fn waits_on_pingpp(&self, kind: CommandType) -> bool {
         matches!(
             kind,
-            CommandType::Recharge | CommandType::RechargeRetrieve | CommandType::CashRetrieve
+            CommandType::Recharge
+                | CommandType::RechargeRetrieve
+                | CommandType::CashRetrieve
+                | CommandType::AccountOpen
+                | CommandType::AccountGet
+                | CommandType::AccountCards
+                | CommandType::UploadPic
+                | CommandType::CardBin
         ) || (self.payout.is_some()
             && matches!(kind, CommandType::CashApprove | CommandType::CashReject))
+            || (self.policy.custody == Custody::Pingpp && kind == CommandType::Cash)
     }
 
     /// Applies several commands that don't wait on Ping++ in one transaction (group commit):
@@ -219,12 +256,19 @@ async fn decide_in(
         CommandType::OrdersList
         | CommandType::OrdersGet
         | CommandType::CashesList
-        | CommandType::WalletGet => commands::reads::answer(tx, envelope, policy).await,
+        | CommandType::WalletGet
+        | CommandType::ChargesList
+        | CommandType::ChargesGet => commands::reads::answer(tx, envelope, policy).await,
         CommandType::Transfer
         | CommandType::Reward
         | CommandType::Recharge
         | CommandType::RechargeRetrieve
-        | CommandType::CashRetrieve => Err(EngineError::Broken(format!(
+        | CommandType::CashRetrieve
+        | CommandType::AccountOpen
+        | CommandType::AccountGet
+        | CommandType::AccountCards
+        | CommandType::UploadPic
+        | CommandType::CardBin => Err(EngineError::Broken(format!(
             "{} is not decided inside a shared transaction",
             envelope.kind.as_str()
         ))),

@@ -57,6 +57,9 @@ pub async fn run_with_readiness(
 ) -> anyhow::Result<()> {
     let mut on_ready = Some(on_ready);
     let engine = Engine::from_settings(&settings)?;
+    if !pin_custody(&engine, &shutdown).await? {
+        return Ok(());
+    }
     if settings.metrics.ledger_check_secs > 0 {
         tokio::spawn(check_ledger_periodically(
             engine.pool.clone(),
@@ -86,6 +89,32 @@ pub async fn run_with_readiness(
                 warn!(error = %e, ?delay, "broker session ended; reconnecting");
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Pins the configured custody for the database (waiting while the database can't be reached);
+/// a database kept for the other custody stops the worker. `false`: shut down meanwhile.
+async fn pin_custody(engine: &Engine, shutdown: &CancellationToken) -> anyhow::Result<bool> {
+    let mut delays = amqp::reconnect_delays();
+    loop {
+        let configured = engine.policy.custody;
+        match crate::db::custody::pin(&engine.pool, configured).await {
+            Ok(kept) if kept == configured => return Ok(true),
+            Ok(kept) => anyhow::bail!(
+                "this database keeps the records of wallet.custody = \"{}\", but the setting \
+                 says \"{}\": a database's custody never changes",
+                kept.as_str(),
+                configured.as_str()
+            ),
+            Err(e) => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                warn!(error = %e, ?delay, "cannot read the database's custody; trying again");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(false),
                     _ = tokio::time::sleep(delay) => {}
                 }
             }

@@ -2,7 +2,10 @@
 //! database (and Ping++). The dispatch table is `Engine::apply` (and, for the commands applied
 //! in a shared transaction, `engine::decide_in`).
 
+pub(crate) mod account;
 pub(crate) mod cash;
+pub(crate) mod deposit;
+pub(crate) mod ewallet_cash;
 pub(crate) mod payout;
 pub(crate) mod reads;
 pub(crate) mod recharge;

@@ -168,7 +168,7 @@ async fn approved_result(
 }
 
 /// Creates the payout's withdrawal (or finds the one its `order_no` made) and records it.
-async fn ensure_created(
+pub(crate) async fn ensure_created(
     engine: &Engine,
     payout: &Payout,
 ) -> Result<Result<Value, Rejection>, EngineError> {
@@ -214,53 +214,79 @@ pub(crate) async fn approve(engine: &Engine, envelope: &Envelope) -> Result<Appl
         Approval::Answered(applied) => return Ok(applied),
         Approval::Payout(payout) => payout,
     };
-    let mut withdrawal = match ensure_created(engine, &payout).await? {
+    let withdrawal = match ensure_created(engine, &payout).await? {
         Ok(withdrawal) => withdrawal,
         Err(rejection) => return give_up(engine, envelope, &payout, None, rejection).await,
     };
-    if facts(&withdrawal)?.status == WithdrawalStatus::Created {
-        let client = provider::client(engine)?;
-        let id = facts(&withdrawal)?.id;
-        match client
-            .update_withdrawal(&id, WithdrawalUpdate::Confirm)
-            .await
-        {
-            Ok(confirmed) => withdrawal = confirmed,
-            Err(error) => {
-                let rejection = provider::refused_or_retry(error)?;
-                // Refused: what is it now? Confirmed after all (by a twin), or still created
-                // (cancel it, so nothing is left half-done), or canceled by a rejection.
-                let now = client
-                    .retrieve_withdrawal(&id)
-                    .await
-                    .map_err(provider::failure)?;
-                match facts(&now)?.status {
-                    WithdrawalStatus::Created => {
-                        let canceled = match client
-                            .update_withdrawal(&id, WithdrawalUpdate::Cancel)
-                            .await
-                        {
-                            Ok(canceled) => Some(canceled),
-                            Err(error) if error.is_transient() => {
-                                return Err(provider::failure(error))
-                            }
-                            Err(error) => {
-                                tracing::error!(withdrawal = %id, %error,
-                                    "Ping++ refused to confirm and to cancel a withdrawal; it stays created");
-                                Some(now)
-                            }
-                        };
-                        return give_up(engine, envelope, &payout, canceled, rejection).await;
-                    }
-                    status if status.is_returned() => {
-                        return give_up(engine, envelope, &payout, Some(now), rejection).await
-                    }
-                    _ => withdrawal = now,
+    let withdrawal = match confirm(engine, withdrawal).await? {
+        Ok(withdrawal) => withdrawal,
+        Err(Unconfirmed { now, rejection }) => {
+            return give_up(engine, envelope, &payout, now, rejection).await
+        }
+    };
+    approve_after_payout(engine, envelope, &payout, &withdrawal).await
+}
+
+/// Ping++ refused to confirm a withdrawal, which will not go on: what it is now, if known, and
+/// the refusal.
+pub(crate) struct Unconfirmed {
+    pub now: Option<Value>,
+    pub rejection: Rejection,
+}
+
+/// Confirms a created withdrawal (`PUT {"status":"pending"}`); one confirmed already is taken
+/// as it is. Refused: what is it now? Confirmed after all (by a twin), or still created (it is
+/// canceled, so nothing is left half-done), or canceled by a rejection.
+pub(crate) async fn confirm(
+    engine: &Engine,
+    mut withdrawal: Value,
+) -> Result<Result<Value, Unconfirmed>, EngineError> {
+    if facts(&withdrawal)?.status != WithdrawalStatus::Created {
+        return Ok(Ok(withdrawal));
+    }
+    let client = provider::client(engine)?;
+    let id = facts(&withdrawal)?.id;
+    match client
+        .update_withdrawal(&id, WithdrawalUpdate::Confirm)
+        .await
+    {
+        Ok(confirmed) => withdrawal = confirmed,
+        Err(error) => {
+            let rejection = provider::refused_or_retry(error)?;
+            let now = client
+                .retrieve_withdrawal(&id)
+                .await
+                .map_err(provider::failure)?;
+            match facts(&now)?.status {
+                WithdrawalStatus::Created => {
+                    let canceled = match client
+                        .update_withdrawal(&id, WithdrawalUpdate::Cancel)
+                        .await
+                    {
+                        Ok(canceled) => canceled,
+                        Err(error) if error.is_transient() => return Err(provider::failure(error)),
+                        Err(error) => {
+                            tracing::error!(withdrawal = %id, %error,
+                                "Ping++ refused to confirm and to cancel a withdrawal; it stays created");
+                            now
+                        }
+                    };
+                    return Ok(Err(Unconfirmed {
+                        now: Some(canceled),
+                        rejection,
+                    }));
                 }
+                status if status.is_returned() => {
+                    return Ok(Err(Unconfirmed {
+                        now: Some(now),
+                        rejection,
+                    }))
+                }
+                _ => withdrawal = now,
             }
         }
     }
-    approve_after_payout(engine, envelope, &payout, &withdrawal).await
+    Ok(Ok(withdrawal))
 }
 
 /// Step 3 of `cash.approve`: the withdrawal is confirmed; approve the cash record.
@@ -293,7 +319,15 @@ async fn approve_after_payout(
             )
             .await?;
         }
-        match complete_withdrawal(&tx, locked.id, withdrawal, Some(&envelope.id)).await? {
+        match complete_withdrawal(
+            &tx,
+            engine.policy.custody,
+            locked.id,
+            withdrawal,
+            Some(&envelope.id),
+        )
+        .await?
+        {
             Ok(_) => approved_result(&tx, envelope, locked.id, Some(withdrawal)).await?,
             Err(mismatch) => rejected(
                 envelope,
@@ -441,8 +475,14 @@ pub(crate) async fn reject(engine: &Engine, envelope: &Envelope) -> Result<Appli
     } else {
         // Approved meanwhile with this (now canceled) withdrawal: the completion returns it.
         if let Some(withdrawal) = &withdrawal {
-            if let Err(mismatch) =
-                complete_withdrawal(&tx, locked.id, withdrawal, Some(&envelope.id)).await?
+            if let Err(mismatch) = complete_withdrawal(
+                &tx,
+                engine.policy.custody,
+                locked.id,
+                withdrawal,
+                Some(&envelope.id),
+            )
+            .await?
             {
                 return Err(EngineError::Broken(mismatch));
             }
@@ -523,7 +563,15 @@ pub(crate) async fn retrieve(engine: &Engine, envelope: &Envelope) -> Result<App
         Step::Answered(applied) => return Ok(applied),
         Step::Open(tx) => tx,
     };
-    let result = match complete_withdrawal(&tx, cash_id, &withdrawal, Some(&envelope.id)).await? {
+    let result = match complete_withdrawal(
+        &tx,
+        engine.policy.custody,
+        cash_id,
+        &withdrawal,
+        Some(&envelope.id),
+    )
+    .await?
+    {
         Ok(completion) => succeeded(
             envelope,
             None,

@@ -1,7 +1,8 @@
 //! The one path by which each Ping++ object completes what it belongs to, shared by the
 //! webhook, the `*.retrieve` commands and the commands that made it: a charge its recharge
-//! order, a withdrawal its cash record. Each locks its row first, so racing callers complete
-//! once.
+//! order, a deposit its recharge order (money at Ping++), a withdrawal its cash record. Each
+//! locks its row first, so racing callers complete once.
 
 pub mod charge;
+pub mod deposit;
 pub mod withdrawal;

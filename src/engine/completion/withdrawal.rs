@@ -9,6 +9,7 @@ use crate::db::cash_payouts;
 use crate::db::cashes::{self, LockedCash};
 use crate::db::ledger::{lock_wallets, post_journal};
 use crate::domain::cash::{self, CashStatus, WithdrawalFacts, WithdrawalState};
+use crate::domain::custody::Custody;
 use crate::domain::order::OrderState;
 use crate::error::EngineError;
 use crate::pingpp::WithdrawalRequest;
@@ -135,11 +136,13 @@ pub(crate) async fn observe(
     }
 }
 
-/// Settles cash record `cash_id` by what `withdrawal` says, for the webhook, `cash.retrieve`
-/// and the decisions alike; `command_id` is the command doing it, if a command does. `Err`
+/// Settles cash record `cash_id` by what `withdrawal` says, for the webhook, `cash.retrieve`,
+/// the decisions and an e-wallet `cash` alike (`custody` names the accounts the money moves
+/// between); `command_id` is the command doing it, if a command does. `Err`
 /// when the withdrawal is not this cash record's (or unreadable).
 pub async fn complete_withdrawal(
     tx: &Transaction<'_>,
+    custody: Custody,
     cash_id: i64,
     withdrawal: &Value,
     command_id: Option<&str>,
@@ -177,7 +180,7 @@ pub async fn complete_withdrawal(
     };
     observe(tx, &payout, &locked, withdrawal).await?;
     let order_state = cashes::order_state(tx, &locked).await?;
-    let journal = cash::settle(&facts.state, locked.owner, locked.value);
+    let journal = cash::settle(custody, &facts.state, locked.owner, locked.value);
     let completion = match journal {
         Some(journal)
             if recorded.active
