@@ -23,11 +23,13 @@ pub enum CommandType {
     OrdersList,
     OrdersGet,
     CashesList,
+    ChargesList,
+    ChargesGet,
     WalletGet,
 }
 
 impl CommandType {
-    pub const ALL: [CommandType; 13] = [
+    pub const ALL: [CommandType; 15] = [
         CommandType::Recharge,
         CommandType::RechargeRetrieve,
         CommandType::Cash,
@@ -40,6 +42,8 @@ impl CommandType {
         CommandType::OrdersList,
         CommandType::OrdersGet,
         CommandType::CashesList,
+        CommandType::ChargesList,
+        CommandType::ChargesGet,
         CommandType::WalletGet,
     ];
 
@@ -57,6 +61,8 @@ impl CommandType {
             CommandType::OrdersList => "orders.list",
             CommandType::OrdersGet => "orders.get",
             CommandType::CashesList => "cashes.list",
+            CommandType::ChargesList => "charges.list",
+            CommandType::ChargesGet => "charges.get",
             CommandType::WalletGet => "wallet.get",
         }
     }

@@ -219,6 +219,8 @@ async fn decide_in(
         CommandType::OrdersList
         | CommandType::OrdersGet
         | CommandType::CashesList
+        | CommandType::ChargesList
+        | CommandType::ChargesGet
         | CommandType::WalletGet => commands::reads::answer(tx, envelope, policy).await,
         CommandType::Transfer
         | CommandType::Reward
