@@ -1,13 +1,15 @@
 //! PostgreSQL, and all the SQL there is: the connection pool, migrations, the command log
 //! (`commands`), the ledger's storage (`ledger`: wallets, journals, entries, orders), one module
 //! per table of the commands that call Ping++ (`recharges`, `cash_payouts`, `cashes`,
-//! `pingpp_events`, and with the money at Ping++ `accounts` and `deposits`), the pinned `custody`, the reads (`orders`), and the audit. No business rules: those are in
-//! `domain`.
+//! `pingpp_events`, and with the money at Ping++ `accounts` and `deposits`), the pinned
+//! `custody`, the reads (`orders`, `charge_records`), and the audit. No business rules: those
+//! are in `domain`.
 
 pub mod accounts;
 pub mod audit;
 pub mod cash_payouts;
 pub mod cashes;
+pub mod charge_records;
 pub mod commands;
 pub mod custody;
 pub mod deposits;

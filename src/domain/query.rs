@@ -1,5 +1,5 @@
-//! The read commands' parameters: `orders.list`, `orders.get`, `cashes.list`, and the order a
-//! `recharge.retrieve` names.
+//! The read commands' parameters: `orders.list`, `orders.get`, `cashes.list`, `charges.list`,
+//! `charges.get`, and the order a `recharge.retrieve` names.
 
 use serde_json::{Map, Value};
 
@@ -13,7 +13,7 @@ pub const MSG_BAD_DATA: &str = "发送的数据错误";
 pub const MSG_ORDER_REQUIRED: &str = "请选择订单";
 pub const MSG_UNKNOWN_ORDER: &str = "订单不存在";
 
-/// `action` of `orders.list`: which side of the wallet.
+/// `action` of `orders.list` and `charges.list`: which side of the wallet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Income,
@@ -28,6 +28,23 @@ impl Action {
             Action::Expenses => -1,
         }
     }
+
+    /// The charge records' `action` it selects (1 增加, 2 减少).
+    pub fn charge_action(self) -> i16 {
+        match self {
+            Action::Income => 1,
+            Action::Expenses => 2,
+        }
+    }
+}
+
+/// How a list spells its `action` filter, if it has one: the newer wallet API's words
+/// (`income`, `expenses`), or the older one's numbers (0 支出, 1 收入).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ActionFilter {
+    None,
+    Words,
+    Numbers,
 }
 
 /// A page, newest first: at most `limit` rows with an id below `after`.
@@ -38,7 +55,7 @@ pub struct Page {
     pub action: Option<Action>,
 }
 
-fn page(data: &Map<String, Value>, with_action: bool) -> Result<Page, Rejection> {
+fn page(data: &Map<String, Value>, filter: ActionFilter) -> Result<Page, Rejection> {
     let mut errors = FieldErrors::default();
     let limit = match int_field(data, "limit") {
         IntField::Missing => DEFAULT_LIMIT,
@@ -58,15 +75,25 @@ fn page(data: &Map<String, Value>, with_action: bool) -> Result<Page, Rejection>
             None
         }
     };
-    let action = match (with_action, text_field(data, "action")) {
-        (false, _) | (true, TextField::Missing) => None,
-        (true, TextField::Value(a)) if a == "income" => Some(Action::Income),
-        (true, TextField::Value(a)) if a == "expenses" => Some(Action::Expenses),
-        (true, _) => {
-            errors.add(Code::InvalidAction, "action", MSG_BAD_DATA);
-            None
-        }
-    };
+    let action = match filter {
+        ActionFilter::None => Ok(None),
+        ActionFilter::Words => match text_field(data, "action") {
+            TextField::Missing => Ok(None),
+            TextField::Value(a) if a == "income" => Ok(Some(Action::Income)),
+            TextField::Value(a) if a == "expenses" => Ok(Some(Action::Expenses)),
+            _ => Err(()),
+        },
+        ActionFilter::Numbers => match int_field(data, "action") {
+            IntField::Missing => Ok(None),
+            IntField::Value(0) => Ok(Some(Action::Expenses)),
+            IntField::Value(1) => Ok(Some(Action::Income)),
+            _ => Err(()),
+        },
+    }
+    .unwrap_or_else(|()| {
+        errors.add(Code::InvalidAction, "action", MSG_BAD_DATA);
+        None
+    });
     errors.finish(|| Page {
         limit,
         after,
@@ -80,29 +107,50 @@ fn is_positive(value: Option<&Value>) -> bool {
 }
 
 pub fn orders_page(data: &Map<String, Value>) -> Result<Page, Rejection> {
-    page(data, true)
+    page(data, ActionFilter::Words)
 }
 
 pub fn cashes_page(data: &Map<String, Value>) -> Result<Page, Rejection> {
-    page(data, false)
+    page(data, ActionFilter::None)
+}
+
+/// `charges.list`: `action` as the older wallet API numbers it, 0 expense, 1 income.
+pub fn charges_page(data: &Map<String, Value>) -> Result<Page, Rejection> {
+    page(data, ActionFilter::Numbers)
 }
 
 /// The `order` field: a positive order id.
 pub fn order_id(data: &Map<String, Value>) -> Result<i64, Rejection> {
-    match int_field(data, "order") {
+    positive_id(data, "order")
+}
+
+/// The `charge` field of `charges.get`: a charge record's id, which is its order's id, so it
+/// is read and refused as an order id is.
+pub fn charge_id(data: &Map<String, Value>) -> Result<i64, Rejection> {
+    positive_id(data, "charge")
+}
+
+fn positive_id(data: &Map<String, Value>, field: &str) -> Result<i64, Rejection> {
+    match int_field(data, field) {
         IntField::Missing => Err(Rejection::field(
             Code::OrderRequired,
-            "order",
+            field,
             MSG_ORDER_REQUIRED,
         )),
         IntField::Value(v) if v > 0 => Ok(v),
-        _ => Err(Rejection::field(Code::InvalidOrder, "order", MSG_BAD_DATA)),
+        _ => Err(Rejection::field(Code::InvalidOrder, field, MSG_BAD_DATA)),
     }
 }
 
 /// An order that does not exist or is not the caller's: the same answer, so ids can't be probed.
 pub fn unknown_order() -> Rejection {
     Rejection::field(Code::UnknownOrder, "order", MSG_UNKNOWN_ORDER)
+}
+
+/// A charge record that does not exist or is not the caller's: an unknown order's answer,
+/// under the field that named it.
+pub fn unknown_charge() -> Rejection {
+    Rejection::field(Code::UnknownOrder, "charge", MSG_UNKNOWN_ORDER)
 }
 
 #[cfg(test)]
@@ -148,6 +196,70 @@ mod tests {
         );
         let c = cashes_page(json!({"action": "all"}).as_object().unwrap()).unwrap();
         assert_eq!(c.action, None);
+    }
+
+    #[test]
+    fn charge_pages_take_the_older_apis_numbered_action() {
+        let c = |v: Value| charges_page(v.as_object().unwrap());
+        assert_eq!(
+            c(json!({})).unwrap(),
+            Page {
+                limit: 15,
+                after: None,
+                action: None
+            }
+        );
+        let q = c(json!({"limit": 500, "after": 9, "action": 0})).unwrap();
+        assert_eq!(
+            (q.limit, q.after, q.action),
+            (100, Some(9), Some(Action::Expenses))
+        );
+        assert_eq!(
+            c(json!({"action": 1})).unwrap().action,
+            Some(Action::Income)
+        );
+        assert_eq!(c(json!({"action": null})).unwrap().action, None);
+        for bad in [
+            json!(2),
+            json!(-1),
+            json!("1"),
+            json!("income"),
+            json!(1.5),
+            json!(true),
+        ] {
+            let refused = c(json!({ "action": bad })).unwrap_err();
+            assert_eq!(refused.code, Code::InvalidAction, "{bad}");
+            assert_eq!(refused.errors["action"], [MSG_BAD_DATA]);
+        }
+        // The words of orders.list are not numbers, nor the other way round.
+        assert_eq!(
+            p(json!({"action": 1})).unwrap_err().code,
+            Code::InvalidAction
+        );
+        let both = c(json!({"limit": 0, "after": -2, "action": 3})).unwrap_err();
+        assert_eq!(
+            both.errors.keys().collect::<Vec<_>>(),
+            ["action", "after", "limit"]
+        );
+        assert_eq!(Action::Income.charge_action(), 1);
+        assert_eq!(Action::Expenses.charge_action(), 2);
+    }
+
+    #[test]
+    fn charge_ids_are_read_as_order_ids_under_their_own_field() {
+        let id = |v: Value| charge_id(v.as_object().unwrap());
+        assert_eq!(id(json!({"charge": 4})).unwrap(), 4);
+        let missing = id(json!({"order": 4})).unwrap_err();
+        assert_eq!(missing.code, Code::OrderRequired);
+        assert_eq!(missing.errors["charge"], [MSG_ORDER_REQUIRED]);
+        for bad in [json!(0), json!(-3), json!("4"), json!(u64::MAX)] {
+            let refused = id(json!({ "charge": bad })).unwrap_err();
+            assert_eq!(refused.code, Code::InvalidOrder, "{bad}");
+            assert_eq!(refused.errors["charge"], [MSG_BAD_DATA]);
+        }
+        let unknown = unknown_charge();
+        assert_eq!(unknown.code, unknown_order().code);
+        assert_eq!(unknown.errors["charge"], [MSG_UNKNOWN_ORDER]);
     }
 
     #[test]

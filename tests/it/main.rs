@@ -6,6 +6,7 @@ mod support;
 
 mod batch;
 mod chaos;
+mod charge_records;
 mod cli;
 mod concurrency;
 mod contract;

@@ -1,12 +1,12 @@
-//! The reads: `orders.list`, `orders.get`, `cashes.list` and `wallet.get`, in the wallet
-//! API's shapes. They run in the batch's transaction and, like every command, keep their
-//! result under their id.
+//! The reads: `orders.list`, `orders.get`, `cashes.list`, `charges.list`, `charges.get` and
+//! `wallet.get`, in the wallet API's shapes. They run in the batch's transaction and, like
+//! every command, keep their result under their id.
 
 use deadpool_postgres::Transaction;
 use serde_json::json;
 
 use crate::db::ledger::summary;
-use crate::db::{cashes, orders};
+use crate::db::{cashes, charge_records, orders};
 use crate::domain::command::{CommandType, Envelope};
 use crate::domain::outcome::{CommandResult, Rejection};
 use crate::domain::policy::WalletPolicy;
@@ -44,6 +44,21 @@ pub(crate) async fn answer(
                 None,
                 cashes::list(tx, user, &page).await?,
             )),
+            Err(rejection) => Err(rejection),
+        },
+        CommandType::ChargesList => match query::charges_page(data) {
+            Ok(page) => Ok(succeeded(
+                envelope,
+                None,
+                charge_records::list(tx, user, &page).await?,
+            )),
+            Err(rejection) => Err(rejection),
+        },
+        CommandType::ChargesGet => match query::charge_id(data) {
+            Ok(id) => match charge_records::get(tx, user, id).await? {
+                Some(record) => Ok(succeeded(envelope, None, record)),
+                None => Err(query::unknown_charge()),
+            },
             Err(rejection) => Err(rejection),
         },
         CommandType::WalletGet => Ok(succeeded(
