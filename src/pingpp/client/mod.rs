@@ -8,8 +8,15 @@
 //! - `requests.rs`: what we ask for ([`ChargeRequest`], [`RechargeObjectRequest`],
 //!   [`WithdrawalRequest`], [`WithdrawalUpdate`]), Ping++'s limits on it, checked before
 //!   anything is sent, and the JSON body each becomes.
+//! - `accounts.rs`: the account system's endpoints for users (Ping++ users, personal account
+//!   applications, the card-binding link, picture upload, card bin, deposits); withdrawals out
+//!   of a user's e-wallet are the withdrawal endpoints here.
+//! - `account_requests.rs`: what we ask of the account system ([`CusApplicationRequest`],
+//!   [`DepositRequest`]), checked before sending; personal data is kept out of every message.
 //! - `responses.rs`: whether what Ping++ answered is the object the endpoint promises.
 
+mod account_requests;
+mod accounts;
 mod requests;
 mod responses;
 mod transport;
@@ -17,6 +24,7 @@ mod transport;
 use reqwest::Method;
 use serde_json::Value;
 
+pub use account_requests::{CusApplicationRequest, DepositRequest};
 pub use requests::{ChargeRequest, RechargeObjectRequest, WithdrawalRequest, WithdrawalUpdate};
 pub use transport::{
     ClientConfig, PingppClient, DEFAULT_API_BASE, SIGNATURE_HEADER, TIMESTAMP_HEADER,
@@ -166,7 +174,8 @@ impl PingppClient {
         found.map(|w| check_withdrawal(w, None)).transpose()
     }
 
-    /// `/v1/apps/{app}/{rest}`: where the app's own objects (recharges, withdrawals) live.
+    /// `/v1/apps/{app}/{rest}`: where the app's own objects (recharges, withdrawals, users,
+    /// deposits) live.
     fn app_path(&self, rest: &str) -> String {
         format!("/v1/apps/{}/{rest}", self.app_id())
     }

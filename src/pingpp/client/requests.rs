@@ -101,7 +101,7 @@ pub(super) fn is_id_char(c: char) -> bool {
 
 /// Ping++ ids are letters, digits and `_` (a charge's is `ch_` and letters and digits); checking
 /// them keeps the path (and what is signed) free of anything needing percent-encoding.
-fn check_id(what: &str, id: &str) -> Result<(), PingppError> {
+pub(super) fn check_id(what: &str, id: &str) -> Result<(), PingppError> {
     if id.is_empty() || id.len() > 64 || !id.chars().all(is_id_char) {
         return Err(PingppError::InvalidInput(format!(
             "{what} id {id:?} is not letters, digits and _"

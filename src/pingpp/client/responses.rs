@@ -30,6 +30,74 @@ pub(super) fn check_recharge(
     )
 }
 
+/// A 2xx answer that should be the Ping++ user `expected_id`.
+pub(super) fn check_user(user: Value, expected_id: &str) -> Result<Value, PingppError> {
+    check_object(user, "user", "a user", Some(expected_id), |_| true)
+}
+
+/// A 2xx answer that should be a personal account application with a status (and
+/// `expected_order_no`, when we made it).
+pub(super) fn check_cus_application(
+    application: Value,
+    expected_id: Option<&str>,
+    expected_order_no: Option<&str>,
+) -> Result<Value, PingppError> {
+    check_object(
+        application,
+        "cus_application",
+        "a cus_application with a status and the order_no sent",
+        expected_id,
+        |a| {
+            a.get("status").and_then(Value::as_str).is_some()
+                && expected_order_no
+                    .is_none_or(|o| a.get("order_no").and_then(Value::as_str) == Some(o))
+        },
+    )
+}
+
+/// A 2xx answer that should be a deposit with a status (with the order_no and amount sent,
+/// when we made it).
+pub(super) fn check_deposit(
+    deposit: Value,
+    expected_id: Option<&str>,
+    expected: Option<(&str, u64)>,
+) -> Result<Value, PingppError> {
+    check_object(
+        deposit,
+        "deposit",
+        "a deposit with a status and the order_no and amount sent",
+        expected_id,
+        |d| {
+            d.get("status").and_then(Value::as_str).is_some()
+                && expected.is_none_or(|(order_no, amount)| {
+                    d.get("order_no").and_then(Value::as_str) == Some(order_no)
+                        && d.get("amount").and_then(Value::as_u64) == Some(amount)
+                })
+        },
+    )
+}
+
+/// A 2xx answer that is not a Ping++ object but must carry the string `fields` (a card link,
+/// an uploaded picture, a card's bank). The error names the fields, never the answer, which
+/// may echo what was sent.
+pub(super) fn check_strings(
+    value: Value,
+    what: &str,
+    fields: &[&str],
+) -> Result<Value, PingppError> {
+    if fields
+        .iter()
+        .all(|f| value.get(f).and_then(Value::as_str).is_some())
+    {
+        Ok(value)
+    } else {
+        Err(PingppError::Protocol(format!(
+            "expected {what} with the strings {}",
+            fields.join(", ")
+        )))
+    }
+}
+
 /// A 2xx answer that should be a charge (with `expected_id`, when we asked for one).
 pub(super) fn check_charge(charge: Value, expected_id: Option<&str>) -> Result<Value, PingppError> {
     check_object(charge, "charge", "a charge", expected_id, |_| true)
