@@ -12,6 +12,7 @@ mod concurrency;
 mod contract;
 mod events;
 mod metrics;
+mod pingpp_accounts_client;
 mod pingpp_client;
 mod properties;
 mod recharge;

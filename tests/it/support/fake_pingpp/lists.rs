@@ -1,4 +1,4 @@
-//! Lists of charges, recharge objects and withdrawals, paged as Ping++ pages them.
+//! Lists of charges, recharge objects, withdrawals and deposits, paged as Ping++ pages them.
 
 use std::collections::HashMap;
 
@@ -11,6 +11,7 @@ pub(super) enum List {
     Charges,
     Recharges,
     Withdrawals,
+    Deposits,
 }
 
 /// `GET` of a collection, as Ping++ pages its lists: newest first, `limit` (1 to 100, 10 by
@@ -34,11 +35,13 @@ pub(super) fn list_objects(shared: &Shared, list: List, uri: &str) -> Answer {
         List::Charges => &state.order,
         List::Recharges => &state.recharge_order,
         List::Withdrawals => &state.withdrawal_order,
+        List::Deposits => &state.deposit_order,
     };
     let object = |id: &str| match list {
         List::Charges => state.charges[id].clone(),
         List::Recharges => state.recharge(id).unwrap(),
         List::Withdrawals => state.withdrawals[id].clone(),
+        List::Deposits => state.deposits[id].clone(),
     };
     let newest_first: Vec<Value> = ids
         .iter()

@@ -6,10 +6,13 @@
 //! itself by being on both sides of a test.
 //!
 //! Here are the handle tests drive it with, the server loop and the routing; `charges`,
-//! `recharges` (recharge objects), `withdrawals` and `lists` answer their endpoints, and `keys`
-//! holds the key pairs and the checks of a request's API key and signature.
+//! `recharges` (recharge objects), `withdrawals`, `accounts` (the account system's users and
+//! their applications), `deposits` and `lists` answer their endpoints, and `keys` holds the key
+//! pairs and the checks of a request's API key and signature.
 
+mod accounts;
 mod charges;
+mod deposits;
 mod keys;
 mod lists;
 mod recharges;
@@ -21,6 +24,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_lc_rs::hmac;
 use aws_lc_rs::signature::RSA_PKCS1_SHA256;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -40,8 +44,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use accounts::accounts_route;
 use charges::create_charge;
 pub use charges::EXPIRED_CODE;
+use deposits::deposits_route;
 pub use keys::generate_test_keys;
 use keys::{authenticate, check_signature, webhook_keys};
 use lists::{list_objects, List};
@@ -115,6 +121,23 @@ struct State {
     withdrawal_by_order_no: HashMap<String, (String, Value)>,
     /// A create with a used order_no is refused even with the same parameters.
     refuse_reused_order_no: bool,
+    /// Account-system users by id, their balances (in fen) and `identified` included.
+    users: HashMap<String, Value>,
+    /// Personal account applications by id, as answered (the ID number masked).
+    cus_applications: HashMap<String, Value>,
+    /// Application ids in creation order.
+    cus_application_order: Vec<String>,
+    /// order_no → (application id, keyed hash of the request): tells a repeat without keeping
+    /// the ID or mobile number.
+    cus_application_by_order_no: HashMap<String, (String, Vec<u8>)>,
+    deposits: HashMap<String, Value>,
+    /// Deposit ids in creation order.
+    deposit_order: Vec<String>,
+    /// order_no → (deposit id, the request that created it).
+    deposit_by_order_no: HashMap<String, (String, Value)>,
+    /// Confirmed withdrawals of account-system users, whose amount is held off the balance
+    /// until they fail or are canceled: withdrawal id → (user, amount).
+    withdrawal_holds: HashMap<String, (String, u64)>,
 }
 
 impl State {
@@ -125,10 +148,35 @@ impl State {
         recharge["charge"] = self.charges.get(&charge_id)?.clone();
         Some(recharge)
     }
+
+    /// Adds `delta` fen to both balances of an account-system user (a no-op for others).
+    fn add_to_balance(&mut self, user: &str, delta: i64) {
+        if let Some(user) = self.users.get_mut(user) {
+            for balance in ["available_balance", "withdrawable_balance"] {
+                let now = user[balance].as_i64().unwrap_or(0);
+                user[balance] = json!(now + delta);
+            }
+        }
+    }
+
+    /// A withdrawal came to an end: a failed or canceled one gives back what it held, a
+    /// succeeded one keeps it spent.
+    fn settle_hold(&mut self, withdrawal_id: &str, status: &str) {
+        if !matches!(status, "succeeded" | "failed" | "canceled") {
+            return;
+        }
+        if let Some((user, amount)) = self.withdrawal_holds.remove(withdrawal_id) {
+            if status != "succeeded" {
+                self.add_to_balance(&user, amount as i64);
+            }
+        }
+    }
 }
 
 struct Shared {
     merchant_key: Option<Vec<u8>>,
+    /// The fake's own key for hashing requests it must recognize but not keep.
+    request_key: hmac::Key,
     state: Mutex<State>,
 }
 
@@ -156,8 +204,12 @@ impl FakePingpp {
                 .as_ref()
                 .to_vec()
         });
+        let request_key =
+            hmac::Key::generate(hmac::HMAC_SHA256, &aws_lc_rs::rand::SystemRandom::new())
+                .expect("an HMAC key");
         let shared = Arc::new(Shared {
             merchant_key,
+            request_key,
             state: Mutex::default(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -390,7 +442,113 @@ impl FakePingpp {
             .get_mut(id)
             .unwrap_or_else(|| panic!("the fake has no withdrawal {id}"));
         change(withdrawal);
-        withdrawal.clone()
+        let withdrawal = withdrawal.clone();
+        state.settle_hold(id, withdrawal["status"].as_str().unwrap_or_default());
+        withdrawal
+    }
+
+    /// An account-system user (made by `POST /v1/apps/{app}/users`) as it is now: balances,
+    /// `identified`.
+    pub fn user(&self, id: &str) -> Option<Value> {
+        self.shared.state().users.get(id).cloned()
+    }
+
+    /// All personal account applications, in creation order.
+    pub fn cus_applications(&self) -> Vec<Value> {
+        let state = self.shared.state();
+        state
+            .cus_application_order
+            .iter()
+            .map(|id| state.cus_applications[id].clone())
+            .collect()
+    }
+
+    /// YeePay opened the account: the application `succeeded` and its user is `identified`.
+    /// Returns the application as it is now.
+    pub fn succeed_cus_application(&self, id: &str) -> Value {
+        let mut state = self.shared.state();
+        let application = state
+            .cus_applications
+            .get_mut(id)
+            .unwrap_or_else(|| panic!("the fake has no cus_application {id}"));
+        application["status"] = json!("succeeded");
+        let application = application.clone();
+        let user = application["user"].as_str().unwrap_or_default();
+        if let Some(user) = state.users.get_mut(user) {
+            user["identified"] = json!(true);
+        }
+        application
+    }
+
+    /// YeePay refused to open the account.
+    pub fn fail_cus_application(&self, id: &str, msg: &str) -> Value {
+        let mut state = self.shared.state();
+        let application = state
+            .cus_applications
+            .get_mut(id)
+            .unwrap_or_else(|| panic!("the fake has no cus_application {id}"));
+        application["status"] = json!("failed");
+        application["failure_msg"] = json!(msg);
+        application.clone()
+    }
+
+    /// All deposits, in creation order.
+    pub fn deposits(&self) -> Vec<Value> {
+        let state = self.shared.state();
+        state
+            .deposit_order
+            .iter()
+            .map(|id| state.deposits[id].clone())
+            .collect()
+    }
+
+    pub fn deposit(&self, id: &str) -> Option<Value> {
+        self.shared.state().deposits.get(id).cloned()
+    }
+
+    /// The user paid the deposit: it `succeeded` and their balance rises by its amount, once
+    /// however often it is paid. Returns the deposit as it is now.
+    pub fn pay_deposit(&self, id: &str) -> Value {
+        let mut state = self.shared.state();
+        let deposit = state
+            .deposits
+            .get_mut(id)
+            .unwrap_or_else(|| panic!("the fake has no deposit {id}"));
+        if deposit["status"] == "succeeded" {
+            return deposit.clone();
+        }
+        deposit["status"] = json!("succeeded");
+        deposit["time_succeeded"] = json!(now());
+        let deposit = deposit.clone();
+        let amount = deposit["amount"].as_i64().unwrap_or(0);
+        state.add_to_balance(deposit["user"].as_str().unwrap_or_default(), amount);
+        deposit
+    }
+
+    /// The payment failed (the balance is not touched, even for a deposit paid before).
+    pub fn fail_deposit(&self, id: &str, msg: &str) -> Value {
+        self.update_deposit(id, |d| {
+            d["status"] = json!("failed");
+            d["failure_msg"] = json!(msg);
+        })
+    }
+
+    /// The payment link ran out unpaid.
+    pub fn expire_deposit(&self, id: &str) -> Value {
+        self.update_deposit(id, |d| {
+            d["status"] = json!("canceled");
+            d["failure_msg"] = json!("充值链接已过期");
+        })
+    }
+
+    fn update_deposit(&self, id: &str, change: impl FnOnce(&mut Value)) -> Value {
+        let mut state = self.shared.state();
+        let deposit = state
+            .deposits
+            .get_mut(id)
+            .unwrap_or_else(|| panic!("the fake has no deposit {id}"));
+        change(deposit);
+        deposit.clone()
     }
 
     /// The payer paid: returns the charge as it is now.
@@ -661,13 +819,26 @@ fn route(shared: &Shared, method: &Method, path: &str, uri: &str, body: &[u8]) -
             ("/v1/charges".to_owned(), List::Charges),
             (format!("/v1/apps/{APP_ID}/recharges"), List::Recharges),
             (format!("/v1/apps/{APP_ID}/withdrawals"), List::Withdrawals),
+            (format!("/v1/apps/{APP_ID}/deposits"), List::Deposits),
         ];
         if let Some((_, list)) = lists.iter().find(|(p, _)| p == path) {
             return list_objects(shared, *list, uri);
         }
     }
     if let Some(rest) = path.strip_prefix("/v1/apps/") {
-        return recharges_route(shared, method, rest, body);
+        let mut parts = rest.splitn(3, '/');
+        let (app, collection, tail) = (parts.next(), parts.next(), parts.next());
+        match collection {
+            Some(c @ ("users" | "cus_applications" | "upload_pic" | "card_bin"))
+                if app == Some(APP_ID) =>
+            {
+                return accounts_route(shared, method, c, tail, body)
+            }
+            Some("deposits") if app == Some(APP_ID) => {
+                return deposits_route(shared, method, tail, body)
+            }
+            _ => return recharges_route(shared, method, rest, body),
+        }
     }
     match (method, path.strip_prefix("/v1/charges")) {
         (&Method::POST, Some("")) => create_charge(shared, body),

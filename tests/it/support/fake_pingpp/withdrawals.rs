@@ -1,4 +1,8 @@
 //! Withdrawals (`/v1/apps/{app}/withdrawals`): creating, confirming or canceling, retrieving.
+//!
+//! For a user of the account system (made by `POST /v1/apps/{app}/users`) a withdrawal needs
+//! an open account and the money: confirming one holds its amount off the user's balance, and
+//! failing or canceling it gives the amount back. Withdrawals for other users are not checked.
 
 use hyper::Method;
 use serde_json::{json, Map, Value};
@@ -110,6 +114,17 @@ fn create_withdrawal(shared: &Shared, body: &[u8]) -> Answer {
             .answer()
         };
     }
+    if let Some(known) = state
+        .users
+        .get(request["user"].as_str().unwrap_or_default())
+    {
+        if known["identified"] != true {
+            return invalid("用户未开户", "user").answer();
+        }
+        if request["amount"].as_i64() > known["withdrawable_balance"].as_i64() {
+            return invalid("余额不足", "amount").answer();
+        }
+    }
     let id = format!("1712{}", random_digits(15));
     let withdrawal = json!({
         "id": id,
@@ -151,10 +166,25 @@ fn update_withdrawal(shared: &Shared, id: &str, body: &[u8]) -> Answer {
         Err(_) => None,
     };
     let mut state = shared.state();
-    let Some(withdrawal) = state.withdrawals.get_mut(id) else {
+    let Some(withdrawal) = state.withdrawals.get(id) else {
         return not_found_withdrawal(id);
     };
     let current = withdrawal["status"].as_str().unwrap_or_default().to_owned();
+    let user = withdrawal["user"].as_str().unwrap_or_default().to_owned();
+    let amount = withdrawal["amount"].as_u64().unwrap_or(0);
+    // Confirming holds the money of an account-system user: it must still be there.
+    let holds = wanted.as_deref() == Some("pending")
+        && current == "created"
+        && state.users.contains_key(&user);
+    if holds {
+        let balance = state.users[&user]["withdrawable_balance"].as_u64();
+        if balance.is_none_or(|b| b < amount) {
+            return invalid("余额不足", "amount").answer();
+        }
+        state.add_to_balance(&user, -(amount as i64));
+        state.withdrawal_holds.insert(id.to_owned(), (user, amount));
+    }
+    let withdrawal = state.withdrawals.get_mut(id).expect("looked up above");
     match (wanted.as_deref(), current.as_str()) {
         (Some("pending"), "created") => {
             withdrawal["status"] = json!("processing");
