@@ -9,7 +9,7 @@
 -- for a transform.
 --
 -- Each source of orders is one arm of the UNION ALL below, gated on the order's target_type,
--- so another source (deposits, say) is one more arm and nothing else changes.
+-- so another source is one more arm and nothing else changes.
 CREATE VIEW charge_records AS
     SELECT o.id,
            o.owner_id AS user_id,
@@ -40,6 +40,12 @@ CREATE VIEW charge_records AS
                          LIMIT 1)) AS transaction_no
         FROM recharges r
         WHERE o.target_type = 'recharge_ping_p_p' AND r.order_id = o.id
+        UNION ALL
+        -- A deposit into the user's e-wallet (wallet.custody = "pingpp"), paid at YeePay's
+        -- cashier: the deposit as last seen (its transaction_no once paid).
+        SELECT 'yeepay', NULL, d.deposit_id, d.deposit ->> 'transaction_no'
+        FROM deposits d
+        WHERE o.target_type = 'recharge_ping_p_p' AND d.order_id = o.id
         UNION ALL
         -- A cash request: its payout method and account, and its Ping++ withdrawal if it is
         -- paid out through one.

@@ -68,15 +68,17 @@ const CHECKS: &[(&str, &str)] = &[
                AND a.user_id = o.owner_id AND e.amount = o.type * o.amount)",
     ),
     (
-        // Money leaves a wallet for pending_payouts with its cash request and leaves it when the
-        // request's order is final (approved by hand, paid out by a Ping++ withdrawal, rejected
-        // or returned), so the account holds exactly the open requests.
+        // Money leaves a wallet for pending_payouts (with the money at Ping++,
+        // ewallet_withdrawals) with its cash request and leaves it when the request's order is
+        // final (approved by hand, paid out by a Ping++ withdrawal, rejected or returned), so
+        // the two hold exactly the open requests.
         "pending_payouts_match_open_cashes",
-        "SELECT json_build_object('balance', a.balance, 'open_cashes', coalesce(o.sum, 0))
-         FROM accounts a,
+        "SELECT json_build_object('balance', a.sum, 'open_cashes', coalesce(o.sum, 0))
+         FROM (SELECT sum(balance) AS sum FROM accounts
+               WHERE name IN ('pending_payouts', 'ewallet_withdrawals')) a,
               (SELECT sum(c.value) AS sum FROM cashes c
                JOIN wallet_orders w ON w.id = c.order_id WHERE w.state = 0) o
-         WHERE a.name = 'pending_payouts' AND a.balance <> coalesce(o.sum, 0)",
+         WHERE a.sum <> coalesce(o.sum, 0)",
     ),
 ];
 

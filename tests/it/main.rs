@@ -10,6 +10,7 @@ mod charge_records;
 mod cli;
 mod concurrency;
 mod contract;
+mod custody;
 mod events;
 mod metrics;
 mod pingpp_accounts_client;

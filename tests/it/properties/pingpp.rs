@@ -323,6 +323,16 @@ proptest! {
                 prop_assert!(settles);
                 prop_assert_eq!(&got, &object);
             }
+            EventAction::CompleteDeposit(got) => {
+                prop_assert!(event.kind.starts_with("deposit.") && is_a(&object, "deposit"));
+                prop_assert_eq!(&got, &object);
+            }
+            EventAction::DecideApplication(got) => {
+                prop_assert!(
+                    event.kind.starts_with("cus_application.") && is_a(&object, "cus_application")
+                );
+                prop_assert_eq!(&got, &object);
+            }
             EventAction::Record => prop_assert!(!completes && !settles),
         }
         let field = |name: &str| charge.as_ref().and_then(|c| c.get(name)).and_then(Value::as_str);
