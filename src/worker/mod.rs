@@ -57,9 +57,6 @@ pub async fn run_with_readiness(
 ) -> anyhow::Result<()> {
     let mut on_ready = Some(on_ready);
     let engine = Engine::from_settings(&settings)?;
-    if !pin_custody(&engine, &shutdown).await? {
-        return Ok(());
-    }
     if settings.metrics.ledger_check_secs > 0 {
         tokio::spawn(check_ledger_periodically(
             engine.pool.clone(),
@@ -83,6 +80,7 @@ pub async fn run_with_readiness(
         }
         match outcome {
             Ok(()) => return Ok(()),
+            Err(e) if e.is::<CustodyMismatch>() => return Err(e),
             Err(e) => {
                 let delay = delays.next().unwrap_or(Duration::from_secs(5));
                 metrics::broker_reconnect("worker");
@@ -96,30 +94,29 @@ pub async fn run_with_readiness(
     }
 }
 
-/// Pins the configured custody for the database (waiting while the database can't be reached);
-/// a database kept for the other custody stops the worker. `false`: shut down meanwhile.
-async fn pin_custody(engine: &Engine, shutdown: &CancellationToken) -> anyhow::Result<bool> {
-    let mut delays = amqp::reconnect_delays();
-    loop {
-        let configured = engine.policy.custody;
-        match crate::db::custody::pin(&engine.pool, configured).await {
-            Ok(kept) if kept == configured => return Ok(true),
-            Ok(kept) => anyhow::bail!(
-                "this database keeps the records of wallet.custody = \"{}\", but the setting \
-                 says \"{}\": a database's custody never changes",
-                kept.as_str(),
-                configured.as_str()
-            ),
-            Err(e) => {
-                let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                warn!(error = %e, ?delay, "cannot read the database's custody; trying again");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(false),
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
+/// The database keeps the records of the other custody: no session can help.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "this database keeps the records of wallet.custody = \"{kept}\", but the setting says \
+     \"{configured}\": a database's custody never changes"
+)]
+struct CustodyMismatch {
+    kept: &'static str,
+    configured: &'static str,
+}
+
+/// Pins the configured custody for the database, or refuses a database kept for the other.
+async fn pin_custody(engine: &Engine) -> anyhow::Result<()> {
+    let configured = engine.policy.custody;
+    let kept = crate::db::custody::pin(&engine.pool, configured).await?;
+    if kept != configured {
+        return Err(CustodyMismatch {
+            kept: kept.as_str(),
+            configured: configured.as_str(),
         }
+        .into());
     }
+    Ok(())
 }
 
 /// One connection's life: consume until shutdown (Ok) or until the broker goes away (Err).
@@ -134,6 +131,8 @@ async fn session(
     let names = Names::new(&settings.amqp.namespace);
     let channel = connection.create_channel().await?;
     amqp::topology::declare(&channel, &names, settings.amqp.delivery_limit).await?;
+    // Before anything is consumed: commands must not be applied under the wrong custody.
+    pin_custody(engine).await?;
     channel
         .basic_qos(settings.amqp.prefetch, BasicQosOptions::default())
         .await?;

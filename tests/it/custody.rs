@@ -69,7 +69,10 @@ pub async fn open_account(client: &mut BrokerClient, fake: &FakePingpp, user: i6
         .as_str()
         .unwrap()
         .to_owned();
-    let (event, _) = fake.signed_event("cus_application.succeeded", fake.succeed_cus_application(&id));
+    let (event, _) = fake.signed_event(
+        "cus_application.succeeded",
+        fake.succeed_cus_application(&id),
+    );
     client.enqueue_pingpp_event(&event).await;
     wait_for_application(client, user, "succeeded").await;
 }
@@ -78,14 +81,19 @@ pub async fn open_account(client: &mut BrokerClient, fake: &FakePingpp, user: i6
 async fn wait_for_application(client: &mut BrokerClient, user: i64, status: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while client_get(client, user).await["cus_application"]["status"] != status {
-        assert!(tokio::time::Instant::now() < deadline, "no {status} application in time");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {status} application in time"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 async fn client_get(client: &mut BrokerClient, user: i64) -> Value {
     let id = format!("get-{}", uuid::Uuid::new_v4().simple());
-    let result = client.call(command(&id, "account.get", user, json!({}))).await;
+    let result = client
+        .call(command(&id, "account.get", user, json!({})))
+        .await;
     succeeded(&result).clone()
 }
 
@@ -107,11 +115,18 @@ async fn fake_balance(fake: &FakePingpp, user: i64) -> i64 {
 async fn the_journey_opens_binds_deposits_and_withdraws_once_and_the_ledger_mirrors_ping_plus_plus()
 {
     let (mut env, fake, mut client, _worker) = start().await;
-    let mut accounts = client.watch(&client.names.events_exchange, "account.#").await;
-    let mut deposits = client.watch(&client.names.events_exchange, "deposit.#").await;
+    let mut accounts = client
+        .watch(&client.names.events_exchange, "account.#")
+        .await;
+    let mut deposits = client
+        .watch(&client.names.events_exchange, "deposit.#")
+        .await;
 
     // Nothing can be done with an e-wallet that is not open.
-    assert_eq!(code(&client.call(deposit("d0", 1, 500)).await), "account_not_open");
+    assert_eq!(
+        code(&client.call(deposit("d0", 1, 500)).await),
+        "account_not_open"
+    );
     let cards = command("k0", "account.cards", 1, json!({"return_url": RETURN_URL}));
     assert_eq!(code(&client.call(cards).await), "account_not_open");
 
@@ -128,14 +143,19 @@ async fn the_journey_opens_binds_deposits_and_withdraws_once_and_the_ledger_mirr
     assert_eq!(client.call(open("open-1", 1)).await["data"], opened["data"]);
     assert_eq!(fake.cus_applications().len(), 1);
     // A second application while one is pending is refused.
-    assert_eq!(code(&client.call(open("open-1b", 1)).await), "account_application_pending");
+    assert_eq!(
+        code(&client.call(open("open-1b", 1)).await),
+        "account_application_pending"
+    );
 
     let pending = client_get(&mut client, 1).await;
     assert_eq!(pending["cus_application"]["status"], "pending");
     assert_eq!(pending["ledger_balance"], 0);
 
-    let (event, _) =
-        fake.signed_event("cus_application.succeeded", fake.succeed_cus_application(&application_id));
+    let (event, _) = fake.signed_event(
+        "cus_application.succeeded",
+        fake.succeed_cus_application(&application_id),
+    );
     client.enqueue_pingpp_event(&event).await;
     let account_opened = next_event(&mut accounts).await;
     assert_eq!(account_opened["type"], "account.opened");
@@ -148,7 +168,12 @@ async fn the_journey_opens_binds_deposits_and_withdraws_once_and_the_ledger_mirr
 
     // Bind a card: a link, marked with when it expires.
     let cards = client
-        .call(command("k1", "account.cards", 1, json!({"return_url": RETURN_URL})))
+        .call(command(
+            "k1",
+            "account.cards",
+            1,
+            json!({"return_url": RETURN_URL}),
+        ))
         .await;
     let link = succeeded(&cards);
     assert!(link["card_url"].as_str().unwrap().starts_with("https://"));
@@ -164,11 +189,17 @@ async fn the_journey_opens_binds_deposits_and_withdraws_once_and_the_ledger_mirr
     let order = data["order"]["id"].as_i64().unwrap();
     assert_eq!(data["order"]["state"], 0);
     assert_eq!(data["order"]["target_type"], "recharge_ping_p_p");
-    assert!(data["deposit"]["extra"]["credential"].as_str().unwrap().starts_with("https://"));
+    assert!(data["deposit"]["extra"]["credential"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://"));
     let deposit_id = data["deposit"]["id"].as_str().unwrap().to_owned();
     assert_eq!(data["order"]["target_id"], deposit_id.as_str());
     assert_eq!(env.balance(1).await, 0);
-    assert_eq!(client.call(deposit("d1", 1, 500)).await["data"], made["data"]);
+    assert_eq!(
+        client.call(deposit("d1", 1, 500)).await["data"],
+        made["data"]
+    );
     assert_eq!(fake.deposits().len(), 1);
 
     // Paid: the webhook (delivered twice) and a retrieve race; credited once.
@@ -179,12 +210,16 @@ async fn the_journey_opens_binds_deposits_and_withdraws_once_and_the_ledger_mirr
     client.enqueue_pingpp_event(&event).await;
     let retrieved = client.call(retrieve).await;
     assert_eq!(succeeded(&retrieved)["order"]["state"], 1);
-    env.wait_for_count("SELECT count(*) FROM pingpp_events WHERE outcome <> 'waiting'", 2)
-        .await;
+    env.wait_for_count(
+        "SELECT count(*) FROM pingpp_events WHERE outcome <> 'waiting'",
+        2,
+    )
+    .await;
     assert_eq!(env.balance(1).await, 500);
     assert_eq!(order_state(&env, order).await, 1);
     assert_eq!(
-        env.count("SELECT count(*) FROM journal WHERE kind = 'deposit'").await,
+        env.count("SELECT count(*) FROM journal WHERE kind = 'deposit'")
+            .await,
         1
     );
     assert_eq!(env.system_balance("ewallet_outside").await, -500);
@@ -200,14 +235,20 @@ async fn the_journey_opens_binds_deposits_and_withdraws_once_and_the_ledger_mirr
 
     // More than the e-wallet holds is refused before Ping++ is asked.
     let before = fake.withdrawals().len();
-    assert_eq!(code(&client.call(cash("w0", 1, 501)).await), "insufficient_balance");
+    assert_eq!(
+        code(&client.call(cash("w0", 1, 501)).await),
+        "insufficient_balance"
+    );
     assert_eq!(fake.withdrawals().len(), before);
 
     // Withdraw: created and confirmed at Ping++, the user's link inside, no operator review.
     let asked = client.call(cash("w1", 1, 200)).await;
     let data = succeeded(&asked);
     let withdrawal = &data["pingpp_withdrawal"];
-    assert!(withdrawal["operation_url"].as_str().unwrap().starts_with("https://"));
+    assert!(withdrawal["operation_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://"));
     assert_eq!(withdrawal["channel"], "yeepay");
     assert_eq!(data["cash"]["status"], 1);
     assert_eq!(data["order"]["state"], 0);
@@ -218,10 +259,18 @@ async fn the_journey_opens_binds_deposits_and_withdraws_once_and_the_ledger_mirr
     assert_eq!(env.balance(1).await, 300);
     assert_eq!(env.system_balance("ewallet_withdrawals").await, 200);
     // An operator's decision does not exist here.
-    let approve = command("a1", "cash.approve", 99, json!({"cash": data["cash"]["id"], "remark": "x"}));
+    let approve = command(
+        "a1",
+        "cash.approve",
+        99,
+        json!({"cash": data["cash"]["id"], "remark": "x"}),
+    );
     assert_eq!(code(&client.call(approve).await), "custody_mode");
 
-    let (event, _) = fake.signed_event("withdrawal.succeeded", fake.succeed_withdrawal(&withdrawal_id));
+    let (event, _) = fake.signed_event(
+        "withdrawal.succeeded",
+        fake.succeed_withdrawal(&withdrawal_id),
+    );
     client.enqueue_pingpp_event(&event).await;
     env.wait_for_count(
         &format!("SELECT count(*) FROM wallet_orders WHERE id = {cash_order} AND state = 1"),
@@ -238,17 +287,43 @@ async fn the_journey_opens_binds_deposits_and_withdraws_once_and_the_ledger_mirr
     assert_eq!(got["ledger_balance"], 300);
     assert_eq!(got["user"]["available_balance"], 300);
     assert_eq!(got["difference"], 0);
+
+    // The older wallet's charge records show the deposit and the withdrawal.
+    let charges = client
+        .call(command("c1", "charges.list", 1, json!({})))
+        .await;
+    let records = succeeded(&charges).as_array().unwrap().clone();
+    assert_eq!(records.len(), 2, "{charges}");
+    let deposit_record = records.iter().find(|r| r["action"] == 1).unwrap();
+    assert_eq!(deposit_record["channel"], "yeepay");
+    assert_eq!(deposit_record["charge_id"], deposit_id.as_str());
+    assert_eq!(deposit_record["status"], 1);
+    let cash_record = records.iter().find(|r| r["action"] == 2).unwrap();
+    assert_eq!(cash_record["charge_id"], withdrawal_id.as_str());
+    assert_eq!(cash_record["account"], "user_1");
+
     assert!(env.audit().await.ok);
+    let audit = crate::support::pluspay(&["audit"], &env.process_env()).await;
+    assert!(
+        audit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&audit.stdout)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_applications_expired_deposits_and_canceled_withdrawals_move_nothing() {
     let (mut env, fake, mut client, _worker) = start().await;
-    let mut accounts = client.watch(&client.names.events_exchange, "account.#").await;
+    let mut accounts = client
+        .watch(&client.names.events_exchange, "account.#")
+        .await;
 
     // Refused: account.refused, and the user may apply again with a new command.
     let first = client.call(open("open-2", 2)).await;
-    let id = succeeded(&first)["cus_application"]["id"].as_str().unwrap().to_owned();
+    let id = succeeded(&first)["cus_application"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (event, _) = fake.signed_event(
         "cus_application.failed",
         fake.fail_cus_application(&id, "身份信息校验失败"),
@@ -257,12 +332,21 @@ async fn refused_applications_expired_deposits_and_canceled_withdrawals_move_not
     let refused = next_event(&mut accounts).await;
     assert_eq!(refused["type"], "account.refused");
     assert_eq!(refused["data"]["cus_application"]["status"], "failed");
-    assert_eq!(code(&client.call(deposit("d2", 2, 100)).await), "account_not_open");
+    assert_eq!(
+        code(&client.call(deposit("d2", 2, 100)).await),
+        "account_not_open"
+    );
     let again = client.call(open("open-2b", 2)).await;
-    let second = succeeded(&again)["cus_application"]["id"].as_str().unwrap().to_owned();
+    let second = succeeded(&again)["cus_application"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_ne!(second, id);
     assert_eq!(fake.cus_applications().len(), 2);
-    let (event, _) = fake.signed_event("cus_application.succeeded", fake.succeed_cus_application(&second));
+    let (event, _) = fake.signed_event(
+        "cus_application.succeeded",
+        fake.succeed_cus_application(&second),
+    );
     client.enqueue_pingpp_event(&event).await;
     assert_eq!(next_event(&mut accounts).await["type"], "account.opened");
 
@@ -286,7 +370,12 @@ async fn refused_applications_expired_deposits_and_canceled_withdrawals_move_not
     let paid_order = data["order"]["id"].as_i64().unwrap();
     fake.pay_deposit(data["deposit"]["id"].as_str().unwrap());
     let retrieved = client
-        .call(command("r4", "recharge.retrieve", 2, json!({"order": paid_order})))
+        .call(command(
+            "r4",
+            "recharge.retrieve",
+            2,
+            json!({"order": paid_order}),
+        ))
         .await;
     assert_eq!(succeeded(&retrieved)["order"]["state"], 1);
     assert_eq!(env.balance(2).await, 900);
@@ -298,7 +387,10 @@ async fn refused_applications_expired_deposits_and_canceled_withdrawals_move_not
     assert_eq!(fake_balance(&fake, 2).await, 500);
     let withdrawal_id = data["pingpp_withdrawal"]["id"].as_str().unwrap().to_owned();
     let cash_id = data["cash"]["id"].as_i64().unwrap();
-    let (event, _) = fake.signed_event("withdrawal.canceled", fake.cancel_withdrawal(&withdrawal_id));
+    let (event, _) = fake.signed_event(
+        "withdrawal.canceled",
+        fake.cancel_withdrawal(&withdrawal_id),
+    );
     client.enqueue_pingpp_event(&event).await;
     env.wait_for_count(
         &format!("SELECT count(*) FROM cashes WHERE id = {cash_id} AND status = 2"),
@@ -321,9 +413,19 @@ async fn ping_plus_plus_down_at_each_step_delays_and_never_doubles() {
     fake.fail_next_on("POST", &format!("{apps}/users"), 4, 503);
     fake.lose_next_answers_on("POST", "cus_applications", 1);
     let opened = client.call(open("open-3", 3)).await;
-    let id = succeeded(&opened)["cus_application"]["id"].as_str().unwrap().to_owned();
-    assert_eq!(fake.cus_applications().len(), 1, "a lost answer is retried with the same order_no");
-    let (event, _) = fake.signed_event("cus_application.succeeded", fake.succeed_cus_application(&id));
+    let id = succeeded(&opened)["cus_application"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        fake.cus_applications().len(),
+        1,
+        "a lost answer is retried with the same order_no"
+    );
+    let (event, _) = fake.signed_event(
+        "cus_application.succeeded",
+        fake.succeed_cus_application(&id),
+    );
     client.enqueue_pingpp_event(&event).await;
     wait_for_application(&mut client, 3, "succeeded").await;
 
@@ -337,7 +439,8 @@ async fn ping_plus_plus_down_at_each_step_delays_and_never_doubles() {
         fake.pay_deposit(data["deposit"]["id"].as_str().unwrap()),
     );
     client.enqueue_pingpp_event(&event).await;
-    env.wait_for_count("SELECT count(*) FROM journal WHERE kind = 'deposit'", 1).await;
+    env.wait_for_count("SELECT count(*) FROM journal WHERE kind = 'deposit'", 1)
+        .await;
 
     fake.fail_next_on("PUT", "withdrawals", 4, 502);
     fake.lose_next_answers_on("POST", "withdrawals", 1);
@@ -406,11 +509,21 @@ async fn bad_input_is_refused_field_by_field_before_any_call() {
         assert!(errors.contains_key(field), "{bad}");
     }
     assert!(!bad.to_string().contains("110101199003074515"));
-    let link = command("b2", "account.cards", 5, json!({"return_url": "ftp://example.com"}));
+    let link = command(
+        "b2",
+        "account.cards",
+        5,
+        json!({"return_url": "ftp://example.com"}),
+    );
     assert_eq!(code(&client.call(link).await), "invalid_return_url");
     let pic = command("b3", "upload_pic", 5, json!({"pic": "not base64!"}));
     assert_eq!(code(&client.call(pic).await), "invalid_pic");
-    let large = command("b4", "upload_pic", 5, json!({"pic": "A".repeat(3 * 1024 * 1024)}));
+    let large = command(
+        "b4",
+        "upload_pic",
+        5,
+        json!({"pic": "A".repeat(3 * 1024 * 1024)}),
+    );
     assert_eq!(code(&client.call(large).await), "pic_too_large");
     let card = command("b5", "card_bin", 5, json!({"account": "1234"}));
     assert_eq!(code(&client.call(card).await), "invalid_account");
@@ -423,9 +536,17 @@ async fn bad_input_is_refused_field_by_field_before_any_call() {
 
     // The helpers answer in Ping++'s words.
     let uploaded = client
-        .call(command("h1", "upload_pic", 5, json!({"pic": "aGVsbG8gcGljdHVyZQ=="})))
+        .call(command(
+            "h1",
+            "upload_pic",
+            5,
+            json!({"pic": "aGVsbG8gcGljdHVyZQ=="}),
+        ))
         .await;
-    assert!(succeeded(&uploaded)["media_url"].as_str().unwrap().starts_with("http"));
+    assert!(succeeded(&uploaded)["media_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("http"));
     let bin = client
         .call(command("h2", "card_bin", 5, json!({"account": CARD})))
         .await;
@@ -492,7 +613,8 @@ async fn personal_data_reaches_no_log_table_header_or_message() {
     let mut env = TestEnv::new().await;
     let fake = env.with_fake_pingpp().await;
     custody_mode(&mut env.settings);
-    let log_path = std::env::temp_dir().join(format!("custody-{}.log", uuid::Uuid::new_v4().simple()));
+    let log_path =
+        std::env::temp_dir().join(format!("custody-{}.log", uuid::Uuid::new_v4().simple()));
     let log = std::fs::File::create(&log_path).unwrap();
     let mut process_env = env.process_env();
     let pingpp = &env.settings.pingpp;
@@ -526,23 +648,42 @@ async fn personal_data_reaches_no_log_table_header_or_message() {
     fake.fail_next_on("POST", "cus_applications", 4, 503);
     fake.lose_next_answers_on("POST", "cus_applications", 1);
     let opened = client.call(open("open-6", 6)).await;
-    let id = succeeded(&opened)["cus_application"]["id"].as_str().unwrap().to_owned();
-    fake.error_next_on("POST", "cus_applications", 1, 400, "invalid_request_error", "证件信息有误");
+    let id = succeeded(&opened)["cus_application"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    fake.error_next_on(
+        "POST",
+        "cus_applications",
+        1,
+        400,
+        "invalid_request_error",
+        "证件信息有误",
+    );
     let refused = client.call(open("open-7", 7)).await;
     assert_eq!(code(&refused), "payment_provider_error");
     let wrong_mobile = json!({"id": "open-8", "type": "account.open", "user_id": 8, "data": {
         "cert_type": "1", "cert_name": NAME, "cert_number": ID_NUMBER, "mobile": "12"}});
     assert_eq!(code(&client.call(wrong_mobile).await), "invalid_mobile");
-    let bin = client.call(command("bin-6", "card_bin", 6, json!({"account": CARD}))).await;
+    let bin = client
+        .call(command("bin-6", "card_bin", 6, json!({"account": CARD})))
+        .await;
     succeeded(&bin);
     fake.fail_next_on("POST", "card_bin", 4, 500);
-    let bin = client.call(command("bin-7", "card_bin", 7, json!({"account": CARD}))).await;
+    let bin = client
+        .call(command("bin-7", "card_bin", 7, json!({"account": CARD})))
+        .await;
     succeeded(&bin);
-    let (event, _) = fake.signed_event("cus_application.succeeded", fake.succeed_cus_application(&id));
+    let (event, _) = fake.signed_event(
+        "cus_application.succeeded",
+        fake.succeed_cus_application(&id),
+    );
     client.enqueue_pingpp_event(&event).await;
     wait_for_application(&mut client, 6, "succeeded").await;
     succeeded(&client.call(deposit("d-6", 6, 100)).await);
-    let garbage = format!(r#"{{"id":"bad-1","type":"account.open","user_id":6,"data":{{"cert_number":"{ID_NUMBER}"}},}}"#);
+    let garbage = format!(
+        r#"{{"id":"bad-1","type":"account.open","user_id":6,"data":{{"cert_number":"{ID_NUMBER}"}},}}"#
+    );
     client.raw(garbage.as_bytes(), None).await;
     let dead = client.dead_letters(1).await;
     let headers = format!("{:?}", dead[0].properties.headers());
@@ -550,12 +691,18 @@ async fn personal_data_reaches_no_log_table_header_or_message() {
 
     worker.kill().await.unwrap();
     let logged = std::fs::read_to_string(&log_path).unwrap();
-    assert!(logged.contains("cus_application") || logged.contains("account.open"), "the log is the worker's");
+    assert!(
+        logged.contains("cus_application") || logged.contains("account.open"),
+        "the log is the worker's"
+    );
     let stored = everything_stored(&env).await;
     for secret in [ID_NUMBER, NAME, MOBILE, CARD] {
         assert!(!logged.contains(secret), "{secret} in the worker's log");
         assert!(!stored.contains(secret), "{secret} in the database");
-        assert!(!headers.contains(secret), "{secret} in a dead letter's headers");
+        assert!(
+            !headers.contains(secret),
+            "{secret} in a dead letter's headers"
+        );
     }
     // The fingerprints are keyed: a plain SHA-256 of the command, which a list of every
     // possible ID number would find, is not what is stored.

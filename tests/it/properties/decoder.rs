@@ -342,16 +342,22 @@ proptest! {
 proptest! {
     #![proptest_config(config(64))]
 
-    /// The size limit is exact: a command padded up to it decodes, one byte more does not.
+    /// The size limit is exact: a command padded up to its type's limit decodes, one byte more
+    /// does not.
     #[test]
     fn decode_size_limit_is_exact(command in arb_command(), over in -3i64..=3) {
+        let limit = command
+            .get("type")
+            .and_then(Value::as_str)
+            .and_then(CommandType::parse)
+            .map_or(MAX_MESSAGE_BYTES, CommandType::max_message_bytes);
         let text = render(&Value::Object(command), PLAIN);
-        let target = (MAX_MESSAGE_BYTES as i64 + over) as usize;
+        let target = (limit as i64 + over) as usize;
         let mut body = text.into_bytes();
         if body.len() > target {
             return Ok(());
         }
         body.resize(target, b' ');
-        prop_assert_eq!(decode(&body).is_ok(), body.len() <= MAX_MESSAGE_BYTES);
+        prop_assert_eq!(decode(&body).is_ok(), body.len() <= limit);
     }
 }
