@@ -13,10 +13,17 @@
 //!   of a user's e-wallet are the withdrawal endpoints here.
 //! - `account_requests.rs`: what we ask of the account system ([`CusApplicationRequest`],
 //!   [`DepositRequest`]), checked before sending; personal data is kept out of every message.
+//! - `merchants.rs`: the account system's endpoints for sub-merchants (sub_apps, enterprise and
+//!   micro merchant applications, settle accounts).
+//! - `merchant_requests.rs`: what we ask for them ([`SubAppRequest`],
+//!   [`MerchantApplicationRequest`], [`SettleAccountRequest`]), only the shapes sending needs
+//!   checked; personal data is kept out of every message.
 //! - `responses.rs`: whether what Ping++ answered is the object the endpoint promises.
 
 mod account_requests;
 mod accounts;
+mod merchant_requests;
+mod merchants;
 mod requests;
 mod responses;
 mod transport;
@@ -25,6 +32,9 @@ use reqwest::Method;
 use serde_json::Value;
 
 pub use account_requests::{CusApplicationRequest, DepositRequest};
+pub use merchant_requests::{
+    MerchantApplicationRequest, MerchantKind, SettleAccountRequest, SubAppRequest,
+};
 pub use requests::{ChargeRequest, RechargeObjectRequest, WithdrawalRequest, WithdrawalUpdate};
 pub use transport::{
     ClientConfig, PingppClient, DEFAULT_API_BASE, SIGNATURE_HEADER, TIMESTAMP_HEADER,
@@ -175,7 +185,7 @@ impl PingppClient {
     }
 
     /// `/v1/apps/{app}/{rest}`: where the app's own objects (recharges, withdrawals, users,
-    /// deposits) live.
+    /// deposits, sub_apps, merchant applications) live.
     fn app_path(&self, rest: &str) -> String {
         format!("/v1/apps/{}/{rest}", self.app_id())
     }

@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 
+use super::merchant_requests::MerchantKind;
 use crate::pingpp::error::PingppError;
 
 /// A 2xx answer that should be a withdrawal (with `expected_id`, when we asked for one).
@@ -74,6 +75,61 @@ pub(super) fn check_deposit(
                         && d.get("amount").and_then(Value::as_u64) == Some(amount)
                 })
         },
+    )
+}
+
+/// A 2xx answer that should be a sub_app (with `expected_id`, when we asked for one) tied to
+/// `expected_user`, when we made it. Ping++ may give the user expanded (an object) or as its id.
+pub(super) fn check_sub_app(
+    sub_app: Value,
+    expected_id: Option<&str>,
+    expected_user: Option<&str>,
+) -> Result<Value, PingppError> {
+    check_object(
+        sub_app,
+        "sub_app",
+        "a sub_app of the user sent",
+        expected_id,
+        |s| {
+            let user = match s.get("user") {
+                Some(Value::String(id)) => Some(id.as_str()),
+                Some(user) => user.get("id").and_then(Value::as_str),
+                None => None,
+            };
+            user.is_some() && expected_user.is_none_or(|e| user == Some(e))
+        },
+    )
+}
+
+/// A 2xx answer that should be a merchant application of `kind` with a status (and
+/// `expected_order_no`, when we made it).
+pub(super) fn check_merchant_application(
+    application: Value,
+    kind: MerchantKind,
+    expected_id: Option<&str>,
+    expected_order_no: Option<&str>,
+) -> Result<Value, PingppError> {
+    check_object(
+        application,
+        kind.object(),
+        &format!("a {} with a status and the order_no sent", kind.object()),
+        expected_id,
+        |a| {
+            a.get("status").and_then(Value::as_str).is_some()
+                && expected_order_no
+                    .is_none_or(|o| a.get("order_no").and_then(Value::as_str) == Some(o))
+        },
+    )
+}
+
+/// A 2xx answer that should be a settle account with its (masked) recipient.
+pub(super) fn check_settle_account(account: Value) -> Result<Value, PingppError> {
+    check_object(
+        account,
+        "settle_account",
+        "a settle_account with a recipient",
+        None,
+        |a| a.get("recipient").is_some_and(Value::is_object),
     )
 }
 

@@ -2,7 +2,8 @@
 //! with the merchant's key when one is configured, a timeout per attempt, retries with
 //! exponential backoff and jitter for transient failures only, the sorting of every answer into
 //! a value or a [`PingppError`], and the secret key cut out of anything passed on. Endpoints go
-//! through [`PingppClient::call`], which also counts each call in the metrics.
+//! through [`PingppClient::call`] (or [`PingppClient::call_once`] for the creates Ping++ refuses
+//! to see twice), which also counts each call in the metrics.
 
 use std::fmt;
 use std::future::Future;
@@ -133,6 +134,9 @@ impl fmt::Debug for PingppClient {
 struct Failure {
     error: PingppError,
     retry: bool,
+    /// The request certainly did not take effect (no connection was made, or Ping++ turned it
+    /// away as rate limited): even a request that must not be repeated may be sent again.
+    unsent: bool,
     retry_after: Option<Duration>,
 }
 
@@ -144,14 +148,16 @@ impl Failure {
         Box::new(Failure {
             error,
             retry: false,
+            unsent: false,
             retry_after: None,
         })
     }
 
-    fn transient(message: String, retry_after: Option<Duration>) -> Box<Self> {
+    fn transient(message: String, retry_after: Option<Duration>, unsent: bool) -> Box<Self> {
         Box::new(Failure {
             error: PingppError::Transient(message),
             retry: true,
+            unsent,
             retry_after,
         })
     }
@@ -236,6 +242,26 @@ impl PingppClient {
         .await
     }
 
+    /// As [`PingppClient::call`], for a create Ping++ refuses to see again under the same
+    /// order number even unchanged (merchant applications): a retry of one that took effect
+    /// but whose answer was lost would come back as a refusal of the used number, and the
+    /// caller would take an application that exists for one that was refused. So it is sent
+    /// again only when it certainly did not arrive (no connection, rate limited); any other
+    /// failure is a [`PingppError::Transient`] meaning "it may or may not exist".
+    pub(super) async fn call_once(
+        &self,
+        endpoint: &'static str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        check: impl FnOnce(Value) -> Result<Value, PingppError>,
+    ) -> Result<Value, PingppError> {
+        metered(endpoint, async {
+            self.send(method, path, body, false).await.and_then(check)
+        })
+        .await
+    }
+
     /// Sends one API request and returns Ping++'s JSON answer: authenticates, signs (with a
     /// fresh timestamp each attempt) when a merchant key is set, and retries with exponential
     /// backoff and jitter on connection errors, timeouts, 5xx and rate limiting (429, 403).
@@ -248,6 +274,18 @@ impl PingppClient {
         method: Method,
         path: &str,
         body: Option<&Value>,
+    ) -> Result<Value, PingppError> {
+        self.send(method, path, body, true).await
+    }
+
+    /// [`PingppClient::request`]; unless `repeatable`, a transient failure is retried only if
+    /// the request certainly did not take effect.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        repeatable: bool,
     ) -> Result<Value, PingppError> {
         if !path.starts_with('/') {
             return Err(PingppError::InvalidInput(format!(
@@ -275,7 +313,7 @@ impl PingppClient {
         let max_delay = self.max_delay;
         let result = (|| self.attempt(&method, &url, &uri, &body, &attempts))
             .retry(backoff)
-            .when(|failure| failure.retry)
+            .when(|failure| failure.retry && (repeatable || failure.unsent))
             // Honour Ping++'s Retry-After, within our own ceiling.
             .adjust(|failure, delay| {
                 delay.map(|d| match failure.retry_after {
@@ -356,7 +394,12 @@ impl PingppClient {
         } else {
             "request failed".to_owned()
         };
-        Failure::transient(format!("{what}: {}", self.scrub(&chain(error))), None)
+        // Without a connection nothing reached Ping++.
+        Failure::transient(
+            format!("{what}: {}", self.scrub(&chain(error))),
+            None,
+            error.is_connect(),
+        )
     }
 
     fn classify(&self, status: StatusCode, bytes: &[u8], retry_after: Option<Duration>) -> Attempt {
@@ -382,6 +425,7 @@ impl PingppClient {
             return Err(Failure::transient(
                 format!("HTTP {} {detail}", status.as_u16()),
                 retry_after,
+                rate_limited,
             ));
         }
         Err(Failure::fatal(match error {
@@ -505,6 +549,12 @@ mod tests {
                 .classify(status, b"<html>", Some(Duration::from_secs(1)))
                 .unwrap_err();
             assert!(failure.retry && failure.error.is_transient(), "{status}");
+            // Only a rate-limited request is known not to have taken effect.
+            assert_eq!(
+                failure.unsent,
+                matches!(status.as_u16(), 429 | 403),
+                "{status}"
+            );
             assert_eq!(failure.retry_after, Some(Duration::from_secs(1)));
         }
         for (status, body) in [(404, &b"<html>"[..]), (200, b"not json"), (302, b"")] {
