@@ -15,6 +15,7 @@ mod events;
 mod metrics;
 mod pingpp_accounts_client;
 mod pingpp_client;
+mod pingpp_merchants_client;
 mod properties;
 mod recharge;
 mod recharge_object;

@@ -52,7 +52,7 @@ pub(super) fn accounts_route(
 }
 
 /// One path segment.
-fn is_plain(segment: &str) -> bool {
+pub(super) fn is_plain(segment: &str) -> bool {
     !segment.is_empty() && !segment.contains('/')
 }
 
@@ -90,7 +90,10 @@ pub(super) fn json_object(body: &[u8], allowed: &[&str]) -> Result<Map<String, V
 }
 
 /// A required string that is not empty.
-fn required<'a>(request: &'a Map<String, Value>, name: &str) -> Result<&'a str, Refusal> {
+pub(super) fn required<'a>(
+    request: &'a Map<String, Value>,
+    name: &str,
+) -> Result<&'a str, Refusal> {
     match request.get(name) {
         None | Some(Value::Null) => Err(invalid(format!("缺少参数: {name}"), name)),
         Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),

@@ -7,18 +7,20 @@
 //!
 //! Here are the handle tests drive it with, the server loop and the routing; `charges`,
 //! `recharges` (recharge objects), `withdrawals`, `accounts` (the account system's users and
-//! their applications), `deposits` and `lists` answer their endpoints, and `keys` holds the key
-//! pairs and the checks of a request's API key and signature.
+//! their applications), `merchants` (sub-merchants, their applications and settle accounts),
+//! `deposits` and `lists` answer their endpoints, and `keys` holds the key pairs and the checks
+//! of a request's API key and signature.
 
 mod accounts;
 mod charges;
 mod deposits;
 mod keys;
 mod lists;
+mod merchants;
 mod recharges;
 mod withdrawals;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -51,6 +53,7 @@ use deposits::deposits_route;
 pub use keys::generate_test_keys;
 use keys::{authenticate, check_signature, webhook_keys};
 use lists::{list_objects, List};
+use merchants::{merchants_route, settle_accounts_route};
 use recharges::recharges_route;
 
 pub const SECRET_KEY: &str = "sk_test_fakeK0mP9aZ1bQ8xW2cN7rT4";
@@ -138,9 +141,31 @@ struct State {
     /// Confirmed withdrawals of account-system users, whose amount is held off the balance
     /// until they fail or are canceled: withdrawal id → (user, amount).
     withdrawal_holds: HashMap<String, (String, u64)>,
+    /// Sub-merchants by id, their business user kept as its id (see [`State::sub_app`]).
+    sub_apps: HashMap<String, Value>,
+    /// Sub_app ids in creation order.
+    sub_app_order: Vec<String>,
+    /// Business user id → their sub_app's id: one sub_app per user.
+    sub_app_by_user: HashMap<String, String>,
+    /// Enterprise and micro merchant applications by id, as answered (no personal data).
+    merchant_applications: HashMap<String, Value>,
+    /// Merchant application ids in creation order.
+    merchant_application_order: Vec<String>,
+    /// Every order_no a merchant application was made under: never taken again.
+    merchant_application_order_nos: HashSet<String>,
+    /// Sub-merchants' settle accounts, as answered (account numbers masked).
+    settle_accounts: Vec<Value>,
 }
 
 impl State {
+    /// A sub_app as Ping++ shows it: with its business user as it is now.
+    fn sub_app(&self, id: &str) -> Option<Value> {
+        let mut sub_app = self.sub_apps.get(id)?.clone();
+        let user = sub_app["user"].as_str()?.to_owned();
+        sub_app["user"] = self.users.get(&user)?.clone();
+        Some(sub_app)
+    }
+
     /// A recharge object as Ping++ shows it: with its charge as it is now.
     fn recharge(&self, id: &str) -> Option<Value> {
         let mut recharge = self.recharges.get(id)?.clone();
@@ -836,6 +861,15 @@ fn route(shared: &Shared, method: &Method, path: &str, uri: &str, body: &[u8]) -
             }
             Some("deposits") if app == Some(APP_ID) => {
                 return deposits_route(shared, method, tail, body)
+            }
+            Some(c @ ("sub_apps" | "mch_applications" | "micro_applications"))
+                if app == Some(APP_ID) =>
+            {
+                return merchants_route(shared, method, c, tail, body)
+            }
+            // A sub-merchant's own: `app` is its sub_app.
+            Some("settle_accounts") if tail.is_none() => {
+                return settle_accounts_route(shared, method, app.unwrap_or_default(), body)
             }
             _ => return recharges_route(shared, method, rest, body),
         }
