@@ -3,14 +3,16 @@
 -- e-wallet; the system accounts below say where the rest of the money is.
 
 -- Which custody this database keeps records for, pinned at the first start: a ledger kept for
--- one mode would be wrong read as the other. A database with history was kept for the
--- platform, the only mode before this one.
+-- one mode would be wrong read as the other. A database with any history (a command, an order,
+-- a journal) was kept for the platform, the only mode before this one.
 CREATE TABLE custody (
     only_row   boolean PRIMARY KEY DEFAULT true CHECK (only_row),
     mode       text NOT NULL CHECK (mode IN ('platform', 'pingpp')),
     created_at timestamptz NOT NULL DEFAULT now()
 );
-INSERT INTO custody (mode) SELECT 'platform' WHERE EXISTS (SELECT 1 FROM journal);
+INSERT INTO custody (mode) SELECT 'platform'
+    WHERE EXISTS (SELECT 1 FROM journal) OR EXISTS (SELECT 1 FROM wallet_orders)
+       OR EXISTS (SELECT 1 FROM commands);
 
 INSERT INTO accounts (kind, name, unit, may_go_negative) VALUES
     -- The world outside the users' e-wallets: deposits come from it, paid withdrawals go to it.

@@ -17,6 +17,7 @@ pub use crate::redact::redact_url;
 
 pub const DEFAULT_CONFIG_FILE: &str = "config/pluspay.toml";
 pub const MIN_FINGERPRINT_KEY_BYTES: usize = 32;
+pub const DEFAULT_MERCHANT_USER_ID_TEMPLATE: &str = "biz_{id}";
 
 #[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -108,6 +109,8 @@ pub struct PingppSettings {
     /// `extra[return_url]` of Ping++ withdrawals: where the user's cashier page returns to.
     /// Required when `pingpp.payout = "withdrawals"`.
     pub withdrawal_return_url: String,
+    /// The Ping++ business user id of our user `{id}`'s sub-merchant (`merchant.create`).
+    pub merchant_user_id_template: String,
     /// The server secret keying the fingerprints of commands that carry personal data (ID
     /// numbers, names, mobiles, card numbers), so the command log can't be brute-forced back
     /// to them. Required with `wallet.custody = "pingpp"`; at least 32 bytes; never changed
@@ -218,6 +221,7 @@ impl Default for PingppSettings {
             withdrawal_channel: crate::domain::cash::DEFAULT_WITHDRAWAL_CHANNEL.into(),
             withdrawal_return_url: String::new(),
             fingerprint_key: String::new(),
+            merchant_user_id_template: DEFAULT_MERCHANT_USER_ID_TEMPLATE.into(),
         }
     }
 }
@@ -331,6 +335,16 @@ impl Settings {
         }
         crate::domain::recharge_object::check_user_id_template(&self.pingpp.user_id_template)
             .map_err(|e| ConfigError::Invalid(format!("pingpp.user_id_template: {e}")))?;
+        crate::domain::recharge_object::check_user_id_template(
+            &self.pingpp.merchant_user_id_template,
+        )
+        .map_err(|e| ConfigError::Invalid(format!("pingpp.merchant_user_id_template: {e}")))?;
+        if self.pingpp.merchant_user_id_template == self.pingpp.user_id_template {
+            return invalid(
+                "pingpp.merchant_user_id_template must differ from pingpp.user_id_template: a \
+                 sub-merchant's business user is not the person's e-wallet user",
+            );
+        }
         crate::domain::cash::check_withdrawal_channel(&self.pingpp.withdrawal_channel)
             .map_err(|e| ConfigError::Invalid(format!("pingpp.withdrawal_channel: {e}")))?;
         if self.pingpp.payout == PayoutMode::Withdrawals

@@ -130,7 +130,8 @@ pub async fn insert_application(
 }
 
 /// Records what Ping++ says of an application (masked); `application` is `None` when Ping++
-/// refused to take it.
+/// refused to take it. A decided application never goes back to pending: an answer read
+/// before a webhook recorded the decision may arrive after it.
 pub async fn record_application(
     tx: &Transaction<'_>,
     id: i64,
@@ -143,9 +144,12 @@ pub async fn record_application(
     };
     tx.execute(
         &tx.prepare_cached(
-            "UPDATE cus_applications SET status = $2,
+            "UPDATE cus_applications SET
+                 status = CASE WHEN status <> 'pending' AND $2 = 'pending' THEN status ELSE $2 END,
                  application_id = COALESCE($3, application_id),
-                 application = COALESCE($4, application), updated_at = now()
+                 application = CASE WHEN status <> 'pending' AND $2 = 'pending' THEN application
+                                    ELSE COALESCE($4, application) END,
+                 updated_at = now()
              WHERE id = $1",
         )
         .await?,

@@ -105,6 +105,57 @@ pub async fn store(
     Ok(stored.remove(0))
 }
 
+/// The columns telling which progress table (of a command that calls Ping++ between its
+/// transactions) holds the command id `id` with fingerprint `fingerprint` (SQL expressions).
+fn holders(id: &str, fingerprint: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM recharges r WHERE r.command_id = {id}) AS held_by_recharge,
+         EXISTS (SELECT 1 FROM cash_payouts p
+                 WHERE p.command_id = {id} AND p.fingerprint <> {fingerprint})
+             AS held_by_other_payout,
+         EXISTS (SELECT 1 FROM deposits d WHERE d.command_id = {id}) AS held_by_deposit,
+         EXISTS (SELECT 1 FROM cus_applications a WHERE a.command_id = {id})
+             AS held_by_application,
+         EXISTS (SELECT 1 FROM sub_merchants m WHERE m.command_id = {id})
+             AS held_by_sub_merchant,
+         EXISTS (SELECT 1 FROM merchant_applications m WHERE m.command_id = {id})
+             AS held_by_merchant_application"
+    )
+}
+
+fn holder_of(row: &tokio_postgres::Row) -> Option<IdHolder> {
+    [
+        ("held_by_recharge", IdHolder::Recharge),
+        ("held_by_other_payout", IdHolder::PayoutWithOtherContent),
+        ("held_by_deposit", IdHolder::Deposit),
+        ("held_by_application", IdHolder::Application),
+        ("held_by_sub_merchant", IdHolder::SubMerchant),
+        (
+            "held_by_merchant_application",
+            IdHolder::MerchantApplication,
+        ),
+    ]
+    .into_iter()
+    .find(|(column, _)| row.get::<_, bool>(*column))
+    .map(|(_, holder)| holder)
+}
+
+/// Whether the command's id is held by another command in progress (the rule is
+/// `domain::command::held_by_another`): such a command must not begin at all.
+pub async fn held_by_another_command(
+    tx: &Transaction<'_>,
+    envelope: &Envelope,
+) -> Result<bool, EngineError> {
+    let sql = format!("SELECT {}", holders("$1", "$2"));
+    let row = tx
+        .query_one(
+            &tx.prepare_cached(&sql).await?,
+            &[&envelope.id, &envelope.fingerprint().as_slice()],
+        )
+        .await?;
+    Ok(holder_of(&row).is_some_and(|holder| held_by_another(envelope.kind, holder)))
+}
+
 /// Claims several distinct ids in one statement; the answer for each, in the order given. An id
 /// still held by a command in progress (the rule is `domain::command::held_by_another`) is
 /// answered `idempotency_conflict` and leaves no trace.
@@ -117,26 +168,17 @@ pub async fn claim_many(
     let users: Vec<i64> = envelopes.iter().map(|e| e.user_id).collect();
     let fingerprints: Vec<Vec<u8>> = envelopes.iter().map(|e| e.fingerprint().to_vec()).collect();
     // In id order, so two batches claiming the same ids (a redelivery) wait instead of deadlock.
-    let rows = tx
-        .query(
-            &tx.prepare_cached(
-                "INSERT INTO commands (id, type, user_id, fingerprint)
+    let sql = format!(
+        "INSERT INTO commands (id, type, user_id, fingerprint)
                  SELECT i, t, u, f FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[])
                      AS x(i, t, u, f) ORDER BY i
                  ON CONFLICT (id) DO NOTHING
-                 RETURNING id,
-                     EXISTS (SELECT 1 FROM recharges r WHERE r.command_id = commands.id)
-                         AS held_by_recharge,
-                     EXISTS (SELECT 1 FROM cash_payouts p
-                             WHERE p.command_id = commands.id
-                               AND p.fingerprint <> commands.fingerprint)
-                         AS held_by_other_payout,
-                     EXISTS (SELECT 1 FROM deposits d WHERE d.command_id = commands.id)
-                         AS held_by_deposit,
-                     EXISTS (SELECT 1 FROM cus_applications a WHERE a.command_id = commands.id)
-                         AS held_by_application",
-            )
-            .await?,
+                 RETURNING id, {holders}",
+        holders = holders("commands.id", "commands.fingerprint")
+    );
+    let rows = tx
+        .query(
+            &tx.prepare_cached(&sql).await?,
             &[&ids, &kinds, &users, &fingerprints],
         )
         .await?;
@@ -146,17 +188,7 @@ pub async fn claim_many(
     let mut held = Vec::new();
     for row in &rows {
         let id: String = row.get("id");
-        let holder = if row.get("held_by_recharge") {
-            Some(IdHolder::Recharge)
-        } else if row.get("held_by_other_payout") {
-            Some(IdHolder::PayoutWithOtherContent)
-        } else if row.get("held_by_deposit") {
-            Some(IdHolder::Deposit)
-        } else if row.get("held_by_application") {
-            Some(IdHolder::Application)
-        } else {
-            None
-        };
+        let holder = holder_of(row);
         let taken = holder.is_some_and(|holder| held_by_another(kind_of[id.as_str()], holder));
         if taken {
             held.push(id.clone());

@@ -100,6 +100,9 @@ pub struct ForEvent {
     pub order_id: i64,
     /// `None` while the recharge command has not recorded the deposit yet.
     pub deposit_id: Option<String>,
+    /// The recharge command has its result: without the deposit recorded, it could not learn
+    /// what Ping++ made, and the event completes the order instead.
+    pub concluded: bool,
 }
 
 pub async fn for_event(
@@ -110,9 +113,10 @@ pub async fn for_event(
     let row = tx
         .query_opt(
             &tx.prepare_cached(
-                "SELECT order_id, deposit_id FROM deposits
-                 WHERE deposit_id = $1 OR order_no = $2
-                 ORDER BY deposit_id = $1 DESC NULLS LAST LIMIT 1",
+                "SELECT d.order_id, d.deposit_id, c.result IS NOT NULL AS concluded
+                 FROM deposits d LEFT JOIN commands c ON c.id = d.command_id
+                 WHERE d.deposit_id = $1 OR d.order_no = $2
+                 ORDER BY d.deposit_id = $1 DESC NULLS LAST LIMIT 1",
             )
             .await?,
             &[&deposit_id, &order_no],
@@ -121,6 +125,7 @@ pub async fn for_event(
     Ok(row.map(|row| ForEvent {
         order_id: row.get("order_id"),
         deposit_id: row.get("deposit_id"),
+        concluded: row.get::<_, Option<bool>>("concluded").unwrap_or(false),
     }))
 }
 
@@ -131,6 +136,8 @@ pub struct LockedDeposit {
     pub amount: i64,
     pub state: OrderState,
     pub order_no: String,
+    /// The Ping++ user the deposit was asked for.
+    pub pingpp_user: String,
     pub deposit_id: Option<String>,
     pub order: Value,
 }
@@ -144,7 +151,7 @@ pub async fn lock_for_completion(
         .query_opt(
             &tx.prepare_cached(
                 "SELECT o.owner_id, o.amount, o.state, d.order_no, d.deposit_id,
-                    order_json(o) AS json
+                    d.request ->> 'user' AS pingpp_user, order_json(o) AS json
                  FROM wallet_orders o JOIN deposits d ON d.order_id = o.id
                  WHERE o.id = $1 FOR UPDATE OF o",
             )
@@ -158,6 +165,7 @@ pub async fn lock_for_completion(
             amount: row.get("amount"),
             state: super::order_state(row.get("state"))?,
             order_no: row.get("order_no"),
+            pingpp_user: row.get("pingpp_user"),
             deposit_id: row.get("deposit_id"),
             order: row.get("json"),
         })

@@ -54,6 +54,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0008_charge_records.sql",
         sql: include_str!("../../migrations/0008_charge_records.sql"),
     },
+    Migration {
+        version: 9,
+        name: "0009_merchants.sql",
+        sql: include_str!("../../migrations/0009_merchants.sql"),
+    },
 ];
 
 /// An arbitrary constant shared by every pluspay instance.

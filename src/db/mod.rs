@@ -14,6 +14,7 @@ pub mod commands;
 pub mod custody;
 pub mod deposits;
 pub mod ledger;
+pub mod merchants;
 pub mod migrate;
 pub mod orders;
 pub mod pingpp_events;

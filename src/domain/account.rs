@@ -261,13 +261,15 @@ pub fn may_apply(latest: Option<ApplicationStatus>) -> Result<(), Rejection> {
 }
 
 /// Fields of Ping++'s objects that hold personal data.
-const PERSONAL_FIELDS: [&str; 6] = [
+const PERSONAL_FIELDS: [&str; 8] = [
     "cert_name",
     "cert_number",
     "mobile",
     "name",
     "account",
     "id_number",
+    "email",
+    "address",
 ];
 
 /// Masks the personal data in a Ping++ object before pluspay keeps or passes it on: Ping++
@@ -291,6 +293,25 @@ fn mask_within(value: &mut Value, everything: bool) {
         }
         Value::Array(items) => items.iter_mut().for_each(|v| mask_within(v, everything)),
         _ => {}
+    }
+}
+
+/// Ping++'s words with every value of `personal` in them masked: a refusal may quote what was
+/// sent (a name, an ID or card number), and it is kept and passed on.
+pub fn scrub(text: &str, personal: &[&str]) -> String {
+    let mut text = text.to_owned();
+    for value in personal.iter().filter(|v| v.chars().count() >= 2) {
+        text = text.replace(value, &masked(value));
+    }
+    text
+}
+
+/// Masks the messages of a rejection as [`scrub`] does.
+pub fn scrub_rejection(rejection: &mut super::outcome::Rejection, personal: &[&str]) {
+    for messages in rejection.errors.values_mut() {
+        for message in messages.iter_mut() {
+            *message = scrub(message, personal);
+        }
     }
 }
 
@@ -393,6 +414,18 @@ mod tests {
         assert_eq!(application["identity_info"]["real_name"], "李*");
         assert_eq!(application["status"], "pending");
     }
+
+    #[test]
+    fn refusals_quoting_what_was_sent_are_scrubbed() {
+        let said = scrub(
+            "证件号 110101199003074514 与姓名 张三丰 不符",
+            &[ID_OK, "张三丰"],
+        );
+        assert!(!said.contains(ID_OK) && !said.contains("张三丰"), "{said}");
+        assert!(said.contains("110"), "{said}");
+    }
+
+    const ID_OK: &str = "110101199003074514";
 
     #[test]
     fn one_application_at_a_time() {

@@ -10,8 +10,9 @@ use sha2::{Digest, Sha256};
 /// Larger messages are refused unread: no wallet command but `upload_pic` needs more.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// The largest `upload_pic` message read: room for `wallet.pic_max_bytes` at its largest
-/// ([`crate::domain::account::MAX_PIC_BYTES`]) in base64.
-pub const MAX_PICTURE_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// ([`crate::domain::account::MAX_PIC_BYTES`], 3 MiB, which is 4 MiB in base64) and the rest of
+/// the command.
+pub const MAX_PICTURE_MESSAGE_BYTES: usize = 5 * 1024 * 1024;
 pub const MAX_ID_LEN: usize = 128;
 
 /// The command types of docs/CONTRACT.md §1, which are also their routing keys.
@@ -37,10 +38,15 @@ pub enum CommandType {
     AccountCards,
     UploadPic,
     CardBin,
+    MerchantCreate,
+    MerchantGet,
+    MerchantApply,
+    MerchantApplicationGet,
+    MerchantSettleAccount,
 }
 
 impl CommandType {
-    pub const ALL: [CommandType; 20] = [
+    pub const ALL: [CommandType; 25] = [
         CommandType::Recharge,
         CommandType::RechargeRetrieve,
         CommandType::Cash,
@@ -61,6 +67,11 @@ impl CommandType {
         CommandType::AccountCards,
         CommandType::UploadPic,
         CommandType::CardBin,
+        CommandType::MerchantCreate,
+        CommandType::MerchantGet,
+        CommandType::MerchantApply,
+        CommandType::MerchantApplicationGet,
+        CommandType::MerchantSettleAccount,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -85,6 +96,11 @@ impl CommandType {
             CommandType::AccountCards => "account.cards",
             CommandType::UploadPic => "upload_pic",
             CommandType::CardBin => "card_bin",
+            CommandType::MerchantCreate => "merchant.create",
+            CommandType::MerchantGet => "merchant.get",
+            CommandType::MerchantApply => "merchant.apply",
+            CommandType::MerchantApplicationGet => "merchant.application.get",
+            CommandType::MerchantSettleAccount => "merchant.settle_account",
         }
     }
 
@@ -97,7 +113,11 @@ impl CommandType {
     pub fn carries_personal_data(self) -> bool {
         matches!(
             self,
-            CommandType::AccountOpen | CommandType::UploadPic | CommandType::CardBin
+            CommandType::AccountOpen
+                | CommandType::UploadPic
+                | CommandType::CardBin
+                | CommandType::MerchantApply
+                | CommandType::MerchantSettleAccount
         )
     }
 
@@ -133,6 +153,10 @@ pub enum IdHolder {
     Deposit,
     /// A personal account application in progress (`cus_applications`).
     Application,
+    /// A sub-merchant being created (`sub_merchants`).
+    SubMerchant,
+    /// A merchant application in progress (`merchant_applications`).
+    MerchantApplication,
 }
 
 /// Whether an id held so is taken for a command of `kind`: only a redelivery of the recharge
@@ -144,6 +168,8 @@ pub fn held_by_another(kind: CommandType, holder: IdHolder) -> bool {
         IdHolder::Recharge | IdHolder::Deposit => kind != CommandType::Recharge,
         IdHolder::PayoutWithOtherContent => true,
         IdHolder::Application => kind != CommandType::AccountOpen,
+        IdHolder::SubMerchant => kind != CommandType::MerchantCreate,
+        IdHolder::MerchantApplication => kind != CommandType::MerchantApply,
     }
 }
 

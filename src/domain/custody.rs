@@ -44,9 +44,16 @@ impl Custody {
         use CommandType::*;
         match kind {
             Transfer | Reward | Transform | CashApprove | CashReject => self == Custody::Platform,
-            AccountOpen | AccountGet | AccountCards | UploadPic | CardBin => {
-                self == Custody::Pingpp
-            }
+            AccountOpen
+            | AccountGet
+            | AccountCards
+            | UploadPic
+            | CardBin
+            | MerchantCreate
+            | MerchantGet
+            | MerchantApply
+            | MerchantApplicationGet
+            | MerchantSettleAccount => self == Custody::Pingpp,
             Recharge | RechargeRetrieve | Cash | CashRetrieve | OrdersList | OrdersGet
             | CashesList | WalletGet | ChargesList | ChargesGet => true,
         }

@@ -73,8 +73,15 @@ pub struct DepositFacts {
     pub state: DepositState,
 }
 
-/// Reads a deposit object; `Err` for anything that is not a readable one.
-pub fn facts(deposit: &Value) -> Result<DepositFacts, String> {
+/// How long past its link's lifetime an unpaid deposit is still taken as payable: Ping++'s
+/// clock and ours may disagree.
+pub const EXPIRY_MARGIN_SECS: i64 = 600;
+pub const MSG_EXPIRED: &str = "充值链接已过期";
+
+/// Reads a deposit object; `Err` for anything that is not a readable one. One still unpaid
+/// long after its payment link expired (`created` + 15 minutes, with a margin, before `now`)
+/// has failed: a new recharge makes a new link. Paid after all, it is credited late.
+pub fn facts(deposit: &Value, now: i64) -> Result<DepositFacts, String> {
     if deposit.get("object").and_then(Value::as_str) != Some("deposit") {
         return Err("not a deposit object".into());
     }
@@ -99,6 +106,17 @@ pub fn facts(deposit: &Value) -> Result<DepositFacts, String> {
                 .to_owned(),
         },
         other => return Err(format!("unknown deposit status {other:?}")),
+    };
+    let created = deposit.get("created").and_then(Value::as_i64);
+    let state = match (state, created) {
+        (DepositState::Waiting, Some(created))
+            if created + PAYMENT_LINK_LIFETIME_SECS + EXPIRY_MARGIN_SECS < now =>
+        {
+            DepositState::Failed {
+                reason: MSG_EXPIRED.into(),
+            }
+        }
+        (state, _) => state,
     };
     Ok(DepositFacts {
         id: text("id")?,
@@ -155,21 +173,26 @@ mod tests {
     fn deposit_states() {
         let deposit = |status: &str| {
             json!({"object": "deposit", "id": "601", "order_no": "d1", "amount": 5,
-                   "user": "u1", "status": status, "failure_msg": null})
+                   "user": "u1", "status": status, "failure_msg": null, "created": 1000})
         };
-        assert_eq!(
-            facts(&deposit("created")).unwrap().state,
-            DepositState::Waiting
-        );
-        assert_eq!(
-            facts(&deposit("succeeded")).unwrap().state,
-            DepositState::Succeeded
-        );
+        let now = 1000 + PAYMENT_LINK_LIFETIME_SECS;
+        let state = |status: &str, at: i64| facts(&deposit(status), at).unwrap().state;
+        assert_eq!(state("created", now), DepositState::Waiting);
+        assert_eq!(state("succeeded", now), DepositState::Succeeded);
         assert!(matches!(
-            facts(&deposit("canceled")).unwrap().state,
+            state("canceled", now),
             DepositState::Failed { .. }
         ));
-        assert!(facts(&deposit("weird")).is_err());
-        assert!(facts(&json!({"object": "charge"})).is_err());
+        // Unpaid long after its link expired: failed; paid, it stays paid.
+        let later = now + EXPIRY_MARGIN_SECS + 1;
+        assert_eq!(
+            state("created", later),
+            DepositState::Failed {
+                reason: MSG_EXPIRED.into()
+            }
+        );
+        assert_eq!(state("succeeded", later), DepositState::Succeeded);
+        assert!(facts(&deposit("weird"), now).is_err());
+        assert!(facts(&json!({"object": "charge"}), now).is_err());
     }
 }

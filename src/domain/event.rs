@@ -40,6 +40,9 @@ pub enum EventAction {
     CompleteDeposit(Value),
     /// Record the decision on this personal account application (opened or refused).
     DecideApplication(Value),
+    /// Record the decision on this sub-merchant's application (`mch_application` or
+    /// `micro_application`).
+    DecideMerchantApplication(Value),
     /// Nothing to do but remember it was received.
     Record,
 }
@@ -50,6 +53,14 @@ pub const DEPOSIT_EVENTS: [&str; 3] = ["deposit.succeeded", "deposit.failed", "d
 
 /// The application events that open an e-wallet or refuse it.
 pub const APPLICATION_EVENTS: [&str; 2] = ["cus_application.succeeded", "cus_application.failed"];
+
+/// The merchant application events that open a sub-merchant or refuse it.
+pub const MERCHANT_APPLICATION_EVENTS: [&str; 4] = [
+    "mch_application.succeeded",
+    "mch_application.failed",
+    "micro_application.succeeded",
+    "micro_application.failed",
+];
 
 /// The withdrawal events that settle a cash record.
 pub const WITHDRAWAL_EVENTS: [&str; 3] = [
@@ -107,6 +118,11 @@ impl PingppEvent {
         }
         if APPLICATION_EVENTS.contains(&self.kind.as_str()) && object == Some("cus_application") {
             return EventAction::DecideApplication(self.object.clone());
+        }
+        if MERCHANT_APPLICATION_EVENTS.contains(&self.kind.as_str())
+            && matches!(object, Some("mch_application" | "micro_application"))
+        {
+            return EventAction::DecideMerchantApplication(self.object.clone());
         }
         if let Some(withdrawal) = self.withdrawal() {
             return if WITHDRAWAL_EVENTS.contains(&self.kind.as_str()) {

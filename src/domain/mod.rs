@@ -8,6 +8,7 @@ pub mod custody;
 pub mod deposit;
 pub mod event;
 pub mod ledger;
+pub mod merchant;
 pub mod order;
 pub mod outcome;
 pub mod policy;

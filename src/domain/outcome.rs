@@ -95,6 +95,28 @@ pub enum Code {
     PicTooLarge,
     /// The deposit Ping++ returned disagrees with the order.
     DepositMismatch,
+    /// `display_name` is not 2 to 50 characters.
+    InvalidDisplayName,
+    /// `kind` is neither `enterprise` nor `micro`.
+    InvalidMerchantKind,
+    /// A field of a merchant application is missing, too long, not one of its words, or
+    /// not in the document at all.
+    InvalidApplication,
+    /// The user has no sub-merchant (`merchant.create` first).
+    NotAMerchant,
+    /// `merchant.create` for a user who has one.
+    AlreadyAMerchant,
+    /// `merchant.apply` while an application is under review, or after one completed.
+    MerchantApplicationPending,
+    /// The sub-merchant's application has not completed.
+    MerchantNotOpen,
+    /// `merchant.apply` after an application completed.
+    MerchantAlreadyOpen,
+    /// No such merchant application among the user's.
+    UnknownApplication,
+    /// Ping++ may or may not have acted, and the request may not be sent again: nothing will
+    /// be resent by itself; an operator decides.
+    ProviderOutcomeUnknown,
 }
 
 impl Code {

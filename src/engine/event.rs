@@ -8,9 +8,10 @@ use super::completion::deposit::{complete_deposit, DepositCompletion};
 use super::completion::withdrawal::{complete_withdrawal, WithdrawalCompletion};
 use super::Engine;
 use crate::db::pingpp_events as events;
-use crate::db::{accounts, cash_payouts, deposits, recharges};
+use crate::db::{accounts, cash_payouts, deposits, merchants, recharges};
 use crate::domain::account::{mask_personal, ApplicationStatus};
 use crate::domain::event::{EventAction, PingppEvent};
+use crate::domain::merchant::ApplicationStatus as MerchantApplicationStatus;
 use crate::domain::recharge_object;
 use crate::error::EngineError;
 
@@ -76,6 +77,9 @@ pub async fn apply_event(
         }
         EventAction::DecideApplication(application) => {
             return apply_application_event(tx, event, application).await
+        }
+        EventAction::DecideMerchantApplication(application) => {
+            return apply_merchant_application_event(tx, event, application).await
         }
     };
     let (Some(charge_id), Some(order_no)) = (event.charge_id(), event.order_no()) else {
@@ -236,7 +240,7 @@ async fn apply_deposit_event(
         )));
     };
     let order_id = found.order_id;
-    if found.deposit_id.is_none() {
+    if found.deposit_id.is_none() && !found.concluded {
         // Paid before its recharge command recorded the deposit: that command is running.
         let reason = format!("order {order_id} has not recorded its deposit yet");
         return wait(engine, tx, event, reason).await;
@@ -349,6 +353,50 @@ async fn apply_application_event(
     tx.commit().await?;
     Ok(EventOutcome::Done {
         publish,
+        replayed: false,
+    })
+}
+
+/// A decided merchant application: recorded (masked). Nothing is published: `merchant.get`
+/// and `merchant.application.get` show it.
+async fn apply_merchant_application_event(
+    tx: deadpool_postgres::Transaction<'_>,
+    event: &PingppEvent,
+    mut application: Value,
+) -> Result<EventOutcome, EngineError> {
+    mask_personal(&mut application);
+    let text = |name: &str| application.get(name).and_then(Value::as_str);
+    let (Some(application_id), Some(order_no), Some(status)) =
+        (text("id"), text("order_no"), text("status"))
+    else {
+        return Ok(EventOutcome::Refused(
+            "the merchant application has no id, order_no or status".into(),
+        ));
+    };
+    let Some(recorded) = merchants::application_at_pingpp(&tx, application_id, order_no).await?
+    else {
+        return Ok(EventOutcome::Refused(format!(
+            "no merchant application {application_id} (order_no {order_no})"
+        )));
+    };
+    let status = MerchantApplicationStatus::from_pingpp(status);
+    // An outcome pluspay could not learn is learned now; one Ping++ decided stays decided.
+    let outcome = if recorded.status == status {
+        "unchanged"
+    } else {
+        merchants::record_application(
+            &tx,
+            recorded.id,
+            status,
+            Some((application_id, &application)),
+        )
+        .await?;
+        status.as_str()
+    };
+    events::set_outcome(&tx, &event.id, outcome, None, None).await?;
+    tx.commit().await?;
+    Ok(EventOutcome::Done {
+        publish: None,
         replayed: false,
     })
 }

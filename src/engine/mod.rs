@@ -61,6 +61,9 @@ pub struct Engine {
     pub user_id_template: String,
     /// The channel of withdrawals from a user's e-wallet (`pingpp.withdrawal_channel`).
     pub withdrawal_channel: String,
+    /// The Ping++ business user id of our user `{id}`'s sub-merchant
+    /// (`pingpp.merchant_user_id_template`).
+    pub merchant_user_id_template: String,
 }
 
 impl Engine {
@@ -89,6 +92,7 @@ impl Engine {
             event_wait: Duration::from_secs(settings.worker.event_wait_secs),
             user_id_template: settings.pingpp.user_id_template.clone(),
             withdrawal_channel: settings.pingpp.withdrawal_channel.clone(),
+            merchant_user_id_template: settings.pingpp.merchant_user_id_template.clone(),
         })
     }
 
@@ -119,6 +123,15 @@ impl Engine {
             CommandType::AccountCards => commands::account::cards(self, envelope).await,
             CommandType::UploadPic => commands::account::upload_pic(self, envelope).await,
             CommandType::CardBin => commands::account::card_bin(self, envelope).await,
+            CommandType::MerchantCreate => commands::merchant::create(self, envelope).await,
+            CommandType::MerchantGet => commands::merchant::get(self, envelope).await,
+            CommandType::MerchantApply => commands::merchant::apply(self, envelope).await,
+            CommandType::MerchantApplicationGet => {
+                commands::merchant::application_get(self, envelope).await
+            }
+            CommandType::MerchantSettleAccount => {
+                commands::merchant::settle_account(self, envelope).await
+            }
             CommandType::Recharge => commands::recharge::create(self, envelope).await,
             CommandType::RechargeRetrieve => commands::recharge::retrieve(self, envelope).await,
             CommandType::CashRetrieve => commands::payout::retrieve(self, envelope).await,
@@ -151,6 +164,11 @@ impl Engine {
                 | CommandType::AccountCards
                 | CommandType::UploadPic
                 | CommandType::CardBin
+                | CommandType::MerchantCreate
+                | CommandType::MerchantGet
+                | CommandType::MerchantApply
+                | CommandType::MerchantApplicationGet
+                | CommandType::MerchantSettleAccount
         ) || (self.payout.is_some()
             && matches!(kind, CommandType::CashApprove | CommandType::CashReject))
             || (self.policy.custody == Custody::Pingpp && kind == CommandType::Cash)
@@ -268,7 +286,12 @@ async fn decide_in(
         | CommandType::AccountGet
         | CommandType::AccountCards
         | CommandType::UploadPic
-        | CommandType::CardBin => Err(EngineError::Broken(format!(
+        | CommandType::CardBin
+        | CommandType::MerchantCreate
+        | CommandType::MerchantGet
+        | CommandType::MerchantApply
+        | CommandType::MerchantApplicationGet
+        | CommandType::MerchantSettleAccount => Err(EngineError::Broken(format!(
             "{} is not decided inside a shared transaction",
             envelope.kind.as_str()
         ))),

@@ -74,6 +74,25 @@ pub(super) fn refuses_used_order_no(error: &PingppError) -> bool {
     }
 }
 
+pub(crate) const MSG_OUTCOME_UNKNOWN: &str = "Ping++ 处理结果未知，请人工核实";
+
+/// Ping++ may or may not have acted, it can't be found out, and the request may not be sent
+/// again: the command is answered so, for good (`provider_outcome_unknown`), and an operator
+/// decides; nothing is resent by itself.
+pub(super) fn outcome_unknown_rejection(
+    endpoint: &'static str,
+    order_no: &str,
+    message: &str,
+) -> Rejection {
+    crate::metrics::pingpp_outcome_unknown(endpoint);
+    tracing::warn!(%order_no, endpoint, "Ping++'s outcome is unknown and won't be asked again: an operator decides");
+    let mut rejection = Rejection::field(Code::ProviderOutcomeUnknown, "type", message);
+    rejection
+        .errors
+        .insert("order_no".into(), vec![order_no.to_owned()]);
+    rejection
+}
+
 /// Ping++ may or may not have acted and it can't be found out now: never a rejection; the
 /// command waits and is tried again (the worker retries transient errors), and says so.
 pub(super) fn outcome_unknown(endpoint: &'static str, order_no: &str) -> EngineError {

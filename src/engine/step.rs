@@ -34,13 +34,22 @@ pub(super) async fn claiming<'a>(
 }
 
 /// A step that only looks: the command has no stored answer yet, and its id stays unclaimed.
+/// An id held by another command in progress (of another type, or with other content) is
+/// answered `idempotency_conflict` before anything begins.
 pub(super) async fn looking<'a>(
     client: &'a mut Client,
     envelope: &Envelope,
 ) -> Result<Step<'a>, EngineError> {
     let tx = client.transaction().await?;
     commands::lock_id(&tx, &envelope.id).await?;
-    match commands::lookup(&tx, envelope).await? {
+    let answer = match commands::lookup(&tx, envelope).await? {
+        Some(applied) => Some(applied),
+        None if commands::held_by_another_command(&tx, envelope).await? => {
+            Some(commands::conflict(envelope))
+        }
+        None => None,
+    };
+    match answer {
         Some(applied) => {
             tx.rollback().await?;
             Ok(Step::Answered(applied))

@@ -21,8 +21,9 @@ pub mod signing;
 
 pub use client::{
     ChargeRequest, ClientConfig, CusApplicationRequest, DepositRequest, MerchantApplicationRequest,
-    MerchantKind, PingppClient, RechargeObjectRequest, SettleAccountRequest, SubAppRequest,
-    WithdrawalRequest, WithdrawalUpdate, DEFAULT_API_BASE, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+    MerchantKind, PingppClient, RechargeObjectRequest, SentOnceError, SettleAccountRequest,
+    SubAppRequest, WithdrawalRequest, WithdrawalUpdate, DEFAULT_API_BASE, SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
 };
 pub use error::PingppError;
 pub use signing::{sign_request, MerchantKey, PingppPublicKey};

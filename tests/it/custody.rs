@@ -720,3 +720,111 @@ async fn personal_data_reaches_no_log_table_header_or_message() {
     assert_ne!(stored, plain);
     let _ = std::fs::remove_file(&log_path);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_held_by_a_command_in_progress_begins_nothing_else() {
+    let (env, fake, mut client, _worker) = start().await;
+    open_account(&mut client, &fake, 12).await;
+    // A deposit that can't reach Ping++ holds its id while it waits.
+    fake.fail_next_on("POST", "deposits", 1000, 503);
+    client.command(&deposit("same-id", 12, 300)).await;
+    env.wait_for_count("SELECT count(*) FROM deposits", 1).await;
+    let withdrawals = fake.withdrawals().len();
+    let other = client.call(cash("same-id", 12, 100)).await;
+    assert_eq!(code(&other), "idempotency_conflict");
+    let other = client.call(open("same-id", 12)).await;
+    assert_eq!(code(&other), "idempotency_conflict");
+    assert_eq!(fake.withdrawals().len(), withdrawals);
+    assert_eq!(env.count("SELECT count(*) FROM cashes").await, 0);
+    assert_eq!(env.system_balance("ewallet_withdrawals").await, 0);
+    fake.heal();
+    env.wait_for_count(
+        "SELECT count(*) FROM commands WHERE id = 'same-id' AND status = 'succeeded'",
+        1,
+    )
+    .await;
+    assert_eq!(fake.deposits().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deposits_refused_or_unknowable_end_and_the_webhook_completes_an_unknown_one() {
+    let (mut env, fake, mut client, _worker) = start().await;
+    open_account(&mut client, &fake, 13).await;
+    // Refused for what it asks: rejected at once, the order failed, no list read.
+    fake.error_next_on(
+        "POST",
+        "deposits",
+        1,
+        400,
+        "invalid_request_error",
+        "账户已冻结",
+    );
+    let refused = client.call(deposit("d-r", 13, 100)).await;
+    assert_eq!(code(&refused), "payment_provider_error");
+    assert_eq!(requests_to(&fake, "GET", "/deposits"), 0);
+
+    // Made, its answer lost, the repeat refused as a used order_no, and the list not served:
+    // the outcome can't be known, and the command says so once instead of waiting forever.
+    fake.refuse_reused_order_no();
+    fake.lose_next_answers_on("POST", "deposits", 1);
+    fake.error_next_on(
+        "GET",
+        "/deposits",
+        100,
+        404,
+        "invalid_request_error",
+        "Unrecognized request URL",
+    );
+    let unknown = client.call(deposit("d-u", 13, 400)).await;
+    assert_eq!(code(&unknown), "provider_outcome_unknown");
+    assert_eq!(
+        fake.deposits().len(),
+        2 - 1,
+        "only the unknown one was made"
+    );
+    fake.heal();
+    // Paid: its webhook finds the order by order_no, records the deposit and credits it.
+    let made = fake.deposits()[0].clone();
+    let (event, _) = fake.signed_event(
+        "deposit.succeeded",
+        fake.pay_deposit(made["id"].as_str().unwrap()),
+    );
+    client.enqueue_pingpp_event(&event).await;
+    env.wait_for_count("SELECT count(*) FROM journal WHERE kind = 'deposit'", 1)
+        .await;
+    assert_eq!(env.balance(13).await, 400);
+    assert_eq!(fake_balance(&fake, 13).await, 400);
+    assert!(env.audit().await.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_refused_as_a_repeat_stays_pending_until_its_webhook() {
+    let (_env, fake, mut client, _worker) = start().await;
+    fake.lose_next_answers_on("POST", "cus_applications", 1);
+    fake.error_next_on(
+        "POST",
+        "cus_applications",
+        1,
+        400,
+        "invalid_request_error",
+        "开户申请订单号已存在",
+    );
+    let unknown = client.call(open("open-14", 14)).await;
+    assert_eq!(code(&unknown), "provider_outcome_unknown");
+    assert_eq!(fake.cus_applications().len(), 1);
+    // It may be live at Ping++: no second application meanwhile.
+    assert_eq!(
+        code(&client.call(open("open-14b", 14)).await),
+        "account_application_pending"
+    );
+    let id = fake.cus_applications()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (event, _) = fake.signed_event(
+        "cus_application.succeeded",
+        fake.succeed_cus_application(&id),
+    );
+    client.enqueue_pingpp_event(&event).await;
+    wait_for_application(&mut client, 14, "succeeded").await;
+}

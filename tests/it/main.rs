@@ -12,6 +12,7 @@ mod concurrency;
 mod contract;
 mod custody;
 mod events;
+mod merchants;
 mod metrics;
 mod pingpp_accounts_client;
 mod pingpp_client;

@@ -149,8 +149,28 @@ pub(crate) async fn open(engine: &Engine, envelope: &Envelope) -> Result<Applied
     };
     let application = match client.create_cus_application(&application_request).await {
         Ok(application) => masked(application),
+        Err(error) if provider::refuses_used_order_no(&error) => {
+            // The document has a timed-out application retried with its order_no, so Ping++
+            // should answer a repeat with the application; refused as used instead, it was
+            // made by an attempt whose answer was lost, and no list can show it. It stays
+            // pending: its webhook (found by order_no) decides it.
+            let rejection = provider::outcome_unknown_rejection(
+                "create_cus_application",
+                &recorded.order_no,
+                provider::MSG_OUTCOME_UNKNOWN,
+            );
+            let mut client = engine.pool.get().await?;
+            let tx = client.transaction().await?;
+            return step::conclude(tx, envelope, rejected(envelope, rejection)).await;
+        }
         Err(error) => {
-            let rejection = provider::refused_or_retry(error)?;
+            let mut rejection = provider::refused_or_retry(error)?;
+            let personal = [
+                application_request.cert_name.as_str(),
+                application_request.cert_number.as_str(),
+                application_request.mobile.as_str(),
+            ];
+            account::scrub_rejection(&mut rejection, &personal);
             return give_up_application(engine, envelope, &recorded, rejection).await;
         }
     };
@@ -373,7 +393,11 @@ pub(crate) async fn card_bin(engine: &Engine, envelope: &Envelope) -> Result<App
     }
     let found = match provider::client(engine)?.card_bin(&number).await {
         Ok(found) => found,
-        Err(error) => return refuse(engine, envelope, provider::refused_or_retry(error)?).await,
+        Err(error) => {
+            let mut rejection = provider::refused_or_retry(error)?;
+            account::scrub_rejection(&mut rejection, &[number.as_str()]);
+            return refuse(engine, envelope, rejection).await;
+        }
     };
     let data = json!({
         "card_type": text_of(&found, "card_type")?,

@@ -48,7 +48,8 @@ fn unreadable(e: serde_json::Error) -> EngineError {
 }
 
 fn read(deposit: &Value) -> Result<DepositFacts, EngineError> {
-    deposit::facts(deposit).map_err(|e| EngineError::Broken(format!("unreadable deposit: {e}")))
+    deposit::facts(deposit, unix_now())
+        .map_err(|e| EngineError::Broken(format!("unreadable deposit: {e}")))
 }
 
 pub(crate) async fn create(engine: &Engine, envelope: &Envelope) -> Result<Applied, EngineError> {
@@ -67,16 +68,14 @@ pub(crate) async fn create(engine: &Engine, envelope: &Envelope) -> Result<Appli
                 let Some(rejection) = provider::rejection(&error) else {
                     return Err(provider::failure(error));
                 };
-                // A refusal may answer a repeat of a create that took effect: look first.
+                if !provider::refuses_used_order_no(&error) {
+                    // Refused for what it asks: nothing was made.
+                    return refuse(engine, envelope, &progress, rejection).await;
+                }
+                // Refused as a repeat of a create that took effect: look for what it made.
                 match find_made(engine, &progress).await? {
                     Some(deposit) => deposit,
-                    None if provider::refuses_used_order_no(&error) => {
-                        return Err(provider::outcome_unknown(
-                            "create_deposit",
-                            &progress.request.order_no,
-                        ))
-                    }
-                    None => return refuse(engine, envelope, &progress, rejection).await,
+                    None => return unknowable(engine, envelope, &progress).await,
                 }
             }
         },
@@ -84,15 +83,46 @@ pub(crate) async fn create(engine: &Engine, envelope: &Envelope) -> Result<Appli
     record(engine, envelope, &progress, made).await
 }
 
+/// What Ping++ made for this deposit's `order_no`, from its list. `None`: not found, or the
+/// list can't be read at all (Ping++ refuses it); a list that can't be read now (an outage) is
+/// waited for.
 async fn find_made(engine: &Engine, progress: &Progress) -> Result<Option<Value>, EngineError> {
     let order_no = &progress.request.order_no;
-    provider::client(engine)?
+    match provider::client(engine)?
         .find_deposit(order_no, progress.begun_at - LOOKUP_MARGIN_SECS)
         .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, %order_no, "cannot look up what Ping++ made");
-            provider::outcome_unknown("create_deposit", order_no)
-        })
+    {
+        Ok(found) => Ok(found),
+        Err(error) if error.is_transient() => {
+            tracing::warn!(%error, %order_no, "cannot look up what Ping++ made");
+            Err(provider::outcome_unknown("create_deposit", order_no))
+        }
+        Err(error) => {
+            tracing::warn!(%error, %order_no, "Ping++ does not show its deposits");
+            Ok(None)
+        }
+    }
+}
+
+/// Ping++ says this `order_no` was used, and what it made can't be found: the command is
+/// answered `provider_outcome_unknown` and nothing is resent. The order stays waiting: if the
+/// deposit exists, its webhook completes it (and records it) when it comes.
+async fn unknowable(
+    engine: &Engine,
+    envelope: &Envelope,
+    progress: &Progress,
+) -> Result<Applied, EngineError> {
+    let rejection = provider::outcome_unknown_rejection(
+        "create_deposit",
+        &progress.request.order_no,
+        provider::MSG_OUTCOME_UNKNOWN,
+    );
+    let mut client = engine.pool.get().await?;
+    let tx = match step::claiming(&mut client, envelope).await? {
+        Step::Answered(applied) => return Ok(applied),
+        Step::Open(tx) => tx,
+    };
+    step::store_result(tx, envelope, &rejected(envelope, rejection)).await
 }
 
 /// Step 1: the stored outcome, the recorded progress, or a new waiting order.

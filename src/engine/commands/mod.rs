@@ -6,6 +6,7 @@ pub(crate) mod account;
 pub(crate) mod cash;
 pub(crate) mod deposit;
 pub(crate) mod ewallet_cash;
+pub(crate) mod merchant;
 pub(crate) mod payout;
 pub(crate) mod reads;
 pub(crate) mod recharge;

@@ -11,6 +11,7 @@ use crate::db::ledger::{lock_wallets, post_journal};
 use crate::db::orders;
 use crate::domain::deposit::{self, DepositState};
 use crate::domain::order::OrderState;
+use crate::engine::provider::unix_now;
 use crate::error::EngineError;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -46,7 +47,7 @@ pub async fn complete_deposit(
     deposit: &Value,
     command_id: Option<&str>,
 ) -> Result<Result<DepositCompletion, String>, EngineError> {
-    let facts = match deposit::facts(deposit) {
+    let facts = match deposit::facts(deposit, unix_now()) {
         Ok(facts) => facts,
         Err(reason) => return Ok(Err(reason)),
     };

@@ -15,7 +15,7 @@ use super::merchant_requests::{
     SubAppRequest,
 };
 use super::responses::{check_merchant_application, check_settle_account, check_sub_app};
-use super::PingppClient;
+use super::{PingppClient, SentOnceError};
 use crate::pingpp::error::PingppError;
 
 impl PingppClient {
@@ -48,24 +48,22 @@ impl PingppClient {
     /// [`PingppClient::retrieve_merchant_application`].
     ///
     /// Ping++ refuses an `order_no` it has seen, even for the same application sent again, so
-    /// this is sent once (again only if it certainly did not arrive). A
-    /// [`PingppError::Transient`] here means the application may exist: sending it again
-    /// under the same `order_no` is refused as a used number, under a new one may make a
-    /// second application.
+    /// this is sent once (again only if it certainly did not arrive). The error says whether
+    /// Ping++ may have acted: if so the application may exist, and sending it again under the
+    /// same `order_no` is refused as a used number, under a new one may make a second.
     pub async fn create_merchant_application(
         &self,
         req: &MerchantApplicationRequest,
-    ) -> Result<Value, PingppError> {
-        validate_merchant_application(req)?;
+    ) -> Result<Value, SentOnceError> {
+        validate_merchant_application(req).map_err(|error| SentOnceError {
+            error,
+            may_have_acted: false,
+        })?;
         let path = self.app_path(req.kind.path());
         let body = merchant_application_body(req);
-        self.call_once(
-            "create_merchant_application",
-            Method::POST,
-            &path,
-            Some(&body),
-            |a| check_merchant_application(a, req.kind, None, Some(&req.order_no)),
-        )
+        self.call_once("create_merchant_application", &path, &body, |a| {
+            check_merchant_application(a, req.kind, None, Some(&req.order_no))
+        })
         .await
     }
 

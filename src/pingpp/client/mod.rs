@@ -37,7 +37,7 @@ pub use merchant_requests::{
 };
 pub use requests::{ChargeRequest, RechargeObjectRequest, WithdrawalRequest, WithdrawalUpdate};
 pub use transport::{
-    ClientConfig, PingppClient, DEFAULT_API_BASE, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+    ClientConfig, PingppClient, SentOnceError, DEFAULT_API_BASE, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
 
 use super::error::PingppError;

@@ -134,10 +134,19 @@ impl fmt::Debug for PingppClient {
 struct Failure {
     error: PingppError,
     retry: bool,
-    /// The request certainly did not take effect (no connection was made, or Ping++ turned it
-    /// away as rate limited): even a request that must not be repeated may be sent again.
-    unsent: bool,
     retry_after: Option<Duration>,
+    /// The request certainly did not take effect (no connection was made, Ping++ turned it
+    /// away as rate limited, or refused it): even a request that must not be repeated may be
+    /// sent again.
+    unsent: bool,
+}
+
+/// A request that may be sent only once failed: whether Ping++ may have acted on it (an
+/// answer lost, late or 5xx) or certainly did not (refused, never reached, rate limited).
+#[derive(Debug)]
+pub struct SentOnceError {
+    pub error: PingppError,
+    pub may_have_acted: bool,
 }
 
 /// Boxed: a failure is rare and `PingppError` alone is already large.
@@ -148,18 +157,23 @@ impl Failure {
         Box::new(Failure {
             error,
             retry: false,
-            unsent: false,
             retry_after: None,
+            unsent: false,
         })
     }
 
-    fn transient(message: String, retry_after: Option<Duration>, unsent: bool) -> Box<Self> {
+    fn transient(message: String, retry_after: Option<Duration>) -> Box<Self> {
         Box::new(Failure {
             error: PingppError::Transient(message),
             retry: true,
-            unsent,
             retry_after,
+            unsent: false,
         })
+    }
+
+    fn unsent(mut self: Box<Self>) -> Box<Self> {
+        self.unsent = true;
+        self
     }
 }
 
@@ -242,24 +256,31 @@ impl PingppClient {
         .await
     }
 
-    /// As [`PingppClient::call`], for a create Ping++ refuses to see again under the same
-    /// order number even unchanged (merchant applications): a retry of one that took effect
-    /// but whose answer was lost would come back as a refusal of the used number, and the
-    /// caller would take an application that exists for one that was refused. So it is sent
-    /// again only when it certainly did not arrive (no connection, rate limited); any other
-    /// failure is a [`PingppError::Transient`] meaning "it may or may not exist".
+    /// As [`PingppClient::call`], for a request Ping++ forbids sending twice (an application
+    /// whose `order_no` may not be reused): tried again only while it certainly has not
+    /// reached Ping++; any other failure says whether Ping++ may have acted.
     pub(super) async fn call_once(
         &self,
         endpoint: &'static str,
-        method: Method,
         path: &str,
-        body: Option<&Value>,
+        body: &Value,
         check: impl FnOnce(Value) -> Result<Value, PingppError>,
-    ) -> Result<Value, PingppError> {
-        metered(endpoint, async {
-            self.send(method, path, body, false).await.and_then(check)
+    ) -> Result<Value, SentOnceError> {
+        let mut may_have_acted = false;
+        let outcome = metered(endpoint, async {
+            match self.send(Method::POST, path, Some(body), true).await {
+                Ok(answer) => check(answer).inspect_err(|_| may_have_acted = true),
+                Err(failure) => {
+                    may_have_acted = !failure.unsent;
+                    Err(failure.error)
+                }
+            }
         })
-        .await
+        .await;
+        outcome.map_err(|error| SentOnceError {
+            error,
+            may_have_acted,
+        })
     }
 
     /// Sends one API request and returns Ping++'s JSON answer: authenticates, signs (with a
@@ -275,33 +296,37 @@ impl PingppClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, PingppError> {
-        self.send(method, path, body, true).await
+        self.send(method, path, body, false)
+            .await
+            .map_err(|failure| failure.error)
     }
 
-    /// [`PingppClient::request`]; unless `repeatable`, a transient failure is retried only if
-    /// the request certainly did not take effect.
+    /// Sends a request, retrying as [`PingppClient::request`] says; with `once`, only the
+    /// attempts that certainly did not reach Ping++ are tried again.
     async fn send(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
-        repeatable: bool,
-    ) -> Result<Value, PingppError> {
+        once: bool,
+    ) -> Result<Value, Box<Failure>> {
         if !path.starts_with('/') {
-            return Err(PingppError::InvalidInput(format!(
+            return Err(Failure::fatal(PingppError::InvalidInput(format!(
                 "path {path:?} must start with /"
-            )));
+            ))));
         }
-        let url = Url::parse(&format!("{}{path}", self.inner.base))
-            .map_err(|e| PingppError::InvalidInput(format!("path {path:?}: {e}")))?;
+        let url = Url::parse(&format!("{}{path}", self.inner.base)).map_err(|e| {
+            Failure::fatal(PingppError::InvalidInput(format!("path {path:?}: {e}"))).unsent()
+        })?;
         // Ping++ signs the request URI as it arrives: the base's path prefix, if any, included.
         let uri = match url.query() {
             Some(query) => format!("{}?{query}", url.path()),
             None => url.path().to_owned(),
         };
         let body = match body {
-            Some(value) => serde_json::to_vec(value)
-                .map_err(|e| PingppError::InvalidInput(format!("request body: {e}")))?,
+            Some(value) => serde_json::to_vec(value).map_err(|e| {
+                Failure::fatal(PingppError::InvalidInput(format!("request body: {e}"))).unsent()
+            })?,
             None => Vec::new(),
         };
         let attempts = AtomicU32::new(0);
@@ -313,7 +338,7 @@ impl PingppClient {
         let max_delay = self.max_delay;
         let result = (|| self.attempt(&method, &url, &uri, &body, &attempts))
             .retry(backoff)
-            .when(|failure| failure.retry && (repeatable || failure.unsent))
+            .when(|failure| failure.retry && (!once || failure.unsent))
             // Honour Ping++'s Retry-After, within our own ceiling.
             .adjust(|failure, delay| {
                 delay.map(|d| match failure.retry_after {
@@ -325,12 +350,14 @@ impl PingppClient {
                 debug!(%method, %uri, error = %failure.error, ?delay, "Ping++ request will be retried");
             })
             .await;
-        result.map_err(|failure| match failure.error {
-            PingppError::Transient(message) => PingppError::Transient(format!(
-                "{message} (after {} attempts)",
-                attempts.load(Ordering::Relaxed)
-            )),
-            other => other,
+        result.map_err(|mut failure| {
+            if let PingppError::Transient(message) = &failure.error {
+                failure.error = PingppError::Transient(format!(
+                    "{message} (after {} attempts)",
+                    attempts.load(Ordering::Relaxed)
+                ));
+            }
+            failure
         })
     }
 
@@ -352,7 +379,8 @@ impl PingppClient {
             let timestamp = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            let signature = sign_request(key, body, uri, timestamp).map_err(Failure::fatal)?;
+            let signature =
+                sign_request(key, body, uri, timestamp).map_err(|e| Failure::fatal(e).unsent())?;
             headers.insert(TIMESTAMP_HEADER, HeaderValue::from(timestamp));
             headers.insert(
                 SIGNATURE_HEADER,
@@ -385,7 +413,7 @@ impl PingppClient {
     /// Anything that went wrong on the wire: worth another try.
     fn send_failure(&self, error: &reqwest::Error) -> Box<Failure> {
         if error.is_builder() {
-            return Failure::fatal(PingppError::InvalidInput(self.scrub(&chain(error))));
+            return Failure::fatal(PingppError::InvalidInput(self.scrub(&chain(error)))).unsent();
         }
         let what = if error.is_timeout() {
             format!("no answer within {:?}", self.inner.timeout)
@@ -394,12 +422,13 @@ impl PingppClient {
         } else {
             "request failed".to_owned()
         };
-        // Without a connection nothing reached Ping++.
-        Failure::transient(
-            format!("{what}: {}", self.scrub(&chain(error))),
-            None,
-            error.is_connect(),
-        )
+        let failure = Failure::transient(format!("{what}: {}", self.scrub(&chain(error))), None);
+        // A connection never made carried nothing; anything later may have.
+        if error.is_connect() {
+            failure.unsent()
+        } else {
+            failure
+        }
     }
 
     fn classify(&self, status: StatusCode, bytes: &[u8], retry_after: Option<Duration>) -> Attempt {
@@ -422,19 +451,23 @@ impl PingppClient {
                 Some(PingppError::Api { kind, message, .. }) => format!("{kind}: {message}"),
                 _ => self.snippet(bytes),
             };
-            return Err(Failure::transient(
-                format!("HTTP {} {detail}", status.as_u16()),
-                retry_after,
-                rate_limited,
-            ));
+            let failure =
+                Failure::transient(format!("HTTP {} {detail}", status.as_u16()), retry_after);
+            // Rate limiting turns a request away before it is acted on; a 5xx may come after.
+            return Err(if rate_limited {
+                failure.unsent()
+            } else {
+                failure
+            });
         }
-        Err(Failure::fatal(match error {
-            Some(error) if status.is_client_error() => error,
-            _ => PingppError::Protocol(format!(
+        match error {
+            // A refusal with Ping++'s error body: it did not act.
+            Some(error) if status.is_client_error() => Err(Failure::fatal(error).unsent()),
+            _ => Err(Failure::fatal(PingppError::Protocol(format!(
                 "HTTP {status} without a Ping++ error body: {}",
                 self.snippet(bytes)
-            )),
-        }))
+            )))),
+        }
     }
 
     /// Ping++'s `{"error": {"type", "message", "code"?, "param"?}}`, if that is what `body` is.

@@ -333,6 +333,9 @@ proptest! {
                 );
                 prop_assert_eq!(&got, &object);
             }
+            EventAction::DecideMerchantApplication(got) => {
+                prop_assert_eq!(&got, &object);
+            }
             EventAction::Record => prop_assert!(!completes && !settles),
         }
         let field = |name: &str| charge.as_ref().and_then(|c| c.get(name)).and_then(Value::as_str);
