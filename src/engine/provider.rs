@@ -106,3 +106,17 @@ pub(super) fn outcome_unknown(endpoint: &'static str, order_no: &str) -> EngineE
         order_no: order_no.to_owned(),
     }
 }
+
+/// A Ping++ object as pluspay keeps and passes it on: personal data masked.
+pub(super) fn masked(mut object: serde_json::Value) -> serde_json::Value {
+    crate::domain::account::mask_personal(&mut object);
+    object
+}
+
+/// A text field of what Ping++ answered; one missing is a broken answer.
+pub(super) fn field<'a>(object: &'a serde_json::Value, name: &str) -> Result<&'a str, EngineError> {
+    object
+        .get(name)
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| EngineError::Broken(format!("Ping++ answered without {name}")))
+}

@@ -4,9 +4,10 @@
 
 use deadpool_postgres::{Client, Transaction};
 
+use super::Engine;
 use crate::db::commands::{self, Applied, Claim};
 use crate::domain::command::Envelope;
-use crate::domain::outcome::CommandResult;
+use crate::domain::outcome::{CommandResult, Rejection};
 use crate::error::EngineError;
 
 /// How a step starts.
@@ -81,4 +82,25 @@ pub(super) async fn store_result(
     let applied = commands::store(&tx, envelope, result).await?;
     tx.commit().await?;
     Ok(applied)
+}
+
+/// Stores `result` for a command that recorded nothing before (or answers what was stored), in
+/// a transaction of its own.
+pub(super) async fn answer(
+    engine: &Engine,
+    envelope: &Envelope,
+    result: CommandResult,
+) -> Result<Applied, EngineError> {
+    let mut client = engine.pool.get().await?;
+    let tx = client.transaction().await?;
+    conclude(tx, envelope, result).await
+}
+
+/// [`answer`] with a rejection.
+pub(super) async fn refuse(
+    engine: &Engine,
+    envelope: &Envelope,
+    rejection: Rejection,
+) -> Result<Applied, EngineError> {
+    answer(engine, envelope, super::rejected(envelope, rejection)).await
 }

@@ -19,47 +19,15 @@ use serde_json::{json, Value};
 use crate::db::accounts::{self, Application, NewApplication};
 use crate::db::commands::{conflict, Applied};
 use crate::db::ledger;
-use crate::domain::account::{self, mask_personal, ApplicationStatus};
+use crate::domain::account::{self, ApplicationStatus};
 use crate::domain::command::Envelope;
-use crate::domain::outcome::{CommandResult, Rejection};
+use crate::domain::outcome::Rejection;
 use crate::domain::recharge_object::pingpp_user;
 use crate::engine::provider::{self, unix_now};
 use crate::engine::step::{self, Step};
 use crate::engine::{rejected, succeeded, Engine};
 use crate::error::EngineError;
 use crate::pingpp::{CusApplicationRequest, PingppError};
-
-/// Stores `result` for the command (or answers what was stored), in a transaction of its own.
-async fn answer(
-    engine: &Engine,
-    envelope: &Envelope,
-    result: CommandResult,
-) -> Result<Applied, EngineError> {
-    let mut client = engine.pool.get().await?;
-    let tx = client.transaction().await?;
-    step::conclude(tx, envelope, result).await
-}
-
-async fn refuse(
-    engine: &Engine,
-    envelope: &Envelope,
-    rejection: Rejection,
-) -> Result<Applied, EngineError> {
-    answer(engine, envelope, rejected(envelope, rejection)).await
-}
-
-/// A Ping++ object as pluspay keeps and passes it on: personal data masked.
-fn masked(mut object: Value) -> Value {
-    mask_personal(&mut object);
-    object
-}
-
-fn text_of<'a>(object: &'a Value, name: &str) -> Result<&'a str, EngineError> {
-    object
-        .get(name)
-        .and_then(Value::as_str)
-        .ok_or_else(|| EngineError::Broken(format!("Ping++ answered without {name}")))
-}
 
 /// The Ping++ user id of one of our users.
 pub(crate) fn pingpp_id(engine: &Engine, user: i64) -> String {
@@ -82,7 +50,7 @@ pub(crate) async fn require_open(
 pub(crate) async fn open(engine: &Engine, envelope: &Envelope) -> Result<Applied, EngineError> {
     let request = match account::parse_open(&envelope.data) {
         Ok(request) => request,
-        Err(rejection) => return refuse(engine, envelope, rejection).await,
+        Err(rejection) => return step::refuse(engine, envelope, rejection).await,
     };
     // Step 1.
     let recorded = {
@@ -148,7 +116,7 @@ pub(crate) async fn open(engine: &Engine, envelope: &Envelope) -> Result<Applied
         mobile: request.mobile,
     };
     let application = match client.create_cus_application(&application_request).await {
-        Ok(application) => masked(application),
+        Ok(application) => provider::masked(application),
         Err(error) if provider::refuses_used_order_no(&error) => {
             // The document has a timed-out application retried with its order_no, so Ping++
             // should answer a repeat with the application; refused as used instead, it was
@@ -174,8 +142,8 @@ pub(crate) async fn open(engine: &Engine, envelope: &Envelope) -> Result<Applied
             return give_up_application(engine, envelope, &recorded, rejection).await;
         }
     };
-    let application_id = text_of(&application, "id")?.to_owned();
-    let status = ApplicationStatus::from_pingpp(text_of(&application, "status")?);
+    let application_id = provider::field(&application, "id")?.to_owned();
+    let status = ApplicationStatus::from_pingpp(provider::field(&application, "status")?);
     let mut client = engine.pool.get().await?;
     let tx = match step::claiming(&mut client, envelope).await? {
         Step::Answered(applied) => return Ok(applied),
@@ -242,7 +210,7 @@ async fn ensure_pingpp_user(
             }
         }
     };
-    let user = masked(user);
+    let user = provider::masked(user);
     let mut db = engine.pool.get().await?;
     let tx = db.transaction().await?;
     accounts::record_pingpp_user(&tx, user_id, &id, &user).await?;
@@ -272,10 +240,10 @@ pub(crate) async fn get(engine: &Engine, envelope: &Envelope) -> Result<Applied,
             .retrieve_user(&pingpp_id(engine, envelope.user_id))
             .await
         {
-            Ok(now) => user = Some(masked(now)),
+            Ok(now) => user = Some(provider::masked(now)),
             Err(error) => {
                 let rejection = provider::refused_or_retry(error)?;
-                return refuse(engine, envelope, rejection).await;
+                return step::refuse(engine, envelope, rejection).await;
             }
         }
         if let Some(Application {
@@ -285,10 +253,10 @@ pub(crate) async fn get(engine: &Engine, envelope: &Envelope) -> Result<Applied,
         }) = &latest
         {
             match client.retrieve_cus_application(id).await {
-                Ok(now) => application = Some(masked(now)),
+                Ok(now) => application = Some(provider::masked(now)),
                 Err(error) => {
                     let rejection = provider::refused_or_retry(error)?;
-                    return refuse(engine, envelope, rejection).await;
+                    return step::refuse(engine, envelope, rejection).await;
                 }
             }
         }
@@ -304,7 +272,7 @@ pub(crate) async fn get(engine: &Engine, envelope: &Envelope) -> Result<Applied,
     }
     if let (Some(latest), Some(object)) = (&latest, &application) {
         if let Some(id) = &latest.application_id {
-            let status = ApplicationStatus::from_pingpp(text_of(object, "status")?);
+            let status = ApplicationStatus::from_pingpp(provider::field(object, "status")?);
             accounts::record_application(&tx, latest.id, status, Some((id, object))).await?;
         }
     }
@@ -340,26 +308,28 @@ pub(crate) async fn get(engine: &Engine, envelope: &Envelope) -> Result<Applied,
 pub(crate) async fn cards(engine: &Engine, envelope: &Envelope) -> Result<Applied, EngineError> {
     let return_url = match account::parse_return_url(&envelope.data) {
         Ok(url) => url,
-        Err(rejection) => return refuse(engine, envelope, rejection).await,
+        Err(rejection) => return step::refuse(engine, envelope, rejection).await,
     };
     if let Some(applied) = answered(engine, envelope).await? {
         return Ok(applied);
     }
     if let Err(rejection) = require_open(engine, envelope.user_id).await? {
-        return refuse(engine, envelope, rejection).await;
+        return step::refuse(engine, envelope, rejection).await;
     }
     let asked = provider::client(engine)?
         .card_link(&pingpp_id(engine, envelope.user_id), &return_url)
         .await;
     let link = match asked {
         Ok(link) => link,
-        Err(error) => return refuse(engine, envelope, provider::refused_or_retry(error)?).await,
+        Err(error) => {
+            return step::refuse(engine, envelope, provider::refused_or_retry(error)?).await
+        }
     };
     let data = json!({
-        "card_url": text_of(&link, "card_url")?,
+        "card_url": provider::field(&link, "card_url")?,
         "expires_at": unix_now() + account::CARD_URL_LIFETIME_SECS,
     });
-    answer(engine, envelope, succeeded(envelope, None, data)).await
+    step::answer(engine, envelope, succeeded(envelope, None, data)).await
 }
 
 /// `upload_pic`: a picture for the merchant applications, as Ping++'s `media_url`.
@@ -369,24 +339,26 @@ pub(crate) async fn upload_pic(
 ) -> Result<Applied, EngineError> {
     let pic = match account::parse_pic(&envelope.data, engine.policy.pic_max_bytes) {
         Ok(pic) => pic,
-        Err(rejection) => return refuse(engine, envelope, rejection).await,
+        Err(rejection) => return step::refuse(engine, envelope, rejection).await,
     };
     if let Some(applied) = answered(engine, envelope).await? {
         return Ok(applied);
     }
     let uploaded = match provider::client(engine)?.upload_pic(&pic).await {
         Ok(uploaded) => uploaded,
-        Err(error) => return refuse(engine, envelope, provider::refused_or_retry(error)?).await,
+        Err(error) => {
+            return step::refuse(engine, envelope, provider::refused_or_retry(error)?).await
+        }
     };
-    let data = json!({ "media_url": text_of(&uploaded, "media_url")? });
-    answer(engine, envelope, succeeded(envelope, None, data)).await
+    let data = json!({ "media_url": provider::field(&uploaded, "media_url")? });
+    step::answer(engine, envelope, succeeded(envelope, None, data)).await
 }
 
 /// `card_bin`: the type and bank of a card number.
 pub(crate) async fn card_bin(engine: &Engine, envelope: &Envelope) -> Result<Applied, EngineError> {
     let number = match account::parse_card_number(&envelope.data) {
         Ok(number) => number,
-        Err(rejection) => return refuse(engine, envelope, rejection).await,
+        Err(rejection) => return step::refuse(engine, envelope, rejection).await,
     };
     if let Some(applied) = answered(engine, envelope).await? {
         return Ok(applied);
@@ -396,15 +368,15 @@ pub(crate) async fn card_bin(engine: &Engine, envelope: &Envelope) -> Result<App
         Err(error) => {
             let mut rejection = provider::refused_or_retry(error)?;
             account::scrub_rejection(&mut rejection, &[number.as_str()]);
-            return refuse(engine, envelope, rejection).await;
+            return step::refuse(engine, envelope, rejection).await;
         }
     };
     let data = json!({
-        "card_type": text_of(&found, "card_type")?,
-        "bank_name": text_of(&found, "bank_name")?,
-        "bank_code": text_of(&found, "bank_code")?,
+        "card_type": provider::field(&found, "card_type")?,
+        "bank_name": provider::field(&found, "bank_name")?,
+        "bank_code": provider::field(&found, "bank_code")?,
     });
-    answer(engine, envelope, succeeded(envelope, None, data)).await
+    step::answer(engine, envelope, succeeded(envelope, None, data)).await
 }
 
 /// The command's stored answer, if it has one: a redelivery asks Ping++ nothing.

@@ -18,10 +18,9 @@ use serde_json::{json, Value};
 
 use crate::db::commands::{conflict, Applied};
 use crate::db::merchants::{self, Application, NewApplication, SubMerchant};
-use crate::domain::account::mask_personal;
 use crate::domain::command::Envelope;
 use crate::domain::merchant::{self, ApplicationStatus, Kind};
-use crate::domain::outcome::{Code, CommandResult, Rejection};
+use crate::domain::outcome::{Code, Rejection};
 use crate::domain::recharge_object::pingpp_user;
 use crate::engine::provider;
 use crate::engine::step::{self, Step};
@@ -31,36 +30,6 @@ use crate::pingpp::{
     MerchantApplicationRequest, MerchantKind, PingppError, SentOnceError, SettleAccountRequest,
     SubAppRequest,
 };
-
-fn masked(mut object: Value) -> Value {
-    mask_personal(&mut object);
-    object
-}
-
-fn text_of<'a>(object: &'a Value, name: &str) -> Result<&'a str, EngineError> {
-    object
-        .get(name)
-        .and_then(Value::as_str)
-        .ok_or_else(|| EngineError::Broken(format!("Ping++ answered without {name}")))
-}
-
-async fn answer(
-    engine: &Engine,
-    envelope: &Envelope,
-    result: CommandResult,
-) -> Result<Applied, EngineError> {
-    let mut client = engine.pool.get().await?;
-    let tx = client.transaction().await?;
-    step::conclude(tx, envelope, result).await
-}
-
-async fn refuse(
-    engine: &Engine,
-    envelope: &Envelope,
-    rejection: Rejection,
-) -> Result<Applied, EngineError> {
-    answer(engine, envelope, rejected(envelope, rejection)).await
-}
 
 fn pingpp_kind(kind: Kind) -> MerchantKind {
     match kind {
@@ -72,7 +41,7 @@ fn pingpp_kind(kind: Kind) -> MerchantKind {
 pub(crate) async fn create(engine: &Engine, envelope: &Envelope) -> Result<Applied, EngineError> {
     let request = match merchant::parse_create(&envelope.data) {
         Ok(request) => request,
-        Err(rejection) => return refuse(engine, envelope, rejection).await,
+        Err(rejection) => return step::refuse(engine, envelope, rejection).await,
     };
     let recorded = {
         let mut client = engine.pool.get().await?;
@@ -131,8 +100,8 @@ pub(crate) async fn create(engine: &Engine, envelope: &Envelope) -> Result<Appli
             }
         }
     };
-    let sub_app = masked(sub_app);
-    let sub_app_id = text_of(&sub_app, "id")?.to_owned();
+    let sub_app = provider::masked(sub_app);
+    let sub_app_id = provider::field(&sub_app, "id")?.to_owned();
     let mut client = engine.pool.get().await?;
     let tx = match step::claiming(&mut client, envelope).await? {
         Step::Answered(applied) => return Ok(applied),
@@ -237,8 +206,10 @@ pub(crate) async fn get(engine: &Engine, envelope: &Envelope) -> Result<Applied,
     };
     let client = provider::client(engine)?;
     let sub_app = match client.retrieve_sub_app(&sub_app_id).await {
-        Ok(sub_app) => masked(sub_app),
-        Err(error) => return refuse(engine, envelope, provider::refused_or_retry(error)?).await,
+        Ok(sub_app) => provider::masked(sub_app),
+        Err(error) => {
+            return step::refuse(engine, envelope, provider::refused_or_retry(error)?).await
+        }
     };
     let mut refreshed = Vec::new();
     for application in &applications {
@@ -249,9 +220,9 @@ pub(crate) async fn get(engine: &Engine, envelope: &Envelope) -> Result<Applied,
                 .retrieve_merchant_application(pingpp_kind(application.kind), id)
                 .await;
             match now {
-                Ok(now) => refreshed.push((application.id, id.clone(), masked(now))),
+                Ok(now) => refreshed.push((application.id, id.clone(), provider::masked(now))),
                 Err(error) => {
-                    return refuse(engine, envelope, provider::refused_or_retry(error)?).await
+                    return step::refuse(engine, envelope, provider::refused_or_retry(error)?).await
                 }
             }
         }
@@ -263,7 +234,7 @@ pub(crate) async fn get(engine: &Engine, envelope: &Envelope) -> Result<Applied,
     };
     merchants::record_sub_app(&tx, envelope.user_id, &sub_app_id, &sub_app).await?;
     for (id, application_id, object) in &refreshed {
-        let status = ApplicationStatus::from_pingpp(text_of(object, "status")?);
+        let status = ApplicationStatus::from_pingpp(provider::field(object, "status")?);
         merchants::record_application(&tx, *id, status, Some((application_id, object))).await?;
     }
     let applications = merchants::applications_of(&tx, envelope.user_id).await?;
@@ -281,7 +252,7 @@ pub(crate) async fn get(engine: &Engine, envelope: &Envelope) -> Result<Applied,
 pub(crate) async fn apply(engine: &Engine, envelope: &Envelope) -> Result<Applied, EngineError> {
     let request = match merchant::parse_apply(&envelope.data) {
         Ok(request) => request,
-        Err(rejection) => return refuse(engine, envelope, rejection).await,
+        Err(rejection) => return step::refuse(engine, envelope, rejection).await,
     };
     let (recorded, business_user) = {
         let mut client = engine.pool.get().await?;
@@ -379,9 +350,9 @@ pub(crate) async fn apply(engine: &Engine, envelope: &Envelope) -> Result<Applie
     };
     let result = match sent {
         Ok(application) => {
-            let application = masked(application);
-            let status = ApplicationStatus::from_pingpp(text_of(&application, "status")?);
-            let id = text_of(&application, "id")?.to_owned();
+            let application = provider::masked(application);
+            let status = ApplicationStatus::from_pingpp(provider::field(&application, "status")?);
+            let id = provider::field(&application, "id")?.to_owned();
             merchants::record_application(&tx, recorded.id, status, Some((&id, &application)))
                 .await?;
             succeeded(
@@ -450,7 +421,7 @@ pub(crate) async fn application_get(
             "application",
             merchant::MSG_UNKNOWN_APPLICATION,
         );
-        return refuse(engine, envelope, rejection).await;
+        return step::refuse(engine, envelope, rejection).await;
     };
     let recorded = {
         let mut client = engine.pool.get().await?;
@@ -477,15 +448,17 @@ pub(crate) async fn application_get(
         .retrieve_merchant_application(pingpp_kind(recorded.kind), &application_id)
         .await
     {
-        Ok(now) => masked(now),
-        Err(error) => return refuse(engine, envelope, provider::refused_or_retry(error)?).await,
+        Ok(now) => provider::masked(now),
+        Err(error) => {
+            return step::refuse(engine, envelope, provider::refused_or_retry(error)?).await
+        }
     };
     let mut client = engine.pool.get().await?;
     let tx = match step::claiming(&mut client, envelope).await? {
         Step::Answered(applied) => return Ok(applied),
         Step::Open(tx) => tx,
     };
-    let status = ApplicationStatus::from_pingpp(text_of(&now, "status")?);
+    let status = ApplicationStatus::from_pingpp(provider::field(&now, "status")?);
     merchants::record_application(&tx, recorded.id, status, Some((&application_id, &now))).await?;
     let result = succeeded(envelope, None, json!({ "application": now }));
     step::store_result(tx, envelope, &result).await
@@ -536,10 +509,12 @@ pub(crate) async fn settle_account(
         .create_settle_account(&sub_app_id, &asked)
         .await
     {
-        Ok(made) => masked(made),
-        Err(error) => return refuse(engine, envelope, provider::refused_or_retry(error)?).await,
+        Ok(made) => provider::masked(made),
+        Err(error) => {
+            return step::refuse(engine, envelope, provider::refused_or_retry(error)?).await
+        }
     };
-    let settle_account_id = text_of(&made, "id")?.to_owned();
+    let settle_account_id = provider::field(&made, "id")?.to_owned();
     let mut client = engine.pool.get().await?;
     let tx = match step::claiming(&mut client, envelope).await? {
         Step::Answered(applied) => return Ok(applied),
