@@ -5,9 +5,10 @@
 //!   attempt, and retries with exponential backoff and jitter for transient failures only
 //!   (`client/transport.rs`). Endpoints (charges, recharge objects, withdrawals, in
 //!   `client/mod.rs`; the account system's users, applications and deposits, in
-//!   `client/accounts.rs`; its sub-merchants, in `client/merchants.rs`) are a few lines each
-//!   over one call wrapper: a request type checked and turned into a body (`client/requests.rs`,
-//!   `client/account_requests.rs`, `client/merchant_requests.rs`), a path, and a check of the
+//!   `client/accounts.rs`; its sub-merchants, in `client/merchants.rs`; orders, refunds and
+//!   allocations, in `client/orders.rs`) are a few lines each over one call wrapper: a request
+//!   type checked and turned into a body (`client/requests.rs`, `client/account_requests.rs`,
+//!   `client/merchant_requests.rs`, `client/order_requests.rs`), a path, and a check of the
 //!   answer (`client/responses.rs`).
 //! - [`PingppPublicKey`] verifies the `X-Pingplusplus-Signature` of incoming webhooks.
 //! - [`PingppError`] tells callers whether to try again later ([`PingppError::is_transient`])
@@ -20,10 +21,11 @@ pub mod error;
 pub mod signing;
 
 pub use client::{
+    AllocationCompleteRequest, AllocationRefundRequest, AllocationRequest, AllocationShare,
     ChargeRequest, ClientConfig, CusApplicationRequest, DepositRequest, MerchantApplicationRequest,
-    MerchantKind, PingppClient, RechargeObjectRequest, SentOnceError, SettleAccountRequest,
-    SubAppRequest, WithdrawalRequest, WithdrawalUpdate, DEFAULT_API_BASE, SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
+    MerchantKind, OrderPayRequest, OrderRefundRequest, OrderRequest, PingppClient,
+    RechargeObjectRequest, SentOnceError, SettleAccountRequest, SubAppRequest, WithdrawalRequest,
+    WithdrawalUpdate, DEFAULT_API_BASE, MAX_ALLOCATION_SHARES, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
 pub use error::PingppError;
 pub use signing::{sign_request, MerchantKey, PingppPublicKey};

@@ -129,7 +129,10 @@ async fn the_journey_opens_binds_deposits_and_withdraws_once_and_the_ledger_mirr
     );
     let cards = command("k0", "account.cards", 1, json!({"return_url": RETURN_URL}));
     assert_eq!(code(&client.call(cards).await), "account_not_open");
-    assert_eq!(code(&client.call(cash("w-1", 1, 100)).await), "account_not_open");
+    assert_eq!(
+        code(&client.call(cash("w-1", 1, 100)).await),
+        "account_not_open"
+    );
 
     // Open: a Ping++ user and one pending application, personal data masked.
     let opened = client.call(open("open-1", 1)).await;

@@ -18,12 +18,19 @@
 //! - `merchant_requests.rs`: what we ask for them ([`SubAppRequest`],
 //!   [`MerchantApplicationRequest`], [`SettleAccountRequest`]), only the shapes sending needs
 //!   checked; personal data is kept out of every message.
+//! - `orders.rs`: the account system's endpoints for spending from an e-wallet (orders, their
+//!   payment and refunds, allocations, allocation refunds and completions).
+//! - `order_requests.rs`: what we ask for them ([`OrderRequest`], [`OrderPayRequest`],
+//!   [`OrderRefundRequest`], [`AllocationRequest`], [`AllocationRefundRequest`],
+//!   [`AllocationCompleteRequest`]), only shapes checked, no value quoted.
 //! - `responses.rs`: whether what Ping++ answered is the object the endpoint promises.
 
 mod account_requests;
 mod accounts;
 mod merchant_requests;
 mod merchants;
+mod order_requests;
+mod orders;
 mod requests;
 mod responses;
 mod transport;
@@ -34,6 +41,10 @@ use serde_json::Value;
 pub use account_requests::{CusApplicationRequest, DepositRequest};
 pub use merchant_requests::{
     MerchantApplicationRequest, MerchantKind, SettleAccountRequest, SubAppRequest,
+};
+pub use order_requests::{
+    AllocationCompleteRequest, AllocationRefundRequest, AllocationRequest, AllocationShare,
+    OrderPayRequest, OrderRefundRequest, OrderRequest, MAX_ALLOCATION_SHARES,
 };
 pub use requests::{ChargeRequest, RechargeObjectRequest, WithdrawalRequest, WithdrawalUpdate};
 pub use transport::{

@@ -133,6 +133,103 @@ pub(super) fn check_settle_account(account: Value) -> Result<Value, PingppError>
     )
 }
 
+/// `field` of `value` is the string `expected`, when there is one to compare with.
+fn has(value: &Value, field: &str, expected: Option<&str>) -> bool {
+    expected.is_none_or(|e| value.get(field).and_then(Value::as_str) == Some(e))
+}
+
+fn has_status(value: &Value) -> bool {
+    value.get("status").and_then(Value::as_str).is_some()
+}
+
+/// A 2xx answer that should be an order with a status (with `expected_merchant_order_no`,
+/// when we made it).
+pub(super) fn check_order(
+    order: Value,
+    expected_id: Option<&str>,
+    expected_merchant_order_no: Option<&str>,
+) -> Result<Value, PingppError> {
+    check_object(
+        order,
+        "order",
+        "an order with a status and the merchant_order_no sent",
+        expected_id,
+        |o| has_status(o) && has(o, "merchant_order_no", expected_merchant_order_no),
+    )
+}
+
+/// A 2xx answer that should be a refund of an order with a status (of `expected_order`, and
+/// with `expected_order_no` when we made it).
+pub(super) fn check_order_refund(
+    refund: Value,
+    expected_id: Option<&str>,
+    expected_order: &str,
+    expected_order_no: Option<&str>,
+) -> Result<Value, PingppError> {
+    check_object(
+        refund,
+        "order_refund",
+        "an order_refund of the order with a status and the order_no sent",
+        expected_id,
+        |r| {
+            has_status(r)
+                && has(r, "order", Some(expected_order))
+                && has(r, "order_no", expected_order_no)
+        },
+    )
+}
+
+/// A 2xx answer that should be a list of order refunds.
+pub(super) fn check_order_refund_list(list: Value) -> Result<Value, PingppError> {
+    let refunds = list.get("data").and_then(Value::as_array);
+    let is_list = list.get("object").and_then(Value::as_str) == Some("list")
+        && refunds.is_some_and(|data| {
+            data.iter()
+                .all(|r| r.get("object").and_then(Value::as_str) == Some("order_refund"))
+        });
+    if is_list {
+        Ok(list)
+    } else {
+        Err(PingppError::Protocol(
+            "expected a list of order_refunds".into(),
+        ))
+    }
+}
+
+/// A 2xx answer that should be an allocation object with a status; when we made it, of
+/// `type` (`allocation` or `allocation_refund`, both are allocation objects) with the
+/// order_no sent.
+pub(super) fn check_allocation(
+    allocation: Value,
+    expected_id: Option<&str>,
+    expected: Option<(&str, &str)>,
+) -> Result<Value, PingppError> {
+    let (kind, order_no) = expected.unzip();
+    check_object(
+        allocation,
+        "allocation",
+        "an allocation with a status, of the type and with the order_no sent",
+        expected_id,
+        |a| has_status(a) && has(a, "type", kind) && has(a, "order_no", order_no),
+    )
+}
+
+/// A 2xx answer that should be an allocation_complete with a status (with
+/// `expected_order_no`, when we made it).
+pub(super) fn check_allocation_complete(
+    complete: Value,
+    expected_id: Option<&str>,
+    expected_order_no: Option<&str>,
+) -> Result<Value, PingppError> {
+    check_object(
+        complete,
+        "allocation_complete",
+        "an allocation_complete with a status and the order_no sent",
+        expected_id,
+        |c| has_status(c) && has(c, "order_no", expected_order_no),
+    )
+}
+
 /// A 2xx answer that is not a Ping++ object but must carry the string `fields` (a card link,
 /// an uploaded picture, a card's bank). The error names the fields, never the answer, which
 /// may echo what was sent.
