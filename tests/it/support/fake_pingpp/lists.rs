@@ -23,13 +23,6 @@ pub(super) fn list_objects(shared: &Shared, list: List, uri: &str) -> Answer {
     if matches!(list, List::Charges) && query.get("app[id]").map(String::as_str) != Some(APP_ID) {
         return invalid("缺少参数: app[id]", "app[id]").answer();
     }
-    let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
-        None => 10,
-        Some(Ok(l)) if (1..=100).contains(&l) => l,
-        _ => return invalid("limit 须为 1 到 100", "limit").answer(),
-    };
-    let bound = |name: &str| query.get(name).and_then(|v| v.parse::<i64>().ok());
-    let (gte, lte) = (bound("created[gte]"), bound("created[lte]"));
     let state = shared.state();
     let ids = match list {
         List::Charges => &state.order,
@@ -43,10 +36,24 @@ pub(super) fn list_objects(shared: &Shared, list: List, uri: &str) -> Answer {
         List::Withdrawals => state.withdrawals[id].clone(),
         List::Deposits => state.deposits[id].clone(),
     };
-    let newest_first: Vec<Value> = ids
-        .iter()
-        .rev()
-        .map(|id| object(id))
+    let newest_first: Vec<Value> = ids.iter().rev().map(|id| object(id)).collect();
+    page(uri, newest_first)
+}
+
+/// One page of `newest_first`, as `limit`, `starting_after`, `created[gte]` and
+/// `created[lte]` in `uri` ask.
+pub(super) fn page(uri: &str, newest_first: Vec<Value>) -> Answer {
+    let url = reqwest::Url::parse(&format!("http://fake{uri}")).expect("a request URI");
+    let query: HashMap<String, String> = url.query_pairs().into_owned().collect();
+    let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
+        None => 10,
+        Some(Ok(l)) if (1..=100).contains(&l) => l,
+        _ => return invalid("limit 须为 1 到 100", "limit").answer(),
+    };
+    let bound = |name: &str| query.get(name).and_then(|v| v.parse::<i64>().ok());
+    let (gte, lte) = (bound("created[gte]"), bound("created[lte]"));
+    let newest_first: Vec<Value> = newest_first
+        .into_iter()
         .filter(|o| {
             let created = o["created"]
                 .as_i64()

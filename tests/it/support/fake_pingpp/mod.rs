@@ -8,8 +8,9 @@
 //! Here are the handle tests drive it with, the server loop and the routing; `charges`,
 //! `recharges` (recharge objects), `withdrawals`, `accounts` (the account system's users and
 //! their applications), `merchants` (sub-merchants, their applications and settle accounts),
-//! `deposits` and `lists` answer their endpoints, and `keys` holds the key pairs and the checks
-//! of a request's API key and signature.
+//! `deposits`, `orders` (orders, their refunds, allocations) and `lists` answer their
+//! endpoints, and `keys` holds the key pairs and the checks of a request's API key and
+//! signature.
 
 mod accounts;
 mod charges;
@@ -17,6 +18,7 @@ mod deposits;
 mod keys;
 mod lists;
 mod merchants;
+mod orders;
 mod recharges;
 mod withdrawals;
 
@@ -54,6 +56,7 @@ pub use keys::generate_test_keys;
 use keys::{authenticate, check_signature, webhook_keys};
 use lists::{list_objects, List};
 use merchants::{merchants_route, settle_accounts_route};
+use orders::orders_route;
 use recharges::recharges_route;
 
 pub const SECRET_KEY: &str = "sk_test_fakeK0mP9aZ1bQ8xW2cN7rT4";
@@ -155,6 +158,33 @@ struct State {
     merchant_application_order_nos: HashSet<String>,
     /// Sub-merchants' settle accounts, as answered (account numbers masked).
     settle_accounts: Vec<Value>,
+    /// Orders by id, as answered: their charges live inside them (`charges.data`), not in
+    /// `charges`.
+    orders: HashMap<String, Value>,
+    /// Order ids in creation order.
+    order_order: Vec<String>,
+    /// merchant_order_no → (order id, the request that created it).
+    order_by_merchant_order_no: HashMap<String, (String, Value)>,
+    /// What each paid allocation order holds (fen): paid in and neither allocated, refunded
+    /// nor completed yet.
+    held: HashMap<String, i64>,
+    /// Refunds of orders by id.
+    order_refunds: HashMap<String, Value>,
+    /// Order refund ids in creation order.
+    order_refund_order: Vec<String>,
+    /// order_no → (refund id, the request that created it, its order's id included).
+    order_refund_by_order_no: HashMap<String, (String, Value)>,
+    /// Allocations and allocation refunds (both `allocation` objects, told apart by `type`).
+    allocations: HashMap<String, Value>,
+    /// Their ids in creation order.
+    allocation_order: Vec<String>,
+    /// order_no → (allocation id, the request that created it), both types in one space.
+    allocation_by_order_no: HashMap<String, (String, Value)>,
+    allocation_completes: HashMap<String, Value>,
+    /// Allocation complete ids in creation order.
+    allocation_complete_order: Vec<String>,
+    /// order_no → (allocation complete id, the request that created it).
+    allocation_complete_by_order_no: HashMap<String, (String, Value)>,
 }
 
 impl State {
@@ -873,6 +903,9 @@ fn route(shared: &Shared, method: &Method, path: &str, uri: &str, body: &[u8]) -
             }
             _ => return recharges_route(shared, method, rest, body),
         }
+    }
+    if let Some(answer) = orders_route(shared, method, path, uri, body) {
+        return answer;
     }
     match (method, path.strip_prefix("/v1/charges")) {
         (&Method::POST, Some("")) => create_charge(shared, body),
