@@ -17,6 +17,7 @@ mod metrics;
 mod pingpp_accounts_client;
 mod pingpp_client;
 mod pingpp_merchants_client;
+mod pingpp_orders_client;
 mod properties;
 mod recharge;
 mod recharge_object;

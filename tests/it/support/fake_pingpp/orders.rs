@@ -163,6 +163,7 @@ fn check_app(request: &Map<String, Value>) -> Result<(), Refusal> {
 /// reused numbers) is refused.
 fn repeat(
     refuse_reused: bool,
+    param: &str,
     by_order_no: &HashMap<String, (String, Value)>,
     objects: &HashMap<String, Value>,
     order_no: &str,
@@ -170,16 +171,13 @@ fn repeat(
 ) -> Option<Result<Answer, Refusal>> {
     let (id, original) = by_order_no.get(order_no)?;
     if refuse_reused {
-        return Some(Err(invalid(
-            format!("order_no {order_no} 已被使用"),
-            "order_no",
-        )));
+        return Some(Err(invalid(format!("{param} {order_no} 已被使用"), param)));
     }
     Some(match objects.get(id) {
         Some(object) if original == request => Ok(answer(200, object)),
         _ => Err(invalid(
             format!("订单号 {order_no} 已存在，且参数与已有对象不一致"),
-            "order_no",
+            param,
         )),
     })
 }
@@ -441,6 +439,7 @@ fn create_order(shared: &Shared, body: &[u8]) -> Result<Answer, Refusal> {
     let mut state = shared.state();
     if let Some(outcome) = repeat(
         state.refuse_reused_order_no,
+        "merchant_order_no",
         &state.order_by_merchant_order_no,
         &state.orders,
         merchant_order_no,
@@ -638,6 +637,7 @@ fn create_order_refund(shared: &Shared, order_id: &str, body: &[u8]) -> Result<A
     };
     if let Some(outcome) = repeat(
         state.refuse_reused_order_no,
+        "order_no",
         &state.order_refund_by_order_no,
         &state.order_refunds,
         order_no,
@@ -720,6 +720,7 @@ fn create_allocation(shared: &Shared, body: &[u8]) -> Result<Answer, Refusal> {
     let mut state = shared.state();
     if let Some(outcome) = repeat(
         state.refuse_reused_order_no,
+        "order_no",
         &state.allocation_by_order_no,
         &state.allocations,
         order_no,
@@ -799,6 +800,7 @@ fn create_allocation_refund(shared: &Shared, body: &[u8]) -> Result<Answer, Refu
     let mut state = shared.state();
     if let Some(outcome) = repeat(
         state.refuse_reused_order_no,
+        "order_no",
         &state.allocation_by_order_no,
         &state.allocations,
         order_no,
@@ -884,6 +886,7 @@ fn create_allocation_complete(shared: &Shared, body: &[u8]) -> Result<Answer, Re
     let mut state = shared.state();
     if let Some(outcome) = repeat(
         state.refuse_reused_order_no,
+        "order_no",
         &state.allocation_complete_by_order_no,
         &state.allocation_completes,
         order_no,
