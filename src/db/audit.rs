@@ -64,7 +64,7 @@ const CHECKS: &[(&str, &str)] = &[
          FROM wallet_orders o
          WHERE o.state = 1 AND NOT EXISTS (
              SELECT 1 FROM ledger_entries e JOIN accounts a ON a.id = e.account_id
-             WHERE e.journal_id = o.journal_id AND a.kind = 'wallet'
+             WHERE e.journal_id = o.journal_id AND a.kind IN ('wallet', 'merchant')
                AND a.user_id = o.owner_id AND e.amount = o.type * o.amount)",
     ),
     (

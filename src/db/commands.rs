@@ -119,7 +119,9 @@ fn holders(id: &str, fingerprint: &str) -> String {
          EXISTS (SELECT 1 FROM sub_merchants m WHERE m.command_id = {id})
              AS held_by_sub_merchant,
          EXISTS (SELECT 1 FROM merchant_applications m WHERE m.command_id = {id})
-             AS held_by_merchant_application"
+             AS held_by_merchant_application,
+         EXISTS (SELECT 1 FROM pingpp_orders o WHERE o.command_id = {id}) AS held_by_purchase,
+         EXISTS (SELECT 1 FROM order_refunds r WHERE r.command_id = {id}) AS held_by_refund"
     )
 }
 

@@ -68,6 +68,30 @@ pub async fn lock_wallets(
     ))
 }
 
+/// Locks the merchant account of `user`'s sub-merchant (creating it empty), for a journal that
+/// moves it; its balance, as a wallet's, can never go below zero.
+pub async fn lock_merchant(tx: &Transaction<'_>, user: i64) -> Result<i64, EngineError> {
+    tx.execute(
+        &tx.prepare_cached(
+            "INSERT INTO accounts (kind, user_id, unit) VALUES ('merchant', $1, 'fen')
+             ON CONFLICT (kind, user_id) DO NOTHING",
+        )
+        .await?,
+        &[&user],
+    )
+    .await?;
+    Ok(tx
+        .query_one(
+            &tx.prepare_cached(
+                "SELECT balance FROM accounts WHERE kind = 'merchant' AND user_id = $1 FOR UPDATE",
+            )
+            .await?,
+            &[&user],
+        )
+        .await?
+        .get(0))
+}
+
 /// Writes a journal and its entries and moves the balances, system accounts included.
 pub async fn post_journal(
     tx: &Transaction<'_>,
@@ -168,30 +192,34 @@ pub async fn post_journals(
     let mut entry_accounts: Vec<Option<i64>> = Vec::new();
     let mut entry_systems: Vec<Option<&str>> = Vec::new();
     let mut entry_points: Vec<Option<i64>> = Vec::new();
+    let mut entry_merchants: Vec<Option<i64>> = Vec::new();
     let mut entry_amounts = Vec::new();
     for (position, draft) in (1..).zip(drafts) {
         for (account, amount) in draft.journal.entries() {
-            let (wallet, system_name, points) = match account {
+            let (wallet, system_name, points, merchant) = match account {
                 AccountRef::Wallet(user) => {
                     let wallet = wallets.get(&user).ok_or_else(|| {
                         EngineError::Broken(format!("wallet of user {user} was not locked"))
                     })?;
-                    (Some(wallet.account_id), None, None)
+                    (Some(wallet.account_id), None, None, None)
                 }
-                AccountRef::Points(user) => (None, None, Some(user)),
+                AccountRef::Points(user) => (None, None, Some(user), None),
+                // Locked by `lock_merchant` before.
+                AccountRef::Merchant(user) => (None, None, None, Some(user)),
                 AccountRef::System(account) => {
                     system
                         .by_name
                         .entry(account.name())
                         .or_default()
                         .add(amount)?;
-                    (None, Some(account.name()), None)
+                    (None, Some(account.name()), None, None)
                 }
             };
             entry_journals.push(position);
             entry_accounts.push(wallet);
             entry_systems.push(system_name);
             entry_points.push(points);
+            entry_merchants.push(merchant);
             entry_amounts.push(amount);
         }
     }
@@ -210,9 +238,12 @@ pub async fn post_journals(
                     SELECT jn.id AS j, u.d, u.s IS NULL AS moves_now,
                            coalesce(u.a, (SELECT id FROM accounts WHERE name = u.s),
                                     (SELECT id FROM accounts
-                                     WHERE kind = 'points' AND user_id = u.p)) AS a
-                    FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::bigint[], $7::bigint[])
-                        AS u(n, a, s, p, d)
+                                     WHERE kind = 'points' AND user_id = u.p),
+                                    (SELECT id FROM accounts
+                                     WHERE kind = 'merchant' AND user_id = u.m)) AS a
+                    FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::bigint[], $7::bigint[],
+                                $8::bigint[])
+                        AS u(n, a, s, p, d, m)
                     JOIN jn ON jn.n = u.n
                  ), inserted AS (
                     INSERT INTO ledger_entries (journal_id, account_id, amount)
@@ -239,6 +270,7 @@ pub async fn post_journals(
                 &entry_systems,
                 &entry_points,
                 &entry_amounts,
+                &entry_merchants,
             ],
         )
         .await?;

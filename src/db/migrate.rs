@@ -59,6 +59,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0009_merchants.sql",
         sql: include_str!("../../migrations/0009_merchants.sql"),
     },
+    Migration {
+        version: 10,
+        name: "0010_orders.sql",
+        sql: include_str!("../../migrations/0010_orders.sql"),
+    },
 ];
 
 /// An arbitrary constant shared by every pluspay instance.

@@ -18,6 +18,7 @@ pub mod merchants;
 pub mod migrate;
 pub mod orders;
 pub mod pingpp_events;
+pub mod purchases;
 pub mod recharges;
 
 use std::time::Duration;

@@ -43,10 +43,16 @@ pub enum CommandType {
     MerchantApply,
     MerchantApplicationGet,
     MerchantSettleAccount,
+    OrderCreate,
+    OrderPay,
+    OrderGet,
+    OrderRefund,
+    OrderRefunds,
+    OrderRefundGet,
 }
 
 impl CommandType {
-    pub const ALL: [CommandType; 25] = [
+    pub const ALL: [CommandType; 31] = [
         CommandType::Recharge,
         CommandType::RechargeRetrieve,
         CommandType::Cash,
@@ -72,6 +78,12 @@ impl CommandType {
         CommandType::MerchantApply,
         CommandType::MerchantApplicationGet,
         CommandType::MerchantSettleAccount,
+        CommandType::OrderCreate,
+        CommandType::OrderPay,
+        CommandType::OrderGet,
+        CommandType::OrderRefund,
+        CommandType::OrderRefunds,
+        CommandType::OrderRefundGet,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -101,6 +113,12 @@ impl CommandType {
             CommandType::MerchantApply => "merchant.apply",
             CommandType::MerchantApplicationGet => "merchant.application.get",
             CommandType::MerchantSettleAccount => "merchant.settle_account",
+            CommandType::OrderCreate => "order.create",
+            CommandType::OrderPay => "order.pay",
+            CommandType::OrderGet => "order.get",
+            CommandType::OrderRefund => "order.refund",
+            CommandType::OrderRefunds => "order.refunds",
+            CommandType::OrderRefundGet => "order.refund.get",
         }
     }
 
@@ -157,6 +175,10 @@ pub enum IdHolder {
     SubMerchant,
     /// A merchant application in progress (`merchant_applications`).
     MerchantApplication,
+    /// A purchase being made at Ping++ (`pingpp_orders`).
+    Purchase,
+    /// A refund of a purchase in progress (`order_refunds`).
+    Refund,
 }
 
 /// Whether an id held so is taken for a command of `kind`: only a redelivery of the recharge
@@ -170,6 +192,8 @@ pub fn held_by_another(kind: CommandType, holder: IdHolder) -> bool {
         IdHolder::Application => kind != CommandType::AccountOpen,
         IdHolder::SubMerchant => kind != CommandType::MerchantCreate,
         IdHolder::MerchantApplication => kind != CommandType::MerchantApply,
+        IdHolder::Purchase => kind != CommandType::OrderCreate,
+        IdHolder::Refund => kind != CommandType::OrderRefund,
     }
 }
 

@@ -53,7 +53,13 @@ impl Custody {
             | MerchantGet
             | MerchantApply
             | MerchantApplicationGet
-            | MerchantSettleAccount => self == Custody::Pingpp,
+            | MerchantSettleAccount
+            | OrderCreate
+            | OrderPay
+            | OrderGet
+            | OrderRefund
+            | OrderRefunds
+            | OrderRefundGet => self == Custody::Pingpp,
             Recharge | RechargeRetrieve | Cash | CashRetrieve | OrdersList | OrdersGet
             | CashesList | WalletGet | ChargesList | ChargesGet => true,
         }

@@ -43,6 +43,10 @@ pub enum EventAction {
     /// Record the decision on this sub-merchant's application (`mch_application` or
     /// `micro_application`).
     DecideMerchantApplication(Value),
+    /// Complete the purchase of this Ping++ order.
+    CompleteOrder(Value),
+    /// Complete this refund of a purchase (an `order_refund`).
+    CompleteRefund(Value),
     /// Nothing to do but remember it was received.
     Record,
 }
@@ -118,6 +122,16 @@ impl PingppEvent {
         }
         if APPLICATION_EVENTS.contains(&self.kind.as_str()) && object == Some("cus_application") {
             return EventAction::DecideApplication(self.object.clone());
+        }
+        if matches!(self.kind.as_str(), "order.succeeded" | "order.canceled")
+            && object == Some("order")
+        {
+            return EventAction::CompleteOrder(self.object.clone());
+        }
+        if matches!(self.kind.as_str(), "refund.succeeded" | "refund.failed")
+            && object == Some("order_refund")
+        {
+            return EventAction::CompleteRefund(self.object.clone());
         }
         if MERCHANT_APPLICATION_EVENTS.contains(&self.kind.as_str())
             && matches!(object, Some("mch_application" | "micro_application"))

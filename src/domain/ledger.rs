@@ -113,13 +113,15 @@ impl SystemAccount {
 pub enum AccountRef {
     Wallet(i64),
     Points(i64),
+    /// With the money at Ping++: the user's sub-merchant's money there (its business user).
+    Merchant(i64),
     System(SystemAccount),
 }
 
 impl AccountRef {
     pub fn unit(self) -> Unit {
         match self {
-            AccountRef::Wallet(_) => Unit::Fen,
+            AccountRef::Wallet(_) | AccountRef::Merchant(_) => Unit::Fen,
             AccountRef::Points(_) => Unit::Point,
             AccountRef::System(s) => s.unit(),
         }

@@ -12,6 +12,7 @@ pub mod merchant;
 pub mod order;
 pub mod outcome;
 pub mod policy;
+pub mod purchase;
 pub mod query;
 pub mod recharge;
 pub mod recharge_object;

@@ -117,6 +117,18 @@ pub enum Code {
     /// Ping++ may or may not have acted, and the request may not be sent again: nothing will
     /// be resent by itself; an operator decides.
     ProviderOutcomeUnknown,
+    /// `allocation` is not a boolean, or asks for a split order (not served yet).
+    InvalidAllocation,
+    /// The order can't be paid now (paid, failed, or not made at Ping++ yet).
+    OrderNotPayable,
+    /// A refund of an order that was not paid.
+    OrderNotPaid,
+    /// A refund larger than what the order has left to refund.
+    RefundTooLarge,
+    /// No such refund of this order.
+    UnknownRefund,
+    /// The order Ping++ returned disagrees with pluspay's.
+    OrderMismatch,
 }
 
 impl Code {

@@ -5,10 +5,13 @@ use serde_json::{json, Value};
 
 use super::completion::charge::{complete_charge, ChargeCompletion};
 use super::completion::deposit::{complete_deposit, DepositCompletion};
+use super::completion::purchase::{
+    complete_order, complete_refund, OrderCompletion, RefundCompletion,
+};
 use super::completion::withdrawal::{complete_withdrawal, WithdrawalCompletion};
 use super::Engine;
 use crate::db::pingpp_events as events;
-use crate::db::{accounts, cash_payouts, deposits, merchants, recharges};
+use crate::db::{accounts, cash_payouts, deposits, merchants, purchases, recharges};
 use crate::domain::account::{mask_personal, ApplicationStatus};
 use crate::domain::event::{EventAction, PingppEvent};
 use crate::domain::merchant::ApplicationStatus as MerchantApplicationStatus;
@@ -80,6 +83,12 @@ pub async fn apply_event(
         }
         EventAction::DecideMerchantApplication(application) => {
             return apply_merchant_application_event(tx, event, application).await
+        }
+        EventAction::CompleteOrder(order) => {
+            return apply_order_event(engine, tx, event, &order).await
+        }
+        EventAction::CompleteRefund(refund) => {
+            return apply_refund_event(engine, tx, event, &refund).await
         }
     };
     let (Some(charge_id), Some(order_no)) = (event.charge_id(), event.order_no()) else {
@@ -397,6 +406,124 @@ async fn apply_merchant_application_event(
     tx.commit().await?;
     Ok(EventOutcome::Done {
         publish: None,
+        replayed: false,
+    })
+}
+
+/// A Ping++ order's event completes its purchase through the same path as `order.get`.
+async fn apply_order_event(
+    engine: &Engine,
+    tx: deadpool_postgres::Transaction<'_>,
+    event: &PingppEvent,
+    order: &Value,
+) -> Result<EventOutcome, EngineError> {
+    let text = |name: &str| order.get(name).and_then(Value::as_str);
+    let (Some(id), Some(merchant_order_no)) = (text("id"), text("merchant_order_no")) else {
+        return Ok(EventOutcome::Refused(
+            "the order has no id or merchant_order_no".into(),
+        ));
+    };
+    let Some(found) = purchases::lock_at_pingpp(&tx, id, merchant_order_no).await? else {
+        return Ok(EventOutcome::Refused(format!(
+            "no purchase for order {id} (merchant_order_no {merchant_order_no})"
+        )));
+    };
+    if found.pingpp_order_id.is_none() && !found.concluded {
+        let reason = format!(
+            "order {} has not recorded its Ping++ order yet",
+            found.order_id
+        );
+        return wait(engine, tx, event, reason).await;
+    }
+    let completion = match complete_order(&tx, found.order_id, order, None).await? {
+        Ok(completion) => completion,
+        Err(mismatch) => return Ok(EventOutcome::Refused(mismatch)),
+    };
+    let (outcome, publish) = match &completion {
+        OrderCompletion::Paid {
+            order, journal_id, ..
+        } => {
+            events::link_journal(&tx, &event.id, *journal_id).await?;
+            (
+                "paid",
+                Some(published(event, "order.succeeded", order, None)),
+            )
+        }
+        OrderCompletion::Failed { .. } => ("failed", None),
+        OrderCompletion::Unchanged { .. } => ("unchanged", None),
+    };
+    events::set_outcome(
+        &tx,
+        &event.id,
+        outcome,
+        Some(found.order_id),
+        publish.as_ref(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(EventOutcome::Done {
+        publish,
+        replayed: false,
+    })
+}
+
+/// A refund's event completes it through the same path as `order.refunds`.
+async fn apply_refund_event(
+    engine: &Engine,
+    tx: deadpool_postgres::Transaction<'_>,
+    event: &PingppEvent,
+    refund: &Value,
+) -> Result<EventOutcome, EngineError> {
+    let text = |name: &str| refund.get(name).and_then(Value::as_str);
+    let (Some(id), Some(order_no)) = (text("id"), text("order_no")) else {
+        return Ok(EventOutcome::Refused(
+            "the refund has no id or order_no".into(),
+        ));
+    };
+    let Some(found) = purchases::lock_refund_at_pingpp(&tx, id, order_no).await? else {
+        return Ok(EventOutcome::Refused(format!(
+            "no refund {id} (order_no {order_no})"
+        )));
+    };
+    if found.refund_id.is_none() && !found.concluded {
+        let reason = format!("refund {order_no} is not recorded yet");
+        return wait(engine, tx, event, reason).await;
+    }
+    let completion = match complete_refund(&tx, refund, None).await? {
+        Ok(completion) => completion,
+        Err(mismatch) => return Ok(EventOutcome::Refused(mismatch)),
+    };
+    let with_refund = |kind: &str, order: &Value, reason: Option<&String>| {
+        let (kind, body) = published(event, kind, order, reason);
+        let mut body: Value = serde_json::from_str(&body).expect("just serialized");
+        body["data"]["refund"] = refund.clone();
+        (kind, body.to_string())
+    };
+    let (outcome, publish) = match &completion {
+        RefundCompletion::Refunded { journal_id, order } => {
+            events::link_journal(&tx, &event.id, *journal_id).await?;
+            (
+                "refunded",
+                Some(with_refund("refund.succeeded", order, None)),
+            )
+        }
+        RefundCompletion::Failed { reason, order } => (
+            "failed",
+            Some(with_refund("refund.failed", order, Some(reason))),
+        ),
+        RefundCompletion::Unchanged { .. } => ("unchanged", None),
+    };
+    events::set_outcome(
+        &tx,
+        &event.id,
+        outcome,
+        Some(found.order_id),
+        publish.as_ref(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(EventOutcome::Done {
+        publish,
         replayed: false,
     })
 }

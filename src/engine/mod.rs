@@ -132,6 +132,12 @@ impl Engine {
             CommandType::MerchantSettleAccount => {
                 commands::merchant::settle_account(self, envelope).await
             }
+            CommandType::OrderCreate => commands::purchase::create(self, envelope).await,
+            CommandType::OrderPay => commands::purchase::pay(self, envelope).await,
+            CommandType::OrderGet => commands::purchase::get(self, envelope).await,
+            CommandType::OrderRefund => commands::purchase::refund(self, envelope).await,
+            CommandType::OrderRefunds => commands::purchase::refunds(self, envelope).await,
+            CommandType::OrderRefundGet => commands::purchase::refund_get(self, envelope).await,
             CommandType::Recharge => commands::recharge::create(self, envelope).await,
             CommandType::RechargeRetrieve => commands::recharge::retrieve(self, envelope).await,
             CommandType::CashRetrieve => commands::payout::retrieve(self, envelope).await,
@@ -169,6 +175,12 @@ impl Engine {
                 | CommandType::MerchantApply
                 | CommandType::MerchantApplicationGet
                 | CommandType::MerchantSettleAccount
+                | CommandType::OrderCreate
+                | CommandType::OrderPay
+                | CommandType::OrderGet
+                | CommandType::OrderRefund
+                | CommandType::OrderRefunds
+                | CommandType::OrderRefundGet
         ) || (self.payout.is_some()
             && matches!(kind, CommandType::CashApprove | CommandType::CashReject))
             || (self.policy.custody == Custody::Pingpp && kind == CommandType::Cash)
@@ -291,7 +303,13 @@ async fn decide_in(
         | CommandType::MerchantGet
         | CommandType::MerchantApply
         | CommandType::MerchantApplicationGet
-        | CommandType::MerchantSettleAccount => Err(EngineError::Broken(format!(
+        | CommandType::MerchantSettleAccount
+        | CommandType::OrderCreate
+        | CommandType::OrderPay
+        | CommandType::OrderGet
+        | CommandType::OrderRefund
+        | CommandType::OrderRefunds
+        | CommandType::OrderRefundGet => Err(EngineError::Broken(format!(
             "{} is not decided inside a shared transaction",
             envelope.kind.as_str()
         ))),

@@ -104,3 +104,20 @@ pub(super) async fn refuse(
 ) -> Result<Applied, EngineError> {
     answer(engine, envelope, super::rejected(envelope, rejection)).await
 }
+
+/// The command's stored answer, if it has one (or the conflict of an id another command
+/// holds): a command that only asks Ping++ and answers then asks nothing again.
+pub(super) async fn answered(
+    engine: &Engine,
+    envelope: &Envelope,
+) -> Result<Option<Applied>, EngineError> {
+    let mut client = engine.pool.get().await?;
+    let answer = match looking(&mut client, envelope).await? {
+        Step::Answered(applied) => Some(applied),
+        Step::Open(tx) => {
+            tx.rollback().await?;
+            None
+        }
+    };
+    Ok(answer)
+}

@@ -310,7 +310,7 @@ pub(crate) async fn cards(engine: &Engine, envelope: &Envelope) -> Result<Applie
         Ok(url) => url,
         Err(rejection) => return step::refuse(engine, envelope, rejection).await,
     };
-    if let Some(applied) = answered(engine, envelope).await? {
+    if let Some(applied) = step::answered(engine, envelope).await? {
         return Ok(applied);
     }
     if let Err(rejection) = require_open(engine, envelope.user_id).await? {
@@ -341,7 +341,7 @@ pub(crate) async fn upload_pic(
         Ok(pic) => pic,
         Err(rejection) => return step::refuse(engine, envelope, rejection).await,
     };
-    if let Some(applied) = answered(engine, envelope).await? {
+    if let Some(applied) = step::answered(engine, envelope).await? {
         return Ok(applied);
     }
     let uploaded = match provider::client(engine)?.upload_pic(&pic).await {
@@ -360,7 +360,7 @@ pub(crate) async fn card_bin(engine: &Engine, envelope: &Envelope) -> Result<App
         Ok(number) => number,
         Err(rejection) => return step::refuse(engine, envelope, rejection).await,
     };
-    if let Some(applied) = answered(engine, envelope).await? {
+    if let Some(applied) = step::answered(engine, envelope).await? {
         return Ok(applied);
     }
     let found = match provider::client(engine)?.card_bin(&number).await {
@@ -377,17 +377,4 @@ pub(crate) async fn card_bin(engine: &Engine, envelope: &Envelope) -> Result<App
         "bank_code": provider::field(&found, "bank_code")?,
     });
     step::answer(engine, envelope, succeeded(envelope, None, data)).await
-}
-
-/// The command's stored answer, if it has one: a redelivery asks Ping++ nothing.
-async fn answered(engine: &Engine, envelope: &Envelope) -> Result<Option<Applied>, EngineError> {
-    let mut client = engine.pool.get().await?;
-    let answer = match step::looking(&mut client, envelope).await? {
-        Step::Answered(applied) => Some(applied),
-        Step::Open(tx) => {
-            tx.rollback().await?;
-            None
-        }
-    };
-    Ok(answer)
 }

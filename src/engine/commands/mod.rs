@@ -8,6 +8,7 @@ pub(crate) mod deposit;
 pub(crate) mod ewallet_cash;
 pub(crate) mod merchant;
 pub(crate) mod payout;
+pub(crate) mod purchase;
 pub(crate) mod reads;
 pub(crate) mod recharge;
 pub(crate) mod transfer;

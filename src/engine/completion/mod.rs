@@ -5,4 +5,5 @@
 
 pub mod charge;
 pub mod deposit;
+pub mod purchase;
 pub mod withdrawal;

@@ -333,7 +333,9 @@ proptest! {
                 );
                 prop_assert_eq!(&got, &object);
             }
-            EventAction::DecideMerchantApplication(got) => {
+            EventAction::DecideMerchantApplication(got)
+            | EventAction::CompleteOrder(got)
+            | EventAction::CompleteRefund(got) => {
                 prop_assert_eq!(&got, &object);
             }
             EventAction::Record => prop_assert!(!completes && !settles),
