@@ -19,6 +19,7 @@ mod pingpp_client;
 mod pingpp_merchants_client;
 mod pingpp_orders_client;
 mod properties;
+mod purchases;
 mod recharge;
 mod recharge_object;
 mod systemd;

@@ -1,0 +1,378 @@
+//! Purchases with the money at Ping++, through real PostgreSQL and RabbitMQ and the fake Ping++:
+//! a buyer pays a creator's sub-merchant from the e-wallet or a channel, exactly once whatever
+//! the webhook redeliveries and pulls, and refunds move back exactly their amount once, never
+//! more than was paid; the ledger mirrors the e-wallets and the sub-merchant at the end.
+
+use crate::custody::{custody_mode, deposit, open_account};
+use crate::support::fake_pingpp::FakePingpp;
+use crate::support::{next_event, BrokerClient, TestEnv, WorkerHandle};
+use serde_json::{json, Value};
+
+const RETURN_URL: &str = "https://example.com/back";
+
+async fn start() -> (TestEnv, FakePingpp, BrokerClient, WorkerHandle) {
+    crate::support::with_fake_pingpp_and_worker(custody_mode).await
+}
+
+fn command(id: &str, kind: &str, user: i64, data: Value) -> Value {
+    json!({"id": id, "type": kind, "user_id": user, "data": data})
+}
+
+fn succeeded(result: &Value) -> &Value {
+    assert_eq!(result["status"], "succeeded", "{result}");
+    &result["data"]
+}
+
+fn code(result: &Value) -> &str {
+    assert_eq!(result["status"], "rejected", "{result}");
+    result["code"].as_str().unwrap()
+}
+
+/// A creator whose micro sub-merchant is open.
+async fn creator(env: &TestEnv, client: &mut BrokerClient, fake: &FakePingpp, user: i64) {
+    let made = client
+        .call(command(
+            &format!("mc-{user}"),
+            "merchant.create",
+            user,
+            json!({"display_name": "创作者小店"}),
+        ))
+        .await;
+    succeeded(&made);
+    let application = json!({
+        "kind": "micro",
+        "business_license": {"sign_name": "李四", "short_name": "李四的店"},
+        "merchant_address": {"province": "四川省", "city": "成都市", "district": "高新区", "address": "一号"},
+        "legal_person_id_card": {"type": "id_card", "number": "110101199003074514", "copy": "http://m/1",
+                                 "national": "http://m/2", "name": "李四", "mobile": "13912345678"},
+        "settle_account": {"account": "6214850213609784", "type": "b2c", "bank_code": "CMBCHINA"}
+    });
+    let applied = client
+        .call(command(
+            &format!("ma-{user}"),
+            "merchant.apply",
+            user,
+            application,
+        ))
+        .await;
+    let id = succeeded(&applied)["application"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (event, _) = fake.signed_event(
+        "micro_application.succeeded",
+        fake.complete_merchant_application(&id),
+    );
+    client.enqueue_pingpp_event(&event).await;
+    env.wait_for_count(
+        &format!("SELECT count(*) FROM merchant_applications WHERE user_id = {user} AND status = 'completed'"),
+        1,
+    )
+    .await;
+}
+
+/// A buyer with an open e-wallet holding `amount`.
+async fn buyer(
+    env: &TestEnv,
+    client: &mut BrokerClient,
+    fake: &FakePingpp,
+    user: i64,
+    amount: i64,
+) {
+    open_account(client, fake, user).await;
+    let made = client
+        .call(deposit(&format!("dep-{user}"), user, amount))
+        .await;
+    let id = succeeded(&made)["deposit"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (event, _) = fake.signed_event("deposit.succeeded", fake.pay_deposit(&id));
+    client.enqueue_pingpp_event(&event).await;
+    env.wait_for_count(
+        &format!("SELECT count(*) FROM accounts WHERE kind = 'wallet' AND user_id = {user} AND balance = {amount}"),
+        1,
+    )
+    .await;
+}
+
+fn purchase(id: &str, buyer: i64, seller: i64, amount: i64) -> Value {
+    command(
+        id,
+        "order.create",
+        buyer,
+        json!({
+        "seller": seller, "amount": amount, "subject": "付费文章", "body": "一篇付费文章",
+        "client_ip": "127.0.0.1"}),
+    )
+}
+
+async fn merchant_balance(env: &TestEnv, user: i64) -> i64 {
+    env.db
+        .query_opt(
+            "SELECT balance FROM accounts WHERE kind = 'merchant' AND user_id = $1",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .map_or(0, |row| row.get(0))
+}
+
+fn at_pingpp(fake: &FakePingpp, user: &str) -> i64 {
+    fake.user(user).unwrap()["available_balance"]
+        .as_i64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purchase_is_paid_once_and_refunds_move_back_exactly_their_amount() {
+    let (mut env, fake, mut client, _worker) = start().await;
+    creator(&env, &mut client, &fake, 20).await;
+    buyer(&env, &mut client, &fake, 21, 1000).await;
+    let mut orders_events = client.watch(&client.names.events_exchange, "order.#").await;
+    let mut refund_events = client
+        .watch(&client.names.events_exchange, "refund.#")
+        .await;
+
+    // Nobody can sell who is not an open sub-merchant.
+    assert_eq!(
+        code(&client.call(purchase("p0", 21, 22, 100)).await),
+        "not_a_merchant"
+    );
+
+    let made = client.call(purchase("p1", 21, 20, 300)).await;
+    let data = succeeded(&made).clone();
+    let order_id = data["order"]["id"].as_i64().unwrap();
+    assert_eq!(data["order"]["state"], 0);
+    assert_eq!(data["pingpp_order"]["status"], "created");
+    assert_eq!(
+        client.call(purchase("p1", 21, 20, 300)).await["data"],
+        made["data"]
+    );
+    assert_eq!(fake.orders().len(), 1);
+    let pingpp_id = data["pingpp_order"]["id"].as_str().unwrap().to_owned();
+
+    let pay = command(
+        "pay1",
+        "order.pay",
+        21,
+        json!({"order": order_id, "channel": "balance",
+        "extra": {"return_url": RETURN_URL}}),
+    );
+    let paying = client.call(pay).await;
+    assert!(
+        succeeded(&paying)["pingpp_order"]["charge_essentials"].is_object(),
+        "{paying}"
+    );
+    assert_eq!(
+        env.balance(21).await,
+        1000,
+        "nothing moves before Ping++ says paid"
+    );
+
+    // Paid: the webhook twice and a pull race; paid once.
+    let (event, _) = fake.signed_event("order.succeeded", fake.pay_order(&pingpp_id));
+    client.enqueue_pingpp_event(&event).await;
+    client.enqueue_pingpp_event(&event).await;
+    let pulled = client
+        .call(command("g1", "order.get", 21, json!({"order": order_id})))
+        .await;
+    assert_eq!(succeeded(&pulled)["order"]["state"], 1);
+    // One row per event id (the second delivery is a replay): the creator's application, the
+    // buyer's application and deposit, the order.
+    env.wait_for_count(
+        "SELECT count(*) FROM pingpp_events WHERE outcome <> 'waiting'",
+        4,
+    )
+    .await;
+    assert_eq!(env.balance(21).await, 700);
+    assert_eq!(merchant_balance(&env, 20).await, 300);
+    assert_eq!(
+        env.count("SELECT count(*) FROM journal WHERE kind = 'order'")
+            .await,
+        1
+    );
+    let seller_orders = env
+        .count("SELECT count(*) FROM wallet_orders WHERE owner_id = 20 AND type = 1 AND state = 1")
+        .await;
+    assert_eq!(seller_orders, 1);
+    if env
+        .count("SELECT count(*) FROM pingpp_events WHERE routing_key = 'order.succeeded'")
+        .await
+        == 1
+    {
+        assert_eq!(
+            next_event(&mut orders_events).await["type"],
+            "order.succeeded"
+        );
+    }
+
+    // Refunds: never more than what is left, the second of two for the last fen refused.
+    let refund = |id: &str, amount: i64| {
+        command(
+            id,
+            "order.refund",
+            21,
+            json!({"order": order_id, "amount": amount, "description": "不想要了"}),
+        )
+    };
+    let first = client.call(refund("r1", 100)).await;
+    let first_id = succeeded(&first)["refund"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        code(&client.call(refund("r2", 201)).await),
+        "refund_too_large"
+    );
+    let second = client.call(refund("r3", 200)).await;
+    let second_id = succeeded(&second)["refund"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        code(&client.call(refund("r4", 1)).await),
+        "refund_too_large"
+    );
+    assert_eq!(client.call(refund("r1", 100)).await["data"], first["data"]);
+    assert_eq!(fake.order_refunds().len(), 2);
+
+    // The first succeeds (moved back once, though told twice); the second fails (nothing).
+    let (event, _) = fake.signed_event(
+        "refund.succeeded",
+        fake.succeed_order_refund(&pingpp_id, &first_id),
+    );
+    client.enqueue_pingpp_event(&event).await;
+    client.enqueue_pingpp_event(&event).await;
+    let (event, _) = fake.signed_event(
+        "refund.failed",
+        fake.fail_order_refund(&pingpp_id, &second_id, "渠道退款失败"),
+    );
+    client.enqueue_pingpp_event(&event).await;
+    // The replayed delivery publishes its event again, the same event.
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(next_event(&mut refund_events).await);
+    }
+    let refunded: Vec<&Value> = seen
+        .iter()
+        .filter(|e| e["type"] == "refund.succeeded")
+        .collect();
+    assert_eq!(refunded.len(), 2, "{seen:?}");
+    assert_eq!(refunded[0]["event_id"], refunded[1]["event_id"]);
+    let failed = seen.iter().find(|e| e["type"] == "refund.failed").unwrap();
+    assert_eq!(failed["data"]["refund"]["status"], "failed");
+    env.wait_for_count(
+        "SELECT count(*) FROM order_refunds WHERE status <> 'pending'",
+        2,
+    )
+    .await;
+    assert_eq!(env.balance(21).await, 800);
+    assert_eq!(merchant_balance(&env, 20).await, 200);
+    // What the failed refund held is free again.
+    let again = client.call(refund("r5", 200)).await;
+    succeeded(&again);
+    let listed = client
+        .call(command(
+            "l1",
+            "order.refunds",
+            20,
+            json!({"order": order_id}),
+        ))
+        .await;
+    assert_eq!(succeeded(&listed)["refunds"].as_array().unwrap().len(), 3);
+
+    // The ledger mirrors Ping++: the buyer's e-wallet and the sub-merchant's money.
+    assert_eq!(at_pingpp(&fake, "user_21"), env.balance(21).await);
+    assert_eq!(at_pingpp(&fake, "biz_20"), merchant_balance(&env, 20).await);
+    assert!(env.audit().await.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_payment_reaches_the_seller_without_touching_the_e_wallet() {
+    let (mut env, fake, mut client, _worker) = start().await;
+    creator(&env, &mut client, &fake, 30).await;
+    buyer(&env, &mut client, &fake, 31, 50).await;
+    let made = client.call(purchase("c1", 31, 30, 400)).await;
+    let data = succeeded(&made).clone();
+    let order_id = data["order"]["id"].as_i64().unwrap();
+    let pingpp_id = data["pingpp_order"]["id"].as_str().unwrap().to_owned();
+    let pay = command(
+        "cpay",
+        "order.pay",
+        31,
+        json!({"order": order_id, "channel": "yeepay_wx_pub"}),
+    );
+    succeeded(&client.call(pay).await);
+    fake.pay_order(&pingpp_id);
+    let pulled = client
+        .call(command("cg", "order.get", 31, json!({"order": order_id})))
+        .await;
+    assert_eq!(succeeded(&pulled)["order"]["state"], 1);
+    assert_eq!(env.balance(31).await, 50);
+    assert_eq!(merchant_balance(&env, 30).await, 400);
+    assert_eq!(env.system_balance("ewallet_outside").await, -450);
+    // Refunded to the channel: the money leaves for outside again.
+    let refunded = client
+        .call(command(
+            "cr",
+            "order.refund",
+            30,
+            json!({"order": order_id, "amount": 150, "description": "部分退款"}),
+        ))
+        .await;
+    let refund_id = succeeded(&refunded)["refund"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    fake.succeed_order_refund(&pingpp_id, &refund_id);
+    let listed = client
+        .call(command(
+            "cl",
+            "order.refunds",
+            31,
+            json!({"order": order_id}),
+        ))
+        .await;
+    assert_eq!(succeeded(&listed)["refunds"][0]["status"], "succeeded");
+    assert_eq!(env.balance(31).await, 50);
+    assert_eq!(merchant_balance(&env, 30).await, 250);
+    assert_eq!(at_pingpp(&fake, "biz_30"), 250);
+    assert!(env.audit().await.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_are_checked_before_any_call_and_split_orders_wait_for_allocations() {
+    let (_env, fake, mut client, _worker) = start().await;
+    let before = fake.requests();
+    let bad = client
+        .call(command(
+            "b1",
+            "order.create",
+            40,
+            json!({"seller": 40, "amount": 0, "subject": "", "client_ip": "x",
+            "allocation": true}),
+        ))
+        .await;
+    assert_eq!(code(&bad), "invalid_user");
+    for field in [
+        "seller",
+        "amount",
+        "subject",
+        "body",
+        "client_ip",
+        "allocation",
+    ] {
+        assert!(bad["errors"].get(field).is_some(), "{field}: {bad}");
+    }
+    let pay = command(
+        "b2",
+        "order.pay",
+        40,
+        json!({"order": 1, "channel": "balance"}),
+    );
+    assert_eq!(code(&client.call(pay).await), "invalid_extra");
+    let unknown = command("b3", "order.get", 40, json!({"order": 999}));
+    assert_eq!(code(&client.call(unknown).await), "unknown_order");
+    assert_eq!(fake.requests(), before);
+}
