@@ -136,6 +136,8 @@ fn holder_of(row: &tokio_postgres::Row) -> Option<IdHolder> {
             "held_by_merchant_application",
             IdHolder::MerchantApplication,
         ),
+        ("held_by_purchase", IdHolder::Purchase),
+        ("held_by_refund", IdHolder::Refund),
     ]
     .into_iter()
     .find(|(column, _)| row.get::<_, bool>(*column))

@@ -289,6 +289,21 @@ pub async fn mark_unknown(tx: &Transaction<'_>, id: i64) -> Result<(), EngineErr
     Ok(())
 }
 
+/// The application certainly never reached Ping++: it may be sent again (only while it is
+/// still being sent: a twin may have decided its outcome meanwhile).
+pub async fn mark_unsent(tx: &Transaction<'_>, id: i64) -> Result<(), EngineError> {
+    tx.execute(
+        &tx.prepare_cached(
+            "UPDATE merchant_applications SET status = 'unsent', updated_at = now()
+             WHERE id = $1 AND status = 'sending'",
+        )
+        .await?,
+        &[&id],
+    )
+    .await?;
+    Ok(())
+}
+
 pub async fn insert_settle_account(
     tx: &Transaction<'_>,
     user_id: i64,

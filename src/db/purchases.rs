@@ -21,6 +21,8 @@ pub struct Purchase {
     pub pingpp_order_id: Option<String>,
     pub pingpp_order: Option<Value>,
     pub channel: Option<String>,
+    /// The charge that paid it, once paid.
+    pub charge_id: Option<String>,
     pub state: OrderState,
     pub order: Value,
     /// The buyer's order's body: the purchase's subject.
@@ -31,7 +33,8 @@ pub struct Purchase {
 
 const PURCHASE: &str =
     "p.order_id, p.fingerprint, p.buyer, p.seller, p.amount, p.merchant_order_no,
-    p.request, p.pingpp_order_id, p.pingpp_order, p.channel, o.state, order_json(o) AS json,
+    p.request, p.pingpp_order_id, p.pingpp_order, p.channel, p.charge_id, o.state,
+    order_json(o) AS json,
     coalesce(o.body, '') AS subject, c.result IS NOT NULL AS concluded
     FROM pingpp_orders p JOIN wallet_orders o ON o.id = p.order_id
     LEFT JOIN commands c ON c.id = p.command_id";
@@ -48,6 +51,7 @@ fn purchase(row: &tokio_postgres::Row) -> Result<Purchase, EngineError> {
         pingpp_order_id: row.get("pingpp_order_id"),
         pingpp_order: row.get("pingpp_order"),
         channel: row.get("channel"),
+        charge_id: row.get("charge_id"),
         state: super::order_state(row.get("state"))?,
         order: row.get("json"),
         subject: row.get("subject"),
@@ -129,7 +133,8 @@ pub async fn insert(tx: &Transaction<'_>, new: &NewPurchase<'_>) -> Result<(), E
     Ok(())
 }
 
-/// Records the Ping++ order as Ping++ answered it (and, once known, how it was paid).
+/// Records the Ping++ order as Ping++ answered it (and, once known, how it was paid). An
+/// answer read before the order was paid, stored after, never replaces a paid one.
 pub async fn record_order(
     tx: &Transaction<'_>,
     order_id: i64,
@@ -145,7 +150,11 @@ pub async fn record_order(
     let updated = tx
         .execute(
             &tx.prepare_cached(
-                "UPDATE pingpp_orders SET pingpp_order_id = $2, status = $3, pingpp_order = $4,
+                "UPDATE pingpp_orders SET pingpp_order_id = $2,
+                     status = CASE WHEN charge_id IS NOT NULL AND $6::text IS NULL THEN status
+                                   ELSE $3 END,
+                     pingpp_order = CASE WHEN charge_id IS NOT NULL AND $6::text IS NULL
+                                         THEN pingpp_order ELSE $4 END,
                      channel = coalesce($5, channel), charge_id = coalesce($6, charge_id),
                      updated_at = now()
                  WHERE order_id = $1 AND (pingpp_order_id IS NULL OR pingpp_order_id = $2)",

@@ -451,6 +451,13 @@ async fn apply_order_event(
         }
         OrderCompletion::Failed { .. } => ("failed", None),
         OrderCompletion::Unchanged { .. } => ("unchanged", None),
+        OrderCompletion::MirrorBehind { .. } => {
+            let reason = format!(
+                "order {} was paid from an e-wallet whose mirror does not hold it yet",
+                found.order_id
+            );
+            return wait(engine, tx, event, reason).await;
+        }
     };
     events::set_outcome(
         &tx,

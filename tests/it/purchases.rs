@@ -207,12 +207,20 @@ async fn a_purchase_is_paid_once_and_refunds_move_back_exactly_their_amount() {
         );
     }
 
-    // Refunds: never more than what is left, the second of two for the last fen refused.
+    // Refunds come out of the seller's sub-merchant: the seller asks, not the buyer.
+    let by_buyer = command(
+        "r0",
+        "order.refund",
+        21,
+        json!({"order": order_id, "amount": 1, "description": "我要退款"}),
+    );
+    assert_eq!(code(&client.call(by_buyer).await), "unknown_order");
+    // Never more than what is left, the second of two for the last fen refused.
     let refund = |id: &str, amount: i64| {
         command(
             id,
             "order.refund",
-            21,
+            20,
             json!({"order": order_id, "amount": amount, "description": "不想要了"}),
         )
     };
@@ -269,7 +277,11 @@ async fn a_purchase_is_paid_once_and_refunds_move_back_exactly_their_amount() {
     .await;
     assert_eq!(env.balance(21).await, 800);
     assert_eq!(merchant_balance(&env, 20).await, 200);
-    // What the failed refund held is free again.
+    // What the failed refund held is free again, whatever Ping++'s order says now.
+    let fresh = client
+        .call(command("g2", "order.get", 21, json!({"order": order_id})))
+        .await;
+    succeeded(&fresh);
     let again = client.call(refund("r5", 200)).await;
     succeeded(&again);
     let listed = client
@@ -375,4 +387,49 @@ async fn orders_are_checked_before_any_call_and_split_orders_wait_for_allocation
     let unknown = command("b3", "order.get", 40, json!({"order": 999}));
     assert_eq!(code(&client.call(unknown).await), "unknown_order");
     assert_eq!(fake.requests(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_paid_before_its_deposit_was_recorded_waits_for_it() {
+    let (env, fake, mut client, _worker) = start().await;
+    creator(&env, &mut client, &fake, 50).await;
+    open_account(&mut client, &fake, 51).await;
+    // The deposit is paid at Ping++; its webhook comes late.
+    let made = client.call(deposit("late-dep", 51, 500)).await;
+    let deposit_id = succeeded(&made)["deposit"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let paid_deposit = fake.pay_deposit(&deposit_id);
+    let made = client.call(purchase("late-order", 51, 50, 500)).await;
+    let data = succeeded(&made).clone();
+    let order_id = data["order"]["id"].as_i64().unwrap();
+    let pingpp_id = data["pingpp_order"]["id"].as_str().unwrap().to_owned();
+    let pay = command(
+        "late-pay",
+        "order.pay",
+        51,
+        json!({"order": order_id, "channel": "balance", "extra": {"return_url": RETURN_URL}}),
+    );
+    succeeded(&client.call(pay).await);
+    let (event, _) = fake.signed_event("order.succeeded", fake.pay_order(&pingpp_id));
+    client.enqueue_pingpp_event(&event).await;
+    env.wait_for_count(
+        "SELECT count(*) FROM pingpp_events WHERE outcome = 'waiting'",
+        1,
+    )
+    .await;
+    assert_eq!(env.balance(51).await, 0);
+    assert_eq!(merchant_balance(&env, 50).await, 0);
+    // The deposit's webhook: the mirror catches up, and the parked order completes.
+    let (event, _) = fake.signed_event("deposit.succeeded", paid_deposit);
+    client.enqueue_pingpp_event(&event).await;
+    env.wait_for_count(
+        &format!("SELECT count(*) FROM wallet_orders WHERE id = {order_id} AND state = 1"),
+        1,
+    )
+    .await;
+    assert_eq!(env.balance(51).await, 0);
+    assert_eq!(merchant_balance(&env, 50).await, 500);
+    assert_eq!(at_pingpp(&fake, "user_51"), 0);
 }

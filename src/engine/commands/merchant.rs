@@ -334,6 +334,17 @@ pub(crate) async fn apply(engine: &Engine, envelope: &Envelope) -> Result<Applie
             }
         }
     };
+    // What a refusal might quote back: every text of the application.
+    let texts: Vec<String> = request
+        .fields
+        .values()
+        .flat_map(|v| match v {
+            Value::Object(group) => group.values().cloned().collect::<Vec<_>>(),
+            other => vec![other.clone()],
+        })
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    let personal: Vec<&str> = texts.iter().map(String::as_str).collect();
     let asked = MerchantApplicationRequest {
         kind: pingpp_kind(request.kind),
         user: business_user,
@@ -365,23 +376,26 @@ pub(crate) async fn apply(engine: &Engine, envelope: &Envelope) -> Result<Applie
             may_have_acted: true,
             error,
         }) => {
-            tracing::warn!(%error, order_no = %recorded.order_no, "a merchant application may have reached Ping++");
+            let _ = error;
+            tracing::warn!(order_no = %recorded.order_no, "a merchant application may have reached Ping++");
             rejected(envelope, outcome_unknown(&tx, &recorded).await?)
         }
         Err(SentOnceError { error, .. }) => match provider::rejection(&error) {
-            Some(rejection) => {
+            Some(mut rejection) => {
+                crate::domain::account::scrub_rejection(&mut rejection, &personal);
                 merchants::record_application(&tx, recorded.id, ApplicationStatus::Failed, None)
                     .await?;
                 rejected(envelope, rejection)
             }
             // Never reached Ping++: it may go again, with its order_no, when the command is
-            // tried again (this transaction claimed the id, so another records that).
+            // tried again (this transaction claimed the id, so another records that, under the
+            // id's lock).
             None => {
                 tx.rollback().await?;
                 let mut client = engine.pool.get().await?;
                 let tx = client.transaction().await?;
-                merchants::record_application(&tx, recorded.id, ApplicationStatus::Unsent, None)
-                    .await?;
+                crate::db::commands::lock_id(&tx, &envelope.id).await?;
+                merchants::mark_unsent(&tx, recorded.id).await?;
                 tx.commit().await?;
                 return Err(provider::failure(error));
             }
@@ -511,7 +525,9 @@ pub(crate) async fn settle_account(
     {
         Ok(made) => provider::masked(made),
         Err(error) => {
-            return step::refuse(engine, envelope, provider::refused_or_retry(error)?).await
+            let mut rejection = provider::refused_or_retry(error)?;
+            crate::domain::account::scrub_rejection(&mut rejection, &[asked.account.as_str()]);
+            return step::refuse(engine, envelope, rejection).await;
         }
     };
     let settle_account_id = provider::field(&made, "id")?.to_owned();

@@ -335,21 +335,19 @@ pub(crate) async fn refund(engine: &Engine, envelope: &Envelope) -> Result<Appli
                 .ok_or_else(|| EngineError::Broken("a paid order without its Ping++ id".into()))?;
             (recorded, id, asked)
         } else {
+            // The money comes back out of the seller's sub-merchant: the seller refunds.
             let purchase = match purchases::lock(&tx, request.order).await? {
-                Some(p) if p.buyer == envelope.user_id || p.seller == envelope.user_id => p,
+                Some(p) if p.seller == envelope.user_id => p,
                 _ => {
                     let result = rejected(envelope, query::unknown_order());
                     return step::conclude(tx, envelope, result).await;
                 }
             };
-            let charge = purchase
-                .pingpp_order
-                .as_ref()
-                .and_then(|o| rules::order_facts(o).ok())
-                .and_then(|f| f.paid.map(|(charge, _)| charge));
-            let (Some(charge), OrderState::Succeeded, Some(pingpp_order_id)) =
-                (charge, purchase.state, purchase.pingpp_order_id.clone())
-            else {
+            let (Some(charge), OrderState::Succeeded, Some(pingpp_order_id)) = (
+                purchase.charge_id.clone(),
+                purchase.state,
+                purchase.pingpp_order_id.clone(),
+            ) else {
                 let rejection = Rejection::field(Code::OrderNotPaid, "order", rules::MSG_NOT_PAID);
                 return step::conclude(tx, envelope, rejected(envelope, rejection)).await;
             };

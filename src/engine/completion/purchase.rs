@@ -23,6 +23,10 @@ pub enum OrderCompletion {
     Failed { order: Value },
     /// Final before, or still payable.
     Unchanged { order: Value },
+    /// Paid from the e-wallet at Ping++, but its mirror does not hold the amount yet (a
+    /// deposit whose webhook has not come, a withdrawal held here and not yet at Ping++):
+    /// nothing moved; it completes once the mirror has caught up.
+    MirrorBehind { order: Value },
 }
 
 impl OrderCompletion {
@@ -30,7 +34,8 @@ impl OrderCompletion {
         match self {
             OrderCompletion::Paid { order, .. }
             | OrderCompletion::Failed { order }
-            | OrderCompletion::Unchanged { order } => order,
+            | OrderCompletion::Unchanged { order }
+            | OrderCompletion::MirrorBehind { order } => order,
         }
     }
 }
@@ -93,6 +98,16 @@ pub async fn complete_order(
                 EngineError::Broken(format!("order {order_id} moves no money"))
             })?;
             let wallets = lock_wallets(tx, &[locked.buyer]).await?;
+            let balance = wallets.get(&locked.buyer).map_or(0, |w| w.figures.balance);
+            if channel == "balance" && balance < locked.amount {
+                tracing::warn!(
+                    order_id,
+                    "paid from the e-wallet at Ping++ before its mirror holds the amount: waiting"
+                );
+                return Ok(Ok(OrderCompletion::MirrorBehind {
+                    order: locked.order,
+                }));
+            }
             lock_merchant(tx, locked.seller).await?;
             let mut journal_id = 0;
             for (kind, journal) in &journals {
@@ -161,6 +176,19 @@ pub async fn complete_refund(
         return Ok(Err(format!(
             "refund {} of {} fen is not the one asked for as {}",
             facts.id, facts.amount, recorded.order_no
+        )));
+    }
+    if recorded.status == RefundStatus::Failed
+        && recorded.refund_id.is_none()
+        && facts.status != RefundStatus::Failed
+    {
+        // Taken as refused (Ping++ refused it and its list did not show it), and what it
+        // held released: Ping++ made it after all. Nothing can move without a person looking.
+        return Ok(Err(format!(
+            "Ping++ reports refund {} ({}) as {}, which pluspay had taken as refused",
+            facts.id,
+            facts.order_no,
+            facts.status.as_str()
         )));
     }
     let locked = purchases::lock(tx, recorded.order_id)
