@@ -121,7 +121,8 @@ fn holders(id: &str, fingerprint: &str) -> String {
          EXISTS (SELECT 1 FROM merchant_applications m WHERE m.command_id = {id})
              AS held_by_merchant_application,
          EXISTS (SELECT 1 FROM pingpp_orders o WHERE o.command_id = {id}) AS held_by_purchase,
-         EXISTS (SELECT 1 FROM order_refunds r WHERE r.command_id = {id}) AS held_by_refund"
+         EXISTS (SELECT 1 FROM order_refunds r WHERE r.command_id = {id}) AS held_by_refund,
+         EXISTS (SELECT 1 FROM allocations a WHERE a.command_id = {id}) AS held_by_allocation"
     )
 }
 
@@ -138,6 +139,7 @@ fn holder_of(row: &tokio_postgres::Row) -> Option<IdHolder> {
         ),
         ("held_by_purchase", IdHolder::Purchase),
         ("held_by_refund", IdHolder::Refund),
+        ("held_by_allocation", IdHolder::Allocation),
     ]
     .into_iter()
     .find(|(column, _)| row.get::<_, bool>(*column))

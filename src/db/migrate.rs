@@ -64,6 +64,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0010_orders.sql",
         sql: include_str!("../../migrations/0010_orders.sql"),
     },
+    Migration {
+        version: 11,
+        name: "0011_allocations.sql",
+        sql: include_str!("../../migrations/0011_allocations.sql"),
+    },
 ];
 
 /// An arbitrary constant shared by every pluspay instance.

@@ -6,6 +6,7 @@
 //! are in `domain`.
 
 pub mod accounts;
+pub mod allocations;
 pub mod audit;
 pub mod cash_payouts;
 pub mod cashes;

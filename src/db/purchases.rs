@@ -29,10 +29,12 @@ pub struct Purchase {
     pub subject: String,
     /// The command that made it has its result.
     pub concluded: bool,
+    /// A split order.
+    pub allocation: bool,
 }
 
 const PURCHASE: &str =
-    "p.order_id, p.fingerprint, p.buyer, p.seller, p.amount, p.merchant_order_no,
+    "p.order_id, p.fingerprint, p.buyer, p.seller, p.amount, p.merchant_order_no, p.allocation,
     p.request, p.pingpp_order_id, p.pingpp_order, p.channel, p.charge_id, o.state,
     order_json(o) AS json,
     coalesce(o.body, '') AS subject, c.result IS NOT NULL AS concluded
@@ -56,6 +58,7 @@ fn purchase(row: &tokio_postgres::Row) -> Result<Purchase, EngineError> {
         order: row.get("json"),
         subject: row.get("subject"),
         concluded: row.get::<_, Option<bool>>("concluded").unwrap_or(false),
+        allocation: row.get("allocation"),
     })
 }
 
@@ -108,14 +111,15 @@ pub struct NewPurchase<'a> {
     pub amount: i64,
     pub merchant_order_no: &'a str,
     pub request: &'a Value,
+    pub allocation: bool,
 }
 
 pub async fn insert(tx: &Transaction<'_>, new: &NewPurchase<'_>) -> Result<(), EngineError> {
     tx.execute(
         &tx.prepare_cached(
             "INSERT INTO pingpp_orders (order_id, command_id, fingerprint, buyer, seller, amount,
-                 merchant_order_no, request)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 merchant_order_no, request, allocation)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .await?,
         &[
@@ -127,6 +131,7 @@ pub async fn insert(tx: &Transaction<'_>, new: &NewPurchase<'_>) -> Result<(), E
             &new.amount,
             &new.merchant_order_no,
             new.request,
+            &new.allocation,
         ],
     )
     .await?;

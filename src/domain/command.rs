@@ -49,10 +49,14 @@ pub enum CommandType {
     OrderRefund,
     OrderRefunds,
     OrderRefundGet,
+    AllocationCreate,
+    AllocationGet,
+    AllocationRefund,
+    AllocationComplete,
 }
 
 impl CommandType {
-    pub const ALL: [CommandType; 31] = [
+    pub const ALL: [CommandType; 35] = [
         CommandType::Recharge,
         CommandType::RechargeRetrieve,
         CommandType::Cash,
@@ -84,6 +88,10 @@ impl CommandType {
         CommandType::OrderRefund,
         CommandType::OrderRefunds,
         CommandType::OrderRefundGet,
+        CommandType::AllocationCreate,
+        CommandType::AllocationGet,
+        CommandType::AllocationRefund,
+        CommandType::AllocationComplete,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -119,6 +127,10 @@ impl CommandType {
             CommandType::OrderRefund => "order.refund",
             CommandType::OrderRefunds => "order.refunds",
             CommandType::OrderRefundGet => "order.refund.get",
+            CommandType::AllocationCreate => "allocation.create",
+            CommandType::AllocationGet => "allocation.get",
+            CommandType::AllocationRefund => "allocation.refund",
+            CommandType::AllocationComplete => "allocation.complete",
         }
     }
 
@@ -179,6 +191,8 @@ pub enum IdHolder {
     Purchase,
     /// A refund of a purchase in progress (`order_refunds`).
     Refund,
+    /// An allocation, allocation refund or completion in progress (`allocations`).
+    Allocation,
 }
 
 /// Whether an id held so is taken for a command of `kind`: only a redelivery of the recharge
@@ -194,6 +208,12 @@ pub fn held_by_another(kind: CommandType, holder: IdHolder) -> bool {
         IdHolder::MerchantApplication => kind != CommandType::MerchantApply,
         IdHolder::Purchase => kind != CommandType::OrderCreate,
         IdHolder::Refund => kind != CommandType::OrderRefund,
+        IdHolder::Allocation => !matches!(
+            kind,
+            CommandType::AllocationCreate
+                | CommandType::AllocationRefund
+                | CommandType::AllocationComplete
+        ),
     }
 }
 

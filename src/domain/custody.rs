@@ -59,7 +59,11 @@ impl Custody {
             | OrderGet
             | OrderRefund
             | OrderRefunds
-            | OrderRefundGet => self == Custody::Pingpp,
+            | OrderRefundGet
+            | AllocationCreate
+            | AllocationGet
+            | AllocationRefund
+            | AllocationComplete => self == Custody::Pingpp,
             Recharge | RechargeRetrieve | Cash | CashRetrieve | OrdersList | OrdersGet
             | CashesList | WalletGet | ChargesList | ChargesGet => true,
         }

@@ -47,6 +47,8 @@ pub enum EventAction {
     CompleteOrder(Value),
     /// Complete this refund of a purchase (an `order_refund`).
     CompleteRefund(Value),
+    /// Complete this allocation, allocation refund or completion of a split purchase.
+    CompleteAllocation(Value),
     /// Nothing to do but remember it was received.
     Record,
 }
@@ -132,6 +134,18 @@ impl PingppEvent {
             && object == Some("order_refund")
         {
             return EventAction::CompleteRefund(self.object.clone());
+        }
+        if matches!(
+            (self.kind.as_str(), object),
+            (
+                "allocation.succeeded" | "allocation.failed",
+                Some("allocation")
+            ) | (
+                "allocation_complete.succeeded" | "allocation_complete.failed",
+                Some("allocation_complete")
+            )
+        ) {
+            return EventAction::CompleteAllocation(self.object.clone());
         }
         if MERCHANT_APPLICATION_EVENTS.contains(&self.kind.as_str())
             && matches!(object, Some("mch_application" | "micro_application"))

@@ -84,6 +84,9 @@ pub enum SystemAccount {
     EwalletOutside,
     /// With the money at Ping++: money in a user's e-wallet held for a withdrawal under way.
     EwalletWithdrawals,
+    /// With the money at Ping++: split orders' payments Ping++ holds until they are allocated
+    /// or completed.
+    AllocationsPending,
 }
 
 impl SystemAccount {
@@ -98,6 +101,7 @@ impl SystemAccount {
             SystemAccount::RechargeBonuses => "recharge_bonuses",
             SystemAccount::EwalletOutside => "ewallet_outside",
             SystemAccount::EwalletWithdrawals => "ewallet_withdrawals",
+            SystemAccount::AllocationsPending => "allocations_pending",
         }
     }
 

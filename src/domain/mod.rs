@@ -2,6 +2,7 @@
 //! outcome it can have. Nothing here knows about RabbitMQ, PostgreSQL or HTTP.
 
 pub mod account;
+pub mod allocation;
 pub mod cash;
 pub mod command;
 pub mod custody;

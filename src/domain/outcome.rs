@@ -129,6 +129,17 @@ pub enum Code {
     UnknownRefund,
     /// The order Ping++ returned disagrees with pluspay's.
     OrderMismatch,
+    /// `recipients` or `senders` is not 1 to 50 distinct users with positive amounts.
+    InvalidShares,
+    /// An allocation command for an order that is not a split order.
+    NotSplitOrder,
+    /// Shares larger than what the split order still holds (or a user gives back more than
+    /// they received).
+    AllocationTooLarge,
+    /// The split order's allocation was completed (or its completion is under way).
+    AllocationCompleted,
+    /// No such allocation of the user's orders.
+    UnknownAllocation,
 }
 
 impl Code {

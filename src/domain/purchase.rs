@@ -22,7 +22,6 @@ pub const MSG_SUBJECT: &str = "商品标题须为 1 到 32 个字符";
 pub const MSG_BODY: &str = "商品描述须为 1 到 128 个字符";
 pub const MSG_CLIENT_IP: &str = "请输入正确的客户端 IP";
 pub const MSG_TIME_EXPIRE: &str = "订单过期时间须在 1 分钟到 7 天之间";
-pub const MSG_ALLOCATION: &str = "暂不支持分账订单";
 pub const MSG_CHANNEL: &str = "不支持的支付渠道";
 pub const MSG_CHARGE_AMOUNT: &str = "支付金额须为订单金额";
 pub const MSG_RETURN_URL: &str = "余额支付须提供 extra.return_url";
@@ -68,6 +67,8 @@ pub struct PurchaseRequest {
     pub time_expire: Option<i64>,
     pub description: Option<String>,
     pub metadata: Option<Value>,
+    /// A split order: its payment waits for allocations and their completion.
+    pub allocation: bool,
 }
 
 fn text_within(
@@ -152,16 +153,14 @@ pub fn parse_create(
             None
         }
     };
-    // Split orders take allocations, which are not served yet: refused rather than left with
-    // their money held at Ping++ and no way to move it on.
-    if data.get("allocation").and_then(Value::as_bool) == Some(true) {
-        errors.add(Code::InvalidAllocation, "allocation", MSG_ALLOCATION);
-    } else if !matches!(
-        data.get("allocation"),
-        None | Some(Value::Null | Value::Bool(false))
-    ) {
-        errors.add(Code::InvalidAllocation, "allocation", MSG_BAD_DATA);
-    }
+    let allocation = match data.get("allocation") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(split)) => *split,
+        Some(_) => {
+            errors.add(Code::InvalidAllocation, "allocation", MSG_BAD_DATA);
+            false
+        }
+    };
     errors.finish(|| PurchaseRequest {
         buyer,
         seller,
@@ -172,6 +171,7 @@ pub fn parse_create(
         time_expire,
         description,
         metadata,
+        allocation,
     })
 }
 
@@ -204,8 +204,16 @@ pub fn seller_order(seller: i64, amount: i64, buyer_order: i64, subject: &str) -
 }
 
 /// A refund's orders: income for the buyer, expense for the seller; targets the buyer's order.
-pub fn refund_orders(buyer: i64, seller: i64, amount: i64, buyer_order: i64) -> [OrderDraft; 2] {
-    let draft = |owner_id, direction| OrderDraft {
+/// The seller's expense is what came out of the sub-merchant (`from_seller`; none when all of
+/// a split order's refund came from what Ping++ still held for it).
+pub fn refund_orders(
+    buyer: i64,
+    seller: i64,
+    amount: i64,
+    from_seller: i64,
+    buyer_order: i64,
+) -> Vec<OrderDraft> {
+    let draft = |owner_id, direction, amount| OrderDraft {
         owner_id,
         target_type: REFUND_TARGET_TYPE,
         target_id: buyer_order.to_string(),
@@ -215,7 +223,11 @@ pub fn refund_orders(buyer: i64, seller: i64, amount: i64, buyer_order: i64) -> 
         amount,
         state: OrderState::Succeeded,
     };
-    [draft(buyer, 1), draft(seller, -1)]
+    let mut drafts = vec![draft(buyer, 1, amount)];
+    if from_seller > 0 {
+        drafts.push(draft(seller, -1, from_seller));
+    }
+    drafts
 }
 
 /// Ping++'s `merchant_order_no` of a purchase: `o` and the buyer's order id in 19 digits.
@@ -403,12 +415,13 @@ pub fn order_facts(order: &Value) -> Result<OrderFacts, String> {
     })
 }
 
-/// The journals of a paid purchase: from the buyer's e-wallet to the seller's sub-merchant; a
-/// channel's money comes into the e-wallet from outside first, so the buyer's order has its
-/// entry as every order does and the e-wallet's balance is unchanged.
+/// The journals of a paid purchase: from the buyer's e-wallet to the seller's sub-merchant (a
+/// split order's to what Ping++ holds for it, `allocations_pending`); a channel's money comes
+/// into the e-wallet from outside first, so the buyer's order has its entry as every order
+/// does and the e-wallet's balance is unchanged.
 pub fn payment(
     buyer: i64,
-    seller: i64,
+    to: AccountRef,
     amount: i64,
     channel: &str,
 ) -> Option<Vec<(&'static str, Journal)>> {
@@ -426,33 +439,32 @@ pub fn payment(
     }
     journals.push((
         "order",
-        Journal::transfer(
-            AccountRef::Wallet(buyer),
-            AccountRef::Merchant(seller),
-            amount,
-        )
-        .ok()?,
+        Journal::transfer(AccountRef::Wallet(buyer), to, amount).ok()?,
     ));
     Some(journals)
 }
 
-/// The journals of a refund that succeeded: back from the seller's sub-merchant to the buyer,
-/// and on to the channel the order was paid through.
+/// The journals of a refund that succeeded: back from the seller's sub-merchant to the buyer
+/// (of a split order, `from_held` of it from what Ping++ still holds for the order), and on to
+/// the channel the order was paid through.
 pub fn refund(
     buyer: i64,
     seller: i64,
     amount: i64,
+    from_held: i64,
     channel: &str,
 ) -> Option<Vec<(&'static str, Journal)>> {
-    let mut journals = vec![(
-        "order.refund",
-        Journal::transfer(
-            AccountRef::Merchant(seller),
-            AccountRef::Wallet(buyer),
-            amount,
-        )
-        .ok()?,
-    )];
+    let mut entries = vec![(AccountRef::Wallet(buyer), amount)];
+    if from_held > 0 {
+        entries.push((
+            AccountRef::System(SystemAccount::AllocationsPending),
+            -from_held,
+        ));
+    }
+    if amount > from_held {
+        entries.push((AccountRef::Merchant(seller), -(amount - from_held)));
+    }
+    let mut journals = vec![("order.refund", Journal::new(&entries).ok()?)];
     if channel != "balance" {
         journals.push((
             "order.refund_out",
@@ -558,7 +570,7 @@ mod tests {
         assert_eq!((ok.seller, ok.amount), (2, 100));
         let refused = parse_create(
             1,
-            &data(json!({"seller": 1, "amount": 0, "subject": "x".repeat(33), "client_ip": "nope", "allocation": true})),
+            &data(json!({"seller": 1, "amount": 0, "subject": "x".repeat(33), "client_ip": "nope", "allocation": "yes"})),
             0,
         )
         .unwrap_err();
@@ -588,12 +600,14 @@ mod tests {
 
     #[test]
     fn journals_balance_and_a_channel_passes_through_the_wallet() {
-        let balance = payment(1, 2, 100, "balance").unwrap();
+        let balance = payment(1, AccountRef::Merchant(2), 100, "balance").unwrap();
         assert_eq!(balance.len(), 1);
-        let channel = payment(1, 2, 100, "yeepay_wx_pub").unwrap();
+        let channel = payment(1, AccountRef::Merchant(2), 100, "yeepay_wx_pub").unwrap();
         assert_eq!(channel.len(), 2);
-        let back = refund(1, 2, 40, "yeepay_wx_pub").unwrap();
+        let back = refund(1, 2, 40, 0, "yeepay_wx_pub").unwrap();
         assert_eq!(back.len(), 2);
+        let split = refund(1, 2, 40, 30, "balance").unwrap();
+        assert_eq!(split[0].1.entries().count(), 3);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 
+use super::completion::allocation::{complete_allocation, AllocationCompletion};
 use super::completion::charge::{complete_charge, ChargeCompletion};
 use super::completion::deposit::{complete_deposit, DepositCompletion};
 use super::completion::purchase::{
@@ -11,8 +12,9 @@ use super::completion::purchase::{
 use super::completion::withdrawal::{complete_withdrawal, WithdrawalCompletion};
 use super::Engine;
 use crate::db::pingpp_events as events;
-use crate::db::{accounts, cash_payouts, deposits, merchants, purchases, recharges};
+use crate::db::{accounts, allocations, cash_payouts, deposits, merchants, purchases, recharges};
 use crate::domain::account::{mask_personal, ApplicationStatus};
+use crate::domain::allocation::Kind as AllocationKind;
 use crate::domain::event::{EventAction, PingppEvent};
 use crate::domain::merchant::ApplicationStatus as MerchantApplicationStatus;
 use crate::domain::recharge_object;
@@ -89,6 +91,9 @@ pub async fn apply_event(
         }
         EventAction::CompleteRefund(refund) => {
             return apply_refund_event(engine, tx, event, &refund).await
+        }
+        EventAction::CompleteAllocation(allocation) => {
+            return apply_allocation_event(engine, tx, event, &allocation).await
         }
     };
     let (Some(charge_id), Some(order_no)) = (event.charge_id(), event.order_no()) else {
@@ -519,6 +524,75 @@ async fn apply_refund_event(
             Some(with_refund("refund.failed", order, Some(reason))),
         ),
         RefundCompletion::Unchanged { .. } => ("unchanged", None),
+    };
+    events::set_outcome(
+        &tx,
+        &event.id,
+        outcome,
+        Some(found.order_id),
+        publish.as_ref(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(EventOutcome::Done {
+        publish,
+        replayed: false,
+    })
+}
+
+/// An allocation's event (or its refund's, or its completion's) completes it through the same
+/// path as `allocation.get`; allocations and their refunds publish `allocation.succeeded` /
+/// `allocation.failed`.
+async fn apply_allocation_event(
+    engine: &Engine,
+    tx: deadpool_postgres::Transaction<'_>,
+    event: &PingppEvent,
+    object: &Value,
+) -> Result<EventOutcome, EngineError> {
+    let text = |name: &str| object.get(name).and_then(Value::as_str);
+    let (Some(id), Some(order_no)) = (text("id"), text("order_no")) else {
+        return Ok(EventOutcome::Refused(
+            "the allocation has no id or order_no".into(),
+        ));
+    };
+    let Some(found) = allocations::lock_at_pingpp(&tx, id, order_no).await? else {
+        return Ok(EventOutcome::Refused(format!(
+            "no allocation {id} (order_no {order_no})"
+        )));
+    };
+    if found.pingpp_id.is_none() && !found.concluded {
+        let reason = format!("allocation {order_no} is not recorded yet");
+        return wait(engine, tx, event, reason).await;
+    }
+    let completion = match complete_allocation(&tx, object, None).await? {
+        Ok(completion) => completion,
+        Err(mismatch) => return Ok(EventOutcome::Refused(mismatch)),
+    };
+    let with_allocation = |kind: &str, order: &Value, reason: Option<&String>| {
+        let (kind, body) = published(event, kind, order, reason);
+        let mut body: Value = serde_json::from_str(&body).expect("just serialized");
+        body["data"]["allocation"] = object.clone();
+        (kind, body.to_string())
+    };
+    let (outcome, publish) = match &completion {
+        AllocationCompletion::Done { row, order } => (
+            "completed",
+            (row.kind != AllocationKind::Complete)
+                .then(|| with_allocation("allocation.succeeded", order, None)),
+        ),
+        AllocationCompletion::Failed { row, order, reason } => (
+            "failed",
+            (row.kind != AllocationKind::Complete)
+                .then(|| with_allocation("allocation.failed", order, Some(reason))),
+        ),
+        AllocationCompletion::Unchanged => ("unchanged", None),
+        AllocationCompletion::MirrorBehind { row } => {
+            let reason = format!(
+                "allocation refund {} needs money its senders' e-wallet mirrors do not hold yet",
+                row.order_no
+            );
+            return wait(engine, tx, event, reason).await;
+        }
     };
     events::set_outcome(
         &tx,

@@ -138,6 +138,10 @@ impl Engine {
             CommandType::OrderRefund => commands::purchase::refund(self, envelope).await,
             CommandType::OrderRefunds => commands::purchase::refunds(self, envelope).await,
             CommandType::OrderRefundGet => commands::purchase::refund_get(self, envelope).await,
+            CommandType::AllocationCreate => commands::allocation::create(self, envelope).await,
+            CommandType::AllocationGet => commands::allocation::get(self, envelope).await,
+            CommandType::AllocationRefund => commands::allocation::refund(self, envelope).await,
+            CommandType::AllocationComplete => commands::allocation::complete(self, envelope).await,
             CommandType::Recharge => commands::recharge::create(self, envelope).await,
             CommandType::RechargeRetrieve => commands::recharge::retrieve(self, envelope).await,
             CommandType::CashRetrieve => commands::payout::retrieve(self, envelope).await,
@@ -181,6 +185,10 @@ impl Engine {
                 | CommandType::OrderRefund
                 | CommandType::OrderRefunds
                 | CommandType::OrderRefundGet
+                | CommandType::AllocationCreate
+                | CommandType::AllocationGet
+                | CommandType::AllocationRefund
+                | CommandType::AllocationComplete
         ) || (self.payout.is_some()
             && matches!(kind, CommandType::CashApprove | CommandType::CashReject))
             || (self.policy.custody == Custody::Pingpp && kind == CommandType::Cash)
@@ -309,7 +317,11 @@ async fn decide_in(
         | CommandType::OrderGet
         | CommandType::OrderRefund
         | CommandType::OrderRefunds
-        | CommandType::OrderRefundGet => Err(EngineError::Broken(format!(
+        | CommandType::OrderRefundGet
+        | CommandType::AllocationCreate
+        | CommandType::AllocationGet
+        | CommandType::AllocationRefund
+        | CommandType::AllocationComplete => Err(EngineError::Broken(format!(
             "{} is not decided inside a shared transaction",
             envelope.kind.as_str()
         ))),

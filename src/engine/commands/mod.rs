@@ -3,6 +3,7 @@
 //! in a shared transaction, `engine::decide_in`).
 
 pub(crate) mod account;
+pub(crate) mod allocation;
 pub(crate) mod cash;
 pub(crate) mod deposit;
 pub(crate) mod ewallet_cash;

@@ -26,6 +26,7 @@ use crate::domain::outcome::{Code, Rejection};
 use crate::domain::purchase::{self as rules, RefundStatus};
 use crate::domain::query;
 use crate::engine::commands::account::pingpp_id;
+use crate::engine::completion::allocation::held_of;
 use crate::engine::completion::purchase::{complete_order, complete_refund};
 use crate::engine::provider::{self, unix_now};
 use crate::engine::step::{self, Step};
@@ -115,7 +116,7 @@ pub(crate) async fn create(engine: &Engine, envelope: &Envelope) -> Result<Appli
                 receipt_app,
                 time_expire: request.time_expire,
                 description: request.description.clone(),
-                allocation: false,
+                allocation: request.allocation,
                 metadata: request.metadata.clone(),
             };
             let request_json = serde_json::to_value(&asked).expect("an order request serializes");
@@ -130,6 +131,7 @@ pub(crate) async fn create(engine: &Engine, envelope: &Envelope) -> Result<Appli
                     amount: request.amount,
                     merchant_order_no: &asked.merchant_order_no,
                     request: &request_json,
+                    allocation: request.allocation,
                 },
             )
             .await?;
@@ -352,7 +354,13 @@ pub(crate) async fn refund(engine: &Engine, envelope: &Envelope) -> Result<Appli
                 return step::conclude(tx, envelope, rejected(envelope, rejection)).await;
             };
             let held = purchases::refunds_held(&tx, purchase.order_id).await?;
-            if request.amount > purchase.amount - held {
+            // Of a split order, what was given to recipients can't be refunded either.
+            let given = if purchase.allocation {
+                held_of(&tx, &purchase).await?.allocated_out
+            } else {
+                0
+            };
+            if request.amount > purchase.amount - held - given {
                 let rejection =
                     Rejection::field(Code::RefundTooLarge, "amount", rules::MSG_REFUND_TOO_LARGE);
                 return step::conclude(tx, envelope, rejected(envelope, rejection)).await;

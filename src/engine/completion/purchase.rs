@@ -6,9 +6,11 @@ use deadpool_postgres::Transaction;
 use serde_json::Value;
 
 use crate::db::ledger::{insert_orders, lock_merchant, lock_wallets, post_journal};
-use crate::db::{orders, purchases};
+use crate::db::{allocations, orders, purchases};
+use crate::domain::ledger::{AccountRef, SystemAccount};
 use crate::domain::order::OrderState;
 use crate::domain::purchase::{self, RefundStatus};
+use crate::engine::completion::allocation::held_of;
 use crate::error::EngineError;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -93,10 +95,14 @@ pub async fn complete_order(
                     "a purchase paid after it was marked failed: completed late"
                 );
             }
-            let journals = purchase::payment(locked.buyer, locked.seller, locked.amount, channel)
-                .ok_or_else(|| {
-                EngineError::Broken(format!("order {order_id} moves no money"))
-            })?;
+            // A split order's money waits for its allocations; any other goes to the seller.
+            let to = if locked.allocation {
+                AccountRef::System(SystemAccount::AllocationsPending)
+            } else {
+                AccountRef::Merchant(locked.seller)
+            };
+            let journals = purchase::payment(locked.buyer, to, locked.amount, channel)
+                .ok_or_else(|| EngineError::Broken(format!("order {order_id} moves no money")))?;
             let wallets = lock_wallets(tx, &[locked.buyer]).await?;
             let balance = wallets.get(&locked.buyer).map_or(0, |w| w.figures.balance);
             if channel == "balance" && balance < locked.amount {
@@ -108,12 +114,22 @@ pub async fn complete_order(
                     order: locked.order,
                 }));
             }
-            lock_merchant(tx, locked.seller).await?;
+            if !locked.allocation {
+                lock_merchant(tx, locked.seller).await?;
+            }
             let mut journal_id = 0;
             for (kind, journal) in &journals {
                 journal_id = post_journal(tx, kind, command_id, journal, &wallets).await?;
             }
             let order = orders::mark_succeeded(tx, order_id, journal_id).await?;
+            if locked.allocation {
+                // A split order's seller earns with its completion.
+                return Ok(Ok(OrderCompletion::Paid {
+                    order,
+                    journal_id,
+                    late,
+                }));
+            }
             let seller_order =
                 purchase::seller_order(locked.seller, locked.amount, order_id, &locked.subject);
             let seller_order = insert_orders(tx, command_id, Some(journal_id), &[seller_order])
@@ -203,8 +219,24 @@ pub async fn complete_refund(
     Ok(Ok(match (recorded.status, facts.status) {
         (RefundStatus::Pending, RefundStatus::Succeeded) => {
             let channel = locked.channel.clone().unwrap_or_else(|| "balance".into());
-            let journals = purchase::refund(locked.buyer, locked.seller, recorded.amount, &channel)
-                .ok_or_else(|| EngineError::Broken("a refund that moves no money".into()))?;
+            // Of a split order, from what Ping++ still holds for it first, then from the seller.
+            let from_held = if locked.allocation {
+                let held = held_of(tx, &locked).await?;
+                recorded.amount.min(held.settling().max(0))
+            } else {
+                0
+            };
+            if from_held > 0 {
+                allocations::set_refund_from_held(tx, recorded.id, from_held).await?;
+            }
+            let journals = purchase::refund(
+                locked.buyer,
+                locked.seller,
+                recorded.amount,
+                from_held,
+                &channel,
+            )
+            .ok_or_else(|| EngineError::Broken("a refund that moves no money".into()))?;
             let wallets = lock_wallets(tx, &[locked.buyer]).await?;
             lock_merchant(tx, locked.seller).await?;
             let mut ids = Vec::new();
@@ -216,6 +248,7 @@ pub async fn complete_refund(
                 locked.buyer,
                 locked.seller,
                 recorded.amount,
+                recorded.amount - from_held,
                 recorded.order_id,
             );
             insert_orders(tx, command_id, Some(journal_id), &drafts).await?;

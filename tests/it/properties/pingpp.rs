@@ -335,7 +335,8 @@ proptest! {
             }
             EventAction::DecideMerchantApplication(got)
             | EventAction::CompleteOrder(got)
-            | EventAction::CompleteRefund(got) => {
+            | EventAction::CompleteRefund(got)
+            | EventAction::CompleteAllocation(got) => {
                 prop_assert_eq!(&got, &object);
             }
             EventAction::Record => prop_assert!(!completes && !settles),

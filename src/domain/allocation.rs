@@ -1,0 +1,374 @@
+//! Split purchases (分账) with the money at Ping++: a split order's payment waits in
+//! `allocations_pending` (Ping++ holds it for the order); allocations give shares of it to
+//! users' e-wallets, allocation refunds take shares back, and the completion (分账完结, which
+//! the document requires of every split order) settles the rest on the seller's sub-merchant.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value};
+
+use super::ledger::{AccountRef, Journal, SystemAccount};
+use super::order::{OrderDraft, OrderState};
+use super::outcome::{Code, FieldErrors, Rejection};
+use super::validate::{int_field, IntField, MSG_BAD_DATA};
+
+pub const TARGET_TYPE: &str = "pingpp_allocation";
+pub const TITLE: &str = "分账";
+pub const MAX_SHARES: usize = 50;
+pub const MSG_SHARES: &str = "请填写 1 到 50 个分账用户";
+pub const MSG_NOT_SPLIT: &str = "该订单不是分账订单";
+pub const MSG_TOO_MUCH: &str = "分账金额超出可分账金额";
+pub const MSG_COMPLETED: &str = "该订单已完结分账";
+pub const MSG_UNKNOWN: &str = "分账不存在";
+pub const MSG_BACK_TOO_MUCH: &str = "退分账金额超出该用户分得的金额";
+pub const MSG_CREATED: &str = "分账已提交";
+
+/// One user's share, in pluspay's user ids.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Share {
+    pub user: i64,
+    pub amount: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+impl Share {
+    pub fn total(shares: &[Share]) -> i64 {
+        shares.iter().map(|s| s.amount).sum()
+    }
+}
+
+fn parse_shares(data: &Map<String, Value>, field: &str, errors: &mut FieldErrors) -> Vec<Share> {
+    let Some(items) = data
+        .get(field)
+        .and_then(Value::as_array)
+        .filter(|items| (1..=MAX_SHARES).contains(&items.len()))
+    else {
+        errors.add(Code::InvalidShares, field, MSG_SHARES);
+        return Vec::new();
+    };
+    let mut seen = BTreeSet::new();
+    let mut shares = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let Some(item) = item.as_object() else {
+            errors.add(Code::InvalidShares, &format!("{field}.{i}"), MSG_BAD_DATA);
+            continue;
+        };
+        let user = match int_field(item, "user") {
+            IntField::Value(u) if u > 0 && seen.insert(u) => u,
+            _ => {
+                errors.add(
+                    Code::InvalidShares,
+                    &format!("{field}.{i}.user"),
+                    MSG_BAD_DATA,
+                );
+                continue;
+            }
+        };
+        let amount = match int_field(item, "amount") {
+            IntField::Value(a) if (1..=super::purchase::MAX_ORDER_AMOUNT).contains(&a) => a,
+            _ => {
+                errors.add(
+                    Code::InvalidShares,
+                    &format!("{field}.{i}.amount"),
+                    MSG_BAD_DATA,
+                );
+                continue;
+            }
+        };
+        let description = match item.get("description") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(d)) if d.chars().count() <= 255 => Some(d.clone()),
+            Some(_) => {
+                errors.add(
+                    Code::InvalidShares,
+                    &format!("{field}.{i}.description"),
+                    MSG_BAD_DATA,
+                );
+                continue;
+            }
+        };
+        shares.push(Share {
+            user,
+            amount,
+            description,
+        });
+    }
+    shares
+}
+
+fn parse_order(data: &Map<String, Value>, errors: &mut FieldErrors) -> i64 {
+    match int_field(data, "order") {
+        IntField::Value(v) if v > 0 => v,
+        _ => {
+            errors.add(Code::InvalidOrder, "order", MSG_BAD_DATA);
+            0
+        }
+    }
+}
+
+/// `allocation.create`: `order` and its `recipients`.
+pub fn parse_create(data: &Map<String, Value>) -> Result<(i64, Vec<Share>), Rejection> {
+    let mut errors = FieldErrors::default();
+    let order = parse_order(data, &mut errors);
+    let shares = parse_shares(data, "recipients", &mut errors);
+    errors.finish(|| (order, shares))
+}
+
+/// `allocation.refund`: the allocation (Ping++'s id) and its `senders`.
+pub fn parse_refund(data: &Map<String, Value>) -> Result<(String, Vec<Share>), Rejection> {
+    let mut errors = FieldErrors::default();
+    let allocation = match data.get("allocation").and_then(Value::as_str) {
+        Some(id) if !id.is_empty() && id.len() <= 64 => id.to_owned(),
+        _ => {
+            errors.add(Code::UnknownAllocation, "allocation", MSG_UNKNOWN);
+            String::new()
+        }
+    };
+    let shares = parse_shares(data, "senders", &mut errors);
+    errors.finish(|| (allocation, shares))
+}
+
+/// `allocation.complete`: the order.
+pub fn parse_complete(data: &Map<String, Value>) -> Result<i64, Rejection> {
+    let mut errors = FieldErrors::default();
+    let order = parse_order(data, &mut errors);
+    errors.finish(|| order)
+}
+
+/// The `order_no`s: `l` (an allocation), `b` (an allocation refund), `f` (the completion), and
+/// the row id in 19 digits.
+pub fn order_no(kind: Kind, id: i64) -> String {
+    let prefix = match kind {
+        Kind::Allocation => 'l',
+        Kind::Refund => 'b',
+        Kind::Complete => 'f',
+    };
+    format!("{prefix}{id:019}")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Allocation,
+    Refund,
+    Complete,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Allocation => "allocation",
+            Kind::Refund => "allocation_refund",
+            Kind::Complete => "allocation_complete",
+        }
+    }
+
+    pub fn parse(word: &str) -> Option<Kind> {
+        Some(match word {
+            "allocation" => Kind::Allocation,
+            "allocation_refund" => Kind::Refund,
+            "allocation_complete" => Kind::Complete,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+        }
+    }
+
+    pub fn parse(word: &str) -> Option<Status> {
+        Some(match word {
+            "pending" => Status::Pending,
+            "succeeded" => Status::Succeeded,
+            "failed" => Status::Failed,
+            _ => return None,
+        })
+    }
+
+    /// Ping++'s words: `succeed` is success, `failure`/`failed` failure, the rest under way.
+    pub fn from_pingpp(word: &str) -> Status {
+        match word {
+            "succeed" | "succeeded" => Status::Succeeded,
+            "failure" | "failed" => Status::Failed,
+            _ => Status::Pending,
+        }
+    }
+}
+
+/// What an allocation, allocation refund or completion object says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    pub id: String,
+    pub order_no: String,
+    pub kind: Kind,
+    pub status: Status,
+    pub reason: Option<String>,
+}
+
+pub fn facts(object: &Value) -> Result<Facts, String> {
+    let text = |name: &str| object.get(name).and_then(Value::as_str);
+    let kind = match (text("object"), text("type")) {
+        (Some("allocation"), Some("allocation_refund")) => Kind::Refund,
+        (Some("allocation"), _) => Kind::Allocation,
+        (Some("allocation_complete"), _) => Kind::Complete,
+        _ => return Err("not an allocation object".into()),
+    };
+    Ok(Facts {
+        id: text("id").ok_or("the allocation has no id")?.to_owned(),
+        order_no: text("order_no")
+            .ok_or("the allocation has no order_no")?
+            .to_owned(),
+        kind,
+        status: Status::from_pingpp(text("status").ok_or("the allocation has no status")?),
+        reason: text("failure_msg").map(str::to_owned),
+    })
+}
+
+/// A share given: from what Ping++ holds for the order to the user's e-wallet.
+pub fn give(user: i64, amount: i64) -> Option<Journal> {
+    Journal::transfer(
+        AccountRef::System(SystemAccount::AllocationsPending),
+        AccountRef::Wallet(user),
+        amount,
+    )
+    .ok()
+}
+
+/// A share taken back.
+pub fn take_back(user: i64, amount: i64) -> Option<Journal> {
+    Journal::transfer(
+        AccountRef::Wallet(user),
+        AccountRef::System(SystemAccount::AllocationsPending),
+        amount,
+    )
+    .ok()
+}
+
+/// The rest settled on the seller's sub-merchant.
+pub fn settle(seller: i64, amount: i64) -> Option<Journal> {
+    Journal::transfer(
+        AccountRef::System(SystemAccount::AllocationsPending),
+        AccountRef::Merchant(seller),
+        amount,
+    )
+    .ok()
+}
+
+/// A share's order: income for the recipient, expense for a sender giving it back; its target
+/// is the buyer's order.
+pub fn share_order(user: i64, amount: i64, buyer_order: i64, direction: i16) -> OrderDraft {
+    OrderDraft {
+        owner_id: user,
+        target_type: TARGET_TYPE,
+        target_id: buyer_order.to_string(),
+        title: TITLE,
+        body: None,
+        direction,
+        amount,
+        state: OrderState::Succeeded,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn shares_are_checked_one_by_one() {
+        let data = json!({"order": 5, "recipients": [{"user": 2, "amount": 20}, {"user": 2, "amount": 1},
+            {"user": 3, "amount": 0}]});
+        let refused = parse_create(data.as_object().unwrap()).unwrap_err();
+        assert!(refused.errors.contains_key("recipients.1.user"));
+        assert!(refused.errors.contains_key("recipients.2.amount"));
+        let ok = json!({"order": 5, "recipients": [{"user": 2, "amount": 20, "description": "平台佣金"}]});
+        let (order, shares) = parse_create(ok.as_object().unwrap()).unwrap();
+        assert_eq!((order, Share::total(&shares)), (5, 20));
+        assert!(parse_create(json!({"order": 5, "recipients": []}).as_object().unwrap()).is_err());
+    }
+
+    #[test]
+    fn objects_are_read_by_kind() {
+        let refund = json!({"object": "allocation", "type": "allocation_refund", "id": "37", "order_no": "b1", "status": "succeed"});
+        let facts = facts(&refund).unwrap();
+        assert_eq!(
+            (facts.kind, facts.status),
+            (Kind::Refund, Status::Succeeded)
+        );
+        let complete = json!({"object": "allocation_complete", "id": "68", "order_no": "f1", "status": "pending"});
+        assert_eq!(super::facts(&complete).unwrap().status, Status::Pending);
+    }
+}
+
+/// What Ping++ holds for a split order, from pluspay's record of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Held {
+    /// What is in `allocations_pending` for the order.
+    pub ledger: i64,
+    /// What pending allocations will take of it.
+    pub pending_allocations: i64,
+    /// What pending refunds of the order hold.
+    pub pending_refunds: i64,
+    /// Given to recipients and not given back (succeeded or pending allocations, less
+    /// succeeded allocation refunds): what no refund of the order may take.
+    pub allocated_out: i64,
+    /// Its completion, if one was asked for and did not fail.
+    pub completion: Option<Status>,
+}
+
+impl Held {
+    /// From the order's paid amount (0 unpaid), what succeeded refunds took from what was held,
+    /// what its pending refunds hold, and its allocations as (kind, status, amount).
+    pub fn of(
+        paid: i64,
+        refunds_from_held: i64,
+        pending_refunds: i64,
+        rows: &[(Kind, Status, i64)],
+    ) -> Held {
+        let sum = |kind: Kind, status: Status| {
+            rows.iter()
+                .filter(|r| r.0 == kind && r.1 == status)
+                .map(|r| r.2)
+                .sum::<i64>()
+        };
+        let given = sum(Kind::Allocation, Status::Succeeded);
+        let back = sum(Kind::Refund, Status::Succeeded);
+        let settled = sum(Kind::Complete, Status::Succeeded);
+        let pending_allocations = sum(Kind::Allocation, Status::Pending);
+        let completion = rows
+            .iter()
+            .filter(|r| r.0 == Kind::Complete && r.1 != Status::Failed)
+            .map(|r| r.1)
+            .max_by_key(|s| *s == Status::Succeeded);
+        Held {
+            ledger: paid - refunds_from_held - given + back - settled,
+            pending_allocations,
+            pending_refunds,
+            allocated_out: given + pending_allocations - back,
+            completion,
+        }
+    }
+
+    /// What a new allocation may still take.
+    pub fn allocatable(&self) -> i64 {
+        self.ledger - self.pending_allocations - self.pending_refunds
+    }
+
+    /// What the completion settles on the seller (pending allocations keep theirs).
+    pub fn settling(&self) -> i64 {
+        self.ledger - self.pending_allocations
+    }
+}
