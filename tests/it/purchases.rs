@@ -354,7 +354,7 @@ async fn a_channel_payment_reaches_the_seller_without_touching_the_e_wallet() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orders_are_checked_before_any_call_and_split_orders_wait_for_allocations() {
+async fn orders_are_checked_before_any_call() {
     let (_env, fake, mut client, _worker) = start().await;
     let before = fake.requests();
     let bad = client
@@ -363,7 +363,7 @@ async fn orders_are_checked_before_any_call_and_split_orders_wait_for_allocation
             "order.create",
             40,
             json!({"seller": 40, "amount": 0, "subject": "", "client_ip": "x",
-            "allocation": true}),
+            "allocation": "yes"}),
         ))
         .await;
     assert_eq!(code(&bad), "invalid_user");
@@ -432,4 +432,210 @@ async fn an_order_paid_before_its_deposit_was_recorded_waits_for_it() {
     assert_eq!(env.balance(51).await, 0);
     assert_eq!(merchant_balance(&env, 50).await, 500);
     assert_eq!(at_pingpp(&fake, "user_51"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_order_is_paid_half_refunded_split_given_back_and_completed() {
+    let (mut env, fake, mut client, _worker) = start().await;
+    creator(&env, &mut client, &fake, 60).await;
+    open_account(&mut client, &fake, 61).await; // the platform's account, taking a commission
+    open_account(&mut client, &fake, 62).await; // the buyer, paying by channel
+    let mut allocation_events = client
+        .watch(&client.names.events_exchange, "allocation.#")
+        .await;
+    let split = command(
+        "s1",
+        "order.create",
+        62,
+        json!({"seller": 60, "amount": 1000, "subject": "付费课程", "body": "一门课",
+               "client_ip": "10.0.0.1", "allocation": true}),
+    );
+    let made = client.call(split).await;
+    let data = succeeded(&made).clone();
+    let order_id = data["order"]["id"].as_i64().unwrap();
+    let pingpp_id = data["pingpp_order"]["id"].as_str().unwrap().to_owned();
+    // Not paid yet: nothing to split.
+    let early = command(
+        "a0",
+        "allocation.create",
+        60,
+        json!({"order": order_id, "recipients": [{"user": 61, "amount": 1}]}),
+    );
+    assert_eq!(code(&client.call(early).await), "order_not_paid");
+    let pay = command(
+        "s-pay",
+        "order.pay",
+        62,
+        json!({"order": order_id, "channel": "yeepay_alipay_qr"}),
+    );
+    succeeded(&client.call(pay).await);
+    let (event, _) = fake.signed_event("order.succeeded", fake.pay_order(&pingpp_id));
+    client.enqueue_pingpp_event(&event).await;
+    client.enqueue_pingpp_event(&event).await;
+    let pulled = client
+        .call(command(
+            "s-get",
+            "order.get",
+            62,
+            json!({"order": order_id}),
+        ))
+        .await;
+    assert_eq!(succeeded(&pulled)["order"]["state"], 1);
+    env.wait_for_count("SELECT count(*) FROM journal WHERE kind = 'order'", 1)
+        .await;
+    assert_eq!(env.system_balance("allocations_pending").await, 1000);
+    assert_eq!(
+        merchant_balance(&env, 60).await,
+        0,
+        "a split order waits for its split"
+    );
+
+    // Half refunded: out of what Ping++ holds for the order, back to the channel.
+    let refunded = client
+        .call(command(
+            "s-ref",
+            "order.refund",
+            60,
+            json!({"order": order_id, "amount": 500, "description": "退一半"}),
+        ))
+        .await;
+    let refund_id = succeeded(&refunded)["refund"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (event, _) = fake.signed_event(
+        "refund.succeeded",
+        fake.succeed_order_refund(&pingpp_id, &refund_id),
+    );
+    client.enqueue_pingpp_event(&event).await;
+    env.wait_for_count(
+        "SELECT count(*) FROM order_refunds WHERE status = 'succeeded'",
+        1,
+    )
+    .await;
+    assert_eq!(env.system_balance("allocations_pending").await, 500);
+
+    // The platform's 20% of the rest, never more than what is held.
+    let share = |id: &str, amount: i64| {
+        command(
+            id,
+            "allocation.create",
+            60,
+            json!({"order": order_id, "recipients": [{"user": 61, "amount": amount, "description": "平台佣金"}]}),
+        )
+    };
+    assert_eq!(
+        code(&client.call(share("a1", 501)).await),
+        "allocation_too_large"
+    );
+    let allocated = client.call(share("a2", 100)).await;
+    let allocation_id = succeeded(&allocated)["allocation"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        client.call(share("a2", 100)).await["data"],
+        allocated["data"]
+    );
+    // Nor can a refund take what is given out.
+    let too_much = command(
+        "s-ref2",
+        "order.refund",
+        60,
+        json!({"order": order_id, "amount": 401, "description": "再退"}),
+    );
+    assert_eq!(code(&client.call(too_much).await), "refund_too_large");
+    // Given: the webhook twice and a pull racing; once.
+    let (event, _) = fake.signed_event(
+        "allocation.succeeded",
+        fake.succeed_allocation(&allocation_id),
+    );
+    client.enqueue_pingpp_event(&event).await;
+    client.enqueue_pingpp_event(&event).await;
+    let got = client
+        .call(command(
+            "a-get",
+            "allocation.get",
+            60,
+            json!({"allocation": allocation_id}),
+        ))
+        .await;
+    assert_eq!(succeeded(&got)["allocation"]["status"], "succeed");
+    assert_eq!(
+        next_event(&mut allocation_events).await["type"],
+        "allocation.succeeded"
+    );
+    env.wait_for_count("SELECT count(*) FROM journal WHERE kind = 'allocation'", 1)
+        .await;
+    assert_eq!(env.balance(61).await, 100);
+    assert_eq!(env.system_balance("allocations_pending").await, 400);
+
+    // Part of it given back.
+    let back = |id: &str, amount: i64| {
+        command(
+            id,
+            "allocation.refund",
+            60,
+            json!({"allocation": allocation_id, "senders": [{"user": 61, "amount": amount}]}),
+        )
+    };
+    assert_eq!(
+        code(&client.call(back("b1", 101)).await),
+        "allocation_too_large"
+    );
+    let given_back = client.call(back("b2", 40)).await;
+    let back_id = succeeded(&given_back)["allocation"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (event, _) = fake.signed_event(
+        "allocation.succeeded",
+        fake.succeed_allocation_refund(&back_id),
+    );
+    client.enqueue_pingpp_event(&event).await;
+    env.wait_for_count(
+        "SELECT count(*) FROM journal WHERE kind = 'allocation.refund'",
+        1,
+    )
+    .await;
+    assert_eq!(env.balance(61).await, 60);
+    assert_eq!(env.system_balance("allocations_pending").await, 440);
+
+    // Completed: the rest goes to the creator, and nothing more can be split.
+    let completed = client
+        .call(command(
+            "c1",
+            "allocation.complete",
+            60,
+            json!({"order": order_id}),
+        ))
+        .await;
+    let complete_id = succeeded(&completed)["allocation_complete"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        code(&client.call(share("a3", 1)).await),
+        "allocation_completed"
+    );
+    let (event, _) = fake.signed_event(
+        "allocation_complete.succeeded",
+        fake.complete_allocation_complete(&complete_id),
+    );
+    client.enqueue_pingpp_event(&event).await;
+    env.wait_for_count(
+        "SELECT count(*) FROM journal WHERE kind = 'allocation.complete'",
+        1,
+    )
+    .await;
+    assert_eq!(merchant_balance(&env, 60).await, 440);
+    assert_eq!(env.system_balance("allocations_pending").await, 0);
+
+    // The ledger mirrors Ping++ at the end.
+    assert_eq!(fake.held(&pingpp_id), 0);
+    assert_eq!(at_pingpp(&fake, "biz_60"), 440);
+    assert_eq!(at_pingpp(&fake, "user_61"), env.balance(61).await);
+    assert_eq!(at_pingpp(&fake, "user_62"), env.balance(62).await);
+    let audit = env.audit().await;
+    assert!(audit.ok, "{}", serde_json::to_string(&audit).unwrap());
 }
