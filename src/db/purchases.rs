@@ -112,14 +112,16 @@ pub struct NewPurchase<'a> {
     pub merchant_order_no: &'a str,
     pub request: &'a Value,
     pub allocation: bool,
+    /// A reward's commission (then it is a reward).
+    pub commission: Option<i64>,
 }
 
 pub async fn insert(tx: &Transaction<'_>, new: &NewPurchase<'_>) -> Result<(), EngineError> {
     tx.execute(
         &tx.prepare_cached(
             "INSERT INTO pingpp_orders (order_id, command_id, fingerprint, buyer, seller, amount,
-                 merchant_order_no, request, allocation)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 merchant_order_no, request, allocation, reward, commission)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11::bigint, 0))",
         )
         .await?,
         &[
@@ -132,6 +134,8 @@ pub async fn insert(tx: &Transaction<'_>, new: &NewPurchase<'_>) -> Result<(), E
             &new.merchant_order_no,
             new.request,
             &new.allocation,
+            &new.commission.is_some(),
+            &new.commission,
         ],
     )
     .await?;
@@ -347,4 +351,57 @@ pub async fn record_refund(
     )
     .await?;
     Ok(())
+}
+
+/// A paid reward whose commission or completion the worker should ask for now.
+#[derive(Debug, Clone)]
+pub struct RewardToSettle {
+    pub order_id: i64,
+    pub seller: i64,
+    pub commission: i64,
+    /// The commission allocation asked for already (and how it ended), if any.
+    pub commission_status: Option<String>,
+}
+
+/// Paid rewards not completed, not asked about in the last `every_secs`; marked asked.
+pub async fn rewards_to_settle(
+    tx: &Transaction<'_>,
+    every_secs: f64,
+    limit: i64,
+) -> Result<Vec<RewardToSettle>, EngineError> {
+    let rows = tx
+        .query(
+            &tx.prepare_cached(
+                "WITH due AS (
+                     SELECT p.order_id FROM pingpp_orders p
+                     JOIN wallet_orders o ON o.id = p.order_id
+                     WHERE p.reward AND o.state = 1
+                       AND NOT EXISTS (SELECT 1 FROM allocations c
+                                       WHERE c.order_id = p.order_id
+                                         AND c.kind = 'allocation_complete'
+                                         AND c.status <> 'failed')
+                       AND (p.settle_asked_at IS NULL
+                            OR p.settle_asked_at < now() - make_interval(secs => $1))
+                     ORDER BY p.order_id LIMIT $2
+                     FOR UPDATE OF p SKIP LOCKED
+                 )
+                 UPDATE pingpp_orders p SET settle_asked_at = now() FROM due
+                 WHERE p.order_id = due.order_id
+                 RETURNING p.order_id, p.seller, p.commission,
+                     (SELECT a.status FROM allocations a WHERE a.order_id = p.order_id
+                      AND a.kind = 'allocation' ORDER BY a.id LIMIT 1) AS commission_status",
+            )
+            .await?,
+            &[&every_secs, &limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| RewardToSettle {
+            order_id: row.get("order_id"),
+            seller: row.get("seller"),
+            commission: row.get("commission"),
+            commission_status: row.get("commission_status"),
+        })
+        .collect())
 }

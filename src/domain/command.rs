@@ -206,7 +206,8 @@ pub fn held_by_another(kind: CommandType, holder: IdHolder) -> bool {
         IdHolder::Application => kind != CommandType::AccountOpen,
         IdHolder::SubMerchant => kind != CommandType::MerchantCreate,
         IdHolder::MerchantApplication => kind != CommandType::MerchantApply,
-        IdHolder::Purchase => kind != CommandType::OrderCreate,
+        // A reward with the money at Ping++ is a purchase too.
+        IdHolder::Purchase => !matches!(kind, CommandType::OrderCreate | CommandType::Reward),
         IdHolder::Refund => kind != CommandType::OrderRefund,
         IdHolder::Allocation => !matches!(
             kind,

@@ -37,13 +37,14 @@ impl Custody {
     }
 
     /// Whether the command exists in this mode. With the money at Ping++, pluspay can't move
-    /// it between users or into points by itself (that takes Ping++ orders), and a user's
+    /// it between users or into points by itself (that takes Ping++ orders: a `reward` is one),
+    /// and a user's
     /// withdrawal from their own e-wallet has no operator review; the e-wallet commands exist
     /// only there.
     pub fn offers(self, kind: CommandType) -> bool {
         use CommandType::*;
         match kind {
-            Transfer | Reward | Transform | CashApprove | CashReject => self == Custody::Platform,
+            Transfer | Transform | CashApprove | CashReject => self == Custody::Platform,
             AccountOpen
             | AccountGet
             | AccountCards
@@ -64,7 +65,7 @@ impl Custody {
             | AllocationGet
             | AllocationRefund
             | AllocationComplete => self == Custody::Pingpp,
-            Recharge | RechargeRetrieve | Cash | CashRetrieve | OrdersList | OrdersGet
+            Recharge | RechargeRetrieve | Cash | CashRetrieve | Reward | OrdersList | OrdersGet
             | CashesList | WalletGet | ChargesList | ChargesGet => true,
         }
     }

@@ -38,6 +38,11 @@ pub struct WalletPolicy {
     pub custody: Custody,
     /// The largest picture `upload_pic` takes, in bytes (decoded).
     pub pic_max_bytes: usize,
+    /// With the money at Ping++: the platform's share of a reward, in percent, split to
+    /// `platform_user_id` by allocation.
+    pub reward_commission_percent: i64,
+    /// The pluspay user whose e-wallet takes the platform's commission (0: none).
+    pub platform_user_id: i64,
 }
 
 impl Default for WalletPolicy {
@@ -64,6 +69,8 @@ impl Default for WalletPolicy {
             transform_min: 100,
             custody: Custody::Platform,
             pic_max_bytes: 2 * 1024 * 1024,
+            reward_commission_percent: 0,
+            platform_user_id: 0,
         }
     }
 }
@@ -107,6 +114,19 @@ impl WalletPolicy {
         }
         if self.labels.iter().any(|&l| l < 1) {
             return Err("wallet.labels must be positive amounts in fen".into());
+        }
+        if !(0..=100).contains(&self.reward_commission_percent) {
+            return Err("wallet.reward_commission_percent must be between 0 and 100".into());
+        }
+        if self.platform_user_id < 0
+            || (self.custody == Custody::Pingpp
+                && self.reward_commission_percent > 0
+                && self.platform_user_id == 0)
+        {
+            return Err(
+                "wallet.platform_user_id must be the user taking the commission (wallet.reward_commission_percent above 0)"
+                    .into(),
+            );
         }
         if !(1..=MAX_PIC_BYTES).contains(&self.pic_max_bytes) {
             return Err(format!(

@@ -175,6 +175,78 @@ pub fn parse_create(
     })
 }
 
+pub const REWARD_SUBJECT: &str = "打赏";
+
+/// `reward` with the money at Ping++: `user` (the creator, a sub-merchant), `amount`, `body`?,
+/// `return_url` (where the tipper's e-wallet page returns), `client_ip`?: a split purchase paid
+/// from the tipper's e-wallet, the platform's commission split off it once paid.
+pub fn parse_reward(
+    tipper: i64,
+    data: &Map<String, Value>,
+) -> Result<(PurchaseRequest, String), Rejection> {
+    let mut errors = FieldErrors::default();
+    let seller = match int_field(data, "user") {
+        IntField::Value(v) if v > 0 && v != tipper => v,
+        _ => {
+            errors.add(Code::InvalidUser, "user", MSG_SELLER);
+            0
+        }
+    };
+    let amount = match int_field(data, "amount") {
+        IntField::Value(v) if (1..=MAX_ORDER_AMOUNT).contains(&v) => v,
+        _ => {
+            errors.add(Code::InvalidAmount, "amount", MSG_AMOUNT);
+            0
+        }
+    };
+    let body = match text_field(data, "body") {
+        TextField::Missing => REWARD_SUBJECT.to_owned(),
+        TextField::Value(b) if b.chars().count() <= 128 => b,
+        _ => {
+            errors.add(Code::InvalidBody, "body", MSG_BODY);
+            String::new()
+        }
+    };
+    let client_ip = match text_field(data, "client_ip") {
+        TextField::Missing => super::recharge::DEFAULT_CLIENT_IP.to_owned(),
+        TextField::Value(ip) if ip.parse::<IpAddr>().is_ok() => ip,
+        _ => {
+            errors.add(Code::InvalidClientIp, "client_ip", MSG_CLIENT_IP);
+            String::new()
+        }
+    };
+    let return_url = match super::account::parse_return_url(data) {
+        Ok(url) => url,
+        Err(rejection) => {
+            errors.add(rejection.code, "return_url", super::account::MSG_RETURN_URL);
+            String::new()
+        }
+    };
+    errors.finish(|| {
+        (
+            PurchaseRequest {
+                buyer: tipper,
+                seller,
+                amount,
+                subject: REWARD_SUBJECT.to_owned(),
+                body,
+                client_ip,
+                time_expire: None,
+                description: None,
+                metadata: None,
+                allocation: true,
+            },
+            return_url,
+        )
+    })
+}
+
+/// The platform's commission on a reward of `amount` at `percent`, rounded down (the creator
+/// keeps any fraction of a fen).
+pub fn commission(amount: i64, percent: i64) -> i64 {
+    amount * percent / 100
+}
+
 /// The buyer's expense order, waiting; its target becomes the Ping++ order's id.
 pub fn buyer_order(request: &PurchaseRequest) -> OrderDraft {
     OrderDraft {

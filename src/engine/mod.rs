@@ -118,6 +118,7 @@ impl Engine {
                 commands::deposit::retrieve(self, envelope).await
             }
             CommandType::Cash if at_pingpp => commands::ewallet_cash::request(self, envelope).await,
+            CommandType::Reward if at_pingpp => commands::purchase::reward(self, envelope).await,
             CommandType::AccountOpen => commands::account::open(self, envelope).await,
             CommandType::AccountGet => commands::account::get(self, envelope).await,
             CommandType::AccountCards => commands::account::cards(self, envelope).await,
@@ -191,7 +192,8 @@ impl Engine {
                 | CommandType::AllocationComplete
         ) || (self.payout.is_some()
             && matches!(kind, CommandType::CashApprove | CommandType::CashReject))
-            || (self.policy.custody == Custody::Pingpp && kind == CommandType::Cash)
+            || (self.policy.custody == Custody::Pingpp
+                && matches!(kind, CommandType::Cash | CommandType::Reward))
     }
 
     /// Applies several commands that don't wait on Ping++ in one transaction (group commit):

@@ -34,7 +34,61 @@ pub(super) async fn put_back_due_events_periodically(context: Arc<Context>) {
         if let Err(e) = put_back_due_events(&context).await {
             warn!(error = %e, "could not put parked Ping++ events back on the queue");
         }
+        if context.engine.policy.custody == crate::domain::custody::Custody::Pingpp {
+            if let Err(e) = ask_for_reward_settlements(&context).await {
+                warn!(error = %e, "could not ask for the settlement of paid rewards");
+            }
+        }
     }
+}
+
+/// How long before a paid reward's next step is asked for again, if the last ask has not left
+/// its mark yet (the command is still on its way).
+const REWARD_ASK_AGAIN_SECS: f64 = 2.0;
+
+/// A paid reward's next step, as a command of the worker's own (ids `reward-<order>-...`, so
+/// asking twice is a replay): the platform's commission by allocation, then the completion
+/// that settles the rest on the creator once the commission has succeeded (or failed, or is
+/// nothing).
+pub(super) async fn ask_for_reward_settlements(context: &Context) -> anyhow::Result<()> {
+    let mut client = context.engine.pool.get().await.map_err(EngineError::from)?;
+    let tx = client.transaction().await.map_err(EngineError::from)?;
+    let due = db::purchases::rewards_to_settle(&tx, REWARD_ASK_AGAIN_SECS, SWEEP_LIMIT).await?;
+    for reward in &due {
+        let order = reward.order_id;
+        let command = match reward.commission_status.as_deref() {
+            None if reward.commission > 0 => serde_json::json!({
+                "id": format!("reward-{order}-commission"),
+                "type": "allocation.create",
+                "user_id": reward.seller,
+                "data": {"order": order, "recipients": [{
+                    "user": context.engine.policy.platform_user_id,
+                    "amount": reward.commission,
+                    "description": "平台佣金",
+                }]},
+            }),
+            Some("pending") => continue,
+            _ => serde_json::json!({
+                "id": format!("reward-{order}-complete"),
+                "type": "allocation.complete",
+                "user_id": reward.seller,
+                "data": {"order": order},
+            }),
+        };
+        let kind = command["type"].as_str().unwrap_or_default().to_owned();
+        context
+            .publisher
+            .publish(
+                &context.names.commands_exchange,
+                &kind,
+                command.to_string().as_bytes(),
+                json_properties(),
+                true,
+            )
+            .await?;
+    }
+    tx.commit().await.map_err(EngineError::from)?;
+    Ok(())
 }
 
 pub(super) async fn put_back_due_events(context: &Context) -> anyhow::Result<()> {

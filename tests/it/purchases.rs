@@ -639,3 +639,87 @@ async fn a_split_order_is_paid_half_refunded_split_given_back_and_completed() {
     let audit = env.audit().await;
     assert!(audit.ok, "{}", serde_json::to_string(&audit).unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reward_from_the_e_wallet_leaves_the_platform_its_commission_and_the_creator_the_rest() {
+    let (mut env, fake, mut client, _worker) =
+        crate::support::with_fake_pingpp_and_worker(|settings| {
+            custody_mode(settings);
+            settings.wallet.reward_commission_percent = 20;
+            settings.wallet.platform_user_id = 71;
+        })
+        .await;
+    creator(&env, &mut client, &fake, 70).await;
+    open_account(&mut client, &fake, 71).await; // the platform
+    buyer(&env, &mut client, &fake, 72, 1000).await; // the fan
+
+    let tip = |id: &str, to: i64| {
+        command(
+            id,
+            "reward",
+            72,
+            json!({"user": to, "amount": 500, "body": "好文章", "return_url": RETURN_URL}),
+        )
+    };
+    // Only a creator who is an open sub-merchant can be tipped.
+    assert_eq!(code(&client.call(tip("t0", 73)).await), "not_a_merchant");
+    let tipped = client.call(tip("t1", 70)).await;
+    let data = succeeded(&tipped).clone();
+    assert_eq!(data["order"]["target_type"], "pingpp_order");
+    assert!(
+        data["pingpp_order"]["charge_essentials"]["credential"].is_object(),
+        "the e-wallet's payment link: {tipped}"
+    );
+    assert_eq!(client.call(tip("t1", 70)).await["data"], tipped["data"]);
+    let pingpp_id = data["pingpp_order"]["id"].as_str().unwrap().to_owned();
+
+    // Paid from the e-wallet: the worker asks for the commission by itself.
+    let (event, _) = fake.signed_event("order.succeeded", fake.pay_order(&pingpp_id));
+    client.enqueue_pingpp_event(&event).await;
+    env.wait_for_count(
+        "SELECT count(*) FROM allocations WHERE kind = 'allocation' AND amount = 100",
+        1,
+    )
+    .await;
+    let commission = fake
+        .allocations()
+        .into_iter()
+        .find(|a| a["type"] == "allocation")
+        .unwrap();
+    let (event, _) = fake.signed_event(
+        "allocation.succeeded",
+        fake.succeed_allocation(commission["id"].as_str().unwrap()),
+    );
+    client.enqueue_pingpp_event(&event).await;
+    // Then for the completion.
+    env.wait_for_count(
+        "SELECT count(*) FROM allocations WHERE kind = 'allocation_complete'",
+        1,
+    )
+    .await;
+    let complete = fake.allocation_completes()[0].clone();
+    let (event, _) = fake.signed_event(
+        "allocation_complete.succeeded",
+        fake.complete_allocation_complete(complete["id"].as_str().unwrap()),
+    );
+    client.enqueue_pingpp_event(&event).await;
+    env.wait_for_count(
+        "SELECT count(*) FROM journal WHERE kind = 'allocation.complete'",
+        1,
+    )
+    .await;
+    assert_eq!(env.balance(72).await, 500);
+    assert_eq!(env.balance(71).await, 100);
+    assert_eq!(merchant_balance(&env, 70).await, 400);
+    assert_eq!(env.system_balance("allocations_pending").await, 0);
+    assert_eq!(
+        fake.allocations().len(),
+        1,
+        "asked once, however often the worker looked"
+    );
+    assert_eq!(at_pingpp(&fake, "biz_70"), 400);
+    assert_eq!(at_pingpp(&fake, "user_71"), 100);
+    assert_eq!(at_pingpp(&fake, "user_72"), 500);
+    let audit = env.audit().await;
+    assert!(audit.ok, "{}", serde_json::to_string(&audit).unwrap());
+}

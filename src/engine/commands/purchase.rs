@@ -72,6 +72,39 @@ pub(crate) async fn create(engine: &Engine, envelope: &Envelope) -> Result<Appli
         Ok(request) => request,
         Err(rejection) => return step::refuse(engine, envelope, rejection).await,
     };
+    make(engine, envelope, request, None).await
+}
+
+/// A reward's terms: where the tipper's e-wallet page returns, and the platform's commission.
+struct RewardTerms {
+    return_url: String,
+    commission: i64,
+}
+
+/// `reward` with the money at Ping++: a split purchase from the tipper to the creator's
+/// sub-merchant, paid from the tipper's e-wallet (the result carries the e-wallet's payment
+/// link). Once paid, the worker asks for the platform's commission
+/// (`wallet.reward_commission_percent`, to `wallet.platform_user_id`) and the completion, as
+/// `allocation.create` and `allocation.complete` commands of its own (ids `reward-<order>-...`).
+pub(crate) async fn reward(engine: &Engine, envelope: &Envelope) -> Result<Applied, EngineError> {
+    let (request, return_url) = match rules::parse_reward(envelope.user_id, &envelope.data) {
+        Ok(parsed) => parsed,
+        Err(rejection) => return step::refuse(engine, envelope, rejection).await,
+    };
+    let commission = rules::commission(request.amount, engine.policy.reward_commission_percent);
+    let terms = RewardTerms {
+        return_url,
+        commission,
+    };
+    make(engine, envelope, request, Some(terms)).await
+}
+
+async fn make(
+    engine: &Engine,
+    envelope: &Envelope,
+    request: rules::PurchaseRequest,
+    reward: Option<RewardTerms>,
+) -> Result<Applied, EngineError> {
     // Step 1: the recorded purchase, or a new waiting order and its exact request.
     let (order_id, asked) = {
         let mut client = engine.pool.get().await?;
@@ -132,6 +165,7 @@ pub(crate) async fn create(engine: &Engine, envelope: &Envelope) -> Result<Appli
                     merchant_order_no: &asked.merchant_order_no,
                     request: &request_json,
                     allocation: request.allocation,
+                    commission: reward.as_ref().map(|r| r.commission),
                 },
             )
             .await?;
@@ -175,6 +209,35 @@ pub(crate) async fn create(engine: &Engine, envelope: &Envelope) -> Result<Appli
             facts.id, asked.merchant_order_no
         )));
     }
+    // A reward is paid from the e-wallet at once: its link goes back with the result. Asking
+    // again for a link is safe; only one payment of the whole amount completes the order.
+    let made = match &reward {
+        None => made,
+        Some(terms) => {
+            let pay = OrderPayRequest {
+                channel: "balance".into(),
+                charge_amount: asked.amount,
+                extra: Some(json!({ "return_url": terms.return_url })),
+                charge_order_no: None,
+                time_expire: None,
+            };
+            match provider::client(engine)?.pay_order(&facts.id, &pay).await {
+                Ok(paying) => paying,
+                Err(error) => {
+                    let rejection = provider::refused_or_retry(error)?;
+                    let mut client = engine.pool.get().await?;
+                    let tx = match step::claiming(&mut client, envelope).await? {
+                        Step::Answered(applied) => return Ok(applied),
+                        Step::Open(tx) => tx,
+                    };
+                    purchases::record_order(&tx, order_id, &facts.id, &facts.status, &made, None)
+                        .await?;
+                    orders::mark_failed(&tx, order_id, Some(&envelope.id)).await?;
+                    return step::store_result(tx, envelope, &rejected(envelope, rejection)).await;
+                }
+            }
+        }
+    };
     let mut client = engine.pool.get().await?;
     let tx = match step::claiming(&mut client, envelope).await? {
         Step::Answered(applied) => return Ok(applied),
