@@ -80,6 +80,24 @@ const CHECKS: &[(&str, &str)] = &[
                JOIN wallet_orders w ON w.id = c.order_id WHERE w.state = 0) o
          WHERE a.sum <> coalesce(o.sum, 0)",
     ),
+    (
+        // A split order's payment waits in allocations_pending until allocations give it out
+        // or the completion settles it; refunds take from it first.
+        "allocations_pending_match_split_orders",
+        "SELECT json_build_object('balance', a.balance, 'split_orders', coalesce(s.sum, 0))
+         FROM accounts a,
+              (SELECT sum(o.amount
+                          - coalesce((SELECT sum(r.from_held) FROM order_refunds r
+                                      WHERE r.order_id = p.order_id AND r.status = 'succeeded'), 0)
+                          - coalesce((SELECT sum(CASE l.kind WHEN 'allocation_refund' THEN -l.amount
+                                                             ELSE l.amount END)
+                                      FROM allocations l
+                                      WHERE l.order_id = p.order_id AND l.status = 'succeeded'), 0))
+                          AS sum
+               FROM pingpp_orders p JOIN wallet_orders o ON o.id = p.order_id
+               WHERE p.allocation AND o.state = 1) s
+         WHERE a.name = 'allocations_pending' AND a.balance <> coalesce(s.sum, 0)",
+    ),
 ];
 
 const EXAMPLES: usize = 5;

@@ -69,6 +69,16 @@ async fn creator(env: &TestEnv, client: &mut BrokerClient, fake: &FakePingpp, us
         1,
     )
     .await;
+    // Its payouts' bank account.
+    let bound = client
+        .call(command(
+            &format!("ms-{user}"),
+            "merchant.settle_account",
+            user,
+            json!({"recipient": {"account": "6214850213609784", "type": "b2c"}}),
+        ))
+        .await;
+    succeeded(&bound);
 }
 
 /// A buyer with an open e-wallet holding `amount`.
@@ -638,6 +648,12 @@ async fn a_split_order_is_paid_half_refunded_split_given_back_and_completed() {
     assert_eq!(at_pingpp(&fake, "user_62"), env.balance(62).await);
     let audit = env.audit().await;
     assert!(audit.ok, "{}", serde_json::to_string(&audit).unwrap());
+    let cli = crate::support::pluspay(&["audit"], &env.process_env()).await;
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stdout)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -722,4 +738,61 @@ async fn a_reward_from_the_e_wallet_leaves_the_platform_its_commission_and_the_c
     assert_eq!(at_pingpp(&fake, "user_72"), 500);
     let audit = env.audit().await;
     assert!(audit.ok, "{}", serde_json::to_string(&audit).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_refunds_racing_for_the_last_fen_are_never_both_taken() {
+    let (env, fake, mut client, _worker) = start().await;
+    creator(&env, &mut client, &fake, 80).await;
+    buyer(&env, &mut client, &fake, 81, 100).await;
+    let made = client.call(purchase("race", 81, 80, 100)).await;
+    let data = succeeded(&made).clone();
+    let order_id = data["order"]["id"].as_i64().unwrap();
+    let pingpp_id = data["pingpp_order"]["id"].as_str().unwrap().to_owned();
+    let pay = command(
+        "race-pay",
+        "order.pay",
+        81,
+        json!({"order": order_id, "channel": "balance", "extra": {"return_url": RETURN_URL}}),
+    );
+    succeeded(&client.call(pay).await);
+    fake.pay_order(&pingpp_id);
+    let pulled = client
+        .call(command(
+            "race-get",
+            "order.get",
+            81,
+            json!({"order": order_id}),
+        ))
+        .await;
+    assert_eq!(succeeded(&pulled)["order"]["state"], 1);
+    // Both at once, for 60 of the 100: one may have it, not both.
+    let refund = |id: &str| {
+        command(
+            id,
+            "order.refund",
+            80,
+            json!({"order": order_id, "amount": 60, "description": "退款"}),
+        )
+    };
+    client.command(&refund("race-1")).await;
+    client.command(&refund("race-2")).await;
+    env.wait_for_count(
+        "SELECT count(*) FROM commands WHERE id IN ('race-1', 'race-2') AND result IS NOT NULL",
+        2,
+    )
+    .await;
+    let statuses: Vec<String> = env
+        .db
+        .query(
+            "SELECT status FROM commands WHERE id IN ('race-1', 'race-2') ORDER BY status",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(statuses, ["rejected", "succeeded"]);
+    assert_eq!(fake.order_refunds().len(), 1);
 }
