@@ -6,10 +6,10 @@
 ALTER TABLE pingpp_orders
     ADD COLUMN allocation boolean NOT NULL DEFAULT false,
     -- A reward (打赏): a split order whose commission (fen, to wallet.platform_user_id) and
-    -- completion the worker asks for once it is paid; when it last asked.
+    -- completion the worker asks for once it is paid; when it looks at it next.
     ADD COLUMN reward boolean NOT NULL DEFAULT false,
     ADD COLUMN commission bigint NOT NULL DEFAULT 0 CHECK (commission >= 0),
-    ADD COLUMN settle_asked_at timestamptz;
+    ADD COLUMN settle_due_at timestamptz;
 
 INSERT INTO accounts (kind, name, unit, may_go_negative) VALUES
     ('system', 'allocations_pending', 'fen', false);

@@ -3,7 +3,7 @@
 
 use deadpool_postgres::Transaction;
 
-use crate::domain::command::{held_by_another, CommandType, Envelope, IdHolder};
+use crate::domain::command::{Envelope, IdHolder};
 use crate::domain::outcome::{idempotency_conflict, CommandResult, Status};
 use crate::error::EngineError;
 
@@ -106,23 +106,30 @@ pub async fn store(
 }
 
 /// The columns telling which progress table (of a command that calls Ping++ between its
-/// transactions) holds the command id `id` with fingerprint `fingerprint` (SQL expressions).
+/// transactions) holds the command id `id` for a command with other content than
+/// `fingerprint` (SQL expressions). The type is part of the fingerprint, so another type is
+/// other content; a redelivery of the command in progress is not held out.
 fn holders(id: &str, fingerprint: &str) -> String {
+    let held = |table: &str| {
+        format!(
+            "EXISTS (SELECT 1 FROM {table} h WHERE h.command_id = {id}
+                     AND h.fingerprint <> {fingerprint})"
+        )
+    };
     format!(
-        "EXISTS (SELECT 1 FROM recharges r WHERE r.command_id = {id}) AS held_by_recharge,
-         EXISTS (SELECT 1 FROM cash_payouts p
-                 WHERE p.command_id = {id} AND p.fingerprint <> {fingerprint})
-             AS held_by_other_payout,
-         EXISTS (SELECT 1 FROM deposits d WHERE d.command_id = {id}) AS held_by_deposit,
-         EXISTS (SELECT 1 FROM cus_applications a WHERE a.command_id = {id})
-             AS held_by_application,
-         EXISTS (SELECT 1 FROM sub_merchants m WHERE m.command_id = {id})
-             AS held_by_sub_merchant,
-         EXISTS (SELECT 1 FROM merchant_applications m WHERE m.command_id = {id})
-             AS held_by_merchant_application,
-         EXISTS (SELECT 1 FROM pingpp_orders o WHERE o.command_id = {id}) AS held_by_purchase,
-         EXISTS (SELECT 1 FROM order_refunds r WHERE r.command_id = {id}) AS held_by_refund,
-         EXISTS (SELECT 1 FROM allocations a WHERE a.command_id = {id}) AS held_by_allocation"
+        "{} AS held_by_recharge, {} AS held_by_other_payout, {} AS held_by_deposit,
+         {} AS held_by_application, {} AS held_by_sub_merchant,
+         {} AS held_by_merchant_application, {} AS held_by_purchase, {} AS held_by_refund,
+         {} AS held_by_allocation",
+        held("recharges"),
+        held("cash_payouts"),
+        held("deposits"),
+        held("cus_applications"),
+        held("sub_merchants"),
+        held("merchant_applications"),
+        held("pingpp_orders"),
+        held("order_refunds"),
+        held("allocations"),
     )
 }
 
@@ -147,7 +154,7 @@ fn holder_of(row: &tokio_postgres::Row) -> Option<IdHolder> {
 }
 
 /// Whether the command's id is held by another command in progress (the rule is
-/// `domain::command::held_by_another`): such a command must not begin at all.
+/// `IdHolder`): such a command must not begin at all.
 pub async fn held_by_another_command(
     tx: &Transaction<'_>,
     envelope: &Envelope,
@@ -159,11 +166,11 @@ pub async fn held_by_another_command(
             &[&envelope.id, &envelope.fingerprint().as_slice()],
         )
         .await?;
-    Ok(holder_of(&row).is_some_and(|holder| held_by_another(envelope.kind, holder)))
+    Ok(holder_of(&row).is_some())
 }
 
 /// Claims several distinct ids in one statement; the answer for each, in the order given. An id
-/// still held by a command in progress (the rule is `domain::command::held_by_another`) is
+/// still held by a command in progress with other content (see `IdHolder`) is
 /// answered `idempotency_conflict` and leaves no trace.
 pub async fn claim_many(
     tx: &Transaction<'_>,
@@ -188,14 +195,12 @@ pub async fn claim_many(
             &[&ids, &kinds, &users, &fingerprints],
         )
         .await?;
-    let kind_of: std::collections::HashMap<&str, CommandType> =
-        envelopes.iter().map(|e| (e.id.as_str(), e.kind)).collect();
     let mut new = std::collections::HashMap::with_capacity(rows.len());
     let mut held = Vec::new();
     for row in &rows {
         let id: String = row.get("id");
         let holder = holder_of(row);
-        let taken = holder.is_some_and(|holder| held_by_another(kind_of[id.as_str()], holder));
+        let taken = holder.is_some();
         if taken {
             held.push(id.clone());
         }

@@ -4,6 +4,7 @@
 use deadpool_postgres::Transaction;
 use serde_json::Value;
 
+use crate::domain::allocation::{RewardAttempt, Status};
 use crate::domain::order::OrderState;
 use crate::domain::purchase::RefundStatus;
 use crate::error::EngineError;
@@ -31,10 +32,13 @@ pub struct Purchase {
     pub concluded: bool,
     /// A split order.
     pub allocation: bool,
+    /// A reward: its allocations are the platform's (the commission and the completion).
+    pub reward: bool,
 }
 
 const PURCHASE: &str =
     "p.order_id, p.fingerprint, p.buyer, p.seller, p.amount, p.merchant_order_no, p.allocation,
+    p.reward,
     p.request, p.pingpp_order_id, p.pingpp_order, p.channel, p.charge_id, o.state,
     order_json(o) AS json,
     coalesce(o.body, '') AS subject, c.result IS NOT NULL AS concluded
@@ -59,6 +63,7 @@ fn purchase(row: &tokio_postgres::Row) -> Result<Purchase, EngineError> {
         subject: row.get("subject"),
         concluded: row.get::<_, Option<bool>>("concluded").unwrap_or(false),
         allocation: row.get("allocation"),
+        reward: row.get("reward"),
     })
 }
 
@@ -353,55 +358,96 @@ pub async fn record_refund(
     Ok(())
 }
 
-/// A paid reward whose commission or completion the worker should ask for now.
+/// A paid reward due for a look: what its settlement has done so far.
 #[derive(Debug, Clone)]
 pub struct RewardToSettle {
     pub order_id: i64,
-    pub seller: i64,
     pub commission: i64,
-    /// The commission allocation asked for already (and how it ended), if any.
-    pub commission_status: Option<String>,
+    pub attempts: Vec<RewardAttempt>,
 }
 
-/// Paid rewards not completed, not asked about in the last `every_secs`; marked asked.
+/// Paid rewards not settled whose next look is due, oldest due first, locked (a worker looking
+/// at one, the others skip it).
 pub async fn rewards_to_settle(
     tx: &Transaction<'_>,
-    every_secs: f64,
     limit: i64,
 ) -> Result<Vec<RewardToSettle>, EngineError> {
     let rows = tx
         .query(
             &tx.prepare_cached(
-                "WITH due AS (
-                     SELECT p.order_id FROM pingpp_orders p
-                     JOIN wallet_orders o ON o.id = p.order_id
-                     WHERE p.reward AND o.state = 1
-                       AND NOT EXISTS (SELECT 1 FROM allocations c
-                                       WHERE c.order_id = p.order_id
-                                         AND c.kind = 'allocation_complete'
-                                         AND c.status <> 'failed')
-                       AND (p.settle_asked_at IS NULL
-                            OR p.settle_asked_at < now() - make_interval(secs => $1))
-                     ORDER BY p.order_id LIMIT $2
-                     FOR UPDATE OF p SKIP LOCKED
-                 )
-                 UPDATE pingpp_orders p SET settle_asked_at = now() FROM due
-                 WHERE p.order_id = due.order_id
-                 RETURNING p.order_id, p.seller, p.commission,
-                     (SELECT a.status FROM allocations a WHERE a.order_id = p.order_id
-                      AND a.kind = 'allocation' ORDER BY a.id LIMIT 1) AS commission_status",
+                "SELECT p.order_id, p.commission FROM pingpp_orders p
+                 JOIN wallet_orders o ON o.id = p.order_id
+                 WHERE p.reward AND o.state = 1
+                   AND (p.settle_due_at IS NULL OR p.settle_due_at <= now())
+                 ORDER BY p.settle_due_at NULLS FIRST, p.order_id LIMIT $1
+                 FOR UPDATE OF p SKIP LOCKED",
             )
             .await?,
-            &[&every_secs, &limit],
+            &[&limit],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|row| RewardToSettle {
-            order_id: row.get("order_id"),
-            seller: row.get("seller"),
+    let mut due = Vec::with_capacity(rows.len());
+    for row in rows {
+        let order_id: i64 = row.get("order_id");
+        let prefix = format!("reward-{order_id}-");
+        let attempts = tx
+            .query(
+                &tx.prepare_cached(
+                    "SELECT c.id, c.status, a.status AS row_status, a.pingpp_id
+                     FROM commands c LEFT JOIN allocations a ON a.command_id = c.id
+                     WHERE c.id LIKE $1 || '%'",
+                )
+                .await?,
+                &[&prefix],
+            )
+            .await?
+            .iter()
+            .filter_map(|r| {
+                let id: String = r.get("id");
+                let rest = id.strip_prefix(&prefix)?;
+                let (step, n) = rest.rsplit_once('-')?;
+                let step = match step {
+                    "commission" => "commission",
+                    "complete" => "complete",
+                    _ => return None,
+                };
+                let status: Option<String> = r.get("status");
+                let row_status: Option<String> = r.get("row_status");
+                Some(RewardAttempt {
+                    step,
+                    attempt: n.parse().ok()?,
+                    command_succeeded: status.map(|s| s == "succeeded"),
+                    row: row_status
+                        .as_deref()
+                        .and_then(Status::parse)
+                        .map(|s| (s, r.get("pingpp_id"))),
+                })
+            })
+            .collect();
+        due.push(RewardToSettle {
+            order_id,
             commission: row.get("commission"),
-            commission_status: row.get("commission_status"),
-        })
-        .collect())
+            attempts,
+        });
+    }
+    Ok(due)
+}
+
+/// When to look at reward `order_id` next (`None`: never, it is settled).
+pub async fn set_settle_due(
+    tx: &Transaction<'_>,
+    order_id: i64,
+    after_secs: Option<f64>,
+) -> Result<(), EngineError> {
+    tx.execute(
+        &tx.prepare_cached(
+            "UPDATE pingpp_orders SET settle_due_at = CASE WHEN $2::float8 IS NULL
+                 THEN 'infinity'::timestamptz ELSE now() + make_interval(secs => $2) END
+             WHERE order_id = $1",
+        )
+        .await?,
+        &[&order_id, &after_secs],
+    )
+    .await?;
+    Ok(())
 }

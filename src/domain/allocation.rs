@@ -22,6 +22,21 @@ pub const MSG_COMPLETED: &str = "该订单已完结分账";
 pub const MSG_UNKNOWN: &str = "分账不存在";
 pub const MSG_BACK_TOO_MUCH: &str = "退分账金额超出该用户分得的金额";
 pub const MSG_CREATED: &str = "分账已提交";
+pub const MSG_IN_PROGRESS: &str = "该订单尚有分账或退款处理中";
+pub const MSG_REWARD: &str = "打赏订单由平台结算";
+
+/// The ids of the platform's own commands that settle a reward: `reward-<order>-commission-<n>`
+/// and `reward-<order>-complete-<n>`, `n` the attempt (a failed one is tried anew, a few times).
+pub fn reward_command_id(order_id: i64, step: &str, attempt: i64) -> String {
+    format!("reward-{order_id}-{step}-{attempt}")
+}
+
+/// Whether `command_id` is the platform's own `step` of reward `order_id`.
+pub fn is_reward_step(command_id: &str, order_id: i64, step: &str) -> bool {
+    command_id
+        .strip_prefix(&format!("reward-{order_id}-{step}-"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
 
 /// One user's share, in pluspay's user ids.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -327,6 +342,8 @@ pub struct Held {
     pub allocated_out: i64,
     /// Its completion, if one was asked for and did not fail.
     pub completion: Option<Status>,
+    /// Allocation refunds under way.
+    pub pending_back: i64,
 }
 
 impl Held {
@@ -359,6 +376,7 @@ impl Held {
             pending_refunds,
             allocated_out: given + pending_allocations - back,
             completion,
+            pending_back: sum(Kind::Refund, Status::Pending),
         }
     }
 
@@ -367,8 +385,152 @@ impl Held {
         self.ledger - self.pending_allocations - self.pending_refunds
     }
 
+    /// Whether anything of the order is under way (an allocation, an allocation refund, a
+    /// refund): a completion then waits, since Ping++ settles what it holds when it completes.
+    pub fn in_progress(&self) -> bool {
+        self.pending_allocations > 0 || self.pending_back > 0 || self.pending_refunds > 0
+    }
+
     /// What the completion settles on the seller (pending allocations keep theirs).
     pub fn settling(&self) -> i64 {
         self.ledger - self.pending_allocations
+    }
+}
+
+/// How often a failed step of a reward's settlement is tried anew before a person is needed.
+pub const MAX_REWARD_ATTEMPTS: i64 = 3;
+
+/// What the worker does next for a paid reward.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RewardStep {
+    /// Ask for (or again, if still on its way) the commission, attempt `n`.
+    Commission(i64),
+    /// Ask for the completion, attempt `n`.
+    Complete(i64),
+    /// Pull this allocation or completion (Ping++'s id) whose webhook has not come.
+    Poll { kind: Kind, pingpp_id: String },
+    /// Wait for what is under way (an answer not recorded yet).
+    Wait,
+    /// Settled, or given up on: nothing more to ask.
+    Done,
+}
+
+/// One attempt of a reward's step as recorded: its command's outcome (`None` while it has no
+/// result) and its allocation row (kind, status, Ping++ id), if it made one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewardAttempt {
+    pub step: &'static str,
+    pub attempt: i64,
+    pub command_succeeded: Option<bool>,
+    pub row: Option<(Status, Option<String>)>,
+}
+
+impl RewardAttempt {
+    fn failed(&self) -> bool {
+        self.command_succeeded == Some(false) && self.row.is_none()
+            || matches!(self.row, Some((Status::Failed, _)))
+    }
+}
+
+/// The next step of a paid reward with `commission`, from its attempts so far: the commission
+/// first (tried anew up to [`MAX_REWARD_ATTEMPTS`] times; then the creator keeps it all), then
+/// the completion (the same; then a person is needed).
+pub fn next_reward_step(commission: i64, attempts: &[RewardAttempt]) -> RewardStep {
+    let of = |step: &str| {
+        let mut these: Vec<&RewardAttempt> = attempts.iter().filter(|a| a.step == step).collect();
+        these.sort_by_key(|a| a.attempt);
+        these
+    };
+    let step_state = |these: &[&RewardAttempt], kind: Kind| -> Option<RewardStep> {
+        let last = these.last()?;
+        match &last.row {
+            Some((Status::Succeeded, _)) => Some(RewardStep::Done),
+            Some((Status::Pending, Some(id))) => Some(RewardStep::Poll {
+                kind,
+                pingpp_id: id.clone(),
+            }),
+            Some((Status::Pending, None)) => Some(RewardStep::Wait),
+            _ if last.command_succeeded.is_none() && last.row.is_none() => Some(RewardStep::Wait),
+            _ if last.failed() => None,
+            _ => Some(RewardStep::Wait),
+        }
+    };
+    let commissions = of("commission");
+    if commission > 0 {
+        match step_state(&commissions, Kind::Allocation) {
+            Some(RewardStep::Done) => {}
+            Some(other) => return other,
+            None => {
+                let next = commissions.last().map_or(1, |a| a.attempt + 1);
+                if next <= MAX_REWARD_ATTEMPTS {
+                    return RewardStep::Commission(next);
+                }
+            }
+        }
+    }
+    let completions = of("complete");
+    match step_state(&completions, Kind::Complete) {
+        Some(state) => state,
+        None => {
+            let next = completions.last().map_or(1, |a| a.attempt + 1);
+            if next <= MAX_REWARD_ATTEMPTS {
+                RewardStep::Complete(next)
+            } else {
+                RewardStep::Done
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod reward_tests {
+    use super::*;
+
+    fn attempt(step: &'static str, n: i64, ok: Option<bool>, row: Option<Status>) -> RewardAttempt {
+        RewardAttempt {
+            step,
+            attempt: n,
+            command_succeeded: ok,
+            row: row.map(|s| (s, Some(format!("37{n}")))),
+        }
+    }
+
+    #[test]
+    fn a_reward_is_settled_commission_first_then_completed() {
+        assert_eq!(next_reward_step(100, &[]), RewardStep::Commission(1));
+        assert_eq!(next_reward_step(0, &[]), RewardStep::Complete(1));
+        let asked = [attempt("commission", 1, None, None)];
+        assert_eq!(next_reward_step(100, &asked), RewardStep::Wait);
+        let pending = [attempt("commission", 1, Some(true), Some(Status::Pending))];
+        assert!(matches!(
+            next_reward_step(100, &pending),
+            RewardStep::Poll { .. }
+        ));
+        let given = [attempt(
+            "commission",
+            1,
+            Some(true),
+            Some(Status::Succeeded),
+        )];
+        assert_eq!(next_reward_step(100, &given), RewardStep::Complete(1));
+        let refused = [attempt("commission", 1, Some(false), None)];
+        assert_eq!(next_reward_step(100, &refused), RewardStep::Commission(2));
+        let done = [
+            attempt("commission", 1, Some(true), Some(Status::Succeeded)),
+            attempt("complete", 1, Some(true), Some(Status::Succeeded)),
+        ];
+        assert_eq!(next_reward_step(100, &done), RewardStep::Done);
+    }
+
+    #[test]
+    fn failures_are_tried_anew_a_few_times_then_left_to_a_person() {
+        let failed: Vec<RewardAttempt> = (1..=MAX_REWARD_ATTEMPTS)
+            .map(|n| attempt("commission", n, Some(true), Some(Status::Failed)))
+            .collect();
+        // The commission given up: the creator keeps it all.
+        assert_eq!(next_reward_step(100, &failed), RewardStep::Complete(1));
+        let mut all = failed.clone();
+        all.extend((1..=MAX_REWARD_ATTEMPTS).map(|n| attempt("complete", n, Some(false), None)));
+        assert_eq!(next_reward_step(100, &all), RewardStep::Done);
     }
 }

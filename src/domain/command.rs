@@ -172,12 +172,15 @@ pub fn set_fingerprint_key(key: &[u8]) {
 }
 
 /// What may hold a command id before the command log has its result: a command that calls
-/// Ping++ between transactions records its progress under its id first.
+/// Ping++ between transactions records its progress under its id first, with its fingerprint.
+/// The id is held against any command with other content (another type is other content):
+/// that command's own redeliveries go on with it, anything else with that id is an
+/// `idempotency_conflict` and leaves no trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdHolder {
     /// A recharge in progress (`recharges`).
     Recharge,
-    /// A `cash.approve` paying out through Ping++ (`cash_payouts`), begun with other content.
+    /// A payout through Ping++ (`cash_payouts`): a `cash.approve`, or an e-wallet `cash`.
     PayoutWithOtherContent,
     /// A deposit into a user's e-wallet in progress (`deposits`).
     Deposit,
@@ -193,29 +196,6 @@ pub enum IdHolder {
     Refund,
     /// An allocation, allocation refund or completion in progress (`allocations`).
     Allocation,
-}
-
-/// Whether an id held so is taken for a command of `kind`: only a redelivery of the recharge
-/// (or deposit, or application) that holds it may go on with it, and a payout's id only with
-/// the same content. Any other
-/// command with that id is an `idempotency_conflict`.
-pub fn held_by_another(kind: CommandType, holder: IdHolder) -> bool {
-    match holder {
-        IdHolder::Recharge | IdHolder::Deposit => kind != CommandType::Recharge,
-        IdHolder::PayoutWithOtherContent => true,
-        IdHolder::Application => kind != CommandType::AccountOpen,
-        IdHolder::SubMerchant => kind != CommandType::MerchantCreate,
-        IdHolder::MerchantApplication => kind != CommandType::MerchantApply,
-        // A reward with the money at Ping++ is a purchase too.
-        IdHolder::Purchase => !matches!(kind, CommandType::OrderCreate | CommandType::Reward),
-        IdHolder::Refund => kind != CommandType::OrderRefund,
-        IdHolder::Allocation => !matches!(
-            kind,
-            CommandType::AllocationCreate
-                | CommandType::AllocationRefund
-                | CommandType::AllocationComplete
-        ),
-    }
 }
 
 /// A decoded command: the fields every command has. `data` is validated by the command's rules.

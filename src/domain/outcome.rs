@@ -140,6 +140,10 @@ pub enum Code {
     AllocationCompleted,
     /// No such allocation of the user's orders.
     UnknownAllocation,
+    /// A completion while an allocation, allocation refund or refund of the order is under way.
+    AllocationInProgress,
+    /// A reward's allocations and refunds are the platform's to settle, not the creator's.
+    RewardOrder,
 }
 
 impl Code {

@@ -115,8 +115,10 @@ impl WalletPolicy {
         if self.labels.iter().any(|&l| l < 1) {
             return Err("wallet.labels must be positive amounts in fen".into());
         }
-        if !(0..=100).contains(&self.reward_commission_percent) {
-            return Err("wallet.reward_commission_percent must be between 0 and 100".into());
+        // Below 100: the completion settles what is left on the creator, and Ping++ refuses to
+        // complete with nothing left.
+        if !(0..=99).contains(&self.reward_commission_percent) {
+            return Err("wallet.reward_commission_percent must be between 0 and 99".into());
         }
         if self.platform_user_id < 0
             || (self.custody == Custody::Pingpp

@@ -66,9 +66,22 @@ pub(super) fn refused_or_retry(error: PingppError) -> Result<Rejection, EngineEr
 pub(super) fn refuses_used_order_no(error: &PingppError) -> bool {
     match error {
         PingppError::Api { message, param, .. } => {
-            param.as_deref().is_some_and(|p| p.contains("order_no"))
+            let about_order_no = param.as_deref().is_some_and(|p| p.contains("order_no"))
                 || message.contains("order_no")
-                || message.contains("订单号")
+                || message.contains("订单号");
+            // About the number, and saying it was used: not "missing" or "not supported".
+            let used = [
+                "已存在",
+                "已被使用",
+                "已使用",
+                "重复",
+                "used",
+                "exist",
+                "duplicate",
+            ]
+            .iter()
+            .any(|word| message.contains(word));
+            about_order_no && used
         }
         _ => false,
     }

@@ -42,50 +42,98 @@ pub(super) async fn put_back_due_events_periodically(context: Arc<Context>) {
     }
 }
 
-/// How long before a paid reward's next step is asked for again, if the last ask has not left
-/// its mark yet (the command is still on its way).
-const REWARD_ASK_AGAIN_SECS: f64 = 2.0;
+/// How soon a reward is looked at again after a command was asked for (its mark may not be
+/// there yet), and while something of it is under way at Ping++ (pulled then).
+const REWARD_LOOK_AGAIN_SECS: f64 = 2.0;
+const REWARD_PULL_EVERY_SECS: f64 = 300.0;
 
-/// A paid reward's next step, as a command of the worker's own (ids `reward-<order>-...`, so
-/// asking twice is a replay): the platform's commission by allocation, then the completion
-/// that settles the rest on the creator once the commission has succeeded (or failed, or is
-/// nothing).
+/// A paid reward's next step, as a command of the platform's own (`user_id` =
+/// `wallet.platform_user_id`; ids `reward-<order>-<step>-<attempt>`, so asking twice is a
+/// replay): the platform's commission by allocation, then the completion that settles the rest
+/// on the creator; an allocation or completion whose webhook has not come is pulled.
 pub(super) async fn ask_for_reward_settlements(context: &Context) -> anyhow::Result<()> {
+    use crate::domain::allocation::{next_reward_step, reward_command_id, Kind, RewardStep};
     let mut client = context.engine.pool.get().await.map_err(EngineError::from)?;
     let tx = client.transaction().await.map_err(EngineError::from)?;
-    let due = db::purchases::rewards_to_settle(&tx, REWARD_ASK_AGAIN_SECS, SWEEP_LIMIT).await?;
+    let due = db::purchases::rewards_to_settle(&tx, SWEEP_LIMIT).await?;
+    if due.is_empty() {
+        return Ok(());
+    }
+    let platform = context.engine.policy.platform_user_id;
     for reward in &due {
         let order = reward.order_id;
-        let command = match reward.commission_status.as_deref() {
-            None if reward.commission > 0 => serde_json::json!({
-                "id": format!("reward-{order}-commission"),
-                "type": "allocation.create",
-                "user_id": reward.seller,
-                "data": {"order": order, "recipients": [{
-                    "user": context.engine.policy.platform_user_id,
-                    "amount": reward.commission,
-                    "description": "平台佣金",
-                }]},
-            }),
-            Some("pending") => continue,
-            _ => serde_json::json!({
-                "id": format!("reward-{order}-complete"),
-                "type": "allocation.complete",
-                "user_id": reward.seller,
-                "data": {"order": order},
-            }),
+        let step = next_reward_step(reward.commission, &reward.attempts);
+        let (command, look_again) = match &step {
+            RewardStep::Commission(n) => (
+                Some(serde_json::json!({
+                    "id": reward_command_id(order, "commission", *n),
+                    "type": "allocation.create",
+                    "user_id": platform,
+                    "data": {"order": order, "recipients": [{
+                        "user": platform, "amount": reward.commission, "description": "平台佣金",
+                    }]},
+                })),
+                Some(REWARD_LOOK_AGAIN_SECS),
+            ),
+            RewardStep::Complete(n) => (
+                Some(serde_json::json!({
+                    "id": reward_command_id(order, "complete", *n),
+                    "type": "allocation.complete",
+                    "user_id": platform,
+                    "data": {"order": order},
+                })),
+                Some(REWARD_LOOK_AGAIN_SECS),
+            ),
+            RewardStep::Poll { kind, pingpp_id } => {
+                // One pull per period: the id names it, so the same period's are replays.
+                let period = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64)
+                    / REWARD_PULL_EVERY_SECS as i64;
+                let what = if *kind == Kind::Complete {
+                    "complete"
+                } else {
+                    "commission"
+                };
+                (
+                    Some(serde_json::json!({
+                        "id": format!("reward-{order}-pull-{what}-{period}"),
+                        "type": "allocation.get",
+                        "user_id": platform,
+                        "data": {"allocation": pingpp_id},
+                    })),
+                    Some(REWARD_PULL_EVERY_SECS),
+                )
+            }
+            RewardStep::Wait => (None, Some(REWARD_LOOK_AGAIN_SECS)),
+            RewardStep::Done => {
+                if reward
+                    .attempts
+                    .iter()
+                    .all(|a| a.step != "complete" || a.row.is_none())
+                {
+                    error!(
+                        order,
+                        "a reward's settlement failed every attempt: its money waits in allocations_pending for a person"
+                    );
+                }
+                (None, None)
+            }
         };
-        let kind = command["type"].as_str().unwrap_or_default().to_owned();
-        context
-            .publisher
-            .publish(
-                &context.names.commands_exchange,
-                &kind,
-                command.to_string().as_bytes(),
-                json_properties(),
-                true,
-            )
-            .await?;
+        if let Some(command) = command {
+            let kind = command["type"].as_str().unwrap_or_default().to_owned();
+            context
+                .publisher
+                .publish(
+                    &context.names.commands_exchange,
+                    &kind,
+                    command.to_string().as_bytes(),
+                    json_properties(),
+                    true,
+                )
+                .await?;
+        }
+        db::purchases::set_settle_due(&tx, order, look_again).await?;
     }
     tx.commit().await.map_err(EngineError::from)?;
     Ok(())

@@ -547,6 +547,12 @@ async fn a_split_order_is_paid_half_refunded_split_given_back_and_completed() {
         client.call(share("a2", 100)).await["data"],
         allocated["data"]
     );
+    // Ping++ settles what it holds when it completes: not while a share is under way.
+    let early_complete = command("c0", "allocation.complete", 60, json!({"order": order_id}));
+    assert_eq!(
+        code(&client.call(early_complete).await),
+        "allocation_in_progress"
+    );
     // Nor can a refund take what is given out.
     let too_much = command(
         "s-ref2",
@@ -689,11 +695,16 @@ async fn a_reward_from_the_e_wallet_leaves_the_platform_its_commission_and_the_c
     assert_eq!(client.call(tip("t1", 70)).await["data"], tipped["data"]);
     let pingpp_id = data["pingpp_order"]["id"].as_str().unwrap().to_owned();
 
+    // The split of a tip is the platform's: the creator can neither complete it first (cutting
+    // the commission out) nor refund it.
+    let order_id = data["order"]["id"].as_i64().unwrap();
+    let by_creator = command("cc", "allocation.complete", 70, json!({"order": order_id}));
+    assert_eq!(code(&client.call(by_creator).await), "reward_order");
     // Paid from the e-wallet: the worker asks for the commission by itself.
     let (event, _) = fake.signed_event("order.succeeded", fake.pay_order(&pingpp_id));
     client.enqueue_pingpp_event(&event).await;
     env.wait_for_count(
-        "SELECT count(*) FROM allocations WHERE kind = 'allocation' AND amount = 100",
+        "SELECT count(*) FROM allocations WHERE kind = 'allocation' AND amount = 100 AND pingpp_id IS NOT NULL",
         1,
     )
     .await;
@@ -709,7 +720,7 @@ async fn a_reward_from_the_e_wallet_leaves_the_platform_its_commission_and_the_c
     client.enqueue_pingpp_event(&event).await;
     // Then for the completion.
     env.wait_for_count(
-        "SELECT count(*) FROM allocations WHERE kind = 'allocation_complete'",
+        "SELECT count(*) FROM allocations WHERE kind = 'allocation_complete' AND pingpp_id IS NOT NULL",
         1,
     )
     .await;
@@ -733,6 +744,15 @@ async fn a_reward_from_the_e_wallet_leaves_the_platform_its_commission_and_the_c
         1,
         "asked once, however often the worker looked"
     );
+    let after = command("cc2", "allocation.complete", 70, json!({"order": order_id}));
+    assert_eq!(code(&client.call(after).await), "reward_order");
+    let refund = command(
+        "cr2",
+        "order.refund",
+        70,
+        json!({"order": order_id, "amount": 1, "description": "退"}),
+    );
+    assert_eq!(code(&client.call(refund).await), "reward_order");
     assert_eq!(at_pingpp(&fake, "biz_70"), 400);
     assert_eq!(at_pingpp(&fake, "user_71"), 100);
     assert_eq!(at_pingpp(&fake, "user_72"), 500);

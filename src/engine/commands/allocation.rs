@@ -25,6 +25,7 @@ use crate::engine::{rejected, succeeded, Engine};
 use crate::error::EngineError;
 use crate::pingpp::{
     AllocationCompleteRequest, AllocationRefundRequest, AllocationRequest, AllocationShare,
+    SentOnceError,
 };
 
 /// What one of the three creates asks.
@@ -38,11 +39,38 @@ fn rejection(code: Code, field: &str, message: &str) -> Rejection {
     Rejection::field(code, field, message)
 }
 
-/// The seller's split order `order_id`, paid, with its Ping++ order id.
-fn split_order(found: Option<Purchase>, seller: i64) -> Result<(Purchase, String), Rejection> {
-    let Some(order) = found.filter(|p| p.seller == seller) else {
+/// The split order `order_id`, paid, with its Ping++ order id: the seller's to split, or for a
+/// reward, the platform's own commands' (its commission, then its completion; nothing given
+/// back).
+fn split_order(
+    found: Option<Purchase>,
+    envelope: &Envelope,
+    kind: Kind,
+    platform_user: i64,
+) -> Result<(Purchase, String), Rejection> {
+    let Some(order) = found else {
         return Err(query::unknown_order());
     };
+    if order.reward {
+        let step = match kind {
+            Kind::Allocation => Some("commission"),
+            Kind::Complete => Some("complete"),
+            Kind::Refund => None,
+        };
+        let platforms = step.is_some_and(|step| {
+            envelope.user_id == platform_user
+                && allocation::is_reward_step(&envelope.id, order.order_id, step)
+        });
+        if !platforms {
+            return Err(if order.seller == envelope.user_id {
+                rejection(Code::RewardOrder, "order", allocation::MSG_REWARD)
+            } else {
+                query::unknown_order()
+            });
+        }
+    } else if order.seller != envelope.user_id {
+        return Err(query::unknown_order());
+    }
     if !order.allocation {
         return Err(rejection(
             Code::NotSplitOrder,
@@ -135,7 +163,7 @@ async fn begin(
     shares: Vec<Share>,
     parent: Option<Allocation>,
 ) -> Result<Applied, EngineError> {
-    let (row, ask) = {
+    let (row, ask, resumed) = {
         let mut client = engine.pool.get().await?;
         let tx = match step::looking(&mut client, envelope).await? {
             Step::Answered(applied) => return Ok(applied),
@@ -157,15 +185,16 @@ async fn begin(
                     serde_json::from_value(recorded.request.clone()).map_err(unreadable)?,
                 ),
             };
-            (recorded, ask)
+            (recorded, ask, true)
         } else {
-            let (order, pingpp_order) =
-                match split_order(purchases::lock(&tx, order_id).await?, envelope.user_id) {
-                    Ok(found) => found,
-                    Err(rejection) => {
-                        return step::conclude(tx, envelope, rejected(envelope, rejection)).await
-                    }
-                };
+            let found = purchases::lock(&tx, order_id).await?;
+            let platform_user = engine.policy.platform_user_id;
+            let (order, pingpp_order) = match split_order(found, envelope, kind, platform_user) {
+                Ok(found) => found,
+                Err(rejection) => {
+                    return step::conclude(tx, envelope, rejected(envelope, rejection)).await
+                }
+            };
             let held = held_of(&tx, &order).await?;
             if held.completion.is_some() {
                 let rejection = rejection(
@@ -176,6 +205,11 @@ async fn begin(
                 return step::conclude(tx, envelope, rejected(envelope, rejection)).await;
             }
             let refused = match kind {
+                Kind::Complete if held.in_progress() => Some(rejection(
+                    Code::AllocationInProgress,
+                    "order",
+                    allocation::MSG_IN_PROGRESS,
+                )),
                 Kind::Allocation if Share::total(&shares) > held.allocatable() => Some(rejection(
                     Code::AllocationTooLarge,
                     "recipients",
@@ -253,7 +287,7 @@ async fn begin(
                 status: Status::Pending,
                 concluded: false,
             };
-            (row, ask)
+            (row, ask, false)
         }
     };
     // Step 2: the same order_no on every try.
@@ -270,8 +304,10 @@ async fn begin(
     };
     let made = match made {
         Ok(made) => made,
-        Err(error) => {
+        Err(SentOnceError { error, .. }) => {
             let Some(refusal) = provider::rejection(&error) else {
+                // Not answered (a timeout, a 5xx, no connection): tried again, as a resumed
+                // command, which sends the same order_no.
                 return Err(provider::failure(error));
             };
             let mut client = engine.pool.get().await?;
@@ -279,9 +315,10 @@ async fn begin(
                 Step::Answered(applied) => return Ok(applied),
                 Step::Open(tx) => tx,
             };
-            let answer = if provider::refuses_used_order_no(&error) {
-                // Made by an attempt whose answer was lost: it keeps its hold, and its
-                // webhook (found by order_no) decides it.
+            // Refused when an earlier try may have made it (a lost answer, a crash after
+            // sending): the refusal may be about what that try did, and no list shows it. It
+            // keeps its hold, and its webhook (found by order_no) decides it.
+            let answer = if resumed || provider::refuses_used_order_no(&error) {
                 provider::outcome_unknown_rejection(
                     endpoint,
                     &row.order_no,
@@ -394,8 +431,13 @@ pub(crate) async fn get(engine: &Engine, envelope: &Envelope) -> Result<Applied,
             None => None,
         };
         tx.rollback().await?;
+        let platform = engine.policy.platform_user_id;
         found.filter(|_| {
-            order.is_some_and(|o| o.seller == envelope.user_id || o.buyer == envelope.user_id)
+            order.is_some_and(|o| {
+                o.seller == envelope.user_id
+                    || o.buyer == envelope.user_id
+                    || (o.reward && envelope.user_id == platform)
+            })
         })
     };
     let Some(row) = found else {

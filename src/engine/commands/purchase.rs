@@ -408,6 +408,15 @@ pub(crate) async fn refund(engine: &Engine, envelope: &Envelope) -> Result<Appli
                     return step::conclude(tx, envelope, result).await;
                 }
             };
+            if purchase.reward {
+                // A tip is the creator's once given: its split is the platform's to settle.
+                let rejection = Rejection::field(
+                    Code::RewardOrder,
+                    "order",
+                    crate::domain::allocation::MSG_REWARD,
+                );
+                return step::conclude(tx, envelope, rejected(envelope, rejection)).await;
+            }
             let (Some(charge), OrderState::Succeeded, Some(pingpp_order_id)) = (
                 purchase.charge_id.clone(),
                 purchase.state,

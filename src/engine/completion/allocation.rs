@@ -99,6 +99,10 @@ pub async fn complete_allocation(
         }
         return Ok(Ok(AllocationCompletion::Unchanged));
     }
+    if order.reward {
+        // A reward's next step may be asked for now.
+        purchases::set_settle_due(tx, order.order_id, Some(0.0)).await?;
+    }
     if facts.status == Status::Failed {
         allocations::record(tx, row.id, Status::Failed, Some((&facts.id, object)), None).await?;
         return Ok(Ok(AllocationCompletion::Failed {

@@ -22,7 +22,7 @@ use super::responses::{
     check_allocation, check_allocation_complete, check_order, check_order_refund,
     check_order_refund_list,
 };
-use super::PingppClient;
+use super::{PingppClient, SentOnceError};
 use crate::pingpp::error::PingppError;
 
 impl PingppClient {
@@ -142,16 +142,16 @@ impl PingppClient {
 
     /// `POST /v1/allocations`: shares part of a paid allocation order's takings among users.
     /// It is decided later (`status`: `processing`, then `succeed` or `failure`).
-    pub async fn create_allocation(&self, req: &AllocationRequest) -> Result<Value, PingppError> {
-        validate_allocation(req)?;
+    ///
+    /// Sent once (again only while it certainly did not arrive), as every allocation create:
+    /// no list shows what a lost answer made, and a repeat refused for what the first one did
+    /// (the amount it took) would look like a refusal of something never made.
+    pub async fn create_allocation(&self, req: &AllocationRequest) -> Result<Value, SentOnceError> {
+        validate_allocation(req).map_err(SentOnceError::unsent)?;
         let body = allocation_body(req, self.app_id());
-        self.call(
-            "create_allocation",
-            Method::POST,
-            "/v1/allocations",
-            Some(&body),
-            |a| check_allocation(a, None, Some(("allocation", &req.order_no))),
-        )
+        self.call_once("create_allocation", "/v1/allocations", &body, |a| {
+            check_allocation(a, None, Some(("allocation", &req.order_no)))
+        })
         .await
     }
 
@@ -172,14 +172,13 @@ impl PingppClient {
     pub async fn create_allocation_refund(
         &self,
         req: &AllocationRefundRequest,
-    ) -> Result<Value, PingppError> {
-        validate_allocation_refund(req)?;
+    ) -> Result<Value, SentOnceError> {
+        validate_allocation_refund(req).map_err(SentOnceError::unsent)?;
         let body = allocation_refund_body(req, self.app_id());
-        self.call(
+        self.call_once(
             "create_allocation_refund",
-            Method::POST,
             "/v1/allocation_refunds",
-            Some(&body),
+            &body,
             |a| check_allocation(a, None, Some(("allocation_refund", &req.order_no))),
         )
         .await
@@ -190,14 +189,13 @@ impl PingppClient {
     pub async fn create_allocation_complete(
         &self,
         req: &AllocationCompleteRequest,
-    ) -> Result<Value, PingppError> {
-        validate_allocation_complete(req)?;
+    ) -> Result<Value, SentOnceError> {
+        validate_allocation_complete(req).map_err(SentOnceError::unsent)?;
         let body = allocation_complete_body(req, self.app_id());
-        self.call(
+        self.call_once(
             "create_allocation_complete",
-            Method::POST,
             "/v1/allocation_completes",
-            Some(&body),
+            &body,
             |c| check_allocation_complete(c, None, Some(&req.order_no)),
         )
         .await

@@ -149,6 +149,16 @@ pub struct SentOnceError {
     pub may_have_acted: bool,
 }
 
+impl SentOnceError {
+    /// Refused before anything was sent.
+    pub fn unsent(error: PingppError) -> SentOnceError {
+        SentOnceError {
+            error,
+            may_have_acted: false,
+        }
+    }
+}
+
 /// Boxed: a failure is rare and `PingppError` alone is already large.
 type Attempt = Result<Value, Box<Failure>>;
 
