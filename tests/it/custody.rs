@@ -41,16 +41,19 @@ pub fn cash(id: &str, user: i64, value: i64) -> Value {
            "data": {"value": value, "return_url": RETURN_URL}})
 }
 
-fn command(id: &str, kind: &str, user: i64, data: Value) -> Value {
+/// A command of `kind` by `user`.
+pub fn command(id: &str, kind: &str, user: i64, data: Value) -> Value {
     json!({"id": id, "type": kind, "user_id": user, "data": data})
 }
 
-fn succeeded(result: &Value) -> &Value {
+/// The data of a result that must have succeeded.
+pub fn succeeded(result: &Value) -> &Value {
     assert_eq!(result["status"], "succeeded", "{result}");
     &result["data"]
 }
 
-fn code(result: &Value) -> &str {
+/// The code of a result that must have been rejected.
+pub fn code(result: &Value) -> &str {
     assert_eq!(result["status"], "rejected", "{result}");
     result["code"].as_str().unwrap()
 }

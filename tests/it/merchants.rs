@@ -3,7 +3,7 @@
 //! at most once (an unknown outcome is said, never resent), settle accounts for opened
 //! sub-merchants only, and no bank or personal data kept.
 
-use crate::custody::custody_mode;
+use crate::custody::{code, command, custody_mode, succeeded};
 use crate::support::fake_pingpp::FakePingpp;
 use crate::support::{BrokerClient, TestEnv, WorkerHandle};
 use serde_json::{json, Value};
@@ -13,10 +13,6 @@ const BANK_ACCOUNT: &str = "6214850213609784";
 
 async fn start() -> (TestEnv, FakePingpp, BrokerClient, WorkerHandle) {
     crate::support::with_fake_pingpp_and_worker(custody_mode).await
-}
-
-fn command(id: &str, kind: &str, user: i64, data: Value) -> Value {
-    json!({"id": id, "type": kind, "user_id": user, "data": data})
 }
 
 fn micro(account_type: &str) -> Value {
@@ -29,16 +25,6 @@ fn micro(account_type: &str) -> Value {
         "settle_account": {"account": BANK_ACCOUNT, "type": account_type, "bank_code": "CMBCHINA"},
         "products": ["yeepay_wx_pub"]
     })
-}
-
-fn succeeded(result: &Value) -> &Value {
-    assert_eq!(result["status"], "succeeded", "{result}");
-    &result["data"]
-}
-
-fn code(result: &Value) -> &str {
-    assert_eq!(result["status"], "rejected", "{result}");
-    result["code"].as_str().unwrap()
 }
 
 fn posts(fake: &FakePingpp, path_end: &str) -> usize {

@@ -3,7 +3,7 @@
 //! the webhook redeliveries and pulls, and refunds move back exactly their amount once, never
 //! more than was paid; the ledger mirrors the e-wallets and the sub-merchant at the end.
 
-use crate::custody::{custody_mode, deposit, open_account};
+use crate::custody::{code, command, custody_mode, deposit, open_account, succeeded};
 use crate::support::fake_pingpp::FakePingpp;
 use crate::support::{next_event, BrokerClient, TestEnv, WorkerHandle};
 use serde_json::{json, Value};
@@ -12,20 +12,6 @@ const RETURN_URL: &str = "https://example.com/back";
 
 async fn start() -> (TestEnv, FakePingpp, BrokerClient, WorkerHandle) {
     crate::support::with_fake_pingpp_and_worker(custody_mode).await
-}
-
-fn command(id: &str, kind: &str, user: i64, data: Value) -> Value {
-    json!({"id": id, "type": kind, "user_id": user, "data": data})
-}
-
-fn succeeded(result: &Value) -> &Value {
-    assert_eq!(result["status"], "succeeded", "{result}");
-    &result["data"]
-}
-
-fn code(result: &Value) -> &str {
-    assert_eq!(result["status"], "rejected", "{result}");
-    result["code"].as_str().unwrap()
 }
 
 /// A creator whose micro sub-merchant is open.
