@@ -374,9 +374,9 @@ pub(crate) async fn apply(engine: &Engine, envelope: &Envelope) -> Result<Applie
         }
         Err(SentOnceError {
             may_have_acted: true,
-            error,
+            ..
         }) => {
-            let _ = error;
+            // Its error is not logged: an answer's body may quote the application's fields.
             tracing::warn!(order_no = %recorded.order_no, "a merchant application may have reached Ping++");
             rejected(envelope, outcome_unknown(&tx, &recorded).await?)
         }
