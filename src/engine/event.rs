@@ -66,12 +66,7 @@ pub async fn apply_event(
     }
     let charge = match event.action() {
         EventAction::Record => {
-            events::set_outcome(&tx, &event.id, "recorded", None, None).await?;
-            tx.commit().await?;
-            return Ok(EventOutcome::Done {
-                publish: None,
-                replayed: false,
-            });
+            return done(tx, event, "recorded", None, None).await;
         }
         EventAction::CompleteCharge(charge) => charge,
         EventAction::CompleteWithdrawal(withdrawal) => {
@@ -136,21 +131,28 @@ pub async fn apply_event(
             events::link_journal(&tx, &event.id, *journal_id).await?;
             (
                 if *late { "credited_late" } else { "credited" },
-                Some(published_credit(event, order, *late)),
+                Some(published(
+                    event,
+                    "recharge.succeeded",
+                    order,
+                    None,
+                    &late_payment(*late),
+                )),
             )
         }
         ChargeCompletion::Failed { order, reason } => (
             "failed",
-            Some(published(event, "recharge.failed", order, Some(reason))),
+            Some(published(
+                event,
+                "recharge.failed",
+                order,
+                Some(reason),
+                &[],
+            )),
         ),
         ChargeCompletion::Unchanged { .. } => ("unchanged", None),
     };
-    events::set_outcome(&tx, &event.id, outcome, Some(order_id), publish.as_ref()).await?;
-    tx.commit().await?;
-    Ok(EventOutcome::Done {
-        publish,
-        replayed: false,
-    })
+    done(tx, event, outcome, Some(order_id), publish).await
 }
 
 /// A withdrawal event settles its cash record through the same path as `cash.retrieve`.
@@ -190,12 +192,12 @@ async fn apply_withdrawal_event(
             journal_id,
         } => (
             "paid_out",
-            Some(published_cash(
+            Some(published(
                 event,
                 "withdrawal.succeeded",
-                cash,
                 order,
                 None,
+                &[("cash", cash.clone())],
             )),
             Some(*journal_id),
         ),
@@ -206,12 +208,12 @@ async fn apply_withdrawal_event(
             reason,
         } => (
             "returned",
-            Some(published_cash(
+            Some(published(
                 event,
                 "withdrawal.failed",
-                cash,
                 order,
                 Some(reason),
+                &[("cash", cash.clone())],
             )),
             Some(*journal_id),
         ),
@@ -226,13 +228,8 @@ async fn apply_withdrawal_event(
         events::link_journal(&tx, &event.id, journal_id).await?;
     }
     let order_id = completion.order()["id"].as_i64();
-    events::set_outcome(&tx, &event.id, outcome, order_id, publish.as_ref()).await?;
     events::set_cash(&tx, &event.id, cash_id).await?;
-    tx.commit().await?;
-    Ok(EventOutcome::Done {
-        publish,
-        replayed: false,
-    })
+    done(tx, event, outcome, order_id, publish).await
 }
 
 /// A deposit event completes its recharge order through the same path as `recharge.retrieve`.
@@ -270,31 +267,24 @@ async fn apply_deposit_event(
             late,
         } => {
             events::link_journal(&tx, &event.id, *journal_id).await?;
-            let (kind, body) = published(event, "deposit.succeeded", order, None);
-            let body = if *late {
-                let mut body: Value = serde_json::from_str(&body).expect("just serialized");
-                body["data"]["late_payment"] = json!(true);
-                body.to_string()
-            } else {
-                body
-            };
             (
                 if *late { "credited_late" } else { "credited" },
-                Some((kind, body)),
+                Some(published(
+                    event,
+                    "deposit.succeeded",
+                    order,
+                    None,
+                    &late_payment(*late),
+                )),
             )
         }
         DepositCompletion::Failed { order, reason } => (
             "failed",
-            Some(published(event, "deposit.failed", order, Some(reason))),
+            Some(published(event, "deposit.failed", order, Some(reason), &[])),
         ),
         DepositCompletion::Unchanged { .. } => ("unchanged", None),
     };
-    events::set_outcome(&tx, &event.id, outcome, Some(order_id), publish.as_ref()).await?;
-    tx.commit().await?;
-    Ok(EventOutcome::Done {
-        publish,
-        replayed: false,
-    })
+    done(tx, event, outcome, Some(order_id), publish).await
 }
 
 /// A decided personal account application: recorded (masked), and `account.opened` or
@@ -333,12 +323,7 @@ async fn apply_application_event(
         ApplicationStatus::Succeeded => "account.opened",
         ApplicationStatus::Failed => "account.refused",
         ApplicationStatus::Pending => {
-            events::set_outcome(&tx, &event.id, "unchanged", None, None).await?;
-            tx.commit().await?;
-            return Ok(EventOutcome::Done {
-                publish: None,
-                replayed: false,
-            });
+            return done(tx, event, "unchanged", None, None).await;
         }
     };
     let changed = recorded.status != status;
@@ -363,12 +348,7 @@ async fn apply_application_event(
     } else {
         "unchanged"
     };
-    events::set_outcome(&tx, &event.id, outcome, None, publish.as_ref()).await?;
-    tx.commit().await?;
-    Ok(EventOutcome::Done {
-        publish,
-        replayed: false,
-    })
+    done(tx, event, outcome, None, publish).await
 }
 
 /// A decided merchant application: recorded (masked). Nothing is published: `merchant.get`
@@ -407,12 +387,7 @@ async fn apply_merchant_application_event(
         .await?;
         status.as_str()
     };
-    events::set_outcome(&tx, &event.id, outcome, None, None).await?;
-    tx.commit().await?;
-    Ok(EventOutcome::Done {
-        publish: None,
-        replayed: false,
-    })
+    done(tx, event, outcome, None, None).await
 }
 
 /// A Ping++ order's event completes its purchase through the same path as `order.get`.
@@ -451,7 +426,7 @@ async fn apply_order_event(
             events::link_journal(&tx, &event.id, *journal_id).await?;
             (
                 "paid",
-                Some(published(event, "order.succeeded", order, None)),
+                Some(published(event, "order.succeeded", order, None, &[])),
             )
         }
         OrderCompletion::Failed { .. } => ("failed", None),
@@ -464,19 +439,7 @@ async fn apply_order_event(
             return wait(engine, tx, event, reason).await;
         }
     };
-    events::set_outcome(
-        &tx,
-        &event.id,
-        outcome,
-        Some(found.order_id),
-        publish.as_ref(),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(EventOutcome::Done {
-        publish,
-        replayed: false,
-    })
+    done(tx, event, outcome, Some(found.order_id), publish).await
 }
 
 /// A refund's event completes it through the same path as `order.refunds`.
@@ -506,10 +469,7 @@ async fn apply_refund_event(
         Err(mismatch) => return Ok(EventOutcome::Refused(mismatch)),
     };
     let with_refund = |kind: &str, order: &Value, reason: Option<&String>| {
-        let (kind, body) = published(event, kind, order, reason);
-        let mut body: Value = serde_json::from_str(&body).expect("just serialized");
-        body["data"]["refund"] = refund.clone();
-        (kind, body.to_string())
+        published(event, kind, order, reason, &[("refund", refund.clone())])
     };
     let (outcome, publish) = match &completion {
         RefundCompletion::Refunded { journal_id, order } => {
@@ -525,19 +485,7 @@ async fn apply_refund_event(
         ),
         RefundCompletion::Unchanged { .. } => ("unchanged", None),
     };
-    events::set_outcome(
-        &tx,
-        &event.id,
-        outcome,
-        Some(found.order_id),
-        publish.as_ref(),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(EventOutcome::Done {
-        publish,
-        replayed: false,
-    })
+    done(tx, event, outcome, Some(found.order_id), publish).await
 }
 
 /// An allocation's event (or its refund's, or its completion's) completes it through the same
@@ -569,10 +517,13 @@ async fn apply_allocation_event(
         Err(mismatch) => return Ok(EventOutcome::Refused(mismatch)),
     };
     let with_allocation = |kind: &str, order: &Value, reason: Option<&String>| {
-        let (kind, body) = published(event, kind, order, reason);
-        let mut body: Value = serde_json::from_str(&body).expect("just serialized");
-        body["data"]["allocation"] = object.clone();
-        (kind, body.to_string())
+        published(
+            event,
+            kind,
+            order,
+            reason,
+            &[("allocation", object.clone())],
+        )
     };
     let (outcome, publish) = match &completion {
         AllocationCompletion::Done { row, order } => (
@@ -594,19 +545,7 @@ async fn apply_allocation_event(
             return wait(engine, tx, event, reason).await;
         }
     };
-    events::set_outcome(
-        &tx,
-        &event.id,
-        outcome,
-        Some(found.order_id),
-        publish.as_ref(),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(EventOutcome::Done {
-        publish,
-        replayed: false,
-    })
+    done(tx, event, outcome, Some(found.order_id), publish).await
 }
 
 /// Parks the event (this transaction inserted or took it up) until its next try; past
@@ -629,48 +568,37 @@ async fn wait(
     Ok(EventOutcome::Waiting(reason))
 }
 
-/// `{type, event_id, user_id, data: {order, cash, reason?}}` for a settled cash record.
-fn published_cash(
+/// Records what the event did, commits, and says so.
+async fn done(
+    tx: deadpool_postgres::Transaction<'_>,
     event: &PingppEvent,
-    kind: &str,
-    cash: &Value,
-    order: &Value,
-    reason: Option<&String>,
-) -> (String, String) {
-    let mut data = json!({ "order": order, "cash": cash });
-    if let Some(reason) = reason {
-        data["reason"] = json!(reason);
-    }
-    let body = json!({
-        "type": kind,
-        "event_id": event.id,
-        "user_id": order["owner_id"],
-        "data": data,
-    });
-    (kind.to_owned(), body.to_string())
+    outcome: &str,
+    order_id: Option<i64>,
+    publish: Option<(String, String)>,
+) -> Result<EventOutcome, EngineError> {
+    events::set_outcome(&tx, &event.id, outcome, order_id, publish.as_ref()).await?;
+    tx.commit().await?;
+    Ok(EventOutcome::Done {
+        publish,
+        replayed: false,
+    })
 }
 
-/// `recharge.succeeded`, with `late_payment: true` when the order had been marked failed.
-fn published_credit(event: &PingppEvent, order: &Value, late: bool) -> (String, String) {
-    let (kind, body) = published(event, "recharge.succeeded", order, None);
-    if !late {
-        return (kind, body);
-    }
-    let mut body: Value = serde_json::from_str(&body).expect("just serialized");
-    body["data"]["late_payment"] = json!(true);
-    (kind, body.to_string())
-}
-
-/// The message on `<namespace>.events`: `{type, event_id, user_id, data: {order, reason?}}`.
+/// The message on `<namespace>.events`: `{type, event_id, user_id, data: {order, reason?,
+/// ...extra}}`, `user_id` the order's owner.
 fn published(
     event: &PingppEvent,
     kind: &str,
     order: &Value,
     reason: Option<&String>,
+    extra: &[(&str, Value)],
 ) -> (String, String) {
     let mut data = json!({ "order": order });
     if let Some(reason) = reason {
         data["reason"] = json!(reason);
+    }
+    for (name, value) in extra {
+        data[*name] = value.clone();
     }
     let body = json!({
         "type": kind,
@@ -679,4 +607,13 @@ fn published(
         "data": data,
     });
     (kind.to_owned(), body.to_string())
+}
+
+/// `data.late_payment: true` when the order had been marked failed before Ping++ confirmed it.
+fn late_payment(late: bool) -> Vec<(&'static str, Value)> {
+    if late {
+        vec![("late_payment", json!(true))]
+    } else {
+        Vec::new()
+    }
 }
