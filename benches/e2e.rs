@@ -56,6 +56,13 @@ const FUNDING: i64 = 1_000_000;
 const HISTORY: i64 = 20_000;
 /// The default `amqp.delivery_limit`, for declaring the same topology as the worker.
 const DELIVERY_LIMIT: u32 = 20;
+
+fn amqp_settings() -> pluspay::config::AmqpSettings {
+    pluspay::config::AmqpSettings {
+        delivery_limit: DELIVERY_LIMIT,
+        ..Default::default()
+    }
+}
 /// No result for this long means the run is stuck.
 const STALL: Duration = Duration::from_secs(60);
 const PGBENCH: &str = "/usr/lib/postgresql/15/bin/pgbench";
@@ -912,8 +919,8 @@ async fn run_daemon(
     );
     let names = Arc::new(Names::new(&namespace));
     let connection = amqp::connect(amqp_url, "pluspay-bench").await?;
+    amqp::topology::declare(&connection, &names, &amqp_settings()).await?;
     let channel = connection.create_channel().await?;
-    amqp::topology::declare(&channel, &names, DELIVERY_LIMIT).await?;
     // Every result, whatever its routing key.
     let results = channel
         .queue_declare(

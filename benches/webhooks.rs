@@ -68,6 +68,13 @@ const BAD_SIGNATURE_STATUS: u16 = 401;
 const TEMPLATE: &str = include_str!("../tests/fixtures/pingpp-webhook/event-charge-succeeded.json");
 /// The default `amqp.delivery_limit`, for declaring the same topology as the listener.
 const DELIVERY_LIMIT: u32 = 20;
+
+fn amqp_settings() -> pluspay::config::AmqpSettings {
+    pluspay::config::AmqpSettings {
+        delivery_limit: DELIVERY_LIMIT,
+        ..Default::default()
+    }
+}
 /// No answer (or no message from the queue) for this long means the run is stuck.
 const STALL: Duration = Duration::from_secs(60);
 
@@ -199,8 +206,8 @@ async fn run(options: Options) -> anyhow::Result<()> {
     let namespace = format!("bench_webhooks_{}", uuid::Uuid::new_v4().simple());
     let names = Names::new(&namespace);
     let connection = amqp::connect(&amqp_url, "pluspay-bench-webhooks").await?;
+    amqp::topology::declare(&connection, &names, &amqp_settings()).await?;
     let channel = connection.create_channel().await?;
-    amqp::topology::declare(&channel, &names, DELIVERY_LIMIT).await?;
 
     if options.broker_only {
         let result = measure_broker(&options, &events, &amqp_url, &channel, &names).await;
@@ -723,8 +730,9 @@ async fn measure_broker(
     names: &Names,
 ) -> anyhow::Result<Measured> {
     let n = events.len();
-    let connection = amqp::connect(amqp_url, "pluspay-bench-broker-only").await?;
-    let publisher = Publisher::open(&connection).await?;
+    let connection =
+        std::sync::Arc::new(amqp::connect(amqp_url, "pluspay-bench-broker-only").await?);
+    let publisher = Publisher::open(connection.clone()).await?;
     let exchange: Arc<str> = names.webhooks_exchange.as_str().into();
     let rabbitmq = service_pids().1;
     let rabbitmq_before = rabbitmq.and_then(server_cpu_time);

@@ -18,6 +18,8 @@ pub use crate::redact::redact_url;
 pub const DEFAULT_CONFIG_FILE: &str = "config/pluspay.toml";
 pub const MIN_FINGERPRINT_KEY_BYTES: usize = 32;
 pub const DEFAULT_MERCHANT_USER_ID_TEMPLATE: &str = "biz_{id}";
+/// Brokers in `amqp.urls`, at most: a cluster has a handful of nodes.
+pub const MAX_BROKER_URLS: usize = 16;
 
 #[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -45,11 +47,28 @@ pub struct DatabaseSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct AmqpSettings {
     pub url: String,
+    /// The nodes of a cluster; when set, `url` is not used. A process connects to one that
+    /// answers and moves to another when it goes.
+    pub urls: Vec<String>,
     /// Prefix of every exchange and queue name: `<namespace>.commands`, `.results`, ...
     pub namespace: String,
     pub prefetch: u16,
     /// Deliveries of one message before the broker dead-letters it.
     pub delivery_limit: u32,
+    /// Replicas of each quorum queue when it is first declared (RabbitMQ takes all the nodes
+    /// there are when the cluster has fewer).
+    pub quorum_group_size: u16,
+}
+
+impl AmqpSettings {
+    /// The brokers to try: `urls`, or `url` alone.
+    pub fn broker_urls(&self) -> Vec<String> {
+        if self.urls.is_empty() {
+            vec![self.url.clone()]
+        } else {
+            self.urls.clone()
+        }
+    }
 }
 
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
@@ -167,9 +186,11 @@ impl Default for AmqpSettings {
     fn default() -> Self {
         AmqpSettings {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            urls: Vec::new(),
             namespace: "pluspay".into(),
             prefetch: 512,
             delivery_limit: 20,
+            quorum_group_size: 3,
         }
     }
 }
@@ -290,10 +311,26 @@ impl Settings {
         if self.database.pool_size == 0 {
             return invalid("database.pool_size must be at least 1");
         }
-        if !(self.amqp.url.starts_with("amqp://") || self.amqp.url.starts_with("amqps://"))
-            || self.amqp.url.parse::<lapin::uri::AMQPUri>().is_err()
-        {
+        let is_amqp_url = |url: &str| {
+            (url.starts_with("amqp://") || url.starts_with("amqps://"))
+                && url.parse::<lapin::uri::AMQPUri>().is_ok()
+        };
+        if self.amqp.urls.is_empty() && !is_amqp_url(&self.amqp.url) {
             return invalid("amqp.url (PLUSPAY_AMQP_URL) is not an AMQP URL");
+        }
+        if let Some(n) = self.amqp.urls.iter().position(|url| !is_amqp_url(url)) {
+            return Err(ConfigError::Invalid(format!(
+                "amqp.urls (PLUSPAY_AMQP_URLS): entry {} is not an AMQP URL",
+                n + 1
+            )));
+        }
+        if self.amqp.urls.len() > MAX_BROKER_URLS {
+            return Err(ConfigError::Invalid(format!(
+                "amqp.urls names more than {MAX_BROKER_URLS} brokers"
+            )));
+        }
+        if self.amqp.quorum_group_size == 0 {
+            return invalid("amqp.quorum_group_size must be at least 1");
         }
         if self.amqp.namespace.is_empty()
             || !self
@@ -376,7 +413,7 @@ impl Settings {
 }
 
 /// Settings whose values are secrets, or may hold one (a URL's password).
-const SECRET_SETTINGS: [&str; 3] = ["pingpp.secret_key", "database.url", "amqp.url"];
+const SECRET_SETTINGS: [&str; 4] = ["pingpp.secret_key", "database.url", "amqp.url", "amqp.urls"];
 
 /// figment's message for a setting it could not read, without the value when the setting is a
 /// secret (figment's own message quotes what it found).
@@ -385,7 +422,10 @@ fn describe_extract_error(error: figment::Error) -> String {
         .into_iter()
         .map(|e| {
             let key = e.path.join(".");
-            if SECRET_SETTINGS.contains(&key.as_str()) {
+            let secret = SECRET_SETTINGS
+                .iter()
+                .any(|s| key == *s || key.strip_prefix(s).is_some_and(|r| r.starts_with('.')));
+            if secret {
                 let expected = match &e.kind {
                     figment::error::Kind::InvalidType(_, expected) => {
                         format!(": expected {expected}")
@@ -408,6 +448,16 @@ impl fmt::Debug for Settings {
             .field("database.url", &redact_url(&self.database.url))
             .field("database.pool_size", &self.database.pool_size)
             .field("amqp.url", &redact_url(&self.amqp.url))
+            .field(
+                "amqp.urls",
+                &self
+                    .amqp
+                    .urls
+                    .iter()
+                    .map(|u| redact_url(u))
+                    .collect::<Vec<_>>(),
+            )
+            .field("amqp.quorum_group_size", &self.amqp.quorum_group_size)
             .field("amqp.namespace", &self.amqp.namespace)
             .field("amqp.prefetch", &self.amqp.prefetch)
             .field("worker.concurrency", &self.worker.concurrency)
@@ -499,6 +549,39 @@ mod tests {
             jail.set_env("PLUSPAY_WALLET_RATIO", "0");
             let err = load(jail, None).unwrap_err().to_string();
             assert!(err.contains("wallet.ratio"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_list_of_brokers() {
+        Jail::expect_with(|jail| {
+            let s = load(jail, None).unwrap();
+            assert_eq!(s.amqp.broker_urls(), vec![s.amqp.url.clone()]);
+            jail.set_env(
+                "PLUSPAY_AMQP_URLS",
+                "[amqp://u:pw1@a:5672/%2f,amqps://u:pw1@b:5671/%2f]",
+            );
+            let s = load(jail, None).unwrap();
+            assert_eq!(
+                s.amqp.broker_urls(),
+                vec!["amqp://u:pw1@a:5672/%2f", "amqps://u:pw1@b:5671/%2f"]
+            );
+            let shown = format!("{s:?}");
+            assert!(
+                shown.contains("amqps://u:***@b:5671") && !shown.contains("pw1"),
+                "{shown}"
+            );
+            jail.set_env("PLUSPAY_AMQP_URLS", "[amqp://a:5672/%2f,http://pw1@b/]");
+            let err = load(jail, None).unwrap_err().to_string();
+            assert!(
+                err.contains("amqp.urls") && err.contains("entry 2"),
+                "{err}"
+            );
+            assert!(!err.contains("pw1"), "{err}");
+            jail.set_env("PLUSPAY_AMQP_URLS", "amqp://u:pw1@a:5672/%2f");
+            let err = load(jail, None).unwrap_err().to_string();
+            assert!(err.contains("amqp.urls") && !err.contains("pw1"), "{err}");
             Ok(())
         });
     }

@@ -75,6 +75,9 @@ impl From<deadpool_postgres::PoolError> for EngineError {
         use deadpool_postgres::PoolError;
         match source {
             PoolError::Backend(e) => e.into(),
+            // The only hook notes which server a new connection reached: its failure is the
+            // connection's.
+            PoolError::PostCreateHook(deadpool_postgres::HookError::Backend(e)) => e.into(),
             PoolError::Timeout(_) | PoolError::Closed => EngineError::Pool {
                 transient: true,
                 source,
@@ -106,6 +109,8 @@ fn is_transient(e: &tokio_postgres::Error) -> bool {
                 || *code == SqlState::ADMIN_SHUTDOWN
                 || *code == SqlState::CRASH_SHUTDOWN
                 || *code == SqlState::CANNOT_CONNECT_NOW
+                // A connection made before a failover reached a server that is now a standby.
+                || *code == SqlState::READ_ONLY_SQL_TRANSACTION
         }
         // No SQLSTATE: the connection itself failed (closed, I/O, refused).
         None => {

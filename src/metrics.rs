@@ -14,6 +14,10 @@ pub const COMMAND_SECONDS: &str = "pluspay_command_duration_seconds";
 pub const EVENTS: &str = "pluspay_pingpp_events_total";
 pub const DB_RETRIES: &str = "pluspay_db_retries_total";
 pub const BROKER_RECONNECTS: &str = "pluspay_broker_reconnects_total";
+pub const BROKER_CONNECTED: &str = "pluspay_broker_connected";
+pub const BROKER_FAILOVERS: &str = "pluspay_broker_failovers_total";
+pub const DATABASE_SERVER: &str = "pluspay_database_server";
+pub const DATABASE_PRIMARY_CHANGES: &str = "pluspay_database_primary_changes_total";
 pub const IN_FLIGHT: &str = "pluspay_messages_in_flight";
 pub const WEBHOOKS: &str = "pluspay_webhooks_total";
 pub const PINGPP_REQUESTS: &str = "pluspay_pingpp_requests_total";
@@ -56,6 +60,22 @@ fn describe() {
     describe_counter!(
         BROKER_RECONNECTS,
         "Broker sessions lost and re-established, by role."
+    );
+    describe_gauge!(
+        BROKER_CONNECTED,
+        "1 for the broker node (host:port of amqp.urls) each role is connected to, else 0."
+    );
+    describe_counter!(
+        BROKER_FAILOVERS,
+        "Broker connections made to another node than the one before, by role."
+    );
+    describe_gauge!(
+        DATABASE_SERVER,
+        "1 for the database server (address:port) new connections reach, else 0."
+    );
+    describe_counter!(
+        DATABASE_PRIMARY_CHANGES,
+        "Times new database connections reached another server than before (a failover)."
     );
     describe_gauge!(IN_FLIGHT, "Messages being processed right now.");
     describe_counter!(
@@ -130,6 +150,26 @@ pub fn retried() {
 
 pub fn broker_reconnect(role: &'static str) {
     counter!(BROKER_RECONNECTS, "role" => role).increment(1);
+}
+
+/// `role` is now connected to broker `node`; `previous` is the node it was connected to before.
+pub fn broker_connected(role: &'static str, node: &str, previous: Option<&str>) {
+    if let Some(previous) = previous {
+        if previous != node {
+            gauge!(BROKER_CONNECTED, "role" => role, "node" => previous.to_owned()).set(0.0);
+            counter!(BROKER_FAILOVERS, "role" => role).increment(1);
+        }
+    }
+    gauge!(BROKER_CONNECTED, "role" => role, "node" => node.to_owned()).set(1.0);
+}
+
+/// New database connections reach `server`, and before reached `previous`.
+pub fn database_server(server: &str, previous: Option<&str>) {
+    if let Some(previous) = previous {
+        gauge!(DATABASE_SERVER, "server" => previous.to_owned()).set(0.0);
+        counter!(DATABASE_PRIMARY_CHANGES).increment(1);
+    }
+    gauge!(DATABASE_SERVER, "server" => server.to_owned()).set(1.0);
 }
 
 pub fn in_flight(delta: f64) {

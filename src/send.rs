@@ -1,5 +1,6 @@
 //! `pluspay send`: publish one command and wait for its result, for operators and scripts.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -8,7 +9,7 @@ use lapin::types::FieldTable;
 use serde_json::{json, Map, Value};
 
 use crate::amqp::publisher::json_properties;
-use crate::amqp::{self, Names, Publisher};
+use crate::amqp::{self, Brokers, Names, Publisher};
 use crate::config::Settings;
 use crate::domain::command::{valid_id, CommandType};
 
@@ -51,10 +52,14 @@ pub fn build_command(request: &SendRequest) -> anyhow::Result<(String, CommandTy
 /// Publishes the command and returns the result's JSON text.
 pub async fn send(settings: &Settings, request: &SendRequest) -> anyhow::Result<String> {
     let (id, kind, command) = build_command(request)?;
-    let connection = amqp::connect(&settings.amqp.url, "pluspay-send").await?;
+    let connection = Arc::new(
+        Brokers::new(settings.amqp.broker_urls(), "send")
+            .connect("pluspay-send")
+            .await?,
+    );
     let names = Names::new(&settings.amqp.namespace);
+    amqp::topology::declare(&connection, &names, &settings.amqp).await?;
     let channel = connection.create_channel().await?;
-    amqp::topology::declare(&channel, &names, settings.amqp.delivery_limit).await?;
     let reply_queue = channel
         .queue_declare(
             "".into(),
@@ -77,7 +82,7 @@ pub async fn send(settings: &Settings, request: &SendRequest) -> anyhow::Result<
             FieldTable::default(),
         )
         .await?;
-    let publisher = Publisher::open(&connection).await?;
+    let publisher = Publisher::open(connection.clone()).await?;
     let properties = json_properties()
         .with_reply_to(reply_queue.name().clone())
         .with_correlation_id(id.as_str().into())

@@ -41,3 +41,96 @@ pub async fn connect(url: &str, name: &str) -> anyhow::Result<Connection> {
         )),
     }
 }
+
+/// The brokers of `amqp.urls`, tried in turn. Each process starts at its own one (by process
+/// id), so that processes spread over a cluster; after a connection is lost the next attempt
+/// starts at the following node, since the lost one is likely down.
+pub struct Brokers {
+    urls: Vec<String>,
+    next: usize,
+    current: Option<String>,
+    role: &'static str,
+}
+
+impl Brokers {
+    /// `urls` is never empty: settings give at least `amqp.url`.
+    pub fn new(urls: Vec<String>, role: &'static str) -> Self {
+        assert!(!urls.is_empty(), "at least one broker URL");
+        let next = std::process::id() as usize % urls.len();
+        Brokers {
+            urls,
+            next,
+            current: None,
+            role,
+        }
+    }
+
+    /// Connects to the first broker that answers, starting where the last attempt left off.
+    pub async fn connect(&mut self, name: &str) -> anyhow::Result<Connection> {
+        let mut failures = Vec::new();
+        for offset in 0..self.urls.len() {
+            let index = (self.next + offset) % self.urls.len();
+            match connect(&self.urls[index], name).await {
+                Ok(connection) => {
+                    self.next = (index + 1) % self.urls.len();
+                    let node = node_label(&self.urls[index]);
+                    match &self.current {
+                        Some(previous) if *previous != node => tracing::warn!(
+                            role = self.role, %node, %previous, "moved to another broker node"
+                        ),
+                        _ => tracing::info!(role = self.role, %node, "connected to the broker"),
+                    }
+                    crate::metrics::broker_connected(self.role, &node, self.current.as_deref());
+                    self.current = Some(node);
+                    return Ok(connection);
+                }
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        self.next = (self.next + 1) % self.urls.len();
+        Err(anyhow::anyhow!(failures.join("; ")))
+    }
+}
+
+/// `host:port` of a broker URL: how logs and metrics name a node (never the credentials).
+pub fn node_label(url: &str) -> String {
+    match url.parse::<lapin::uri::AMQPUri>() {
+        Ok(uri) => format!("{}:{}", uri.authority.host, uri.authority.port),
+        Err(_) => "unknown".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_are_named_without_credentials() {
+        assert_eq!(
+            node_label("amqp://guest:secret@10.0.0.7:5673/%2f"),
+            "10.0.0.7:5673"
+        );
+        assert_eq!(node_label("amqps://u:p@mq.example/%2f"), "mq.example:5671");
+        assert_eq!(node_label("nonsense"), "unknown");
+    }
+
+    #[tokio::test]
+    async fn every_broker_is_tried_and_named_in_the_error() {
+        // Two closed ports: both attempts fail at once, and the error names both nodes.
+        let closed = |_| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let ports: Vec<u16> = (0..2).map(closed).collect();
+        let urls = ports
+            .iter()
+            .map(|p| format!("amqp://guest:secret@127.0.0.1:{p}/%2f"))
+            .collect();
+        let mut brokers = Brokers::new(urls, "test");
+        let err = brokers.connect("test").await.unwrap_err().to_string();
+        for port in ports {
+            assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+        }
+        assert!(!err.contains("secret"), "{err}");
+    }
+}

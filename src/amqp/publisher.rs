@@ -4,6 +4,8 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 
+use std::sync::{Arc, Mutex};
+
 use super::BROKER_TIMEOUT;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,9 +21,20 @@ pub enum PublishError {
 }
 
 /// One confirm-mode channel, shared by every task of a process (lapin multiplexes confirms).
+/// A channel whose messages the broker nacks (a quorum queue's leader died: seen to go on for
+/// as long as that node stays down, while a new channel publishes at once) or that the broker
+/// closed is replaced by a new one on the same connection, and the message is published once
+/// more on it.
 #[derive(Clone)]
 pub struct Publisher {
-    channel: Channel,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    connection: Arc<Connection>,
+    channel: Mutex<Channel>,
+    /// One replacement at a time: the tasks that saw the same channel fail wait for it.
+    replacing: tokio::sync::Mutex<()>,
 }
 
 /// A JSON message as docs/CONTRACT.md wants every message: persistent, `application/json`.
@@ -37,17 +50,33 @@ pub fn with_header(properties: BasicProperties, name: &str, value: &str) -> Basi
     properties.with_headers(headers)
 }
 
+async fn confirm_channel(connection: &Connection) -> lapin::Result<Channel> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
+}
+
 impl Publisher {
-    pub async fn open(connection: &Connection) -> lapin::Result<Self> {
-        let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        Ok(Publisher { channel })
+    pub async fn open(connection: Arc<Connection>) -> lapin::Result<Self> {
+        let channel = confirm_channel(&connection).await?;
+        Ok(Publisher {
+            shared: Arc::new(Shared {
+                connection,
+                channel: Mutex::new(channel),
+                replacing: tokio::sync::Mutex::new(()),
+            }),
+        })
     }
 
-    pub fn channel(&self) -> &Channel {
-        &self.channel
+    /// The channel publishes go to now.
+    pub fn channel(&self) -> Channel {
+        self.shared
+            .channel
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// Publishes and waits for the confirm. `mandatory`: fail when nothing is bound to take
@@ -60,33 +89,108 @@ impl Publisher {
         properties: BasicProperties,
         mandatory: bool,
     ) -> Result<(), PublishError> {
-        let confirm = async {
-            let pending = self
-                .channel
-                .basic_publish(
-                    exchange.into(),
-                    routing_key.into(),
-                    BasicPublishOptions {
-                        mandatory,
-                        ..Default::default()
-                    },
+        let channel = self.channel();
+        let outcome = publish_on(
+            &channel,
+            exchange,
+            routing_key,
+            body,
+            properties.clone(),
+            mandatory,
+        )
+        .await;
+        let channel_failed = matches!(outcome, Err(PublishError::Nacked))
+            || (outcome.is_err()
+                && !channel.status().connected()
+                && self.shared.connection.status().connected());
+        if !channel_failed {
+            return outcome;
+        }
+        match self.replace(&channel).await {
+            Ok(()) => {
+                publish_on(
+                    &self.channel(),
+                    exchange,
+                    routing_key,
                     body,
                     properties,
+                    mandatory,
                 )
-                .await?;
-            Ok::<_, PublishError>(pending.await?)
-        };
-        match tokio::time::timeout(BROKER_TIMEOUT, confirm).await {
-            Err(_) => Err(PublishError::Timeout),
-            Ok(Err(e)) => Err(e),
-            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-            Ok(Ok(Confirmation::Ack(Some(_)))) => {
-                Err(PublishError::Unroutable(routing_key.to_owned()))
+                .await
             }
-            Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Nacked),
-            Ok(Ok(Confirmation::NotRequested)) => {
-                unreachable!("the channel is in confirm mode")
+            Err(e) => {
+                tracing::warn!(error = %e, "could not open a new publishing channel");
+                outcome
             }
+        }
+    }
+
+    /// Replaces `failed` with a new confirm channel, unless another task already did.
+    async fn replace(&self, failed: &Channel) -> lapin::Result<()> {
+        let _one_at_a_time = self.shared.replacing.lock().await;
+        if self.channel().id() != failed.id() {
+            return Ok(());
+        }
+        let fresh = tokio::time::timeout(BROKER_TIMEOUT, confirm_channel(&self.shared.connection))
+            .await
+            .map_err(|_| {
+                lapin::Error::from(lapin::ErrorKind::IOError(Arc::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "timed out opening a channel",
+                ))))
+            })??;
+        tracing::warn!(
+            old = failed.id(),
+            new = fresh.id(),
+            "the broker nacked or closed the publishing channel; publishing on a new one"
+        );
+        let old = std::mem::replace(
+            &mut *self
+                .shared
+                .channel
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            fresh,
+        );
+        // Confirms still awaited on the old channel fail when it closes: their callers retry.
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(BROKER_TIMEOUT, old.close(200, "replaced".into())).await;
+        });
+        Ok(())
+    }
+}
+
+async fn publish_on(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+    mandatory: bool,
+) -> Result<(), PublishError> {
+    let confirm = async {
+        let pending = channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory,
+                    ..Default::default()
+                },
+                body,
+                properties,
+            )
+            .await?;
+        Ok::<_, PublishError>(pending.await?)
+    };
+    match tokio::time::timeout(BROKER_TIMEOUT, confirm).await {
+        Err(_) => Err(PublishError::Timeout),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+        Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Unroutable(routing_key.to_owned())),
+        Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Nacked),
+        Ok(Ok(Confirmation::NotRequested)) => {
+            unreachable!("the channel is in confirm mode")
         }
     }
 }

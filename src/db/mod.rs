@@ -24,7 +24,10 @@ pub mod recharges;
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::sync::Mutex;
+
+use deadpool_postgres::Hook;
+use deadpool_postgres::{HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
 use crate::config::DatabaseSettings;
@@ -60,12 +63,46 @@ pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
     );
     let timeout = Duration::from_millis(settings.pool_timeout_ms);
     Ok(Pool::builder(manager)
+        .post_create(Hook::async_fn(|client, _| {
+            Box::pin(async move { note_server(client).await.map_err(HookError::Backend) })
+        }))
         .max_size(settings.pool_size)
         .wait_timeout(Some(timeout))
         .create_timeout(Some(timeout))
         .recycle_timeout(Some(timeout))
         .runtime(Runtime::Tokio1)
         .build()?)
+}
+
+/// The server the pool's last new connection reached, as `address:port`.
+static LAST_SERVER: Mutex<Option<String>> = Mutex::new(None);
+
+/// Notes which server a new connection reached. With several hosts in `database.url` and
+/// `target_session_attrs=read-write` that is the primary, so a change is a failover: logged
+/// and counted (`pluspay_database_primary_changes_total`).
+async fn note_server(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    let messages = client
+        .simple_query(
+            "SELECT coalesce(host(inet_server_addr()), 'local') || ':' || current_setting('port')",
+        )
+        .await?;
+    let Some(server) = messages.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+        _ => None,
+    }) else {
+        return Ok(());
+    };
+    let mut last = LAST_SERVER.lock().unwrap_or_else(|p| p.into_inner());
+    if last.as_deref() == Some(server.as_str()) {
+        return Ok(());
+    }
+    match last.as_deref() {
+        Some(previous) => tracing::warn!(%server, %previous, "the database primary changed"),
+        None => tracing::info!(%server, "connected to the database"),
+    }
+    crate::metrics::database_server(&server, last.as_deref());
+    *last = Some(server);
+    Ok(())
 }
 
 /// Connects once, outside the pool, for one-off commands (`migrate`, `audit`).

@@ -11,7 +11,7 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::amqp::{self, Names, Publisher, BROKER_TIMEOUT};
+use crate::amqp::{self, Brokers, Names, Publisher, BROKER_TIMEOUT};
 use crate::config::Settings;
 
 /// How often the link re-checks its connection and channel besides reacting to lapin's events,
@@ -104,10 +104,11 @@ async fn maintain(
 ) {
     let names = Names::new(&settings.amqp.namespace);
     let mut delays = crate::amqp::reconnect_delays();
+    let mut brokers = Brokers::new(settings.amqp.broker_urls(), "webhooks");
     loop {
         let connected = tokio::select! {
             _ = stop.cancelled() => return,
-            connected = connect(&settings, &names) => connected,
+            connected = connect(&settings, &mut brokers, &names) => connected,
         };
         let (connection, link) = match connected {
             Ok(connected) => connected,
@@ -171,11 +172,15 @@ async fn watch_link(
 }
 
 /// Connects, declares the topology and opens the confirm channel, all bounded in time.
-async fn connect(settings: &Settings, names: &Names) -> anyhow::Result<(Connection, Link)> {
-    let connection = amqp::connect(&settings.amqp.url, "pluspay-webhooks").await?;
+async fn connect(
+    settings: &Settings,
+    brokers: &mut Brokers,
+    names: &Names,
+) -> anyhow::Result<(Arc<Connection>, Link)> {
+    let connection = Arc::new(brokers.connect("pluspay-webhooks").await?);
     let ready = tokio::time::timeout(BROKER_TIMEOUT, async {
-        let publisher = Publisher::open(&connection).await?;
-        amqp::topology::declare(publisher.channel(), names, settings.amqp.delivery_limit).await?;
+        amqp::topology::declare(&connection, names, &settings.amqp).await?;
+        let publisher = Publisher::open(connection.clone()).await?;
         Ok::<_, lapin::Error>(publisher)
     })
     .await;

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::amqp::{self, Names, Publisher};
+use crate::amqp::{self, Brokers, Names, Publisher};
 use crate::config::Settings;
 use crate::domain::command::{decode, Envelope};
 use crate::engine::Engine;
@@ -65,9 +65,10 @@ pub async fn run_with_readiness(
         ));
     }
     let mut delays = amqp::reconnect_delays();
+    let mut brokers = Brokers::new(settings.amqp.broker_urls(), "worker");
     loop {
         let mut consumed = false;
-        let outcome = session(&settings, &engine, &shutdown, &mut || {
+        let outcome = session(&settings, &engine, &mut brokers, &shutdown, &mut || {
             consumed = true;
             if let Some(on_ready) = on_ready.take() {
                 on_ready();
@@ -124,19 +125,20 @@ async fn pin_custody(engine: &Engine) -> anyhow::Result<()> {
 async fn session(
     settings: &Settings,
     engine: &Engine,
+    brokers: &mut Brokers,
     shutdown: &CancellationToken,
     consuming: &mut (dyn FnMut() + Send),
 ) -> anyhow::Result<()> {
-    let connection = amqp::connect(&settings.amqp.url, "pluspay-worker").await?;
+    let connection = Arc::new(brokers.connect("pluspay-worker").await?);
     let names = Names::new(&settings.amqp.namespace);
+    amqp::topology::declare(&connection, &names, &settings.amqp).await?;
     let channel = connection.create_channel().await?;
-    amqp::topology::declare(&channel, &names, settings.amqp.delivery_limit).await?;
     // Before anything is consumed: commands must not be applied under the wrong custody.
     pin_custody(engine).await?;
     channel
         .basic_qos(settings.amqp.prefetch, BasicQosOptions::default())
         .await?;
-    let publisher = Publisher::open(&connection).await?;
+    let publisher = Publisher::open(connection.clone()).await?;
     let mut consumer = channel
         .basic_consume(
             names.commands_queue.as_str().into(),

@@ -198,10 +198,10 @@ impl Queue {
             .await
             .unwrap();
         let names = amqp::Names::new(&settings.amqp.namespace);
-        let channel = connection.create_channel().await.unwrap();
-        amqp::topology::declare(&channel, &names, settings.amqp.delivery_limit)
+        amqp::topology::declare(&connection, &names, &settings.amqp)
             .await
             .unwrap();
+        let channel = connection.create_channel().await.unwrap();
         let consumer = crate::support::no_ack_consumer(&channel, &names.webhooks_queue).await;
         Queue {
             _connection: connection,

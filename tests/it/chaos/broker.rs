@@ -1,5 +1,6 @@
 //! The test's broker clients: a publisher that outlives the broker, watch queues, counts.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lapin::options::{QueueBindOptions, QueueDeclareOptions};
@@ -15,7 +16,7 @@ use super::{BROKER_CALL, PUBLISH_DEADLINE};
 pub(super) struct RobustPublisher {
     url: String,
     name: String,
-    link: Option<(Connection, Publisher)>,
+    link: Option<(Arc<Connection>, Publisher)>,
     pub(super) connects: usize,
     pub(super) retries: usize,
 }
@@ -47,8 +48,8 @@ impl RobustPublisher {
                 self.name
             );
             if self.link.is_none() {
-                match amqp::connect(&self.url, &self.name).await {
-                    Ok(connection) => match Publisher::open(&connection).await {
+                match amqp::connect(&self.url, &self.name).await.map(Arc::new) {
+                    Ok(connection) => match Publisher::open(connection.clone()).await {
                         Ok(publisher) => {
                             self.connects += 1;
                             self.link = Some((connection, publisher));

@@ -122,10 +122,10 @@ async fn chaos() {
     let events_queue = format!("{}.chaos.events", settings.amqp.namespace);
     {
         let connection = amqp::connect(&amqp_url, "chaos-setup").await.unwrap();
-        let channel = connection.create_channel().await.unwrap();
-        amqp::topology::declare(&channel, &names, settings.amqp.delivery_limit)
+        amqp::topology::declare(&connection, &names, &settings.amqp)
             .await
             .unwrap();
+        let channel = connection.create_channel().await.unwrap();
         declare_watch(&channel, &results_queue, &names.results_exchange).await;
         declare_watch(&channel, &events_queue, &names.events_exchange).await;
         connection.close(200, "bye".into()).await.unwrap();

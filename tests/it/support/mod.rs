@@ -6,6 +6,7 @@ pub mod fake_pingpp;
 pub mod schemas;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -242,7 +243,7 @@ impl Drop for WorkerHandle {
 
 /// Plays upstream: publishes commands and collects their results through `reply_to`.
 pub struct BrokerClient {
-    pub connection: Connection,
+    pub connection: Arc<Connection>,
     pub publisher: Publisher,
     pub names: Names,
     reply_queue: String,
@@ -253,16 +254,18 @@ pub struct BrokerClient {
 
 impl BrokerClient {
     pub async fn connect(settings: &Settings) -> Self {
-        let connection = amqp::connect(&settings.amqp.url, "test-client")
-            .await
-            .unwrap();
+        let connection = Arc::new(
+            amqp::connect(&settings.amqp.url, "test-client")
+                .await
+                .unwrap(),
+        );
         let names = Names::new(&settings.amqp.namespace);
-        let channel = connection.create_channel().await.unwrap();
-        amqp::topology::declare(&channel, &names, settings.amqp.delivery_limit)
+        amqp::topology::declare(&connection, &names, &settings.amqp)
             .await
             .unwrap();
+        let channel = connection.create_channel().await.unwrap();
         let (reply_queue, replies) = temporary_queue(&channel).await;
-        let publisher = Publisher::open(&connection).await.unwrap();
+        let publisher = Publisher::open(connection.clone()).await.unwrap();
         BrokerClient {
             connection,
             publisher,
