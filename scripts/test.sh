@@ -17,6 +17,8 @@
 #   PP_SERVICES_DIR       the services' directory
 #   PP_SERVICES_SCRIPT    absolute path of scripts/services.sh, for outage tests:
 #                         "$PP_SERVICES_SCRIPT" restart-rabbitmq "$PP_SERVICES_DIR"
+#   PP_CLUSTER_DIR        (the whole suite only) a local cluster of scripts/cluster.sh, up,
+#                         for the cluster fault test
 #
 # PP_LINT=1 also runs `cargo fmt --all -- --check` and
 # `cargo clippy --all-targets -- -D warnings` before the tests (CI does).
@@ -33,6 +35,30 @@ source "$ROOT/scripts/services-session.sh"
 # Started in the background while the linters run and the tests compile.
 services_begin test
 
+# The whole suite includes the cluster fault test: its cluster (scripts/cluster.sh) boots in the
+# background too, and the test takes it over through PP_CLUSTER_DIR. A run of a few tests
+# leaves it out; the cluster test, run alone, brings up its own.
+CLUSTER_DIR=
+CLUSTER_PID=
+if [ $# -eq 0 ]; then
+    bash "$ROOT/scripts/cluster.sh" install
+    CLUSTER_DIR="$DIR/cluster"
+    log "starting the local cluster in $CLUSTER_DIR"
+    bash "$ROOT/scripts/cluster.sh" up "$CLUSTER_DIR" >"$DIR/cluster-up.log" 2>&1 &
+    CLUSTER_PID=$!
+    cluster_cleanup() {
+        local rc=$?
+        if [ -n "$CLUSTER_PID" ]; then
+            wait "$CLUSTER_PID" 2>/dev/null
+        fi
+        bash "$ROOT/scripts/cluster.sh" down "$CLUSTER_DIR" >/dev/null 2>&1 || true
+        # services_cleanup stops the services and removes $DIR, the cluster's too.
+        (exit "$rc")
+        services_cleanup
+    }
+    trap cluster_cleanup EXIT
+fi
+
 if [ "${PP_LINT:-}" = 1 ]; then
     log "cargo fmt --all -- --check"
     cargo fmt --all -- --check
@@ -46,6 +72,17 @@ fi
 
 services_ready
 export PP_SERVICES_SCRIPT=$SERVICES
+if [ -n "$CLUSTER_PID" ]; then
+    cluster_rc=0
+    wait "$CLUSTER_PID" || cluster_rc=$?
+    CLUSTER_PID=
+    cat "$DIR/cluster-up.log" >&2
+    if [ "$cluster_rc" -ne 0 ]; then
+        log "ERROR: could not start the local cluster (see above)"
+        exit 1
+    fi
+    export PP_CLUSTER_DIR=$CLUSTER_DIR
+fi
 
 # With arguments that pick targets (--test X, --lib, ...), only those run; cargo would take the
 # union with --all-targets.

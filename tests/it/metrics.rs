@@ -28,6 +28,14 @@ async fn metrics_count_what_the_worker_did() {
     env.fund(1, 1_000).await;
     let port = free_port();
     let mut process_env = env.process_env();
+    // A cluster of two of which one is down: the worker connects to the one that answers and
+    // says which.
+    let live_node = pluspay::amqp::node_label(&env.settings.amqp.url);
+    let dead_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", free_port());
+    process_env.push((
+        "PLUSPAY_AMQP_URLS",
+        format!("[{dead_url},{}]", env.settings.amqp.url),
+    ));
     let pingpp = &env.settings.pingpp;
     process_env.extend([
         ("PLUSPAY_METRICS_LISTEN", format!("127.0.0.1:{port}")),
@@ -130,6 +138,30 @@ async fn metrics_count_what_the_worker_did() {
         "{text}"
     );
     assert_eq!(sample(&text, "pluspay_ledger_ok"), Some(1.0), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            &format!("pluspay_broker_connected{{role=\"worker\",node=\"{live_node}\"}}")
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    let database: tokio_postgres::Config = env.settings.database.url.parse().unwrap();
+    assert_eq!(
+        sample(
+            &text,
+            &format!(
+                "pluspay_database_server{{server=\"127.0.0.1:{}\"}}",
+                database.get_ports()[0]
+            )
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        !text.contains("pluspay_database_primary_changes_total 1"),
+        "{text}"
+    );
     assert_eq!(
         sample(&text, "pluspay_messages_in_flight"),
         Some(0.0),

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
@@ -54,6 +54,12 @@ pub(super) struct State {
     /// Messages published, all copies and retries included.
     pub(super) publishes: usize,
     pub(super) collector_connects: usize,
+    /// When each result (copies included) arrived: the gaps are the unavailability.
+    pub(super) result_times: Vec<Instant>,
+    /// Signed webhooks a listener accepted (200), and deliveries that failed (another status
+    /// or no answer) and were made again, as Ping++ does.
+    pub(super) webhooks_accepted: usize,
+    pub(super) webhook_failures: usize,
 }
 
 pub(super) struct Board {
@@ -83,6 +89,7 @@ impl Board {
             .expect("a result has an id")
             .to_owned();
         let mut state = self.state();
+        state.result_times.push(Instant::now());
         if !state.results.contains_key(&id) {
             if let Some(index) = base_index(&id) {
                 state.base_seen += 1;
@@ -203,13 +210,16 @@ impl Board {
 /// Consumes the results and events watch queues, reconnecting whenever the broker goes away.
 /// Messages are acknowledged after they are recorded, so none is lost with a connection.
 pub(super) async fn collect(
-    url: String,
+    urls: Vec<String>,
     queues: (String, String),
     board: Arc<Board>,
     stop: CancellationToken,
 ) {
+    let mut next = 0;
     while !stop.is_cancelled() {
-        let Ok(connection) = amqp::connect(&url, "chaos-collector").await else {
+        let url = &urls[next % urls.len()];
+        next += 1;
+        let Ok(connection) = amqp::connect(url, "chaos-collector").await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
@@ -310,10 +320,10 @@ pub(super) async fn publish_base(
     sends: Vec<Send>,
     bad: Arc<Vec<Bad>>,
     board: Arc<Board>,
-    url: String,
+    urls: Vec<String>,
     names: Names,
 ) -> (usize, usize, usize) {
-    let mut publisher = RobustPublisher::new(&url, format!("chaos-publisher-{p}"));
+    let mut publisher = RobustPublisher::new(&urls, p, format!("chaos-publisher-{p}"));
     let mut published = 0;
     for send in sends {
         match send {
@@ -342,16 +352,33 @@ pub(super) async fn publish_base(
     (published, publisher.connects, publisher.retries)
 }
 
+/// Where follow-ups go: commands to the brokers, webhooks to the listeners (or, with none, as
+/// verified events straight to the webhooks exchange).
+#[derive(Clone)]
+pub(super) struct Routes {
+    pub(super) brokers: Vec<String>,
+    pub(super) listeners: Arc<Vec<String>>,
+    pub(super) names: Names,
+}
+
 pub(super) async fn follow_ups(
     n: usize,
     jobs: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>>,
     board: Arc<Board>,
     fake: Arc<FakePingpp>,
-    url: String,
-    names: Names,
+    routes: Routes,
     stop: CancellationToken,
 ) -> (usize, usize) {
-    let mut publisher = RobustPublisher::new(&url, format!("chaos-follow-up-{n}"));
+    let Routes {
+        brokers: urls,
+        listeners,
+        names,
+    } = routes;
+    let mut publisher = RobustPublisher::new(&urls, n, format!("chaos-follow-up-{n}"));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let mut published = 0;
     loop {
         let job = tokio::select! {
@@ -389,7 +416,7 @@ pub(super) async fn follow_ups(
                         fake.fail_charge(&charge, "channel_declined", "支付失败"),
                     )
                 };
-                let (event, _signature) = fake.signed_event(kind, charge);
+                let (event, signature) = fake.signed_event(kind, charge);
                 let event_id: Value = serde_json::from_str::<Value>(&event).unwrap()["id"].clone();
                 {
                     let mut state = board.state();
@@ -411,15 +438,19 @@ pub(super) async fn follow_ups(
                         published += send_copies(&mut publisher, &names, command, *copies).await;
                     }
                 }
-                for _ in 0..plan.event_copies {
-                    publisher
-                        .publish(
-                            &names.webhooks_exchange,
-                            PINGPP_ROUTING_KEY,
-                            event.as_bytes(),
-                            json_properties(),
-                        )
-                        .await;
+                for copy in 0..plan.event_copies {
+                    if listeners.is_empty() {
+                        publisher
+                            .publish(
+                                &names.webhooks_exchange,
+                                PINGPP_ROUTING_KEY,
+                                event.as_bytes(),
+                                json_properties(),
+                            )
+                            .await;
+                    } else {
+                        deliver(&http, &listeners, n + copy, &event, &signature, &board).await;
+                    }
                     published += 1;
                 }
                 if !plan.retrieve_first {
@@ -433,4 +464,33 @@ pub(super) async fn follow_ups(
     }
     board.state().publishes += published + publisher.retries;
     (published, publisher.retries)
+}
+
+/// Delivers a signed webhook as Ping++ does: to a listener, and again (to the next one) until
+/// one accepts it.
+async fn deliver(
+    http: &reqwest::Client,
+    listeners: &[String],
+    first: usize,
+    body: &str,
+    signature: &str,
+    board: &Board,
+) {
+    let deadline = Instant::now() + super::PUBLISH_DEADLINE;
+    for attempt in first.. {
+        let url = &listeners[attempt % listeners.len()];
+        let status =
+            crate::support::post_webhook(http, url, body.as_bytes(), Some(signature)).await;
+        if status == 200 {
+            board.state().webhooks_accepted += 1;
+            return;
+        }
+        board.state().webhook_failures += 1;
+        assert!(
+            Instant::now() < deadline,
+            "no listener accepted a webhook for {:?} (last: {url} answered {status})",
+            super::PUBLISH_DEADLINE
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -10,11 +10,13 @@ use pluspay::amqp::{self, Publisher};
 
 use super::{BROKER_CALL, PUBLISH_DEADLINE};
 
-/// A confirming publisher that survives the broker going away: it reconnects and publishes
-/// again until the broker confirms. A confirm lost with the connection means the message may
-/// arrive twice, which the system must absorb like any duplicate.
+/// A confirming publisher that survives the broker going away: it reconnects (to the next
+/// node of a cluster) and publishes again until the broker confirms. A confirm lost with the
+/// connection means the message may arrive twice, which the system must absorb like any
+/// duplicate.
 pub(super) struct RobustPublisher {
-    url: String,
+    urls: Vec<String>,
+    next: usize,
     name: String,
     link: Option<(Arc<Connection>, Publisher)>,
     pub(super) connects: usize,
@@ -22,9 +24,11 @@ pub(super) struct RobustPublisher {
 }
 
 impl RobustPublisher {
-    pub(super) fn new(url: &str, name: String) -> Self {
+    /// Connects to `urls[first]` first, then to the next one whenever a connection fails.
+    pub(super) fn new(urls: &[String], first: usize, name: String) -> Self {
         RobustPublisher {
-            url: url.to_owned(),
+            urls: urls.to_vec(),
+            next: first % urls.len(),
             name,
             link: None,
             connects: 0,
@@ -48,7 +52,9 @@ impl RobustPublisher {
                 self.name
             );
             if self.link.is_none() {
-                match amqp::connect(&self.url, &self.name).await.map(Arc::new) {
+                let url = &self.urls[self.next];
+                self.next = (self.next + 1) % self.urls.len();
+                match amqp::connect(url, &self.name).await.map(Arc::new) {
                     Ok(connection) => match Publisher::open(connection.clone()).await {
                         Ok(publisher) => {
                             self.connects += 1;
@@ -72,7 +78,11 @@ impl RobustPublisher {
                 .publish(exchange, routing_key, body, properties.clone(), true)
                 .await
             {
-                Ok(()) => return,
+                Ok(()) => {
+                    // Stay on the node that works.
+                    self.next = (self.next + self.urls.len() - 1) % self.urls.len();
+                    return;
+                }
                 Err(e) => {
                     last_error = e.to_string();
                     self.retries += 1;
@@ -98,6 +108,8 @@ fn quorum() -> FieldTable {
         "x-queue-type".into(),
         AMQPValue::LongString("quorum".into()),
     );
+    // On every node of a cluster, so that results survive the loss of one.
+    args.insert("x-quorum-initial-group-size".into(), AMQPValue::LongInt(3));
     args
 }
 
@@ -125,14 +137,21 @@ pub(super) async fn declare_watch(channel: &lapin::Channel, queue: &str, exchang
         .expect("bind a watch queue");
 }
 
-/// Ready messages in a queue, or None while the broker can't say.
-pub(super) async fn ready_count(url: &str, queue: &str) -> Option<u32> {
-    // Every call is bounded: lapin can hang on a connection the broker is dropping, and a
-    // count that never comes would stall the test after the last result.
-    tokio::time::timeout(BROKER_CALL * 3, count_ready(url, queue))
-        .await
-        .ok()
-        .flatten()
+/// Ready messages in a queue, asked of the first node that answers, or None while none can
+/// say.
+pub(super) async fn ready_count(urls: &[String], queue: &str) -> Option<u32> {
+    for url in urls {
+        // Every call is bounded: lapin can hang on a connection the broker is dropping, and a
+        // count that never comes would stall the test after the last result.
+        let count = tokio::time::timeout(BROKER_CALL * 3, count_ready(url, queue))
+            .await
+            .ok()
+            .flatten();
+        if count.is_some() {
+            return count;
+        }
+    }
+    None
 }
 
 async fn count_ready(url: &str, queue: &str) -> Option<u32> {

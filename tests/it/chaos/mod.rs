@@ -17,30 +17,28 @@
 //! what the test sees, with the publishers that feed the system.
 
 mod board;
+mod books;
 mod broker;
+mod cluster;
 mod plan;
 mod services;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::TestEnv;
-use lapin::options::BasicGetOptions;
 use pluspay::amqp;
-use pluspay::amqp::publisher::header_str;
-use pluspay::worker::ERROR_HEADER;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::Value;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use board::{collect, follow_ups, publish_base, Board};
+use board::{collect, follow_ups, publish_base, Board, Routes};
+use books::check_the_books;
 use broker::{declare_watch, ready_count};
-use plan::{scenario, Chaos, Kind, Send};
-use services::{await_consuming, consuming_marks, Services, Workers};
+use plan::{scenario, Chaos};
+use services::{await_consuming, consuming_marks, process_env, Services, Workers};
 
 /// Bound on one broker call of the test's own clients (lapin can hang on a dying connection).
 const BROKER_CALL: Duration = Duration::from_secs(5);
@@ -107,6 +105,7 @@ async fn chaos() {
     let settings = env.settings.clone();
     let names = env.names.clone();
     let amqp_url = settings.amqp.url.clone();
+    let amqp_urls = vec![amqp_url.clone()];
     let db_url = settings.database.url.clone();
     let ratio = settings.wallet.ratio;
     for user in 1..=USERS {
@@ -131,40 +130,7 @@ async fn chaos() {
         connection.close(200, "bye".into()).await.unwrap();
     }
 
-    let pingpp = &settings.pingpp;
-    let mut workers = Workers {
-        env: vec![
-            ("PLUSPAY_DATABASE_URL", db_url.clone()),
-            ("PLUSPAY_AMQP_URL", amqp_url.clone()),
-            ("PLUSPAY_AMQP_NAMESPACE", settings.amqp.namespace.clone()),
-            // Two workers at once: each its own metrics port.
-            ("PLUSPAY_METRICS_LISTEN", "127.0.0.1:0".to_owned()),
-            ("PLUSPAY_PINGPP_API_BASE", pingpp.api_base.clone()),
-            ("PLUSPAY_PINGPP_APP_ID", pingpp.app_id.clone()),
-            ("PLUSPAY_PINGPP_SECRET_KEY", pingpp.secret_key.clone()),
-            (
-                "PLUSPAY_PINGPP_PRIVATE_KEY",
-                pingpp
-                    .private_key
-                    .as_ref()
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned(),
-            ),
-            ("PLUSPAY_PINGPP_TIMEOUT_MS", pingpp.timeout_ms.to_string()),
-            ("PLUSPAY_PINGPP_MAX_RETRIES", pingpp.max_retries.to_string()),
-            (
-                "PLUSPAY_WORKER_SHUTDOWN_TIMEOUT_SECS",
-                WORKER_SHUTDOWN_SECS.to_string(),
-            ),
-            ("PLUSPAY_LOG_FILTER", "info".into()),
-        ],
-        logs: services.logs(),
-        slots: [None, None],
-        spawned: 0,
-        killed: 0,
-        all_logs: Vec::new(),
-    };
+    let mut workers = Workers::new("worker", process_env(&settings), services.logs(), 2);
     workers.spawn(0);
 
     let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
@@ -176,7 +142,7 @@ async fn chaos() {
     });
     let stop = CancellationToken::new();
     let collector = tokio::spawn(collect(
-        amqp_url.clone(),
+        amqp_urls.clone(),
         (results_queue.clone(), events_queue.clone()),
         board.clone(),
         stop.clone(),
@@ -189,8 +155,11 @@ async fn chaos() {
                 jobs_rx.clone(),
                 board.clone(),
                 fake.clone(),
-                amqp_url.clone(),
-                names.clone(),
+                Routes {
+                    brokers: amqp_urls.clone(),
+                    listeners: Arc::new(Vec::new()),
+                    names: names.clone(),
+                },
                 stop.clone(),
             ))
         })
@@ -207,7 +176,7 @@ async fn chaos() {
                 sends.clone(),
                 bad.clone(),
                 board.clone(),
-                amqp_url.clone(),
+                amqp_urls.clone(),
                 names.clone(),
             ))
         })
@@ -351,25 +320,25 @@ async fn chaos() {
     for queue in [&names.commands_queue, &names.webhooks_queue] {
         loop {
             workers.check();
-            if ready_count(&amqp_url, queue).await == Some(0) {
+            if ready_count(&amqp_urls, queue).await == Some(0) {
                 break;
             }
             assert!(
                 Instant::now() < drain_deadline,
                 "{queue} does not drain: {:?} ready",
-                ready_count(&amqp_url, queue).await
+                ready_count(&amqp_urls, queue).await
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    for slot in [0, 1] {
+    for slot in 0..workers.slots.len() {
         if workers.slots[slot].is_some() {
             workers.stop(slot).await;
         }
     }
     for queue in [&names.commands_queue, &names.webhooks_queue] {
         assert_eq!(
-            ready_count(&amqp_url, queue).await,
+            ready_count(&amqp_urls, queue).await,
             Some(0),
             "{queue} still holds messages after the workers stopped"
         );
@@ -398,363 +367,15 @@ async fn chaos() {
         .collect();
     assert!(alarms.is_empty(), "in the worker logs: {alarms:#?}");
 
-    // The dead letters are exactly the bad messages (a worker killed between dead-lettering
-    // one and acknowledging it may have dead-lettered it twice, which is at-least-once).
-    let dead = {
-        let connection = amqp::connect(&amqp_url, "chaos-dead").await.unwrap();
-        let channel = connection.create_channel().await.unwrap();
-        let mut dead = Vec::new();
-        while let Some(message) = channel
-            .basic_get(
-                names.dead_queue.as_str().into(),
-                BasicGetOptions { no_ack: true },
-            )
-            .await
-            .unwrap()
-        {
-            dead.push(message.delivery);
-        }
-        connection.close(200, "bye".into()).await.unwrap();
-        dead
-    };
-    let mut dead_ids = HashSet::new();
-    for letter in &dead {
-        let id = letter
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|m| m.to_string())
-            .unwrap_or_default();
-        let reason = header_str(letter.properties.headers(), ERROR_HEADER).unwrap_or_default();
-        let Some(meant) = scenario.bad.iter().find(|b| b.id == id) else {
-            panic!(
-                "an unexpected dead letter (message id {id:?}, reason {reason:?}): {}",
-                String::from_utf8_lossy(&letter.data)
-            );
-        };
-        assert_eq!(letter.data, meant.body, "dead letter {id}");
-        assert!(
-            reason.contains(meant.reason),
-            "dead letter {id}: reason {reason:?}, expected it to mention {:?}",
-            meant.reason
-        );
-        dead_ids.insert(id);
-    }
-    let meant: HashSet<String> = scenario.bad.iter().map(|b| b.id.clone()).collect();
-    assert_eq!(dead_ids, meant, "the dead letters");
-
-    // ---- the model, from the results alone
-    // Every task that wrote to the board has ended.
     let state = std::mem::take(&mut *board.state());
-    let db = pluspay::db::connect(&db_url).await.unwrap();
-    let stored: HashMap<String, Value> = db
-        .query("SELECT id, result::text FROM commands", &[])
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|row| {
-            let result: Option<&str> = row.get(1);
-            let result =
-                result.unwrap_or_else(|| panic!("{}: no stored result", row.get::<_, &str>(0)));
-            (row.get(0), serde_json::from_str(result).unwrap())
-        })
-        .collect();
-    let expected_ids: HashSet<&String> = state.expected.keys().collect();
-    let stored_ids: HashSet<&String> = stored.keys().collect();
-    assert_eq!(
-        stored_ids, expected_ids,
-        "the commands table holds one row per command sent"
-    );
-    for id in state.results.keys() {
-        assert!(
-            state.expected.contains_key(id),
-            "a result for {id}, never sent"
-        );
-    }
-    let mut published_results = 0;
-    for (id, command) in &state.expected {
-        let results = &state.results[id];
-        published_results += results.len();
-        for result in results {
-            assert_eq!(
-                result, &stored[id],
-                "{id}: a published result differs from the stored one"
-            );
-        }
-        assert_eq!(stored[id]["type"], command["type"], "{id}");
-    }
-
-    let mut wallets: BTreeMap<i64, i64> = (1..=USERS).map(|u| (u, FUNDING)).collect();
-    let mut points: BTreeMap<i64, i64> = BTreeMap::new();
-    let (mut pending_payouts, mut paid_out, mut revenue, mut clearing) = (0i64, 0i64, 0i64, 0i64);
-    let mut outcomes: BTreeMap<(Kind, String), usize> = BTreeMap::new();
-    let mut cash_values: HashMap<i64, (i64, i64)> = HashMap::new();
-    let mut recharge_orders: HashMap<i64, (i64, i64, bool)> = HashMap::new();
-    for plan in &scenario.plans {
-        let result = &stored[&plan.id];
-        let user = plan.command["user_id"].as_i64().unwrap();
-        let data = &plan.command["data"];
-        let status = result["status"].as_str().unwrap();
-        let outcome = match status {
-            "succeeded" => "succeeded".to_owned(),
-            _ => result["code"].as_str().unwrap_or("?").to_owned(),
-        };
-        *outcomes.entry((plan.kind, outcome.clone())).or_default() += 1;
-        if status != "succeeded" {
-            assert!(
-                matches!(
-                    plan.kind,
-                    Kind::Transfer | Kind::Reward | Kind::Cash | Kind::Transform
-                ) && outcome == "insufficient_balance",
-                "{}: {result}",
-                plan.id
-            );
-            continue;
-        }
-        match plan.kind {
-            Kind::Transfer | Kind::Reward => {
-                let amount = data["amount"].as_i64().unwrap();
-                *wallets.get_mut(&user).unwrap() -= amount;
-                *wallets.get_mut(&data["user"].as_i64().unwrap()).unwrap() += amount;
-            }
-            Kind::Cash => {
-                let value = data["value"].as_i64().unwrap();
-                *wallets.get_mut(&user).unwrap() -= value;
-                pending_payouts += value;
-                cash_values.insert(
-                    result["data"]["cash"]["id"].as_i64().unwrap(),
-                    (user, value),
-                );
-            }
-            Kind::Transform => {
-                let amount = data["amount"].as_i64().unwrap();
-                *wallets.get_mut(&user).unwrap() -= amount;
-                *points.entry(user).or_default() += amount * ratio;
-                revenue += amount;
-            }
-            Kind::Recharge => {
-                let order = result["data"]["order"]["id"].as_i64().unwrap();
-                let paid = state.recharges[&order].1;
-                recharge_orders.insert(order, (user, data["amount"].as_i64().unwrap(), paid));
-            }
-            Kind::Read => {}
-        }
-    }
-    // Cash decisions: each request ends approved or rejected, whichever decision won.
-    let mut cash_status: HashMap<i64, i64> = HashMap::new();
-    let mut lost_races = 0;
-    for (&cash, &index) in &state.cashes {
-        let plan = scenario.plans[index].cash.as_ref().unwrap();
-        let mut finals = HashSet::new();
-        for (d, (kind, _)) in plan.decisions.iter().enumerate() {
-            let result = &stored[&format!("f-{index}-d{d}")];
-            if result["status"] == "succeeded" {
-                finals.insert(result["data"]["cash"]["status"].as_i64().unwrap());
-                let want = if *kind == "cash.approve" { 1 } else { 2 };
-                assert_eq!(result["data"]["cash"]["status"], want, "{result}");
-            } else {
-                assert_eq!(result["code"], "cash_already_decided", "{result}");
-                assert_eq!(
-                    plan.decisions.len(),
-                    2,
-                    "only a racing decision may lose: {result}"
-                );
-                lost_races += 1;
-            }
-        }
-        assert_eq!(finals.len(), 1, "cash {cash}: decided as {finals:?}");
-        let status = *finals.iter().next().unwrap();
-        let (user, value) = cash_values[&cash];
-        pending_payouts -= value;
-        if status == 2 {
-            *wallets.get_mut(&user).unwrap() += value;
-        } else {
-            paid_out += value;
-        }
-        cash_status.insert(cash, status);
-    }
-    assert_eq!(
-        cash_status.len(),
-        cash_values.len(),
-        "every cash request was decided"
-    );
-    // Recharges: credited once when paid, failed otherwise, as the events and retrieves say.
-    let mut credited = 0;
-    for (&order, &(user, amount, paid)) in &recharge_orders {
-        let seen = &state.order_states[&order];
-        let want = if paid { 1 } else { -1 };
-        assert!(
-            seen.iter().all(|&s| s == want),
-            "recharge order {order}: states {seen:?}, expected {want}"
-        );
-        if paid {
-            *wallets.get_mut(&user).unwrap() += amount;
-            clearing -= amount;
-            credited += 1;
-        }
-    }
-    for event in &state.events {
-        let order = event["data"]["order"]["id"].as_i64().unwrap();
-        assert!(
-            recharge_orders.contains_key(&order),
-            "an event for order {order}: {event}"
-        );
-    }
-
-    // ---- the database agrees with the model
-    let rows = db
-        .query(
-            "SELECT kind, coalesce(user_id, 0), coalesce(name, ''), balance FROM accounts",
-            &[],
-        )
-        .await
-        .unwrap();
-    let mut db_wallets = BTreeMap::new();
-    let mut db_points = BTreeMap::new();
-    let mut system = HashMap::new();
-    for row in rows {
-        let (kind, user, name, balance): (String, i64, String, i64) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
-        match kind.as_str() {
-            "wallet" => {
-                assert!(balance >= 0, "wallet {user} is negative: {balance}");
-                db_wallets.insert(user, balance);
-            }
-            "points" => {
-                db_points.insert(user, balance);
-            }
-            _ => {
-                system.insert(name, balance);
-            }
-        }
-    }
-    assert_eq!(db_wallets, wallets, "the wallets against the model");
-    points.retain(|_, p| *p != 0);
-    db_points.retain(|_, p| *p != 0);
-    assert_eq!(db_points, points, "the points against the model");
-    let issued: i64 = points.values().sum();
-    for (name, want) in [
-        ("pending_payouts", pending_payouts),
-        ("paid_out", paid_out),
-        ("transform_revenue", revenue),
-        ("pingpp_clearing", clearing),
-        ("points_issued", -issued),
-        ("test_funding", -USERS * FUNDING),
-    ] {
-        assert_eq!(
-            system.get(name).copied().unwrap_or(0),
-            want,
-            "system account {name}"
-        );
-    }
-    for row in db
-        .query("SELECT id, status FROM cashes", &[])
-        .await
-        .unwrap()
-    {
-        let (id, status): (i64, i16) = (row.get(0), row.get(1));
-        assert_eq!(
-            cash_status.get(&id).copied(),
-            Some(i64::from(status)),
-            "cash {id}"
-        );
-    }
-    let rows = db
-        .query(
-            "SELECT id, state FROM wallet_orders WHERE target_type = 'recharge_ping_p_p'",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!(rows.len(), recharge_orders.len(), "one order per recharge");
-    for row in rows {
-        let (id, db_state): (i64, i16) = (row.get(0), row.get(1));
-        let paid = recharge_orders[&id].2;
-        assert_eq!(db_state, if paid { 1 } else { -1 }, "recharge order {id}");
-    }
-    let recorded: HashSet<String> = db
-        .query("SELECT id FROM pingpp_events", &[])
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|row| row.get(0))
-        .collect();
-    assert_eq!(
-        recorded, state.event_ids,
-        "every genuine event recorded once"
-    );
-    let audit =
-        crate::support::pluspay(&["audit"], &[("PLUSPAY_DATABASE_URL", db_url.clone())]).await;
-    assert!(
-        audit.status.success(),
-        "pluspay audit: {}\n{}",
-        String::from_utf8_lossy(&audit.stdout),
-        String::from_utf8_lossy(&audit.stderr)
-    );
-
-    // Both paths of the rules were exercised.
-    let count = |kind: Kind, outcome: &str| {
-        outcomes
-            .get(&(kind, outcome.to_owned()))
-            .copied()
-            .unwrap_or(0)
-    };
-    let moved: usize = [Kind::Transfer, Kind::Reward, Kind::Cash, Kind::Transform]
-        .iter()
-        .map(|&k| count(k, "succeeded"))
-        .sum();
-    let refused: usize = [Kind::Transfer, Kind::Reward, Kind::Cash, Kind::Transform]
-        .iter()
-        .map(|&k| count(k, "insufficient_balance"))
-        .sum();
-    assert!(
-        moved > 2 * refused && refused > 0,
-        "{moved} moved money, {refused} refused"
-    );
+    let books = check_the_books(&scenario, &state, &db_url, &amqp_urls, &names, ratio).await;
     assert!(workers.killed >= 3, "{} kills", workers.killed);
 
-    let duplicates_sent: usize = scenario
-        .sends
-        .iter()
-        .flatten()
-        .filter(|s| matches!(s, Send::Copy(_)))
-        .count();
     say(format!("seed {seed}"));
     for line in &log {
         say(format!("  {line}"));
     }
-    say(format!(
-        "{} base commands ({} of them sent more than once, {duplicates_sent} extra copies), \
-         {} follow-up commands, {} genuine events ({} enqueued in all), {} bad messages",
-        BASE_COMMANDS,
-        scenario.duplicated,
-        state.expected.len() - BASE_COMMANDS,
-        state.event_ids.len(),
-        scenario
-            .plans
-            .iter()
-            .filter_map(|p| p.recharge.as_ref())
-            .map(|r| r.event_copies)
-            .sum::<usize>(),
-        scenario.bad.len(),
-    ));
-    say(format!(
-        "outcomes: {}",
-        outcomes
-            .iter()
-            .map(|((kind, outcome), n)| format!("{kind:?} {outcome} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    say(format!(
-        "{} results published for {} ids; {credited} recharges credited; {} cash requests \
-         decided ({lost_races} racing decisions lost); {} dead letters for {} bad messages",
-        published_results,
-        state.expected.len(),
-        cash_status.len(),
-        dead.len(),
-        scenario.bad.len()
-    ));
+    books.summarize(&scenario, &state);
     say(format!(
         "{} worker processes, {} SIGKILLs; publishers connected {publisher_connects} times and \
          published again {publisher_retries} times ({follow_up_publishes} follow-up messages, \

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use pluspay::config::Settings;
+
 use super::{say, WORKER_SHUTDOWN_SECS};
 
 /// This test's own PostgreSQL and RabbitMQ. Dropping it stops them (also on a panic, when the
@@ -114,26 +116,53 @@ pub(super) struct Worker {
     log: PathBuf,
 }
 
-/// `pluspay worker` processes: slot 0 runs all along, slot 1 for part of the run.
+/// `pluspay worker` (or `pluspay webhooks`) processes in numbered slots. In the chaos test,
+/// worker slot 0 runs all along and slot 1 for part of the run.
 pub(super) struct Workers {
+    /// The `pluspay` subcommand the processes run.
+    pub(super) subcommand: &'static str,
     pub(super) env: Vec<(&'static str, String)>,
+    /// Settings of one slot's process only (a listener's port).
+    pub(super) slot_env: Vec<Vec<(&'static str, String)>>,
     pub(super) logs: PathBuf,
-    pub(super) slots: [Option<Worker>; 2],
+    pub(super) slots: Vec<Option<Worker>>,
     pub(super) spawned: usize,
     pub(super) killed: usize,
     pub(super) all_logs: Vec<PathBuf>,
 }
 
 impl Workers {
+    pub(super) fn new(
+        subcommand: &'static str,
+        env: Vec<(&'static str, String)>,
+        logs: PathBuf,
+        slots: usize,
+    ) -> Self {
+        Workers {
+            subcommand,
+            env,
+            slot_env: vec![Vec::new(); slots],
+            logs,
+            slots: (0..slots).map(|_| None).collect(),
+            spawned: 0,
+            killed: 0,
+            all_logs: Vec::new(),
+        }
+    }
+
     pub(super) fn spawn(&mut self, slot: usize) {
-        assert!(self.slots[slot].is_none(), "worker {slot} is running");
+        assert!(
+            self.slots[slot].is_none(),
+            "{} {slot} is running",
+            self.subcommand
+        );
         let log = self
             .logs
-            .join(format!("worker-{slot}-{}.log", self.spawned));
+            .join(format!("{}-{slot}-{}.log", self.subcommand, self.spawned));
         let file = std::fs::File::create(&log).expect("create a worker log");
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pluspay"));
         command
-            .arg("worker")
+            .arg(self.subcommand)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
@@ -144,6 +173,7 @@ impl Workers {
         }
         command.env_remove("RUST_LOG").env("NO_COLOR", "1");
         command.envs(self.env.iter().map(|(k, v)| (*k, v.as_str())));
+        command.envs(self.slot_env[slot].iter().map(|(k, v)| (*k, v.as_str())));
         let child = command.spawn().expect("start pluspay worker");
         let pid = child.id().expect("a running worker has a pid");
         self.spawned += 1;
@@ -175,7 +205,7 @@ impl Workers {
             .log
             .clone();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while consuming_count(&log) == 0 {
+        while self.subcommand == "worker" && consuming_count(&log) == 0 {
             self.check();
             assert!(
                 Instant::now() < deadline,
@@ -277,4 +307,49 @@ fn consuming_count(log: &Path) -> usize {
         .unwrap_or_default()
         .matches("consuming commands and Ping++ events")
         .count()
+}
+
+/// The environment of a `pluspay` process of the test: its database, broker(s), namespace and
+/// the fake Ping++.
+pub(super) fn process_env(settings: &Settings) -> Vec<(&'static str, String)> {
+    let pingpp = &settings.pingpp;
+    let mut env = vec![
+        ("PLUSPAY_DATABASE_URL", settings.database.url.clone()),
+        ("PLUSPAY_AMQP_URL", settings.amqp.url.clone()),
+        ("PLUSPAY_AMQP_NAMESPACE", settings.amqp.namespace.clone()),
+        // Several processes at once: each its own metrics port.
+        ("PLUSPAY_METRICS_LISTEN", "127.0.0.1:0".to_owned()),
+        ("PLUSPAY_PINGPP_API_BASE", pingpp.api_base.clone()),
+        ("PLUSPAY_PINGPP_APP_ID", pingpp.app_id.clone()),
+        ("PLUSPAY_PINGPP_SECRET_KEY", pingpp.secret_key.clone()),
+        (
+            "PLUSPAY_PINGPP_PRIVATE_KEY",
+            pingpp
+                .private_key
+                .as_ref()
+                .expect("the fake Ping++'s merchant key")
+                .to_string_lossy()
+                .into_owned(),
+        ),
+        ("PLUSPAY_PINGPP_TIMEOUT_MS", pingpp.timeout_ms.to_string()),
+        ("PLUSPAY_PINGPP_MAX_RETRIES", pingpp.max_retries.to_string()),
+        (
+            "PLUSPAY_WORKER_SHUTDOWN_TIMEOUT_SECS",
+            WORKER_SHUTDOWN_SECS.to_string(),
+        ),
+        ("PLUSPAY_LOG_FILTER", "info".into()),
+    ];
+    if !settings.amqp.urls.is_empty() {
+        env.push((
+            "PLUSPAY_AMQP_URLS",
+            format!("[{}]", settings.amqp.urls.join(",")),
+        ));
+    }
+    if let Some(key) = &pingpp.public_key {
+        env.push((
+            "PLUSPAY_PINGPP_PUBLIC_KEY",
+            key.to_string_lossy().into_owned(),
+        ));
+    }
+    env
 }

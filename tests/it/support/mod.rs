@@ -213,11 +213,16 @@ impl TestEnv {
     }
 }
 
+/// The URL with another database name, its parameters (`?target_session_attrs=...`) kept.
 fn replace_database(url: &str, database: &str) -> String {
-    let (base, _) = url
+    let (address, query) = match url.split_once('?') {
+        Some((address, query)) => (address, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let (base, _) = address
         .rsplit_once('/')
         .expect("a database URL ends with /name");
-    format!("{base}/{database}")
+    format!("{base}/{database}{query}")
 }
 
 pub struct WorkerHandle {

@@ -1,0 +1,402 @@
+//! The books at the end of a run: the dead letters are exactly the bad messages, and the
+//! balances, cash records, orders and events are what an independent model computed from the
+//! published results says; `pluspay audit` passes.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use lapin::options::BasicGetOptions;
+use pluspay::amqp::publisher::header_str;
+use pluspay::amqp::{self, Names};
+use pluspay::worker::ERROR_HEADER;
+use serde_json::Value;
+
+use super::board::State;
+use super::plan::{Kind, Scenario, Send};
+use super::say;
+use super::{FUNDING, USERS};
+
+/// What the books showed, for the summary.
+pub(super) struct Books {
+    pub(super) dead_letters: usize,
+    pub(super) outcomes: BTreeMap<(Kind, String), usize>,
+    pub(super) published_results: usize,
+    pub(super) credited: usize,
+    pub(super) cash_decided: usize,
+    pub(super) lost_races: usize,
+}
+
+pub(super) async fn check_the_books(
+    scenario: &Scenario,
+    state: &State,
+    db_url: &str,
+    amqp_urls: &[String],
+    names: &Names,
+    ratio: i64,
+) -> Books {
+    // The dead letters are exactly the bad messages (a worker killed between dead-lettering
+    // one and acknowledging it may have dead-lettered it twice, which is at-least-once).
+    let dead = {
+        let connection = amqp::connect(&amqp_urls[0], "chaos-dead").await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let mut dead = Vec::new();
+        while let Some(message) = channel
+            .basic_get(
+                names.dead_queue.as_str().into(),
+                BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap()
+        {
+            dead.push(message.delivery);
+        }
+        connection.close(200, "bye".into()).await.unwrap();
+        dead
+    };
+    let mut dead_ids = HashSet::new();
+    for letter in &dead {
+        let id = letter
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default();
+        let reason = header_str(letter.properties.headers(), ERROR_HEADER).unwrap_or_default();
+        let Some(meant) = scenario.bad.iter().find(|b| b.id == id) else {
+            panic!(
+                "an unexpected dead letter (message id {id:?}, reason {reason:?}): {}",
+                String::from_utf8_lossy(&letter.data)
+            );
+        };
+        assert_eq!(letter.data, meant.body, "dead letter {id}");
+        assert!(
+            reason.contains(meant.reason),
+            "dead letter {id}: reason {reason:?}, expected it to mention {:?}",
+            meant.reason
+        );
+        dead_ids.insert(id);
+    }
+    let meant: HashSet<String> = scenario.bad.iter().map(|b| b.id.clone()).collect();
+    assert_eq!(dead_ids, meant, "the dead letters");
+
+    // ---- the model, from the results alone
+    // Every task that wrote to the board has ended.
+    let db = pluspay::db::connect(db_url).await.unwrap();
+    let stored: HashMap<String, Value> = db
+        .query("SELECT id, result::text FROM commands", &[])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| {
+            let result: Option<&str> = row.get(1);
+            let result =
+                result.unwrap_or_else(|| panic!("{}: no stored result", row.get::<_, &str>(0)));
+            (row.get(0), serde_json::from_str(result).unwrap())
+        })
+        .collect();
+    let expected_ids: HashSet<&String> = state.expected.keys().collect();
+    let stored_ids: HashSet<&String> = stored.keys().collect();
+    assert_eq!(
+        stored_ids, expected_ids,
+        "the commands table holds one row per command sent"
+    );
+    for id in state.results.keys() {
+        assert!(
+            state.expected.contains_key(id),
+            "a result for {id}, never sent"
+        );
+    }
+    let mut published_results = 0;
+    for (id, command) in &state.expected {
+        let results = &state.results[id];
+        published_results += results.len();
+        for result in results {
+            assert_eq!(
+                result, &stored[id],
+                "{id}: a published result differs from the stored one"
+            );
+        }
+        assert_eq!(stored[id]["type"], command["type"], "{id}");
+    }
+
+    let mut wallets: BTreeMap<i64, i64> = (1..=USERS).map(|u| (u, FUNDING)).collect();
+    let mut points: BTreeMap<i64, i64> = BTreeMap::new();
+    let (mut pending_payouts, mut paid_out, mut revenue, mut clearing) = (0i64, 0i64, 0i64, 0i64);
+    let mut outcomes: BTreeMap<(Kind, String), usize> = BTreeMap::new();
+    let mut cash_values: HashMap<i64, (i64, i64)> = HashMap::new();
+    let mut recharge_orders: HashMap<i64, (i64, i64, bool)> = HashMap::new();
+    for plan in &scenario.plans {
+        let result = &stored[&plan.id];
+        let user = plan.command["user_id"].as_i64().unwrap();
+        let data = &plan.command["data"];
+        let status = result["status"].as_str().unwrap();
+        let outcome = match status {
+            "succeeded" => "succeeded".to_owned(),
+            _ => result["code"].as_str().unwrap_or("?").to_owned(),
+        };
+        *outcomes.entry((plan.kind, outcome.clone())).or_default() += 1;
+        if status != "succeeded" {
+            assert!(
+                matches!(
+                    plan.kind,
+                    Kind::Transfer | Kind::Reward | Kind::Cash | Kind::Transform
+                ) && outcome == "insufficient_balance",
+                "{}: {result}",
+                plan.id
+            );
+            continue;
+        }
+        match plan.kind {
+            Kind::Transfer | Kind::Reward => {
+                let amount = data["amount"].as_i64().unwrap();
+                *wallets.get_mut(&user).unwrap() -= amount;
+                *wallets.get_mut(&data["user"].as_i64().unwrap()).unwrap() += amount;
+            }
+            Kind::Cash => {
+                let value = data["value"].as_i64().unwrap();
+                *wallets.get_mut(&user).unwrap() -= value;
+                pending_payouts += value;
+                cash_values.insert(
+                    result["data"]["cash"]["id"].as_i64().unwrap(),
+                    (user, value),
+                );
+            }
+            Kind::Transform => {
+                let amount = data["amount"].as_i64().unwrap();
+                *wallets.get_mut(&user).unwrap() -= amount;
+                *points.entry(user).or_default() += amount * ratio;
+                revenue += amount;
+            }
+            Kind::Recharge => {
+                let order = result["data"]["order"]["id"].as_i64().unwrap();
+                let paid = state.recharges[&order].1;
+                recharge_orders.insert(order, (user, data["amount"].as_i64().unwrap(), paid));
+            }
+            Kind::Read => {}
+        }
+    }
+    // Cash decisions: each request ends approved or rejected, whichever decision won.
+    let mut cash_status: HashMap<i64, i64> = HashMap::new();
+    let mut lost_races = 0;
+    for (&cash, &index) in &state.cashes {
+        let plan = scenario.plans[index].cash.as_ref().unwrap();
+        let mut finals = HashSet::new();
+        for (d, (kind, _)) in plan.decisions.iter().enumerate() {
+            let result = &stored[&format!("f-{index}-d{d}")];
+            if result["status"] == "succeeded" {
+                finals.insert(result["data"]["cash"]["status"].as_i64().unwrap());
+                let want = if *kind == "cash.approve" { 1 } else { 2 };
+                assert_eq!(result["data"]["cash"]["status"], want, "{result}");
+            } else {
+                assert_eq!(result["code"], "cash_already_decided", "{result}");
+                assert_eq!(
+                    plan.decisions.len(),
+                    2,
+                    "only a racing decision may lose: {result}"
+                );
+                lost_races += 1;
+            }
+        }
+        assert_eq!(finals.len(), 1, "cash {cash}: decided as {finals:?}");
+        let status = *finals.iter().next().unwrap();
+        let (user, value) = cash_values[&cash];
+        pending_payouts -= value;
+        if status == 2 {
+            *wallets.get_mut(&user).unwrap() += value;
+        } else {
+            paid_out += value;
+        }
+        cash_status.insert(cash, status);
+    }
+    assert_eq!(
+        cash_status.len(),
+        cash_values.len(),
+        "every cash request was decided"
+    );
+    // Recharges: credited once when paid, failed otherwise, as the events and retrieves say.
+    let mut credited = 0;
+    for (&order, &(user, amount, paid)) in &recharge_orders {
+        let seen = &state.order_states[&order];
+        let want = if paid { 1 } else { -1 };
+        assert!(
+            seen.iter().all(|&s| s == want),
+            "recharge order {order}: states {seen:?}, expected {want}"
+        );
+        if paid {
+            *wallets.get_mut(&user).unwrap() += amount;
+            clearing -= amount;
+            credited += 1;
+        }
+    }
+    for event in &state.events {
+        let order = event["data"]["order"]["id"].as_i64().unwrap();
+        assert!(
+            recharge_orders.contains_key(&order),
+            "an event for order {order}: {event}"
+        );
+    }
+
+    // ---- the database agrees with the model
+    let rows = db
+        .query(
+            "SELECT kind, coalesce(user_id, 0), coalesce(name, ''), balance FROM accounts",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut db_wallets = BTreeMap::new();
+    let mut db_points = BTreeMap::new();
+    let mut system = HashMap::new();
+    for row in rows {
+        let (kind, user, name, balance): (String, i64, String, i64) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        match kind.as_str() {
+            "wallet" => {
+                assert!(balance >= 0, "wallet {user} is negative: {balance}");
+                db_wallets.insert(user, balance);
+            }
+            "points" => {
+                db_points.insert(user, balance);
+            }
+            _ => {
+                system.insert(name, balance);
+            }
+        }
+    }
+    assert_eq!(db_wallets, wallets, "the wallets against the model");
+    points.retain(|_, p| *p != 0);
+    db_points.retain(|_, p| *p != 0);
+    assert_eq!(db_points, points, "the points against the model");
+    let issued: i64 = points.values().sum();
+    for (name, want) in [
+        ("pending_payouts", pending_payouts),
+        ("paid_out", paid_out),
+        ("transform_revenue", revenue),
+        ("pingpp_clearing", clearing),
+        ("points_issued", -issued),
+        ("test_funding", -USERS * FUNDING),
+    ] {
+        assert_eq!(
+            system.get(name).copied().unwrap_or(0),
+            want,
+            "system account {name}"
+        );
+    }
+    for row in db
+        .query("SELECT id, status FROM cashes", &[])
+        .await
+        .unwrap()
+    {
+        let (id, status): (i64, i16) = (row.get(0), row.get(1));
+        assert_eq!(
+            cash_status.get(&id).copied(),
+            Some(i64::from(status)),
+            "cash {id}"
+        );
+    }
+    let rows = db
+        .query(
+            "SELECT id, state FROM wallet_orders WHERE target_type = 'recharge_ping_p_p'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), recharge_orders.len(), "one order per recharge");
+    for row in rows {
+        let (id, db_state): (i64, i16) = (row.get(0), row.get(1));
+        let paid = recharge_orders[&id].2;
+        assert_eq!(db_state, if paid { 1 } else { -1 }, "recharge order {id}");
+    }
+    let recorded: HashSet<String> = db
+        .query("SELECT id FROM pingpp_events", &[])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(
+        recorded, state.event_ids,
+        "every genuine event recorded once"
+    );
+    let audit =
+        crate::support::pluspay(&["audit"], &[("PLUSPAY_DATABASE_URL", db_url.to_owned())]).await;
+    assert!(
+        audit.status.success(),
+        "pluspay audit: {}\n{}",
+        String::from_utf8_lossy(&audit.stdout),
+        String::from_utf8_lossy(&audit.stderr)
+    );
+
+    // Both paths of the rules were exercised.
+    let count = |kind: Kind, outcome: &str| {
+        outcomes
+            .get(&(kind, outcome.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    };
+    let moved: usize = [Kind::Transfer, Kind::Reward, Kind::Cash, Kind::Transform]
+        .iter()
+        .map(|&k| count(k, "succeeded"))
+        .sum();
+    let refused: usize = [Kind::Transfer, Kind::Reward, Kind::Cash, Kind::Transform]
+        .iter()
+        .map(|&k| count(k, "insufficient_balance"))
+        .sum();
+    assert!(
+        moved > 2 * refused && refused > 0,
+        "{moved} moved money, {refused} refused"
+    );
+    Books {
+        dead_letters: dead.len(),
+        outcomes,
+        published_results,
+        credited,
+        cash_decided: cash_status.len(),
+        lost_races,
+    }
+}
+
+impl Books {
+    /// Prints what was sent and what came of it.
+    pub(super) fn summarize(&self, scenario: &Scenario, state: &State) {
+        let duplicates_sent: usize = scenario
+            .sends
+            .iter()
+            .flatten()
+            .filter(|s| matches!(s, Send::Copy(_)))
+            .count();
+        say(format!(
+            "{} base commands ({} of them sent more than once, {duplicates_sent} extra copies), \
+             {} follow-up commands, {} genuine events ({} enqueued in all), {} bad messages",
+            super::BASE_COMMANDS,
+            scenario.duplicated,
+            state.expected.len() - super::BASE_COMMANDS,
+            state.event_ids.len(),
+            scenario
+                .plans
+                .iter()
+                .filter_map(|p| p.recharge.as_ref())
+                .map(|r| r.event_copies)
+                .sum::<usize>(),
+            scenario.bad.len(),
+        ));
+        say(format!(
+            "outcomes: {}",
+            self.outcomes
+                .iter()
+                .map(|((kind, outcome), n)| format!("{kind:?} {outcome} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        say(format!(
+            "{} results published for {} ids; {} recharges credited; {} cash requests \
+             decided ({} racing decisions lost); {} dead letters for {} bad messages",
+            self.published_results,
+            state.expected.len(),
+            self.credited,
+            self.cash_decided,
+            self.lost_races,
+            self.dead_letters,
+            scenario.bad.len()
+        ));
+    }
+}
