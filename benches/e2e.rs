@@ -380,11 +380,16 @@ async fn print_server_settings(admin_url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The admin URL with another database, its parameters (`?target_session_attrs=...`) kept.
 fn database_url(admin_url: &str, database: &str) -> anyhow::Result<String> {
-    let (base, _) = admin_url
+    let (address, query) = match admin_url.split_once('?') {
+        Some((address, query)) => (address, format!("?{query}")),
+        None => (admin_url, String::new()),
+    };
+    let (base, _) = address
         .rsplit_once('/')
         .context("PP_TEST_DATABASE_URL must end with /database")?;
-    Ok(format!("{base}/{database}"))
+    Ok(format!("{base}/{database}{query}"))
 }
 
 /// A new database, migrated, with wallets 1..=WALLETS funded from the test-only `test_funding`

@@ -6,6 +6,10 @@
 #       the end-to-end benchmark of the worker (benches/e2e.rs)
 #   scripts/bench.sh --webhooks [--webhooks N] [--connections C] [--bad B] [--smoke]
 #       the webhook listener's benchmark (benches/webhooks.rs)
+#   scripts/bench.sh --cluster [e2e options...]
+#       the end-to-end benchmark on the local cluster of scripts/cluster.sh (three RabbitMQ
+#       nodes, a PostgreSQL primary with a synchronous standby): the worker gets every node in
+#       PLUSPAY_AMQP_URLS, the bench publishes to node 1, and pgbench runs on the primary
 #
 # Installs PostgreSQL 15 / RabbitMQ when missing, starts throwaway instances of both in a
 # temporary directory (scripts/services.sh: fsync and synchronous_commit on), builds the
@@ -20,22 +24,59 @@ SERVICES=$ROOT/scripts/services.sh
 cd "$ROOT"
 
 BENCH=e2e
-if [ "${1:-}" = "--webhooks" ]; then
-    BENCH=webhooks
-    shift
-fi
+CLUSTER=
+case "${1:-}" in
+    --webhooks) BENCH=webhooks; shift ;;
+    --cluster) CLUSTER=1; shift ;;
+esac
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 
-# shellcheck source=scripts/services-session.sh
-source "$ROOT/scripts/services-session.sh"
-services_begin bench
+if [ -n "$CLUSTER" ]; then
+    CLUSTER_SCRIPT=$ROOT/scripts/cluster.sh
+    bash "$CLUSTER_SCRIPT" install
+    CLUSTER_DIR=$(mktemp -u "${TMPDIR:-/tmp}/pluspay-bench-cluster.XXXXXX")
+    cluster_cleanup() {
+        local rc=$?
+        trap - EXIT
+        trap '' INT TERM HUP
+        [ -n "${CLUSTER_PID:-}" ] && wait "$CLUSTER_PID" 2>/dev/null
+        bash "$CLUSTER_SCRIPT" down "$CLUSTER_DIR" || log "WARNING: stopping the cluster failed"
+        rm -rf "$CLUSTER_DIR"
+        exit "$rc"
+    }
+    trap cluster_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    log "starting the cluster in $CLUSTER_DIR"
+    bash "$CLUSTER_SCRIPT" up "$CLUSTER_DIR" >"${CLUSTER_DIR}.log" 2>&1 &
+    CLUSTER_PID=$!
+else
+    # shellcheck source=scripts/services-session.sh
+    source "$ROOT/scripts/services-session.sh"
+    services_begin bench
+fi
 
 log "cargo build --release (the process under test) and cargo bench --bench $BENCH --no-run"
 cargo build --release --bin pluspay
 cargo bench --bench "$BENCH" --no-run
 
-services_ready
+if [ -n "$CLUSTER" ]; then
+    cluster_rc=0
+    wait "$CLUSTER_PID" || cluster_rc=$?
+    CLUSTER_PID=
+    cat "${CLUSTER_DIR}.log" >&2
+    rm -f "${CLUSTER_DIR}.log"
+    [ "$cluster_rc" -eq 0 ] || { log "ERROR: the cluster did not start"; exit 1; }
+    # shellcheck disable=SC1091
+    source "$CLUSTER_DIR/env"
+    export PP_TEST_DATABASE_URL=$PP_CLUSTER_DATABASE_URL
+    export PP_TEST_AMQP_URL=$PP_CLUSTER_AMQP_URL_1
+    export PLUSPAY_AMQP_URLS="[$PP_CLUSTER_AMQP_URLS]"
+    bash "$CLUSTER_SCRIPT" status "$CLUSTER_DIR"
+else
+    services_ready
+fi
 
 machine() {
     echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')," \
