@@ -399,7 +399,7 @@ write_env() {
         kv PP_CLUSTER_RABBIT_EPMD_PORT "$EPMD_PORT"
         kv PP_CLUSTER_RABBIT_CTL_DIST_PORTS "$CTL_PORT_MIN-$CTL_PORT_MAX"
         kv PP_CLUSTER_DATABASE_URL \
-            "postgres://postgres@$(IFS=,; echo "${pghosts[*]}")/pluspay?target_session_attrs=read-write"
+            "postgres://postgres@$(IFS=,; echo "${pghosts[*]}")/pluspay?target_session_attrs=read-write&connect_timeout=2"
         for n in "${PGS[@]}"; do
             kv "PP_CLUSTER_PG_URL_$n" "$(pg_url "$n")"
             kv "PP_CLUSTER_PG_PORT_$n" "$(pg_port "$n")"
@@ -419,7 +419,7 @@ print_settings() {
     local joined
     joined=$(IFS=,; echo "${urls[*]}")
     printf 'amqp.urls    = [%s]\n' "${joined//,/, }"
-    printf 'database.url = "postgres://postgres@%s/pluspay?target_session_attrs=read-write"\n' \
+    printf 'database.url = "postgres://postgres@%s/pluspay?target_session_attrs=read-write&connect_timeout=2"\n' \
         "$(IFS=,; echo "${pghosts[*]}")"
 }
 

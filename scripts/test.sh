@@ -41,8 +41,11 @@ services_begin test
 CLUSTER_DIR=
 CLUSTER_PID=
 if [ $# -eq 0 ]; then
-    bash "$ROOT/scripts/cluster.sh" install
+    # `up` installs what is missing first (pg_auto_failover's packages).
     CLUSTER_DIR="$DIR/cluster"
+    # The cluster's users (postgres, rabbitmq) must be able to enter $DIR, which
+    # services.sh, starting at the same time, opens too.
+    chmod 755 "$DIR"
     log "starting the local cluster in $CLUSTER_DIR"
     bash "$ROOT/scripts/cluster.sh" up "$CLUSTER_DIR" >"$DIR/cluster-up.log" 2>&1 &
     CLUSTER_PID=$!

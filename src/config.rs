@@ -305,8 +305,26 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
-        if self.database.url.parse::<tokio_postgres::Config>().is_err() {
+        let Ok(database) = self.database.url.parse::<tokio_postgres::Config>() else {
             return invalid("database.url (PLUSPAY_DATABASE_URL) is not a PostgreSQL URL");
+        };
+        // A connection tries the hosts in turn, each for `connect_timeout`: a first host that
+        // does not answer at all must give up in time for the others to be tried within the
+        // pool's wait, or no connection is ever made after it goes.
+        let hosts = database.get_hosts().len();
+        if hosts > 1 {
+            let pool_wait = Duration::from_millis(self.database.pool_timeout_ms);
+            match database.get_connect_timeout() {
+                Some(each) if *each * (hosts as u32 - 1) < pool_wait => {}
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "database.url names {hosts} hosts: give it connect_timeout (seconds) so \
+                         that {} x connect_timeout stays below database.pool_timeout_ms ({} ms)",
+                        hosts - 1,
+                        self.database.pool_timeout_ms
+                    )))
+                }
+            }
         }
         if self.database.pool_size == 0 {
             return invalid("database.pool_size must be at least 1");
@@ -549,6 +567,23 @@ mod tests {
             jail.set_env("PLUSPAY_WALLET_RATIO", "0");
             let err = load(jail, None).unwrap_err().to_string();
             assert!(err.contains("wallet.ratio"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn several_database_hosts_need_a_connect_timeout() {
+        Jail::expect_with(|jail| {
+            let two = "postgres://u@h1:5432,h2:5432/pluspay?target_session_attrs=read-write";
+            jail.set_env("PLUSPAY_DATABASE_URL", two);
+            let err = load(jail, None).unwrap_err().to_string();
+            assert!(err.contains("connect_timeout"), "{err}");
+            jail.set_env("PLUSPAY_DATABASE_URL", format!("{two}&connect_timeout=5"));
+            let err = load(jail, None).unwrap_err().to_string();
+            assert!(err.contains("5000 ms"), "{err}");
+            jail.set_env("PLUSPAY_DATABASE_URL", format!("{two}&connect_timeout=2"));
+            let s = load(jail, None).unwrap();
+            assert!(s.database.url.contains("h2:5432"));
             Ok(())
         });
     }

@@ -76,8 +76,12 @@ impl From<deadpool_postgres::PoolError> for EngineError {
         match source {
             PoolError::Backend(e) => e.into(),
             // The only hook notes which server a new connection reached: its failure is the
-            // connection's.
+            // connection's, and a timeout there is a server that does not answer.
             PoolError::PostCreateHook(deadpool_postgres::HookError::Backend(e)) => e.into(),
+            PoolError::PostCreateHook(hook) => EngineError::Pool {
+                transient: true,
+                source: PoolError::PostCreateHook(hook),
+            },
             PoolError::Timeout(_) | PoolError::Closed => EngineError::Pool {
                 transient: true,
                 source,

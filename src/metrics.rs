@@ -163,6 +163,11 @@ pub fn broker_connected(role: &'static str, node: &str, previous: Option<&str>) 
     gauge!(BROKER_CONNECTED, "role" => role, "node" => node.to_owned()).set(1.0);
 }
 
+/// `role` lost its connection to broker `node`.
+pub fn broker_disconnected(role: &'static str, node: &str) {
+    gauge!(BROKER_CONNECTED, "role" => role, "node" => node.to_owned()).set(0.0);
+}
+
 /// New database connections reach `server`, and before reached `previous`.
 pub fn database_server(server: &str, previous: Option<&str>) {
     if let Some(previous) = previous {

@@ -42,9 +42,10 @@ pub async fn connect(url: &str, name: &str) -> anyhow::Result<Connection> {
     }
 }
 
-/// The brokers of `amqp.urls`, tried in turn. Each process starts at its own one (by process
-/// id), so that processes spread over a cluster; after a connection is lost the next attempt
-/// starts at the following node, since the lost one is likely down.
+/// The brokers of `amqp.urls`, tried in turn. Each process starts at a node of its own
+/// (picked at random: process ids are all 1 in containers), so that processes spread over a
+/// cluster; after a connection is lost the next attempt starts at the following node, since
+/// the lost one is likely down.
 pub struct Brokers {
     urls: Vec<String>,
     next: usize,
@@ -56,7 +57,7 @@ impl Brokers {
     /// `urls` is never empty: settings give at least `amqp.url`.
     pub fn new(urls: Vec<String>, role: &'static str) -> Self {
         assert!(!urls.is_empty(), "at least one broker URL");
-        let next = std::process::id() as usize % urls.len();
+        let next = (uuid::Uuid::new_v4().as_u128() % urls.len() as u128) as usize;
         Brokers {
             urls,
             next,
@@ -67,6 +68,10 @@ impl Brokers {
 
     /// Connects to the first broker that answers, starting where the last attempt left off.
     pub async fn connect(&mut self, name: &str) -> anyhow::Result<Connection> {
+        // A new connection is asked for once the last one is gone.
+        if let Some(lost) = &self.current {
+            crate::metrics::broker_disconnected(self.role, lost);
+        }
         let mut failures = Vec::new();
         for offset in 0..self.urls.len() {
             let index = (self.next + offset) % self.urls.len();

@@ -5,6 +5,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::BROKER_TIMEOUT;
 
@@ -20,6 +21,9 @@ pub enum PublishError {
     Timeout,
 }
 
+/// How long a publishing channel lives at least before a nack replaces it.
+const MIN_CHANNEL_AGE: Duration = Duration::from_secs(1);
+
 /// One confirm-mode channel, shared by every task of a process (lapin multiplexes confirms).
 /// A channel whose messages the broker nacks (a quorum queue's leader died: seen to go on for
 /// as long as that node stays down, while a new channel publishes at once) or that the broker
@@ -32,7 +36,8 @@ pub struct Publisher {
 
 struct Shared {
     connection: Arc<Connection>,
-    channel: Mutex<Channel>,
+    /// The channel, and when it was opened.
+    channel: Mutex<(Channel, Instant)>,
     /// One replacement at a time: the tasks that saw the same channel fail wait for it.
     replacing: tokio::sync::Mutex<()>,
 }
@@ -64,7 +69,7 @@ impl Publisher {
         Ok(Publisher {
             shared: Arc::new(Shared {
                 connection,
-                channel: Mutex::new(channel),
+                channel: Mutex::new((channel, Instant::now())),
                 replacing: tokio::sync::Mutex::new(()),
             }),
         })
@@ -72,6 +77,10 @@ impl Publisher {
 
     /// The channel publishes go to now.
     pub fn channel(&self) -> Channel {
+        self.current().0
+    }
+
+    fn current(&self) -> (Channel, Instant) {
         self.shared
             .channel
             .lock()
@@ -125,32 +134,39 @@ impl Publisher {
         }
     }
 
-    /// Replaces `failed` with a new confirm channel, unless another task already did.
+    /// Replaces `failed` with a new confirm channel, unless another task already did. A channel
+    /// younger than `MIN_CHANNEL_AGE` is kept: its nacks are the queue's (a full queue
+    /// refusing messages), not a dead leader's, and replacing it would only fail the confirms
+    /// awaited on it.
     async fn replace(&self, failed: &Channel) -> lapin::Result<()> {
         let _one_at_a_time = self.shared.replacing.lock().await;
-        if self.channel().id() != failed.id() {
+        let (current, opened) = self.current();
+        if current.id() != failed.id() {
             return Ok(());
+        }
+        if opened.elapsed() < MIN_CHANNEL_AGE || !self.shared.connection.status().connected() {
+            return Err(channel_error(
+                std::io::ErrorKind::Other,
+                "not replaced: too young, or the connection is gone",
+            ));
         }
         let fresh = tokio::time::timeout(BROKER_TIMEOUT, confirm_channel(&self.shared.connection))
             .await
             .map_err(|_| {
-                lapin::Error::from(lapin::ErrorKind::IOError(Arc::new(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "timed out opening a channel",
-                ))))
+                channel_error(std::io::ErrorKind::TimedOut, "timed out opening a channel")
             })??;
         tracing::warn!(
             old = failed.id(),
             new = fresh.id(),
             "the broker nacked or closed the publishing channel; publishing on a new one"
         );
-        let old = std::mem::replace(
+        let (old, _) = std::mem::replace(
             &mut *self
                 .shared
                 .channel
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
-            fresh,
+            (fresh, Instant::now()),
         );
         // Confirms still awaited on the old channel fail when it closes: their callers retry.
         tokio::spawn(async move {
@@ -158,6 +174,10 @@ impl Publisher {
         });
         Ok(())
     }
+}
+
+fn channel_error(kind: std::io::ErrorKind, message: &'static str) -> lapin::Error {
+    lapin::ErrorKind::IOError(Arc::new(std::io::Error::new(kind, message))).into()
 }
 
 async fn publish_on(

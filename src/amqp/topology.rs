@@ -66,43 +66,61 @@ fn quorum_queue(group_size: u16) -> FieldTable {
     args
 }
 
-/// Declares a quorum queue unless it exists. A queue's arguments are fixed when it is made,
-/// and RabbitMQ refuses a declaration whose arguments differ, so a queue made by an earlier
-/// version (without the replica arguments) is kept as it is rather than declared again.
-/// The probe is passive and on its own channel: a missing queue closes that channel.
+/// The arguments that place a quorum queue's replicas and leader.
+const PLACEMENT: [&str; 2] = ["x-quorum-initial-group-size", "x-queue-leader-locator"];
+
+/// Declares a quorum queue. RabbitMQ fixes a queue's arguments when it is made and refuses a
+/// declaration whose arguments differ (406), so a queue made before the placement arguments
+/// existed is declared again without them and kept as it is; any other difference (another
+/// delivery limit, a classic queue) still fails. Each attempt has its own channel: a refusal
+/// closes it.
 async fn declare_quorum_queue(
     connection: &Connection,
     name: &str,
     args: FieldTable,
 ) -> lapin::Result<()> {
-    let probe = connection.create_channel().await?;
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    match probe
-        .queue_declare(name.into(), passive, FieldTable::default())
-        .await
-    {
-        Ok(_) => {
-            let _ = probe.close(200, "declared".into()).await;
-            return Ok(());
-        }
-        Err(e) if is_not_found(&e) => {}
-        Err(e) => return Err(e),
-    }
-    let channel = connection.create_channel().await?;
-    let durable = QueueDeclareOptions {
+    let options = QueueDeclareOptions {
         durable: true,
         ..Default::default()
     };
-    channel.queue_declare(name.into(), durable, args).await?;
-    let _ = channel.close(200, "declared".into()).await;
-    Ok(())
+    let first = connection.create_channel().await?;
+    match first
+        .queue_declare(name.into(), options, args.clone())
+        .await
+    {
+        Ok(_) => {
+            let _ = first.close(200, "declared".into()).await;
+            return Ok(());
+        }
+        Err(e) if is_precondition_failed(&e) => {}
+        Err(e) => return Err(e),
+    }
+    let mut without_placement = FieldTable::default();
+    for (key, value) in args.inner() {
+        if !PLACEMENT.contains(&key.as_str()) {
+            without_placement.insert(key.clone(), value.clone());
+        }
+    }
+    let second = connection.create_channel().await?;
+    match second
+        .queue_declare(name.into(), options, without_placement)
+        .await
+    {
+        Ok(_) => {
+            let _ = second.close(200, "declared".into()).await;
+            tracing::info!(
+                queue = name,
+                "the queue was made without replica placement arguments; kept as it is"
+            );
+            Ok(())
+        }
+        // Without them it still differs: this refusal names the argument that does.
+        Err(e) => Err(e),
+    }
 }
 
-fn is_not_found(e: &lapin::Error) -> bool {
-    matches!(e.kind(), lapin::ErrorKind::ProtocolError(error) if error.get_id() == 404)
+fn is_precondition_failed(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(error) if error.get_id() == 406)
 }
 
 /// Declares every exchange, queue and binding of docs/CONTRACT.md §1 on channels of its own.

@@ -63,8 +63,15 @@ pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
     );
     let timeout = Duration::from_millis(settings.pool_timeout_ms);
     Ok(Pool::builder(manager)
-        .post_create(Hook::async_fn(|client, _| {
-            Box::pin(async move { note_server(client).await.map_err(HookError::Backend) })
+        .post_create(Hook::async_fn(move |client, _| {
+            Box::pin(async move {
+                match tokio::time::timeout(timeout, note_server(client)).await {
+                    Ok(noted) => noted.map_err(HookError::Backend),
+                    Err(_) => Err(HookError::Message(
+                        "a new connection did not answer which server it reached".into(),
+                    )),
+                }
+            })
         }))
         .max_size(settings.pool_size)
         .wait_timeout(Some(timeout))

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::amqp::{self, Brokers, Names, Publisher};
+use crate::amqp::{self, Brokers, Names, Publisher, BROKER_TIMEOUT};
 use crate::config::Settings;
 use crate::domain::command::{decode, Envelope};
 use crate::engine::Engine;
@@ -129,32 +129,49 @@ async fn session(
     shutdown: &CancellationToken,
     consuming: &mut (dyn FnMut() + Send),
 ) -> anyhow::Result<()> {
-    let connection = Arc::new(brokers.connect("pluspay-worker").await?);
-    let names = Names::new(&settings.amqp.namespace);
-    amqp::topology::declare(&connection, &names, &settings.amqp).await?;
-    let channel = connection.create_channel().await?;
-    // Before anything is consumed: commands must not be applied under the wrong custody.
+    // Before anything is consumed: commands must not be applied under the wrong custody. (A
+    // database that does not answer ends the session here, before any broker is tried.)
     pin_custody(engine).await?;
-    channel
-        .basic_qos(settings.amqp.prefetch, BasicQosOptions::default())
-        .await?;
-    let publisher = Publisher::open(connection.clone()).await?;
-    let mut consumer = channel
-        .basic_consume(
-            names.commands_queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    let mut events = channel
-        .basic_consume(
-            names.webhooks_queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let names = Names::new(&settings.amqp.namespace);
+    let setup = async {
+        let connection = Arc::new(brokers.connect("pluspay-worker").await?);
+        // Bounded: a node that accepts the connection but cannot declare or consume (no quorum
+        // for a queue) must not hold the worker; the next session tries another node.
+        let consumers = tokio::time::timeout(BROKER_TIMEOUT, async {
+            amqp::topology::declare(&connection, &names, &settings.amqp).await?;
+            let channel = connection.create_channel().await?;
+            channel
+                .basic_qos(settings.amqp.prefetch, BasicQosOptions::default())
+                .await?;
+            let publisher = Publisher::open(connection.clone()).await?;
+            let mut consumers = Vec::new();
+            for queue in [&names.commands_queue, &names.webhooks_queue] {
+                consumers.push(
+                    channel
+                        .basic_consume(
+                            queue.as_str().into(),
+                            "".into(),
+                            BasicConsumeOptions::default(),
+                            FieldTable::default(),
+                        )
+                        .await?,
+                );
+            }
+            Ok::<_, lapin::Error>((channel, publisher, consumers))
+        })
+        .await;
+        match consumers {
+            Ok(Ok(consumers)) => Ok((connection, consumers)),
+            Ok(Err(e)) => Err(anyhow::anyhow!("cannot set up consuming: {e}")),
+            Err(_) => Err(anyhow::anyhow!("timed out setting up consuming")),
+        }
+    };
+    let (connection, (channel, publisher, mut consumers)) = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        ready = setup => ready?,
+    };
+    let mut events = consumers.pop().expect("the events consumer");
+    let mut consumer = consumers.pop().expect("the commands consumer");
     consuming();
     info!(queue = %names.commands_queue, events = %names.webhooks_queue,
           prefetch = settings.amqp.prefetch, "consuming commands and Ping++ events");

@@ -5,6 +5,7 @@
 mod support;
 
 mod batch;
+mod brokers;
 mod chaos;
 mod charge_records;
 mod cli;

@@ -53,7 +53,6 @@ impl RobustPublisher {
             );
             if self.link.is_none() {
                 let url = &self.urls[self.next];
-                self.next = (self.next + 1) % self.urls.len();
                 match amqp::connect(url, &self.name).await.map(Arc::new) {
                     Ok(connection) => match Publisher::open(connection.clone()).await {
                         Ok(publisher) => {
@@ -62,12 +61,14 @@ impl RobustPublisher {
                         }
                         Err(e) => {
                             last_error = e.to_string();
+                            self.next = (self.next + 1) % self.urls.len();
                             tokio::time::sleep(Duration::from_millis(200)).await;
                             continue;
                         }
                     },
                     Err(e) => {
                         last_error = e.to_string();
+                        self.next = (self.next + 1) % self.urls.len();
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         continue;
                     }
@@ -78,14 +79,12 @@ impl RobustPublisher {
                 .publish(exchange, routing_key, body, properties.clone(), true)
                 .await
             {
-                Ok(()) => {
-                    // Stay on the node that works.
-                    self.next = (self.next + self.urls.len() - 1) % self.urls.len();
-                    return;
-                }
+                Ok(()) => return,
                 Err(e) => {
                     last_error = e.to_string();
                     self.retries += 1;
+                    // The next connection goes to the next node.
+                    self.next = (self.next + 1) % self.urls.len();
                     if let Some((connection, _)) = self.link.take() {
                         tokio::spawn(async move {
                             let _ = tokio::time::timeout(

@@ -26,7 +26,7 @@ use super::board::{collect, follow_ups, publish_base, Board, Routes};
 use super::books::check_the_books;
 use super::broker::{declare_watch, ready_count};
 use super::plan::scenario;
-use super::services::{process_env, Workers};
+use super::services::{await_consuming, consuming_marks, process_env, Workers};
 use super::{db_counts, say, BASE_COMMANDS, FOLLOW_UP_PUBLISHERS, FUNDING, USERS, WINDOW};
 
 const WORKERS: usize = 3;
@@ -40,6 +40,9 @@ const PROMOTION_DEADLINE: Duration = Duration::from_secs(120);
 /// The window after a fault (cut short by the next one) in which the longest stretch without
 /// a result is its unavailability.
 const AFTER_FAULT: Duration = Duration::from_secs(60);
+/// No fault may stop the results for this long (each is over in seconds: a promotion, a
+/// reconnect, a redelivery).
+const MAX_UNAVAILABLE: Duration = Duration::from_secs(45);
 
 /// scripts/cluster.sh's cluster: the one scripts/test.sh started (`PP_CLUSTER_DIR`), or one
 /// of its own in a new directory. Dropping its own takes it down (and keeps the directory,
@@ -184,7 +187,8 @@ fn fault_plan(rng: &mut StdRng) -> Vec<(usize, Fault)> {
     ]
 }
 
-/// The longest stretch without a result from `from` until `until` (`times` sorted).
+/// The longest stretch without a result from `from` until `until` (`times` sorted), the one
+/// running at `until` included.
 fn unavailability(times: &[Instant], from: Instant, until: Instant) -> Duration {
     let mut last = from;
     let mut longest = Duration::ZERO;
@@ -192,7 +196,7 @@ fn unavailability(times: &[Instant], from: Instant, until: Instant) -> Duration 
         longest = longest.max(t - last);
         last = t;
     }
-    longest
+    longest.max(until.saturating_duration_since(last))
 }
 
 async fn await_listening(port: u16) {
@@ -204,6 +208,46 @@ async fn await_listening(port: u16) {
         assert!(
             Instant::now() < deadline,
             "no listener on port {port} after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The broker node (`host:port`) a process's log says it connected to last.
+fn last_node(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .rev()
+        .filter(|l| {
+            l.contains("connected to the broker") || l.contains("moved to another broker node")
+        })
+        .find_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("node="))
+                .map(|n| n.trim_matches('"').to_owned())
+        })
+}
+
+/// Waits until every running process of `processes` has said which node it connected to;
+/// the slots on `node`.
+async fn slots_on(processes: &mut Workers, node: &str) -> Vec<usize> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        processes.check();
+        let running = processes.running();
+        let nodes: Vec<Option<String>> = running.iter().map(|(_, log)| last_node(log)).collect();
+        if nodes.iter().all(Option::is_some) {
+            return running
+                .iter()
+                .zip(&nodes)
+                .filter(|(_, n)| n.as_deref() == Some(node))
+                .map(|((slot, _), _)| *slot)
+                .collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a {} did not connect to a broker within 60 s",
+            processes.subcommand
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -270,6 +314,17 @@ async fn cluster_faults() {
     let mut workers = Workers::new("worker", process_env(&settings), logs.clone(), WORKERS);
     for slot in 0..WORKERS {
         workers.spawn(slot);
+    }
+    // The node that will be killed leads the commands queue; at least one worker is connected
+    // to it, so that the kill makes a worker move (each starts at a random node).
+    let leader = cluster.queue_leader(&names.commands_queue).await;
+    let leader_node = amqp::node_label(&urls[leader - 1]);
+    let mut respawned = 0;
+    while slots_on(&mut workers, &leader_node).await.is_empty() {
+        assert!(respawned < 40, "no worker ever started on node {leader}");
+        workers.kill(0).await;
+        workers.spawn(0);
+        respawned += 1;
     }
     let mut listeners = Workers::new("webhooks", process_env(&settings), logs.clone(), LISTENERS);
     let ports: Vec<u16> = (0..LISTENERS).map(|_| free_port()).collect();
@@ -353,10 +408,38 @@ async fn cluster_faults() {
                 let what = match fault {
                     Fault::KillCommandsLeader => {
                         let node = cluster.queue_leader(&names.commands_queue).await;
+                        assert_eq!(node, leader, "the commands queue's leader moved by itself");
+                        let on_node = slots_on(&mut workers, &leader_node).await;
+                        let marks: Vec<_> = consuming_marks(&workers)
+                            .into_iter()
+                            .filter(|(slot, _, _)| on_node.contains(slot))
+                            .collect();
                         now = Instant::now();
                         cluster.run(&["kill-rabbit", &node.to_string()]).await;
                         killed_broker = Some(node);
-                        format!("SIGKILL RabbitMQ node {node}, leader of the commands queue")
+                        // Its workers move to another node and consume there.
+                        await_consuming(
+                            &mut workers,
+                            marks,
+                            Duration::from_secs(60),
+                            "on another node after theirs was killed",
+                        )
+                        .await;
+                        for (slot, log) in workers.running() {
+                            if !on_node.contains(&slot) {
+                                continue;
+                            }
+                            assert_ne!(
+                                last_node(&log).as_deref(),
+                                Some(leader_node.as_str()),
+                                "worker {slot} still on the killed node"
+                            );
+                        }
+                        format!(
+                            "SIGKILL RabbitMQ node {node}, leader of the commands queue; \
+                             worker(s) {on_node:?} on it consuming on another node after {:.1}s",
+                            now.elapsed().as_secs_f64()
+                        )
                     }
                     Fault::RestartBroker => {
                         let node = killed_broker.expect("a node was killed").to_string();
@@ -529,6 +612,10 @@ async fn cluster_faults() {
         })
         .sum::<usize>();
 
+    assert!(
+        moved >= 1,
+        "no process logged a move to another broker node"
+    );
     let state = std::mem::take(&mut *board.state());
     let ratio = settings.wallet.ratio;
     let books = check_the_books(&scenario, &state, &db_url, &urls, &names, ratio).await;
@@ -553,6 +640,7 @@ async fn cluster_faults() {
     let mut times = state.result_times.clone();
     times.sort();
     let first_fault = happened[0].at;
+    let traffic_end = *times.last().expect("results arrived");
     say(format!(
         "cluster: before the first fault, the longest stretch without a result was {:.2}s",
         unavailability(&times, traffic_started, first_fault).as_secs_f64()
@@ -561,12 +649,18 @@ async fn cluster_faults() {
         let next = happened
             .get(n + 1)
             .map_or(h.at + AFTER_FAULT, |next| next.at);
+        let gap = unavailability(&times, h.at, next.min(h.at + AFTER_FAULT).min(traffic_end));
         say(format!(
             "cluster: {:?}: {}; then no result for {:.2}s at most",
             h.fault,
             h.what,
-            unavailability(&times, h.at, next.min(h.at + AFTER_FAULT)).as_secs_f64()
+            gap.as_secs_f64()
         ));
+        assert!(
+            gap < MAX_UNAVAILABLE,
+            "{:?}: no result for {gap:?} after it",
+            h.fault
+        );
     }
     say(format!(
         "cluster: the old primary rejoined as the standby in {:.1}s; processes moved to another \

@@ -253,7 +253,7 @@ impl Workers {
         }
     }
 
-    fn running(&self) -> Vec<(usize, PathBuf)> {
+    pub(super) fn running(&self) -> Vec<(usize, PathBuf)> {
         self.slots
             .iter()
             .enumerate()
