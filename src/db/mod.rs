@@ -47,11 +47,25 @@ pub(crate) fn cash_status(code: i16) -> Result<CashStatus, EngineError> {
         .ok_or_else(|| EngineError::Broken(format!("a cash record with status {code}")))
 }
 
-pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
-    let config: tokio_postgres::Config = settings
-        .url
+/// The connection settings of `url`. With several hosts and no `connect_timeout`, each host
+/// gets its share of `wait`: a host that does not answer at all must not keep the others from
+/// being tried.
+fn database_config(url: &str, wait: Duration) -> anyhow::Result<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|_| anyhow::anyhow!("database.url is not a PostgreSQL URL"))?;
+    let hosts = config.get_hosts().len();
+    if hosts > 1 && config.get_connect_timeout().is_none() {
+        config.connect_timeout(wait / hosts as u32);
+    }
+    Ok(config)
+}
+
+pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
+    let config = database_config(
+        &settings.url,
+        Duration::from_millis(settings.pool_timeout_ms),
+    )?;
     // `Fast` recycling only checks that the socket is open; a connection that died anyway fails
     // its first query with a transient error, and that attempt is retried.
     let manager = Manager::from_config(
@@ -112,9 +126,13 @@ async fn note_server(client: &tokio_postgres::Client) -> Result<(), tokio_postgr
     Ok(())
 }
 
+/// How long a one-off connection tries all the hosts of a URL without `connect_timeout`.
+const ONE_OFF_CONNECT_WAIT: Duration = Duration::from_secs(10);
+
 /// Connects once, outside the pool, for one-off commands (`migrate`, `audit`).
 pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(|e| {
+    let config = database_config(url, ONE_OFF_CONNECT_WAIT)?;
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| {
         anyhow::anyhow!(
             "cannot connect to the database at {}: {}",
             crate::config::redact_url(url),
@@ -127,4 +145,24 @@ pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
         }
     });
     Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_hosts_share_the_wait_unless_a_connect_timeout_is_given() {
+        let wait = Duration::from_secs(5);
+        let two = "postgres://u@h1:5432,h2:5432/db?target_session_attrs=read-write";
+        let shared = database_config(two, wait).unwrap();
+        assert_eq!(
+            shared.get_connect_timeout(),
+            Some(&Duration::from_millis(2_500))
+        );
+        let given = database_config(&format!("{two}&connect_timeout=1"), wait).unwrap();
+        assert_eq!(given.get_connect_timeout(), Some(&Duration::from_secs(1)));
+        let one = database_config("postgres://u@h1:5432/db", wait).unwrap();
+        assert_eq!(one.get_connect_timeout(), None);
+    }
 }
