@@ -16,8 +16,8 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::broker::RobustPublisher;
-use super::plan::{Bad, Kind, Plan, Send, Target};
-use super::{BASE_COMMANDS, BROKER_CALL, OPERATOR};
+use super::plan::{Bad, Kind, Plan, Scenario, Send, Target};
+use super::{BASE_COMMANDS, BROKER_CALL, FOLLOW_UP_PUBLISHERS, OPERATOR, WINDOW};
 use crate::support::fake_pingpp::FakePingpp;
 
 #[derive(Clone, Debug)]
@@ -492,5 +492,153 @@ async fn deliver(
             super::PUBLISH_DEADLINE
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The test's side of a run once started: the board, the collector of results and events, the
+/// follow-up publishers and the base publishers (publisher p starts on broker p of `routes`).
+pub(super) struct Traffic {
+    pub(super) board: Arc<Board>,
+    pub(super) started: Instant,
+    pub(super) publishers: Vec<tokio::task::JoinHandle<(usize, usize, usize)>>,
+    last_progress: Instant,
+    stop: CancellationToken,
+    collector: tokio::task::JoinHandle<()>,
+    follow_ups: Vec<tokio::task::JoinHandle<(usize, usize)>>,
+}
+
+impl Traffic {
+    /// `watch`: the queues bound to the results and the events exchanges.
+    pub(super) fn start(
+        scenario: &Scenario,
+        fake: Arc<FakePingpp>,
+        routes: Routes,
+        watch: (String, String),
+    ) -> Traffic {
+        let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
+        let board = Arc::new(Board {
+            state: Mutex::default(),
+            window: Semaphore::new(WINDOW),
+            plans: scenario.plans.clone(),
+            jobs: jobs_tx,
+        });
+        let stop = CancellationToken::new();
+        let collector = tokio::spawn(collect(
+            routes.brokers.clone(),
+            watch,
+            board.clone(),
+            stop.clone(),
+        ));
+        let jobs_rx = Arc::new(tokio::sync::Mutex::new(jobs_rx));
+        let follow_ups = (0..FOLLOW_UP_PUBLISHERS)
+            .map(|n| {
+                tokio::spawn(follow_ups(
+                    n,
+                    jobs_rx.clone(),
+                    board.clone(),
+                    fake.clone(),
+                    routes.clone(),
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        let bad = Arc::new(scenario.bad.clone());
+        let started = Instant::now();
+        let publishers = scenario
+            .sends
+            .iter()
+            .enumerate()
+            .map(|(p, sends)| {
+                tokio::spawn(publish_base(
+                    p,
+                    sends.clone(),
+                    bad.clone(),
+                    board.clone(),
+                    routes.brokers.clone(),
+                    routes.names.clone(),
+                ))
+            })
+            .collect();
+        Traffic {
+            board,
+            started,
+            publishers,
+            last_progress: started,
+            stop,
+            collector,
+            follow_ups,
+        }
+    }
+
+    /// One look at the run while it goes: true once every command sent is answered, every
+    /// follow-up sent and the database holds exactly the commands and events sent (and
+    /// `more_to_come` is false). Fails the test after `deadline`, with `story`; says the
+    /// progress every 10 s, each line starting with `prefix`.
+    pub(super) async fn answered(
+        &mut self,
+        more_to_come: bool,
+        db_url: &str,
+        deadline: Duration,
+        prefix: &str,
+        story: &[String],
+    ) -> bool {
+        if !more_to_come && self.publishers.iter().all(|p| p.is_finished()) && self.board.complete()
+        {
+            let (commands, events) = super::db_counts(db_url).await.unwrap_or((-1, -1));
+            let state = self.board.state();
+            if commands == state.expected.len() as i64 && events == state.event_ids.len() as i64 {
+                drop(state);
+                super::say(format!(
+                    "{prefix}{:>5.1}s: every command answered: {}",
+                    self.started.elapsed().as_secs_f64(),
+                    self.board.progress()
+                ));
+                return true;
+            }
+        }
+        if self.started.elapsed() > deadline {
+            let (missing, incomplete) = self.board.stragglers();
+            panic!(
+                "not done after {deadline:?}: {}; db (commands with a result, events): {:?}; no \
+                 result yet for {missing:?}; recharges not completed: {incomplete:?}; so far: \
+                 {story:#?}",
+                self.board.progress(),
+                super::db_counts(db_url).await,
+            );
+        }
+        if self.last_progress.elapsed() > Duration::from_secs(10) {
+            self.last_progress = Instant::now();
+            super::say(format!(
+                "{prefix}{:>5.1}s: {}",
+                self.started.elapsed().as_secs_f64(),
+                self.board.progress()
+            ));
+        }
+        false
+    }
+
+    /// Waits for the base publishers: (connections made, messages published again).
+    pub(super) async fn publishers_done(&mut self) -> (usize, usize) {
+        let (mut connects, mut retries) = (0, 0);
+        for publisher in self.publishers.drain(..) {
+            let (_, c, r) = publisher.await.unwrap();
+            connects += c;
+            retries += r;
+        }
+        (connects, retries)
+    }
+
+    /// Stops the collector and the follow-up publishers: (follow-ups published, published
+    /// again).
+    pub(super) async fn finish(self) -> (usize, usize) {
+        self.stop.cancel();
+        self.collector.await.unwrap();
+        let (mut published, mut retries) = (0, 0);
+        for task in self.follow_ups {
+            let (p, r) = task.await.unwrap();
+            published += p;
+            retries += r;
+        }
+        (published, retries)
     }
 }

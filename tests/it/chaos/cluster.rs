@@ -12,22 +12,22 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::TestEnv;
 use pluspay::amqp;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::sync::{mpsc, Semaphore};
-use tokio_util::sync::CancellationToken;
 
-use super::board::{collect, follow_ups, publish_base, Board, Routes};
+use super::board::{Routes, Traffic};
 use super::books::check_the_books;
-use super::broker::{declare_watch, ready_count};
+use super::broker::declare_watch;
 use super::plan::scenario;
-use super::services::{await_consuming, consuming_marks, process_env, Workers};
-use super::{db_counts, say, BASE_COMMANDS, FOLLOW_UP_PUBLISHERS, FUNDING, USERS, WINDOW};
+use super::services::{
+    alarms, await_consuming, consuming_marks, drain_then_stop, process_env, take_down, Workers,
+};
+use super::{say, BASE_COMMANDS, FUNDING, USERS};
 
 const WORKERS: usize = 3;
 const LISTENERS: usize = 2;
@@ -135,24 +135,8 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if !self.own {
-            return;
-        }
-        let _ = std::process::Command::new("bash")
-            .arg(&self.script)
-            .arg("down")
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        if std::thread::panicking() || std::env::var_os("PP_CHAOS_KEEP").is_some() {
-            say(format!(
-                "kept {} (cluster data and logs, process logs in logs/)",
-                self.dir.display()
-            ));
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
+        if self.own {
+            take_down(&self.script, "down", &self.dir);
         }
     }
 }
@@ -342,61 +326,24 @@ async fn cluster_faults() {
             .collect(),
     );
 
-    let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
-    let board = Arc::new(Board {
-        state: Mutex::default(),
-        window: Semaphore::new(WINDOW),
-        plans: scenario.plans.clone(),
-        jobs: jobs_tx,
-    });
-    let stop = CancellationToken::new();
-    let collector = tokio::spawn(collect(
-        urls.clone(),
-        (results_queue.clone(), events_queue.clone()),
-        board.clone(),
-        stop.clone(),
-    ));
-    let jobs_rx = Arc::new(tokio::sync::Mutex::new(jobs_rx));
-    let follow_up_tasks: Vec<_> = (0..FOLLOW_UP_PUBLISHERS)
-        .map(|n| {
-            tokio::spawn(follow_ups(
-                n,
-                jobs_rx.clone(),
-                board.clone(),
-                fake.clone(),
-                Routes {
-                    brokers: urls.clone(),
-                    listeners: listener_urls.clone(),
-                    names: names.clone(),
-                },
-                stop.clone(),
-            ))
-        })
-        .collect();
     // Publisher p starts on node p % 3.
-    let bad = Arc::new(scenario.bad.clone());
-    let traffic_started = Instant::now();
-    let publishers: Vec<_> = scenario
-        .sends
-        .iter()
-        .enumerate()
-        .map(|(p, sends)| {
-            tokio::spawn(publish_base(
-                p,
-                sends.clone(),
-                bad.clone(),
-                board.clone(),
-                urls.clone(),
-                names.clone(),
-            ))
-        })
-        .collect();
+    let mut traffic = Traffic::start(
+        &scenario,
+        fake.clone(),
+        Routes {
+            brokers: urls.clone(),
+            listeners: listener_urls.clone(),
+            names: names.clone(),
+        },
+        (results_queue.clone(), events_queue.clone()),
+    );
+    let board = traffic.board.clone();
+    let traffic_started = traffic.started;
 
     let mut schedule = faults.iter().peekable();
     let mut happened: Vec<Happened> = Vec::new();
     let mut killed_broker = None;
     let mut rejoin = None;
-    let mut last_progress = Instant::now();
     loop {
         workers.check();
         listeners.check();
@@ -520,90 +467,35 @@ async fn cluster_faults() {
                 continue;
             }
         }
-        if schedule.peek().is_none()
-            && publishers.iter().all(|p| p.is_finished())
-            && board.complete()
+        let story: Vec<String> = happened.iter().map(|h| h.what.clone()).collect();
+        if traffic
+            .answered(
+                schedule.peek().is_some(),
+                &db_url,
+                TRAFFIC_DEADLINE,
+                "cluster: ",
+                &story,
+            )
+            .await
         {
-            let (commands, events) = db_counts(&db_url).await.unwrap_or((-1, -1));
-            let state = board.state();
-            if commands == state.expected.len() as i64 && events == state.event_ids.len() as i64 {
-                break;
-            }
-        }
-        if traffic_started.elapsed() > TRAFFIC_DEADLINE {
-            let (missing, incomplete) = board.stragglers();
-            panic!(
-                "not done after {TRAFFIC_DEADLINE:?}: {}; db (commands with a result, events): \
-                 {:?}; no result yet for {missing:?}; recharges not completed: {incomplete:?}",
-                board.progress(),
-                db_counts(&db_url).await,
-            );
-        }
-        if last_progress.elapsed() > Duration::from_secs(10) {
-            last_progress = Instant::now();
-            say(format!(
-                "cluster: {:>5.1}s: {}",
-                traffic_started.elapsed().as_secs_f64(),
-                board.progress()
-            ));
+            break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let traffic_time = traffic_started.elapsed();
-    say(format!(
-        "cluster: {:>5.1}s: every command answered: {}",
-        traffic_time.as_secs_f64(),
-        board.progress()
-    ));
-    for publisher in publishers {
-        publisher.await.unwrap();
-    }
-
-    // Nothing left in the queues, not even unacknowledged, once the workers stopped.
-    let drain_deadline = Instant::now() + Duration::from_secs(60);
-    for queue in [&names.commands_queue, &names.webhooks_queue] {
-        while ready_count(&urls, queue).await != Some(0) {
-            workers.check();
-            assert!(Instant::now() < drain_deadline, "{queue} does not drain");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    for slot in 0..WORKERS {
-        workers.stop(slot).await;
-    }
-    for slot in 0..LISTENERS {
-        listeners.stop(slot).await;
-    }
-    for queue in [&names.commands_queue, &names.webhooks_queue] {
-        assert_eq!(
-            ready_count(&urls, queue).await,
-            Some(0),
-            "{queue} still holds messages after the workers stopped"
-        );
-    }
-    stop.cancel();
-    collector.await.unwrap();
-    for task in follow_up_tasks {
-        task.await.unwrap();
-    }
-    let alarms: Vec<String> = workers
+    traffic.publishers_done().await;
+    drain_then_stop(&urls, &names, &mut [&mut workers, &mut listeners]).await;
+    traffic.finish().await;
+    let logs: Vec<PathBuf> = workers
         .all_logs
         .iter()
         .chain(&listeners.all_logs)
-        .flat_map(|log| {
-            std::fs::read_to_string(log)
-                .unwrap_or_default()
-                .lines()
-                .filter(|l| l.contains("panicked") || l.contains("message failed"))
-                .map(|l| format!("{}: {l}", log.display()))
-                .collect::<Vec<_>>()
-        })
+        .cloned()
         .collect();
+    let alarms = alarms(&logs);
     assert!(alarms.is_empty(), "in the process logs: {alarms:#?}");
-    let moved = workers
-        .all_logs
+    let moved = logs
         .iter()
-        .chain(&listeners.all_logs)
         .map(|log| {
             std::fs::read_to_string(log)
                 .unwrap_or_default()

@@ -24,21 +24,21 @@ mod plan;
 mod services;
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::TestEnv;
 use pluspay::amqp;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::sync::{mpsc, Semaphore};
-use tokio_util::sync::CancellationToken;
 
-use board::{collect, follow_ups, publish_base, Board, Routes};
+use board::{Routes, Traffic};
 use books::check_the_books;
-use broker::{declare_watch, ready_count};
+use broker::declare_watch;
 use plan::{scenario, Chaos};
-use services::{await_consuming, consuming_marks, process_env, Services, Workers};
+use services::{
+    alarms, await_consuming, consuming_marks, drain_then_stop, process_env, Services, Workers,
+};
 
 /// Bound on one broker call of the test's own clients (lapin can hang on a dying connection).
 const BROKER_CALL: Duration = Duration::from_secs(5);
@@ -133,59 +133,22 @@ async fn chaos() {
     let mut workers = Workers::new("worker", process_env(&settings), services.logs(), 2);
     workers.spawn(0);
 
-    let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
-    let board = Arc::new(Board {
-        state: Mutex::default(),
-        window: Semaphore::new(WINDOW),
-        plans: scenario.plans.clone(),
-        jobs: jobs_tx,
-    });
-    let stop = CancellationToken::new();
-    let collector = tokio::spawn(collect(
-        amqp_urls.clone(),
+    let mut traffic = Traffic::start(
+        &scenario,
+        fake.clone(),
+        Routes {
+            brokers: amqp_urls.clone(),
+            listeners: Arc::new(Vec::new()),
+            names: names.clone(),
+        },
         (results_queue.clone(), events_queue.clone()),
-        board.clone(),
-        stop.clone(),
-    ));
-    let jobs_rx = Arc::new(tokio::sync::Mutex::new(jobs_rx));
-    let follow_up_tasks: Vec<_> = (0..FOLLOW_UP_PUBLISHERS)
-        .map(|n| {
-            tokio::spawn(follow_ups(
-                n,
-                jobs_rx.clone(),
-                board.clone(),
-                fake.clone(),
-                Routes {
-                    brokers: amqp_urls.clone(),
-                    listeners: Arc::new(Vec::new()),
-                    names: names.clone(),
-                },
-                stop.clone(),
-            ))
-        })
-        .collect();
-    let bad = Arc::new(scenario.bad.clone());
-    let traffic_started = Instant::now();
-    let publishers: Vec<_> = scenario
-        .sends
-        .iter()
-        .enumerate()
-        .map(|(p, sends)| {
-            tokio::spawn(publish_base(
-                p,
-                sends.clone(),
-                bad.clone(),
-                board.clone(),
-                amqp_urls.clone(),
-                names.clone(),
-            ))
-        })
-        .collect();
+    );
+    let board = traffic.board.clone();
+    let traffic_started = traffic.started;
 
     // The chaos, then the wait for everything to be answered.
     let mut schedule = scenario.schedule.iter().peekable();
     let mut log: Vec<String> = Vec::new();
-    let mut last_progress = Instant::now();
     loop {
         workers.check();
         let seen = board.state().base_seen;
@@ -270,101 +233,28 @@ async fn chaos() {
                 continue;
             }
         }
-        if schedule.peek().is_none()
-            && publishers.iter().all(|p| p.is_finished())
-            && board.complete()
+        if traffic
+            .answered(
+                schedule.peek().is_some(),
+                &db_url,
+                TRAFFIC_DEADLINE,
+                "",
+                &log,
+            )
+            .await
         {
-            let (commands, events) = db_counts(&db_url).await.unwrap_or((-1, -1));
-            let state = board.state();
-            if commands == state.expected.len() as i64 && events == state.event_ids.len() as i64 {
-                break;
-            }
-        }
-        if traffic_started.elapsed() > TRAFFIC_DEADLINE {
-            let (missing, incomplete) = board.stragglers();
-            panic!(
-                "not done after {TRAFFIC_DEADLINE:?}: {}; db (commands with a result, events): \
-                 {:?}; no result yet for {missing:?}; recharges not completed: {incomplete:?}; \
-                 chaos so far: {log:#?}",
-                board.progress(),
-                db_counts(&db_url).await,
-            );
-        }
-        if last_progress.elapsed() > Duration::from_secs(10) {
-            last_progress = Instant::now();
-            say(format!(
-                "{:>5.1}s: {}",
-                traffic_started.elapsed().as_secs_f64(),
-                board.progress()
-            ));
+            break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let traffic_time = traffic_started.elapsed();
-    say(format!(
-        "{:>5.1}s: every command answered: {}",
-        traffic_time.as_secs_f64(),
-        board.progress()
-    ));
-    let mut publisher_connects = 0;
-    let mut publisher_retries = 0;
-    for publisher in publishers {
-        let (_, connects, retries) = publisher.await.unwrap();
-        publisher_connects += connects;
-        publisher_retries += retries;
-    }
-
-    // Let the duplicates still queued be consumed, then stop the workers gracefully: nothing
-    // may be left behind in the queues, not even unacknowledged.
-    let drain_deadline = Instant::now() + Duration::from_secs(60);
-    for queue in [&names.commands_queue, &names.webhooks_queue] {
-        loop {
-            workers.check();
-            if ready_count(&amqp_urls, queue).await == Some(0) {
-                break;
-            }
-            assert!(
-                Instant::now() < drain_deadline,
-                "{queue} does not drain: {:?} ready",
-                ready_count(&amqp_urls, queue).await
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    for slot in 0..workers.slots.len() {
-        if workers.slots[slot].is_some() {
-            workers.stop(slot).await;
-        }
-    }
-    for queue in [&names.commands_queue, &names.webhooks_queue] {
-        assert_eq!(
-            ready_count(&amqp_urls, queue).await,
-            Some(0),
-            "{queue} still holds messages after the workers stopped"
-        );
-    }
-    stop.cancel();
-    collector.await.unwrap();
-    let mut follow_up_publishes = 0;
-    for task in follow_up_tasks {
-        let (published, retries) = task.await.unwrap();
-        follow_up_publishes += published;
-        publisher_retries += retries;
-    }
+    let (publisher_connects, mut publisher_retries) = traffic.publishers_done().await;
+    drain_then_stop(&amqp_urls, &names, &mut [&mut workers]).await;
+    let (follow_up_publishes, retries) = traffic.finish().await;
+    publisher_retries += retries;
     // No worker panicked, and none met a failure it did not take for transient: under this
     // chaos that would be a lost connection mistaken for a bug, which ends in the dead letters.
-    let alarms: Vec<String> = workers
-        .all_logs
-        .iter()
-        .flat_map(|log| {
-            std::fs::read_to_string(log)
-                .unwrap_or_default()
-                .lines()
-                .filter(|l| l.contains("panicked") || l.contains("message failed"))
-                .map(|l| format!("{}: {l}", log.display()))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let alarms = alarms(&workers.all_logs);
     assert!(alarms.is_empty(), "in the worker logs: {alarms:#?}");
 
     let state = std::mem::take(&mut *board.state());

@@ -91,22 +91,7 @@ impl Services {
 
 impl Drop for Services {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("bash")
-            .arg(&self.script)
-            .arg("stop")
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        if std::thread::panicking() || std::env::var_os("PP_CHAOS_KEEP").is_some() {
-            say(format!(
-                "kept {} (service data and logs, worker logs in logs/)",
-                self.dir.display()
-            ));
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        take_down(&self.script, "stop", &self.dir);
     }
 }
 
@@ -352,4 +337,80 @@ pub(super) fn process_env(settings: &Settings) -> Vec<(&'static str, String)> {
         ));
     }
     env
+}
+
+/// Lets the duplicates still queued be consumed, then stops every process gracefully: nothing
+/// may be left behind in the queues, not even unacknowledged.
+pub(super) async fn drain_then_stop(
+    urls: &[String],
+    names: &pluspay::amqp::Names,
+    processes: &mut [&mut Workers],
+) {
+    let drain_deadline = Instant::now() + Duration::from_secs(60);
+    for queue in [&names.commands_queue, &names.webhooks_queue] {
+        loop {
+            for p in processes.iter_mut() {
+                p.check();
+            }
+            if super::broker::ready_count(urls, queue).await == Some(0) {
+                break;
+            }
+            assert!(
+                Instant::now() < drain_deadline,
+                "{queue} does not drain: {:?} ready",
+                super::broker::ready_count(urls, queue).await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for p in processes.iter_mut() {
+        for slot in 0..p.slots.len() {
+            if p.slots[slot].is_some() {
+                p.stop(slot).await;
+            }
+        }
+    }
+    for queue in [&names.commands_queue, &names.webhooks_queue] {
+        assert_eq!(
+            super::broker::ready_count(urls, queue).await,
+            Some(0),
+            "{queue} still holds messages after the workers stopped"
+        );
+    }
+}
+
+/// Lines of the logs that say a process panicked or met a failure it did not take for
+/// transient.
+pub(super) fn alarms(logs: &[PathBuf]) -> Vec<String> {
+    logs.iter()
+        .flat_map(|log| {
+            std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("panicked") || l.contains("message failed"))
+                .map(|l| format!("{}: {l}", log.display()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Takes the servers of `script` in `dir` down with `action` (`stop`, `down`) and removes
+/// `dir`, unless the test failed or `PP_CHAOS_KEEP` is set: then it is kept for the logs.
+pub(super) fn take_down(script: &Path, action: &str, dir: &Path) {
+    let _ = std::process::Command::new("bash")
+        .arg(script)
+        .arg(action)
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if std::thread::panicking() || std::env::var_os("PP_CHAOS_KEEP").is_some() {
+        say(format!(
+            "kept {} (server data and logs, process logs in logs/)",
+            dir.display()
+        ));
+    } else {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
