@@ -9,7 +9,7 @@ use lapin::types::FieldTable;
 use serde_json::{json, Map, Value};
 
 use crate::amqp::publisher::json_properties;
-use crate::amqp::{self, Brokers, Names, Publisher};
+use crate::amqp::{self, Brokers, Names, Publisher, BROKER_TIMEOUT};
 use crate::config::Settings;
 use crate::domain::command::{valid_id, CommandType};
 
@@ -49,16 +49,51 @@ pub fn build_command(request: &SendRequest) -> anyhow::Result<(String, CommandTy
     Ok((id, kind, command))
 }
 
-/// Publishes the command and returns the result's JSON text.
+/// Publishes the command and returns the result's JSON text. When the broker connection goes
+/// before the result came, it connects to the next broker that answers and publishes the same
+/// command again (the same id: the worker applies it once and answers the copy from its log).
 pub async fn send(settings: &Settings, request: &SendRequest) -> anyhow::Result<String> {
     let (id, kind, command) = build_command(request)?;
-    let connection = Arc::new(
-        Brokers::new(settings.amqp.broker_urls(), "send")
-            .connect("pluspay-send")
-            .await?,
-    );
+    let body = command.to_string();
     let names = Names::new(&settings.amqp.namespace);
-    amqp::topology::declare(&connection, &names, &settings.amqp).await?;
+    let mut brokers = Brokers::new(settings.amqp.broker_urls(), "send");
+    let deadline = tokio::time::Instant::now() + request.timeout;
+    let mut lost = None;
+    loop {
+        let attempt = publish_and_wait(settings, &mut brokers, &names, &id, kind, &body);
+        match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(Ok(result)) => return Ok(result),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "no result on this broker connection; trying again");
+                lost = Some(e);
+            }
+            Err(_) => {
+                let why = lost.map_or(String::new(), |e| format!(" (last broker error: {e})"));
+                anyhow::bail!(
+                    "no result for command {id} within {:?}; is a worker running?{why}",
+                    request.timeout
+                );
+            }
+        }
+        tokio::time::sleep_until(
+            (tokio::time::Instant::now() + Duration::from_millis(200)).min(deadline),
+        )
+        .await;
+    }
+}
+
+/// One connection's try: publish the command with a reply queue of this connection and wait
+/// for its result; an error when the connection goes first.
+async fn publish_and_wait(
+    settings: &Settings,
+    brokers: &mut Brokers,
+    names: &Names,
+    id: &str,
+    kind: CommandType,
+    body: &str,
+) -> anyhow::Result<String> {
+    let connection = Arc::new(brokers.connect("pluspay-send").await?);
+    amqp::topology::declare(&connection, names, &settings.amqp).await?;
     let channel = connection.create_channel().await?;
     let reply_queue = channel
         .queue_declare(
@@ -85,18 +120,18 @@ pub async fn send(settings: &Settings, request: &SendRequest) -> anyhow::Result<
     let publisher = Publisher::open(connection.clone()).await?;
     let properties = json_properties()
         .with_reply_to(reply_queue.name().clone())
-        .with_correlation_id(id.as_str().into())
-        .with_message_id(id.as_str().into());
+        .with_correlation_id(id.into())
+        .with_message_id(id.into());
     publisher
         .publish(
             &names.commands_exchange,
             kind.as_str(),
-            command.to_string().as_bytes(),
+            body.as_bytes(),
             properties,
             true,
         )
         .await?;
-    let wait = async {
+    let result = async {
         while let Some(reply) = replies.next().await {
             let reply = reply?;
             if reply
@@ -104,22 +139,15 @@ pub async fn send(settings: &Settings, request: &SendRequest) -> anyhow::Result<
                 .correlation_id()
                 .as_ref()
                 .map(|c| c.as_str())
-                == Some(id.as_str())
+                == Some(id)
             {
                 return Ok(String::from_utf8_lossy(&reply.data).into_owned());
             }
         }
         anyhow::bail!("the reply queue closed before the result arrived")
-    };
-    let result = tokio::time::timeout(request.timeout, wait)
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "no result for command {id} within {:?}; is a worker running?",
-                request.timeout
-            )
-        })?;
-    let _ = connection.close(200, "bye".into()).await;
+    }
+    .await;
+    let _ = tokio::time::timeout(BROKER_TIMEOUT, connection.close(200, "bye".into())).await;
     result
 }
 

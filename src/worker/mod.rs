@@ -85,7 +85,7 @@ pub async fn run_with_readiness(
             Err(e) => {
                 let delay = delays.next().unwrap_or(Duration::from_secs(5));
                 metrics::broker_reconnect("worker");
-                warn!(error = %e, ?delay, "broker session ended; reconnecting");
+                warn!(error = %e, ?delay, "session ended (broker or database); reconnecting");
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(delay) => {}

@@ -236,3 +236,105 @@ async fn audit_of_a_missing_database_says_which_and_why() {
     assert!(stderr.contains("pp_no_such_database"), "{stderr}");
     assert!(stderr.contains("does not exist"), "{stderr}");
 }
+
+/// The broker's process ids of the connections whose client calls itself `name`.
+async fn connections_named(name: &str) -> Vec<String> {
+    let script = std::env::var("PP_SERVICES_SCRIPT").expect("PP_SERVICES_SCRIPT (scripts/test.sh)");
+    let dir = std::env::var("PP_SERVICES_DIR").expect("PP_SERVICES_DIR (scripts/test.sh)");
+    let out = tokio::process::Command::new("bash")
+        .args([
+            &script,
+            "rabbitmqctl",
+            &dir,
+            "list_connections",
+            "-q",
+            "--no-table-headers",
+        ])
+        .args(["pid", "client_properties"])
+        .output()
+        .await
+        .expect("run rabbitmqctl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|line| line.contains(&format!("\"{name}\"")))
+        .filter_map(|line| line.split('\t').next().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_publishes_again_when_its_broker_connection_goes() {
+    let env = TestEnv::new().await;
+    env.fund(1, 500).await;
+    let mut vars = env.process_env();
+    // A node that does not answer beside the live one: send connects to the live one.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    vars.push((
+        "PLUSPAY_AMQP_URLS",
+        format!(
+            "[amqp://guest:guest@127.0.0.1:{closed}/%2f,{}]",
+            env.settings.amqp.url
+        ),
+    ));
+    let id = format!("cli-again-{}", uuid::Uuid::new_v4().simple());
+    let args = [
+        "send",
+        "transfer",
+        "--user",
+        "1",
+        "--data",
+        r#"{"user":2,"amount":100}"#,
+        "--id",
+        &id,
+        "--timeout",
+        "60",
+    ]
+    .map(str::to_owned);
+    let sent = tokio::spawn(async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        pluspay(&args, &vars).await
+    });
+    // No worker yet: the command waits in the queue while the broker drops send's connection.
+    let deadline = tokio::time::Instant::now() + crate::support::WAIT;
+    let names = loop {
+        let names = connections_named("pluspay-send").await;
+        if !names.is_empty() {
+            break names;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "send never connected"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let script = std::env::var("PP_SERVICES_SCRIPT").unwrap();
+    let dir = std::env::var("PP_SERVICES_DIR").unwrap();
+    for name in names {
+        let closed = tokio::process::Command::new("bash")
+            .args([
+                &script,
+                "rabbitmqctl",
+                &dir,
+                "close_connection",
+                &name,
+                "test",
+            ])
+            .status()
+            .await
+            .unwrap();
+        assert!(closed.success(), "close_connection {name}");
+    }
+    let _worker = env.start_worker();
+    let sent = sent.await.unwrap();
+    assert!(sent.status.success(), "{sent:?}");
+    assert_eq!(stdout_json(&sent)["id"], id.as_str());
+    assert!(
+        String::from_utf8_lossy(&sent.stderr).contains("trying again"),
+        "{sent:?}"
+    );
+    // Published twice, applied once.
+    assert_eq!(env.balance(2).await, 100);
+}
