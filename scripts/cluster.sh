@@ -41,40 +41,18 @@
 # user postgres, RabbitMQ as user rabbitmq) or as any other user (everything as that user).
 set -euo pipefail
 
-PG_BIN=/usr/lib/postgresql/15/bin
+# Helpers and paths shared with services.sh (log, die, usage, ports, processes, RabbitMQ env...),
+# found next to this file wherever it is run from, through a symlink too.
+LOG_PREFIX=cluster
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+source "$(dirname -- "$(readlink -f -- "${BASH_SOURCE[0]}")")/lib/common.sh"
+
 PG_CTL=$PG_BIN/pg_ctl
 PGAF_LIB=/usr/lib/postgresql/15/lib/pgautofailover.so
-RMQ_BIN=/usr/lib/rabbitmq/bin
 TIMEOUT=${PP_CLUSTER_TIMEOUT:-180}   # seconds to wait for a part to become ready
-POLICY_RC_D=/usr/sbin/policy-rc.d
-SYS_PATH=/usr/lib/rabbitmq/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 RABBITS=(1 2 3)
 PGS=(1 2)
 NPORTS=20   # one contiguous block: epmd, 3 amqp, 3 dist, monitor, 2 pg, 10 CLI dist ports
-
-log() { printf '[cluster] %s\n' "$*" >&2; }
-die() { printf '[cluster] ERROR: %s\n' "$*" >&2; exit 1; }
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
-
-usage() { # [EXIT-CODE]
-    local rc=${1:-2}
-    if [ "$rc" -eq 0 ]; then
-        sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
-    else
-        sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
-    fi
-    exit "$rc"
-}
-
-is_root() { [ "$(id -u)" -eq 0 ]; }
-
-python() {
-    local py
-    py=$(command -v python3 || true)
-    [ -n "$py" ] || die "python3 is required (run: $0 install)"
-    "$py" "$@"
-}
 
 # ---------------------------------------------------------------- install
 missing_packages() { # prints the Debian packages still to install
@@ -94,26 +72,8 @@ cmd_install() {
         log "postgresql 15, pg_auto_failover, rabbitmq-server and python3 are already installed"
         return 0
     fi
-    local sudo=()
-    if ! is_root; then
-        command -v sudo >/dev/null 2>&1 || die "need root (or sudo) to apt-get install ${need[*]}"
-        sudo=(sudo)
-    fi
-    # Keep apt from auto-starting the packaged system services (the stock postgresql cluster
-    # on 5432, rabbitmq on 5672 with epmd on 4369): we run our own. (Same guard as services.sh.)
-    local guard=0
-    if [ ! -e "$POLICY_RC_D" ]; then
-        printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$POLICY_RC_D" >/dev/null
-        "${sudo[@]}" chmod 755 "$POLICY_RC_D"
-        guard=1
-    fi
-    log "installing: ${need[*]}"
-    local rc=0
-    { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update >&2 \
-        && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 \
-            install -y "${need[@]}" >&2; } || rc=$?
-    [ "$guard" -eq 0 ] || "${sudo[@]}" rm -f "$POLICY_RC_D"
-    [ "$rc" -eq 0 ] || die "apt-get install ${need[*]} failed"
+    apt_install "${need[@]}"
+    [ "$APT_RC" -eq 0 ] || die "apt-get install ${need[*]} failed"
     local still
     still=$(missing_packages | tr '\n' ' ')
     [ -z "$still" ] || die "still missing after apt-get install: $still"
@@ -133,118 +93,6 @@ abs_path() { # PATH (need not exist; its parent must) -> absolute path
     printf '%s/%s\n' "${d%/}" "$b"
 }
 
-# Prefix to run a command as a service user when we are root (exec-style, so `$!` of a
-# backgrounded command is the service's own pid).
-runas() { # USER -> sets RUNAS array
-    RUNAS=()
-    if is_root; then
-        RUNAS=(setpriv "--reuid=$1" "--regid=$(id -g "$1")" --init-groups)
-    fi
-}
-
-svc_user() { # postgres|rabbitmq -> the user that runs it
-    if is_root; then echo "$1"; else id -un; fi
-}
-
-port_in_use() { # PORT -> 0 if something listens on / holds 127.0.0.1:PORT
-    python - "$1" <<'EOF'
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-try:
-    s.bind(("127.0.0.1", int(sys.argv[1])))
-except OSError:
-    sys.exit(0)
-sys.exit(1)
-EOF
-}
-
-# Pick a block of N contiguous free TCP ports on 127.0.0.1 below the kernel's ephemeral range
-# and reserve them in the machine-wide reservation directory that services.sh uses too (same
-# lock, same file format), so parallel runs of either script never pick the same ports.
-# Reservations are released by `down`.
-RES_DIR="${TMPDIR:-/tmp}/pluspay-port-reservations"
-pick_port_block() { # N OWNER_DIR -> prints the first port
-    python - "$1" "$2" "$RES_DIR" <<'EOF'
-import fcntl, os, random, socket, sys
-need, owner, rdir = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-os.makedirs(rdir, exist_ok=True)
-try:
-    os.chmod(rdir, 0o1777)
-except OSError:
-    pass
-lock = open(os.path.join(rdir, ".lock"), "a")
-try:
-    os.chmod(lock.name, 0o666)
-except OSError:
-    pass
-fcntl.flock(lock, fcntl.LOCK_EX)
-reserved = set()
-for name in os.listdir(rdir):
-    if not name.isdigit():
-        continue
-    path = os.path.join(rdir, name)
-    try:
-        with open(path) as f:
-            o = f.read().strip()
-    except OSError:
-        continue
-    if o and not os.path.isdir(o):  # its DIR is gone: stale reservation
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-        continue
-    reserved.add(int(name))
-# Same exclusions as services.sh: dev.sh's fixed ports, epmd, RabbitMQ's defaults and the
-# default rabbitmqctl CLI distribution range.
-excluded = {4369, 5432, 5672, 5671, 14369, 15432, 15672, 25672}
-excluded |= set(range(35672, 35683))
-try:
-    lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-except Exception:
-    lo = 32768
-starts = list(range(20000, lo - need, need))
-random.shuffle(starts)
-def free(p):
-    if p in excluded or p in reserved:
-        return None
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p))
-    except OSError:
-        s.close()
-        return None
-    return s
-for start in starts:
-    held = []
-    for p in range(start, start + need):
-        s = free(p)
-        if s is None:
-            break
-        held.append(s)
-    if len(held) == need:
-        for p in range(start, start + need):
-            with open(os.path.join(rdir, str(p)), "w") as f:
-                f.write(owner + "\n")
-        print(start)
-        sys.exit(0)
-    for s in held:
-        s.close()
-sys.exit("could not find %d contiguous free ports" % need)
-EOF
-}
-
-release_ports() { # OWNER_DIR FIRST N
-    local owner=$1 first=$2 n=$3 p
-    [ -n "$first" ] || return 0
-    for ((p = first; p < first + n; p++)); do
-        if [ -f "$RES_DIR/$p" ] && [ "$(cat "$RES_DIR/$p" 2>/dev/null)" = "$owner" ]; then
-            rm -f "$RES_DIR/$p"
-        fi
-    done
-}
-
 # Serialise control commands on one DIR: up and down take DIR/.lock, start-rabbit DIR/.lock-rabbit
 # and start-pg DIR/.lock-pg (so that a RabbitMQ node can be restarted while a PostgreSQL node
 # rejoins). fd 9 holds the lock; daemons are started with 9>&-.
@@ -252,45 +100,6 @@ lock_dir() { # DIR [PART]
     local f=$1/.lock${2:+-$2}
     exec 9>>"$f"
     flock -w 900 9 || die "timed out waiting for the lock $f"
-}
-
-tail_log() { # FILE [N]
-    local f=$1 n=${2:-40}
-    if [ -f "$f" ]; then
-        printf '[cluster] ---- last %s lines of %s ----\n' "$n" "$f" >&2
-        tail -n "$n" "$f" >&2 || true
-        printf '[cluster] ---- end of %s ----\n' "$f" >&2
-    else
-        log "(no log file at $f)"
-    fi
-}
-
-# A process that exists and is not a zombie. (Our daemons are reparented to pid 1, which may
-# reap them late: a killed one can linger as a zombie for a while.)
-proc_running() { # PID
-    local pid=$1 stat
-    [ -n "$pid" ] && [[ $pid =~ ^[0-9]+$ ]] || return 1
-    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    case ${stat%% *} in Z | X | x) return 1 ;; esac
-    return 0
-}
-
-pid_alive() { # PID [COMM-REGEX]
-    local pid=$1 re=${2:-}
-    proc_running "$pid" || return 1
-    if [ -n "$re" ]; then
-        grep -Eq "$re" "/proc/$pid/comm" 2>/dev/null || return 1
-    fi
-}
-
-wait_pid_exit() { # PID SECONDS
-    local pid=$1 n=$(($2 * 10))
-    while proc_running "$pid"; do
-        [ "$n" -gt 0 ] || return 1
-        n=$((n - 1))
-        sleep 0.1
-    done
 }
 
 # Live (non-zombie) processes matching all the given criteria, one pid a line:
@@ -365,6 +174,8 @@ set_layout() { # from DIR and PORT_BASE
     CTL_PORT_MAX=$((PORT_BASE + NPORTS - 1))
     MONITOR_PORT=$((PORT_BASE + 7))
     MONITOR_URL="postgres://autoctl_node@127.0.0.1:$MONITOR_PORT/pg_auto_failover?sslmode=disable"
+    # The CLI tools' own distribution ports, inside the block too (for the shared rmq_env).
+    RMQ_ENV_EXTRA=(RABBITMQ_CTL_DIST_PORT_MIN="$CTL_PORT_MIN" RABBITMQ_CTL_DIST_PORT_MAX="$CTL_PORT_MAX")
 }
 
 amqp_port() { echo $((PORT_BASE + $1)); }        # N -> AMQP port of rabbit N
@@ -437,42 +248,6 @@ rmq_set() { # N -> per-node globals
     DIST_PORT=$(dist_port "$RN")
 }
 
-rmq_env() { # sets RMQ_ENV: the complete, clean environment of node RN and its CLI
-    RMQ_ENV=(
-        PATH="$SYS_PATH" LANG=C.UTF-8 LC_ALL=C.UTF-8
-        HOME="$RMQ_HOME"
-        ERL_EPMD_PORT="$EPMD_PORT"
-        ERL_EPMD_ADDRESS=127.0.0.1
-        ERL_CRASH_DUMP="$RMQ_LOG_DIR/erl_crash.dump"
-        RABBITMQ_CONF_ENV_FILE="$RMQ_DIR/rabbitmq-env.conf"
-        RABBITMQ_CONFIG_FILE="$RMQ_DIR/rabbitmq.conf"
-        RABBITMQ_ADVANCED_CONFIG_FILE="$RMQ_DIR/advanced.config"
-        RABBITMQ_ENABLED_PLUGINS_FILE="$RMQ_DIR/enabled_plugins"
-        RABBITMQ_MNESIA_BASE="$RMQ_DIR/mnesia"
-        RABBITMQ_FEATURE_FLAGS_FILE="$RMQ_DIR/mnesia/$NODENAME-feature_flags"
-        RABBITMQ_LOG_BASE="$RMQ_LOG_DIR"
-        RABBITMQ_PID_FILE="$RMQ_PID_FILE"
-        RABBITMQ_NODENAME="$NODENAME"
-        RABBITMQ_USE_LONGNAME=false
-        RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
-        RABBITMQ_NODE_PORT="$AMQP_PORT"
-        RABBITMQ_DIST_PORT="$DIST_PORT"
-        RABBITMQ_CTL_DIST_PORT_MIN="$CTL_PORT_MIN"
-        RABBITMQ_CTL_DIST_PORT_MAX="$CTL_PORT_MAX"
-        RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
-        RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
-    )
-}
-
-rmq() { # BIN ARGS... : run a RabbitMQ/Erlang tool as node RN's user with its env
-    local bin=$1; shift
-    rmq_env
-    runas "$RMQ_USER"
-    (cd "$RMQ_DIR" && "${RUNAS[@]}" env -i "${RMQ_ENV[@]}" "$bin" "$@")
-}
-
-rmqctl() { rmq "$RMQ_BIN/rabbitmqctl" -n "$NODENAME" "$@"; }
-
 rmq_init() { # COOKIE
     local cookie=$1
     mkdir -p "$RMQ_DIR" "$RMQ_HOME" "$RMQ_LOG_DIR" "$RMQ_DIR/mnesia"
@@ -495,27 +270,6 @@ EOF
     if is_root; then
         chown -R "$RMQ_USER:" "$RMQ_DIR"
     fi
-}
-
-amqp_ready() { # PORT: real AMQP handshake: send the protocol header, expect Connection.Start
-    python - "$1" <<'EOF' 2>/dev/null
-import socket, struct, sys
-try:
-    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2)
-    s.sendall(b"AMQP\x00\x00\x09\x01")
-    buf = b""
-    while len(buf) < 11:
-        chunk = s.recv(64)
-        if not chunk:
-            break
-        buf += chunk
-    s.close()
-    ftype, chan, size = struct.unpack(">BHI", buf[:7])
-    cls, meth = struct.unpack(">HH", buf[7:11])
-    sys.exit(0 if (ftype, chan, cls, meth) == (1, 0, 10, 10) else 1)
-except Exception:
-    sys.exit(1)
-EOF
 }
 
 epmd_env() {
@@ -575,18 +329,6 @@ rmq_node_pids() { # beam processes of node RN
         if pid_alive "$pid" 'beam'; then echo "$pid"; fi
         procscan comm='^beam' env="HOME=$RMQ_HOME" env=PP_CLUSTER_ROLE=rabbit-node
     } | sort -u
-}
-
-rmq_launcher_pid() {
-    local pid
-    pid=$(cat "$RMQ_LAUNCHER_PID_FILE" 2>/dev/null || true)
-    if pid_alive "$pid"; then echo "$pid"; fi
-}
-
-rmq_fail() {
-    tail_log "$RMQ_LOG_DIR/startup.log" 60
-    tail_log "$RMQ_LOG_DIR/$NODENAME.log" 40
-    die "$*"
 }
 
 # Start node RN (any data it has) and wait until it boots: AMQP answers and
@@ -675,18 +417,10 @@ rmq_stop() {
             # `stop` with the pid file waits until the VM process has exited.
             rmqctl -q stop "$RMQ_PID_FILE" >"$RMQ_LOG_DIR/stop.log" 2>&1 \
                 || log "rabbit$RN: 'rabbitmqctl stop' failed; terminating it"
-            for pid in $pids; do
-                if ! wait_pid_exit "$pid" 30; then
-                    kill -TERM "$pid" 2>/dev/null || true
-                    wait_pid_exit "$pid" 15 || kill -KILL "$pid" 2>/dev/null || true
-                fi
-            done
+            for pid in $pids; do end_pid "$pid" 30 15; done
         fi
         launcher=$(rmq_launcher_pid)
-        if [ -n "$launcher" ] && ! wait_pid_exit "$launcher" 5; then
-            kill -TERM "$launcher" 2>/dev/null || true
-            wait_pid_exit "$launcher" 10 || kill -KILL "$launcher" 2>/dev/null || true
-        fi
+        [ -z "$launcher" ] || end_pid "$launcher" 5 10
     fi
     rm -f "$RMQ_LAUNCHER_PID_FILE"
     [ -z "$pids" ] || log "rabbit$RN: stopped ($(elapsed "$t0")s)"
@@ -730,7 +464,7 @@ autoctl() { # ARGS... : run pg_autoctl as postgres with node PN's env
 }
 
 pg_mkdirs() {
-    [ $((${#PG_SOCK} + 18)) -le 107 ] || die "DIR path too long for PostgreSQL's socket: $PG_SOCK"
+    check_pg_socket_dir "$PG_SOCK"
     mkdir -p "$PG_DIR/home" "$PG_DIR/run" "$PG_DIR/tmp" "$PG_SOCK"
     chmod 755 "$PG_DIR"
     chmod 700 "$PG_DIR/run" "$PG_DIR/tmp"
@@ -741,10 +475,6 @@ pg_mkdirs() {
 psql_at() { # PORT DB SQL : one value, unaligned, no headers
     "$PG_BIN/psql" -X -qAt -h 127.0.0.1 -p "$1" -U postgres -d "$2" \
         -v ON_ERROR_STOP=1 -c "$3" 2>/dev/null </dev/null
-}
-
-pg_ready_port() { # PORT
-    "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$1" -d postgres -U postgres -t 2 >/dev/null 2>&1
 }
 
 monitor_sql() { PGCONNECT_TIMEOUT=3 psql_at "$MONITOR_PORT" pg_auto_failover "$1"; }
@@ -1051,11 +781,7 @@ cmd_up() {
     chmod 755 "$DIR"   # the service users must be able to enter DIR
     lock_dir "$DIR"
     if is_root; then
-        local u
-        for u in postgres rabbitmq; do
-            setpriv --reuid="$u" --regid="$(id -g "$u")" --init-groups test -x "$DIR" \
-                || die "user $u cannot access $DIR (a parent directory is not world-searchable); use a DIR under /tmp or chmod o+x its parents"
-        done
+        check_users_can_enter "$DIR" postgres rabbitmq
     fi
     PORT_BASE=$(pick_port_block "$NPORTS" "$DIR") || die "could not pick free ports"
     set_layout
@@ -1197,7 +923,8 @@ do_down() { # (DIR loaded)
     if [ -d "$DIR/monitor" ]; then pg_set 0; pg_stop; fi
     epmd_stop
     sweep_leftovers
-    release_ports "$DIR" "$PORT_BASE" "$NPORTS"
+    # shellcheck disable=SC2046   # seq prints bare numbers
+    [ -z "$PORT_BASE" ] || release_ports "$DIR" $(seq "$PORT_BASE" $((PORT_BASE + NPORTS - 1)))
 }
 
 # Whatever of the cluster still runs after the orderly stops (the VMs' helper processes exit

@@ -24,35 +24,13 @@
 # other user (everything as that user). Works from any working directory.
 set -euo pipefail
 
-PG_BIN=/usr/lib/postgresql/15/bin
-RMQ_BIN=/usr/lib/rabbitmq/bin
+# Helpers and paths shared with cluster.sh (log, die, usage, ports, processes, RabbitMQ env...),
+# found next to this file wherever it is run from, through a symlink too.
+LOG_PREFIX=services
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+source "$(dirname -- "$(readlink -f -- "${BASH_SOURCE[0]}")")/lib/common.sh"
+
 TIMEOUT=${PP_SERVICES_TIMEOUT:-120}   # seconds to wait for a service to become ready
-POLICY_RC_D=/usr/sbin/policy-rc.d
-SYS_PATH=/usr/lib/rabbitmq/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-
-log() { printf '[services] %s\n' "$*" >&2; }
-die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
-
-usage() { # [EXIT-CODE]
-    local rc=${1:-2}
-    if [ "$rc" -eq 0 ]; then
-        sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
-    else
-        sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
-    fi
-    exit "$rc"
-}
-
-is_root() { [ "$(id -u)" -eq 0 ]; }
-
-python() {
-    local py
-    py=$(command -v python3 || true)
-    [ -n "$py" ] || die "python3 is required (run: $0 install)"
-    "$py" "$@"
-}
 
 # ---------------------------------------------------------------- install
 cmd_install() {
@@ -67,22 +45,8 @@ cmd_install() {
         log "postgresql 15, rabbitmq-server and python3 are already installed"
         return 0
     fi
-    SUDO=()
-    if ! is_root; then
-        command -v sudo >/dev/null 2>&1 || die "need root (or sudo) to apt-get install ${need[*]}"
-        SUDO=(sudo)
-    fi
-    # Keep apt from auto-starting the packaged system services (the stock
-    # postgresql cluster on 5432, rabbitmq on 5672 with epmd on 4369): we run our own.
-    if [ ! -e "$POLICY_RC_D" ]; then
-        printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$POLICY_RC_D" >/dev/null
-        "${SUDO[@]}" chmod 755 "$POLICY_RC_D"
-        trap '"${SUDO[@]}" rm -f "$POLICY_RC_D"' EXIT
-    fi
-    log "installing: ${need[*]}"
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update >&2
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 \
-        install -y "${need[@]}" >&2
+    apt_install "${need[@]}"
+    [ "$APT_RC" -eq 0 ] || exit "$APT_RC"   # apt-get has said why
     [ -x "$PG_BIN/postgres" ] || die "postgresql 15 is still missing after apt-get install"
     [ -x "$RMQ_BIN/rabbitmq-server" ] || die "rabbitmq-server is still missing after apt-get install"
 }
@@ -95,129 +59,6 @@ check_installed() {
 
 abs_dir() { # DIR -> absolute path (DIR must exist)
     (cd "$1" && pwd -P)
-}
-
-# Prefix to run a command as a service user when we are root (exec-style, so
-# `$!` of a backgrounded command is the service's own pid).
-runas() { # USER -> sets RUNAS array
-    RUNAS=()
-    if is_root; then
-        RUNAS=(setpriv "--reuid=$1" "--regid=$(id -g "$1")" --init-groups)
-    fi
-}
-
-port_in_use() { # PORT -> 0 if something listens on / holds 127.0.0.1:PORT
-    python - "$1" <<'EOF'
-import socket, sys
-s = socket.socket()
-# SO_REUSEADDR like the servers themselves: TIME_WAIT leftovers of a previous
-# run don't count, a listener (or a connected socket) on the port does.
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-try:
-    s.bind(("127.0.0.1", int(sys.argv[1])))
-except OSError:
-    sys.exit(0)
-sys.exit(1)
-EOF
-}
-
-# Pick N distinct free TCP ports on 127.0.0.1 outside the kernel's ephemeral range
-# (so an outgoing connection can't grab one while its service is restarting), and
-# record them in a machine-wide reservation directory (under flock) so parallel
-# runs never pick the same ports. Reservations are released by `stop`.
-RES_DIR="${TMPDIR:-/tmp}/pluspay-port-reservations"
-pick_ports() { # N OWNER_DIR -> prints N ports
-    python - "$1" "$2" "$RES_DIR" <<'EOF'
-import fcntl, os, random, socket, sys
-need, owner, rdir = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-os.makedirs(rdir, exist_ok=True)
-try:
-    os.chmod(rdir, 0o1777)
-except OSError:
-    pass
-lock = open(os.path.join(rdir, ".lock"), "a")
-try:
-    os.chmod(lock.name, 0o666)
-except OSError:
-    pass
-fcntl.flock(lock, fcntl.LOCK_EX)
-reserved = set()
-for name in os.listdir(rdir):
-    if not name.isdigit():
-        continue
-    path = os.path.join(rdir, name)
-    try:
-        with open(path) as f:
-            o = f.read().strip()
-    except OSError:
-        continue
-    if o and not os.path.isdir(o):  # its DIR is gone: stale reservation
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-        continue
-    reserved.add(int(name))
-# Well-known ports (dev.sh's fixed ports, epmd, rabbitmq defaults, the
-# rabbitmqctl CLI distribution range 35672-35682) are never picked.
-excluded = {4369, 5432, 5672, 5671, 14369, 15432, 15672, 25672}
-excluded |= set(range(35672, 35683))
-try:
-    lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-except Exception:
-    lo = 32768
-candidates = list(range(20000, lo)) if lo - 20000 >= 1000 else []
-random.shuffle(candidates)
-held, ports = [], []
-def try_port(p):
-    if p in excluded or p in reserved or p in ports:
-        return False
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p))
-    except OSError:
-        s.close()
-        return False
-    held.append(s)  # keep bound until all are picked
-    ports.append(s.getsockname()[1])
-    return True
-for p in candidates:
-    if len(ports) == need:
-        break
-    try_port(p)
-tries = 0
-while len(ports) < need and tries < 1000:  # fallback: let the kernel choose
-    tries += 1
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    try_port(p)
-if len(ports) < need:
-    sys.exit("could not find %d free ports" % need)
-for p in ports:
-    with open(os.path.join(rdir, str(p)), "w") as f:
-        f.write(owner + "\n")
-print(" ".join(map(str, ports)))
-EOF
-}
-
-reserve_ports() { # OWNER_DIR PORT... (explicitly chosen ports)
-    local owner=$1; shift
-    mkdir -p "$RES_DIR" 2>/dev/null && chmod 1777 "$RES_DIR" 2>/dev/null || true
-    local p
-    for p in "$@"; do printf '%s\n' "$owner" >"$RES_DIR/$p" 2>/dev/null || true; done
-}
-
-release_ports() { # OWNER_DIR PORT...
-    local owner=$1; shift
-    local p
-    for p in "$@"; do
-        [ -n "$p" ] || continue
-        if [ -f "$RES_DIR/$p" ] && [ "$(cat "$RES_DIR/$p" 2>/dev/null)" = "$owner" ]; then
-            rm -f "$RES_DIR/$p"
-        fi
-    done
 }
 
 # Serialise service control on one DIR (e.g. two tests restarting the broker at
@@ -254,12 +95,8 @@ set_paths() {
     RMQ_PID_FILE=$RMQ_DIR/rabbitmq.pid
     RMQ_LAUNCHER_PID_FILE=$RMQ_DIR/launcher.pid
     EPMD_PID_FILE=$RMQ_DIR/epmd.pid
-    PG_USER=postgres
-    RMQ_USER=rabbitmq
-    if ! is_root; then
-        PG_USER=$(id -un)
-        RMQ_USER=$(id -un)
-    fi
+    PG_USER=$(svc_user postgres)
+    RMQ_USER=$(svc_user rabbitmq)
 }
 
 write_env() {
@@ -283,45 +120,6 @@ write_env() {
     mv -f "$f" "$DIR/env"
 }
 
-tail_log() { # FILE [N]
-    local f=$1 n=${2:-40}
-    if [ -f "$f" ]; then
-        printf '[services] ---- last %s lines of %s ----\n' "$n" "$f" >&2
-        tail -n "$n" "$f" >&2 || true
-        printf '[services] ---- end of %s ----\n' "$f" >&2
-    else
-        log "(no log file at $f)"
-    fi
-}
-
-# A process that exists and is not a zombie. (Our daemons get reparented to pid 1,
-# which may reap them late: a killed one can linger as a zombie for a while.)
-proc_running() { # PID
-    local pid=$1 stat
-    [ -n "$pid" ] && [[ $pid =~ ^[0-9]+$ ]] || return 1
-    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    case ${stat%% *} in Z | X | x) return 1 ;; esac
-    return 0
-}
-
-pid_alive() { # PID [COMM-REGEX]
-    local pid=$1 re=${2:-}
-    proc_running "$pid" || return 1
-    if [ -n "$re" ]; then
-        grep -Eq "$re" "/proc/$pid/comm" 2>/dev/null || return 1
-    fi
-}
-
-wait_pid_exit() { # PID SECONDS
-    local pid=$1 n=$(($2 * 10))
-    while proc_running "$pid"; do
-        [ "$n" -gt 0 ] || return 1
-        n=$((n - 1))
-        sleep 0.1
-    done
-}
-
 # ---------------------------------------------------------------- PostgreSQL
 pg() { # run a PostgreSQL binary as the postgres user with a clean environment
     local bin=$1; shift
@@ -331,8 +129,7 @@ pg() { # run a PostgreSQL binary as the postgres user with a clean environment
 }
 
 pg_init() {
-    # A Unix socket path is limited to 107 bytes.
-    [ $((${#PG_SOCK} + 18)) -le 107 ] || die "DIR path too long for PostgreSQL's socket: $PG_SOCK"
+    check_pg_socket_dir "$PG_SOCK"
     mkdir -p "$PG_DIR" "$PG_SOCK"
     is_root && chown "$PG_USER:" "$PG_DIR" "$PG_SOCK"
     chmod 700 "$PG_DIR"
@@ -363,9 +160,7 @@ EOF
     return 0
 }
 
-pg_ready() {
-    "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -d postgres -U postgres -t 2 >/dev/null 2>&1
-}
+pg_ready() { pg_ready_port "$PG_PORT"; }
 
 pg_running() { # postmaster alive for this data dir?
     [ -f "$PG_DATA/postmaster.pid" ] || return 1
@@ -422,40 +217,6 @@ pg_stop() {
 }
 
 # ---------------------------------------------------------------- RabbitMQ
-rmq_env() { # sets RMQ_ENV: the complete, clean environment of the node and its CLI
-    RMQ_ENV=(
-        PATH="$SYS_PATH" LANG=C.UTF-8 LC_ALL=C.UTF-8
-        HOME="$RMQ_HOME"
-        ERL_EPMD_PORT="$EPMD_PORT"
-        ERL_EPMD_ADDRESS=127.0.0.1
-        ERL_CRASH_DUMP="$RMQ_LOG_DIR/erl_crash.dump"
-        RABBITMQ_CONF_ENV_FILE="$RMQ_DIR/rabbitmq-env.conf"
-        RABBITMQ_CONFIG_FILE="$RMQ_DIR/rabbitmq.conf"
-        RABBITMQ_ADVANCED_CONFIG_FILE="$RMQ_DIR/advanced.config"
-        RABBITMQ_ENABLED_PLUGINS_FILE="$RMQ_DIR/enabled_plugins"
-        RABBITMQ_MNESIA_BASE="$RMQ_DIR/mnesia"
-        RABBITMQ_FEATURE_FLAGS_FILE="$RMQ_DIR/mnesia/$NODENAME-feature_flags"
-        RABBITMQ_LOG_BASE="$RMQ_LOG_DIR"
-        RABBITMQ_PID_FILE="$RMQ_PID_FILE"
-        RABBITMQ_NODENAME="$NODENAME"
-        RABBITMQ_USE_LONGNAME=false
-        RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
-        RABBITMQ_NODE_PORT="$AMQP_PORT"
-        RABBITMQ_DIST_PORT="$DIST_PORT"
-        RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
-        RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
-    )
-}
-
-rmq() { # run a RabbitMQ/Erlang tool as the node's user with the node's env
-    local bin=$1; shift
-    rmq_env
-    runas "$RMQ_USER"
-    (cd "$RMQ_DIR" && "${RUNAS[@]}" env -i "${RMQ_ENV[@]}" "$bin" "$@")
-}
-
-rmqctl() { rmq "$RMQ_BIN/rabbitmqctl" -n "$NODENAME" "$@"; }
-
 rmq_init() {
     mkdir -p "$RMQ_DIR" "$RMQ_HOME" "$RMQ_LOG_DIR" "$RMQ_DIR/mnesia"
     echo '[].' >"$RMQ_DIR/enabled_plugins"
@@ -474,27 +235,6 @@ EOF
     if is_root; then
         chown -R "$RMQ_USER:" "$RMQ_DIR"
     fi
-}
-
-amqp_ready() { # real AMQP handshake: send the protocol header, expect Connection.Start
-    python - "$AMQP_PORT" <<'EOF' 2>/dev/null
-import socket, struct, sys
-try:
-    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2)
-    s.sendall(b"AMQP\x00\x00\x09\x01")
-    buf = b""
-    while len(buf) < 11:
-        chunk = s.recv(64)
-        if not chunk:
-            break
-        buf += chunk
-    s.close()
-    ftype, chan, size = struct.unpack(">BHI", buf[:7])
-    cls, meth = struct.unpack(">HH", buf[7:11])
-    sys.exit(0 if (ftype, chan, cls, meth) == (1, 0, 10, 10) else 1)
-except Exception:
-    sys.exit(1)
-EOF
 }
 
 epmd_ready() {
@@ -553,22 +293,10 @@ rmq_node_pid() {
     if pid_alive "$pid" 'beam'; then echo "$pid"; fi
 }
 
-rmq_launcher_pid() {
-    local pid
-    pid=$(cat "$RMQ_LAUNCHER_PID_FILE" 2>/dev/null || true)
-    if pid_alive "$pid"; then echo "$pid"; fi
-}
-
-rmq_fail() {
-    tail_log "$RMQ_STARTUP_LOG" 60
-    tail_log "$RMQ_LOG_DIR/$NODENAME.log" 40
-    die "$*"
-}
-
 rmq_start() {
     local t0; t0=$(now)
     [ -d "$RMQ_DIR/mnesia" ] || die "no RabbitMQ data directory at $RMQ_DIR"
-    if [ -n "$(rmq_node_pid)" ] && amqp_ready; then
+    if [ -n "$(rmq_node_pid)" ] && amqp_ready "$AMQP_PORT"; then
         log "rabbitmq: already running on 127.0.0.1:$AMQP_PORT"
         return 0
     fi
@@ -589,7 +317,7 @@ rmq_start() {
     local launcher=$!
     echo "$launcher" >"$RMQ_LAUNCHER_PID_FILE"
     local deadline=$((SECONDS + TIMEOUT))
-    until amqp_ready; do
+    until amqp_ready "$AMQP_PORT"; do
         if ! proc_running "$launcher"; then
             rmq_fail "rabbitmq: node $NODENAME exited during startup"
         fi
@@ -619,16 +347,10 @@ rmq_stop() {
             # `stop` with the pid file waits until the VM process has exited.
             rmqctl -q stop "$RMQ_PID_FILE" >"$RMQ_LOG_DIR/stop.log" 2>&1 \
                 || log "rabbitmq: 'rabbitmqctl stop' failed; terminating pid $pid"
-            if ! wait_pid_exit "$pid" 30; then
-                kill -TERM "$pid" 2>/dev/null || true
-                wait_pid_exit "$pid" 15 || kill -KILL "$pid" 2>/dev/null || true
-            fi
+            end_pid "$pid" 30 15
         fi
         launcher=$(rmq_launcher_pid)
-        if [ -n "$launcher" ] && ! wait_pid_exit "$launcher" 5; then
-            kill -TERM "$launcher" 2>/dev/null || true
-            wait_pid_exit "$launcher" 10 || kill -KILL "$launcher" 2>/dev/null || true
-        fi
+        [ -z "$launcher" ] || end_pid "$launcher" 5 10
         # beam's helper ports (erl_child_setup, inet_gethost) die with the VM.
     fi
     rm -f "$RMQ_LAUNCHER_PID_FILE"
@@ -669,11 +391,7 @@ cmd_start() {
     if is_root; then
         # mktemp -d makes 0700 directories: the service users must be able to enter DIR.
         chmod 755 "$DIR"
-        local u
-        for u in "$PG_USER" "$RMQ_USER"; do
-            setpriv --reuid="$u" --regid="$(id -g "$u")" --init-groups test -x "$DIR" \
-                || die "user $u cannot access $DIR (a parent directory is not world-searchable); use a DIR under /tmp or chmod o+x its parents"
-        done
+        check_users_can_enter "$DIR" "$PG_USER" "$RMQ_USER"
     fi
 
     # Ports: explicit ones are used as given; the rest are picked free, distinct and reserved.
@@ -742,7 +460,7 @@ cmd_status() {
     load_env "${1:?usage: $0 status DIR}"
     local rc=0
     if pg_ready; then echo "postgres up 127.0.0.1:$PG_PORT"; else echo "postgres down"; rc=1; fi
-    if [ -n "$(rmq_node_pid)" ] && amqp_ready; then
+    if [ -n "$(rmq_node_pid)" ] && amqp_ready "$AMQP_PORT"; then
         echo "rabbitmq up 127.0.0.1:$AMQP_PORT $NODENAME"
     else
         echo "rabbitmq down"; rc=1
