@@ -32,6 +32,39 @@ pub struct Settings {
     pub pingpp: PingppSettings,
     pub wallet: WalletPolicy,
     pub log: LogSettings,
+    pub security: SecuritySettings,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySettings {
+    /// AMQP users whose messages (by their broker-validated `user_id`) may carry operator
+    /// commands (`cash.approve`, `cash.reject`, `cash.retrieve`).
+    pub operator_users: Vec<String>,
+    /// Lets every publisher send operator commands: only for a broker whose every user is an
+    /// operator. The worker starts with an empty `operator_users` only when this is set.
+    pub allow_any_operator: bool,
+}
+
+impl SecuritySettings {
+    /// Who may send operator commands, or why the worker must not start.
+    pub fn operators(&self) -> Result<crate::domain::operators::Operators, ConfigError> {
+        use crate::domain::operators::Operators;
+        match (self.operator_users.is_empty(), self.allow_any_operator) {
+            (false, false) => Ok(Operators::only(self.operator_users.clone())),
+            (true, true) => Ok(Operators::anyone()),
+            (true, false) => Err(ConfigError::Invalid(
+                "security.operator_users is empty: name the AMQP users that may send operator \
+                 commands (cash.approve, cash.reject, cash.retrieve), or set \
+                 security.allow_any_operator = true to let every publisher send them"
+                    .into(),
+            )),
+            (false, true) => Err(ConfigError::Invalid(
+                "security.operator_users and security.allow_any_operator are both set: choose one"
+                    .into(),
+            )),
+        }
+    }
 }
 
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
@@ -265,8 +298,8 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-const SECTIONS: [&str; 8] = [
-    "database", "amqp", "worker", "webhook", "metrics", "pingpp", "wallet", "log",
+const SECTIONS: [&str; 9] = [
+    "database", "amqp", "worker", "webhook", "metrics", "pingpp", "wallet", "log", "security",
 ];
 
 impl Settings {
@@ -345,6 +378,14 @@ impl Settings {
             return Err(ConfigError::Invalid(format!(
                 "amqp.urls names more than {MAX_BROKER_URLS} brokers"
             )));
+        }
+        if self
+            .security
+            .operator_users
+            .iter()
+            .any(|user| user.is_empty() || user.len() > 255)
+        {
+            return invalid("security.operator_users: each is an AMQP user name, 1 to 255 bytes");
         }
         if self.amqp.quorum_group_size == 0 {
             return invalid("amqp.quorum_group_size must be at least 1");
@@ -505,6 +546,7 @@ impl fmt::Debug for Settings {
             )
             .field("wallet", &self.wallet)
             .field("log", &self.log)
+            .field("security", &self.security)
             .finish()
     }
 }

@@ -118,10 +118,14 @@ async fn publish_and_wait(
         )
         .await?;
     let publisher = Publisher::open(connection.clone()).await?;
-    let properties = json_properties()
+    let mut properties = json_properties()
         .with_reply_to(reply_queue.name().clone())
         .with_correlation_id(id.into())
         .with_message_id(id.into());
+    // The broker checks it against the connection's user: how an operator proves who sends.
+    if let Some(user) = brokers.user() {
+        properties = properties.with_user_id(user.into());
+    }
     publisher
         .publish(
             &names.commands_exchange,

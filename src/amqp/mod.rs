@@ -50,6 +50,8 @@ pub struct Brokers {
     urls: Vec<String>,
     next: usize,
     current: Option<String>,
+    /// The user the last connection logged in as.
+    user: Option<String>,
     role: &'static str,
 }
 
@@ -62,6 +64,7 @@ impl Brokers {
             urls,
             next,
             current: None,
+            user: None,
             role,
         }
     }
@@ -87,6 +90,10 @@ impl Brokers {
                     }
                     crate::metrics::broker_connected(self.role, &node, self.current.as_deref());
                     self.current = Some(node);
+                    self.user = self.urls[index]
+                        .parse::<lapin::uri::AMQPUri>()
+                        .ok()
+                        .map(|uri| uri.authority.userinfo.username);
                     return Ok(connection);
                 }
                 Err(e) => failures.push(e.to_string()),
@@ -94,6 +101,14 @@ impl Brokers {
         }
         self.next = (self.next + 1) % self.urls.len();
         Err(anyhow::anyhow!(failures.join("; ")))
+    }
+}
+
+impl Brokers {
+    /// The broker user of the connection made last: what RabbitMQ accepts as a message's
+    /// `user_id` on it.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
     }
 }
 

@@ -4,7 +4,7 @@
 use deadpool_postgres::Transaction;
 
 use crate::domain::command::{Envelope, IdHolder};
-use crate::domain::outcome::{idempotency_conflict, CommandResult, Status};
+use crate::domain::outcome::{idempotency_conflict, CommandResult, Rejection, Status};
 use crate::error::EngineError;
 
 /// What applying a command produced: the exact result message to publish.
@@ -81,11 +81,16 @@ pub async fn lookup(
 
 /// The id is taken by a command with other content.
 pub fn conflict(envelope: &Envelope) -> Applied {
+    unstored(envelope, idempotency_conflict())
+}
+
+/// A rejection answered without being stored under the command's id.
+pub fn unstored(envelope: &Envelope, rejection: Rejection) -> Applied {
     let result = CommandResult::rejected(
         &envelope.id,
         envelope.kind.as_str(),
         envelope.user_id,
-        idempotency_conflict(),
+        rejection,
     );
     Applied {
         body: serde_json::to_string(&result).expect("a result serializes"),

@@ -56,6 +56,15 @@ pub enum CommandType {
 }
 
 impl CommandType {
+    /// Commands only operators may send: the broker-validated `user_id` of their message must
+    /// name one of `security.operator_users`.
+    pub fn operator_only(self) -> bool {
+        matches!(
+            self,
+            CommandType::CashApprove | CommandType::CashReject | CommandType::CashRetrieve
+        )
+    }
+
     pub const ALL: [CommandType; 35] = [
         CommandType::Recharge,
         CommandType::RechargeRetrieve,

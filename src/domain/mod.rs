@@ -10,6 +10,7 @@ pub mod deposit;
 pub mod event;
 pub mod ledger;
 pub mod merchant;
+pub mod operators;
 pub mod order;
 pub mod outcome;
 pub mod policy;

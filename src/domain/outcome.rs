@@ -144,6 +144,8 @@ pub enum Code {
     AllocationInProgress,
     /// A reward's allocations and refunds are the platform's to settle, not the creator's.
     RewardOrder,
+    /// An operator command from a publisher that is not an operator.
+    Forbidden,
 }
 
 impl Code {
@@ -157,6 +159,13 @@ impl Code {
 }
 
 pub const MSG_IDEMPOTENCY_CONFLICT: &str = "该请求ID已用于另一个不同的请求";
+
+pub const MSG_FORBIDDEN: &str = "无权执行此操作";
+
+/// An operator command whose message the broker did not prove to come from an operator.
+pub fn forbidden() -> Rejection {
+    Rejection::field(Code::Forbidden, "type", MSG_FORBIDDEN)
+}
 
 /// The command's id was used by a command with other content (or is held by one in progress).
 pub fn idempotency_conflict() -> Rejection {

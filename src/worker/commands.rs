@@ -14,6 +14,33 @@ use crate::domain::outcome::Status;
 use crate::metrics;
 
 /// One command delivery, decoded once by the consumer loop.
+/// The AMQP `user_id` of a message: its publisher's broker user, as the broker checked it.
+pub(super) fn published_by(delivery: &Delivery) -> Option<&str> {
+    delivery
+        .properties
+        .user_id()
+        .as_ref()
+        .map(|user| user.as_str())
+}
+
+/// An operator command from a publisher that is not an operator: answered `forbidden` and
+/// acknowledged, with nothing applied and nothing stored (the id stays free for the operator's
+/// own command).
+pub(super) async fn forbid(context: &Context, delivery: Delivery, envelope: Envelope) {
+    let _in_flight = metrics::InFlight::start();
+    warn!(
+        id = %envelope.id,
+        r#type = envelope.kind.as_str(),
+        publisher = published_by(&delivery).unwrap_or("(no user_id)"),
+        "an operator command from a publisher that is not an operator: forbidden"
+    );
+    let answer = crate::db::commands::unstored(&envelope, crate::domain::outcome::forbidden());
+    if publish_result(context, &delivery, &answer).await.is_ok() {
+        ack(&delivery).await;
+    }
+    metrics::command_handled(Some(envelope.kind), "forbidden");
+}
+
 pub(super) async fn handle(
     context: &Context,
     delivery: Delivery,

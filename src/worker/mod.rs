@@ -16,6 +16,7 @@ use tracing::{error, info, warn};
 use crate::amqp::{self, Brokers, Names, Publisher, BROKER_TIMEOUT};
 use crate::config::Settings;
 use crate::domain::command::{decode, Envelope};
+use crate::domain::operators::Operators;
 use crate::engine::Engine;
 use crate::metrics;
 
@@ -24,7 +25,7 @@ mod delivery;
 mod events;
 mod ledger_check;
 
-use commands::{handle, handle_batch};
+use commands::{forbid, handle, handle_batch, published_by};
 use events::{handle_event, put_back_due_events_periodically};
 use ledger_check::check_ledger_periodically;
 
@@ -41,6 +42,8 @@ struct Context {
     permits: Arc<Semaphore>,
     /// Slots for the commands that wait on Ping++, apart so they never hold up the others.
     pingpp_permits: Arc<Semaphore>,
+    /// Who may send operator commands.
+    operators: Operators,
     shutdown: CancellationToken,
 }
 
@@ -56,6 +59,14 @@ pub async fn run_with_readiness(
     on_ready: impl FnOnce() + Send,
 ) -> anyhow::Result<()> {
     let mut on_ready = Some(on_ready);
+    let operators = settings.security.operators()?;
+    if settings.security.allow_any_operator {
+        warn!(
+            "security.allow_any_operator: every publisher may send operator commands \
+             (cash.approve, cash.reject, cash.retrieve); name the operators in \
+             security.operator_users instead"
+        );
+    }
     let engine = Engine::from_settings(&settings)?;
     if settings.metrics.ledger_check_secs > 0 {
         tokio::spawn(check_ledger_periodically(
@@ -68,12 +79,19 @@ pub async fn run_with_readiness(
     let mut brokers = Brokers::new(settings.amqp.broker_urls(), "worker");
     loop {
         let mut consumed = false;
-        let outcome = session(&settings, &engine, &mut brokers, &shutdown, &mut || {
-            consumed = true;
-            if let Some(on_ready) = on_ready.take() {
-                on_ready();
-            }
-        })
+        let outcome = session(
+            &settings,
+            &engine,
+            &operators,
+            &mut brokers,
+            &shutdown,
+            &mut || {
+                consumed = true;
+                if let Some(on_ready) = on_ready.take() {
+                    on_ready();
+                }
+            },
+        )
         .await;
         if consumed {
             // A session that worked starts the backoff over.
@@ -125,6 +143,7 @@ async fn pin_custody(engine: &Engine) -> anyhow::Result<()> {
 async fn session(
     settings: &Settings,
     engine: &Engine,
+    operators: &Operators,
     brokers: &mut Brokers,
     shutdown: &CancellationToken,
     consuming: &mut (dyn FnMut() + Send),
@@ -182,6 +201,7 @@ async fn session(
         delivery_limit: settings.amqp.delivery_limit,
         permits: Arc::new(Semaphore::new(settings.worker.concurrency)),
         pingpp_permits: Arc::new(Semaphore::new(settings.worker.pingpp_concurrency)),
+        operators: operators.clone(),
         shutdown: shutdown.clone(),
     });
     // Parked Ping++ events go back on the queue when due, on this session's publisher.
@@ -198,6 +218,10 @@ async fn session(
             _ = shutdown.cancelled() => break Ok(()),
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => match decode(&delivery.data) {
+                    Ok(envelope) if !context.operators.may_send(envelope.kind, published_by(&delivery)) => {
+                        let context = context.clone();
+                        tasks.spawn(async move { forbid(&context, delivery, envelope).await });
+                    }
                     Ok(envelope) if batch_size > 1 && !context.engine.waits_on_pingpp(envelope.kind) => {
                         batch.push((envelope, delivery));
                         if batch.len() >= batch_size {

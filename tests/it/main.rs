@@ -15,6 +15,7 @@ mod custody;
 mod events;
 mod merchants;
 mod metrics;
+mod operators;
 mod pingpp_accounts_client;
 mod pingpp_client;
 mod pingpp_merchants_client;

@@ -286,8 +286,12 @@ pub(super) async fn collect(
     }
 }
 
+/// As upstream and operators publish: the broker user of the test's URLs (`guest`, an
+/// operator in config/pluspay.toml) as `user_id`.
 fn command_properties(id: &str) -> BasicProperties {
-    json_properties().with_message_id(id.into())
+    json_properties()
+        .with_message_id(id.into())
+        .with_user_id("guest".into())
 }
 
 async fn send_command(publisher: &mut RobustPublisher, names: &Names, command: &Value) {

@@ -323,6 +323,10 @@ pub(super) fn process_env(settings: &Settings) -> Vec<(&'static str, String)> {
             WORKER_SHUTDOWN_SECS.to_string(),
         ),
         ("PLUSPAY_LOG_FILTER", "info".into()),
+        (
+            "PLUSPAY_SECURITY_OPERATOR_USERS",
+            format!("[{}]", settings.security.operator_users.join(",")),
+        ),
     ];
     if !settings.amqp.urls.is_empty() {
         env.push((

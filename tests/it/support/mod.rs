@@ -46,6 +46,16 @@ pub async fn empty_database() -> String {
 
 /// A new, empty database on the server `admin_url` points at (a superuser's URL); returns its
 /// URL.
+/// The user a broker URL logs in as: the `user_id` the broker accepts on its messages.
+pub fn broker_user(amqp_url: &str) -> String {
+    amqp_url
+        .parse::<lapin::uri::AMQPUri>()
+        .expect("an AMQP URL")
+        .authority
+        .userinfo
+        .username
+}
+
 pub async fn empty_database_at(admin_url: &str) -> String {
     let database = unique("pp");
     let admin = pluspay::db::connect(admin_url)
@@ -83,6 +93,10 @@ impl TestEnv {
         settings.database.url = url.clone();
         settings.amqp.url = amqp_url.to_owned();
         settings.amqp.namespace = unique("t");
+        // The test broker's one user sends everything, operator commands too (the client
+        // below sets it as every message's user_id, as config/pluspay.toml allows for the
+        // processes the tests start).
+        settings.security.operator_users = vec![broker_user(amqp_url)];
         settings.worker.shutdown_timeout_secs = 10;
         let mut db = pluspay::db::connect(&url)
             .await
@@ -109,6 +123,10 @@ impl TestEnv {
             ),
             // Processes of parallel tests must not fight over the default metrics port.
             ("PLUSPAY_METRICS_LISTEN", "127.0.0.1:0".to_owned()),
+            (
+                "PLUSPAY_SECURITY_OPERATOR_USERS",
+                format!("[{}]", self.settings.security.operator_users.join(",")),
+            ),
         ]
     }
 
@@ -253,6 +271,8 @@ pub struct BrokerClient {
     pub names: Names,
     reply_queue: String,
     replies: lapin::Consumer,
+    /// The broker user it publishes as, and so every message's `user_id`.
+    user: String,
     /// Results that arrived, by correlation id, in arrival order.
     pub received: HashMap<String, Vec<Value>>,
 }
@@ -277,6 +297,7 @@ impl BrokerClient {
             names,
             reply_queue,
             replies,
+            user: broker_user(&settings.amqp.url),
             received: HashMap::new(),
         }
     }
@@ -285,22 +306,53 @@ impl BrokerClient {
         json_properties()
             .with_reply_to(self.reply_queue.as_str().into())
             .with_correlation_id(correlation_id.into())
+            .with_user_id(self.user.as_str().into())
     }
 
     /// Publishes a command through the commands exchange, as upstream does.
     pub async fn command(&self, command: &Value) {
-        let kind = command["type"].as_str().expect("a command has a type");
         let correlation_id = command["id"].as_str().expect("a command has an id");
+        self.command_with(command, self.properties(correlation_id))
+            .await
+            .expect("publish a command");
+    }
+
+    /// Publishes a command with these properties (its result comes back to this client when
+    /// they carry its reply queue: `reply_properties`).
+    pub async fn command_with(
+        &self,
+        command: &Value,
+        properties: BasicProperties,
+    ) -> Result<(), pluspay::amqp::PublishError> {
+        let kind = command["type"].as_str().expect("a command has a type");
         self.publisher
             .publish(
                 &self.names.commands_exchange,
                 kind,
                 command.to_string().as_bytes(),
-                self.properties(correlation_id),
+                properties,
                 true,
             )
             .await
+    }
+
+    /// Properties that bring the result back to this client, with no `user_id`.
+    pub fn reply_properties(&self, correlation_id: &str) -> BasicProperties {
+        json_properties()
+            .with_reply_to(self.reply_queue.as_str().into())
+            .with_correlation_id(correlation_id.into())
+    }
+
+    /// Sends one command with these properties and returns its result.
+    pub async fn call_with(&mut self, command: Value, properties: BasicProperties) -> Value {
+        let id = command["id"].as_str().unwrap().to_owned();
+        let before = self.received.get(&id).map_or(0, Vec::len);
+        self.command_with(&command, properties)
+            .await
             .expect("publish a command");
+        self.wait_until(|received| received.get(&id).map_or(0, Vec::len) > before)
+            .await;
+        self.received[&id].last().unwrap().clone()
     }
 
     /// Publishes raw bytes straight into the commands queue (for garbage no exchange would route).

@@ -1,0 +1,195 @@
+//! Operator commands are applied only when the broker proved their publisher is an operator:
+//! the message's `user_id` (which RabbitMQ checks against the connection's user) names one of
+//! `security.operator_users`. Against the shared RabbitMQ, with a broker user of the test's own.
+
+use std::process::Stdio;
+
+use crate::support::{pluspay, TestEnv};
+use pluspay::amqp::publisher::json_properties;
+use pluspay::amqp::Publisher;
+use serde_json::json;
+
+/// A broker user of this test, removed again when dropped.
+struct BrokerUser {
+    name: String,
+    password: String,
+}
+
+async fn rabbitmqctl(args: &[&str]) -> std::process::Output {
+    let script = std::env::var("PP_SERVICES_SCRIPT").expect("PP_SERVICES_SCRIPT (scripts/test.sh)");
+    let dir = std::env::var("PP_SERVICES_DIR").expect("PP_SERVICES_DIR (scripts/test.sh)");
+    tokio::process::Command::new("bash")
+        .arg(script)
+        .arg("rabbitmqctl")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run rabbitmqctl")
+}
+
+impl BrokerUser {
+    async fn add() -> BrokerUser {
+        let name = format!("ops-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let password = uuid::Uuid::new_v4().simple().to_string();
+        let added = rabbitmqctl(&["add_user", &name, &password]).await;
+        assert!(added.status.success(), "{added:?}");
+        let allowed = rabbitmqctl(&["set_permissions", "-p", "/", &name, ".*", ".*", ".*"]).await;
+        assert!(allowed.status.success(), "{allowed:?}");
+        BrokerUser { name, password }
+    }
+
+    /// The test broker's URL, logged in as this user.
+    fn url(&self, env: &TestEnv) -> String {
+        let url = &env.settings.amqp.url;
+        let (_, rest) = url.split_once('@').expect("a URL with user information");
+        format!("amqp://{}:{}@{rest}", self.name, self.password)
+    }
+}
+
+impl Drop for BrokerUser {
+    fn drop(&mut self) {
+        let script = std::env::var("PP_SERVICES_SCRIPT").unwrap_or_default();
+        let dir = std::env::var("PP_SERVICES_DIR").unwrap_or_default();
+        let _ = std::process::Command::new("bash")
+            .args([&script, "rabbitmqctl", &dir, "delete_user", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+async fn cash_status(env: &TestEnv, cash: i64) -> i16 {
+    env.db
+        .query_one("SELECT status FROM cashes WHERE id = $1", &[&cash])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_broker_proven_operator_decides_a_cash_request() {
+    let ops = BrokerUser::add().await;
+    let mut env = TestEnv::new().await;
+    env.settings.security.operator_users = vec![ops.name.clone()];
+    env.fund(1, 1_000).await;
+    let _worker = env.start_worker();
+    let mut client = env.client().await;
+    let cash = client
+        .call(json!({"id": "op-cash", "type": "cash", "user_id": 1,
+                     "data": {"value": 300, "type": "alipay", "account": "u1@example.com"}}))
+        .await;
+    assert_eq!(cash["status"], "succeeded", "{cash}");
+    let cash_id = cash["data"]["cash"]["id"].as_i64().unwrap();
+    let approve = json!({"id": "op-approve", "type": "cash.approve", "user_id": 10_000,
+                         "data": {"cash": cash_id, "remark": "ok"}});
+
+    // The upstream user (`guest`, proven but not an operator), then no user_id at all.
+    let as_upstream = client.call(approve.clone()).await;
+    let without_user = client
+        .call_with(approve.clone(), client.reply_properties("op-approve"))
+        .await;
+    for refused in [&as_upstream, &without_user] {
+        assert_eq!(refused["status"], "rejected", "{refused}");
+        assert_eq!(refused["code"], "forbidden", "{refused}");
+        assert_eq!(refused["id"], "op-approve");
+    }
+    assert_eq!(cash_status(&env, cash_id).await, 0, "still waiting");
+    assert_eq!(
+        env.count("SELECT count(*) FROM commands WHERE id = 'op-approve'")
+            .await,
+        0,
+        "a forbidden command leaves its id free"
+    );
+    // Upstream commands need no proof: a transfer without user_id goes through.
+    let transfer = client
+        .call_with(
+            json!({"id": "op-transfer", "type": "transfer", "user_id": 1,
+                   "data": {"user": 2, "amount": 100}}),
+            client.reply_properties("op-transfer"),
+        )
+        .await;
+    assert_eq!(transfer["status"], "succeeded", "{transfer}");
+
+    // Claiming to be the operator on the upstream user's connection: the broker refuses it.
+    let forger = Publisher::open(client.connection.clone()).await.unwrap();
+    let forged = forger
+        .publish(
+            &client.names.commands_exchange,
+            "cash.approve",
+            approve.to_string().as_bytes(),
+            json_properties().with_user_id(ops.name.as_str().into()),
+            true,
+        )
+        .await;
+    assert!(forged.is_err(), "the broker took a forged user_id");
+
+    // The operator's own `pluspay send` (which sets user_id), with the id that was refused.
+    let mut vars = env.process_env();
+    vars.retain(|(key, _)| *key != "PLUSPAY_AMQP_URL");
+    vars.push(("PLUSPAY_AMQP_URL", ops.url(&env)));
+    let sent = pluspay(
+        &[
+            "send",
+            "cash.approve",
+            "--user",
+            "10000",
+            "--data",
+            &json!({"cash": cash_id, "remark": "ok"}).to_string(),
+            "--id",
+            "op-approve",
+        ],
+        &vars,
+    )
+    .await;
+    assert!(sent.status.success(), "{sent:?}");
+    let approved: serde_json::Value = serde_json::from_slice(&sent.stdout).unwrap();
+    assert_eq!(approved["status"], "succeeded", "{approved}");
+    assert_eq!(cash_status(&env, cash_id).await, 1, "approved");
+}
+
+#[tokio::test]
+async fn the_worker_starts_only_when_it_knows_its_operators() {
+    let env = TestEnv::new().await;
+    let mut vars = env.process_env();
+    vars.retain(|(key, _)| *key != "PLUSPAY_SECURITY_OPERATOR_USERS");
+    vars.push(("PLUSPAY_SECURITY_OPERATOR_USERS", "[]".into()));
+    let refused = pluspay(&["worker"], &vars).await;
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("security.operator_users") && stderr.contains("allow_any_operator"),
+        "{stderr}"
+    );
+
+    // Allowing every publisher explicitly starts it, with a warning.
+    vars.push(("PLUSPAY_SECURITY_ALLOW_ANY_OPERATOR", "true".into()));
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pluspay"));
+    command
+        .arg("worker")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("PLUSPAY_")) {
+        command.env_remove(key);
+    }
+    command.envs(vars.iter().map(|(k, v)| (*k, v.as_str())));
+    let mut child = command.spawn().unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let warned = tokio::time::timeout(crate::support::WAIT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("security.allow_any_operator") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(warned, "no warning about allow_any_operator");
+    assert!(child.try_wait().unwrap().is_none(), "the worker runs");
+    child.start_kill().unwrap();
+}
