@@ -311,23 +311,7 @@ pub(crate) async fn pay(engine: &Engine, envelope: &Envelope) -> Result<Applied,
             return step::refuse(engine, envelope, rejection).await;
         }
     };
-    let mut client = engine.pool.get().await?;
-    let tx = match step::claiming(&mut client, envelope).await? {
-        Step::Answered(applied) => return Ok(applied),
-        Step::Open(tx) => tx,
-    };
-    let result = match complete_order(&tx, purchase.order_id, &paying, Some(&envelope.id)).await? {
-        Ok(completion) => succeeded(
-            envelope,
-            None,
-            json!({ "order": completion.order(), "pingpp_order": paying }),
-        ),
-        Err(mismatch) => rejected(
-            envelope,
-            Rejection::field(Code::OrderMismatch, "order", &mismatch),
-        ),
-    };
-    step::store_result(tx, envelope, &result).await
+    answer_with_order(engine, envelope, purchase.order_id, &paying).await
 }
 
 pub(crate) async fn get(engine: &Engine, envelope: &Envelope) -> Result<Applied, EngineError> {
@@ -354,16 +338,27 @@ pub(crate) async fn get(engine: &Engine, envelope: &Envelope) -> Result<Applied,
             return step::refuse(engine, envelope, provider::refused_or_retry(error)?).await
         }
     };
+    answer_with_order(engine, envelope, order_id, &now).await
+}
+
+/// Completes the order from what Ping++ says of it now and answers with both, in the
+/// transaction that claims the command's id (`order.pay`, `order.get`).
+async fn answer_with_order(
+    engine: &Engine,
+    envelope: &Envelope,
+    order_id: i64,
+    pingpp_order: &Value,
+) -> Result<Applied, EngineError> {
     let mut client = engine.pool.get().await?;
     let tx = match step::claiming(&mut client, envelope).await? {
         Step::Answered(applied) => return Ok(applied),
         Step::Open(tx) => tx,
     };
-    let result = match complete_order(&tx, order_id, &now, Some(&envelope.id)).await? {
+    let result = match complete_order(&tx, order_id, pingpp_order, Some(&envelope.id)).await? {
         Ok(completion) => succeeded(
             envelope,
             None,
-            json!({ "order": completion.order(), "pingpp_order": now }),
+            json!({ "order": completion.order(), "pingpp_order": pingpp_order }),
         ),
         Err(mismatch) => rejected(
             envelope,
