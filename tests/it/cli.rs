@@ -1,6 +1,6 @@
 //! The `pluspay` binary as operators use it: migrate, send, audit, and bad settings.
 
-use crate::support::{empty_database, pluspay, TestEnv};
+use crate::support::{empty_database, pluspay, rabbitmqctl, TestEnv};
 use serde_json::Value;
 
 fn stdout_json(output: &std::process::Output) -> Value {
@@ -239,21 +239,14 @@ async fn audit_of_a_missing_database_says_which_and_why() {
 
 /// The broker's process ids of the connections whose client calls itself `name`.
 async fn connections_named(name: &str) -> Vec<String> {
-    let script = std::env::var("PP_SERVICES_SCRIPT").expect("PP_SERVICES_SCRIPT (scripts/test.sh)");
-    let dir = std::env::var("PP_SERVICES_DIR").expect("PP_SERVICES_DIR (scripts/test.sh)");
-    let out = tokio::process::Command::new("bash")
-        .args([
-            &script,
-            "rabbitmqctl",
-            &dir,
-            "list_connections",
-            "-q",
-            "--no-table-headers",
-        ])
-        .args(["pid", "client_properties"])
-        .output()
-        .await
-        .expect("run rabbitmqctl");
+    let out = rabbitmqctl(&[
+        "list_connections",
+        "-q",
+        "--no-table-headers",
+        "pid",
+        "client_properties",
+    ])
+    .await;
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|line| line.contains(&format!("\"{name}\"")))
@@ -310,22 +303,12 @@ async fn send_publishes_again_when_its_broker_connection_goes() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
-    let script = std::env::var("PP_SERVICES_SCRIPT").unwrap();
-    let dir = std::env::var("PP_SERVICES_DIR").unwrap();
     for name in names {
-        let closed = tokio::process::Command::new("bash")
-            .args([
-                &script,
-                "rabbitmqctl",
-                &dir,
-                "close_connection",
-                &name,
-                "test",
-            ])
-            .status()
-            .await
-            .unwrap();
-        assert!(closed.success(), "close_connection {name}");
+        let closed = rabbitmqctl(&["close_connection", &name, "test"]).await;
+        assert!(
+            closed.status.success(),
+            "close_connection {name}: {closed:?}"
+        );
     }
     let _worker = env.start_worker();
     let sent = sent.await.unwrap();

@@ -4,7 +4,7 @@
 
 use std::process::Stdio;
 
-use crate::support::{pluspay, TestEnv};
+use crate::support::{pluspay, rabbitmqctl, TestEnv};
 use pluspay::amqp::publisher::json_properties;
 use pluspay::amqp::Publisher;
 use serde_json::json;
@@ -13,20 +13,6 @@ use serde_json::json;
 struct BrokerUser {
     name: String,
     password: String,
-}
-
-async fn rabbitmqctl(args: &[&str]) -> std::process::Output {
-    let script = std::env::var("PP_SERVICES_SCRIPT").expect("PP_SERVICES_SCRIPT (scripts/test.sh)");
-    let dir = std::env::var("PP_SERVICES_DIR").expect("PP_SERVICES_DIR (scripts/test.sh)");
-    tokio::process::Command::new("bash")
-        .arg(script)
-        .arg("rabbitmqctl")
-        .arg(dir)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("run rabbitmqctl")
 }
 
 impl BrokerUser {

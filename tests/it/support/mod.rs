@@ -46,6 +46,21 @@ pub async fn empty_database() -> String {
 
 /// A new, empty database on the server `admin_url` points at (a superuser's URL); returns its
 /// URL.
+/// Runs rabbitmqctl against the shared broker of scripts/test.sh.
+pub async fn rabbitmqctl(args: &[&str]) -> std::process::Output {
+    let script = env("PP_SERVICES_SCRIPT");
+    let dir = env("PP_SERVICES_DIR");
+    tokio::process::Command::new("bash")
+        .arg(script)
+        .arg("rabbitmqctl")
+        .arg(dir)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run rabbitmqctl")
+}
+
 /// The user a broker URL logs in as: the `user_id` the broker accepts on its messages.
 pub fn broker_user(amqp_url: &str) -> String {
     amqp_url
