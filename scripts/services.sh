@@ -4,9 +4,12 @@
 #   services.sh install
 #       Install postgresql / rabbitmq-server (and python3) with apt when missing.
 #   services.sh start DIR [--pg-port N] [--amqp-port N] [--dist-port N] [--epmd-port N]
+#                         [--tls CERTDIR]
 #       Create a fresh PostgreSQL cluster and a private RabbitMQ node whose data all
 #       lives under DIR, listening on 127.0.0.1 only (free ports picked at run time
 #       unless given), wait until both accept connections and write DIR/env.
+#       --tls: CERTDIR holds ca.pem, server.pem and server.key (PEM); PostgreSQL then
+#       runs with ssl = on and RabbitMQ gets a TLS listener too (PP_AMQPS_PORT in DIR/env).
 #   services.sh stop DIR
 #       Stop both (tolerates services that are already stopped). DIR is left in place.
 #   services.sh {stop,start,restart}-{postgres,rabbitmq} DIR
@@ -79,6 +82,7 @@ load_env() { # DIR -> sources DIR/env, sets globals
     AMQP_PORT=$PP_AMQP_PORT
     DIST_PORT=$PP_RABBITMQ_DIST_PORT
     EPMD_PORT=$PP_RABBITMQ_EPMD_PORT
+    AMQPS_PORT=${PP_AMQPS_PORT:-}
     NODENAME=$PP_RABBITMQ_NODENAME
     set_paths
 }
@@ -115,6 +119,7 @@ write_env() {
         printf 'export PP_RABBITMQ_DIST_PORT=%q\n' "$DIST_PORT"
         printf 'export PP_RABBITMQ_EPMD_PORT=%q\n' "$EPMD_PORT"
         printf 'export PP_RABBITMQ_LOG=%q\n' "$RMQ_LOG_DIR/$NODENAME.log"
+        if [ -n "${AMQPS_PORT:-}" ]; then printf 'export PP_AMQPS_PORT=%q\n' "$AMQPS_PORT"; fi
     } >"$f"
     chmod 644 "$f"
     mv -f "$f" "$DIR/env"
@@ -151,6 +156,18 @@ fsync = on
 synchronous_commit = on
 full_page_writes = on
 EOF
+    if [ -n "${TLS_DIR:-}" ]; then
+        # PostgreSQL refuses a key file others can read.
+        install -d -m 700 "$PG_DIR/tls"
+        install -m 644 "$TLS_DIR/server.pem" "$PG_DIR/tls/server.pem"
+        install -m 600 "$TLS_DIR/server.key" "$PG_DIR/tls/server.key"
+        is_root && chown -R "$PG_USER:" "$PG_DIR/tls"
+        cat >>"$PG_DATA/postgresql.conf" <<EOF
+ssl = on
+ssl_cert_file = '$PG_DIR/tls/server.pem'
+ssl_key_file = '$PG_DIR/tls/server.key'
+EOF
+    fi
     cat >"$PG_DATA/pg_hba.conf" <<'EOF'
 # TYPE  DATABASE  USER  ADDRESS       METHOD
 local   all       all                 trust
@@ -229,6 +246,19 @@ log.console = false
 log.file.level = info
 disk_free_limit.absolute = 50MB
 EOF
+    if [ -n "${TLS_DIR:-}" ]; then
+        mkdir -p "$RMQ_DIR/tls"
+        cp "$TLS_DIR/ca.pem" "$TLS_DIR/server.pem" "$TLS_DIR/server.key" "$RMQ_DIR/tls/"
+        chmod 600 "$RMQ_DIR/tls/server.key"
+        cat >>"$RMQ_DIR/rabbitmq.conf" <<EOF
+listeners.ssl.1 = 127.0.0.1:$AMQPS_PORT
+ssl_options.cacertfile = $RMQ_DIR/tls/ca.pem
+ssl_options.certfile = $RMQ_DIR/tls/server.pem
+ssl_options.keyfile = $RMQ_DIR/tls/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
+EOF
+    fi
     echo '[].' >"$RMQ_DIR/advanced.config"
     python -c 'import secrets; print(secrets.token_hex(20).upper(), end="")' >"$RMQ_HOME/.erlang.cookie"
     chmod 400 "$RMQ_HOME/.erlang.cookie"
@@ -360,6 +390,7 @@ rmq_stop() {
 # ---------------------------------------------------------------- commands
 cmd_start() {
     local dir="" pg_port="" amqp_port="" dist_port="" epmd_port=""
+    TLS_DIR=""
     while [ $# -gt 0 ]; do
         case $1 in
             --pg-port) pg_port=${2:?--pg-port needs a value}; shift 2 ;;
@@ -370,6 +401,8 @@ cmd_start() {
             --dist-port=*) dist_port=${1#*=}; shift ;;
             --epmd-port) epmd_port=${2:?--epmd-port needs a value}; shift 2 ;;
             --epmd-port=*) epmd_port=${1#*=}; shift ;;
+            --tls) TLS_DIR=${2:?--tls needs a directory}; shift 2 ;;
+            --tls=*) TLS_DIR=${1#*=}; shift ;;
             -*) die "start: unknown option $1" ;;
             *) [ -z "$dir" ] || die "start: more than one DIR given"; dir=$1; shift ;;
         esac
@@ -380,6 +413,12 @@ cmd_start() {
         [ -z "$p" ] || [[ $p =~ ^[0-9]+$ && $p -gt 0 && $p -lt 65536 ]] || die "invalid port: $p"
     done
     check_installed
+    if [ -n "$TLS_DIR" ]; then
+        local f
+        for f in ca.pem server.pem server.key; do
+            [ -r "$TLS_DIR/$f" ] || die "--tls: $TLS_DIR/$f is missing"
+        done
+    fi
     local t0; t0=$(now)
     mkdir -p "$dir"
     DIR=$(abs_dir "$dir")
@@ -404,6 +443,7 @@ cmd_start() {
     fi
     [ -n "$dist_port" ] || need=$((need + 1))
     [ -n "$epmd_port" ] || need=$((need + 1))
+    [ -z "$TLS_DIR" ] || need=$((need + 1))
     local picked=()
     if [ $need -gt 0 ]; then
         read -r -a picked <<<"$(pick_ports "$need" "$DIR")" || die "could not pick free ports"
@@ -414,6 +454,8 @@ cmd_start() {
     [ -n "$amqp_port" ] || { amqp_port=${picked[$i]}; i=$((i + 1)); }
     [ -n "$dist_port" ] || { dist_port=${picked[$i]}; i=$((i + 1)); }
     [ -n "$epmd_port" ] || { epmd_port=${picked[$i]}; i=$((i + 1)); }
+    AMQPS_PORT=""
+    [ -z "$TLS_DIR" ] || AMQPS_PORT=${picked[$i]}
     if [ "$(printf '%s\n' "$pg_port" "$amqp_port" "$dist_port" "$epmd_port" | sort -u | wc -l)" -ne 4 ]; then
         die "ports must be distinct: pg=$pg_port amqp=$amqp_port dist=$dist_port epmd=$epmd_port"
     fi
@@ -452,7 +494,7 @@ cmd_stop() {
     lock_dir "$DIR"
     rmq_stop
     pg_stop
-    release_ports "$DIR" "$PG_PORT" "$AMQP_PORT" "$DIST_PORT" "$EPMD_PORT"
+    release_ports "$DIR" "$PG_PORT" "$AMQP_PORT" "$DIST_PORT" "$EPMD_PORT" "$AMQPS_PORT"
     log "stopped services in $DIR"
 }
 

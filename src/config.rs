@@ -91,6 +91,9 @@ pub struct AmqpSettings {
     /// Replicas of each quorum queue when it is first declared (RabbitMQ takes all the nodes
     /// there are when the cluster has fewer).
     pub quorum_group_size: u16,
+    /// PEM file of the CA that signed the brokers' certificates (`amqps://` URLs), trusted
+    /// beside the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl AmqpSettings {
@@ -224,6 +227,7 @@ impl Default for AmqpSettings {
             prefetch: 512,
             delivery_limit: 20,
             quorum_group_size: 3,
+            ca_file: None,
         }
     }
 }
@@ -338,9 +342,9 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
-        let Ok(database) = self.database.url.parse::<tokio_postgres::Config>() else {
-            return invalid("database.url (PLUSPAY_DATABASE_URL) is not a PostgreSQL URL");
-        };
+        let (database, _) = crate::db::tls::parse_url(&self.database.url).map_err(|e| {
+            ConfigError::Invalid(format!("database.url (PLUSPAY_DATABASE_URL): {e}"))
+        })?;
         // A connection tries the hosts in turn, each for `connect_timeout`: a first host that
         // does not answer at all must give up in time for the others to be tried within the
         // pool's wait, or no connection is ever made after it goes. (Without one, the pool

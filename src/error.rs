@@ -60,7 +60,18 @@ impl From<tokio_postgres::Error> for EngineError {
     fn from(source: tokio_postgres::Error) -> Self {
         let message = match source.as_db_error() {
             Some(db) => format!("{} ({})", db.message(), db.code().code()),
-            None => source.to_string(),
+            // tokio-postgres names the kind of failure only ("error performing TLS
+            // handshake"); its causes say which (the certificate's issuer is unknown).
+            None => {
+                let mut message = source.to_string();
+                let mut cause = std::error::Error::source(&source);
+                while let Some(error) = cause {
+                    message.push_str(": ");
+                    message.push_str(&error.to_string());
+                    cause = error.source();
+                }
+                message
+            }
         };
         EngineError::Database {
             message,

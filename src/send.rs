@@ -56,7 +56,7 @@ pub async fn send(settings: &Settings, request: &SendRequest) -> anyhow::Result<
     let (id, kind, command) = build_command(request)?;
     let body = command.to_string();
     let names = Names::new(&settings.amqp.namespace);
-    let mut brokers = Brokers::new(settings.amqp.broker_urls(), "send");
+    let mut brokers = Brokers::from_settings(&settings.amqp, "send")?;
     let deadline = tokio::time::Instant::now() + request.timeout;
     let mut lost = None;
     loop {

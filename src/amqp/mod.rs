@@ -5,7 +5,10 @@ pub mod topology;
 
 use std::time::Duration;
 
+use lapin::tcp::OwnedTLSConfig;
 use lapin::{Connection, ConnectionProperties};
+
+use crate::config::AmqpSettings;
 
 pub use publisher::{PublishError, Publisher};
 pub use topology::Names;
@@ -28,8 +31,20 @@ pub fn reconnect_delays() -> impl Iterator<Item = Duration> + Send {
 }
 
 pub async fn connect(url: &str, name: &str) -> anyhow::Result<Connection> {
+    connect_with_tls(url, name, &OwnedTLSConfig::default()).await
+}
+
+/// Connects to `url`; an `amqps://` one with `tls`'s CA beside the system's roots, checking the
+/// broker's certificate and host name.
+pub async fn connect_with_tls(
+    url: &str,
+    name: &str,
+    tls: &OwnedTLSConfig,
+) -> anyhow::Result<Connection> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    match tokio::time::timeout(BROKER_TIMEOUT, Connection::connect(url, properties)).await {
+    let runtime = lapin::runtime::default_runtime()?;
+    let connecting = Connection::connect_with_config(url, properties, tls.clone(), runtime);
+    match tokio::time::timeout(BROKER_TIMEOUT, connecting).await {
         Ok(Ok(connection)) => Ok(connection),
         Ok(Err(e)) => Err(anyhow::anyhow!(
             "cannot connect to RabbitMQ at {}: {e}",
@@ -42,12 +57,28 @@ pub async fn connect(url: &str, name: &str) -> anyhow::Result<Connection> {
     }
 }
 
+/// `amqp.ca_file` as lapin takes it: the PEM text of the CA (or CAs) that signed the brokers'
+/// certificates, checked to hold at least one certificate.
+pub fn tls_config(settings: &AmqpSettings) -> anyhow::Result<OwnedTLSConfig> {
+    let Some(path) = &settings.ca_file else {
+        return Ok(OwnedTLSConfig::default());
+    };
+    crate::db::tls::read_certificates(path)?;
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read amqp.ca_file {}: {e}", path.display()))?;
+    Ok(OwnedTLSConfig {
+        identity: None,
+        cert_chain: Some(pem),
+    })
+}
+
 /// The brokers of `amqp.urls`, tried in turn. Each process starts at a node of its own
 /// (picked at random: process ids are all 1 in containers), so that processes spread over a
 /// cluster; after a connection is lost the next attempt starts at the following node, since
 /// the lost one is likely down.
 pub struct Brokers {
     urls: Vec<String>,
+    tls: OwnedTLSConfig,
     next: usize,
     current: Option<String>,
     /// The user the last connection logged in as.
@@ -62,11 +93,20 @@ impl Brokers {
         let next = (uuid::Uuid::new_v4().as_u128() % urls.len() as u128) as usize;
         Brokers {
             urls,
+            tls: OwnedTLSConfig::default(),
             next,
             current: None,
             user: None,
             role,
         }
+    }
+
+    /// The brokers of the settings, with their CA.
+    pub fn from_settings(settings: &AmqpSettings, role: &'static str) -> anyhow::Result<Self> {
+        Ok(Brokers {
+            tls: tls_config(settings)?,
+            ..Brokers::new(settings.broker_urls(), role)
+        })
     }
 
     /// Connects to the first broker that answers, starting where the last attempt left off.
@@ -78,7 +118,7 @@ impl Brokers {
         let mut failures = Vec::new();
         for offset in 0..self.urls.len() {
             let index = (self.next + offset) % self.urls.len();
-            match connect(&self.urls[index], name).await {
+            match connect_with_tls(&self.urls[index], name, &self.tls).await {
                 Ok(connection) => {
                     self.next = (index + 1) % self.urls.len();
                     let node = node_label(&self.urls[index]);

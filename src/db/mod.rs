@@ -21,6 +21,7 @@ pub mod orders;
 pub mod pingpp_events;
 pub mod purchases;
 pub mod recharges;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -28,7 +29,6 @@ use std::sync::Mutex;
 
 use deadpool_postgres::Hook;
 use deadpool_postgres::{HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 
 use crate::config::DatabaseSettings;
 use crate::domain::cash::CashStatus;
@@ -47,22 +47,24 @@ pub(crate) fn cash_status(code: i16) -> Result<CashStatus, EngineError> {
         .ok_or_else(|| EngineError::Broken(format!("a cash record with status {code}")))
 }
 
-/// The connection settings of `url`. With several hosts and no `connect_timeout`, each host
-/// gets its share of `wait`: a host that does not answer at all must not keep the others from
-/// being tried.
-fn database_config(url: &str, wait: Duration) -> anyhow::Result<tokio_postgres::Config> {
-    let mut config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|_| anyhow::anyhow!("database.url is not a PostgreSQL URL"))?;
+/// The connection settings of `url` and its TLS options (`tls`). With several hosts and no
+/// `connect_timeout`, each host gets its share of `wait`: a host that does not answer at all
+/// must not keep the others from being tried.
+fn database_config(
+    url: &str,
+    wait: Duration,
+) -> anyhow::Result<(tokio_postgres::Config, tls::TlsOptions)> {
+    let (mut config, tls) =
+        tls::parse_url(url).map_err(|e| anyhow::anyhow!("database.url: {e}"))?;
     let hosts = config.get_hosts().len();
     if hosts > 1 && config.get_connect_timeout().is_none() {
         config.connect_timeout(wait / hosts as u32);
     }
-    Ok(config)
+    Ok((config, tls))
 }
 
 pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
-    let config = database_config(
+    let (config, tls) = database_config(
         &settings.url,
         Duration::from_millis(settings.pool_timeout_ms),
     )?;
@@ -70,7 +72,7 @@ pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
     // its first query with a transient error, and that attempt is retried.
     let manager = Manager::from_config(
         config,
-        NoTls,
+        tls::connector(&tls)?,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -131,8 +133,8 @@ const ONE_OFF_CONNECT_WAIT: Duration = Duration::from_secs(10);
 
 /// Connects once, outside the pool, for one-off commands (`migrate`, `audit`).
 pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let config = database_config(url, ONE_OFF_CONNECT_WAIT)?;
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| {
+    let (config, tls) = database_config(url, ONE_OFF_CONNECT_WAIT)?;
+    let (client, connection) = config.connect(tls::connector(&tls)?).await.map_err(|e| {
         anyhow::anyhow!(
             "cannot connect to the database at {}: {}",
             crate::config::redact_url(url),
@@ -155,14 +157,14 @@ mod tests {
     fn several_hosts_share_the_wait_unless_a_connect_timeout_is_given() {
         let wait = Duration::from_secs(5);
         let two = "postgres://u@h1:5432,h2:5432/db?target_session_attrs=read-write";
-        let shared = database_config(two, wait).unwrap();
+        let (shared, _) = database_config(two, wait).unwrap();
         assert_eq!(
             shared.get_connect_timeout(),
             Some(&Duration::from_millis(2_500))
         );
-        let given = database_config(&format!("{two}&connect_timeout=1"), wait).unwrap();
+        let (given, _) = database_config(&format!("{two}&connect_timeout=1"), wait).unwrap();
         assert_eq!(given.get_connect_timeout(), Some(&Duration::from_secs(1)));
-        let one = database_config("postgres://u@h1:5432/db", wait).unwrap();
+        let (one, _) = database_config("postgres://u@h1:5432/db", wait).unwrap();
         assert_eq!(one.get_connect_timeout(), None);
     }
 }

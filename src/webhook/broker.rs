@@ -83,28 +83,35 @@ impl BrokerHandle {
 pub fn start(
     settings: &Settings,
     stop: CancellationToken,
-) -> (BrokerHandle, tokio::task::JoinHandle<()>) {
+) -> anyhow::Result<(BrokerHandle, tokio::task::JoinHandle<()>)> {
+    let brokers = Brokers::from_settings(&settings.amqp, "webhooks")?;
     let (tx, rx) = watch::channel(None);
     let suspect = Arc::new(Notify::new());
-    let task = tokio::spawn(maintain(settings.clone(), tx, suspect.clone(), stop));
-    (
+    let task = tokio::spawn(maintain(
+        settings.clone(),
+        brokers,
+        tx,
+        suspect.clone(),
+        stop,
+    ));
+    Ok((
         BrokerHandle {
             current: rx,
             suspect,
         },
         task,
-    )
+    ))
 }
 
 async fn maintain(
     settings: Settings,
+    mut brokers: Brokers,
     current: watch::Sender<Option<Link>>,
     suspect: Arc<Notify>,
     stop: CancellationToken,
 ) {
     let names = Names::new(&settings.amqp.namespace);
     let mut delays = crate::amqp::reconnect_delays();
-    let mut brokers = Brokers::new(settings.amqp.broker_urls(), "webhooks");
     loop {
         let connected = tokio::select! {
             _ = stop.cancelled() => return,

@@ -89,7 +89,7 @@ async fn serve_with_key(
 ) -> anyhow::Result<()> {
     // The connection outlives the HTTP side's drain, so requests in hand can still publish.
     let broker_stop = CancellationToken::new();
-    let (broker, broker_task) = broker::start(&settings, broker_stop.clone());
+    let (broker, broker_task) = broker::start(&settings, broker_stop.clone())?;
     // Only `/readyz` uses the database: a small pool, quick to give up.
     let mut db_settings = settings.database.clone();
     db_settings.pool_size = 2;

@@ -76,7 +76,7 @@ pub async fn run_with_readiness(
         ));
     }
     let mut delays = amqp::reconnect_delays();
-    let mut brokers = Brokers::new(settings.amqp.broker_urls(), "worker");
+    let mut brokers = Brokers::from_settings(&settings.amqp, "worker")?;
     loop {
         let mut consumed = false;
         let outcome = session(

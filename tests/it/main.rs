@@ -25,6 +25,7 @@ mod purchases;
 mod recharge;
 mod recharge_object;
 mod systemd;
+mod tls;
 mod transfer;
 mod wallet;
 mod webhooks;

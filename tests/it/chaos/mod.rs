@@ -21,7 +21,7 @@ mod books;
 mod broker;
 mod cluster;
 mod plan;
-mod services;
+pub(crate) mod services;
 
 use std::io::Write;
 use std::sync::Arc;

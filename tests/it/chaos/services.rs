@@ -11,15 +11,20 @@ use super::{say, WORKER_SHUTDOWN_SECS};
 
 /// This test's own PostgreSQL and RabbitMQ. Dropping it stops them (also on a panic, when the
 /// directory is kept for the logs).
-pub(super) struct Services {
+pub(crate) struct Services {
     script: PathBuf,
-    pub(super) dir: PathBuf,
-    pub(super) db_url: String,
-    pub(super) amqp_url: String,
+    pub(crate) dir: PathBuf,
+    pub(crate) db_url: String,
+    pub(crate) amqp_url: String,
 }
 
 impl Services {
     pub(super) async fn start() -> Services {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts them with `services.sh start DIR OPTIONS...`.
+    pub(crate) async fn start_with(options: &[&std::ffi::OsStr]) -> Services {
         let script = std::env::var_os("PP_SERVICES_SCRIPT")
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/services.sh"));
@@ -32,19 +37,42 @@ impl Services {
             db_url: String::new(),
             amqp_url: String::new(),
         };
-        services.run("start").await;
+        let out = tokio::process::Command::new("bash")
+            .arg(&services.script)
+            .arg("start")
+            .arg(&services.dir)
+            .args(options)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run services.sh");
+        assert!(
+            out.status.success(),
+            "services.sh start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        services.db_url = services.env_value("PP_TEST_DATABASE_URL");
+        services.amqp_url = services.env_value("PP_TEST_AMQP_URL");
+        services
+    }
+
+    /// A variable of the services' DIR/env.
+    pub(crate) fn env_value(&self, name: &str) -> String {
         let out = std::process::Command::new("bash")
             .arg("-c")
-            .arg(r#"source "$1/env" && printf '%s\n%s\n' "$PP_TEST_DATABASE_URL" "$PP_TEST_AMQP_URL""#)
+            .arg(r#"source "$1/env" && printf '%s' "${!2}""#)
             .arg("bash")
-            .arg(&services.dir)
+            .arg(&self.dir)
+            .arg(name)
             .output()
             .expect("read the services' env");
-        let text = String::from_utf8(out.stdout).unwrap();
-        let mut lines = text.lines();
-        services.db_url = lines.next().expect("PP_TEST_DATABASE_URL").to_owned();
-        services.amqp_url = lines.next().expect("PP_TEST_AMQP_URL").to_owned();
-        services
+        let value = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            !value.is_empty(),
+            "{name} is not in {}/env",
+            self.dir.display()
+        );
+        value
     }
 
     pub(super) async fn run(&self, action: &str) -> Duration {

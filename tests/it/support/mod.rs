@@ -294,8 +294,9 @@ pub struct BrokerClient {
 
 impl BrokerClient {
     pub async fn connect(settings: &Settings) -> Self {
+        let tls = amqp::tls_config(&settings.amqp).unwrap();
         let connection = Arc::new(
-            amqp::connect(&settings.amqp.url, "test-client")
+            amqp::connect_with_tls(&settings.amqp.url, "test-client", &tls)
                 .await
                 .unwrap(),
         );
