@@ -103,6 +103,22 @@ impl Brokers {
 
     /// The brokers of the settings, with their CA.
     pub fn from_settings(settings: &AmqpSettings, role: &'static str) -> anyhow::Result<Self> {
+        let plain: Vec<String> = settings
+            .broker_urls()
+            .iter()
+            .filter_map(|url| url.parse::<lapin::uri::AMQPUri>().ok())
+            .filter(|uri| uri.scheme == lapin::uri::AMQPScheme::AMQP)
+            .map(|uri| uri.authority.host)
+            .filter(|host| crate::db::tls::is_remote(host))
+            .collect();
+        if !plain.is_empty() {
+            tracing::warn!(
+                role,
+                hosts = %plain.join(","),
+                "amqp:// sends the broker password and every command in plain text over the \
+                 network: use amqps://"
+            );
+        }
         Ok(Brokers {
             tls: tls_config(settings)?,
             ..Brokers::new(settings.broker_urls(), role)

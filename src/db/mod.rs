@@ -68,6 +68,14 @@ pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
         &settings.url,
         Duration::from_millis(settings.pool_timeout_ms),
     )?;
+    let unchecked = tls::remote_hosts(&config);
+    if !unchecked.is_empty() && !tls.checks_host() {
+        tracing::warn!(
+            hosts = %unchecked.join(","),
+            "database.url reaches the database over the network without checking its \
+             certificate: add sslmode=verify-full (and sslrootcert for a private CA)"
+        );
+    }
     // `Fast` recycling only checks that the socket is open; a connection that died anyway fails
     // its first query with a transient error, and that attempt is retried.
     let manager = Manager::from_config(

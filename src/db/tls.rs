@@ -82,6 +82,36 @@ impl TlsOptions {
     }
 }
 
+impl TlsOptions {
+    /// Whether the server is known to be the one the URL names (`verify-full`).
+    pub fn checks_host(&self) -> bool {
+        self.check() == Check::ChainAndHost
+    }
+}
+
+/// The hosts of `config` reached over a network, not this machine's loopback or sockets.
+pub fn remote_hosts(config: &tokio_postgres::Config) -> Vec<String> {
+    config
+        .get_hosts()
+        .iter()
+        .filter_map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => Some(name.clone()),
+            _ => None,
+        })
+        .filter(|name| is_remote(name))
+        .collect()
+}
+
+/// A host name or address that is not this machine's loopback.
+pub fn is_remote(host: &str) -> bool {
+    let loopback = host == "localhost"
+        || host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    !loopback
+}
+
 /// Splits `database.url` into tokio-postgres's settings and the TLS options, which are taken out
 /// of the URL's query. Only the URL form (`postgres://...`) may carry the verifying modes and
 /// `sslrootcert`; a `key=value` string goes to tokio-postgres as it is.
@@ -345,6 +375,14 @@ mod tests {
         let (_, options) =
             parse_url("postgres://u@h/db?sslmode=verify-full&sslrootcert=system").unwrap();
         assert_eq!(options.roots, Roots::System);
+    }
+
+    #[test]
+    fn remote_hosts_are_those_not_on_this_machine() {
+        let (config, _) =
+            parse_url("postgres://u@localhost:1,127.0.0.1:2,[::1]:3,db.internal:4,10.0.0.5:5/d")
+                .unwrap();
+        assert_eq!(remote_hosts(&config), vec!["db.internal", "10.0.0.5"]);
     }
 
     #[test]
