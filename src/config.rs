@@ -1,8 +1,14 @@
 //! Settings: built-in defaults, then `config/pluspay.toml` (or `--config FILE`), then `PLUSPAY_*`
 //! environment variables. `PLUSPAY_<SECTION>_<KEY>` sets `<key>` of `[<section>]`, so
 //! `PLUSPAY_DATABASE_URL` is `[database] url` and `PLUSPAY_PINGPP_API_BASE` is `[pingpp] api_base`.
+//!
+//! Each secret may instead be read from a file named by its `<key>_file` setting
+//! (`PLUSPAY_DATABASE_URL_FILE`), so that it need be neither in the environment, which child
+//! processes inherit and `/proc` shows, nor in the config file: the systemd units point these
+//! at the credentials `LoadCredential=` puts in `$CREDENTIALS_DIRECTORY`.
 
 use std::fmt;
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -71,6 +77,11 @@ impl SecuritySettings {
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSettings {
     pub url: String,
+    /// A file holding `url` (a credential: the URL carries the password).
+    pub url_file: Option<PathBuf>,
+    /// A file holding the password, put into `url` (which then names the user but no
+    /// password), so the hosts stay in the config file and only the password is a credential.
+    pub password_file: Option<PathBuf>,
     pub pool_size: usize,
     /// How long a command waits for a pooled connection before the attempt counts as failed.
     pub pool_timeout_ms: u64,
@@ -80,9 +91,15 @@ pub struct DatabaseSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct AmqpSettings {
     pub url: String,
+    /// A file holding `url`.
+    pub url_file: Option<PathBuf>,
     /// The nodes of a cluster; when set, `url` is not used. A process connects to one that
     /// answers and moves to another when it goes.
     pub urls: Vec<String>,
+    /// A file holding `urls`, one a line.
+    pub urls_file: Option<PathBuf>,
+    /// A file holding the password, put into `urls` (or `url`), which name the user only.
+    pub password_file: Option<PathBuf>,
     /// Prefix of every exchange and queue name: `<namespace>.commands`, `.results`, ...
     pub namespace: String,
     pub prefetch: u16,
@@ -147,6 +164,8 @@ pub struct PingppSettings {
     pub api_base: String,
     pub app_id: String,
     pub secret_key: String,
+    /// A file holding `secret_key`.
+    pub secret_key_file: Option<PathBuf>,
     /// Path to the merchant's PEM private key; empty: requests are not signed.
     pub private_key: Option<PathBuf>,
     /// Path to Ping++'s PEM public key, which signs webhooks.
@@ -171,6 +190,8 @@ pub struct PingppSettings {
     /// to them. Required with `wallet.custody = "pingpp"`; at least 32 bytes; never changed
     /// (a redelivered command would no longer match its first delivery).
     pub fingerprint_key: String,
+    /// A file holding `fingerprint_key`.
+    pub fingerprint_key_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Debug, Default)]
@@ -212,6 +233,8 @@ impl Default for DatabaseSettings {
     fn default() -> Self {
         DatabaseSettings {
             url: "postgres://postgres@127.0.0.1:15432/pluspay".into(),
+            url_file: None,
+            password_file: None,
             pool_size: 16,
             pool_timeout_ms: 5_000,
         }
@@ -222,7 +245,10 @@ impl Default for AmqpSettings {
     fn default() -> Self {
         AmqpSettings {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            url_file: None,
             urls: Vec::new(),
+            urls_file: None,
+            password_file: None,
             namespace: "pluspay".into(),
             prefetch: 512,
             delivery_limit: 20,
@@ -269,6 +295,7 @@ impl Default for PingppSettings {
             api_base: "https://api.pingxx.com".into(),
             app_id: String::new(),
             secret_key: String::new(),
+            secret_key_file: None,
             private_key: None,
             public_key: None,
             timeout_ms: 10_000,
@@ -279,6 +306,7 @@ impl Default for PingppSettings {
             withdrawal_channel: crate::domain::cash::DEFAULT_WITHDRAWAL_CHANNEL.into(),
             withdrawal_return_url: String::new(),
             fingerprint_key: String::new(),
+            fingerprint_key_file: None,
             merchant_user_id_template: DEFAULT_MERCHANT_USER_ID_TEMPLATE.into(),
         }
     }
@@ -333,17 +361,96 @@ impl Settings {
                 None => key.into(),
             }
         }));
-        let settings: Settings = figment
+        let mut settings: Settings = figment
             .extract()
             .map_err(|e| ConfigError::Invalid(describe_extract_error(e)))?;
+        settings.read_secret_files()?;
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// Replaces each secret whose `<key>_file` is set with the file's content, and puts the
+    /// `password_file`s into their URLs; before `validate`, which then checks what was read.
+    fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        let defaults = Settings::default();
+        let (database, amqp, pingpp) = (&mut self.database, &mut self.amqp, &mut self.pingpp);
+        for (key, value, default, file) in [
+            (
+                "database.url",
+                &mut database.url,
+                &defaults.database.url,
+                &database.url_file,
+            ),
+            (
+                "amqp.url",
+                &mut amqp.url,
+                &defaults.amqp.url,
+                &amqp.url_file,
+            ),
+            (
+                "pingpp.secret_key",
+                &mut pingpp.secret_key,
+                &defaults.pingpp.secret_key,
+                &pingpp.secret_key_file,
+            ),
+            (
+                "pingpp.fingerprint_key",
+                &mut pingpp.fingerprint_key,
+                &defaults.pingpp.fingerprint_key,
+                &pingpp.fingerprint_key_file,
+            ),
+        ] {
+            if let Some(path) = file {
+                // A value left at its default (the shipped config file's) is not a conflict.
+                if value != default {
+                    return Err(both_set(key));
+                }
+                let text = read_secret_file(&format!("{key}_file"), path)?;
+                // A URL never starts with a blank; a key or password might.
+                *value = if key.ends_with("url") {
+                    text.trim().to_owned()
+                } else {
+                    text
+                };
+            }
+        }
+        if let Some(path) = &amqp.urls_file {
+            if !amqp.urls.is_empty() {
+                return Err(both_set("amqp.urls"));
+            }
+            amqp.urls = read_secret_file("amqp.urls_file", path)?
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        if let Some(path) = &database.password_file {
+            let password = read_secret_file("database.password_file", path)?;
+            database.url = with_database_password(&database.url, &password)
+                .map_err(|why| password_misfit("database.url", why))?;
+        }
+        if let Some(path) = &amqp.password_file {
+            let password = read_secret_file("amqp.password_file", path)?;
+            let (key, urls) = if amqp.urls.is_empty() {
+                ("amqp.url", std::slice::from_mut(&mut amqp.url))
+            } else {
+                ("amqp.urls", amqp.urls.as_mut_slice())
+            };
+            for url in urls {
+                *url = with_password(url, &password).map_err(|why| password_misfit(key, why))?;
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         let (database, _) = crate::db::tls::parse_url(&self.database.url).map_err(|e| {
-            ConfigError::Invalid(format!("database.url (PLUSPAY_DATABASE_URL): {e}"))
+            ConfigError::Invalid(format!(
+                "{} {e}",
+                named("database.url", &self.database.url_file)
+            ))
         })?;
         // A connection tries the hosts in turn, each for `connect_timeout`: a first host that
         // does not answer at all must give up in time for the others to be tried within the
@@ -370,11 +477,15 @@ impl Settings {
                 && url.parse::<lapin::uri::AMQPUri>().is_ok()
         };
         if self.amqp.urls.is_empty() && !is_amqp_url(&self.amqp.url) {
-            return invalid("amqp.url (PLUSPAY_AMQP_URL) is not an AMQP URL");
+            return Err(ConfigError::Invalid(format!(
+                "{} is not an AMQP URL",
+                named("amqp.url", &self.amqp.url_file)
+            )));
         }
         if let Some(n) = self.amqp.urls.iter().position(|url| !is_amqp_url(url)) {
             return Err(ConfigError::Invalid(format!(
-                "amqp.urls (PLUSPAY_AMQP_URLS): entry {} is not an AMQP URL",
+                "{}: entry {} is not an AMQP URL",
+                named("amqp.urls", &self.amqp.urls_file),
                 n + 1
             )));
         }
@@ -461,10 +572,10 @@ impl Settings {
         if self.wallet.custody == Custody::Pingpp
             && self.pingpp.fingerprint_key.len() < MIN_FINGERPRINT_KEY_BYTES
         {
-            return invalid(
-                "pingpp.fingerprint_key (PLUSPAY_PINGPP_FINGERPRINT_KEY) must be a secret of at \
-                 least 32 bytes with wallet.custody = \"pingpp\"",
-            );
+            return Err(ConfigError::Invalid(format!(
+                "{} must be a secret of at least 32 bytes with wallet.custody = \"pingpp\"",
+                named("pingpp.fingerprint_key", &self.pingpp.fingerprint_key_file)
+            )));
         }
         Ok(())
     }
@@ -474,8 +585,127 @@ impl Settings {
     }
 }
 
+/// The environment variable of a setting: `database.url_file` -> `PLUSPAY_DATABASE_URL_FILE`.
+fn variable(key: &str) -> String {
+    format!("PLUSPAY_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+/// A setting as messages name it: with the file it was read from, or else its variable.
+fn named(key: &str, file: &Option<PathBuf>) -> String {
+    match file {
+        Some(path) => format!("{key} (read from {})", path.display()),
+        None => format!("{key} ({})", variable(key)),
+    }
+}
+
+fn both_set(key: &str) -> ConfigError {
+    ConfigError::Invalid(format!(
+        "{key} ({}) and {key}_file ({}) are both set: set one",
+        variable(key),
+        variable(&format!("{key}_file"))
+    ))
+}
+
+fn password_misfit(key: &str, why: &str) -> ConfigError {
+    let file = format!("{}.password_file", key.split('.').next().unwrap_or(key));
+    ConfigError::Invalid(format!("{file} is set, but {key} {why}"))
+}
+
+/// Credentials are a line or a few; a file much larger is the wrong one (or `/dev/zero`).
+const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+
+/// A secret file's text without its trailing whitespace (the newline an editor leaves). Errors
+/// name the setting and the path, never the content.
+fn read_secret_file(setting: &str, path: &Path) -> Result<String, ConfigError> {
+    let fail = |why: String| {
+        ConfigError::Invalid(format!(
+            "{setting} ({}): {}: {why}",
+            variable(setting),
+            path.display()
+        ))
+    };
+    if path.as_os_str().is_empty() {
+        return Err(fail("names no file".into()));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_SECRET_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| fail(format!("cannot read it: {e}")))?;
+    if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(fail(format!(
+            "larger than {MAX_SECRET_FILE_BYTES} bytes: not a credential"
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| fail("is not UTF-8 text".into()))?;
+    let text = text.trim_end();
+    if text.is_empty() {
+        return Err(fail("is empty".into()));
+    }
+    Ok(text.to_owned())
+}
+
+/// `scheme://user@host...` with `password` put in as `scheme://user:password@host...`,
+/// percent-encoded so that any character survives; or why it can't be.
+fn with_password(url: &str, password: &str) -> Result<String, &'static str> {
+    let start = url.find("://").ok_or("is not a URL")? + 3;
+    let end = url[start..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| start + i);
+    let at = url[start..end]
+        .rfind('@')
+        .map(|i| start + i)
+        .ok_or("names no user (scheme://USER@host/...) to give the password to")?;
+    let user = &url[start..at];
+    if user.contains(':') {
+        return Err("has a password already: leave it out of the URL");
+    }
+    if user.is_empty() {
+        return Err("names no user (scheme://USER@host/...) to give the password to");
+    }
+    Ok(format!(
+        "{}{user}:{}{}",
+        &url[..start],
+        percent_encode(password),
+        &url[at..]
+    ))
+}
+
+/// As [`with_password`], for a PostgreSQL URL or `key=value` connection string.
+fn with_database_password(url: &str, password: &str) -> Result<String, &'static str> {
+    let config = crate::db::tls::parse_url(url);
+    if config
+        .as_ref()
+        .is_ok_and(|(c, _)| c.get_password().is_some())
+    {
+        return Err("has a password already: leave it out");
+    }
+    if url.contains("://") {
+        with_password(url, password)
+    } else {
+        // libpq's quoting: single quotes, with `\'` and `\\` inside.
+        let quoted = password.replace('\\', "\\\\").replace('\'', "\\'");
+        Ok(format!("{url} password='{quoted}'"))
+    }
+}
+
+/// Every byte but RFC 3986's unreserved characters as `%XX`.
+fn percent_encode(text: &str) -> String {
+    const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(text, UNRESERVED).to_string()
+}
+
 /// Settings whose values are secrets, or may hold one (a URL's password).
-const SECRET_SETTINGS: [&str; 4] = ["pingpp.secret_key", "database.url", "amqp.url", "amqp.urls"];
+const SECRET_SETTINGS: [&str; 5] = [
+    "pingpp.secret_key",
+    "pingpp.fingerprint_key",
+    "database.url",
+    "amqp.url",
+    "amqp.urls",
+];
 
 /// figment's message for a setting it could not read, without the value when the setting is a
 /// secret (figment's own message quotes what it found).
@@ -508,8 +738,11 @@ impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Settings")
             .field("database.url", &redact_url(&self.database.url))
+            .field("database.url_file", &self.database.url_file)
+            .field("database.password_file", &self.database.password_file)
             .field("database.pool_size", &self.database.pool_size)
             .field("amqp.url", &redact_url(&self.amqp.url))
+            .field("amqp.url_file", &self.amqp.url_file)
             .field(
                 "amqp.urls",
                 &self
@@ -519,6 +752,8 @@ impl fmt::Debug for Settings {
                     .map(|u| redact_url(u))
                     .collect::<Vec<_>>(),
             )
+            .field("amqp.urls_file", &self.amqp.urls_file)
+            .field("amqp.password_file", &self.amqp.password_file)
             .field("amqp.quorum_group_size", &self.amqp.quorum_group_size)
             .field("amqp.namespace", &self.amqp.namespace)
             .field("amqp.prefetch", &self.amqp.prefetch)
@@ -539,6 +774,7 @@ impl fmt::Debug for Settings {
                     "<set>"
                 },
             )
+            .field("pingpp.secret_key_file", &self.pingpp.secret_key_file)
             .field("pingpp.public_key", &self.pingpp.public_key)
             .field(
                 "pingpp.fingerprint_key",
@@ -547,6 +783,10 @@ impl fmt::Debug for Settings {
                 } else {
                     "<set>"
                 },
+            )
+            .field(
+                "pingpp.fingerprint_key_file",
+                &self.pingpp.fingerprint_key_file,
             )
             .field("wallet", &self.wallet)
             .field("log", &self.log)
@@ -575,6 +815,27 @@ mod tests {
             assert_eq!(s.webhook.max_body_bytes, 65_536);
             assert_eq!(s.webhook.read_timeout_ms, 10_000);
             assert_eq!(s.worker.shutdown_timeout_secs, 30);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_tls_settings_are_read_and_checked() {
+        Jail::expect_with(|jail| {
+            // `ca_file` is a path setting of its own, not the file of a secret `amqp.ca`.
+            jail.set_env("PLUSPAY_AMQP_CA_FILE", "/etc/pluspay/mq-ca.pem");
+            jail.set_env(
+                "PLUSPAY_DATABASE_URL",
+                "postgres://u@db.internal/p?sslmode=verify-full&sslrootcert=/etc/ca.pem",
+            );
+            let s = load(jail, None).unwrap();
+            assert_eq!(s.amqp.ca_file, Some("/etc/pluspay/mq-ca.pem".into()));
+            jail.set_env("PLUSPAY_DATABASE_URL", "postgres://u@db.internal/p?sslmode=strict");
+            let err = load(jail, None).unwrap_err().to_string();
+            assert!(
+                err.contains("database.url (PLUSPAY_DATABASE_URL) has sslmode=\"strict\""),
+                "{err}"
+            );
             Ok(())
         });
     }
@@ -757,6 +1018,245 @@ mod tests {
     }
 
     #[test]
+    fn each_secret_can_come_from_a_file() {
+        Jail::expect_with(|jail| {
+            jail.create_file("database_url", "postgres://u:pw1@h/db\n\n")?;
+            jail.create_file("amqp_url", "  amqp://u:pw2@h:5672/%2f\n")?;
+            jail.create_file("secret_key", "sk_test_fromfile\n")?;
+            jail.create_file("fingerprint_key", "fp-0123456789abcdef0123456789abcdef \n")?;
+            jail.set_env("PLUSPAY_DATABASE_URL_FILE", "database_url");
+            jail.set_env("PLUSPAY_AMQP_URL_FILE", "amqp_url");
+            jail.set_env("PLUSPAY_PINGPP_SECRET_KEY_FILE", "secret_key");
+            jail.set_env("PLUSPAY_PINGPP_FINGERPRINT_KEY_FILE", "fingerprint_key");
+            jail.set_env("PLUSPAY_WALLET_CUSTODY", "pingpp");
+            let s = load(jail, None).unwrap();
+            assert_eq!(s.database.url, "postgres://u:pw1@h/db");
+            assert_eq!(s.amqp.url, "amqp://u:pw2@h:5672/%2f");
+            assert_eq!(s.pingpp.secret_key, "sk_test_fromfile");
+            assert_eq!(
+                s.pingpp.fingerprint_key,
+                "fp-0123456789abcdef0123456789abcdef"
+            );
+            let shown = format!("{s:?}");
+            for secret in ["pw1", "pw2", "sk_test_fromfile", "fp-0123"] {
+                assert!(!shown.contains(secret), "{shown}");
+            }
+            assert!(
+                shown.contains("\"secret_key\""),
+                "the path is shown: {shown}"
+            );
+            Ok(())
+        });
+        // In the config file, beside the shipped defaults (which are no conflict).
+        Jail::expect_with(|jail| {
+            jail.create_file("database_url", "postgres://u:pw1@h/db")?;
+            jail.create_file(
+                "p.toml",
+                "[database]\nurl = \"postgres://postgres@127.0.0.1:15432/pluspay\"\n\
+                 url_file = \"database_url\"\n",
+            )?;
+            let s = load(jail, Some("p.toml")).unwrap();
+            assert_eq!(s.database.url, "postgres://u:pw1@h/db");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_value_and_its_file_are_not_both_set() {
+        Jail::expect_with(|jail| {
+            jail.create_file("secret", "postgres://u:pw1@h/db\n")?;
+            for (setting, variable, value) in [
+                (
+                    "database.url",
+                    "PLUSPAY_DATABASE_URL",
+                    "postgres://u:pw9@h/db",
+                ),
+                ("amqp.url", "PLUSPAY_AMQP_URL", "amqp://u:pw9@h/%2f"),
+                ("amqp.urls", "PLUSPAY_AMQP_URLS", "[amqp://u:pw9@h/%2f]"),
+                ("pingpp.secret_key", "PLUSPAY_PINGPP_SECRET_KEY", "sk_pw9"),
+                (
+                    "pingpp.fingerprint_key",
+                    "PLUSPAY_PINGPP_FINGERPRINT_KEY",
+                    "pw9-0123456789abcdef0123456789abcdef",
+                ),
+            ] {
+                jail.set_env(variable, value);
+                jail.set_env(format!("{variable}_FILE"), "secret");
+                let err = load(jail, None).unwrap_err().to_string();
+                assert!(
+                    err.contains(&format!("{setting} ({variable})"))
+                        && err.contains(&format!("{setting}_file ({variable}_FILE)"))
+                        && err.contains("both set"),
+                    "{err}"
+                );
+                assert!(!err.contains("pw1") && !err.contains("pw9"), "{err}");
+                jail.clear_env();
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_missing_empty_or_bad_file_is_named_and_not_shown() {
+        Jail::expect_with(|jail| {
+            jail.set_env("PLUSPAY_PINGPP_SECRET_KEY_FILE", "/nonexistent/secret_key");
+            let err = load(jail, None).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid(_)), "{err:?}");
+            let err = err.to_string();
+            assert!(
+                err.contains("pingpp.secret_key_file (PLUSPAY_PINGPP_SECRET_KEY_FILE)")
+                    && err.contains("/nonexistent/secret_key")
+                    && err.contains("cannot read"),
+                "{err}"
+            );
+            jail.create_file("empty", "\n  \n")?;
+            jail.set_env("PLUSPAY_PINGPP_SECRET_KEY_FILE", "empty");
+            let err = load(jail, None).unwrap_err().to_string();
+            assert!(err.contains("empty: is empty"), "{err}");
+            jail.set_env("PLUSPAY_PINGPP_SECRET_KEY_FILE", "");
+            let err = load(jail, None).unwrap_err().to_string();
+            assert!(err.contains("names no file"), "{err}");
+            jail.set_env("PLUSPAY_PINGPP_SECRET_KEY_FILE", ".");
+            let err = load(jail, None).unwrap_err().to_string();
+            assert!(err.contains("pingpp.secret_key_file"), "{err}");
+            jail.clear_env();
+            // What a file holds is checked as the value would be, and not shown.
+            jail.create_file("database_url", "hunter2-not-a-url\n")?;
+            jail.set_env("PLUSPAY_DATABASE_URL_FILE", "database_url");
+            let err = load(jail, None).unwrap_err().to_string();
+            assert!(
+                err.contains("database.url (read from database_url) is not a PostgreSQL URL"),
+                "{err}"
+            );
+            assert!(!err.contains("hunter2"), "{err}");
+            jail.clear_env();
+            jail.create_file("short_key", "hunter2\n")?;
+            jail.set_env("PLUSPAY_PINGPP_FINGERPRINT_KEY_FILE", "short_key");
+            jail.set_env("PLUSPAY_WALLET_CUSTODY", "pingpp");
+            let err = load(jail, None).unwrap_err().to_string();
+            assert!(
+                err.contains("pingpp.fingerprint_key (read from short_key)")
+                    && !err.contains("hunter2"),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn urls_file_holds_one_url_a_line() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "amqp_urls",
+                "\n  amqp://u:pw1@a:5672/%2f  \n\n\tamqps://u:pw1@b:5671/%2f\n\n",
+            )?;
+            jail.set_env("PLUSPAY_AMQP_URLS_FILE", "amqp_urls");
+            let s = load(jail, None).unwrap();
+            assert_eq!(
+                s.amqp.broker_urls(),
+                vec!["amqp://u:pw1@a:5672/%2f", "amqps://u:pw1@b:5671/%2f"]
+            );
+            assert!(!format!("{s:?}").contains("pw1"));
+            jail.create_file("amqp_urls", "amqp://u:pw1@a:5672/%2f\nhttp://u:pw1@b/\n")?;
+            let err = load(jail, None).unwrap_err().to_string();
+            assert!(
+                err.contains("amqp.urls (read from amqp_urls): entry 2") && !err.contains("pw1"),
+                "{err}"
+            );
+            jail.create_file("amqp_urls", "\n \n")?;
+            let err = load(jail, None).unwrap_err().to_string();
+            assert!(
+                err.contains("amqp.urls_file") && err.contains("is empty"),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn password_files_go_into_the_urls() {
+        // Every character a password may hold survives the URL.
+        let password = "p@ss:w/rd%?#&= 'é\\";
+        Jail::expect_with(|jail| {
+            jail.create_file("password", &format!("{password}\n"))?;
+            jail.create_file(
+                "p.toml",
+                "[database]\n\
+                 url = \"postgres://pluspay@db1:5432,db2:5432/pluspay?target_session_attrs=read-write\"\n\
+                 password_file = \"password\"\n\
+                 [amqp]\n\
+                 urls = [\"amqp://pluspay@mq1:5672/%2f\", \"amqps://pluspay@mq2:5671/vh\"]\n\
+                 password_file = \"password\"\n",
+            )?;
+            let s = load(jail, Some("p.toml")).unwrap();
+            let database: tokio_postgres::Config = s.database.url.parse().unwrap();
+            assert_eq!(database.get_user(), Some("pluspay"));
+            assert_eq!(database.get_password(), Some(password.as_bytes()));
+            assert_eq!(database.get_hosts().len(), 2);
+            for (url, host) in s.amqp.urls.iter().zip(["mq1", "mq2"]) {
+                let uri: lapin::uri::AMQPUri = url.parse().unwrap();
+                assert_eq!(uri.authority.userinfo.username, "pluspay");
+                assert_eq!(uri.authority.userinfo.password, password);
+                assert_eq!(uri.authority.host, host);
+            }
+            let shown = format!("{s:?}");
+            assert!(
+                !shown.contains("p%40ss") && !shown.contains("p@ss"),
+                "{shown}"
+            );
+
+            // A key=value connection string, and amqp.url alone.
+            jail.create_file(
+                "p.toml",
+                "[database]\nurl = \"host=db1 user=pluspay dbname=pluspay\"\n\
+                 password_file = \"password\"\n\
+                 [amqp]\nurl = \"amqp://pluspay@mq1:5672/%2f\"\npassword_file = \"password\"\n",
+            )?;
+            let s = load(jail, Some("p.toml")).unwrap();
+            let database: tokio_postgres::Config = s.database.url.parse().unwrap();
+            assert_eq!(database.get_password(), Some(password.as_bytes()));
+            let uri: lapin::uri::AMQPUri = s.amqp.url.parse().unwrap();
+            assert_eq!(uri.authority.userinfo.password, password);
+            assert!(!format!("{s:?}").contains("p@ss"));
+
+            // A URL with a password of its own (the default's guest:guest), or with no user.
+            jail.create_file("p.toml", "[amqp]\npassword_file = \"password\"\n")?;
+            let err = load(jail, Some("p.toml")).unwrap_err().to_string();
+            assert!(
+                err.contains("amqp.password_file is set, but amqp.url has a password already"),
+                "{err}"
+            );
+            assert!(!err.contains("guest") && !err.contains("p@ss"), "{err}");
+            jail.create_file(
+                "p.toml",
+                "[database]\nurl = \"postgres://db1/pluspay\"\npassword_file = \"password\"\n",
+            )?;
+            let err = load(jail, Some("p.toml")).unwrap_err().to_string();
+            assert!(err.contains("database.url names no user"), "{err}");
+            jail.create_file(
+                "p.toml",
+                "[database]\nurl = \"postgres://u:old@db1/pluspay\"\npassword_file = \"password\"\n",
+            )?;
+            let err = load(jail, Some("p.toml")).unwrap_err().to_string();
+            assert!(
+                err.contains("database.url has a password already") && !err.contains("old"),
+                "{err}"
+            );
+            jail.create_file("empty", "")?;
+            jail.create_file(
+                "p.toml",
+                "[database]\nurl = \"postgres://u@db1/pluspay\"\npassword_file = \"empty\"\n",
+            )?;
+            let err = load(jail, Some("p.toml")).unwrap_err().to_string();
+            assert!(
+                err.contains("database.password_file") && err.contains("is empty"),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
     fn secret_values_are_not_echoed_in_errors() {
         Jail::expect_with(|jail| {
             jail.set_env("PLUSPAY_PINGPP_SECRET_KEY", "1234567890");
@@ -764,6 +1264,11 @@ mod tests {
             assert!(err.contains("pingpp.secret_key"), "{err}");
             assert!(!err.contains("1234567890"), "{err}");
             jail.set_env("PLUSPAY_PINGPP_SECRET_KEY", "sk_test_x");
+            jail.set_env("PLUSPAY_PINGPP_FINGERPRINT_KEY", "9876543210");
+            let err = load(jail, None).unwrap_err().to_string();
+            assert!(err.contains("pingpp.fingerprint_key"), "{err}");
+            assert!(!err.contains("9876543210"), "{err}");
+            jail.set_env("PLUSPAY_PINGPP_FINGERPRINT_KEY", "");
             jail.set_env("PLUSPAY_DATABASE_URL", "987654321");
             let err = load(jail, None).unwrap_err().to_string();
             assert!(

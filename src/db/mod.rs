@@ -54,8 +54,7 @@ fn database_config(
     url: &str,
     wait: Duration,
 ) -> anyhow::Result<(tokio_postgres::Config, tls::TlsOptions)> {
-    let (mut config, tls) =
-        tls::parse_url(url).map_err(|e| anyhow::anyhow!("database.url: {e}"))?;
+    let (mut config, tls) = tls::parse_url(url).map_err(|e| anyhow::anyhow!("database.url {e}"))?;
     let hosts = config.get_hosts().len();
     if hosts > 1 && config.get_connect_timeout().is_none() {
         config.connect_timeout(wait / hosts as u32);

@@ -38,9 +38,12 @@ impl SslMode {
             "require" => Ok(SslMode::Require),
             "verify-ca" => Ok(SslMode::VerifyCa),
             "verify-full" => Ok(SslMode::VerifyFull),
-            "allow" => Err("sslmode=allow is not supported: use prefer or stricter".into()),
+            "allow" => {
+                Err("has sslmode=allow, which is not supported: use prefer or stricter".into())
+            }
             _ => Err(format!(
-                "sslmode must be disable, prefer, require, verify-ca or verify-full, not {value:?}"
+                "has sslmode={value:?}: it must be disable, prefer, require, verify-ca or \
+                 verify-full"
             )),
         }
     }
@@ -113,7 +116,8 @@ pub fn is_remote(host: &str) -> bool {
 }
 
 /// Splits `database.url` into tokio-postgres's settings and the TLS options, which are taken out
-/// of the URL's query. Only the URL form (`postgres://...`) may carry the verifying modes and
+/// of the URL's query. An error says what is wrong with the URL ("is not a PostgreSQL URL"),
+/// never showing it. Only the URL form (`postgres://...`) may carry the verifying modes and
 /// `sslrootcert`; a `key=value` string goes to tokio-postgres as it is.
 pub fn parse_url(url: &str) -> Result<(tokio_postgres::Config, TlsOptions), String> {
     let mut options = TlsOptions {
@@ -131,7 +135,7 @@ pub fn parse_url(url: &str) -> Result<(tokio_postgres::Config, TlsOptions), Stri
                     "sslmode" => options.mode = SslMode::parse(&decode(value))?,
                     "sslrootcert" => {
                         options.roots = match decode(value).as_str() {
-                            "" => return Err("sslrootcert is empty".into()),
+                            "" => return Err("has an empty sslrootcert".into()),
                             "system" => Roots::System,
                             path => Roots::File(PathBuf::from(path)),
                         }
@@ -147,9 +151,10 @@ pub fn parse_url(url: &str) -> Result<(tokio_postgres::Config, TlsOptions), Stri
         }
         _ => url.to_owned(),
     };
+    // tokio-postgres's reason is left out: it may quote a part of the string, password and all.
     let mut config: tokio_postgres::Config = rest
         .parse()
-        .map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
+        .map_err(|_| "is not a PostgreSQL URL".to_owned())?;
     if !is_url {
         // tokio-postgres read the key=value string's own sslmode, if any.
         options.mode = match config.get_ssl_mode() {
@@ -388,12 +393,20 @@ mod tests {
     #[test]
     fn bad_tls_parameters_are_refused_by_name() {
         for (url, expected) in [
-            ("postgres://u@h/db?sslmode=allow", "allow is not supported"),
-            ("postgres://u@h/db?sslmode=verify", "sslmode must be"),
-            ("postgres://u@h/db?sslrootcert=", "sslrootcert is empty"),
+            (
+                "postgres://u@h/db?sslmode=allow",
+                "allow, which is not supported",
+            ),
+            ("postgres://u@h/db?sslmode=verify", "it must be disable"),
+            ("postgres://u@h/db?sslrootcert=", "has an empty sslrootcert"),
+            (
+                "postgres://u:hunter2@h/db?port=x",
+                "is not a PostgreSQL URL",
+            ),
         ] {
             let err = parse_url(url).unwrap_err();
             assert!(err.contains(expected), "{url}: {err}");
+            assert!(!err.contains("hunter2"), "{url}: {err}");
         }
     }
 

@@ -321,3 +321,82 @@ async fn send_publishes_again_when_its_broker_connection_goes() {
     // Published twice, applied once.
     assert_eq!(env.balance(2).await, 100);
 }
+
+/// A process whose database and broker URLs are only in files: `PLUSPAY_DATABASE_URL_FILE`,
+/// `PLUSPAY_AMQP_URL_FILE`, never `PLUSPAY_DATABASE_URL` or `PLUSPAY_AMQP_URL`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_and_send_read_their_urls_from_files() {
+    let env = TestEnv::new().await;
+    env.fund(1, 500).await;
+    let dir = std::env::temp_dir().join(format!("pp-secrets-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let database_url = dir.join("database_url");
+    let amqp_url = dir.join("amqp_url");
+    // As an editor leaves them: a trailing newline.
+    std::fs::write(&database_url, format!("{}\n", env.settings.database.url)).unwrap();
+    std::fs::write(&amqp_url, format!("{}\n", env.settings.amqp.url)).unwrap();
+    let mut vars: Vec<(&str, String)> = env
+        .process_env()
+        .into_iter()
+        .filter(|(key, _)| !matches!(*key, "PLUSPAY_DATABASE_URL" | "PLUSPAY_AMQP_URL"))
+        .collect();
+    vars.push((
+        "PLUSPAY_DATABASE_URL_FILE",
+        database_url.display().to_string(),
+    ));
+    vars.push(("PLUSPAY_AMQP_URL_FILE", amqp_url.display().to_string()));
+
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pluspay"));
+    command
+        .arg("worker")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("PLUSPAY_")) {
+        command.env_remove(key);
+    }
+    let worker = command
+        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+        .spawn()
+        .unwrap();
+
+    let sent = pluspay(
+        &[
+            "send",
+            "transfer",
+            "--user",
+            "1",
+            "--data",
+            r#"{"user":2,"amount":100}"#,
+            "--timeout",
+            "60",
+        ],
+        &vars,
+    )
+    .await;
+    assert!(sent.status.success(), "{sent:?}");
+    assert_eq!(stdout_json(&sent)["status"], "succeeded");
+    assert_eq!(env.balance(2).await, 100);
+    let audit = pluspay(&["audit"], &vars).await;
+    assert!(audit.status.success(), "{audit:?}");
+
+    assert_eq!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &worker.id().unwrap().to_string()])
+            .status()
+            .unwrap()
+            .code(),
+        Some(0)
+    );
+    let output = tokio::time::timeout(crate::support::WAIT, worker.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    // The URLs' password (the test broker's guest) is shown as *** and the files by path.
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains(&*database_url.to_string_lossy()), "{log}");
+    assert!(!log.contains(":guest@"), "{log}");
+    let _ = std::fs::remove_dir_all(dir);
+}
