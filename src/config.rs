@@ -830,7 +830,10 @@ mod tests {
             );
             let s = load(jail, None).unwrap();
             assert_eq!(s.amqp.ca_file, Some("/etc/pluspay/mq-ca.pem".into()));
-            jail.set_env("PLUSPAY_DATABASE_URL", "postgres://u@db.internal/p?sslmode=strict");
+            jail.set_env(
+                "PLUSPAY_DATABASE_URL",
+                "postgres://u@db.internal/p?sslmode=strict",
+            );
             let err = load(jail, None).unwrap_err().to_string();
             assert!(
                 err.contains("database.url (PLUSPAY_DATABASE_URL) has sslmode=\"strict\""),

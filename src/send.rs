@@ -93,7 +93,11 @@ async fn publish_and_wait(
     body: &str,
 ) -> anyhow::Result<String> {
     let connection = Arc::new(brokers.connect("pluspay-send").await?);
-    amqp::topology::declare(&connection, names, &settings.amqp).await?;
+    // A least-privileged broker user may not declare the topology: declared only when
+    // missing, so that a command sent before any worker ran waits in the queue.
+    if !amqp::topology::commands_exist(&connection, names).await? {
+        amqp::topology::declare(&connection, names, &settings.amqp).await?;
+    }
     let channel = connection.create_channel().await?;
     let reply_queue = channel
         .queue_declare(

@@ -120,7 +120,39 @@ async fn declare_quorum_queue(
 }
 
 fn is_precondition_failed(e: &lapin::Error) -> bool {
-    matches!(e.kind(), lapin::ErrorKind::ProtocolError(error) if error.get_id() == 406)
+    reply_code(e) == Some(406)
+}
+
+/// The AMQP reply code the broker closed the channel or connection with, if it did.
+pub fn reply_code(e: &lapin::Error) -> Option<u16> {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(error) => Some(error.get_id()),
+        _ => None,
+    }
+}
+
+/// The arguments of a queue the worker consumes: the broker's own backstop against a poison
+/// message, which after `delivery_limit` deliveries dead-letters it (the worker normally does
+/// so first, with the reason).
+fn work_queue(names: &Names, settings: &AmqpSettings) -> FieldTable {
+    let mut args = quorum_queue(settings.quorum_group_size);
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(names.dead_exchange.as_str().into()),
+    );
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(settings.delivery_limit.into()),
+    );
+    args.insert(
+        "x-dead-letter-strategy".into(),
+        AMQPValue::LongString("at-least-once".into()),
+    );
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    args
 }
 
 /// Declares every exchange, queue and binding of docs/CONTRACT.md §1 on channels of its own.
@@ -129,33 +161,67 @@ pub async fn declare(
     names: &Names,
     settings: &AmqpSettings,
 ) -> lapin::Result<()> {
-    let group_size = settings.quorum_group_size;
-    declare_quorum_queue(connection, &names.dead_queue, quorum_queue(group_size)).await?;
-    // The broker's own backstop against a poison message: after `delivery_limit` deliveries it
-    // dead-letters the message (the worker normally does so first, with the reason).
-    let work_queue = || {
-        let mut args = quorum_queue(group_size);
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString(names.dead_exchange.as_str().into()),
-        );
-        args.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongLongInt(settings.delivery_limit.into()),
-        );
-        args.insert(
-            "x-dead-letter-strategy".into(),
-            AMQPValue::LongString("at-least-once".into()),
-        );
-        args.insert(
-            "x-overflow".into(),
-            AMQPValue::LongString("reject-publish".into()),
-        );
-        args
-    };
-    declare_quorum_queue(connection, &names.commands_queue, work_queue()).await?;
-    declare_quorum_queue(connection, &names.webhooks_queue, work_queue()).await?;
+    declare_webhooks(connection, names, settings).await?;
+    declare_quorum_queue(
+        connection,
+        &names.commands_queue,
+        work_queue(names, settings),
+    )
+    .await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .exchange_declare(
+            names.commands_exchange.as_str().into(),
+            ExchangeKind::Direct,
+            durable(),
+            FieldTable::default(),
+        )
+        .await?;
+    for kind in CommandType::ALL {
+        channel
+            .queue_bind(
+                names.commands_queue.as_str().into(),
+                names.commands_exchange.as_str().into(),
+                kind.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    for exchange in [&names.results_exchange, &names.events_exchange] {
+        channel
+            .exchange_declare(
+                exchange.as_str().into(),
+                ExchangeKind::Topic,
+                durable(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    let _ = channel.close(200, "declared".into()).await;
+    Ok(())
+}
 
+/// Declares what the webhook listener uses, and nothing of the commands: the webhooks and
+/// dead-letter exchanges and queues. Its broker user then needs no permission on the commands,
+/// results and events names (docs/OPERATIONS.md, "Broker users").
+pub async fn declare_webhooks(
+    connection: &Connection,
+    names: &Names,
+    settings: &AmqpSettings,
+) -> lapin::Result<()> {
+    declare_quorum_queue(
+        connection,
+        &names.dead_queue,
+        quorum_queue(settings.quorum_group_size),
+    )
+    .await?;
+    declare_quorum_queue(
+        connection,
+        &names.webhooks_queue,
+        work_queue(names, settings),
+    )
+    .await?;
     let channel = connection.create_channel().await?;
     channel
         .exchange_declare(
@@ -176,25 +242,6 @@ pub async fn declare(
         .await?;
     channel
         .exchange_declare(
-            names.commands_exchange.as_str().into(),
-            ExchangeKind::Direct,
-            durable(),
-            FieldTable::default(),
-        )
-        .await?;
-    for kind in CommandType::ALL {
-        channel
-            .queue_bind(
-                names.commands_queue.as_str().into(),
-                names.commands_exchange.as_str().into(),
-                kind.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-    }
-    channel
-        .exchange_declare(
             names.webhooks_exchange.as_str().into(),
             ExchangeKind::Direct,
             durable(),
@@ -210,16 +257,45 @@ pub async fn declare(
             FieldTable::default(),
         )
         .await?;
-    for exchange in [&names.results_exchange, &names.events_exchange] {
+    let _ = channel.close(200, "declared".into()).await;
+    Ok(())
+}
+
+/// Whether the commands exchange and queue exist. A passive declaration needs no permission,
+/// so a client whose broker user may not declare the topology can look first.
+pub async fn commands_exist(connection: &Connection, names: &Names) -> lapin::Result<bool> {
+    let channel = connection.create_channel().await?;
+    let passive = async {
         channel
             .exchange_declare(
-                exchange.as_str().into(),
-                ExchangeKind::Topic,
-                durable(),
+                names.commands_exchange.as_str().into(),
+                ExchangeKind::Direct,
+                ExchangeDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
                 FieldTable::default(),
             )
             .await?;
+        channel
+            .queue_declare(
+                names.commands_queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        Ok::<_, lapin::Error>(())
+    };
+    match passive.await {
+        Ok(()) => {
+            let _ = channel.close(200, "looked".into()).await;
+            Ok(true)
+        }
+        // NOT_FOUND closes the channel, not the connection.
+        Err(e) if reply_code(&e) == Some(404) => Ok(false),
+        Err(e) => Err(e),
     }
-    let _ = channel.close(200, "declared".into()).await;
-    Ok(())
 }

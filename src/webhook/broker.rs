@@ -178,7 +178,8 @@ async fn watch_link(
     }
 }
 
-/// Connects, declares the topology and opens the confirm channel, all bounded in time.
+/// Connects, declares its part of the topology and opens the confirm channel, all bounded in
+/// time.
 async fn connect(
     settings: &Settings,
     brokers: &mut Brokers,
@@ -186,7 +187,7 @@ async fn connect(
 ) -> anyhow::Result<(Arc<Connection>, Link)> {
     let connection = Arc::new(brokers.connect("pluspay-webhooks").await?);
     let ready = tokio::time::timeout(BROKER_TIMEOUT, async {
-        amqp::topology::declare(&connection, names, &settings.amqp).await?;
+        amqp::topology::declare_webhooks(&connection, names, &settings.amqp).await?;
         let publisher = Publisher::open(connection.clone()).await?;
         Ok::<_, lapin::Error>(publisher)
     })

@@ -6,7 +6,9 @@ use std::time::Instant;
 use lapin::message::Delivery;
 use tracing::{warn, Instrument};
 
-use super::delivery::{ack, dead_letter, fail, publish_result, requeue, with_retries};
+use super::delivery::{
+    ack, dead_letter, dead_letter_only, fail, publish_result, requeue, with_retries,
+};
 use super::Context;
 use crate::db::commands::Applied;
 use crate::domain::command::{CommandType, Envelope, Malformed};
@@ -39,6 +41,30 @@ pub(super) async fn forbid(context: &Context, delivery: Delivery, envelope: Enve
         ack(&delivery).await;
     }
     metrics::command_handled(Some(envelope.kind), "forbidden");
+}
+
+/// Whether a delivery off the commands queue was published to the commands exchange or, as
+/// replays and tests do, straight to the queue. Anything else came through a binding someone
+/// added (an upstream may bind the commands queue: its write permission on the exchange covers
+/// the queue of the same name), e.g. from the results exchange.
+pub(super) fn published_as_command(context: &Context, delivery: &Delivery) -> bool {
+    let exchange = delivery.exchange.as_str();
+    exchange.is_empty() || exchange == context.names.commands_exchange
+}
+
+/// A message routed into the commands queue from another exchange: dead-lettered, unanswered.
+/// Answering would publish a result that such a binding (from the results exchange) brings
+/// back as a command again, for ever.
+pub(super) async fn misrouted(context: &Context, delivery: Delivery) {
+    let _in_flight = metrics::InFlight::start();
+    let reason = format!(
+        "routed to the commands queue from exchange {:?}; commands are published to {:?}",
+        delivery.exchange.as_str(),
+        context.names.commands_exchange
+    );
+    warn!(%reason, "a message that was not published as a command");
+    dead_letter_only(context, &delivery, &reason).await;
+    metrics::command_handled(None, "misrouted");
 }
 
 pub(super) async fn handle(

@@ -25,7 +25,7 @@ mod delivery;
 mod events;
 mod ledger_check;
 
-use commands::{forbid, handle, handle_batch, published_by};
+use commands::{forbid, handle, handle_batch, misrouted, published_as_command, published_by};
 use events::{handle_event, put_back_due_events_periodically};
 use ledger_check::check_ledger_periodically;
 
@@ -217,6 +217,10 @@ async fn session(
             biased;
             _ = shutdown.cancelled() => break Ok(()),
             next = consumer.next() => match next {
+                Some(Ok(delivery)) if !published_as_command(&context, &delivery) => {
+                    let context = context.clone();
+                    tasks.spawn(async move { misrouted(&context, delivery).await });
+                }
                 Some(Ok(delivery)) => match decode(&delivery.data) {
                     Ok(envelope) if !context.operators.may_send(envelope.kind, published_by(&delivery)) => {
                         let context = context.clone();

@@ -13,6 +13,7 @@ mod concurrency;
 mod contract;
 mod custody;
 mod events;
+mod least_privilege;
 mod merchants;
 mod metrics;
 mod operators;

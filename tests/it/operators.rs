@@ -4,46 +4,17 @@
 
 use std::process::Stdio;
 
-use crate::support::{pluspay, rabbitmqctl, TestEnv};
+use crate::support::{pluspay, rabbitmqctl, BrokerUser, TestEnv};
 use pluspay::amqp::publisher::json_properties;
 use pluspay::amqp::Publisher;
 use serde_json::json;
 
-/// A broker user of this test, removed again when dropped.
-struct BrokerUser {
-    name: String,
-    password: String,
-}
-
-impl BrokerUser {
-    async fn add() -> BrokerUser {
-        let name = format!("ops-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let password = uuid::Uuid::new_v4().simple().to_string();
-        let added = rabbitmqctl(&["add_user", &name, &password]).await;
-        assert!(added.status.success(), "{added:?}");
-        let allowed = rabbitmqctl(&["set_permissions", "-p", "/", &name, ".*", ".*", ".*"]).await;
-        assert!(allowed.status.success(), "{allowed:?}");
-        BrokerUser { name, password }
-    }
-
-    /// The test broker's URL, logged in as this user.
-    fn url(&self, env: &TestEnv) -> String {
-        let url = &env.settings.amqp.url;
-        let (_, rest) = url.split_once('@').expect("a URL with user information");
-        format!("amqp://{}:{}@{rest}", self.name, self.password)
-    }
-}
-
-impl Drop for BrokerUser {
-    fn drop(&mut self) {
-        let script = std::env::var("PP_SERVICES_SCRIPT").unwrap_or_default();
-        let dir = std::env::var("PP_SERVICES_DIR").unwrap_or_default();
-        let _ = std::process::Command::new("bash")
-            .args([&script, "rabbitmqctl", &dir, "delete_user", &self.name])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
+/// A broker user of this test that may do anything, as the shared test broker's own user.
+async fn add_ops_user() -> BrokerUser {
+    let ops = BrokerUser::add("ops").await;
+    let allowed = rabbitmqctl(&["set_permissions", "-p", "/", &ops.name, ".*", ".*", ".*"]).await;
+    assert!(allowed.status.success(), "{allowed:?}");
+    ops
 }
 
 async fn cash_status(env: &TestEnv, cash: i64) -> i16 {
@@ -56,7 +27,7 @@ async fn cash_status(env: &TestEnv, cash: i64) -> i16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_broker_proven_operator_decides_a_cash_request() {
-    let ops = BrokerUser::add().await;
+    let ops = add_ops_user().await;
     let mut env = TestEnv::new().await;
     env.settings.security.operator_users = vec![ops.name.clone()];
     env.fund(1, 1_000).await;

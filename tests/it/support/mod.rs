@@ -61,6 +61,45 @@ pub async fn rabbitmqctl(args: &[&str]) -> std::process::Output {
         .expect("run rabbitmqctl")
 }
 
+/// A broker user of one test, with no permissions yet; deleted again when dropped.
+pub struct BrokerUser {
+    pub name: String,
+    password: String,
+}
+
+impl BrokerUser {
+    /// A new user named `prefix` and a random suffix.
+    pub async fn add(prefix: &str) -> BrokerUser {
+        let name = format!(
+            "{prefix}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let password = uuid::Uuid::new_v4().simple().to_string();
+        let added = rabbitmqctl(&["add_user", &name, &password]).await;
+        assert!(added.status.success(), "{added:?}");
+        BrokerUser { name, password }
+    }
+
+    /// The test broker's URL, logged in as this user.
+    pub fn url(&self, env: &TestEnv) -> String {
+        let url = &env.settings.amqp.url;
+        let (_, rest) = url.split_once('@').expect("a URL with user information");
+        format!("amqp://{}:{}@{rest}", self.name, self.password)
+    }
+}
+
+impl Drop for BrokerUser {
+    fn drop(&mut self) {
+        let script = std::env::var("PP_SERVICES_SCRIPT").unwrap_or_default();
+        let dir = std::env::var("PP_SERVICES_DIR").unwrap_or_default();
+        let _ = std::process::Command::new("bash")
+            .args([&script, "rabbitmqctl", &dir, "delete_user", &self.name])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
 /// The user a broker URL logs in as: the `user_id` the broker accepts on its messages.
 pub fn broker_user(amqp_url: &str) -> String {
     amqp_url
@@ -294,16 +333,23 @@ pub struct BrokerClient {
 
 impl BrokerClient {
     pub async fn connect(settings: &Settings) -> Self {
+        let client = Self::connect_as(settings, &settings.amqp.url).await;
+        amqp::topology::declare(&client.connection, &client.names, &settings.amqp)
+            .await
+            .unwrap();
+        client
+    }
+
+    /// A client logged in with `amqp_url` that declares nothing of the topology (a
+    /// least-privileged upstream user may not): the worker must have declared it.
+    pub async fn connect_as(settings: &Settings, amqp_url: &str) -> Self {
         let tls = amqp::tls_config(&settings.amqp).unwrap();
         let connection = Arc::new(
-            amqp::connect_with_tls(&settings.amqp.url, "test-client", &tls)
+            amqp::connect_with_tls(amqp_url, "test-client", &tls)
                 .await
                 .unwrap(),
         );
         let names = Names::new(&settings.amqp.namespace);
-        amqp::topology::declare(&connection, &names, &settings.amqp)
-            .await
-            .unwrap();
         let channel = connection.create_channel().await.unwrap();
         let (reply_queue, replies) = temporary_queue(&channel).await;
         let publisher = Publisher::open(connection.clone()).await.unwrap();
@@ -313,7 +359,7 @@ impl BrokerClient {
             names,
             reply_queue,
             replies,
-            user: broker_user(&settings.amqp.url),
+            user: broker_user(amqp_url),
             received: HashMap::new(),
         }
     }
