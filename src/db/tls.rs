@@ -176,24 +176,29 @@ pub fn connector(options: &TlsOptions) -> anyhow::Result<MakeRustlsConnect> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
-    let config = match options.check() {
-        Check::Nothing => builder
+    let lenient = |chain| {
+        let verifier = Lenient {
+            chain,
+            provider: provider.clone(),
+        };
+        builder
+            .clone()
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
-            .with_no_client_auth(),
-        check => {
-            let roots = Arc::new(roots(&options.roots)?);
-            let webpki =
-                WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
-                    .build()?;
-            match check {
-                Check::ChainAndHost => builder.with_root_certificates(roots),
-                _ => builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(AnyHostName(webpki))),
-            }
+            .with_custom_certificate_verifier(Arc::new(verifier))
             .with_no_client_auth()
+    };
+    let config = match options.check() {
+        Check::Nothing => lenient(None),
+        Check::Chain => {
+            let roots = Arc::new(roots(&options.roots)?);
+            let chain =
+                WebPkiServerVerifier::builder_with_provider(roots, provider.clone()).build()?;
+            lenient(Some(chain))
         }
+        Check::ChainAndHost => builder
+            .clone()
+            .with_root_certificates(roots(&options.roots)?)
+            .with_no_client_auth(),
     };
     Ok(MakeRustlsConnect::new(config))
 }
@@ -238,62 +243,18 @@ pub fn read_certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'stat
     Ok(certs)
 }
 
-/// `prefer` and `require` without a CA: encrypted against eavesdroppers, not against a server
-/// in the middle, as in libpq. The handshake's signatures are still checked, so the session key
-/// belongs to whoever holds the certificate shown.
+/// A check short of `verify-full`: `chain` is webpki's check of the chain, whose verdict on the
+/// host name is ignored (`verify-ca`); without it the certificate is not checked at all
+/// (`prefer` and `require` without a CA), as in libpq: encrypted against eavesdroppers, not
+/// against a server in the middle. The handshake's signatures are checked either way, so the
+/// session belongs to whoever holds the certificate shown.
 #[derive(Debug)]
-struct AnyServer(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+struct Lenient {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    provider: Arc<CryptoProvider>,
 }
 
-/// `verify-ca`: the whole of webpki's check but the host name.
-#[derive(Debug)]
-struct AnyHostName(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for AnyHostName {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -302,10 +263,10 @@ impl ServerCertVerifier for AnyHostName {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -319,7 +280,8 @@ impl ServerCertVerifier for AnyHostName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        let algorithms = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
     }
 
     fn verify_tls13_signature(
@@ -328,11 +290,14 @@ impl ServerCertVerifier for AnyHostName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        let algorithms = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
