@@ -27,6 +27,8 @@
 
 mod account_requests;
 mod accounts;
+#[doc(hidden)]
+pub mod fuzzing;
 mod merchant_requests;
 mod merchants;
 mod order_requests;

@@ -131,14 +131,14 @@ impl fmt::Debug for PingppClient {
 }
 
 /// One failed attempt, with what the retry loop needs to know about it.
-struct Failure {
-    error: PingppError,
-    retry: bool,
+pub(super) struct Failure {
+    pub(super) error: PingppError,
+    pub(super) retry: bool,
     retry_after: Option<Duration>,
     /// The request certainly did not take effect (no connection was made, Ping++ turned it
     /// away as rate limited, or refused it): even a request that must not be repeated may be
     /// sent again.
-    unsent: bool,
+    pub(super) unsent: bool,
 }
 
 /// A request that may be sent only once failed: whether Ping++ may have acted on it (an
@@ -160,7 +160,7 @@ impl SentOnceError {
 }
 
 /// Boxed: a failure is rare and `PingppError` alone is already large.
-type Attempt = Result<Value, Box<Failure>>;
+pub(super) type Attempt = Result<Value, Box<Failure>>;
 
 impl Failure {
     fn fatal(error: PingppError) -> Box<Self> {
@@ -441,7 +441,12 @@ impl PingppClient {
         }
     }
 
-    fn classify(&self, status: StatusCode, bytes: &[u8], retry_after: Option<Duration>) -> Attempt {
+    pub(super) fn classify(
+        &self,
+        status: StatusCode,
+        bytes: &[u8],
+        retry_after: Option<Duration>,
+    ) -> Attempt {
         let json = serde_json::from_slice::<Value>(bytes).ok();
         if status.is_success() {
             return json.ok_or_else(|| {
