@@ -261,9 +261,25 @@ impl PingppClient {
         check: impl FnOnce(Value) -> Result<Value, PingppError>,
     ) -> Result<Value, PingppError> {
         metered(endpoint, async {
-            self.request(method, path, body).await.and_then(check)
+            self.request(method, path, body)
+                .await
+                .and_then(|answer| self.checked(answer, check))
         })
         .await
+    }
+
+    /// `check`'s verdict on a 2xx answer, with the secret key cut out of its error: a check
+    /// quotes the answer's `id` and `object`, and Ping++ may echo what it was sent.
+    pub(super) fn checked(
+        &self,
+        answer: Value,
+        check: impl FnOnce(Value) -> Result<Value, PingppError>,
+    ) -> Result<Value, PingppError> {
+        // The checks refuse only with Protocol errors.
+        check(answer).map_err(|error| match error {
+            PingppError::Protocol(message) => PingppError::Protocol(self.scrub(&message)),
+            other => other,
+        })
     }
 
     /// As [`PingppClient::call`], for a request Ping++ forbids sending twice (an application
@@ -279,7 +295,9 @@ impl PingppClient {
         let mut may_have_acted = false;
         let outcome = metered(endpoint, async {
             match self.send(Method::POST, path, Some(body), true).await {
-                Ok(answer) => check(answer).inspect_err(|_| may_have_acted = true),
+                Ok(answer) => self
+                    .checked(answer, check)
+                    .inspect_err(|_| may_have_acted = true),
                 Err(failure) => {
                     may_have_acted = !failure.unsent;
                     Err(failure.error)
@@ -545,6 +563,20 @@ mod tests {
             client.scrub("no such key sk_test_verysecret"),
             "no such key sk_<redacted>"
         );
+    }
+
+    #[test]
+    fn a_checked_answer_that_echoes_the_secret_key_does_not_pass_it_on() {
+        // Found by the pingpp_answer fuzz target: a 2xx answer whose id quotes the key.
+        let client =
+            PingppClient::new(ClientConfig::new("app_fuzz", "sk_test_fuzzSecretKey0123")).unwrap();
+        let body = br#"{"id":"@sserest.fuzzSecretKe@y0123NN.NNNNNNJNsk_test_fuzzSecretKey0123NNNNNNNNJNNNNNNNNNNNNNNNNNNerNNNNNNNN2NNer."}"#;
+        let answer = client.classify(StatusCode::OK, body, None).ok().unwrap();
+        let error = client
+            .checked(answer, |c| super::super::responses::check_charge(c, None))
+            .unwrap_err();
+        assert!(matches!(&error, PingppError::Protocol(m) if m.contains("sk_<redacted>")));
+        assert!(!format!("{error:?}").contains("sk_test_fuzzSecretKey0123"));
     }
 
     #[test]
