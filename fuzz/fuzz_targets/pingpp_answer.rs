@@ -36,10 +36,10 @@ fuzz_target!(|input: &[u8]| {
                 .get("id")
                 .and_then(|id| id.as_str())
                 .map(str::to_owned);
-            for checked in check_all(&value, None)
+            for checked in check_all(client(), &value, None)
                 .into_iter()
-                .chain(check_all(&value, id.as_deref()))
-                .chain(check_all(&value, Some("ch_other")))
+                .chain(check_all(client(), &value, id.as_deref()))
+                .chain(check_all(client(), &value, Some("ch_other")))
             {
                 if let Err(error) = checked {
                     assert!(!error.is_transient());
