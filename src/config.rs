@@ -361,6 +361,18 @@ impl Settings {
                 None => key.into(),
             }
         }));
+        Self::extract(figment)
+    }
+
+    /// The settings a config file with this content gives, without the environment: the same
+    /// reading and checks as [`Settings::load`]. For tests and the fuzz targets.
+    pub fn from_toml_str(toml: &str) -> Result<Self, ConfigError> {
+        Self::extract(
+            Figment::from(Serialized::defaults(Settings::default())).merge(Toml::string(toml)),
+        )
+    }
+
+    fn extract(figment: Figment) -> Result<Self, ConfigError> {
         let mut settings: Settings = figment
             .extract()
             .map_err(|e| ConfigError::Invalid(describe_extract_error(e)))?;
@@ -839,6 +851,22 @@ mod tests {
                 err.contains("database.url (PLUSPAY_DATABASE_URL) has sslmode=\"strict\""),
                 "{err}"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn text_is_read_as_a_file_is_without_the_environment() {
+        Jail::expect_with(|jail| {
+            jail.set_env("PLUSPAY_AMQP_PREFETCH", "9");
+            let s = Settings::from_toml_str("[amqp]\nprefetch = 7\n").unwrap();
+            assert_eq!(s.amqp.prefetch, 7);
+            assert_eq!(Settings::from_toml_str("").unwrap().amqp.prefetch, 512);
+            assert!(matches!(
+                Settings::from_toml_str("[amqp]\nprefetch = 0\n"),
+                Err(ConfigError::Invalid(m)) if m.contains("amqp.prefetch")
+            ));
+            assert!(Settings::from_toml_str("[nope]\nx = 1\n").is_err());
             Ok(())
         });
     }

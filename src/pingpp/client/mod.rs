@@ -27,6 +27,8 @@
 
 mod account_requests;
 mod accounts;
+#[doc(hidden)]
+pub mod fuzzing;
 mod merchant_requests;
 mod merchants;
 mod order_requests;
@@ -160,7 +162,9 @@ impl PingppClient {
                 c.get("order_no").and_then(Value::as_str)
             })
             .await?;
-        found.map(|charge| check_charge(charge, None)).transpose()
+        found
+            .map(|charge| self.checked(charge, |c| check_charge(c, None)))
+            .transpose()
     }
 
     /// The recharge object whose charge has `order_no`, if any, from
@@ -176,7 +180,9 @@ impl PingppClient {
                 r.get("charge")?.get("order_no").and_then(Value::as_str)
             })
             .await?;
-        found.map(|r| check_recharge(r, None)).transpose()
+        found
+            .map(|r| self.checked(r, |r| check_recharge(r, None)))
+            .transpose()
     }
 
     /// The withdrawal made for `order_no`, if any, from `GET /v1/apps/{app}/withdrawals`, as
@@ -192,7 +198,9 @@ impl PingppClient {
                 w.get("order_no").and_then(Value::as_str)
             })
             .await?;
-        found.map(|w| check_withdrawal(w, None)).transpose()
+        found
+            .map(|w| self.checked(w, |w| check_withdrawal(w, None)))
+            .transpose()
     }
 
     /// `/v1/apps/{app}/{rest}`: where the app's own objects (recharges, withdrawals, users,

@@ -131,14 +131,14 @@ impl fmt::Debug for PingppClient {
 }
 
 /// One failed attempt, with what the retry loop needs to know about it.
-struct Failure {
-    error: PingppError,
-    retry: bool,
+pub(super) struct Failure {
+    pub(super) error: PingppError,
+    pub(super) retry: bool,
     retry_after: Option<Duration>,
     /// The request certainly did not take effect (no connection was made, Ping++ turned it
     /// away as rate limited, or refused it): even a request that must not be repeated may be
     /// sent again.
-    unsent: bool,
+    pub(super) unsent: bool,
 }
 
 /// A request that may be sent only once failed: whether Ping++ may have acted on it (an
@@ -160,7 +160,7 @@ impl SentOnceError {
 }
 
 /// Boxed: a failure is rare and `PingppError` alone is already large.
-type Attempt = Result<Value, Box<Failure>>;
+pub(super) type Attempt = Result<Value, Box<Failure>>;
 
 impl Failure {
     fn fatal(error: PingppError) -> Box<Self> {
@@ -261,9 +261,25 @@ impl PingppClient {
         check: impl FnOnce(Value) -> Result<Value, PingppError>,
     ) -> Result<Value, PingppError> {
         metered(endpoint, async {
-            self.request(method, path, body).await.and_then(check)
+            self.request(method, path, body)
+                .await
+                .and_then(|answer| self.checked(answer, check))
         })
         .await
+    }
+
+    /// `check`'s verdict on a 2xx answer, with the secret key cut out of its error: a check
+    /// quotes the answer's `id` and `object`, and Ping++ may echo what it was sent.
+    pub(super) fn checked(
+        &self,
+        answer: Value,
+        check: impl FnOnce(Value) -> Result<Value, PingppError>,
+    ) -> Result<Value, PingppError> {
+        // The checks refuse only with Protocol errors.
+        check(answer).map_err(|error| match error {
+            PingppError::Protocol(message) => PingppError::Protocol(self.scrub(&message)),
+            other => other,
+        })
     }
 
     /// As [`PingppClient::call`], for a request Ping++ forbids sending twice (an application
@@ -279,7 +295,9 @@ impl PingppClient {
         let mut may_have_acted = false;
         let outcome = metered(endpoint, async {
             match self.send(Method::POST, path, Some(body), true).await {
-                Ok(answer) => check(answer).inspect_err(|_| may_have_acted = true),
+                Ok(answer) => self
+                    .checked(answer, check)
+                    .inspect_err(|_| may_have_acted = true),
                 Err(failure) => {
                     may_have_acted = !failure.unsent;
                     Err(failure.error)
@@ -441,7 +459,12 @@ impl PingppClient {
         }
     }
 
-    fn classify(&self, status: StatusCode, bytes: &[u8], retry_after: Option<Duration>) -> Attempt {
+    pub(super) fn classify(
+        &self,
+        status: StatusCode,
+        bytes: &[u8],
+        retry_after: Option<Duration>,
+    ) -> Attempt {
         let json = serde_json::from_slice::<Value>(bytes).ok();
         if status.is_success() {
             return json.ok_or_else(|| {
@@ -540,6 +563,20 @@ mod tests {
             client.scrub("no such key sk_test_verysecret"),
             "no such key sk_<redacted>"
         );
+    }
+
+    #[test]
+    fn a_checked_answer_that_echoes_the_secret_key_does_not_pass_it_on() {
+        // Found by the pingpp_answer fuzz target: a 2xx answer whose id quotes the key.
+        let client =
+            PingppClient::new(ClientConfig::new("app_fuzz", "sk_test_fuzzSecretKey0123")).unwrap();
+        let body = br#"{"id":"@sserest.fuzzSecretKe@y0123NN.NNNNNNJNsk_test_fuzzSecretKey0123NNNNNNNNJNNNNNNNNNNNNNNNNNNerNNNNNNNN2NNer."}"#;
+        let answer = client.classify(StatusCode::OK, body, None).ok().unwrap();
+        let error = client
+            .checked(answer, |c| super::super::responses::check_charge(c, None))
+            .unwrap_err();
+        assert!(matches!(&error, PingppError::Protocol(m) if m.contains("sk_<redacted>")));
+        assert!(!format!("{error:?}").contains("sk_test_fuzzSecretKey0123"));
     }
 
     #[test]
