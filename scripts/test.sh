@@ -20,11 +20,16 @@
 #   PP_CLUSTER_DIR        (the whole suite only) a local cluster of scripts/cluster.sh, up,
 #                         for the cluster fault test
 #
-# PP_LINT=1 also runs `cargo fmt --all -- --check` and
-# `cargo clippy --all-targets -- -D warnings` before the tests (CI does).
+# PP_LINT=1 also runs `cargo fmt --all -- --check` (the fuzz targets' too),
+# `cargo clippy --all-targets -- -D warnings` and `cargo deny --offline check licenses bans
+# sources` (installing cargo-deny when missing) before the tests (CI does).
+# The whole suite (no arguments) ends with `scripts/fuzz.sh smoke`: each fuzz target for
+# PP_FUZZ_SMOKE_SECONDS (15) from its corpus.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+CARGO_DENY_VERSION=0.20.2
+FUZZ_SMOKE_SECONDS=${PP_FUZZ_SMOKE_SECONDS:-15}
 SERVICES=$ROOT/scripts/services.sh
 cd "$ROOT"
 
@@ -65,8 +70,18 @@ fi
 if [ "${PP_LINT:-}" = 1 ]; then
     log "cargo fmt --all -- --check"
     cargo fmt --all -- --check
+    (cd fuzz && cargo fmt --all -- --check)
     log "cargo clippy --all-targets -- -D warnings"
     cargo clippy --all-targets -- -D warnings
+    # Licenses, banned crates and sources (deny.toml). The advisory database cannot be fetched
+    # here, so advisories are not checked (README, "Dependency policy"). An unoptimized build
+    # of cargo-deny takes a third of the time of an optimized one and checks as fast.
+    if ! cargo deny --version >/dev/null 2>&1; then
+        log "installing cargo-deny $CARGO_DENY_VERSION"
+        cargo install --locked --debug cargo-deny --version "$CARGO_DENY_VERSION"
+    fi
+    log "cargo deny --offline check licenses bans sources"
+    cargo deny --offline check licenses bans sources
 fi
 if [ $# -eq 0 ]; then
     # Same artifacts as the `cargo test --all-targets` below, so it costs nothing extra.
@@ -96,4 +111,9 @@ done
 log "cargo test ${targets[*]} $*"
 rc=0
 cargo test "${targets[@]}" "$@" || rc=$?
+if [ $# -eq 0 ] && [ "$rc" -eq 0 ]; then
+    # The whole suite ends with a short run of each fuzz target from its corpus (fuzz/).
+    log "scripts/fuzz.sh smoke $FUZZ_SMOKE_SECONDS"
+    bash "$ROOT/scripts/fuzz.sh" smoke "$FUZZ_SMOKE_SECONDS" || rc=$?
+fi
 exit "$rc"
