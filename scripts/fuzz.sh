@@ -3,6 +3,8 @@
 #
 #   scripts/fuzz.sh build                 build every target
 #   scripts/fuzz.sh smoke [SECONDS]       each target for SECONDS (20) on its corpus: CI
+#   scripts/fuzz.sh smoke-build           only build what smoke runs (scripts/test.sh builds
+#                                         it beside the tests, then smoke finds it built)
 #   scripts/fuzz.sh run TARGET SECONDS [LIBFUZZER ARGS...]
 #                                         one target, new inputs kept in fuzz/corpus-run/TARGET
 #   scripts/fuzz.sh replay TARGET FILE... run the target on these inputs once (a crash's)
@@ -63,10 +65,14 @@ replay() {
     cargo fuzz run "${BUILD_FLAGS[@]}" "$target" "$@"
 }
 
-smoke() {
-    local seconds=${1:-20} failed=0
+smoke_build() {
     BUILD_FLAGS=("${SMOKE_FLAGS[@]}")
     build
+}
+
+smoke() {
+    local seconds=${1:-20} failed=0
+    smoke_build
     for target in $(targets); do
         echo "== fuzz $target for ${seconds}s"
         # A scratch corpus per smoke run: CI never writes into the committed one.
@@ -99,12 +105,13 @@ ensure_cargo_fuzz
 case "$command" in
     build) build "$@" ;;
     smoke) smoke "$@" ;;
+    smoke-build) smoke_build ;;
     run) run "$@" ;;
     replay) replay "$@" ;;
     cmin) cmin "$@" ;;
     list) targets ;;
     *)
-        sed -n '2,11p' "$0" >&2
+        sed -n '2,13p' "$0" >&2
         exit 2
         ;;
 esac

@@ -14,6 +14,10 @@ services_cleanup() {
     trap - EXIT
     trap '' INT TERM HUP
     set +e
+    if [ -n "${BACKGROUND_GROUP:-}" ]; then
+        # A background job of the caller's in a process group of its own (setsid), unfinished.
+        kill -- -"$BACKGROUND_GROUP" 2>/dev/null
+    fi
     if [ -n "${START_PID:-}" ]; then
         # A start still in progress would race with stop: let it finish first.
         wait "$START_PID" 2>/dev/null

@@ -24,12 +24,13 @@
 # `cargo clippy --all-targets -- -D warnings` and `cargo deny --offline check licenses bans
 # sources` (installing cargo-deny when missing) before the tests (CI does).
 # The whole suite (no arguments) ends with `scripts/fuzz.sh smoke`: each fuzz target for
-# PP_FUZZ_SMOKE_SECONDS (15) from its corpus.
+# PP_FUZZ_SMOKE_SECONDS (10) from its corpus; their build runs at the lowest priority beside
+# everything else from the start.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 CARGO_DENY_VERSION=0.20.2
-FUZZ_SMOKE_SECONDS=${PP_FUZZ_SMOKE_SECONDS:-15}
+FUZZ_SMOKE_SECONDS=${PP_FUZZ_SMOKE_SECONDS:-10}
 SERVICES=$ROOT/scripts/services.sh
 cd "$ROOT"
 
@@ -65,6 +66,18 @@ if [ $# -eq 0 ]; then
         services_cleanup
     }
     trap cluster_cleanup EXIT
+fi
+
+# The whole suite ends with the fuzz targets' smoke run. Their build (its own target
+# directory, every crate instrumented) starts now at the lowest priority, so that it takes the
+# cycles the linters, the tests' build and the tests leave idle rather than adding its minutes.
+FUZZ_BUILD_PID=
+if [ $# -eq 0 ]; then
+    log "building the fuzz targets in the background (log: $DIR/fuzz-build.log)"
+    # Its own process group, so that a failed run can stop the whole build.
+    setsid -w nice -n 19 bash "$ROOT/scripts/fuzz.sh" smoke-build >"$DIR/fuzz-build.log" 2>&1 &
+    FUZZ_BUILD_PID=$!
+    BACKGROUND_GROUP=$FUZZ_BUILD_PID   # stopped by the clean-up if it is still building
 fi
 
 if [ "${PP_LINT:-}" = 1 ]; then
@@ -111,8 +124,16 @@ done
 log "cargo test ${targets[*]} $*"
 rc=0
 cargo test "${targets[@]}" "$@" || rc=$?
-if [ $# -eq 0 ] && [ "$rc" -eq 0 ]; then
-    # The whole suite ends with a short run of each fuzz target from its corpus (fuzz/).
+if [ -n "$FUZZ_BUILD_PID" ] && [ "$rc" -eq 0 ]; then
+    # A short run of each fuzz target from its corpus (fuzz/).
+    fuzz_built=0
+    wait "$FUZZ_BUILD_PID" || fuzz_built=$?
+    BACKGROUND_GROUP=
+    if [ "$fuzz_built" -ne 0 ]; then
+        tail -n 40 "$DIR/fuzz-build.log" >&2
+        log "ERROR: the fuzz targets did not build (see above)"
+        exit 1
+    fi
     log "scripts/fuzz.sh smoke $FUZZ_SMOKE_SECONDS"
     bash "$ROOT/scripts/fuzz.sh" smoke "$FUZZ_SMOKE_SECONDS" || rc=$?
 fi
