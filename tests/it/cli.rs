@@ -1,6 +1,6 @@
 //! The `pluspay` binary as operators use it: migrate, send, audit, and bad settings.
 
-use crate::support::{empty_database, pluspay, rabbitmqctl, TestEnv};
+use crate::support::{empty_database, pluspay, rabbitmqctl, spawn_pluspay, TestEnv};
 use serde_json::Value;
 
 fn stdout_json(output: &std::process::Output) -> Value {
@@ -173,17 +173,7 @@ async fn secrets_never_reach_the_output() {
 #[tokio::test]
 async fn json_logs_carry_no_secrets_even_when_everything_fails() {
     use tokio::io::AsyncBufReadExt;
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pluspay"));
-    command
-        .arg("worker")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("PLUSPAY_")) {
-        command.env_remove(key);
-    }
-    command.envs([
+    let vars = [
         ("PLUSPAY_LOG_FORMAT", "json"),
         (
             "PLUSPAY_DATABASE_URL",
@@ -197,8 +187,9 @@ async fn json_logs_carry_no_secrets_even_when_everything_fails() {
         ("PLUSPAY_PINGPP_SECRET_KEY", "sk_test_keysecret42"),
         ("PLUSPAY_METRICS_LISTEN", "127.0.0.1:0"),
         ("PLUSPAY_METRICS_LEDGER_CHECK_SECS", "1"),
-    ]);
-    let mut child = command.spawn().unwrap();
+    ]
+    .map(|(key, value)| (key, value.to_owned()));
+    let mut child = spawn_pluspay(&["worker"], &vars);
     let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = Vec::new();
     let (mut broker_failed, mut database_failed) = (false, false);
@@ -346,20 +337,7 @@ async fn a_worker_and_send_read_their_urls_from_files() {
     ));
     vars.push(("PLUSPAY_AMQP_URL_FILE", amqp_url.display().to_string()));
 
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pluspay"));
-    command
-        .arg("worker")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("PLUSPAY_")) {
-        command.env_remove(key);
-    }
-    let worker = command
-        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
-        .spawn()
-        .unwrap();
+    let worker = spawn_pluspay(&["worker"], &vars);
 
     let sent = pluspay(
         &[

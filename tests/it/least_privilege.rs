@@ -19,7 +19,9 @@ use pluspay::worker::ERROR_HEADER;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{pluspay, temporary_queue, BrokerClient, BrokerUser, TestEnv, WAIT};
+use crate::support::{
+    approve_as, cash_status, temporary_queue, BrokerClient, BrokerUser, TestEnv, WAIT,
+};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/broker-users.sh");
 const ACCESS_REFUSED: Option<u16> = Some(403);
@@ -132,14 +134,6 @@ async fn next_json(consumer: &mut lapin::Consumer) -> Value {
         .unwrap()
         .unwrap();
     serde_json::from_slice(&delivery.data).unwrap()
-}
-
-async fn cash_status(env: &TestEnv, cash: i64) -> i16 {
-    env.db
-        .query_one("SELECT status FROM cashes WHERE id = $1", &[&cash])
-        .await
-        .unwrap()
-        .get(0)
 }
 
 #[test]
@@ -344,25 +338,7 @@ async fn each_broker_user_can_do_its_part_and_nothing_else() {
     assert_eq!(refused["status"], "rejected", "{refused}");
     assert_eq!(refused["code"], "forbidden", "{refused}");
     assert_eq!(cash_status(&env, cash_id).await, 0, "still waiting");
-    let mut vars = env.process_env();
-    vars.retain(|(key, _)| *key != "PLUSPAY_AMQP_URL");
-    vars.push(("PLUSPAY_AMQP_URL", ops.url(&env)));
-    let sent = pluspay(
-        &[
-            "send",
-            "cash.approve",
-            "--user",
-            "10000",
-            "--data",
-            &approve.to_string(),
-            "--id",
-            "lp-approve",
-        ],
-        &vars,
-    )
-    .await;
-    assert!(sent.status.success(), "{sent:?}");
-    let approved: Value = serde_json::from_slice(&sent.stdout).unwrap();
+    let approved = approve_as(&env, ops.url(&env), "lp-approve", &approve).await;
     assert_eq!(approved["status"], "succeeded", "{approved}");
     assert_eq!(cash_status(&env, cash_id).await, 1, "approved");
 

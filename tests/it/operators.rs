@@ -2,9 +2,9 @@
 //! the message's `user_id` (which RabbitMQ checks against the connection's user) names one of
 //! `security.operator_users`. Against the shared RabbitMQ, with a broker user of the test's own.
 
-use std::process::Stdio;
-
-use crate::support::{pluspay, rabbitmqctl, BrokerUser, TestEnv};
+use crate::support::{
+    approve_as, cash_status, pluspay, rabbitmqctl, spawn_pluspay, BrokerUser, TestEnv,
+};
 use pluspay::amqp::publisher::json_properties;
 use pluspay::amqp::Publisher;
 use serde_json::json;
@@ -15,14 +15,6 @@ async fn add_ops_user() -> BrokerUser {
     let allowed = rabbitmqctl(&["set_permissions", "-p", "/", &ops.name, ".*", ".*", ".*"]).await;
     assert!(allowed.status.success(), "{allowed:?}");
     ops
-}
-
-async fn cash_status(env: &TestEnv, cash: i64) -> i16 {
-    env.db
-        .query_one("SELECT status FROM cashes WHERE id = $1", &[&cash])
-        .await
-        .unwrap()
-        .get(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,25 +75,8 @@ async fn only_a_broker_proven_operator_decides_a_cash_request() {
     assert!(forged.is_err(), "the broker took a forged user_id");
 
     // The operator's own `pluspay send` (which sets user_id), with the id that was refused.
-    let mut vars = env.process_env();
-    vars.retain(|(key, _)| *key != "PLUSPAY_AMQP_URL");
-    vars.push(("PLUSPAY_AMQP_URL", ops.url(&env)));
-    let sent = pluspay(
-        &[
-            "send",
-            "cash.approve",
-            "--user",
-            "10000",
-            "--data",
-            &json!({"cash": cash_id, "remark": "ok"}).to_string(),
-            "--id",
-            "op-approve",
-        ],
-        &vars,
-    )
-    .await;
-    assert!(sent.status.success(), "{sent:?}");
-    let approved: serde_json::Value = serde_json::from_slice(&sent.stdout).unwrap();
+    let approve = json!({"cash": cash_id, "remark": "ok"});
+    let approved = approve_as(&env, ops.url(&env), "op-approve", &approve).await;
     assert_eq!(approved["status"], "succeeded", "{approved}");
     assert_eq!(cash_status(&env, cash_id).await, 1, "approved");
 }
@@ -122,18 +97,7 @@ async fn the_worker_starts_only_when_it_knows_its_operators() {
 
     // Allowing every publisher explicitly starts it, with a warning.
     vars.push(("PLUSPAY_SECURITY_ALLOW_ANY_OPERATOR", "true".into()));
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pluspay"));
-    command
-        .arg("worker")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("PLUSPAY_")) {
-        command.env_remove(key);
-    }
-    command.envs(vars.iter().map(|(k, v)| (*k, v.as_str())));
-    let mut child = command.spawn().unwrap();
+    let mut child = spawn_pluspay(&["worker"], &vars);
     use tokio::io::AsyncBufReadExt;
     let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let warned = tokio::time::timeout(crate::support::WAIT, async {

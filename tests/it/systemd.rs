@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::{TestEnv, WAIT};
+use crate::support::{pluspay_command, TestEnv, WAIT};
 use tokio::net::UnixDatagram;
 
 const UNITS: [&str; 2] = ["pluspay-worker.service", "pluspay-webhooks.service"];
@@ -171,14 +171,8 @@ async fn the_worker_runs_on_the_credentials_of_its_unit() {
     }
     let socket_path = std::env::temp_dir().join(format!("pp-notify-{}", uuid::Uuid::new_v4()));
     let socket = UnixDatagram::bind(&socket_path).unwrap();
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pluspay"));
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("PLUSPAY_")) {
-        command.env_remove(key);
-    }
-    let worker = command
-        .arg("worker")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .envs(vars.iter().map(|(k, v)| (k, v)))
+    let borrowed: Vec<(&str, String)> = vars.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let worker = pluspay_command(&["worker"], &borrowed)
         .env("NOTIFY_SOCKET", &socket_path)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

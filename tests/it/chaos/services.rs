@@ -37,20 +37,7 @@ impl Services {
             db_url: String::new(),
             amqp_url: String::new(),
         };
-        let out = tokio::process::Command::new("bash")
-            .arg(&services.script)
-            .arg("start")
-            .arg(&services.dir)
-            .args(options)
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .expect("run services.sh");
-        assert!(
-            out.status.success(),
-            "services.sh start failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        services.run_with("start", options).await;
         services.db_url = services.env_value("PP_TEST_DATABASE_URL");
         services.amqp_url = services.env_value("PP_TEST_AMQP_URL");
         services
@@ -76,11 +63,17 @@ impl Services {
     }
 
     pub(super) async fn run(&self, action: &str) -> Duration {
+        self.run_with(action, &[]).await
+    }
+
+    /// `services.sh ACTION DIR OPTIONS...`; how long it took.
+    async fn run_with(&self, action: &str, options: &[&std::ffi::OsStr]) -> Duration {
         let started = Instant::now();
         let out = tokio::process::Command::new("bash")
             .arg(&self.script)
             .arg(action)
             .arg(&self.dir)
+            .args(options)
             .stdin(Stdio::null())
             .output()
             .await

@@ -122,15 +122,56 @@ pub async fn empty_database_at(admin_url: &str) -> String {
     replace_database(admin_url, &database)
 }
 
-/// Runs the `pluspay` binary with `env` (and no other PLUSPAY_ variable) from the crate root.
-pub async fn pluspay(args: &[&str], env: &[(&str, String)]) -> std::process::Output {
+/// The `pluspay` binary with `args` and `env` (and no other PLUSPAY_ variable), to run from the
+/// crate root.
+pub fn pluspay_command(args: &[&str], env: &[(&str, String)]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pluspay"));
     command.args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
     for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("PLUSPAY_")) {
         command.env_remove(key);
     }
     command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-    command.output().await.expect("run pluspay")
+    command
+}
+
+/// Runs `pluspay ARGS` to its end.
+pub async fn pluspay(args: &[&str], env: &[(&str, String)]) -> std::process::Output {
+    pluspay_command(args, env)
+        .output()
+        .await
+        .expect("run pluspay")
+}
+
+/// Starts `pluspay ARGS` (a daemon), its log on the piped stderr; killed when dropped.
+pub fn spawn_pluspay(args: &[&str], env: &[(&str, String)]) -> tokio::process::Child {
+    pluspay_command(args, env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start pluspay")
+}
+
+/// `pluspay send cash.approve` with `id` and `data`, by the broker user of `amqp_url` (which
+/// `send` sets as the message's user_id); it must succeed.
+pub async fn approve_as(env: &TestEnv, amqp_url: String, id: &str, data: &Value) -> Value {
+    let mut vars = env.process_env();
+    vars.retain(|(key, _)| *key != "PLUSPAY_AMQP_URL");
+    vars.push(("PLUSPAY_AMQP_URL", amqp_url));
+    let args = ["send", "cash.approve", "--user", "10000", "--data"];
+    let data = data.to_string();
+    let sent = pluspay(&[&args[..], &[data.as_str(), "--id", id]].concat(), &vars).await;
+    assert!(sent.status.success(), "{sent:?}");
+    serde_json::from_slice(&sent.stdout).expect("send prints the result")
+}
+
+/// The status of cash record `cash`.
+pub async fn cash_status(env: &TestEnv, cash: i64) -> i16 {
+    env.db
+        .query_one("SELECT status FROM cashes WHERE id = $1", &[&cash])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 impl TestEnv {
