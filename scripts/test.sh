@@ -74,8 +74,11 @@ fi
 FUZZ_BUILD_PID=
 if [ $# -eq 0 ]; then
     log "building the fuzz targets in the background (log: $DIR/fuzz-build.log)"
-    # Its own process group, so that a failed run can stop the whole build.
-    setsid -w nice -n 19 bash "$ROOT/scripts/fuzz.sh" smoke-build >"$DIR/fuzz-build.log" 2>&1 &
+    # Its own process group, so that a failed run can stop the whole build. A new session is
+    # also a new scheduling autogroup, which competes with the others as an equal whatever the
+    # nice of its processes: the autogroup itself is niced too.
+    setsid -w bash -c 'echo 19 >/proc/self/autogroup 2>/dev/null; exec nice -n 19 bash "$0" smoke-build' \
+        "$ROOT/scripts/fuzz.sh" >"$DIR/fuzz-build.log" 2>&1 &
     FUZZ_BUILD_PID=$!
     BACKGROUND_GROUP=$FUZZ_BUILD_PID   # stopped by the clean-up if it is still building
 fi
