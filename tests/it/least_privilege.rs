@@ -20,7 +20,8 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{
-    approve_as, cash_status, temporary_queue, BrokerClient, BrokerUser, TestEnv, WAIT,
+    approve_as, cash_status, no_ack_consumer, temporary_queue, BrokerClient, BrokerUser, TestEnv,
+    WAIT,
 };
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/broker-users.sh");
@@ -290,18 +291,7 @@ async fn each_broker_user_can_do_its_part_and_nothing_else() {
         bind(&connection, &own_queue, &names.results_exchange).await,
         None
     );
-    let mut results = channel
-        .basic_consume(
-            own_queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut results = no_ack_consumer(&channel, &own_queue).await;
     let mut events = client.watch(&names.events_exchange, "recharge.#").await;
 
     // A recharge through the worker, paid through the listener.
