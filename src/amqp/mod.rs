@@ -63,12 +63,9 @@ pub fn tls_config(settings: &AmqpSettings) -> anyhow::Result<OwnedTLSConfig> {
     let Some(path) = &settings.ca_file else {
         return Ok(OwnedTLSConfig::default());
     };
-    crate::db::tls::read_certificates(path)?;
-    let pem = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read amqp.ca_file {}: {e}", path.display()))?;
     Ok(OwnedTLSConfig {
         identity: None,
-        cert_chain: Some(pem),
+        cert_chain: Some(crate::db::tls::read_certificates_pem(path)?),
     })
 }
 

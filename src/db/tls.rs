@@ -234,7 +234,19 @@ fn roots(roots: &Roots) -> anyhow::Result<RootCertStore> {
 pub fn read_certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let pem = std::fs::read(path)
         .map_err(|e| anyhow::anyhow!("cannot read the CA file {}: {e}", path.display()))?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
+    certificates_in(&pem, path)
+}
+
+/// The text of a PEM file of certificates, checked to hold at least one.
+pub fn read_certificates_pem(path: &Path) -> anyhow::Result<String> {
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read the CA file {}: {e}", path.display()))?;
+    certificates_in(pem.as_bytes(), path)?;
+    Ok(pem)
+}
+
+fn certificates_in(pem: &[u8], path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("the CA file {} is not PEM: {e}", path.display()))?;
     if certs.is_empty() {
