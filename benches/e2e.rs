@@ -418,7 +418,8 @@ async fn fresh_database(admin_url: &str, database: &str) -> anyhow::Result<Strin
                           SELECT j.id, m.account_id, m.amount FROM j, moves m)
          UPDATE accounts a SET balance = balance + m.amount,
                 total_income = total_income + greatest(m.amount, 0),
-                total_expenses = total_expenses + greatest(-m.amount, 0)
+                total_expenses = total_expenses + greatest(-m.amount, 0),
+                entry_count = entry_count + 1
            FROM moves m WHERE a.id = m.account_id;"
     ))
     .await
@@ -444,8 +445,9 @@ async fn fresh_database(admin_url: &str, database: &str) -> anyhow::Result<Strin
              SELECT owner, 'user', other::text, '转账', direction, 1, 1, command_id, journal_id
              FROM history_moves ORDER BY journal_id, direction;
          UPDATE accounts a SET balance = balance + m.sum, total_income = total_income + m.income,
-                total_expenses = total_expenses + m.expenses
-           FROM (SELECT owner, sum(direction) AS sum, count(*) FILTER (WHERE direction > 0) AS income,
+                total_expenses = total_expenses + m.expenses, entry_count = entry_count + m.n
+           FROM (SELECT owner, sum(direction) AS sum, count(*) AS n,
+                        count(*) FILTER (WHERE direction > 0) AS income,
                         count(*) FILTER (WHERE direction < 0) AS expenses
                  FROM history_moves GROUP BY owner) m
           WHERE a.kind = 'wallet' AND a.user_id = m.owner;"

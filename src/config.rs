@@ -138,6 +138,10 @@ pub struct WorkerSettings {
     /// How long a Ping++ event may wait for what it completes (a charge paid before its
     /// recharge recorded it) before it goes to the dead letters. It waits off the queue.
     pub event_wait_secs: u64,
+    /// How long the stored results of reads (`wallet.get`, `orders.list`, ...) are kept, to
+    /// replay a redelivery; older ones are removed and a read redelivered after that is
+    /// answered afresh. 0 keeps them for ever. Money commands keep theirs for ever.
+    pub read_retention_secs: u64,
 }
 
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
@@ -154,8 +158,13 @@ pub struct WebhookSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsSettings {
     pub listen: SocketAddr,
-    /// Seconds between the worker's ledger checks (the `pluspay audit` checks); 0: never.
+    /// Seconds between the worker's ledger checks, each of what changed since the one before;
+    /// 0: never.
     pub ledger_check_secs: u64,
+    /// Seconds between the worker's full ledger checks (every row, as `pluspay audit`), which
+    /// also see what the incremental one can't (changes made with the triggers disabled); 0:
+    /// never.
+    pub ledger_full_check_secs: u64,
 }
 
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
@@ -266,6 +275,7 @@ impl Default for WorkerSettings {
             batch_size: 64,
             shutdown_timeout_secs: 30,
             event_wait_secs: 86_400,
+            read_retention_secs: 86_400,
         }
     }
 }
@@ -285,6 +295,7 @@ impl Default for MetricsSettings {
         MetricsSettings {
             listen: ([127, 0, 0, 1], 9187).into(),
             ledger_check_secs: 60,
+            ledger_full_check_secs: 86_400,
         }
     }
 }

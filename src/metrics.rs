@@ -25,6 +25,9 @@ pub const PINGPP_SECONDS: &str = "pluspay_pingpp_request_duration_seconds";
 pub const LEDGER_OK: &str = "pluspay_ledger_ok";
 pub const LEDGER_VIOLATIONS: &str = "pluspay_ledger_violations";
 pub const LEDGER_CHECKED: &str = "pluspay_ledger_last_check_timestamp_seconds";
+pub const LEDGER_CHECK_SECONDS: &str = "pluspay_ledger_check_seconds";
+pub const READ_RESULTS_REMOVED: &str = "pluspay_read_results_removed_total";
+pub const OLDEST_READ_RESULT: &str = "pluspay_oldest_read_result_age_seconds";
 pub const LATE_PAYMENTS: &str = "pluspay_late_payments_total";
 pub const EVENTS_WAITING: &str = "pluspay_pingpp_events_waiting";
 pub const OUTCOME_UNKNOWN: &str = "pluspay_pingpp_outcome_unknown_total";
@@ -102,11 +105,26 @@ fn describe() {
     );
     describe_gauge!(
         LEDGER_OK,
-        "1 when the last ledger check (as `pluspay audit`) passed, else 0."
+        "1 when the last ledger check (incremental or full) passed, else 0."
     );
     describe_gauge!(
         LEDGER_VIOLATIONS,
         "Rows breaking each ledger invariant at the last check."
+    );
+    describe_counter!(
+        READ_RESULTS_REMOVED,
+        "Stored results of reads removed after worker.read_retention_secs."
+    );
+    describe_gauge!(
+        OLDEST_READ_RESULT,
+        Unit::Seconds,
+        "Age of the oldest stored result of a read: stays near worker.read_retention_secs \
+         while removal keeps up."
+    );
+    describe_gauge!(
+        LEDGER_CHECK_SECONDS,
+        Unit::Seconds,
+        "How long the last ledger check took, by scope (incremental, full)."
     );
     describe_gauge!(
         LEDGER_CHECKED,
@@ -190,8 +208,9 @@ pub fn pingpp_request(endpoint: &'static str, outcome: &'static str, elapsed: Du
     histogram!(PINGPP_SECONDS, "endpoint" => endpoint).record(elapsed.as_secs_f64());
 }
 
-pub fn ledger_checked(report: &crate::db::audit::Report) {
+pub fn ledger_checked(report: &crate::db::audit::Report, took: Duration) {
     gauge!(LEDGER_OK).set(if report.ok { 1.0 } else { 0.0 });
+    gauge!(LEDGER_CHECK_SECONDS, "scope" => report.scope).set(took.as_secs_f64());
     for check in &report.checks {
         gauge!(LEDGER_VIOLATIONS, "check" => check.name).set(check.violations as f64);
     }
@@ -199,6 +218,14 @@ pub fn ledger_checked(report: &crate::db::audit::Report) {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
     gauge!(LEDGER_CHECKED).set(now);
+}
+
+pub fn read_results_removed(removed: u64) {
+    counter!(READ_RESULTS_REMOVED).increment(removed);
+}
+
+pub fn oldest_read_result(age: Duration) {
+    gauge!(OLDEST_READ_RESULT).set(age.as_secs_f64());
 }
 
 /// A guard counting one message in flight for as long as it lives.

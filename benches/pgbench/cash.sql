@@ -19,6 +19,7 @@ WITH u(a, d) AS (VALUES (:wa::bigint, -:value::bigint), (:pp::bigint, :value::bi
 UPDATE accounts SET balance = balance + u.d,
        total_income = total_income + greatest(u.d, 0),
        total_expenses = total_expenses + greatest(-u.d, 0),
+       entry_count = entry_count + 1,
        updated_at = now()
   FROM u WHERE accounts.id = u.a;
 INSERT INTO cashes (user_id, value, type, account, command_id)

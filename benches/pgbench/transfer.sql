@@ -24,6 +24,7 @@ WITH entries AS (INSERT INTO ledger_entries (journal_id, account_id, amount)
 UPDATE accounts SET balance = balance + u.d,
        total_income = total_income + greatest(u.d, 0),
        total_expenses = total_expenses + greatest(-u.d, 0),
+       entry_count = entry_count + 1,
        updated_at = now()
   FROM (VALUES (:fa::bigint, -:amount::bigint), (:ta::bigint, :amount::bigint)) AS u(a, d)
  WHERE accounts.id = u.a;

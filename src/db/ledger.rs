@@ -131,11 +131,13 @@ struct Totals {
     delta: i64,
     income: i64,
     expenses: i64,
+    entries: i64,
 }
 
 impl Totals {
     fn add(&mut self, amount: i64) -> Result<(), EngineError> {
         let overflow = || EngineError::Broken("a system account's change overflows".into());
+        self.entries += 1;
         self.delta = self.delta.checked_add(amount).ok_or_else(overflow)?;
         if amount > 0 {
             self.income = self.income.checked_add(amount).ok_or_else(overflow)?;
@@ -156,15 +158,19 @@ impl SystemDeltas {
         let update = tx
             .prepare_cached(
                 "UPDATE accounts SET balance = balance + $2, total_income = total_income + $3,
-                    total_expenses = total_expenses + $4, updated_at = now()
+                    total_expenses = total_expenses + $4, entry_count = entry_count + $5,
+                    updated_at = now()
                  WHERE name = $1",
             )
             .await?;
         let updates = self.by_name.iter().map(|(name, t)| {
             let update = &update;
             async move {
-                tx.execute(update, &[name, &t.delta, &t.income, &t.expenses])
-                    .await
+                tx.execute(
+                    update,
+                    &[name, &t.delta, &t.income, &t.expenses, &t.entries],
+                )
+                .await
             }
         });
         for updated in futures_util::future::join_all(updates).await {
@@ -223,6 +229,8 @@ pub async fn post_journals(
             entry_amounts.push(amount);
         }
     }
+    // `pg_current_xact_id()` gives the transaction its id before it takes journal ids, which
+    // the incremental audit relies on (`audit::settle_point`).
     // Entries name their journal by its position among the drafts; identity ids follow
     // insertion order, which follows the drafts, so position n is the n-th smallest new id.
     let rows = tx
@@ -231,6 +239,7 @@ pub async fn post_journals(
                 "WITH j AS (
                     INSERT INTO journal (kind, command_id)
                     SELECT k, c FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(k, c, n)
+                    WHERE pg_current_xact_id() IS NOT NULL
                     ORDER BY n RETURNING id
                  ), jn AS (
                     SELECT id, row_number() OVER (ORDER BY id) AS n FROM j
@@ -253,9 +262,10 @@ pub async fn post_journals(
                         balance = balance + t.d,
                         total_income = total_income + t.income,
                         total_expenses = total_expenses + t.expenses,
+                        entry_count = entry_count + t.n,
                         updated_at = now()
                     FROM (SELECT a, sum(d)::bigint AS d, sum(greatest(d, 0))::bigint AS income,
-                                 sum(greatest(-d, 0))::bigint AS expenses
+                                 sum(greatest(-d, 0))::bigint AS expenses, count(*) AS n
                           FROM e WHERE moves_now GROUP BY a) AS t
                     WHERE accounts.id = t.a
                  )

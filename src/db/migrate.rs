@@ -69,6 +69,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0011_allocations.sql",
         sql: include_str!("../../migrations/0011_allocations.sql"),
     },
+    Migration {
+        version: 12,
+        name: "0012_audit_and_retention.sql",
+        sql: include_str!("../../migrations/0012_audit_and_retention.sql"),
+    },
 ];
 
 /// An arbitrary constant shared by every pluspay instance.

@@ -65,6 +65,22 @@ impl CommandType {
         )
     }
 
+    /// Reads of pluspay's own rows that change nothing, not even by asking Ping++: a replay
+    /// of one may be answered afresh, so their stored results are removed after
+    /// `worker.read_retention_secs`. `order.get`, `account.get` and the like are not: they can
+    /// complete what they read.
+    pub fn is_local_read(self) -> bool {
+        matches!(
+            self,
+            CommandType::OrdersList
+                | CommandType::OrdersGet
+                | CommandType::CashesList
+                | CommandType::ChargesList
+                | CommandType::ChargesGet
+                | CommandType::WalletGet
+        )
+    }
+
     pub const ALL: [CommandType; 35] = [
         CommandType::Recharge,
         CommandType::RechargeRetrieve,

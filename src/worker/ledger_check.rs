@@ -1,6 +1,6 @@
-//! The periodic ledger check behind `pluspay_ledger_ok`.
+//! The periodic ledger checks behind `pluspay_ledger_ok`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
@@ -8,20 +8,41 @@ use tracing::{error, warn};
 use crate::db;
 use crate::metrics;
 
+#[derive(Debug, Clone, Copy)]
+pub(super) enum LedgerCheck {
+    /// What changed since the last check (`db::audit::run_incremental`): often and cheap.
+    Incremental,
+    /// Every row, as `pluspay audit`: rarely, for what the incremental check can't see.
+    Full,
+}
+
 /// Keeps `pluspay_ledger_ok` current, so an alert fires without anyone running the audit.
 pub(super) async fn check_ledger_periodically(
     pool: deadpool_postgres::Pool,
+    scope: LedgerCheck,
     every: Duration,
     shutdown: CancellationToken,
 ) {
     let mut ticks = tokio::time::interval(every);
+    if let LedgerCheck::Full = scope {
+        // The first tick is at once; the full check waits a period, not the start-up.
+        ticks.tick().await;
+    }
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
+        let started = Instant::now();
         let report = match pool.get().await {
-            Ok(mut client) => db::audit::run(&mut client).await.map_err(|e| e.to_string()),
+            Ok(mut client) => match scope {
+                LedgerCheck::Incremental => db::audit::run_incremental(&mut client)
+                    .await
+                    .map_err(|e| e.to_string()),
+                LedgerCheck::Full => db::audit::run_and_note(&mut client)
+                    .await
+                    .map_err(|e| e.to_string()),
+            },
             Err(e) => Err(e.to_string()),
         };
         match report {
@@ -30,9 +51,9 @@ pub(super) async fn check_ledger_periodically(
                     error!(report = %serde_json::to_string(&report).unwrap_or_default(),
                            "the ledger check failed");
                 }
-                metrics::ledger_checked(&report);
+                metrics::ledger_checked(&report, started.elapsed());
             }
-            Err(e) => warn!(error = %e, "could not run the ledger check"),
+            Err(e) => warn!(error = %e, ?scope, "could not run the ledger check"),
         }
     }
 }

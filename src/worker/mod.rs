@@ -24,10 +24,11 @@ mod commands;
 mod delivery;
 mod events;
 mod ledger_check;
+mod retention;
 
 use commands::{forbid, handle, handle_batch, misrouted, published_as_command, published_by};
 use events::{handle_event, put_back_due_events_periodically};
-use ledger_check::check_ledger_periodically;
+use ledger_check::{check_ledger_periodically, LedgerCheck};
 
 /// The header that carries why a message was dead-lettered (docs/CONTRACT.md §1).
 pub const ERROR_HEADER: &str = "x-pluspay-error";
@@ -68,10 +69,23 @@ pub async fn run_with_readiness(
         );
     }
     let engine = Engine::from_settings(&settings)?;
-    if settings.metrics.ledger_check_secs > 0 {
-        tokio::spawn(check_ledger_periodically(
+    for (scope, secs) in [
+        (LedgerCheck::Incremental, settings.metrics.ledger_check_secs),
+        (LedgerCheck::Full, settings.metrics.ledger_full_check_secs),
+    ] {
+        if secs > 0 {
+            tokio::spawn(check_ledger_periodically(
+                engine.pool.clone(),
+                scope,
+                Duration::from_secs(secs),
+                shutdown.clone(),
+            ));
+        }
+    }
+    if settings.worker.read_retention_secs > 0 {
+        tokio::spawn(retention::remove_expired_reads(
             engine.pool.clone(),
-            Duration::from_secs(settings.metrics.ledger_check_secs),
+            Duration::from_secs(settings.worker.read_retention_secs),
             shutdown.clone(),
         ));
     }

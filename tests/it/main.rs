@@ -4,6 +4,7 @@
 
 mod support;
 
+mod audit;
 mod batch;
 mod brokers;
 mod chaos;
@@ -25,6 +26,7 @@ mod properties;
 mod purchases;
 mod recharge;
 mod recharge_object;
+mod retention;
 mod systemd;
 mod tls;
 mod transfer;

@@ -199,6 +199,12 @@ impl TestEnv {
         pluspay::db::migrate::migrate(&mut db)
             .await
             .expect("migrate");
+        // The incremental check's starting point, so that every `audit` below compares it with
+        // the full one.
+        let first = pluspay::db::audit::run_incremental(&mut db)
+            .await
+            .expect("the first ledger check");
+        assert_eq!(first.scope, "full");
         let names = Names::new(&settings.amqp.namespace);
         TestEnv {
             settings,
@@ -256,7 +262,8 @@ impl TestEnv {
                                   SELECT j.id, m.account_id, m.amount FROM j, moves m)
                  UPDATE accounts a SET balance = balance + m.amount,
                         total_income = total_income + greatest(m.amount, 0),
-                        total_expenses = total_expenses + greatest(-m.amount, 0)
+                        total_expenses = total_expenses + greatest(-m.amount, 0),
+                        entry_count = entry_count + 1
                    FROM moves m WHERE a.id = m.account_id;"
             ))
             .await
@@ -317,8 +324,25 @@ impl TestEnv {
         self.db.query_one(sql, &[]).await.unwrap().get(0)
     }
 
+    /// The full audit, after checking that the incremental check (of what changed since the
+    /// previous call) comes to the same verdict on every invariant.
     pub async fn audit(&mut self) -> pluspay::db::audit::Report {
-        pluspay::db::audit::run(&mut self.db).await.unwrap()
+        let incremental = pluspay::db::audit::run_incremental(&mut self.db)
+            .await
+            .unwrap();
+        let full = pluspay::db::audit::run(&mut self.db).await.unwrap();
+        assert_eq!(full.scope, "full");
+        let verdicts = |r: &pluspay::db::audit::Report| -> Vec<(&'static str, bool)> {
+            r.checks.iter().map(|c| (c.name, c.ok)).collect()
+        };
+        assert_eq!(
+            verdicts(&incremental),
+            verdicts(&full),
+            "the incremental check ({}) and the full one disagree: {}",
+            incremental.scope,
+            serde_json::to_string(&incremental).unwrap()
+        );
+        full
     }
 
     pub async fn client(&self) -> BrokerClient {
