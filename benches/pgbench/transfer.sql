@@ -38,6 +38,6 @@ UPDATE commands SET status = 'succeeded',
                     'status', 'succeeded', 'message', json_build_array('转账成功'),
                     'data', json_build_object('order',
                         (SELECT order_json(o) FROM wallet_orders o
-                          WHERE o.command_id = :cmd AND o.owner_id = :from)))
+                          WHERE o.journal_id = :jid AND o.owner_id = :from)))
  WHERE id = :cmd;
 COMMIT;

@@ -38,6 +38,6 @@ UPDATE commands SET status = 'succeeded',
        result = json_build_object('id', id, 'type', type, 'user_id', user_id,
                     'status', 'succeeded', 'message', json_build_array('操作成功'),
                     'data', json_build_object('points', :amount::bigint, 'order',
-                        (SELECT order_json(o) FROM wallet_orders o WHERE o.command_id = :cmd)))
+                        (SELECT order_json(o) FROM wallet_orders o WHERE o.journal_id = :jid)))
  WHERE id = :cmd;
 COMMIT;

@@ -67,6 +67,21 @@ const CHECKS: &[(&str, &str)] = &[
         "SELECT json_build_object('command_id', id) FROM commands WHERE result IS NULL",
     ),
     (
+        // Kept by the audit rather than by foreign keys (migrations/0013_lean_ledger.sql).
+        "records_name_stored_commands",
+        "SELECT json_build_object('journal_id', j.id, 'command_id', j.command_id)
+         FROM journal j WHERE j.command_id IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.id = j.command_id)
+         UNION ALL
+         SELECT json_build_object('order_id', o.id, 'command_id', o.command_id)
+         FROM wallet_orders o WHERE o.command_id IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.id = o.command_id)
+         UNION ALL
+         SELECT json_build_object('cash_id', h.id, 'decision_command_id', h.decision_command_id)
+         FROM cashes h WHERE h.decision_command_id IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.id = h.decision_command_id)",
+    ),
+    (
         "succeeded_orders_have_entries",
         "SELECT json_build_object('order_id', o.id, 'owner_id', o.owner_id, 'amount', o.amount)
          FROM wallet_orders o
@@ -453,6 +468,20 @@ const JOURNAL_CHECKS: &[(&str, &str)] = &[
         "SELECT json_build_object('command_id', c.id), j.id
          FROM journal j JOIN commands c ON c.id = j.command_id
          WHERE ((j.id > $1 AND j.id <= $2) OR j.id = ANY ($3::bigint[])) AND c.result IS NULL",
+    ),
+    (
+        "records_name_stored_commands",
+        "SELECT json_build_object('journal_id', j.id, 'command_id', j.command_id), j.id
+         FROM journal j
+         WHERE ((j.id > $1 AND j.id <= $2) OR j.id = ANY ($3::bigint[]))
+           AND j.command_id IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.id = j.command_id)
+         UNION ALL
+         SELECT json_build_object('order_id', o.id, 'command_id', o.command_id), o.journal_id
+         FROM wallet_orders o
+         WHERE ((o.journal_id > $1 AND o.journal_id <= $2) OR o.journal_id = ANY ($3::bigint[]))
+           AND o.command_id IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.id = o.command_id)",
     ),
     (
         "succeeded_orders_have_entries",

@@ -74,6 +74,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0012_audit_and_retention.sql",
         sql: include_str!("../../migrations/0012_audit_and_retention.sql"),
     },
+    Migration {
+        version: 13,
+        name: "0013_lean_ledger.sql",
+        sql: include_str!("../../migrations/0013_lean_ledger.sql"),
+    },
 ];
 
 /// An arbitrary constant shared by every pluspay instance.

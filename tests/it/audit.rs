@@ -39,19 +39,23 @@ async fn an_old_entry_changed_is_caught_until_it_is_repaired() {
     with_transfers(&mut env).await;
     assert!(env.audit().await.ok);
     // The point is now past every journal: the entry below is one the check has verified.
-    let entry: i64 = env
+    let entry = env
         .db
-        .query_one("SELECT min(id) FROM ledger_entries WHERE amount = 10", &[])
-        .await
-        .unwrap()
-        .get(0);
-    env.db
-        .execute(
-            "UPDATE ledger_entries SET amount = amount + 7 WHERE id = $1",
-            &[&entry],
+        .query_one(
+            "SELECT journal_id, account_id FROM ledger_entries WHERE amount = 10
+             ORDER BY journal_id LIMIT 1",
+            &[],
         )
         .await
         .unwrap();
+    let (journal, account): (i64, i64) = (entry.get(0), entry.get(1));
+    let change = |by: i64| {
+        format!(
+            "UPDATE ledger_entries SET amount = amount + {by}
+             WHERE journal_id = {journal} AND account_id = {account}"
+        )
+    };
+    env.db.batch_execute(&change(7)).await.unwrap();
     let report = incremental(&mut env).await;
     assert_eq!(
         failing(&report),
@@ -68,13 +72,7 @@ async fn an_old_entry_changed_is_caught_until_it_is_repaired() {
     assert!(!env.audit().await.ok);
     assert!(!incremental(&mut env).await.ok);
 
-    env.db
-        .execute(
-            "UPDATE ledger_entries SET amount = amount - 7 WHERE id = $1",
-            &[&entry],
-        )
-        .await
-        .unwrap();
+    env.db.batch_execute(&change(-7)).await.unwrap();
     assert!(incremental(&mut env).await.ok);
     assert!(env.audit().await.ok);
 }
@@ -152,6 +150,28 @@ async fn an_entry_added_to_a_verified_journal_is_caught() {
         serde_json::to_string(&report).unwrap()
     );
     assert!(failing(&report).contains(&"balance_equals_entries"));
+    assert!(!env.audit().await.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_money_command_removed_makes_the_next_check_a_full_one() {
+    let mut env = TestEnv::new().await;
+    with_transfers(&mut env).await;
+    assert!(env.audit().await.ok);
+    env.db
+        .batch_execute("DELETE FROM commands WHERE id = 't-0'")
+        .await
+        .unwrap();
+    let report = audit::run_incremental(&mut env.db).await.unwrap();
+    assert_eq!(report.scope, "full");
+    assert_eq!(failing(&report), ["records_name_stored_commands"]);
+    let check = report
+        .checks
+        .iter()
+        .find(|c| c.name == "records_name_stored_commands")
+        .unwrap();
+    // Its journal; its orders name it through the journal.
+    assert_eq!(check.violations, 1);
     assert!(!env.audit().await.ok);
 }
 
