@@ -425,8 +425,8 @@ async fn fresh_database(admin_url: &str, database: &str) -> anyhow::Result<Strin
     .await
     .context("fund the wallets")?;
     db.batch_execute(&format!(
-        "INSERT INTO commands (id, type, user_id, fingerprint, status, result)
-             SELECT 'history-' || g, 'transfer', g % {WALLETS} + 1, '\\x00', 'succeeded', '{{}}'
+        "INSERT INTO commands (id, type, fingerprint, status, result)
+             SELECT 'history-' || g, 'transfer', '\\x00', 'succeeded', '{{}}'
              FROM generate_series(1, {HISTORY}) AS g;
          INSERT INTO journal (kind, command_id)
              SELECT 'transfer', 'history-' || g FROM generate_series(1, {HISTORY}) AS g;

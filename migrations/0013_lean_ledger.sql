@@ -7,11 +7,16 @@
 --   (`records_name_stored_commands`): money commands' rows are never removed.
 -- * Ledger entries are identified by their journal and account (already unique): the
 --   surrogate id and its index served nothing.
+-- * A command's row holds what a replay needs: its id, type (the routing key), fingerprint,
+--   status and exact result, and its time (for the removal of old reads). The user is in the
+--   result.
 ALTER TABLE journal DROP CONSTRAINT journal_command_id_fkey;
 ALTER TABLE wallet_orders DROP CONSTRAINT wallet_orders_command_id_fkey;
 ALTER TABLE cashes DROP CONSTRAINT cashes_decision_command_id_fkey;
 DROP INDEX journal_command_id;
 DROP INDEX wallet_orders_command;
+
+ALTER TABLE commands DROP COLUMN user_id;
 
 ALTER TABLE ledger_entries DROP CONSTRAINT ledger_entries_pkey;
 ALTER TABLE ledger_entries DROP COLUMN id;

@@ -4,8 +4,8 @@
 \set user random(1, :wallets)
 \set value random(100, 1000)
 BEGIN;
-INSERT INTO commands (id, type, user_id, fingerprint)
-    VALUES ('pgb-' || gen_random_uuid(), 'cash', :user,
+INSERT INTO commands (id, type, fingerprint)
+    VALUES ('pgb-' || gen_random_uuid(), 'cash',
             sha256(convert_to(:user::text || ':' || :value::text, 'UTF8')))
     RETURNING id AS cmd \gset
 SELECT 1 FROM recharges WHERE command_id = :cmd;
@@ -26,12 +26,12 @@ INSERT INTO cashes (user_id, value, type, account, command_id)
     VALUES (:user, :value, 'alipay', 'bench@example.com', :cmd) RETURNING id AS cash \gset
 INSERT INTO wallet_orders
        (owner_id, target_type, target_id, title, body, type, amount, state, command_id, journal_id)
-VALUES (:user, 'widthdraw', :cash::text, '提现', NULL, -1, :value, 0, :cmd, :jid)
+VALUES (:user, 'widthdraw', :cash::text, '提现', NULL, -1, :value, 0, NULL, :jid)
 RETURNING id AS oid \gset
 UPDATE cashes SET order_id = :oid WHERE id = :cash;
 SELECT cash_json(c) FROM cashes c WHERE id = :cash;
 UPDATE commands SET status = 'succeeded',
-       result = json_build_object('id', id, 'type', type, 'user_id', user_id,
+       result = json_build_object('id', id, 'type', type, 'user_id', :user::bigint,
                     'status', 'succeeded', 'message', json_build_array('申请提现成功'),
                     'data', json_build_object(
                         'cash', (SELECT cash_json(c) FROM cashes c WHERE c.id = :cash),

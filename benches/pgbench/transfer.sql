@@ -9,8 +9,8 @@
 \set to CASE WHEN :hot = 1 THEN 1 ELSE 1 + (:from - 1 + :off) % :wallets END
 \set amount random(1, 100)
 BEGIN;
-INSERT INTO commands (id, type, user_id, fingerprint)
-    VALUES ('pgb-' || gen_random_uuid(), 'transfer', :from,
+INSERT INTO commands (id, type, fingerprint)
+    VALUES ('pgb-' || gen_random_uuid(), 'transfer',
             sha256(convert_to(:from::text || ':' || :to::text || ':' || :amount::text, 'UTF8')))
     RETURNING id AS cmd \gset
 SELECT 1 FROM recharges WHERE command_id = :cmd;
@@ -30,11 +30,11 @@ UPDATE accounts SET balance = balance + u.d,
  WHERE accounts.id = u.a;
 INSERT INTO wallet_orders
        (owner_id, target_type, target_id, title, body, type, amount, state, command_id, journal_id)
-VALUES (:from, 'user', :to::text, '转账', NULL, -1, :amount, 1, :cmd, :jid),
-       (:to, 'user', :from::text, '转账', NULL, 1, :amount, 1, :cmd, :jid)
+VALUES (:from, 'user', :to::text, '转账', NULL, -1, :amount, 1, NULL, :jid),
+       (:to, 'user', :from::text, '转账', NULL, 1, :amount, 1, NULL, :jid)
 RETURNING id, order_json(wallet_orders);
 UPDATE commands SET status = 'succeeded',
-       result = json_build_object('id', id, 'type', type, 'user_id', user_id,
+       result = json_build_object('id', id, 'type', type, 'user_id', :from::bigint,
                     'status', 'succeeded', 'message', json_build_array('转账成功'),
                     'data', json_build_object('order',
                         (SELECT order_json(o) FROM wallet_orders o

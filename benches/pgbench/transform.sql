@@ -5,8 +5,8 @@
 \set user random(1, :wallets)
 \set amount random(100, 1000)
 BEGIN;
-INSERT INTO commands (id, type, user_id, fingerprint)
-    VALUES ('pgb-' || gen_random_uuid(), 'transform', :user,
+INSERT INTO commands (id, type, fingerprint)
+    VALUES ('pgb-' || gen_random_uuid(), 'transform',
             sha256(convert_to(:user::text || ':' || :amount::text, 'UTF8')))
     RETURNING id AS cmd \gset
 SELECT 1 FROM recharges WHERE command_id = :cmd;
@@ -32,10 +32,10 @@ UPDATE accounts SET balance = balance + u.d,
 INSERT INTO wallet_orders
        (owner_id, target_type, target_id, title, body, type, amount, state, command_id, journal_id)
 VALUES (:user, 'transform', :user::text, '积分转换', '充值' || :amount::text || '积分', -1, :amount, 1,
-        :cmd, :jid)
+        NULL, :jid)
 RETURNING id, order_json(wallet_orders);
 UPDATE commands SET status = 'succeeded',
-       result = json_build_object('id', id, 'type', type, 'user_id', user_id,
+       result = json_build_object('id', id, 'type', type, 'user_id', :user::bigint,
                     'status', 'succeeded', 'message', json_build_array('操作成功'),
                     'data', json_build_object('points', :amount::bigint, 'order',
                         (SELECT order_json(o) FROM wallet_orders o WHERE o.journal_id = :jid)))

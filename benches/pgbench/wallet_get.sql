@@ -2,8 +2,8 @@
 -- store the result (reads keep their result under their id too).
 \set user random(1, :wallets)
 BEGIN;
-INSERT INTO commands (id, type, user_id, fingerprint)
-    VALUES ('pgb-' || gen_random_uuid(), 'wallet.get', :user,
+INSERT INTO commands (id, type, fingerprint)
+    VALUES ('pgb-' || gen_random_uuid(), 'wallet.get',
             sha256(convert_to(:user::text || '/wallet.get', 'UTF8')))
     RETURNING id AS cmd \gset
 SELECT 1 FROM recharges WHERE command_id = :cmd;
@@ -13,7 +13,7 @@ SELECT coalesce(max(balance) FILTER (WHERE kind = 'wallet'), 0) AS balance,
        coalesce(max(balance) FILTER (WHERE kind = 'points'), 0) AS points
   FROM accounts WHERE user_id = :user AND kind IN ('wallet', 'points') \gset
 UPDATE commands SET status = 'succeeded',
-       result = json_build_object('id', id, 'type', type, 'user_id', user_id,
+       result = json_build_object('id', id, 'type', type, 'user_id', :user::bigint,
                     'status', 'succeeded', 'message', json_build_array(),
                     'data', json_build_object('balance', :balance::bigint,
                         'total_income', :income::bigint, 'total_expenses', :expenses::bigint,

@@ -183,13 +183,12 @@ pub async fn claim_many(
 ) -> Result<Vec<Claim>, EngineError> {
     let ids: Vec<&str> = envelopes.iter().map(|e| e.id.as_str()).collect();
     let kinds: Vec<&str> = envelopes.iter().map(|e| e.kind.as_str()).collect();
-    let users: Vec<i64> = envelopes.iter().map(|e| e.user_id).collect();
     let fingerprints: Vec<Vec<u8>> = envelopes.iter().map(|e| e.fingerprint().to_vec()).collect();
     // In id order, so two batches claiming the same ids (a redelivery) wait instead of deadlock.
     let sql = format!(
-        "INSERT INTO commands (id, type, user_id, fingerprint)
-                 SELECT i, t, u, f FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[])
-                     AS x(i, t, u, f) ORDER BY i
+        "INSERT INTO commands (id, type, fingerprint)
+                 SELECT i, t, f FROM unnest($1::text[], $2::text[], $3::bytea[])
+                     AS x(i, t, f) ORDER BY i
                  ON CONFLICT (id) DO NOTHING
                  RETURNING id, {holders}",
         holders = holders("commands.id", "commands.fingerprint")
@@ -197,7 +196,7 @@ pub async fn claim_many(
     let rows = tx
         .query(
             &tx.prepare_cached(&sql).await?,
-            &[&ids, &kinds, &users, &fingerprints],
+            &[&ids, &kinds, &fingerprints],
         )
         .await?;
     let mut new = std::collections::HashMap::with_capacity(rows.len());

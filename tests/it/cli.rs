@@ -107,6 +107,11 @@ async fn audit_passes_on_a_sound_ledger_and_fails_on_a_broken_one() {
     let sound = pluspay(&["audit"], &vars).await;
     assert!(sound.status.success(), "{sound:?}");
     assert_eq!(stdout_json(&sound)["ok"], true);
+    assert_eq!(
+        stdout_json(&sound)["scope"],
+        "full",
+        "pluspay audit checks every row"
+    );
 
     // Money invented outside the ledger: the balance no longer matches its entries.
     env.db

@@ -59,12 +59,12 @@ async fn removal_goes_in_batches_and_skips_rows_in_use() {
     let env = TestEnv::new().await;
     env.db
         .batch_execute(
-            "INSERT INTO commands (id, type, user_id, fingerprint, status, result, created_at)
-             SELECT 'old-' || g, 'orders.list', 1, '\\x00', 'succeeded', '{}',
+            "INSERT INTO commands (id, type, fingerprint, status, result, created_at)
+             SELECT 'old-' || g, 'orders.list', '\\x00', 'succeeded', '{}',
                     now() - interval '2 days'
              FROM generate_series(1, 2500) AS g;
-             INSERT INTO commands (id, type, user_id, fingerprint, status, result)
-             VALUES ('recent', 'orders.list', 1, '\\x00', 'succeeded', '{}');",
+             INSERT INTO commands (id, type, fingerprint, status, result)
+             VALUES ('recent', 'orders.list', '\\x00', 'succeeded', '{}');",
         )
         .await
         .unwrap();
