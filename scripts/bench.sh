@@ -54,6 +54,8 @@ if [ -n "$CLUSTER" ]; then
 else
     # shellcheck source=scripts/services-session.sh
     source "$ROOT/scripts/services-session.sh"
+    # Where PostgreSQL's time goes, per statement (benches/e2e.rs prints it).
+    export PP_PG_STAT_STATEMENTS=1
     services_begin bench
 fi
 

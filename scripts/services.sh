@@ -23,6 +23,7 @@
 # PP_SERVICES_DIR and the ports/paths used by the other subcommands.
 # Progress goes to stderr; stdout is only used by `status` and `rabbitmqctl`.
 # Readiness timeout: PP_SERVICES_TIMEOUT seconds per service (default 120).
+# PP_PG_STAT_STATEMENTS=1 loads pg_stat_statements (scripts/bench.sh sets it).
 # Runs as root (PostgreSQL as user postgres, RabbitMQ as user rabbitmq) or as any
 # other user (everything as that user). Works from any working directory.
 set -euo pipefail
@@ -156,6 +157,13 @@ fsync = on
 synchronous_commit = on
 full_page_writes = on
 EOF
+    if [ "${PP_PG_STAT_STATEMENTS:-}" = 1 ]; then
+        # For the benchmarks: where PostgreSQL's time goes, statement by statement.
+        cat >>"$PG_DATA/postgresql.conf" <<EOF
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = all
+EOF
+    fi
     if [ -n "${TLS_DIR:-}" ]; then
         # PostgreSQL refuses a key file others can read.
         install -d -m 700 "$PG_DIR/tls"

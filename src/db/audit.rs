@@ -199,8 +199,9 @@ const GLOBAL_CHECKS: &[&str] = &[
 /// The periodic check: verifies only what changed since the last verified point (in
 /// `audit_point` and `audit_accounts`) and moves the point, so that its cost follows the new
 /// journals, not the history. Runs the full check instead (scope `full`) when there is no
-/// point yet or the triggers saw a table truncated. What fails is noted in `audit_suspects`,
-/// so the next checks report it again until it is repaired.
+/// point yet, when the triggers saw a table truncated or a money command's stored result
+/// changed, and after a full check failed. What fails is noted in `audit_suspects`, so the next
+/// checks report it again until it is repaired.
 ///
 /// Not covered between full checks: changes made with the triggers disabled (a superuser's
 /// `session_replication_role = replica`, say), and an order's state changed without a new
@@ -263,8 +264,8 @@ async fn incremental_attempt(client: &mut Client) -> Result<Report, EngineError>
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     };
-    // Waits for a concurrent check to end; then the snapshot's point is stale and the update
-    // below fails with a serialization failure, which starts this one over.
+    // Waits for a concurrent check to end; the point has then moved since this snapshot, and
+    // the lock fails with a serialization failure, which starts this check over.
     let point: Option<i64> = tx
         .query_opt("SELECT journal_id FROM audit_point FOR UPDATE", &[])
         .await?

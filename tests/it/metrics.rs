@@ -100,7 +100,10 @@ async fn metrics_count_what_the_worker_did() {
             &text,
             "pluspay_commands_total{type=\"unknown\",outcome=\"malformed\"}",
         );
-        if sample(&text, "pluspay_ledger_ok").is_some() && malformed == Some(50.0) {
+        if sample(&text, "pluspay_ledger_ok").is_some()
+            && sample(&text, "pluspay_oldest_read_result_age_seconds").is_some()
+            && malformed == Some(50.0)
+        {
             break text;
         }
         assert!(
@@ -138,6 +141,15 @@ async fn metrics_count_what_the_worker_did() {
         "{text}"
     );
     assert_eq!(sample(&text, "pluspay_ledger_ok"), Some(1.0), "{text}");
+    let took = sample(&text, "pluspay_ledger_check_seconds{scope=\"incremental\"}")
+        .or_else(|| sample(&text, "pluspay_ledger_check_seconds{scope=\"full\"}"));
+    assert!(took.is_some_and(|s| s > 0.0), "{text}");
+    // The removal of old reads made its first pass at start-up.
+    assert_eq!(
+        sample(&text, "pluspay_oldest_read_result_age_seconds"),
+        Some(0.0),
+        "no read has been answered: {text}"
+    );
     assert_eq!(
         sample(
             &text,
