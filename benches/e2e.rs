@@ -273,40 +273,11 @@ async fn run(options: Options) -> anyhow::Result<()> {
         let database = format!("bench_{}_{run_tag}", scenario.name());
         println!("\n== {} (load average {})", scenario.name(), load_average());
         let db_url = fresh_database(&admin_url, &database).await?;
-        let commands = generate(scenario, options.commands, options.seed ^ n as u64);
         let log = log_dir.join(format!("worker-{}.log", scenario.name()));
-        let daemon = run_daemon(&options, scenario, &db_url, &amqp_url, commands, &log).await?;
-        daemon.print();
-        let pgbench = if options.pgbench_secs > 0 {
-            let run = run_pgbench(&options, scenario, &db_url).await?;
-            println!(
-                "  pgbench: {:.1} tps, {} transactions, {} failed, latency average {:.2} ms \
-                 ({} clients, {} s); audit after it ok",
-                run.tps,
-                run.transactions,
-                run.failed,
-                run.latency_avg_ms,
-                options.pgbench_clients,
-                options.pgbench_secs
-            );
-            println!("  pgbench database {}", run.stats.per(run.transactions));
-            println!("  pgbench {}", run.cpu.per(run.transactions));
-            Some(run)
-        } else {
-            None
-        };
-        if let Some(pgbench) = &pgbench {
-            println!(
-                "  ratio daemon / pgbench: {:.2}",
-                daemon.throughput / pgbench.tps
-            );
-        }
+        let seed = options.seed ^ n as u64;
+        let row = run_scenario(&options, scenario, seed, WALLETS, &db_url, &amqp_url, &log).await?;
         drop_database(&admin_url, &database).await?;
-        rows.push(Row {
-            scenario,
-            daemon,
-            pgbench,
-        });
+        rows.push(row);
     }
     println!("\nload average at the end: {}\n", load_average());
     print_table(&options, &rows);
@@ -315,6 +286,51 @@ async fn run(options: Options) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&log_dir);
     }
     Ok(())
+}
+
+/// One scenario on a ledger whose wallets 1..=`wallets` are funded: its commands through the
+/// daemon, then pgbench on the same database.
+async fn run_scenario(
+    options: &Options,
+    scenario: Scenario,
+    seed: u64,
+    wallets: i64,
+    db_url: &str,
+    amqp_url: &str,
+    log: &Path,
+) -> anyhow::Result<Row> {
+    let commands = generate(scenario, options.commands, seed, wallets, scenario.name());
+    let daemon = run_daemon(options, scenario.name(), db_url, amqp_url, commands, log).await?;
+    daemon.print();
+    let pgbench = if options.pgbench_secs > 0 {
+        let run = run_pgbench(options, scenario, db_url, wallets).await?;
+        println!(
+            "  pgbench: {:.1} tps, {} transactions, {} failed, latency average {:.2} ms \
+             ({} clients, {} s); audit after it ok",
+            run.tps,
+            run.transactions,
+            run.failed,
+            run.latency_avg_ms,
+            options.pgbench_clients,
+            options.pgbench_secs
+        );
+        println!("  pgbench database {}", run.stats.per(run.transactions));
+        println!("  pgbench {}", run.cpu.per(run.transactions));
+        Some(run)
+    } else {
+        None
+    };
+    if let Some(pgbench) = &pgbench {
+        println!(
+            "  ratio daemon / pgbench: {:.2}",
+            daemon.throughput / pgbench.tps
+        );
+    }
+    Ok(Row {
+        scenario,
+        daemon,
+        pgbench,
+    })
 }
 
 fn rate_label(rate: f64) -> String {
@@ -545,24 +561,26 @@ struct Command {
     body: Vec<u8>,
 }
 
-fn generate(scenario: Scenario, n: usize, seed: u64) -> Vec<Command> {
+/// The scenario's `n` commands between the funded wallets 1..=`wallets`, with ids
+/// `<label>-<i>` (distinct labels for commands sent to the same database).
+fn generate(scenario: Scenario, n: usize, seed: u64, wallets: i64, label: &str) -> Vec<Command> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     (0..n)
         .map(|i| {
-            let id = format!("{}-{i}", scenario.name());
+            let id = format!("{label}-{i}");
             let (kind, user, data) = match scenario {
                 Scenario::Uniform => {
-                    let from = rng.random_range(1..=WALLETS);
-                    let to = (from + rng.random_range(1..WALLETS) - 1) % WALLETS + 1;
+                    let from = rng.random_range(1..=wallets);
+                    let to = (from + rng.random_range(1..wallets) - 1) % wallets + 1;
                     let amount = rng.random_range(1..=100);
                     ("transfer", from, json!({ "user": to, "amount": amount }))
                 }
                 Scenario::Hot => {
-                    let from = rng.random_range(2..=WALLETS);
+                    let from = rng.random_range(2..=wallets);
                     let amount = rng.random_range(1..=100);
                     ("transfer", from, json!({ "user": 1, "amount": amount }))
                 }
-                Scenario::Mixed => mixed_command(&mut rng),
+                Scenario::Mixed => mixed_command(&mut rng, wallets),
             };
             let body = json!({ "id": id, "type": kind, "user_id": user, "data": data });
             Command {
@@ -576,9 +594,9 @@ fn generate(scenario: Scenario, n: usize, seed: u64) -> Vec<Command> {
 
 /// 50% transfers, 15% rewards, 10% transforms, 5% cash requests, 10% wallet.get, 10%
 /// orders.list (Scenario::pgbench_scripts has the same blend).
-fn mixed_command(rng: &mut impl Rng) -> (&'static str, i64, serde_json::Value) {
-    let user = rng.random_range(1..=WALLETS);
-    let other = (user + rng.random_range(1..WALLETS) - 1) % WALLETS + 1;
+fn mixed_command(rng: &mut impl Rng, wallets: i64) -> (&'static str, i64, serde_json::Value) {
+    let user = rng.random_range(1..=wallets);
+    let other = (user + rng.random_range(1..wallets) - 1) % wallets + 1;
     match rng.random_range(0..100) {
         0..50 => (
             "transfer",
@@ -908,20 +926,17 @@ async fn publish(
     Ok(sent)
 }
 
+/// The commands (ids `<label>-<i>`, see `generate`) through a worker started for them.
 async fn run_daemon(
     options: &Options,
-    scenario: Scenario,
+    label: &str,
     db_url: &str,
     amqp_url: &str,
     commands: Vec<Command>,
     log: &Path,
 ) -> anyhow::Result<DaemonRun> {
     let n = commands.len();
-    let namespace = format!(
-        "bench_{}_{}",
-        scenario.name(),
-        uuid::Uuid::new_v4().simple()
-    );
+    let namespace = format!("bench_{label}_{}", uuid::Uuid::new_v4().simple());
     let names = Arc::new(Names::new(&namespace));
     let connection = amqp::connect(amqp_url, "pluspay-bench").await?;
     amqp::topology::declare(&connection, &names, &amqp_settings()).await?;
@@ -1060,11 +1075,13 @@ async fn run_daemon(
         .copied()
         .expect("n > 0");
     let elapsed = last_result - first_publish;
+    // By the run's id prefix: a big ledger takes several runs, and a scan of its whole command
+    // log would take seconds.
     let stored: i64 = pluspay::db::connect(db_url)
         .await?
         .query_one(
-            "SELECT count(*) FROM commands WHERE id NOT LIKE 'history-%'",
-            &[],
+            "SELECT count(*) FROM commands WHERE id LIKE $1 || '-%'",
+            &[&label],
         )
         .await?
         .get(0);
@@ -1116,6 +1133,7 @@ async fn run_pgbench(
     options: &Options,
     scenario: Scenario,
     db_url: &str,
+    wallets: i64,
 ) -> anyhow::Result<PgbenchRun> {
     checkpoint(db_url).await?;
     let stats_before = DbStats::read(db_url).await?;
@@ -1126,7 +1144,7 @@ async fn run_pgbench(
         .args(["-n", "-M", options.pgbench_mode.name(), "-j", "2"])
         .args(["-c", &options.pgbench_clients.to_string()])
         .args(["-T", &options.pgbench_secs.to_string()])
-        .args(["-D", &format!("wallets={WALLETS}")])
+        .args(["-D", &format!("wallets={wallets}")])
         .args([
             "-D",
             if scenario == Scenario::Hot {
