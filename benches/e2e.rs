@@ -6,9 +6,12 @@
 //! cargo bench --bench e2e -- [--scenario uniform|hot|mixed|all] [--commands N] [--publishers P]
 //!     [--rate R] [--smoke] [--pgbench-secs S] [--pgbench-clients C]
 //!     [--pgbench-mode prepared|extended|simple] [--window W] [--seed S]
+//!     [--scale [--scale-wallets N] [--scale-transfers N] [--big-wallet-orders N]
+//!      [--size-transfers N] [--steady-rate R] [--steady-secs S] [--order-calls N] [--scale-copy]]
 //! ```
 //!
-//! (`-- --help` lists them.)
+//! (`-- --help` lists them.) `--scale` runs the scenarios on the usual small ledger and then on
+//! a big one built once (benches/e2e/scale.rs), and reports what grows with the ledger.
 //!
 //! `scripts/bench.sh` starts throwaway PostgreSQL and RabbitMQ and runs this; by hand it needs
 //! PP_TEST_DATABASE_URL (a superuser's URL; a fresh database is created per scenario) and
@@ -19,6 +22,9 @@
 //! smoke version when those variables are set, so CI checks that the harness works (every
 //! command answered once, the audit clean) without timing anything.
 
+// Not benches/scale.rs: cargo would take that for a bench of its own.
+#[path = "e2e/scale.rs"]
+mod scale;
 mod support;
 use support::*;
 
@@ -30,7 +36,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use lapin::options::{
@@ -152,7 +159,8 @@ struct Options {
     /// The short version for CI: checks that everything works, measures nothing worth reading.
     #[arg(long)]
     smoke: bool,
-    /// Length of the pgbench baseline in seconds; 0: no pgbench baseline (--smoke: 2).
+    /// Length of the pgbench baseline in seconds; 0: no pgbench baseline (--smoke: 2; --scale
+    /// --smoke: 0).
     #[arg(
         long,
         value_name = "S",
@@ -172,6 +180,91 @@ struct Options {
     /// The seed of the commands' random generator (printed) [default: random].
     #[arg(long, value_name = "S", default_value_t = rand::random(), hide_default_value = true)]
     seed: u64,
+    /// Runs the scenarios on the small ledger and then on a big one (built once, reused by
+    /// every scenario), side by side, with what grows with the ledger: the periodic check,
+    /// orders.list and orders.get of a wallet with many orders, the full audit, the command
+    /// log's retention, bytes per transfer.
+    #[arg(long)]
+    scale: bool,
+    /// --scale: funded wallets of the big ledger (--smoke: 2,000).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1_000_000,
+        default_value_if("smoke", "true", "2000"),
+        value_parser = positive,
+        requires = "scale"
+    )]
+    scale_wallets: usize,
+    /// --scale: transfers of history in the big ledger, each a command with its result, a
+    /// journal, two entries and two orders (--smoke: 10,000).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 5_000_000,
+        default_value_if("smoke", "true", "10000"),
+        value_parser = positive,
+        requires = "scale"
+    )]
+    scale_transfers: usize,
+    /// --scale: how many of those transfers are wallet 1's, so that it has this many orders
+    /// (--smoke: 1,000).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100_000,
+        default_value_if("smoke", "true", "1000"),
+        value_parser = positive,
+        requires = "scale"
+    )]
+    big_wallet_orders: usize,
+    /// --scale: transfers through the daemon whose bytes are measured, on each ledger
+    /// (--smoke: 500).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 20_000,
+        default_value_if("smoke", "true", "500"),
+        value_parser = positive,
+        requires = "scale"
+    )]
+    size_transfers: usize,
+    /// --scale: the offered rate of the steady mixed traffic before the periodic check's
+    /// second measurement (--smoke: 200).
+    #[arg(
+        long,
+        value_name = "R",
+        default_value_t = 1000.0,
+        default_value_if("smoke", "true", "200"),
+        value_parser = positive_rate,
+        requires = "scale"
+    )]
+    steady_rate: f64,
+    /// --scale: how long the steady mixed traffic lasts, in seconds (--smoke: 2).
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 60,
+        default_value_if("smoke", "true", "2"),
+        value_parser = positive,
+        requires = "scale"
+    )]
+    steady_secs: usize,
+    /// --scale: timed calls of each orders.list page and of orders.get (--smoke: 50).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1000,
+        default_value_if("smoke", "true", "50"),
+        value_parser = positive,
+        requires = "scale"
+    )]
+    order_calls: usize,
+    /// --scale: also time one copy of the big ledger (CREATE DATABASE ... TEMPLATE, STRATEGY
+    /// FILE_COPY), then drop it: what a fresh copy per scenario would cost. Needs the big
+    /// ledger's size again on disk for a moment.
+    #[arg(long, requires = "scale")]
+    scale_copy: bool,
     /// Added by `cargo bench`; ignored.
     #[arg(long = "bench", hide = true)]
     _bench: bool,
@@ -180,9 +273,21 @@ struct Options {
 impl Options {
     /// `args` without the program's name.
     fn parse_args(args: &[String]) -> anyhow::Result<Options> {
-        Ok(Options::try_parse_from(
-            std::iter::once("e2e").chain(args.iter().map(String::as_str)),
-        )?)
+        let matches = Options::command()
+            .try_get_matches_from(std::iter::once("e2e").chain(args.iter().map(String::as_str)))?;
+        let mut options = Options::from_arg_matches(&matches)?;
+        // --scale --smoke runs every scenario twice; the plain smoke already runs pgbench, and
+        // without it this one stays under a minute.
+        if options.scale
+            && options.smoke
+            && matches.value_source("pgbench_secs") != Some(ValueSource::CommandLine)
+        {
+            options.pgbench_secs = 0;
+        }
+        if options.scale {
+            scale::check(&options)?;
+        }
+        Ok(options)
     }
 }
 
@@ -201,6 +306,14 @@ fn non_negative(value: &str) -> Result<f64, String> {
     match value.parse::<f64>() {
         Ok(rate) if rate < 0.0 => Err("must be at least 0".to_owned()),
         Ok(rate) => Ok(rate),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn positive_rate(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
+        Ok(_) => Err("must be positive".to_owned()),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -260,6 +373,21 @@ async fn run(options: Options) -> anyhow::Result<()> {
         options.pgbench_mode.name(),
         log_dir.display()
     );
+    if options.scale {
+        println!(
+            "e2e --scale: the small ledger ({WALLETS} wallets, {HISTORY} transfers of history), \
+             then a big one: {} wallets, {} transfers of history, wallet 1 in {} of them; \
+             {} transfers measured for size; steady mixed traffic {}/s for {} s; {} calls per \
+             orders query",
+            options.scale_wallets,
+            options.scale_transfers,
+            options.big_wallet_orders,
+            options.size_transfers,
+            options.steady_rate,
+            options.steady_secs,
+            options.order_calls
+        );
+    }
     print_server_settings(&admin_url).await?;
     let passed: Vec<String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("PLUSPAY_"))
@@ -268,53 +396,74 @@ async fn run(options: Options) -> anyhow::Result<()> {
     if !passed.is_empty() {
         println!("e2e: passed to the worker: {}", passed.join(" "));
     }
-    let mut rows = Vec::new();
-    for (n, &scenario) in options.scenarios.iter().enumerate() {
-        let database = format!("bench_{}_{run_tag}", scenario.name());
-        println!("\n== {} (load average {})", scenario.name(), load_average());
-        let db_url = fresh_database(&admin_url, &database).await?;
-        let commands = generate(scenario, options.commands, options.seed ^ n as u64);
-        let log = log_dir.join(format!("worker-{}.log", scenario.name()));
-        let daemon = run_daemon(&options, scenario, &db_url, &amqp_url, commands, &log).await?;
-        daemon.print();
-        let pgbench = if options.pgbench_secs > 0 {
-            let run = run_pgbench(&options, scenario, &db_url).await?;
-            println!(
-                "  pgbench: {:.1} tps, {} transactions, {} failed, latency average {:.2} ms \
-                 ({} clients, {} s); audit after it ok",
-                run.tps,
-                run.transactions,
-                run.failed,
-                run.latency_avg_ms,
-                options.pgbench_clients,
-                options.pgbench_secs
-            );
-            println!("  pgbench database {}", run.stats.per(run.transactions));
-            println!("  pgbench {}", run.cpu.per(run.transactions));
-            Some(run)
-        } else {
-            None
-        };
-        if let Some(pgbench) = &pgbench {
-            println!(
-                "  ratio daemon / pgbench: {:.2}",
-                daemon.throughput / pgbench.tps
-            );
+    if options.scale {
+        scale::run(&options, &admin_url, &amqp_url, &run_tag, &log_dir).await?;
+    } else {
+        let mut rows = Vec::new();
+        for (n, &scenario) in options.scenarios.iter().enumerate() {
+            let database = format!("bench_{}_{run_tag}", scenario.name());
+            println!("\n== {} (load average {})", scenario.name(), load_average());
+            let db_url = fresh_database(&admin_url, &database).await?;
+            let log = log_dir.join(format!("worker-{}.log", scenario.name()));
+            let seed = options.seed ^ n as u64;
+            let row =
+                run_scenario(&options, scenario, seed, WALLETS, &db_url, &amqp_url, &log).await?;
+            drop_database(&admin_url, &database).await?;
+            rows.push(row);
         }
-        drop_database(&admin_url, &database).await?;
-        rows.push(Row {
-            scenario,
-            daemon,
-            pgbench,
-        });
+        println!("\nload average at the end: {}\n", load_average());
+        print_table(&options, &rows);
     }
-    println!("\nload average at the end: {}\n", load_average());
-    print_table(&options, &rows);
     if options.smoke {
         // Nothing to read after a smoke run that passed (CI runs it on every test run).
         let _ = std::fs::remove_dir_all(&log_dir);
     }
     Ok(())
+}
+
+/// One scenario on a ledger whose wallets 1..=`wallets` are funded: its commands through the
+/// daemon, then pgbench on the same database.
+async fn run_scenario(
+    options: &Options,
+    scenario: Scenario,
+    seed: u64,
+    wallets: i64,
+    db_url: &str,
+    amqp_url: &str,
+    log: &Path,
+) -> anyhow::Result<Row> {
+    let commands = generate(scenario, options.commands, seed, wallets, scenario.name());
+    let daemon = run_daemon(options, scenario.name(), db_url, amqp_url, commands, log).await?;
+    daemon.print();
+    let pgbench = if options.pgbench_secs > 0 {
+        let run = run_pgbench(options, scenario, db_url, wallets).await?;
+        println!(
+            "  pgbench: {:.1} tps, {} transactions, {} failed, latency average {:.2} ms \
+             ({} clients, {} s); audit after it ok",
+            run.tps,
+            run.transactions,
+            run.failed,
+            run.latency_avg_ms,
+            options.pgbench_clients,
+            options.pgbench_secs
+        );
+        println!("  pgbench database {}", run.stats.per(run.transactions));
+        println!("  pgbench {}", run.cpu.per(run.transactions));
+        Some(run)
+    } else {
+        None
+    };
+    if let Some(pgbench) = &pgbench {
+        println!(
+            "  ratio daemon / pgbench: {:.2}",
+            daemon.throughput / pgbench.tps
+        );
+    }
+    Ok(Row {
+        scenario,
+        daemon,
+        pgbench,
+    })
 }
 
 fn rate_label(rate: f64) -> String {
@@ -497,6 +646,8 @@ struct DbStats {
     wal_syncs: i64,
     wal_writes: i64,
     wal_bytes: i64,
+    /// Full-page images: a page's first change after a checkpoint writes the whole page.
+    wal_fpi: i64,
     commits: i64,
 }
 
@@ -505,7 +656,7 @@ impl DbStats {
         let db = pluspay::db::connect(url).await?;
         let row = db
             .query_one(
-                "SELECT w.wal_sync, w.wal_write, w.wal_bytes::bigint, d.xact_commit
+                "SELECT w.wal_sync, w.wal_write, w.wal_bytes::bigint, w.wal_fpi, d.xact_commit
                  FROM pg_stat_wal w, pg_stat_database d WHERE d.datname = current_database()",
                 &[],
             )
@@ -514,7 +665,8 @@ impl DbStats {
             wal_syncs: row.get(0),
             wal_writes: row.get(1),
             wal_bytes: row.get(2),
-            commits: row.get(3),
+            wal_fpi: row.get(3),
+            commits: row.get(4),
         })
     }
 
@@ -523,6 +675,7 @@ impl DbStats {
             wal_syncs: self.wal_syncs - before.wal_syncs,
             wal_writes: self.wal_writes - before.wal_writes,
             wal_bytes: self.wal_bytes - before.wal_bytes,
+            wal_fpi: self.wal_fpi - before.wal_fpi,
             commits: self.commits - before.commits,
         }
     }
@@ -547,24 +700,26 @@ struct Command {
     body: Vec<u8>,
 }
 
-fn generate(scenario: Scenario, n: usize, seed: u64) -> Vec<Command> {
+/// The scenario's `n` commands between the funded wallets 1..=`wallets`, with ids
+/// `<label>-<i>` (distinct labels for commands sent to the same database).
+fn generate(scenario: Scenario, n: usize, seed: u64, wallets: i64, label: &str) -> Vec<Command> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     (0..n)
         .map(|i| {
-            let id = format!("{}-{i}", scenario.name());
+            let id = format!("{label}-{i}");
             let (kind, user, data) = match scenario {
                 Scenario::Uniform => {
-                    let from = rng.random_range(1..=WALLETS);
-                    let to = (from + rng.random_range(1..WALLETS) - 1) % WALLETS + 1;
+                    let from = rng.random_range(1..=wallets);
+                    let to = (from + rng.random_range(1..wallets) - 1) % wallets + 1;
                     let amount = rng.random_range(1..=100);
                     ("transfer", from, json!({ "user": to, "amount": amount }))
                 }
                 Scenario::Hot => {
-                    let from = rng.random_range(2..=WALLETS);
+                    let from = rng.random_range(2..=wallets);
                     let amount = rng.random_range(1..=100);
                     ("transfer", from, json!({ "user": 1, "amount": amount }))
                 }
-                Scenario::Mixed => mixed_command(&mut rng),
+                Scenario::Mixed => mixed_command(&mut rng, wallets),
             };
             let body = json!({ "id": id, "type": kind, "user_id": user, "data": data });
             Command {
@@ -578,9 +733,9 @@ fn generate(scenario: Scenario, n: usize, seed: u64) -> Vec<Command> {
 
 /// 50% transfers, 15% rewards, 10% transforms, 5% cash requests, 10% wallet.get, 10%
 /// orders.list (Scenario::pgbench_scripts has the same blend).
-fn mixed_command(rng: &mut impl Rng) -> (&'static str, i64, serde_json::Value) {
-    let user = rng.random_range(1..=WALLETS);
-    let other = (user + rng.random_range(1..WALLETS) - 1) % WALLETS + 1;
+fn mixed_command(rng: &mut impl Rng, wallets: i64) -> (&'static str, i64, serde_json::Value) {
+    let user = rng.random_range(1..=wallets);
+    let other = (user + rng.random_range(1..wallets) - 1) % wallets + 1;
     match rng.random_range(0..100) {
         0..50 => (
             "transfer",
@@ -632,6 +787,8 @@ struct DaemonRun {
     /// Results by status and code.
     outcomes: BTreeMap<String, usize>,
     stats: DbStats,
+    /// The full audit after the run.
+    audit_time: Duration,
 }
 
 impl DaemonRun {
@@ -910,20 +1067,17 @@ async fn publish(
     Ok(sent)
 }
 
+/// The commands (ids `<label>-<i>`, see `generate`) through a worker started for them.
 async fn run_daemon(
     options: &Options,
-    scenario: Scenario,
+    label: &str,
     db_url: &str,
     amqp_url: &str,
     commands: Vec<Command>,
     log: &Path,
 ) -> anyhow::Result<DaemonRun> {
     let n = commands.len();
-    let namespace = format!(
-        "bench_{}_{}",
-        scenario.name(),
-        uuid::Uuid::new_v4().simple()
-    );
+    let namespace = format!("bench_{label}_{}", uuid::Uuid::new_v4().simple());
     let names = Arc::new(Names::new(&namespace));
     let connection = amqp::connect(amqp_url, "pluspay-bench").await?;
     amqp::topology::declare(&connection, &names, &amqp_settings()).await?;
@@ -1062,18 +1216,22 @@ async fn run_daemon(
         .copied()
         .expect("n > 0");
     let elapsed = last_result - first_publish;
+    // By the run's id prefix: a big ledger takes several runs, and a scan of its whole command
+    // log would take seconds.
     let stored: i64 = pluspay::db::connect(db_url)
         .await?
         .query_one(
-            "SELECT count(*) FROM commands WHERE id NOT LIKE 'history-%'",
-            &[],
+            "SELECT count(*) FROM commands WHERE id LIKE $1 || '-%'",
+            &[&label],
         )
         .await?
         .get(0);
     if stored != n as i64 {
         bail!("{stored} commands stored for {n} published");
     }
+    let audit_started = Instant::now();
     audit(db_url, "the daemon's run").await?;
+    let audit_time = audit_started.elapsed();
     Ok(DaemonRun {
         commands: n,
         throughput: n as f64 / elapsed.as_secs_f64(),
@@ -1090,6 +1248,7 @@ async fn run_daemon(
         others,
         outcomes: collected.outcomes,
         stats,
+        audit_time,
     })
 }
 
@@ -1118,6 +1277,7 @@ async fn run_pgbench(
     options: &Options,
     scenario: Scenario,
     db_url: &str,
+    wallets: i64,
 ) -> anyhow::Result<PgbenchRun> {
     checkpoint(db_url).await?;
     let stats_before = DbStats::read(db_url).await?;
@@ -1128,7 +1288,7 @@ async fn run_pgbench(
         .args(["-n", "-M", options.pgbench_mode.name(), "-j", "2"])
         .args(["-c", &options.pgbench_clients.to_string()])
         .args(["-T", &options.pgbench_secs.to_string()])
-        .args(["-D", &format!("wallets={WALLETS}")])
+        .args(["-D", &format!("wallets={wallets}")])
         .args([
             "-D",
             if scenario == Scenario::Hot {
