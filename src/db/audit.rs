@@ -381,11 +381,14 @@ async fn establish(tx: &Transaction<'_>, upto: i64) -> Result<Report, EngineErro
     Ok(Report::of("full", checks))
 }
 
-/// Each account moved since the point (by a journal after `from`, up to `upto` or committed
-/// since) and each suspect, with what its row must say: the verified figures plus the new
-/// entries, or for a suspect all its entries counted again.
-const WINDOW: &str = "
-INSERT INTO audit_window
+/// The incremental check in one statement (one round trip, one plan, no temporary tables):
+/// `w` is each account moved since the point (by a journal after $1, up to $2 or committed
+/// since) and each suspect ($3), with what its row must say: the verified figures plus the new
+/// entries, or for a suspect all its entries counted again; `e` the entries of the journals
+/// to check (after $1 up to $2, and the suspects $4). `saved` moves the verified figures to
+/// $2. Each row returned is one violation: its check, what it shows, and the account or journal
+/// to keep suspect. The checks have the names and meaning of CHECKS, on those rows.
+const INCREMENTAL: &str = "
 WITH moved AS (
     SELECT account_id, sum(amount)::bigint AS d_all, count(*) AS n_all,
            coalesce(sum(amount) FILTER (WHERE journal_id <= $2), 0)::bigint AS d_win,
@@ -400,102 +403,88 @@ WITH moved AS (
     FROM (SELECT DISTINCT unnest($3::bigint[]) AS account_id) s
     LEFT JOIN ledger_entries e ON e.account_id = s.account_id
     GROUP BY s.account_id
+), w AS MATERIALIZED (
+    SELECT a.id AS account_id, a.kind, a.user_id, a.name, a.unit, a.balance, a.entry_count,
+           a.total_income, a.total_expenses, a.may_go_negative, false AS suspect,
+           coalesce(v.balance, 0) + m.d_all AS expected_balance,
+           coalesce(v.entry_count, 0) + m.n_all AS expected_count,
+           coalesce(v.balance, 0) + m.d_win AS verified_balance,
+           coalesce(v.entry_count, 0) + m.n_win AS verified_count, m.n_win
+    FROM moved m JOIN accounts a ON a.id = m.account_id
+    LEFT JOIN audit_accounts v ON v.account_id = m.account_id
+    UNION ALL
+    SELECT a.id, a.kind, a.user_id, a.name, a.unit, a.balance, a.entry_count,
+           a.total_income, a.total_expenses, a.may_go_negative, true,
+           r.d_all, r.n_all, r.d_win, r.n_win, r.n_win
+    FROM recounted r JOIN accounts a ON a.id = r.account_id
+), e AS MATERIALIZED (
+    SELECT x.journal_id, x.account_id, x.amount, w.unit, w.kind, w.user_id
+    FROM ledger_entries x JOIN w ON w.account_id = x.account_id
+    WHERE x.journal_id > $1 AND x.journal_id <= $2
+    UNION ALL
+    SELECT x.journal_id, x.account_id, x.amount, a.unit, a.kind, a.user_id
+    FROM ledger_entries x JOIN accounts a ON a.id = x.account_id
+    WHERE x.journal_id = ANY ($4::bigint[]) AND NOT (x.journal_id > $1 AND x.journal_id <= $2)
+), journals AS (
+    SELECT j.id, j.command_id, c.id IS NOT NULL AS stored, c.result IS NOT NULL AS has_result
+    FROM journal j LEFT JOIN commands c ON c.id = j.command_id
+    WHERE ((j.id > $1 AND j.id <= $2) OR j.id = ANY ($4::bigint[])) AND j.command_id IS NOT NULL
+), saved AS (
+    INSERT INTO audit_accounts (account_id, balance, entry_count)
+    SELECT account_id, verified_balance, verified_count FROM w WHERE n_win > 0 OR suspect
+    ON CONFLICT (account_id) DO UPDATE
+        SET balance = excluded.balance, entry_count = excluded.entry_count
 )
-SELECT a.id AS account_id, a.kind, a.user_id, a.name, a.unit, a.balance, a.entry_count,
-       a.total_income, a.total_expenses, a.may_go_negative, false AS suspect,
-       coalesce(v.balance, 0) + m.d_all AS expected_balance,
-       coalesce(v.entry_count, 0) + m.n_all AS expected_count,
-       coalesce(v.balance, 0) + m.d_win AS verified_balance,
-       coalesce(v.entry_count, 0) + m.n_win AS verified_count, m.n_win
-FROM moved m JOIN accounts a ON a.id = m.account_id
-LEFT JOIN audit_accounts v ON v.account_id = m.account_id
+SELECT 'balance_equals_entries' AS check_name,
+       json_build_object('account_id', account_id, 'kind', kind, 'user_id', user_id,
+           'name', name, 'balance', balance, 'entries', expected_balance,
+           'entry_count', entry_count, 'entries_counted', expected_count) AS example,
+       account_id, NULL::bigint AS journal_id
+FROM w WHERE balance <> expected_balance OR entry_count <> expected_count
 UNION ALL
-SELECT a.id, a.kind, a.user_id, a.name, a.unit, a.balance, a.entry_count,
-       a.total_income, a.total_expenses, a.may_go_negative, true,
-       r.d_all, r.n_all, r.d_win, r.n_win, r.n_win
-FROM recounted r JOIN accounts a ON a.id = r.account_id";
-
-/// The entries of the journals to check: those after `from` up to `upto`, and the suspects.
-const JOURNAL_ENTRIES: &str = "
-INSERT INTO audit_entries
-SELECT e.journal_id, e.account_id, e.amount, w.unit, w.kind, w.user_id
-FROM ledger_entries e JOIN audit_window w ON w.account_id = e.account_id
-WHERE e.journal_id > $1 AND e.journal_id <= $2
+SELECT 'totals_match_balance',
+       json_build_object('account_id', account_id, 'balance', balance,
+           'total_income', total_income, 'total_expenses', total_expenses),
+       account_id, NULL
+FROM w WHERE balance <> total_income - total_expenses
 UNION ALL
-SELECT e.journal_id, e.account_id, e.amount, a.unit, a.kind, a.user_id
-FROM ledger_entries e JOIN accounts a ON a.id = e.account_id
-WHERE e.journal_id = ANY ($3::bigint[]) AND NOT (e.journal_id > $1 AND e.journal_id <= $2)";
-
-/// The checks of CHECKS on the accounts of `audit_window`: the same names, and each row names
-/// its account (second column) so that a failure stays suspect.
-const ACCOUNT_CHECKS: &[(&str, &str)] = &[
-    (
-        "balance_equals_entries",
-        "SELECT json_build_object('account_id', account_id, 'kind', kind, 'user_id', user_id,
-                'name', name, 'balance', balance, 'entries', expected_balance,
-                'entry_count', entry_count, 'entries_counted', expected_count), account_id
-         FROM audit_window
-         WHERE balance <> expected_balance OR entry_count <> expected_count",
-    ),
-    (
-        "totals_match_balance",
-        "SELECT json_build_object('account_id', account_id, 'balance', balance,
-                'total_income', total_income, 'total_expenses', total_expenses), account_id
-         FROM audit_window WHERE balance <> total_income - total_expenses",
-    ),
-    (
-        "no_negative_balance",
-        "SELECT json_build_object('account_id', account_id, 'kind', kind, 'user_id', user_id,
-                'balance', balance), account_id
-         FROM audit_window WHERE balance < 0 AND NOT may_go_negative",
-    ),
-];
-
-/// The checks of CHECKS on the journals of `audit_entries`; each row names its journal.
-const JOURNAL_CHECKS: &[(&str, &str)] = &[
-    (
-        "entries_sum_to_zero",
-        "SELECT json_build_object('unit', unit, 'sum', sum(amount)), NULL::bigint
-         FROM audit_entries GROUP BY unit HAVING sum(amount) <> 0",
-    ),
-    (
-        "each_journal_balances",
-        "SELECT json_build_object('journal_id', journal_id, 'unit', unit, 'sum', sum(amount)),
-                journal_id
-         FROM audit_entries GROUP BY journal_id, unit HAVING sum(amount) <> 0",
-    ),
-    (
-        "every_command_has_a_result",
-        "SELECT json_build_object('command_id', c.id), j.id
-         FROM journal j JOIN commands c ON c.id = j.command_id
-         WHERE ((j.id > $1 AND j.id <= $2) OR j.id = ANY ($3::bigint[])) AND c.result IS NULL",
-    ),
-    (
-        "records_name_stored_commands",
-        "SELECT json_build_object('journal_id', j.id, 'command_id', j.command_id), j.id
-         FROM journal j
-         WHERE ((j.id > $1 AND j.id <= $2) OR j.id = ANY ($3::bigint[]))
-           AND j.command_id IS NOT NULL
-           AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.id = j.command_id)
-         UNION ALL
-         SELECT json_build_object('order_id', o.id, 'command_id', o.command_id), o.journal_id
-         FROM wallet_orders o
-         WHERE ((o.journal_id > $1 AND o.journal_id <= $2) OR o.journal_id = ANY ($3::bigint[]))
-           AND o.command_id IS NOT NULL
-           AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.id = o.command_id)",
-    ),
-    (
-        "succeeded_orders_have_entries",
-        "SELECT json_build_object('order_id', o.id, 'owner_id', o.owner_id, 'amount', o.amount),
-                o.journal_id
-         FROM wallet_orders o
-         WHERE ((o.journal_id > $1 AND o.journal_id <= $2) OR o.journal_id = ANY ($3::bigint[]))
-           AND o.state = 1 AND NOT EXISTS (
-               SELECT 1 FROM audit_entries e
-               WHERE e.journal_id = o.journal_id AND e.kind IN ('wallet', 'merchant')
-                 AND e.user_id = o.owner_id AND e.amount = o.type * o.amount)",
-    ),
-];
+SELECT 'no_negative_balance',
+       json_build_object('account_id', account_id, 'kind', kind, 'user_id', user_id,
+           'balance', balance),
+       account_id, NULL
+FROM w WHERE balance < 0 AND NOT may_go_negative
+UNION ALL
+SELECT 'entries_sum_to_zero', json_build_object('unit', unit, 'sum', sum(amount)), NULL, NULL
+FROM e GROUP BY unit HAVING sum(amount) <> 0
+UNION ALL
+SELECT 'each_journal_balances',
+       json_build_object('journal_id', journal_id, 'unit', unit, 'sum', sum(amount)),
+       NULL, journal_id
+FROM e GROUP BY journal_id, unit HAVING sum(amount) <> 0
+UNION ALL
+SELECT 'every_command_has_a_result', json_build_object('command_id', command_id), NULL, id
+FROM journals WHERE stored AND NOT has_result
+UNION ALL
+SELECT 'records_name_stored_commands',
+       json_build_object('journal_id', id, 'command_id', command_id), NULL, id
+FROM journals WHERE NOT stored
+UNION ALL
+SELECT 'records_name_stored_commands',
+       json_build_object('order_id', o.id, 'command_id', o.command_id), NULL, o.journal_id
+FROM wallet_orders o
+WHERE ((o.journal_id > $1 AND o.journal_id <= $2) OR o.journal_id = ANY ($4::bigint[]))
+  AND o.command_id IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.id = o.command_id)
+UNION ALL
+SELECT 'succeeded_orders_have_entries',
+       json_build_object('order_id', o.id, 'owner_id', o.owner_id, 'amount', o.amount),
+       NULL, o.journal_id
+FROM wallet_orders o
+WHERE ((o.journal_id > $1 AND o.journal_id <= $2) OR o.journal_id = ANY ($4::bigint[]))
+  AND o.state = 1 AND NOT EXISTS (
+      SELECT 1 FROM e
+      WHERE e.journal_id = o.journal_id AND e.kind IN ('wallet', 'merchant')
+        AND e.user_id = o.owner_id AND e.amount = o.type * o.amount)";
 
 async fn incremental_checks(
     tx: &Transaction<'_>,
@@ -504,56 +493,42 @@ async fn incremental_checks(
     suspect_accounts: &[i64],
     suspect_journals: &[i64],
 ) -> Result<Report, EngineError> {
-    // Utility statements take no parameters: the tables first, then their rows.
-    tx.batch_execute(
-        "CREATE TEMP TABLE audit_window (
-             account_id bigint, kind text, user_id bigint, name text, unit text, balance bigint,
-             entry_count bigint, total_income bigint, total_expenses bigint,
-             may_go_negative boolean, suspect boolean, expected_balance bigint,
-             expected_count bigint, verified_balance bigint, verified_count bigint, n_win bigint
-         ) ON COMMIT DROP;
-         CREATE TEMP TABLE audit_entries (
-             journal_id bigint, account_id bigint, amount bigint, unit text, kind text,
-             user_id bigint
-         ) ON COMMIT DROP;",
-    )
-    .await?;
-    tx.execute(WINDOW, &[&from, &upto, &suspect_accounts])
-        .await?;
-    tx.execute(JOURNAL_ENTRIES, &[&from, &upto, &suspect_journals])
+    let violations = tx
+        .query(
+            INCREMENTAL,
+            &[&from, &upto, &suspect_accounts, &suspect_journals],
+        )
         .await?;
     let mut checks = Vec::new();
-    let mut failed_accounts: Vec<i64> = Vec::new();
-    let mut failed_journals: Vec<i64> = Vec::new();
-    for (name, sql) in ACCOUNT_CHECKS {
-        let rows = tx.query(*sql, &[]).await?;
-        failed_accounts.extend(rows.iter().map(|r| r.get::<_, i64>(1)));
-        checks.push(Check::of(name, &rows));
+    for (name, sql) in CHECKS {
+        if GLOBAL_CHECKS.contains(name) {
+            let rows = tx.query(*sql, &[]).await?;
+            checks.push(Check::of(name, &rows));
+            continue;
+        }
+        let found: Vec<&tokio_postgres::Row> = violations
+            .iter()
+            .filter(|r| r.get::<_, &str>("check_name") == *name)
+            .collect();
+        checks.push(Check {
+            name,
+            ok: found.is_empty(),
+            violations: found.len() as i64,
+            examples: found
+                .iter()
+                .take(EXAMPLES)
+                .map(|r| r.get("example"))
+                .collect(),
+        });
     }
-    for (name, sql) in JOURNAL_CHECKS {
-        let rows = if sql.contains("$1") {
-            tx.query(*sql, &[&from, &upto, &suspect_journals]).await?
-        } else {
-            tx.query(*sql, &[]).await?
-        };
-        failed_journals.extend(rows.iter().filter_map(|r| r.get::<_, Option<i64>>(1)));
-        checks.push(Check::of(name, &rows));
-    }
-    for (name, sql) in CHECKS.iter().filter(|(n, _)| GLOBAL_CHECKS.contains(n)) {
-        let rows = tx.query(*sql, &[]).await?;
-        checks.push(Check::of(name, &rows));
-    }
-    // In the order of CHECKS, as the full report.
-    checks.sort_by_key(|c| CHECKS.iter().position(|(n, _)| *n == c.name));
-    tx.execute(
-        "INSERT INTO audit_accounts (account_id, balance, entry_count)
-         SELECT account_id, verified_balance, verified_count FROM audit_window
-         WHERE n_win > 0 OR suspect
-         ON CONFLICT (account_id) DO UPDATE
-             SET balance = excluded.balance, entry_count = excluded.entry_count",
-        &[],
-    )
-    .await?;
+    let failed_accounts: Vec<i64> = violations
+        .iter()
+        .filter_map(|r| r.get::<_, Option<i64>>("account_id"))
+        .collect();
+    let failed_journals: Vec<i64> = violations
+        .iter()
+        .filter_map(|r| r.get::<_, Option<i64>>("journal_id"))
+        .collect();
     if !failed_accounts.is_empty() || !failed_journals.is_empty() {
         tx.execute(
             "INSERT INTO audit_suspects (account_id) SELECT DISTINCT unnest($1::bigint[])",
