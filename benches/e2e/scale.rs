@@ -681,9 +681,75 @@ async fn steady(
         "steady",
     );
     let log = log_dir.join(format!("worker-{ledger}-steady.log"));
+    let statements = StatementStats::reset(db_url).await;
     let run = run_daemon(&steady_options, "steady", db_url, amqp_url, commands, &log).await?;
     run.print();
+    if let Some(statements) = statements {
+        statements.print(n).await?;
+    }
     Ok(run)
+}
+
+/// Where PostgreSQL's time goes during a run, statement by statement, when the server loads
+/// pg_stat_statements (scripts/bench.sh has it load it).
+struct StatementStats {
+    db: tokio_postgres::Client,
+}
+
+impl StatementStats {
+    async fn reset(db_url: &str) -> Option<StatementStats> {
+        let db = pluspay::db::connect(db_url).await.ok()?;
+        db.batch_execute(
+            "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()",
+        )
+        .await
+        .ok()?;
+        Some(StatementStats { db })
+    }
+
+    async fn print(self, commands: usize) -> anyhow::Result<()> {
+        let rows = self
+            .db
+            .query(
+                "SELECT calls, total_exec_time, total_plan_time, rows,
+                        regexp_replace(left(query, 90), '\\s+', ' ', 'g') AS query
+                 FROM pg_stat_statements
+                 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+                 ORDER BY total_exec_time + total_plan_time DESC LIMIT 12",
+                &[],
+            )
+            .await?;
+        let all: f64 = self
+            .db
+            .query_one(
+                "SELECT coalesce(sum(total_exec_time + total_plan_time), 0)::float8
+                 FROM pg_stat_statements
+                 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                &[],
+            )
+            .await?
+            .get(0);
+        println!(
+            "  pg_stat_statements over the run: {:.3} ms of execution and planning per command \
+             in all; the top statements:",
+            all / commands as f64
+        );
+        println!("  | calls | ms per command | ms per call | rows per call | statement |");
+        println!("  | ---: | ---: | ---: | ---: | --- |");
+        for row in rows {
+            let calls: i64 = row.get("calls");
+            let ms: f64 =
+                row.get::<_, f64>("total_exec_time") + row.get::<_, f64>("total_plan_time");
+            println!(
+                "  | {calls} | {:.4} | {:.4} | {:.1} | `{}` |",
+                ms / commands as f64,
+                ms / calls.max(1) as f64,
+                row.get::<_, i64>("rows") as f64 / calls.max(1) as f64,
+                row.get::<_, String>("query").replace('|', "\\|")
+            );
+        }
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------- bytes per transfer
