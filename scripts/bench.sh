@@ -4,6 +4,14 @@
 #   scripts/bench.sh [--scenario uniform|hot|mixed|all] [--commands N] [--publishers P]
 #                    [--rate R] [--smoke] [--pgbench-secs S] [--pgbench-clients C] ...
 #       the end-to-end benchmark of the worker (benches/e2e.rs)
+#   scripts/bench.sh --scale [--scale-wallets N] [--scale-transfers N] [--big-wallet-orders N]
+#                    [--scale-copy] [other e2e options...]
+#       the same scenarios on the small ledger and on a big one built once (by default
+#       1,000,000 wallets, 5,000,000 transfers of history, wallet 1 with 100,000 orders), side
+#       by side, with the periodic check, orders.list/get, the full audit, retention and bytes
+#       per transfer measured on it (benches/e2e/scale.rs; 22 min and 6.7 GiB of disk on the
+#       2-CPU machine of docs/BENCHMARKS.md; --smoke: tiny, 41 s). An e2e option like the
+#       others: passed on as it is
 #   scripts/bench.sh --webhooks [--webhooks N] [--connections C] [--bad B] [--smoke]
 #       the webhook listener's benchmark (benches/webhooks.rs)
 #   scripts/bench.sh --cluster [e2e options...]
