@@ -320,7 +320,7 @@ mod tests {
     use crate::domain::command::CommandType;
 
     #[test]
-    fn the_list_of_reads_is_the_index_predicate_and_the_domain_rule() {
+    fn the_list_of_reads_is_the_index_predicate_the_trigger_exemption_and_the_domain_rule() {
         let migration = include_str!("../../migrations/0012_audit_and_retention.sql");
         let spelled: String = super::LOCAL_READS.split_whitespace().collect();
         let indexed: String = migration[migration.find("WHERE type IN (").unwrap()..]
@@ -329,6 +329,15 @@ mod tests {
         assert!(
             indexed.starts_with(&format!("WHEREtypeIN({spelled});")),
             "{indexed}"
+        );
+        // The trigger that lets reads' rows go without calling for the full ledger check.
+        let migration = include_str!("../../migrations/0013_lean_ledger.sql");
+        let exempted: String = migration[migration.find("OLD.type NOT IN (").unwrap()..]
+            .split_whitespace()
+            .collect();
+        assert!(
+            exempted.starts_with(&format!("OLD.typeNOTIN({spelled}))")),
+            "{exempted}"
         );
         let reads: Vec<String> = CommandType::ALL
             .into_iter()
