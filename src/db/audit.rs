@@ -139,15 +139,16 @@ pub async fn run(client: &mut Client) -> Result<Report, tokio_postgres::Error> {
     Ok(Report::of("full", checks))
 }
 
+/// Makes the next incremental check the full one (and, failing, the one after it, and so on).
+const NOTE_FULL_CHECK: &str = "INSERT INTO audit_suspects (everything) VALUES (true)";
+
 /// The full check for the worker's periodic task: a failure is also noted, so that the
 /// incremental checks after it are full ones and keep reporting it until it is repaired (the
 /// full check sees what the incremental one can't).
 pub async fn run_and_note(client: &mut Client) -> Result<Report, EngineError> {
     let report = run(client).await?;
     if !report.ok {
-        client
-            .execute("INSERT INTO audit_suspects (everything) VALUES (true)", &[])
-            .await?;
+        client.execute(NOTE_FULL_CHECK, &[]).await?;
     }
     Ok(report)
 }
@@ -315,8 +316,7 @@ async fn incremental_attempt(client: &mut Client) -> Result<Report, EngineError>
     .await?;
     if !report.ok && report.scope == "full" {
         // Until it is repaired, every check is the full one.
-        tx.execute("INSERT INTO audit_suspects (everything) VALUES (true)", &[])
-            .await?;
+        tx.execute(NOTE_FULL_CHECK, &[]).await?;
     }
     tx.execute(
         "INSERT INTO audit_point (journal_id) VALUES ($1)
