@@ -79,6 +79,41 @@ pub async fn lock(tx: &Transaction<'_>, cash_id: i64) -> Result<Option<LockedCas
     .transpose()
 }
 
+/// The operators whose approvals of the cash request are recorded, first first.
+pub async fn approvers(tx: &Transaction<'_>, cash_id: i64) -> Result<Vec<i64>, EngineError> {
+    let rows = tx
+        .query(
+            &tx.prepare_cached(
+                "SELECT operator FROM cash_approvals WHERE cash_id = $1 ORDER BY created_at, operator",
+            )
+            .await?,
+            &[&cash_id],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Records an operator's approval (once: a second one of the same operator changes nothing);
+/// the caller holds the cash record's lock.
+pub async fn record_approval(
+    tx: &Transaction<'_>,
+    cash_id: i64,
+    operator: i64,
+    remark: &str,
+    command_id: &str,
+) -> Result<(), EngineError> {
+    tx.execute(
+        &tx.prepare_cached(
+            "INSERT INTO cash_approvals (cash_id, operator, remark, command_id)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (cash_id, operator) DO NOTHING",
+        )
+        .await?,
+        &[&cash_id, &operator, &remark, &command_id],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Records a decision and sets the state of the request's order.
 pub async fn record_decision(
     tx: &Transaction<'_>,

@@ -79,6 +79,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0013_lean_ledger.sql",
         sql: include_str!("../../migrations/0013_lean_ledger.sql"),
     },
+    Migration {
+        version: 14,
+        name: "0014_cash_approvals.sql",
+        sql: include_str!("../../migrations/0014_cash_approvals.sql"),
+    },
 ];
 
 /// An arbitrary constant shared by every pluspay instance.

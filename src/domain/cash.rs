@@ -26,6 +26,9 @@ pub const MSG_UNKNOWN_CASH: &str = "提现记录不存在";
 pub const MSG_ALREADY_DECIDED: &str = "该提现申请已被处理";
 pub const MSG_APPROVED: &str = "审批成功";
 pub const MSG_REJECTED: &str = "拒绝成功";
+pub const MSG_FIRST_APPROVAL: &str = "审批成功，等待另一位管理员审批";
+pub const MSG_ALREADY_APPROVED: &str = "你已审批过该提现申请，需要另一位管理员审批";
+pub const MSG_OWN_REQUEST: &str = "不能审批自己的提现申请";
 
 /// Why a Ping++ withdrawal came back, when Ping++ gives no `failure_msg`.
 pub const MSG_PAYOUT_FAILED: &str = "提现失败";
@@ -362,6 +365,53 @@ pub fn decide(
     Journal::transfer(pending, to, value)
         .map(DecisionEffect::Apply)
         .map_err(|_| Rejection::field(Code::AmountOverflow, "cash", MSG_BAD_DATA))
+}
+
+/// What an operator's approval of a waiting cash request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalStep {
+    /// The request is approved and paid out.
+    Settle,
+    /// The request needs a second operator: this approval is recorded, the request waits.
+    RecordFirst,
+}
+
+/// The two-person rule: a request above `threshold` (fen) is settled by the approval of a second
+/// operator, other than the first; nobody approves their own request, whatever its size.
+/// `approved_by` are the operators whose approvals of this request are recorded.
+pub fn approval_step(
+    operator: i64,
+    owner: i64,
+    value: i64,
+    threshold: Option<i64>,
+    approved_by: &[i64],
+) -> Result<ApprovalStep, Rejection> {
+    if operator == owner {
+        return Err(Rejection::field(
+            Code::OwnCashRequest,
+            "cash",
+            MSG_OWN_REQUEST,
+        ));
+    }
+    if approved_by.contains(&operator) {
+        return Err(Rejection::field(
+            Code::AlreadyApproved,
+            "cash",
+            MSG_ALREADY_APPROVED,
+        ));
+    }
+    Ok(
+        if needs_two_approvals(value, threshold) && approved_by.is_empty() {
+            ApprovalStep::RecordFirst
+        } else {
+            ApprovalStep::Settle
+        },
+    )
+}
+
+/// Whether a request of `value` fen needs two operators' approvals.
+pub fn needs_two_approvals(value: i64, threshold: Option<i64>) -> bool {
+    threshold.is_some_and(|threshold| value > threshold)
 }
 
 /// A Ping++ channel name: letters, digits and `_`.
@@ -713,5 +763,43 @@ mod tests {
         )
         .unwrap();
         assert_eq!((r.cash_id, r.remark.as_str()), (3, "账户不符"));
+    }
+
+    #[test]
+    fn two_operators_settle_a_request_above_the_threshold() {
+        let threshold = Some(10_000);
+        // At the threshold one approval settles; above it the first is recorded.
+        assert_eq!(
+            approval_step(1, 7, 10_000, threshold, &[]),
+            Ok(ApprovalStep::Settle)
+        );
+        assert_eq!(
+            approval_step(1, 7, 10_001, threshold, &[]),
+            Ok(ApprovalStep::RecordFirst)
+        );
+        assert_eq!(
+            approval_step(2, 7, 10_001, threshold, &[1]),
+            Ok(ApprovalStep::Settle)
+        );
+        let twice = approval_step(1, 7, 10_001, threshold, &[1]).unwrap_err();
+        assert_eq!(twice.code, Code::AlreadyApproved);
+        // Without a threshold every request is settled by one operator.
+        assert_eq!(
+            approval_step(1, 7, i64::MAX, None, &[]),
+            Ok(ApprovalStep::Settle)
+        );
+    }
+
+    #[test]
+    fn nobody_approves_their_own_request() {
+        for (value, threshold, approved_by) in [
+            (100, None, vec![]),
+            (20_000, Some(10_000), vec![]),
+            (20_000, Some(10_000), vec![1]),
+        ] {
+            let refused = approval_step(7, 7, value, threshold, &approved_by).unwrap_err();
+            assert_eq!(refused.code, Code::OwnCashRequest);
+            assert_eq!(refused.messages(), vec![MSG_OWN_REQUEST.to_owned()]);
+        }
     }
 }

@@ -48,6 +48,11 @@ pub enum Code {
     UnknownCash,
     /// The cash request was already decided the other way.
     CashAlreadyDecided,
+    /// This operator's approval of the cash request is recorded already; another operator's
+    /// is needed.
+    AlreadyApproved,
+    /// An operator may not approve their own cash request.
+    OwnCashRequest,
     OrderRequired,
     InvalidOrder,
     /// No such order among the caller's.

@@ -32,6 +32,9 @@ pub struct WalletPolicy {
     pub cash_types: Vec<String>,
     /// Smallest cash request, in fen.
     pub cash_min: i64,
+    /// Cash requests above it (fen) need the approvals of two different operators; none: one
+    /// operator's approval settles every request.
+    pub cash_review_threshold: Option<i64>,
     /// Smallest transform, in fen.
     pub transform_min: i64,
     /// Who holds the users' money: the platform, or Ping++ in the users' e-wallets.
@@ -66,6 +69,7 @@ impl Default for WalletPolicy {
             rule: String::new(),
             cash_types: vec!["alipay".into(), "wechat".into()],
             cash_min: 100,
+            cash_review_threshold: None,
             transform_min: 100,
             custody: Custody::Platform,
             pic_max_bytes: 2 * 1024 * 1024,
@@ -108,6 +112,9 @@ impl WalletPolicy {
         }
         if self.cash_min < 1 {
             return Err("wallet.cash_min must be at least 1".into());
+        }
+        if self.cash_review_threshold.is_some_and(|t| t < 0) {
+            return Err("wallet.cash_review_threshold must be at least 0 fen".into());
         }
         if self.transform_min < 1 {
             return Err("wallet.transform_min must be at least 1".into());

@@ -287,10 +287,10 @@ async fn decide_in(
     match envelope.kind {
         CommandType::Cash => commands::cash::request(tx, envelope, policy, system).await,
         CommandType::CashApprove => {
-            commands::cash::decision(tx, envelope, Decision::Approve, system).await
+            commands::cash::decision(tx, envelope, Decision::Approve, policy, system).await
         }
         CommandType::CashReject => {
-            commands::cash::decision(tx, envelope, Decision::Reject, system).await
+            commands::cash::decision(tx, envelope, Decision::Reject, policy, system).await
         }
         CommandType::Transform => commands::transform::apply(tx, envelope, policy, system).await,
         CommandType::OrdersList

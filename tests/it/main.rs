@@ -7,6 +7,7 @@ mod support;
 mod audit;
 mod batch;
 mod brokers;
+mod cash_review;
 mod chaos;
 mod charge_records;
 mod cli;

@@ -29,11 +29,11 @@ use deadpool_postgres::Transaction;
 use serde_json::{json, Value};
 
 use crate::db::cash_payouts;
-use crate::db::cashes;
+use crate::db::cashes::{self, LockedCash};
 use crate::db::commands::Applied;
 use crate::db::ledger::{lock_wallets, post_journal};
 use crate::domain::cash::{
-    self, CashStatus, Decision, DecisionEffect, WithdrawalState, WithdrawalStatus,
+    self, ApprovalStep, CashStatus, Decision, DecisionEffect, WithdrawalState, WithdrawalStatus,
 };
 use crate::domain::command::Envelope;
 use crate::domain::order::OrderState;
@@ -107,19 +107,52 @@ async fn begin_approve(engine: &Engine, envelope: &Envelope) -> Result<Approval,
             step::conclude(tx, envelope, result).await?,
         ));
     };
+    let threshold = engine.policy.cash_review_threshold;
     if locked.status != CashStatus::Waiting {
         // Approved already (by another command), or rejected: as in the manual flow.
         let result = match cash::decide(Decision::Approve, locked.status, locked.owner, 0) {
-            Ok(_) => approved_result(&tx, envelope, locked.id, None).await?,
+            Ok(_) => approved_result(&tx, envelope, &locked, threshold, None).await?,
             Err(rejection) => rejected(envelope, rejection),
         };
         return Ok(Approval::Answered(
             step::conclude(tx, envelope, result).await?,
         ));
     }
+    // The two-person rule. The settling approval is recorded with the approval itself (step
+    // 3), so that a payout given up leaves the request as it was.
+    let approved_by = cashes::approvers(&tx, locked.id).await?;
+    let approval = match cash::approval_step(
+        envelope.user_id,
+        locked.owner,
+        locked.value,
+        threshold,
+        &approved_by,
+    ) {
+        Ok(approval) => approval,
+        Err(rejection) => {
+            let result = rejected(envelope, rejection);
+            return Ok(Approval::Answered(
+                step::conclude(tx, envelope, result).await?,
+            ));
+        }
+    };
     if let Some(payout) = active_payout(&tx, locked.id).await? {
         tx.rollback().await?;
         return Ok(Approval::Payout(Box::new(payout)));
+    }
+    if approval == ApprovalStep::RecordFirst {
+        cashes::record_approval(
+            &tx,
+            locked.id,
+            envelope.user_id,
+            &request.remark,
+            &envelope.id,
+        )
+        .await?;
+        let result = super::cash::first_approval_result(&tx, envelope, locked.id).await?;
+        return Ok(Approval::Answered(
+            step::conclude(tx, envelope, result).await?,
+        ));
     }
     let id = cash_payouts::next_id(&tx).await?;
     let withdrawal = WithdrawalRequest {
@@ -157,12 +190,16 @@ async fn begin_approve(engine: &Engine, envelope: &Envelope) -> Result<Approval,
 async fn approved_result(
     tx: &Transaction<'_>,
     envelope: &Envelope,
-    cash_id: i64,
+    locked: &LockedCash,
+    threshold: Option<i64>,
     withdrawal: Option<&Value>,
 ) -> Result<CommandResult, EngineError> {
-    let mut data = json!({ "cash": cashes::get_json(tx, cash_id).await? });
+    let mut data = json!({ "cash": cashes::get_json(tx, locked.id).await? });
     if let Some(withdrawal) = withdrawal {
         data["pingpp_withdrawal"] = withdrawal.clone();
+    }
+    if let Some(approvals) = super::cash::approvals_shown(tx, locked, threshold).await? {
+        data["approvals"] = approvals.into();
     }
     Ok(succeeded(envelope, Some(cash::MSG_APPROVED), data))
 }
@@ -310,6 +347,15 @@ async fn approve_after_payout(
         rejected(envelope, already_decided())
     } else {
         if locked.status == CashStatus::Waiting {
+            // A twin that resumed this payout may have recorded its approval already.
+            cashes::record_approval(
+                &tx,
+                locked.id,
+                envelope.user_id,
+                &request.remark,
+                &envelope.id,
+            )
+            .await?;
             cashes::approve_pending_payout(
                 &tx,
                 locked.id,
@@ -328,7 +374,10 @@ async fn approve_after_payout(
         )
         .await?
         {
-            Ok(_) => approved_result(&tx, envelope, locked.id, Some(withdrawal)).await?,
+            Ok(_) => {
+                let threshold = engine.policy.cash_review_threshold;
+                approved_result(&tx, envelope, &locked, threshold, Some(withdrawal)).await?
+            }
             Err(mismatch) => rejected(
                 envelope,
                 Rejection::field(Code::WithdrawalMismatch, "cash", &mismatch),

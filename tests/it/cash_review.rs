@@ -1,0 +1,168 @@
+//! Two-person control of cash requests (`wallet.cash_review_threshold`), through the real
+//! broker and database: a request above the threshold waits after the first approval and is
+//! settled by a second operator's; the same operator twice and an operator approving their own
+//! request are refused and change nothing; a rejection needs one operator. With Ping++
+//! withdrawals, no withdrawal is made before the second approval.
+
+use crate::support::fake_pingpp::APP_ID;
+use crate::support::{cash_status, BrokerClient, TestEnv};
+use pluspay::config::{PayoutMode, Settings};
+use serde_json::{json, Value};
+
+const THRESHOLD: i64 = 10_000;
+
+fn with_threshold(s: &mut Settings) {
+    s.wallet.cash_review_threshold = Some(THRESHOLD);
+}
+
+async fn request_cash(client: &mut BrokerClient, id: &str, user: i64, value: i64) -> i64 {
+    let result = client
+        .call(json!({"id": id, "type": "cash", "user_id": user,
+                     "data": {"value": value, "type": "alipay", "account": "u@example.com"}}))
+        .await;
+    assert_eq!(result["status"], "succeeded", "{result}");
+    result["data"]["cash"]["id"].as_i64().unwrap()
+}
+
+fn approve(id: &str, operator: i64, cash: i64) -> Value {
+    json!({"id": id, "type": "cash.approve", "user_id": operator,
+           "data": {"cash": cash, "remark": "同意"}})
+}
+
+async fn approvals(env: &TestEnv, cash: i64) -> Vec<i64> {
+    env.db
+        .query(
+            "SELECT operator FROM cash_approvals WHERE cash_id = $1 ORDER BY operator",
+            &[&cash],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_request_needs_two_different_operators() {
+    let mut env = TestEnv::new().await;
+    with_threshold(&mut env.settings);
+    let _worker = env.start_worker();
+    let mut client = env.client().await;
+    env.fund(5, 50_000).await;
+    let cash = request_cash(&mut client, "c-large", 5, 20_000).await;
+
+    let first = client.call(approve("a-1", 91, cash)).await;
+    assert_eq!(first["status"], "succeeded", "{first}");
+    assert_eq!(first["data"]["approvals"], 1, "{first}");
+    assert_eq!(first["data"]["cash"]["status"], 0, "{first}");
+    assert_eq!(
+        first["message"][0],
+        pluspay::domain::cash::MSG_FIRST_APPROVAL
+    );
+    assert_eq!(cash_status(&env, cash).await, 0);
+    assert_eq!(env.system_balance("pending_payouts").await, 20_000);
+    assert_eq!(env.system_balance("paid_out").await, 0);
+    // The first approval's answer is kept under its id like any other.
+    assert_eq!(client.call(approve("a-1", 91, cash)).await, first);
+
+    let twice = client.call(approve("a-1-again", 91, cash)).await;
+    assert_eq!(twice["status"], "rejected", "{twice}");
+    assert_eq!(twice["code"], "already_approved", "{twice}");
+    let own = client.call(approve("a-own", 5, cash)).await;
+    assert_eq!(own["code"], "own_cash_request", "{own}");
+    assert_eq!(approvals(&env, cash).await, vec![91]);
+    assert_eq!(cash_status(&env, cash).await, 0);
+
+    let second = client.call(approve("a-2", 92, cash)).await;
+    assert_eq!(second["status"], "succeeded", "{second}");
+    assert_eq!(second["data"]["approvals"], 2, "{second}");
+    assert_eq!(second["data"]["cash"]["status"], 1, "{second}");
+    assert_eq!(cash_status(&env, cash).await, 1);
+    assert_eq!(env.system_balance("pending_payouts").await, 0);
+    assert_eq!(env.system_balance("paid_out").await, 20_000);
+    assert_eq!(env.balance(5).await, 30_000);
+    assert_eq!(approvals(&env, cash).await, vec![91, 92]);
+    // A third operator finds it approved: nothing moves again.
+    let third = client.call(approve("a-3", 93, cash)).await;
+    assert_eq!(third["status"], "succeeded", "{third}");
+    assert_eq!(env.system_balance("paid_out").await, 20_000);
+
+    // At the threshold, one operator settles; nobody approves their own, whatever the size.
+    let small = request_cash(&mut client, "c-small", 5, THRESHOLD).await;
+    let own_small = client.call(approve("s-own", 5, small)).await;
+    assert_eq!(own_small["code"], "own_cash_request", "{own_small}");
+    let settled = client.call(approve("s-1", 91, small)).await;
+    assert_eq!(settled["status"], "succeeded", "{settled}");
+    assert!(settled["data"].get("approvals").is_none(), "{settled}");
+    assert_eq!(cash_status(&env, small).await, 1);
+    assert_eq!(env.system_balance("paid_out").await, 20_000 + THRESHOLD);
+
+    let report = env.audit().await;
+    assert!(report.ok, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_operator_rejects_a_large_request_after_a_first_approval() {
+    let mut env = TestEnv::new().await;
+    with_threshold(&mut env.settings);
+    let _worker = env.start_worker();
+    let mut client = env.client().await;
+    env.fund(6, 30_000).await;
+    let cash = request_cash(&mut client, "c", 6, 25_000).await;
+    let first = client.call(approve("a-1", 91, cash)).await;
+    assert_eq!(first["data"]["approvals"], 1, "{first}");
+
+    let rejected = client
+        .call(json!({"id": "r-1", "type": "cash.reject", "user_id": 92,
+                     "data": {"cash": cash, "remark": "账户信息不符"}}))
+        .await;
+    assert_eq!(rejected["status"], "succeeded", "{rejected}");
+    assert_eq!(cash_status(&env, cash).await, 2);
+    assert_eq!(env.balance(6).await, 30_000);
+    let late = client.call(approve("a-2", 93, cash)).await;
+    assert_eq!(late["code"], "cash_already_decided", "{late}");
+    assert_eq!(env.system_balance("paid_out").await, 0);
+    let report = env.audit().await;
+    assert!(report.ok, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_withdrawals_the_second_approval_makes_the_only_withdrawal() {
+    let (mut env, fake, mut client, _worker) = crate::support::with_fake_pingpp_and_worker(|s| {
+        s.pingpp.payout = PayoutMode::Withdrawals;
+        s.pingpp.withdrawal_return_url = "https://example.com/wallet/cash".into();
+        with_threshold(s);
+    })
+    .await;
+    let withdrawals = format!("/v1/apps/{APP_ID}/withdrawals");
+    let creates = || {
+        fake.request_log()
+            .iter()
+            .filter(|(m, p)| m == "POST" && *p == withdrawals)
+            .count()
+    };
+    env.fund(7, 40_000).await;
+    let cash = request_cash(&mut client, "c", 7, 40_000).await;
+
+    let own = client.call(approve("a-own", 7, cash)).await;
+    assert_eq!(own["code"], "own_cash_request", "{own}");
+    let first = client.call(approve("a-1", 91, cash)).await;
+    assert_eq!(first["status"], "succeeded", "{first}");
+    assert_eq!(first["data"]["approvals"], 1, "{first}");
+    assert!(first["data"].get("pingpp_withdrawal").is_none(), "{first}");
+    let twice = client.call(approve("a-1-again", 91, cash)).await;
+    assert_eq!(twice["code"], "already_approved", "{twice}");
+    assert_eq!(creates(), 0, "no withdrawal before the second approval");
+
+    let second = client.call(approve("a-2", 92, cash)).await;
+    assert_eq!(second["status"], "succeeded", "{second}");
+    assert_eq!(second["data"]["approvals"], 2, "{second}");
+    assert!(
+        second["data"]["pingpp_withdrawal"]["id"].is_string(),
+        "{second}"
+    );
+    assert_eq!(creates(), 1);
+    assert_eq!(approvals(&env, cash).await, vec![91, 92]);
+    let report = env.audit().await;
+    assert!(report.ok, "{report:?}");
+}
