@@ -12,3 +12,13 @@ CREATE TABLE cash_approvals (
 
 -- The operator console and `pluspay cashes pending` list the waiting requests, oldest first.
 CREATE INDEX cashes_waiting ON cashes (id) WHERE status = 0;
+
+-- The last ledger check of each scope, as the worker (or `pluspay audit`) ran it, for the
+-- operator console's health page.
+CREATE TABLE ledger_checks (
+    scope       text PRIMARY KEY CHECK (scope IN ('full', 'incremental')),
+    checked_at  timestamptz NOT NULL,
+    ok          boolean NOT NULL,
+    millis      double precision NOT NULL,
+    report      jsonb NOT NULL
+);

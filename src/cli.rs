@@ -27,7 +27,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Worker and webhook listener in one process (the local default).
+    /// Worker and webhook listener in one process (the local default), and the operator
+    /// console when `console.listen` is set.
     Run,
     /// The command worker alone.
     Worker,
@@ -53,6 +54,16 @@ pub enum Command {
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
+    /// The operator console on `console.listen` (see docs/OPERATIONS.md).
+    Console {
+        #[command(subcommand)]
+        action: Option<ConsoleAction>,
+    },
+    /// Cash requests across users.
+    Cashes {
+        #[command(subcommand)]
+        action: CashesAction,
+    },
     /// Check the ledger's invariants; print a JSON report; exit 1 if one fails.
     Audit {
         /// Check only what changed since the last check, as the worker does every
@@ -60,6 +71,23 @@ pub enum Command {
         /// check ran: the first one is the full check).
         #[arg(long)]
         incremental: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConsoleAction {
+    /// Read a password from standard input (its first line) and print its argon2id hash, for
+    /// `console.operators`' `password_hash`.
+    HashPassword,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CashesAction {
+    /// The cash requests waiting for an operator, oldest first, as a JSON array (accounts
+    /// masked).
+    Pending {
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
     },
 }
 
@@ -167,6 +195,45 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
                 ExitCode::from(1)
             })
         }
+        Command::Console {
+            action: Some(ConsoleAction::HashPassword),
+        } => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                anyhow::bail!("no password on standard input");
+            }
+            println!("{}", crate::console::auth::hash_password(password)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Console { action: None } => {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            info!(console = ?settings.console, "starting the operator console");
+            crate::console::run(settings, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cashes {
+            action: CashesAction::Pending { limit },
+        } => {
+            let pool = crate::db::pool(&settings.database)?;
+            let mut client = pool.get().await?;
+            let tx = client.transaction().await?;
+            tx.batch_execute("SET TRANSACTION READ ONLY").await?;
+            let pending = crate::db::console::pending_cashes(&tx, limit).await?;
+            tx.commit().await?;
+            let listed: Vec<serde_json::Value> = pending
+                .iter()
+                .map(|cash| {
+                    let mut json = serde_json::to_value(cash).expect("a cash request serializes");
+                    json["account"] = crate::domain::cash::mask_account(&cash.account).into();
+                    json
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&listed)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit { incremental } => {
             let mut client = crate::db::connect(&settings.database.url).await?;
             let started = std::time::Instant::now();
@@ -175,11 +242,15 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             } else {
                 crate::db::audit::run(&mut client).await?
             };
+            let took = started.elapsed();
             tracing::info!(
                 scope = report.scope,
-                ms = started.elapsed().as_secs_f64() * 1e3,
+                ms = took.as_secs_f64() * 1e3,
                 "ledger checked"
             );
+            if let Err(e) = crate::db::audit::record(&client, &report, took).await {
+                tracing::warn!(error = %e, "could not record the check for the console");
+            }
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(if report.ok {
                 ExitCode::SUCCESS
@@ -207,7 +278,8 @@ pub async fn run_all(settings: Settings, shutdown: CancellationToken) -> anyhow:
             crate::service::ready();
         }
     };
-    let (worker, webhooks) = tokio::join!(
+    let console = settings.console.listen.is_some();
+    let (worker, webhooks, console) = tokio::join!(
         async {
             let result =
                 crate::worker::run_with_readiness(settings.clone(), both.clone(), part_ready).await;
@@ -219,8 +291,15 @@ pub async fn run_all(settings: Settings, shutdown: CancellationToken) -> anyhow:
                     .await;
             stop_other_on_exit("webhook listener", result)
         },
+        async {
+            if !console {
+                return Ok(());
+            }
+            let result = crate::console::run(settings.clone(), both.clone()).await;
+            stop_other_on_exit("console", result)
+        },
     );
-    worker.and(webhooks)
+    worker.and(webhooks).and(console)
 }
 
 /// SIGTERM (systemd) and SIGINT (a terminal) both ask for a graceful stop.

@@ -39,6 +39,111 @@ pub struct Settings {
     pub wallet: WalletPolicy,
     pub log: LogSettings,
     pub security: SecuritySettings,
+    pub console: ConsoleSettings,
+}
+
+/// The operator console (`pluspay console`, and part of `pluspay run` when `listen` is set).
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSettings {
+    pub listen: Option<SocketAddr>,
+    /// Who may log in; their decisions are commands with their `user_id` as the operator.
+    pub operators: Vec<ConsoleOperator>,
+    /// How long a login lasts without use.
+    pub session_idle_secs: u64,
+    /// Cookies marked `Secure` (sent over HTTPS only; browsers also send them to
+    /// `http://localhost`). Off only behind a proxy that ends TLS on another host name.
+    pub secure_cookies: bool,
+    /// Failed logins per operator name, and per client address, within `login_window_secs`
+    /// before further attempts are refused.
+    pub login_attempts: u32,
+    pub login_window_secs: u64,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        ConsoleSettings {
+            listen: None,
+            operators: Vec::new(),
+            session_idle_secs: 30 * 60,
+            secure_cookies: true,
+            login_attempts: 5,
+            login_window_secs: 15 * 60,
+        }
+    }
+}
+
+impl std::fmt::Debug for ConsoleSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let operators: Vec<(&str, i64)> = self
+            .operators
+            .iter()
+            .map(|o| (o.name.as_str(), o.user_id))
+            .collect();
+        f.debug_struct("ConsoleSettings")
+            .field("listen", &self.listen)
+            .field("operators", &operators)
+            .field("session_idle_secs", &self.session_idle_secs)
+            .field("secure_cookies", &self.secure_cookies)
+            .field("login_attempts", &self.login_attempts)
+            .field("login_window_secs", &self.login_window_secs)
+            .finish()
+    }
+}
+
+/// An operator's console account. The password is kept only as an argon2id PHC string
+/// (`pluspay console hash-password`).
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleOperator {
+    pub name: String,
+    /// The operator's id in the commands the console sends (`user_id`).
+    pub user_id: i64,
+    pub password_hash: String,
+}
+
+impl ConsoleSettings {
+    /// Names the first console setting that makes no sense.
+    pub fn check(&self) -> Result<(), String> {
+        let mut names = std::collections::HashSet::new();
+        let mut ids = std::collections::HashSet::new();
+        for operator in &self.operators {
+            if operator.name.is_empty()
+                || operator.name.chars().count() > 64
+                || operator.name.chars().any(|c| c.is_control() || c.is_whitespace())
+            {
+                return Err(format!(
+                    "console.operators: {:?} is not a name (1 to 64 characters, no spaces)",
+                    operator.name
+                ));
+            }
+            if !names.insert(operator.name.as_str()) {
+                return Err(format!("console.operators: {} is named twice", operator.name));
+            }
+            if operator.user_id < 1 || !ids.insert(operator.user_id) {
+                return Err(format!(
+                    "console.operators: {}'s user_id must be a positive id no other operator has",
+                    operator.name
+                ));
+            }
+            if !crate::console::auth::is_argon2id_hash(&operator.password_hash) {
+                return Err(format!(
+                    "console.operators: {}'s password_hash is not an argon2id hash (make one with `pluspay console hash-password`)",
+                    operator.name
+                ));
+            }
+        }
+        if self.listen.is_some() && self.operators.is_empty() {
+            return Err("console.listen is set but console.operators names nobody".into());
+        }
+        if self.session_idle_secs == 0 || self.login_attempts == 0 || self.login_window_secs == 0 {
+            return Err(
+                "console.session_idle_secs, login_attempts and login_window_secs must be above 0"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -341,8 +446,9 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "database", "amqp", "worker", "webhook", "metrics", "pingpp", "wallet", "log", "security",
+    "console",
 ];
 
 impl Settings {
@@ -592,6 +698,7 @@ impl Settings {
             )?;
         }
         self.wallet.check().map_err(ConfigError::Invalid)?;
+        self.console.check().map_err(ConfigError::Invalid)?;
         if self.wallet.custody == Custody::Pingpp
             && self.pingpp.fingerprint_key.len() < MIN_FINGERPRINT_KEY_BYTES
         {
@@ -814,6 +921,7 @@ impl fmt::Debug for Settings {
             .field("wallet", &self.wallet)
             .field("log", &self.log)
             .field("security", &self.security)
+            .field("console", &self.console)
             .finish()
     }
 }

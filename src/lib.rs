@@ -5,6 +5,7 @@
 pub mod amqp;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod domain;
 pub mod engine;

@@ -10,6 +10,7 @@ pub mod allocations;
 pub mod audit;
 pub mod cash_payouts;
 pub mod cashes;
+pub mod console;
 pub mod charge_records;
 pub mod commands;
 pub mod custody;

@@ -414,6 +414,28 @@ pub fn needs_two_approvals(value: i64, threshold: Option<i64>) -> bool {
     threshold.is_some_and(|threshold| value > threshold)
 }
 
+/// A payout account as operators see it in lists: enough to recognise, not to copy. An email
+/// keeps its first letter and domain, a number (phone, card) its first three and last four
+/// digits, anything else its first and last character.
+pub fn mask_account(account: &str) -> String {
+    let chars: Vec<char> = account.chars().collect();
+    if let Some(at) = account.find('@') {
+        let first = account[..at].chars().next().map_or(String::new(), String::from);
+        return format!("{first}***{}", &account[at..]);
+    }
+    if chars.len() >= 8 && chars.iter().all(|c| c.is_ascii_digit()) {
+        let hidden = chars.len() - 7;
+        let head: String = chars[..3].iter().collect();
+        let tail: String = chars[chars.len() - 4..].iter().collect();
+        return format!("{head}{}{tail}", "*".repeat(hidden));
+    }
+    match chars.as_slice() {
+        [] => String::new(),
+        [_] | [_, _] => "***".into(),
+        [first, .., last] => format!("{first}***{last}"),
+    }
+}
+
 /// A Ping++ channel name: letters, digits and `_`.
 pub fn check_withdrawal_channel(channel: &str) -> Result<(), String> {
     if channel.is_empty()
@@ -801,5 +823,16 @@ mod tests {
             assert_eq!(refused.code, Code::OwnCashRequest);
             assert_eq!(refused.messages(), vec![MSG_OWN_REQUEST.to_owned()]);
         }
+    }
+
+    #[test]
+    fn accounts_are_masked_for_lists() {
+        assert_eq!(mask_account("zhang.san@example.com"), "z***@example.com");
+        assert_eq!(mask_account("13812345678"), "138****5678");
+        assert_eq!(mask_account("6222020200112233445"), "622************3445");
+        assert_eq!(mask_account("张三丰"), "张***丰");
+        assert_eq!(mask_account("ab"), "***");
+        assert_eq!(mask_account(""), "");
+        assert!(!mask_account("13812345678").contains("1234"));
     }
 }

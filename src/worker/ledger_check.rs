@@ -34,24 +34,32 @@ pub(super) async fn check_ledger_periodically(
             _ = ticks.tick() => {}
         }
         let started = Instant::now();
-        let report = match pool.get().await {
-            Ok(mut client) => match scope {
-                LedgerCheck::Incremental => db::audit::run_incremental(&mut client)
-                    .await
-                    .map_err(|e| e.to_string()),
-                LedgerCheck::Full => db::audit::run_and_note(&mut client)
-                    .await
-                    .map_err(|e| e.to_string()),
-            },
-            Err(e) => Err(e.to_string()),
+        let mut client = match pool.get().await {
+            Ok(client) => client,
+            Err(e) => {
+                warn!(error = %e, ?scope, "could not run the ledger check");
+                continue;
+            }
+        };
+        let report = match scope {
+            LedgerCheck::Incremental => db::audit::run_incremental(&mut client)
+                .await
+                .map_err(|e| e.to_string()),
+            LedgerCheck::Full => db::audit::run_and_note(&mut client)
+                .await
+                .map_err(|e| e.to_string()),
         };
         match report {
             Ok(report) => {
+                let took = started.elapsed();
                 if !report.ok {
                     error!(report = %serde_json::to_string(&report).unwrap_or_default(),
                            "the ledger check failed");
                 }
-                metrics::ledger_checked(&report, started.elapsed());
+                metrics::ledger_checked(&report, took);
+                if let Err(e) = db::audit::record(&client, &report, took).await {
+                    warn!(error = %e, "could not record the ledger check for the console");
+                }
             }
             Err(e) => warn!(error = %e, ?scope, "could not run the ledger check"),
         }
