@@ -3,8 +3,8 @@
 #
 #   scripts/test.sh [cargo test args...]
 #
-# Installs PostgreSQL 15 / RabbitMQ when missing, starts throwaway instances of
-# both in a temporary directory (free ports, 127.0.0.1 only), runs
+# Installs PostgreSQL 15 / RabbitMQ / Prometheus when missing, starts throwaway
+# instances of the first two in a temporary directory (free ports, 127.0.0.1 only), runs
 # `cargo test --all-targets "$@"` against them and always stops and deletes them
 # afterwards (on success, failure and Ctrl-C). Exits with cargo's exit code.
 # `--all-targets` includes the benchmarks benches/e2e.rs and benches/webhooks.rs, which cargo
@@ -35,6 +35,20 @@ SERVICES=$ROOT/scripts/services.sh
 cd "$ROOT"
 
 log() { printf '[test] %s\n' "$*" >&2; }
+
+# The alert rules' test (tests/it/alerts.rs) runs promtool and a Prometheus of its own on free
+# ports. Installed like PostgreSQL and RabbitMQ (apt_install keeps the packaged service from
+# starting); without recommends, which would add a node exporter serving on port 9100.
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+    (
+        LOG_PREFIX="test"
+        # shellcheck source=scripts/lib/common.sh
+        source "$ROOT/scripts/lib/common.sh"
+        apt_install --no-install-recommends prometheus
+        [ "$APT_RC" -eq 0 ] || exit "$APT_RC"   # apt-get has said why
+        command -v promtool >/dev/null 2>&1 || die "promtool is still missing after apt-get install"
+    )
+fi
 
 # shellcheck source=scripts/services-session.sh
 source "$ROOT/scripts/services-session.sh"

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Helpers shared by scripts/services.sh and scripts/cluster.sh, sourced by both (not run).
+# Helpers shared by scripts/services.sh and scripts/cluster.sh, sourced by both (not run);
+# scripts/test.sh uses apt_install from here too.
 #
 # The sourcing script sets LOG_PREFIX (the tag of its log lines) first. The RabbitMQ helpers
 # read the globals both scripts set for the node being handled: RMQ_USER, RMQ_DIR, RMQ_HOME,
