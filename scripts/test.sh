@@ -3,7 +3,7 @@
 #
 #   scripts/test.sh [cargo test args...]
 #
-# Installs PostgreSQL 15 / RabbitMQ / Prometheus when missing, starts throwaway
+# Installs PostgreSQL 15 / RabbitMQ / Prometheus / Chromium when missing, starts throwaway
 # instances of the first two in a temporary directory (free ports, 127.0.0.1 only), runs
 # `cargo test --all-targets "$@"` against them and always stops and deletes them
 # afterwards (on success, failure and Ctrl-C). Exits with cargo's exit code.
@@ -39,14 +39,24 @@ log() { printf '[test] %s\n' "$*" >&2; }
 # The alert rules' test (tests/it/alerts.rs) runs promtool and a Prometheus of its own on free
 # ports. Installed like PostgreSQL and RabbitMQ (apt_install keeps the packaged service from
 # starting); without recommends, which would add a node exporter serving on port 9100.
+# The operator console's browser test (tests/it/console.rs) drives Debian's Chromium through
+# its ChromeDriver; both are installed here too, in the same apt-get run.
+MISSING_PACKAGES=()
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+    MISSING_PACKAGES+=(prometheus)
+fi
+command -v chromium >/dev/null 2>&1 || MISSING_PACKAGES+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || MISSING_PACKAGES+=(chromium-driver)
+if [ "${#MISSING_PACKAGES[@]}" -gt 0 ]; then
     (
         LOG_PREFIX="test"
         # shellcheck source=scripts/lib/common.sh
         source "$ROOT/scripts/lib/common.sh"
-        apt_install --no-install-recommends prometheus
+        apt_install --no-install-recommends "${MISSING_PACKAGES[@]}"
         [ "$APT_RC" -eq 0 ] || exit "$APT_RC"   # apt-get has said why
-        command -v promtool >/dev/null 2>&1 || die "promtool is still missing after apt-get install"
+        for tool in promtool chromium chromedriver; do
+            command -v "$tool" >/dev/null 2>&1 || die "$tool is still missing after apt-get install"
+        done
     )
 fi
 

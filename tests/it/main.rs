@@ -13,6 +13,7 @@ mod chaos;
 mod charge_records;
 mod cli;
 mod concurrency;
+mod console;
 mod contract;
 mod custody;
 mod events;
