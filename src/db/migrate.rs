@@ -79,6 +79,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0013_lean_ledger.sql",
         sql: include_str!("../../migrations/0013_lean_ledger.sql"),
     },
+    Migration {
+        version: 15,
+        name: "0015_dead_letter_discards.sql",
+        sql: include_str!("../../migrations/0015_dead_letter_discards.sql"),
+    },
 ];
 
 /// An arbitrary constant shared by every pluspay instance.
