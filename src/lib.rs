@@ -6,6 +6,7 @@ pub mod amqp;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod dead_letters;
 pub mod domain;
 pub mod engine;
 pub mod error;
