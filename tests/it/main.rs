@@ -13,6 +13,7 @@ mod cli;
 mod concurrency;
 mod contract;
 mod custody;
+mod dead_letters;
 mod events;
 mod least_privilege;
 mod merchants;
