@@ -383,3 +383,81 @@ async fn the_cli_lists_shows_and_discards_with_its_exit_codes() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_another_operator_holds_is_not_replayed_twice() {
+    let env = TestEnv::new().await;
+    env.fund(1, 500).await;
+    let _worker = env.start_worker();
+    let client = env.client().await;
+    dead_letter_directly(
+        &env,
+        &client,
+        &transfer("held-1", 1, 2, 100),
+        "failed 20 times: z",
+    )
+    .await;
+    wait_dead_depth(&client, 1).await;
+    let id = dead_letters::list(&env.settings, 1).await.unwrap()[0]
+        .id
+        .clone();
+
+    // Another operator's scan holds it, unacknowledged, on its own channel.
+    let other = client.connection.create_channel().await.unwrap();
+    let held = other
+        .basic_get(
+            client.names.dead_queue.as_str().into(),
+            lapin::options::BasicGetOptions { no_ack: false },
+        )
+        .await
+        .unwrap()
+        .expect("the dead letter");
+    assert_eq!(DeadLetter::of(&held.delivery).id, id);
+    assert_eq!(
+        dead_letters::replay(&env.settings, &id, "alice", WAIT)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(env.balance(2).await, 0);
+
+    // Given back, it is there again and replays once.
+    other.close(200, "".into()).await.unwrap();
+    wait_dead_depth(&client, 1).await;
+    let result = dead_letters::replay(&env.settings, &id, "alice", WAIT)
+        .await
+        .unwrap()
+        .expect("found once given back");
+    assert!(result.contains("succeeded"), "{result}");
+    assert_eq!(env.balance(2).await, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_nobody_answers_is_an_error_and_stays_in_the_commands_queue() {
+    let env = TestEnv::new().await;
+    let client = env.client().await;
+    dead_letter_directly(
+        &env,
+        &client,
+        &transfer("late-1", 1, 2, 100),
+        "failed 20 times: w",
+    )
+    .await;
+    wait_dead_depth(&client, 1).await;
+    let id = dead_letters::list(&env.settings, 1).await.unwrap()[0]
+        .id
+        .clone();
+    // No worker runs: the copy waits in the commands queue, and it is no longer a dead letter.
+    let error = dead_letters::replay(&env.settings, &id, "alice", Duration::from_secs(1))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("no result within"), "{error}");
+    assert!(error.contains("commands queue"), "{error}");
+    wait_dead_depth(&client, 0).await;
+    let channel = client.connection.create_channel().await.unwrap();
+    assert_eq!(
+        ready_messages(&channel, &client.names.commands_queue).await,
+        1
+    );
+}
