@@ -34,8 +34,9 @@ pub const DEAD_AT_HEADER: &str = "x-pluspay-dead-at";
 /// Who replayed a message, on the replayed copy.
 pub const REPLAYED_BY_HEADER: &str = "x-pluspay-replayed-by";
 
-/// The longest discard note and operator name kept (characters).
+/// The longest discard note kept, in characters (the table's check says the same).
 pub const NOTE_MAX: usize = 1000;
+/// The longest operator name kept, in characters.
 pub const OPERATOR_MAX: usize = 200;
 
 /// Headers that would make the worker take a replayed message as one already tried or
