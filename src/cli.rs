@@ -72,6 +72,49 @@ pub enum Command {
         #[arg(long)]
         incremental: bool,
     },
+    /// Dead letters: list, show, replay or discard them (docs/OPERATIONS.md).
+    Dead {
+        #[command(subcommand)]
+        action: DeadCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DeadCommand {
+    /// Print up to N dead letters, oldest first, one JSON object a line, none consumed.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Print one dead letter as JSON; exit 1 if there is none with that id.
+    Show {
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Publish it again as a command, wait for its result and print it; exit 1 if there is
+    /// none with that id.
+    Replay {
+        #[arg(value_name = "ID")]
+        id: String,
+        /// Seconds to wait for the result
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// Who replays it [default: $USER, else the broker user]
+        #[arg(long)]
+        operator: Option<String>,
+    },
+    /// Remove it, recording who, when and why in the database; exit 1 if there is none with
+    /// that id.
+    Discard {
+        #[arg(value_name = "ID")]
+        id: String,
+        /// Why it is discarded (required)
+        #[arg(long)]
+        note: String,
+        /// Who discards it [default: $USER, else the broker user]
+        #[arg(long)]
+        operator: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -258,7 +301,74 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
                 ExitCode::from(1)
             })
         }
+        Command::Dead { action } => dead(action, &settings).await,
     }
+}
+
+/// `pluspay dead ...`: exit 0 done, 1 no dead letter with that id, 2 an error.
+async fn dead(action: DeadCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let found = |found: bool| {
+        if found {
+            ExitCode::SUCCESS
+        } else {
+            eprintln!("pluspay: no such dead letter");
+            ExitCode::from(1)
+        }
+    };
+    match action {
+        DeadCommand::List { limit } => {
+            for letter in crate::dead_letters::list(settings, limit).await? {
+                println!("{}", serde_json::to_string(&letter)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DeadCommand::Show { id } => {
+            let letter = crate::dead_letters::show(settings, &id).await?;
+            if let Some(letter) = &letter {
+                println!("{}", serde_json::to_string_pretty(letter)?);
+            }
+            Ok(found(letter.is_some()))
+        }
+        DeadCommand::Replay {
+            id,
+            timeout,
+            operator,
+        } => {
+            let operator = operator_name(operator, settings)?;
+            let result =
+                crate::dead_letters::replay(settings, &id, &operator, Duration::from_secs(timeout))
+                    .await?;
+            if let Some(result) = &result {
+                println!("{result}");
+            }
+            Ok(found(result.is_some()))
+        }
+        DeadCommand::Discard { id, note, operator } => {
+            let operator = operator_name(operator, settings)?;
+            let discarded = crate::dead_letters::discard(settings, &id, &operator, &note).await?;
+            Ok(found(discarded))
+        }
+    }
+}
+
+/// `--operator`, else the login name ($USER), else the user of the first broker URL.
+fn operator_name(given: Option<String>, settings: &Settings) -> anyhow::Result<String> {
+    // A name given is used as it is (and refused if blank); only the defaults are skipped.
+    if let Some(given) = given {
+        return Ok(given);
+    }
+    std::env::var("USER")
+        .ok()
+        .filter(|name| !name.trim().is_empty())
+        .or_else(|| {
+            settings
+                .amqp
+                .broker_urls()
+                .first()
+                .and_then(|url| url.parse::<lapin::uri::AMQPUri>().ok())
+                .map(|uri| uri.authority.userinfo.username)
+        })
+        .ok_or_else(|| anyhow::anyhow!("--operator is required (no $USER, no broker user)"))
 }
 
 /// The worker and the webhook listener side by side: both stop on `shutdown`, and when either

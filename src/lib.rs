@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod db;
+pub mod dead_letters;
 pub mod domain;
 pub mod engine;
 pub mod error;

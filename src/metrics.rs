@@ -31,6 +31,7 @@ pub const OLDEST_READ_RESULT: &str = "pluspay_oldest_read_result_age_seconds";
 pub const LATE_PAYMENTS: &str = "pluspay_late_payments_total";
 pub const EVENTS_WAITING: &str = "pluspay_pingpp_events_waiting";
 pub const OUTCOME_UNKNOWN: &str = "pluspay_pingpp_outcome_unknown_total";
+pub const DEAD_LETTERS_HANDLED: &str = "pluspay_dead_letters_handled_total";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -130,6 +131,10 @@ fn describe() {
         LEDGER_CHECKED,
         "Unix time of the last completed ledger check."
     );
+    describe_counter!(
+        DEAD_LETTERS_HANDLED,
+        "Dead letters an operator took off the dead-letter queue, by action (replay, discard)."
+    );
 }
 
 /// The `type` label of a command: its type when it is one of ours, else `unknown`. A type
@@ -156,6 +161,11 @@ pub fn pingpp_outcome_unknown(endpoint: &'static str) {
 
 pub fn events_waiting(count: i64) {
     gauge!(EVENTS_WAITING).set(count as f64);
+}
+
+/// A dead letter replayed or discarded (`action`: `replay` or `discard`).
+pub fn dead_letter_handled(action: &'static str) {
+    counter!(DEAD_LETTERS_HANDLED, "action" => action).increment(1);
 }
 
 pub fn late_payment() {

@@ -1,5 +1,6 @@
 //! Hiding the passwords of connection strings, for logs, errors and Debug output, in every
-//! form PostgreSQL and RabbitMQ accept.
+//! form PostgreSQL and RabbitMQ accept; and masking personal data in message bodies shown to
+//! operators (`mask_body`).
 
 /// Connection-string keys whose values are secrets (PostgreSQL's `password` and `sslpassword`).
 const SECRET_KEYS: [&str; 2] = ["password", "sslpassword"];
@@ -130,9 +131,140 @@ fn key_value_len(text: &str) -> usize {
     text.len()
 }
 
+/// What a masked value is shown as.
+const MASK: &str = "***";
+
+/// Object keys whose scalar values are personal or bank data, matched as parts of the
+/// lower-cased key (`settle_account`, `cert_number`, `legal_person_name`...). Broad on purpose:
+/// an operator loses a display name now and then, never sees a card number.
+const PERSONAL_KEYS: [&str; 13] = [
+    "account",
+    "card",
+    "cert",
+    "mobile",
+    "phone",
+    "tel",
+    "email",
+    "name",
+    "address",
+    "id_card",
+    "id_number",
+    "bank",
+    "pic",
+];
+
+/// Keys that look personal by the rule above but are not, kept so that a listing still says
+/// what a message is.
+const PLAIN_KEYS: [&str; 4] = ["type", "id", "user_id", "user"];
+
+/// Runs of at least this many digits are masked wherever they are (phone numbers have 11,
+/// card and bank account numbers 12 to 19); amounts and ids are shorter.
+const LONG_DIGITS: usize = 11;
+
+/// At most this many characters of a body are shown.
+pub const BODY_SHOWN: usize = 4096;
+
+/// A message body as text for an operator, personal data masked: in JSON, the values of
+/// personal keys (`account`, `mobile`, `cert_number`, `card`, names...) and, everywhere, runs
+/// of 11 or more digits (phone, card and account numbers) but their last 4 digits; a body that
+/// is not JSON is shown as text with the digit runs masked. At most `BODY_SHOWN` characters.
+pub fn mask_body(body: &[u8]) -> String {
+    let masked = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(mut value) => {
+            mask_value(&mut value, false);
+            value.to_string()
+        }
+        Err(_) => mask_digit_runs(&String::from_utf8_lossy(body)),
+    };
+    match masked.char_indices().nth(BODY_SHOWN) {
+        Some((end, _)) => format!("{}...", &masked[..end]),
+        None => masked,
+    }
+}
+
+fn is_personal_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    !PLAIN_KEYS.contains(&key.as_str()) && PERSONAL_KEYS.iter().any(|part| key.contains(part))
+}
+
+fn mask_value(value: &mut serde_json::Value, personal: bool) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map.iter_mut() {
+                mask_value(inner, personal || is_personal_key(key));
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| mask_value(item, personal)),
+        Value::String(_) | Value::Number(_) if personal => *value = Value::String(MASK.into()),
+        Value::String(text) => *text = mask_digit_runs(text),
+        Value::Number(number) if number.to_string().len() >= LONG_DIGITS => {
+            *value = Value::String(mask_digit_runs(&number.to_string()))
+        }
+        _ => {}
+    }
+}
+
+/// Masks each run of `LONG_DIGITS` or more ASCII digits but its last 4.
+fn mask_digit_runs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= LONG_DIGITS {
+            out.push_str(MASK);
+            out.push_str(&run[run.len() - 4..]);
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn personal_data_in_bodies_is_masked() {
+        let body = br#"{"id":"c-1","type":"cash","user_id":7,"data":{"value":500,"type":"alipay",
+            "account":"alice@example.com","mobile":"13800138000","cert_name":"Zhang San",
+            "settle_account":{"recipient":{"account":"6222021234567890123","open_bank":"ICBC"}},
+            "remark":"call 13912345678"}}"#;
+        let shown = mask_body(body);
+        for secret in [
+            "alice",
+            "13800138000",
+            "Zhang",
+            "6222021234567890123",
+            "ICBC",
+            "13912345678",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        for kept in [
+            r#""id":"c-1""#,
+            r#""type":"cash""#,
+            r#""user_id":7"#,
+            r#""value":500"#,
+            "call ***5678",
+        ] {
+            assert!(shown.contains(kept), "{kept} not in {shown}");
+        }
+        let text = mask_body(b"not json, card 6222021234567890123, amount 100");
+        assert_eq!(text, "not json, card ***0123, amount 100");
+        let long = mask_body(&vec![b'x'; BODY_SHOWN + 10]);
+        assert_eq!(long.chars().count(), BODY_SHOWN + 3);
+    }
 
     #[test]
     fn every_form_of_password_is_redacted() {

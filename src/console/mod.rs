@@ -13,7 +13,7 @@
 //! name and per address; a log line naming the operator for each decision.
 
 pub mod auth;
-// MERGE mod dead;
+mod dead;
 mod pages;
 
 use std::collections::HashMap;
@@ -263,8 +263,8 @@ async fn handle(state: &State, peer: SocketAddr, request: Request<Incoming>) -> 
                 response
             }
             ["cashes", id, "decide"] => decide(state, &session, &viewer, id, &form).await,
-            // MERGE ["dead", id, "replay"] => dead::replay(state, &session, &viewer, id).await,
-            // MERGE ["dead", id, "discard"] => dead::discard(state, &session, &viewer, id, &form).await,
+            ["dead", id, "replay"] => dead::replay(state, &session, &viewer, id).await,
+            ["dead", id, "discard"] => dead::discard(state, &session, &viewer, id, &form).await,
             _ => not_found(&viewer),
         };
     }
@@ -283,7 +283,7 @@ async fn handle(state: &State, peer: SocketAddr, request: Request<Incoming>) -> 
         },
         ["users", id] => user(state, &viewer, id).await,
         ["health"] => health(state, &viewer).await,
-        // MERGE ["dead"] => dead::list(state, &viewer).await,
+        ["dead"] => dead::list(state, &viewer).await,
         _ => not_found(&viewer),
     }
 }

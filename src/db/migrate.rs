@@ -84,6 +84,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0014_cash_approvals.sql",
         sql: include_str!("../../migrations/0014_cash_approvals.sql"),
     },
+    Migration {
+        version: 15,
+        name: "0015_dead_letter_discards.sql",
+        sql: include_str!("../../migrations/0015_dead_letter_discards.sql"),
+    },
 ];
 
 /// An arbitrary constant shared by every pluspay instance.

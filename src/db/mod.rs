@@ -2,8 +2,8 @@
 //! (`commands`), the ledger's storage (`ledger`: wallets, journals, entries, orders), one module
 //! per table of the commands that call Ping++ (`recharges`, `cash_payouts`, `cashes`,
 //! `pingpp_events`, and with the money at Ping++ `accounts` and `deposits`), the pinned
-//! `custody`, the reads (`orders`, `charge_records`), and the audit. No business rules: those
-//! are in `domain`.
+//! `custody`, the record of discarded dead letters (`dead_letters`), the reads (`orders`,
+//! `charge_records`), and the audit. No business rules: those are in `domain`.
 
 pub mod accounts;
 pub mod allocations;
@@ -14,6 +14,7 @@ pub mod console;
 pub mod charge_records;
 pub mod commands;
 pub mod custody;
+pub mod dead_letters;
 pub mod deposits;
 pub mod ledger;
 pub mod merchants;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::types::AMQPValue;
 use lapin::BasicProperties;
 use tracing::{error, info, warn};
 
@@ -14,6 +15,7 @@ use super::ERROR_HEADER;
 use crate::amqp::publisher::{header_int, json_properties, with_header};
 use crate::amqp::PublishError;
 use crate::db::commands::Applied;
+use crate::dead_letters::{DEAD_AT_HEADER, DEAD_ID_HEADER};
 use crate::domain::command::Malformed;
 use crate::domain::outcome::{Code, CommandResult, Status};
 use crate::error::EngineError;
@@ -102,14 +104,25 @@ pub(super) async fn dead_letter(context: &Context, delivery: &Delivery, malforme
     dead_letter_only(context, delivery, &malformed.reason).await;
 }
 
-/// Publishes the message to the dead letters with its reason and acknowledges it; `false` if
-/// it is left for redelivery instead.
+/// Publishes the message to the dead letters with its reason, a new id and the time (what
+/// operators address and sort it by: crate::dead_letters) and acknowledges it; `false` if it
+/// is left for redelivery instead.
 pub(super) async fn dead_letter_only(context: &Context, delivery: &Delivery, reason: &str) -> bool {
-    let properties: BasicProperties = with_header(
-        delivery.properties.clone().with_delivery_mode(2),
-        ERROR_HEADER,
-        reason,
+    let properties = with_header(
+        with_header(
+            delivery.properties.clone().with_delivery_mode(2),
+            ERROR_HEADER,
+            reason,
+        ),
+        DEAD_ID_HEADER,
+        &uuid::Uuid::new_v4().to_string(),
     );
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    headers.insert(DEAD_AT_HEADER.into(), AMQPValue::LongLongInt(now_ms));
+    let properties: BasicProperties = properties.with_headers(headers);
     match context
         .publisher
         .publish(

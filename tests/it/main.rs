@@ -16,6 +16,7 @@ mod concurrency;
 mod console;
 mod contract;
 mod custody;
+mod dead_letters;
 mod events;
 mod least_privilege;
 mod merchants;
