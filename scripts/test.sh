@@ -40,13 +40,15 @@ log() { printf '[test] %s\n' "$*" >&2; }
 # ports. Installed like PostgreSQL and RabbitMQ (apt_install keeps the packaged service from
 # starting); without recommends, which would add a node exporter serving on port 9100.
 # The operator console's browser test (tests/it/console.rs) drives Debian's Chromium through
-# its ChromeDriver; both are installed here too, in the same apt-get run.
+# its ChromeDriver; both are installed here too, in the same apt-get run, with a Chinese font.
 MISSING_PACKAGES=()
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
     MISSING_PACKAGES+=(prometheus)
 fi
 command -v chromium >/dev/null 2>&1 || MISSING_PACKAGES+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || MISSING_PACKAGES+=(chromium-driver)
+# A Chinese font, so that the screenshots show the wallet API's messages rather than boxes.
+[ -e /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ] || MISSING_PACKAGES+=(fonts-wqy-zenhei)
 if [ "${#MISSING_PACKAGES[@]}" -gt 0 ]; then
     (
         LOG_PREFIX="test"

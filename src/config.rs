@@ -110,7 +110,10 @@ impl ConsoleSettings {
         for operator in &self.operators {
             if operator.name.is_empty()
                 || operator.name.chars().count() > 64
-                || operator.name.chars().any(|c| c.is_control() || c.is_whitespace())
+                || operator
+                    .name
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace())
             {
                 return Err(format!(
                     "console.operators: {:?} is not a name (1 to 64 characters, no spaces)",
@@ -118,7 +121,10 @@ impl ConsoleSettings {
                 ));
             }
             if !names.insert(operator.name.as_str()) {
-                return Err(format!("console.operators: {} is named twice", operator.name));
+                return Err(format!(
+                    "console.operators: {} is named twice",
+                    operator.name
+                ));
             }
             if operator.user_id < 1 || !ids.insert(operator.user_id) {
                 return Err(format!(
@@ -972,6 +978,34 @@ mod tests {
             );
             Ok(())
         });
+    }
+
+    #[test]
+    fn console_operators_are_checked() {
+        let hash = crate::console::auth::hash_password("pw").unwrap();
+        let ok = format!(
+            "[console]\nlisten = \"127.0.0.1:8090\"\noperators = [\n  {{ name = \"li\", user_id = 91, password_hash = \"{hash}\" }},\n  {{ name = \"wang\", user_id = 92, password_hash = \"{hash}\" }},\n]\n"
+        );
+        let s = Settings::from_toml_str(&ok).unwrap();
+        assert_eq!(s.console.operators.len(), 2);
+        assert!(s.console.secure_cookies);
+        // Debug output names operators, never their hashes.
+        assert!(!format!("{s:?}").contains(&hash), "{s:?}");
+        let refused = |text: String, expected: &str| match Settings::from_toml_str(&text) {
+            Err(ConfigError::Invalid(m)) => assert!(m.contains(expected), "{m}"),
+            other => panic!("{text} gave {other:?}"),
+        };
+        refused(ok.replace("wang", "li"), "li is named twice");
+        refused(ok.replace("92", "91"), "wang's user_id");
+        refused(
+            ok.replace(&hash, "plain-text"),
+            "li's password_hash is not an argon2id hash",
+        );
+        refused(
+            "[console]\nlisten = \"127.0.0.1:8090\"\n".into(),
+            "console.operators names nobody",
+        );
+        refused(format!("{ok}session_idle_secs = 0\n"), "must be above 0");
     }
 
     #[test]

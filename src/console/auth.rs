@@ -63,7 +63,8 @@ pub fn random_token() -> String {
 /// Compares a submitted token with the expected one in constant time.
 pub fn tokens_match(expected: &str, submitted: Option<&str>) -> bool {
     match submitted {
-        Some(submitted) if !expected.is_empty() => {
+        Some(submitted) if !expected.is_empty() =>
+        {
             #[allow(deprecated)]
             aws_lc_rs::constant_time::verify_slices_are_equal(
                 expected.as_bytes(),
@@ -228,10 +229,19 @@ mod tests {
 
     #[test]
     fn a_password_logs_in_as_its_operator_only() {
-        let operators = vec![operator("li", 91, "correct horse"), operator("wang", 92, "battery")];
+        let operators = vec![
+            operator("li", 91, "correct horse"),
+            operator("wang", 92, "battery"),
+        ];
         assert!(operators.iter().all(|o| is_argon2id_hash(&o.password_hash)));
-        assert_eq!(verify(&operators, "li", "correct horse").map(|o| o.user_id), Some(91));
-        assert_eq!(verify(&operators, "wang", "battery").map(|o| o.user_id), Some(92));
+        assert_eq!(
+            verify(&operators, "li", "correct horse").map(|o| o.user_id),
+            Some(91)
+        );
+        assert_eq!(
+            verify(&operators, "wang", "battery").map(|o| o.user_id),
+            Some(92)
+        );
         assert!(verify(&operators, "li", "battery").is_none());
         assert!(verify(&operators, "li", "").is_none());
         assert!(verify(&operators, "zhao", "correct horse").is_none());
@@ -253,11 +263,19 @@ mod tests {
         assert_eq!((a.operator.as_str(), a.user_id), ("li", 91));
         assert_ne!(a.csrf, b.csrf);
         // Use renews a session; idleness ends it.
-        assert!(sessions.get(&first, start + Duration::from_secs(50)).is_some());
-        assert!(sessions.get(&first, start + Duration::from_secs(100)).is_some());
-        assert!(sessions.get(&second, start + Duration::from_secs(100)).is_none());
+        assert!(sessions
+            .get(&first, start + Duration::from_secs(50))
+            .is_some());
+        assert!(sessions
+            .get(&first, start + Duration::from_secs(100))
+            .is_some());
+        assert!(sessions
+            .get(&second, start + Duration::from_secs(100))
+            .is_none());
         sessions.close(&first);
-        assert!(sessions.get(&first, start + Duration::from_secs(101)).is_none());
+        assert!(sessions
+            .get(&first, start + Duration::from_secs(101))
+            .is_none());
         assert!(sessions.get("not-a-session", start).is_none());
     }
 

@@ -14,7 +14,7 @@ use super::{html, Reply, State, COMMAND_TIMEOUT};
 
 /// Dead letters shown at most.
 const LISTED: usize = 100;
-const MAX_NOTE_CHARS: usize = 500;
+const MAX_NOTE_CHARS: usize = crate::dead_letters::NOTE_MAX;
 
 pub(super) async fn list(state: &State, viewer: &Viewer<'_>) -> Reply {
     let letters = match crate::dead_letters::list(&state.settings, LISTED).await {

@@ -148,7 +148,10 @@ fn html(status: StatusCode, body: String) -> Reply {
         ),
     );
     headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     response
 }
@@ -161,7 +164,14 @@ fn redirect(to: &str) -> Reply {
     response
 }
 
-fn set_cookie(response: &mut Reply, state: &State, name: &str, value: &str, path: &str, max_age: u64) {
+fn set_cookie(
+    response: &mut Reply,
+    state: &State,
+    name: &str,
+    value: &str,
+    path: &str,
+    max_age: u64,
+) {
     let secure = if state.settings.console.secure_cookies {
         "; Secure"
     } else {
@@ -211,7 +221,14 @@ async fn handle(state: &State, peer: SocketAddr, request: Request<Incoming>) -> 
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (&method, segments.as_slice()) {
         (&Method::GET, ["healthz"]) => return html(StatusCode::OK, "ok".into()),
-        (&Method::GET, ["login"]) => return login_page(state, None, StatusCode::OK),
+        (&Method::GET, ["login"]) => {
+            let token = cookie(&request, LOGIN_COOKIE).map(str::to_owned);
+            return login_page(state, token, None, StatusCode::OK);
+        }
+        // Browsers ask for it on their own; it must not be sent to the login page.
+        (&Method::GET, ["favicon.ico"]) => {
+            return html(StatusCode::NOT_FOUND, String::new());
+        }
         (&Method::POST, ["login"]) => return login(state, peer, request).await,
         _ => {}
     }
@@ -307,8 +324,17 @@ fn unavailable(viewer: &Viewer, e: impl std::fmt::Display) -> Reply {
     )
 }
 
-fn login_page(state: &State, error: Option<&str>, status: StatusCode) -> Reply {
-    let csrf = auth::random_token();
+/// The login form, with the token of the login cookie the browser has (so that two login pages
+/// open at once both work), or a new one.
+fn login_page(
+    state: &State,
+    token: Option<String>,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Reply {
+    let csrf = token
+        .filter(|t| t.len() == 64 && t.chars().all(|c| c.is_ascii_hexdigit()))
+        .unwrap_or_else(auth::random_token);
     let mut response = html(status, pages::login(&csrf, error));
     set_cookie(&mut response, state, LOGIN_COOKIE, &csrf, "/login", 600);
     response
@@ -317,7 +343,12 @@ fn login_page(state: &State, error: Option<&str>, status: StatusCode) -> Reply {
 async fn login(state: &State, peer: SocketAddr, request: Request<Incoming>) -> Reply {
     let login_csrf = cookie(&request, LOGIN_COOKIE).map(str::to_owned);
     let Some(form) = form(request).await else {
-        return login_page(state, Some("The form is too large."), StatusCode::PAYLOAD_TOO_LARGE);
+        return login_page(
+            state,
+            None,
+            Some("The form is too large."),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        );
     };
     if !auth::tokens_match(
         login_csrf.as_deref().unwrap_or(""),
@@ -325,6 +356,7 @@ async fn login(state: &State, peer: SocketAddr, request: Request<Incoming>) -> R
     ) {
         return login_page(
             state,
+            None,
             Some("The login form's CSRF token is missing or wrong: try again."),
             StatusCode::FORBIDDEN,
         );
@@ -334,9 +366,13 @@ async fn login(state: &State, peer: SocketAddr, request: Request<Incoming>) -> R
     let client = peer.ip().to_string();
     let now = Instant::now();
     if !state.limiter.allows(&name, &client, now) {
-        warn!(name, client, "console: login refused, too many failed attempts");
+        warn!(
+            name,
+            client, "console: login refused, too many failed attempts"
+        );
         return login_page(
             state,
+            login_csrf,
             Some("Too many failed logins: wait a few minutes and try again."),
             StatusCode::TOO_MANY_REQUESTS,
         );
@@ -352,7 +388,12 @@ async fn login(state: &State, peer: SocketAddr, request: Request<Incoming>) -> R
     let Some(operator) = verified else {
         state.limiter.failed(&name, &client, now);
         warn!(name, client, "console: failed login");
-        return login_page(state, Some("Wrong name or password."), StatusCode::UNAUTHORIZED);
+        return login_page(
+            state,
+            login_csrf,
+            Some("Wrong name or password."),
+            StatusCode::UNAUTHORIZED,
+        );
     };
     state.limiter.succeeded(&name);
     let id = state.sessions.open(&operator, now);
@@ -378,7 +419,10 @@ fn operator_name(state: &State, id: i64) -> String {
         .operators
         .iter()
         .find(|o| o.user_id == id)
-        .map_or_else(|| format!("operator {id}"), |o| format!("{} ({id})", o.name))
+        .map_or_else(
+            || format!("operator {id}"),
+            |o| format!("{} ({id})", o.name),
+        )
 }
 
 async fn cashes(state: &State, viewer: &Viewer<'_>) -> Reply {
@@ -490,7 +534,11 @@ async fn decide(
     let Some(id) = command_id(form) else {
         return html(
             StatusCode::BAD_REQUEST,
-            pages::error(Some(viewer), "Refused", "The form is not one this console made."),
+            pages::error(
+                Some(viewer),
+                "Refused",
+                "The form is not one this console made.",
+            ),
         );
     };
     let remark = form.get("remark").map(|r| r.trim()).unwrap_or_default();

@@ -119,7 +119,11 @@ fn orders_table(orders: &Value) -> String {
             Some(-1) => "failed",
             _ => "?",
         };
-        let sign = if order["type"].as_i64() == Some(-1) { -1 } else { 1 };
+        let sign = if order["type"].as_i64() == Some(-1) {
+            -1
+        } else {
+            1
+        };
         let _ = write!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{state}</td><td>{}</td></tr>",
@@ -141,7 +145,11 @@ fn compact_orders(orders: &Value) -> String {
     orders
         .iter()
         .map(|o| {
-            let sign = if o["type"].as_i64() == Some(-1) { -1 } else { 1 };
+            let sign = if o["type"].as_i64() == Some(-1) {
+                -1
+            } else {
+                1
+            };
             format!(
                 "{} {}",
                 esc(o["title"].as_str().unwrap_or("")),
@@ -222,9 +230,9 @@ pub fn result(viewer: &Viewer, what: &str, result: &Value, back: &str) -> String
         .as_array()
         .map(|m| m.iter().filter_map(|m| m.as_str()).map(esc).collect())
         .unwrap_or_default();
-    let code = result["code"]
-        .as_str()
-        .map_or(String::new(), |c| format!(" <code id=\"code\">{}</code>", esc(c)));
+    let code = result["code"].as_str().map_or(String::new(), |c| {
+        format!(" <code id=\"code\">{}</code>", esc(c))
+    });
     let mut details = String::new();
     if let Some(cash) = result["data"].get("cash") {
         let state = match cash["status"].as_i64() {
@@ -241,7 +249,10 @@ pub fn result(viewer: &Viewer, what: &str, result: &Value, back: &str) -> String
         );
     }
     if let Some(approvals) = result["data"]["approvals"].as_i64() {
-        let _ = write!(details, "<p>Approvals: <span id=\"approvals\">{approvals}</span></p>");
+        let _ = write!(
+            details,
+            "<p>Approvals: <span id=\"approvals\">{approvals}</span></p>"
+        );
     }
     page(
         what,

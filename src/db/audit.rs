@@ -138,7 +138,12 @@ pub async fn record(
              VALUES ($1, now(), $2, $3, $4)
              ON CONFLICT (scope) DO UPDATE SET checked_at = now(), ok = $2, millis = $3,
                  report = $4",
-            &[&report.scope, &report.ok, &(took.as_secs_f64() * 1e3), &json],
+            &[
+                &report.scope,
+                &report.ok,
+                &(took.as_secs_f64() * 1e3),
+                &json,
+            ],
         )
         .await?;
     Ok(())

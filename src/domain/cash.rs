@@ -420,7 +420,10 @@ pub fn needs_two_approvals(value: i64, threshold: Option<i64>) -> bool {
 pub fn mask_account(account: &str) -> String {
     let chars: Vec<char> = account.chars().collect();
     if let Some(at) = account.find('@') {
-        let first = account[..at].chars().next().map_or(String::new(), String::from);
+        let first = account[..at]
+            .chars()
+            .next()
+            .map_or(String::new(), String::from);
         return format!("{first}***{}", &account[at..]);
     }
     if chars.len() >= 8 && chars.iter().all(|c| c.is_ascii_digit()) {

@@ -166,3 +166,147 @@ async fn with_withdrawals_the_second_approval_makes_the_only_withdrawal() {
     let report = env.audit().await;
     assert!(report.ok, "{report:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_the_waiting_requests_with_their_approvals() {
+    let mut env = TestEnv::new().await;
+    with_threshold(&mut env.settings);
+    let _worker = env.start_worker();
+    let mut client = env.client().await;
+    env.fund(8, 50_000).await;
+    let decided = client
+        .call(json!({"id": "c-0", "type": "cash", "user_id": 8,
+                     "data": {"value": 1_000, "type": "alipay", "account": "13812345678"}}))
+        .await["data"]["cash"]["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(
+        client.call(approve("a-0", 91, decided)).await["status"],
+        "succeeded"
+    );
+    let first = request_cash(&mut client, "c-1", 8, 20_000).await;
+    let second = request_cash(&mut client, "c-2", 8, 500).await;
+    assert_eq!(
+        client.call(approve("a-1", 91, first)).await["data"]["approvals"],
+        1
+    );
+
+    let output = crate::support::pluspay(&["cashes", "pending"], &env.process_env()).await;
+    assert!(output.status.success(), "{output:?}");
+    let pending: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let ids: Vec<i64> = pending
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![first, second],
+        "oldest first, decided ones left out"
+    );
+    assert_eq!(pending[0]["approved_by"], json!([91]));
+    assert_eq!(pending[0]["value"], 20_000);
+    assert_eq!(pending[0]["account"], "u***@example.com");
+    assert_eq!(pending[0]["balance"], 50_000 - 1_000 - 20_000 - 500);
+    assert_eq!(pending[1]["approved_by"], json!([]));
+    assert_eq!(pending[1]["last_orders"].as_array().unwrap().len(), 3);
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("13812345678"));
+
+    let limited =
+        crate::support::pluspay(&["cashes", "pending", "--limit", "1"], &env.process_env()).await;
+    let limited: Value = serde_json::from_slice(&limited.stdout).unwrap();
+    assert_eq!(limited.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_password_makes_a_hash_the_console_accepts_and_run_serves_the_console() {
+    use tokio::io::AsyncWriteExt;
+    let mut child = crate::support::pluspay_command(&["console", "hash-password"], &[])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"s3cret phrase\n")
+        .await
+        .unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let hash = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert!(pluspay::console::auth::is_argon2id_hash(&hash), "{hash}");
+    let operators = [pluspay::config::ConsoleOperator {
+        name: "li".into(),
+        user_id: 91,
+        password_hash: hash.clone(),
+    }];
+    assert!(pluspay::console::auth::verify(&operators, "li", "s3cret phrase").is_some());
+    assert!(pluspay::console::auth::verify(&operators, "li", "s3cret").is_none());
+
+    // `pluspay run` with console.listen serves the console beside the worker.
+    let env = TestEnv::new().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("pluspay-console-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("pluspay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[console]\nlisten = \"127.0.0.1:{port}\"\noperators = [{{ name = \"li\", user_id = 91, password_hash = \"{hash}\" }}]\n"
+        ),
+    )
+    .unwrap();
+    let mut vars = env.process_env();
+    vars.push(("PLUSPAY_WEBHOOK_LISTEN", "127.0.0.1:0".into()));
+    vars.push((
+        "PLUSPAY_PINGPP_PUBLIC_KEY",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/pingpp-webhook/pingpp_rsa_public_key.pem"
+        )
+        .into(),
+    ));
+    let _run = crate::support::spawn_pluspay(&["--config", config.to_str().unwrap(), "run"], &vars);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + crate::support::WAIT;
+    let login = loop {
+        if let Ok(response) = http
+            .get(format!("http://127.0.0.1:{port}/login"))
+            .send()
+            .await
+        {
+            break response;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the console did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(login.status(), 200);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && cookie.contains("Secure"),
+        "{cookie}"
+    );
+    let page = http
+        .get(format!("http://127.0.0.1:{port}/cashes"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 303, "pages need a login");
+    assert_eq!(page.headers()["location"], "/login");
+    let _ = std::fs::remove_dir_all(&dir);
+}

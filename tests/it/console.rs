@@ -46,10 +46,14 @@ impl Browser {
         let http = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + WAIT;
         while http.get(format!("{url}/status")).send().await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "chromedriver did not start");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "chromedriver did not start"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let profile = std::env::temp_dir().join(format!("pluspay-chromium-{}", uuid::Uuid::new_v4()));
+        let profile =
+            std::env::temp_dir().join(format!("pluspay-chromium-{}", uuid::Uuid::new_v4()));
         let mut capabilities = serde_json::Map::new();
         // The flags keep a sandboxed, offline machine's Chromium from reaching out at start.
         capabilities.insert(
@@ -183,7 +187,11 @@ async fn request_cash(client: &mut BrokerClient, id: &str, user: i64, value: i64
 
 /// Decides cash request `cash` on the cash requests page.
 async fn decide(browser: &Browser, base: &str, cash: i64, decision: &str, remark: &str) {
-    browser.client.goto(&format!("{base}/cashes")).await.unwrap();
+    browser
+        .client
+        .goto(&format!("{base}/cashes"))
+        .await
+        .unwrap();
     browser.fill(&format!("#remark-{cash}"), remark).await;
     browser.click(&format!("#{decision}-{cash}")).await;
     browser.text("#result").await;
@@ -206,17 +214,33 @@ async fn operators_decide_cash_requests_in_a_real_browser() {
     let browser = Browser::start().await;
 
     // Not logged in: the login page. A wrong password is refused.
-    browser.client.goto(&format!("{base}/cashes")).await.unwrap();
-    assert!(browser.client.current_url().await.unwrap().path().ends_with("/login"));
+    browser
+        .client
+        .goto(&format!("{base}/cashes"))
+        .await
+        .unwrap();
+    assert!(browser
+        .client
+        .current_url()
+        .await
+        .unwrap()
+        .path()
+        .ends_with("/login"));
     browser.screenshot("login").await;
     browser.login(&base, "li", "not-the-password").await;
-    assert_eq!(browser.text("#login-error").await, "Wrong name or password.");
+    assert_eq!(
+        browser.text("#login-error").await,
+        "Wrong name or password."
+    );
     browser.screenshot("login-refused").await;
 
     browser.login(&base, "li", "li-password").await;
     assert_eq!(browser.text("#operator").await, "li");
     let row = browser.text(&format!("#cash-{large}")).await;
-    assert!(row.contains("¥200.00") && row.contains("138****5678"), "{row}");
+    assert!(
+        row.contains("¥200.00") && row.contains("138****5678"),
+        "{row}"
+    );
     assert!(!row.contains("13812345678"), "the account is masked: {row}");
     browser.screenshot("cashes").await;
 
@@ -283,10 +307,18 @@ async fn operators_decide_cash_requests_in_a_real_browser() {
     assert_eq!(browser.text("#approvals").await, "1");
     assert_eq!(browser.text("#cash-status").await, "waiting");
     browser.screenshot("first-approval").await;
-    browser.client.goto(&format!("{base}/cashes")).await.unwrap();
+    browser
+        .client
+        .goto(&format!("{base}/cashes"))
+        .await
+        .unwrap();
     let row = browser.text(&format!("#cash-{large}")).await;
     assert!(row.contains("approved by li (91)"), "{row}");
-    assert!(browser.client.find(Locator::Css(&format!("#cash-{small}"))).await.is_err());
+    assert!(browser
+        .client
+        .find(Locator::Css(&format!("#cash-{small}")))
+        .await
+        .is_err());
     decide(&browser, &base, large, "approve", "再次审批").await;
     assert_eq!(browser.text("#status").await, "rejected");
     assert_eq!(browser.text("#code").await, "already_approved");
@@ -300,7 +332,11 @@ async fn operators_decide_cash_requests_in_a_real_browser() {
     assert_eq!(browser.text("#cash-status").await, "approved");
     assert_eq!(cash_status(&env, large).await, 1);
     assert_eq!(env.system_balance("paid_out").await, 23_000);
-    browser.client.goto(&format!("{base}/cashes")).await.unwrap();
+    browser
+        .client
+        .goto(&format!("{base}/cashes"))
+        .await
+        .unwrap();
     assert_eq!(
         browser.text("#no-cashes").await,
         "No cash request is waiting."
@@ -314,7 +350,11 @@ async fn operators_decide_cash_requests_in_a_real_browser() {
     browser.screenshot("wallet").await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        browser.client.goto(&format!("{base}/health")).await.unwrap();
+        browser
+            .client
+            .goto(&format!("{base}/health"))
+            .await
+            .unwrap();
         if browser
             .client
             .find(Locator::Css("#check-incremental"))
@@ -323,13 +363,113 @@ async fn operators_decide_cash_requests_in_a_real_browser() {
         {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no ledger check shown");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no ledger check shown"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(browser.text("#check-incremental").await, "ok");
     let accounts = browser.text("#system-accounts").await;
-    assert!(accounts.contains("paid_out") && accounts.contains("¥230.00"), "{accounts}");
+    assert!(
+        accounts.contains("paid_out") && accounts.contains("¥230.00"),
+        "{accounts}"
+    );
     browser.screenshot("health").await;
+
+    browser.stop().await;
+    shutdown.cancel();
+    let report = env.audit().await;
+    assert!(report.ok, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_replay_and_discard_dead_letters_in_a_real_browser() {
+    let Console {
+        base,
+        shutdown,
+        mut env,
+        client,
+        _worker,
+    } = start_console().await;
+    env.fund(5, 1_000).await;
+    // A transfer that failed every delivery, and a message that was never a command.
+    let transfer = crate::support::transfer("t-dead", 5, 7, 400);
+    crate::dead_letters::dead_letter_directly(&env, &client, &transfer, "failed 20 times: boom")
+        .await;
+    client.raw(b"not a command 13812345678", None).await;
+    let browser = Browser::start().await;
+    browser.login(&base, "li", "li-password").await;
+    browser.text("#operator").await;
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let rows = loop {
+        browser.client.goto(&format!("{base}/dead")).await.unwrap();
+        let rows = browser
+            .client
+            .find_all(Locator::Css("tr.dead-letter"))
+            .await
+            .unwrap();
+        if rows.len() == 2 {
+            break rows;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} dead letters",
+            rows.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut transfer_row = None;
+    let mut garbage_row = None;
+    for row in rows {
+        let text = row.text().await.unwrap();
+        assert!(
+            !text.contains("13812345678"),
+            "personal data is masked: {text}"
+        );
+        let id = row.attr("data-id").await.unwrap().unwrap();
+        if text.contains("failed 20 times") {
+            transfer_row = Some(id);
+        } else {
+            garbage_row = Some(id);
+        }
+    }
+    let (transfer_row, garbage_row) = (transfer_row.unwrap(), garbage_row.unwrap());
+    browser.screenshot("dead-letters").await;
+
+    // Replayed: applied once, its result shown.
+    browser
+        .click(&format!("tr[data-id=\"{transfer_row}\"] button.replay"))
+        .await;
+    assert_eq!(browser.text("#status").await, "succeeded");
+    browser.screenshot("dead-letter-replayed").await;
+    assert_eq!(env.balance(5).await, 600);
+    assert_eq!(env.balance(7).await, 400);
+
+    // Discarded with a note, which is kept.
+    browser.client.goto(&format!("{base}/dead")).await.unwrap();
+    browser
+        .fill(
+            &format!("tr[data-id=\"{garbage_row}\"] input[name=note]"),
+            "测试垃圾消息",
+        )
+        .await;
+    browser
+        .click(&format!("tr[data-id=\"{garbage_row}\"] button.discard"))
+        .await;
+    browser.text("#discarded").await;
+    let (operator, note): (String, String) = {
+        let row = env
+            .db
+            .query_one("SELECT operator, note FROM dead_letter_discards", &[])
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!((operator.as_str(), note.as_str()), ("li", "测试垃圾消息"));
+    browser.client.goto(&format!("{base}/dead")).await.unwrap();
+    assert_eq!(browser.text("#no-dead-letters").await, "No dead letter.");
 
     browser.stop().await;
     shutdown.cancel();

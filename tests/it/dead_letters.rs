@@ -34,7 +34,12 @@ async fn wait_dead_depth(client: &BrokerClient, n: u32) {
 
 /// Puts `body` in the dead letters as the worker's `fail` leaves a command that failed every
 /// delivery: with its reason and a delivery count, but from before dead letters had ids.
-async fn dead_letter_directly(env: &TestEnv, client: &BrokerClient, body: &Value, reason: &str) {
+pub(crate) async fn dead_letter_directly(
+    env: &TestEnv,
+    client: &BrokerClient,
+    body: &Value,
+    reason: &str,
+) {
     let mut headers = FieldTable::default();
     headers.insert(
         pluspay::worker::ERROR_HEADER.into(),
