@@ -285,6 +285,20 @@ async fn operators_decide_cash_requests_in_a_real_browser() {
             .unwrap();
         assert_eq!(response.status(), 403);
     }
+    // The same in the browser: the page's form with its token taken out.
+    browser.client.goto(&format!("{base}/cashes")).await.unwrap();
+    browser
+        .client
+        .execute(
+            "document.querySelectorAll('input[name=csrf]').forEach(e => e.remove())",
+            vec![],
+        )
+        .await
+        .unwrap();
+    browser.fill(&format!("#remark-{small}"), "no token").await;
+    browser.click(&format!("#approve-{small}")).await;
+    assert!(browser.text("#error").await.contains("CSRF token"));
+    browser.screenshot("csrf-refused").await;
     assert_eq!(cash_status(&env, small).await, 0);
 
     // Approve one: it is paid out.
