@@ -286,7 +286,11 @@ async fn operators_decide_cash_requests_in_a_real_browser() {
         assert_eq!(response.status(), 403);
     }
     // The same in the browser: the page's form with its token taken out.
-    browser.client.goto(&format!("{base}/cashes")).await.unwrap();
+    browser
+        .client
+        .goto(&format!("{base}/cashes"))
+        .await
+        .unwrap();
     browser
         .client
         .execute(
@@ -390,6 +394,37 @@ async fn operators_decide_cash_requests_in_a_real_browser() {
         "{accounts}"
     );
     browser.screenshot("health").await;
+
+    // A broken ledger shows as a failed check with its violations, until it is repaired.
+    let break_balance =
+        "UPDATE accounts SET balance = balance + 1 WHERE kind = 'wallet' AND user_id = 5";
+    env.db.batch_execute(break_balance).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        browser
+            .client
+            .goto(&format!("{base}/health"))
+            .await
+            .unwrap();
+        if browser.text("#check-incremental").await == "FAILED" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broken ledger is not shown"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let violations = browser.text("table.violations").await;
+    assert!(
+        violations.contains("balance_equals_entries"),
+        "{violations}"
+    );
+    browser.screenshot("health-failed").await;
+    env.db
+        .batch_execute(&break_balance.replace("+ 1", "- 1"))
+        .await
+        .unwrap();
 
     browser.stop().await;
     shutdown.cancel();
