@@ -12,9 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection};
 use serde::Serialize;
@@ -403,28 +401,7 @@ async fn replay_found(
         .create_channel()
         .await
         .map_err(|e| not_published(e.into()))?;
-    let reply_queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| not_published(e.into()))?;
-    let mut replies = channel
-        .basic_consume(
-            reply_queue.name().clone(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+    let (reply_queue, mut replies) = crate::amqp::reply_queue(&channel)
         .await
         .map_err(|e| not_published(e.into()))?;
     // The original correlation id, so that an upstream matching results by it still can.
@@ -439,7 +416,7 @@ async fn replay_found(
         &delivery.properties,
         reader.user.as_deref(),
         operator,
-        reply_queue.name().as_str(),
+        reply_queue.as_str(),
         &correlation_id,
     );
     let publisher = Publisher::open(reader.connection.clone())

@@ -4,8 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
 use serde_json::{json, Map, Value};
 
 use crate::amqp::publisher::json_properties;
@@ -99,31 +97,10 @@ async fn publish_and_wait(
         amqp::topology::declare(&connection, names, &settings.amqp).await?;
     }
     let channel = connection.create_channel().await?;
-    let reply_queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    let mut replies = channel
-        .basic_consume(
-            reply_queue.name().clone(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let (reply_queue, mut replies) = amqp::reply_queue(&channel).await?;
     let publisher = Publisher::open(connection.clone()).await?;
     let mut properties = json_properties()
-        .with_reply_to(reply_queue.name().clone())
+        .with_reply_to(reply_queue)
         .with_correlation_id(id.into())
         .with_message_id(id.into());
     // The broker checks it against the connection's user: how an operator proves who sends.

@@ -173,6 +173,38 @@ pub fn node_label(url: &str) -> String {
     }
 }
 
+/// A private reply queue of `channel` (exclusive, server-named, gone with the connection) and
+/// its consumer, made before a command is published so that its result cannot come first.
+pub async fn reply_queue(
+    channel: &lapin::Channel,
+) -> lapin::Result<(lapin::types::ShortString, lapin::Consumer)> {
+    use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let replies = channel
+        .basic_consume(
+            queue.name().clone(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((queue.name().clone(), replies))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
