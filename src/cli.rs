@@ -253,8 +253,10 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
         Command::Console { action: None } => {
             let shutdown = CancellationToken::new();
             tokio::spawn(cancel_on_signal(shutdown.clone()));
+            crate::service::spawn_watchdog(shutdown.clone());
             info!(console = ?settings.console, "starting the operator console");
-            crate::console::run(settings, shutdown).await?;
+            crate::console::run_with_readiness(settings, shutdown, crate::service::ready).await?;
+            crate::service::stopping();
             Ok(ExitCode::SUCCESS)
         }
         Command::Cashes {

@@ -59,6 +59,15 @@ type Reply = Response<Full<Bytes>>;
 
 /// Binds `console.listen` and serves until `shutdown`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with_readiness(settings, shutdown, || {}).await
+}
+
+/// As `run`, calling `on_ready` once the port is bound (systemd's READY=1).
+pub async fn run_with_readiness(
+    settings: Settings,
+    shutdown: CancellationToken,
+    on_ready: impl FnOnce(),
+) -> anyhow::Result<()> {
     let listen = settings
         .console
         .listen
@@ -66,6 +75,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("console: cannot listen on {listen}: {e}"))?;
+    on_ready();
     serve(listener, settings, shutdown).await
 }
 

@@ -7,7 +7,11 @@ use std::process::Command;
 use crate::support::{pluspay_command, TestEnv, WAIT};
 use tokio::net::UnixDatagram;
 
-const UNITS: [&str; 2] = ["pluspay-worker.service", "pluspay-webhooks.service"];
+const UNITS: [&str; 3] = [
+    "pluspay-worker.service",
+    "pluspay-webhooks.service",
+    "pluspay-console.service",
+];
 
 fn systemd_analyze() -> bool {
     Command::new("systemd-analyze")
@@ -127,6 +131,10 @@ fn the_units_read_their_secrets_from_the_credentials_they_load() {
     // The listener uses the database (for /readyz) and the broker, never Ping++'s API.
     assert_eq!(
         names("pluspay-webhooks.service"),
+        ["amqp_urls", "database_url"]
+    );
+    assert_eq!(
+        names("pluspay-console.service"),
         ["amqp_urls", "database_url"]
     );
     for unit in UNITS {
