@@ -310,3 +310,42 @@ async fn hash_password_makes_a_hash_the_console_accepts_and_run_serves_the_conso
     assert_eq!(page.headers()["location"], "/login");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_approvals_of_two_operators_pay_out_once() {
+    let mut env = TestEnv::new().await;
+    with_threshold(&mut env.settings);
+    let _worker = env.start_worker();
+    let mut client = env.client().await;
+    env.fund(9, 60_000).await;
+    let cash = request_cash(&mut client, "c", 9, 60_000).await;
+    // Five approvals from each of two operators at once, in whatever batches the worker makes.
+    for i in 0..10 {
+        client
+            .command(&approve(&format!("race-{i}"), 91 + i % 2, cash))
+            .await;
+    }
+    client.wait_results(11).await;
+    let mut approvals_seen = Vec::new();
+    for i in 0..10 {
+        let result = &client.received[&format!("race-{i}")][0];
+        match result["status"].as_str() {
+            Some("succeeded") => {
+                if let Some(n) = result["data"]["approvals"].as_i64() {
+                    approvals_seen.push(n);
+                }
+            }
+            _ => assert_eq!(result["code"], "already_approved", "{result}"),
+        }
+    }
+    assert!(
+        approvals_seen.contains(&1) && approvals_seen.contains(&2),
+        "{approvals_seen:?}"
+    );
+    assert_eq!(cash_status(&env, cash).await, 1);
+    assert_eq!(approvals(&env, cash).await, vec![91, 92]);
+    assert_eq!(env.system_balance("paid_out").await, 60_000);
+    assert_eq!(env.system_balance("pending_payouts").await, 0);
+    let report = env.audit().await;
+    assert!(report.ok, "{report:?}");
+}
