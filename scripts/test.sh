@@ -3,10 +3,10 @@
 #
 #   scripts/test.sh [cargo test args...]
 #
-# Installs PostgreSQL 15 / RabbitMQ / Prometheus / Chromium when missing, starts throwaway
-# instances of the first two in a temporary directory (free ports, 127.0.0.1 only), runs
-# `cargo test --all-targets "$@"` against them and always stops and deletes them
-# afterwards (on success, failure and Ctrl-C). Exits with cargo's exit code.
+# Installs PostgreSQL 15 / RabbitMQ / Prometheus / Chromium / PHP with php-amqplib when
+# missing, starts throwaway instances of the first two in a temporary directory (free ports,
+# 127.0.0.1 only), runs `cargo test --all-targets "$@"` against them and always stops and
+# deletes them afterwards (on success, failure and Ctrl-C). Exits with cargo's exit code.
 # `--all-targets` includes the benchmarks benches/e2e.rs and benches/webhooks.rs, which cargo
 # test runs in their smoke versions (a few hundred commands, 2 s of pgbench per scenario; 500
 # webhooks): they check, never time.
@@ -49,6 +49,10 @@ command -v chromium >/dev/null 2>&1 || MISSING_PACKAGES+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || MISSING_PACKAGES+=(chromium-driver)
 # A Chinese font, so that the screenshots show the wallet API's messages rather than boxes.
 [ -e /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ] || MISSING_PACKAGES+=(fonts-wqy-zenhei)
+# The PHP client's tests (tests/it/php_client.rs) run clients/php with Debian's PHP 8.2 and
+# php-amqplib (no Composer download here).
+command -v php >/dev/null 2>&1 || MISSING_PACKAGES+=(php-cli)
+[ -e /usr/share/php/PhpAmqpLib/autoload.php ] || MISSING_PACKAGES+=(php-amqplib)
 if [ "${#MISSING_PACKAGES[@]}" -gt 0 ]; then
     (
         LOG_PREFIX="test"
@@ -56,9 +60,10 @@ if [ "${#MISSING_PACKAGES[@]}" -gt 0 ]; then
         source "$ROOT/scripts/lib/common.sh"
         apt_install --no-install-recommends "${MISSING_PACKAGES[@]}"
         [ "$APT_RC" -eq 0 ] || exit "$APT_RC"   # apt-get has said why
-        for tool in promtool chromium chromedriver; do
+        for tool in promtool chromium chromedriver php; do
             command -v "$tool" >/dev/null 2>&1 || die "$tool is still missing after apt-get install"
         done
+        [ -e /usr/share/php/PhpAmqpLib/autoload.php ] || die "php-amqplib is still missing after apt-get install"
     )
 fi
 

@@ -22,6 +22,7 @@ mod least_privilege;
 mod merchants;
 mod metrics;
 mod operators;
+mod php_client;
 mod pingpp_accounts_client;
 mod pingpp_client;
 mod pingpp_merchants_client;
