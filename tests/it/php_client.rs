@@ -18,7 +18,10 @@ const CLIENT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/php");
 const DEAD_BROKER: &str = "amqp://guest:guest@127.0.0.1:1/%2f";
 
 /// Runs `php ARGS` in clients/php with `vars`; its exit status and stdout.
-async fn run_php(args: &[&str], vars: &[(&str, String)]) -> (std::process::ExitStatus, String) {
+pub(crate) async fn run_php(
+    args: &[&str],
+    vars: &[(&str, String)],
+) -> (std::process::ExitStatus, String) {
     let output = tokio::process::Command::new("php")
         .args(args)
         .current_dir(CLIENT_DIR)
@@ -37,7 +40,7 @@ async fn run_php(args: &[&str], vars: &[(&str, String)]) -> (std::process::ExitS
 
 /// One step of scenario.php against this test's namespace; what it printed. A result in it
 /// must match the contract's schema.
-async fn step(env: &TestEnv, name: &str, vars: &[(&str, String)]) -> Value {
+pub(crate) async fn step(env: &TestEnv, name: &str, vars: &[(&str, String)]) -> Value {
     let all = scenario_env(env, vars);
     let (status, stdout) = run_php(&["tests/scenario.php", name], &all).await;
     let answer: Value = serde_json::from_str(&stdout)
@@ -62,7 +65,7 @@ fn scenario_env<'a>(env: &TestEnv, vars: &[(&'a str, String)]) -> Vec<(&'a str, 
     all
 }
 
-fn transfer_vars(
+pub(crate) fn transfer_vars(
     user: i64,
     to: i64,
     amount: i64,

@@ -224,6 +224,25 @@ async fn tls_to_postgres_and_rabbitmq_checks_who_answers() {
     let result = client.call(transfer("tls-1", 1, 2, 120)).await;
     assert_eq!(result["status"], json!("succeeded"), "{result}");
     assert_eq!(env.balance(2).await, 120);
+
+    // The PHP client over TLS, checking the broker's certificate against the CA; with another
+    // CA it does not connect, and nothing is sent.
+    let mut vars = crate::php_client::transfer_vars(1, 2, 30, Some("tls-php"));
+    vars.push(("PP_CA_FILE", ca.display().to_string()));
+    let answer = crate::php_client::step(&env, "transfer", &vars).await;
+    assert_eq!(answer["outcome"], "succeeded", "{answer}");
+    assert_eq!(env.balance(2).await, 150);
+    let mut vars = crate::php_client::transfer_vars(1, 2, 30, Some("tls-php-2"));
+    vars.extend([
+        ("PP_AMQP_URLS", broker("localhost", &amqps_port)),
+        ("PP_NAMESPACE", env.settings.amqp.namespace.clone()),
+        ("PP_CA_FILE", other_ca.display().to_string()),
+    ]);
+    let (status, stdout) =
+        crate::php_client::run_php(&["tests/scenario.php", "transfer"], &vars).await;
+    assert!(!status.success(), "{stdout}");
+    assert!(stdout.contains("ConnectionFailed"), "{stdout}");
+    assert_eq!(env.balance(2).await, 150);
     worker.stop().await;
     drop(services);
 }

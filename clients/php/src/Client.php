@@ -253,6 +253,9 @@ final class Client
         $config->setConnectionName($this->config->connectionName);
         if ($broker->tls) {
             $config->setIsSecure(true);
+            // php-amqplib's default protocol is plain `tcp` even for a secure config; `ssl`
+            // makes PHP's stream negotiate TLS (any version the two sides share).
+            $config->setNetworkProtocol('ssl');
             $config->setSslVerify(true);
             $config->setSslVerifyName(true);
             if ($this->config->caFile !== null) {

@@ -8,7 +8,8 @@ declare(strict_types=1);
 //   php scenario.php send       PP_TYPE, PP_USER, PP_DATA (a JSON object), PP_KEY (optional)
 //   php scenario.php wallet     PP_USER
 //
-// with PP_AMQP_URLS (comma-separated), PP_NAMESPACE and PP_TIMEOUT (seconds). Prints one JSON
+// with PP_AMQP_URLS (comma-separated), PP_NAMESPACE, PP_TIMEOUT (seconds) and PP_CA_FILE
+// (the brokers' CA, for amqps:// URLs). Prints one JSON
 // object: {"outcome": "succeeded", "result": ...}, {"outcome": "rejected", "exception": class,
 // "code", "message", "errors", "result"}, or {"outcome": "timeout" | "error", "exception",
 // "message", "command_id"}. The results are printed as the engine published them.
@@ -46,6 +47,7 @@ $wallet = new Client(new Config(
     urls: env('PP_AMQP_URLS'),
     namespace: env('PP_NAMESPACE'),
     timeout: (float) env('PP_TIMEOUT', '20'),
+    caFile: getenv('PP_CA_FILE') ?: null,
 ));
 $key = getenv('PP_KEY') ?: null;
 $user = (int) env('PP_USER');
