@@ -149,13 +149,18 @@ impl Sessions {
     }
 }
 
-/// Failed logins per operator name and per client address within a window: past `attempts`,
-/// logins are refused before the password is even checked, until the window has passed.
+/// Logins per operator name and per client address within a window: each attempt counts from
+/// the moment it begins (so that many tried at once cannot pass the limit together) and is
+/// forgotten again if it succeeds. Past `attempts`, logins are refused before the password is
+/// even checked, until the window has passed.
 pub struct LoginLimiter {
     attempts: usize,
     window: Duration,
     failures: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
+
+/// Characters of a name that key the limiter: longer names are no operator's anyway.
+const MAX_NAME_KEY_CHARS: usize = 64;
 
 impl LoginLimiter {
     pub fn new(attempts: u32, window: Duration) -> Self {
@@ -167,51 +172,52 @@ impl LoginLimiter {
     }
 
     fn keys(name: &str, client: &str) -> [String; 2] {
+        let name: String = name.chars().take(MAX_NAME_KEY_CHARS).collect();
         [format!("name:{name}"), format!("addr:{client}")]
     }
 
-    /// Whether a login of `name` from `client` may be tried now.
-    pub fn allows(&self, name: &str, client: &str, now: Instant) -> bool {
+    /// Counts a login of `name` from `client` beginning `now`, if the limit allows one.
+    pub fn begin(&self, name: &str, client: &str, now: Instant) -> bool {
         let mut failures = self.failures.lock().expect("login limiter lock");
-        Self::keys(name, client).iter().all(|key| {
-            failures.get_mut(key).is_none_or(|times| {
-                while times
-                    .front()
-                    .is_some_and(|t| now.saturating_duration_since(*t) >= self.window)
-                {
-                    times.pop_front();
-                }
-                times.len() < self.attempts
-            })
-        })
-    }
-
-    pub fn failed(&self, name: &str, client: &str, now: Instant) {
-        let mut failures = self.failures.lock().expect("login limiter lock");
+        let window = self.window;
         if failures.len() >= MAX_LOGIN_RECORDS {
-            let window = self.window;
             failures.retain(|_, times| {
                 times
                     .back()
                     .is_some_and(|t| now.saturating_duration_since(*t) < window)
             });
         }
-        for key in Self::keys(name, client) {
-            let times = failures.entry(key).or_default();
-            times.push_back(now);
-            // Only the last `attempts` failures matter.
-            while times.len() > self.attempts {
-                times.pop_front();
+        let keys = Self::keys(name, client);
+        let allowed = keys.iter().all(|key| {
+            failures.get_mut(key).is_none_or(|times| {
+                while times
+                    .front()
+                    .is_some_and(|t| now.saturating_duration_since(*t) >= window)
+                {
+                    times.pop_front();
+                }
+                times.len() < self.attempts
+            })
+        });
+        if allowed {
+            for key in keys {
+                failures.entry(key).or_default().push_back(now);
             }
         }
+        allowed
     }
 
-    /// A successful login forgets the name's failures (not the address's).
-    pub fn succeeded(&self, name: &str) {
-        self.failures
-            .lock()
-            .expect("login limiter lock")
-            .remove(&format!("name:{name}"));
+    /// The login begun at `began` succeeded: the name's failures are forgotten, and this
+    /// attempt no longer counts for the address.
+    pub fn succeeded(&self, name: &str, client: &str, began: Instant) {
+        let [name_key, addr_key] = Self::keys(name, client);
+        let mut failures = self.failures.lock().expect("login limiter lock");
+        failures.remove(&name_key);
+        if let Some(times) = failures.get_mut(&addr_key) {
+            if let Some(at) = times.iter().position(|t| *t == began) {
+                times.remove(at);
+            }
+        }
     }
 }
 
@@ -291,27 +297,37 @@ mod tests {
     }
 
     #[test]
-    fn failed_logins_are_limited_by_name_and_by_address() {
+    fn logins_are_limited_by_name_and_by_address() {
         let limiter = LoginLimiter::new(3, Duration::from_secs(60));
         let t = Instant::now();
+        // Attempts count as they begin: three at once use the whole allowance.
         for _ in 0..3 {
-            assert!(limiter.allows("li", "10.0.0.1", t));
-            limiter.failed("li", "10.0.0.1", t);
+            assert!(limiter.begin("li", "10.0.0.1", t));
         }
-        assert!(!limiter.allows("li", "10.0.0.1", t));
+        assert!(!limiter.begin("li", "10.0.0.1", t));
         // The name is limited from anywhere, the address for any name.
-        assert!(!limiter.allows("li", "10.0.0.2", t));
-        assert!(!limiter.allows("wang", "10.0.0.1", t));
-        assert!(limiter.allows("wang", "10.0.0.2", t));
+        assert!(!limiter.begin("li", "10.0.0.2", t));
+        assert!(!limiter.begin("wang", "10.0.0.1", t));
+        assert!(limiter.begin("wang", "10.0.0.2", t));
         // The window passes.
-        assert!(limiter.allows("li", "10.0.0.2", t + Duration::from_secs(60)));
-        // Success forgets the name's failures, not the address's.
+        assert!(limiter.begin("li", "10.0.0.3", t + Duration::from_secs(60)));
+        // Success forgets the name's failures, and its own attempt at the address.
         let later = t + Duration::from_secs(120);
-        limiter.failed("wang", "10.0.0.3", later);
-        limiter.failed("wang", "10.0.0.4", later);
-        limiter.failed("wang", "10.0.0.5", later);
-        assert!(!limiter.allows("wang", "10.0.0.6", later));
-        limiter.succeeded("wang");
-        assert!(limiter.allows("wang", "10.0.0.6", later));
+        for addr in ["10.0.0.4", "10.0.0.5", "10.0.0.6"] {
+            assert!(limiter.begin("zhao", addr, later));
+        }
+        assert!(!limiter.begin("zhao", "10.0.0.7", later));
+        let at = later + Duration::from_secs(1);
+        assert!(limiter.begin("sun", "10.0.0.8", at));
+        limiter.succeeded("sun", "10.0.0.8", at);
+        limiter.succeeded("zhao", "10.0.0.4", later);
+        assert!(limiter.begin("zhao", "10.0.0.7", at));
+        // Very long names share one key, their first 64 characters.
+        let long = "x".repeat(10_000);
+        for addr in ["10.0.1.1", "10.0.1.2", "10.0.1.3"] {
+            assert!(limiter.begin(&long, addr, at));
+        }
+        assert!(!limiter.begin(&format!("{long}y"), "10.0.1.4", at));
+        assert_eq!(LoginLimiter::keys(&long, "a")[0].len(), "name:".len() + 64);
     }
 }

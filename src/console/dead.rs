@@ -14,6 +14,23 @@ use super::{html, Reply, State, COMMAND_TIMEOUT};
 
 /// Dead letters shown at most.
 const LISTED: usize = 100;
+
+/// Ids this page addresses: the worker's UUIDs and the 16 hex digits of older messages. An id
+/// from a message's own headers could be anything; such a message is left to `pluspay dead`.
+fn addressable(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// An operator's command is never replayed from here: replayed, it would be published as the
+/// console's (operator) broker user whoever first sent it. Such a request is decided on the
+/// Cash requests page instead.
+fn is_operator_command(letter: &crate::dead_letters::DeadLetter) -> bool {
+    letter
+        .kind
+        .as_deref()
+        .and_then(crate::domain::command::CommandType::parse)
+        .is_some_and(|kind| kind.operator_only())
+}
 const MAX_NOTE_CHARS: usize = crate::dead_letters::NOTE_MAX;
 
 pub(super) async fn list(state: &State, viewer: &Viewer<'_>) -> Reply {
@@ -39,15 +56,28 @@ pub(super) async fn list(state: &State, viewer: &Viewer<'_>) -> Reply {
             .and_then(|t| now.duration_since(t).ok())
             .map_or("?".into(), |d| pages::age(d.as_secs() as i64));
         let id = esc(&letter.id);
+        let fields = viewer.form_fields();
+        let replay = if is_operator_command(letter) {
+            "<p class=\"muted\">An operator's command: decide the request on the Cash requests page.</p>".to_owned()
+        } else {
+            format!(
+                r#"<form method="post" action="/dead/{id}/replay">{fields}<button type="submit" class="replay">Replay</button></form>"#
+            )
+        };
+        let actions = if addressable(&letter.id) {
+            format!(
+                r#"{replay}<form method="post" action="/dead/{id}/discard">{fields}<input type="text" name="note" maxlength="{MAX_NOTE_CHARS}" placeholder="why (required)" required> <button type="submit" class="discard">Discard</button></form>"#
+            )
+        } else {
+            "<p class=\"muted\">Its id cannot be used here: use <code>pluspay dead</code>.</p>"
+                .to_owned()
+        };
         let _ = write!(
             rows,
-            r#"<tr class="dead-letter" data-id="{id}"><td><code>{id}</code></td><td>{kind}</td><td>{reason}</td><td>{age}</td><td><pre>{body}</pre></td>
-<td><form method="post" action="/dead/{id}/replay">{fields}<button type="submit" class="replay">Replay</button></form>
-<form method="post" action="/dead/{id}/discard">{fields}<input type="text" name="note" maxlength="{MAX_NOTE_CHARS}" placeholder="why (required)" required> <button type="submit" class="discard">Discard</button></form></td></tr>"#,
+            r#"<tr class="dead-letter" data-id="{id}"><td><code>{id}</code></td><td>{kind}</td><td>{reason}</td><td>{age}</td><td><pre>{body}</pre></td><td>{actions}</td></tr>"#,
             kind = esc(letter.kind.as_deref().unwrap_or("?")),
             reason = esc(letter.reason.as_deref().unwrap_or("")),
             body = esc(&letter.body_masked),
-            fields = viewer.form_fields(),
         );
     }
     html(
@@ -68,6 +98,25 @@ pub(super) async fn replay(
     viewer: &Viewer<'_>,
     id: &str,
 ) -> Reply {
+    if !addressable(id) {
+        return not_addressable(viewer);
+    }
+    match crate::dead_letters::show(&state.settings, id).await {
+        Ok(Some(letter)) if is_operator_command(&letter) => {
+            warn!(operator = %session.operator, dead_letter = id,
+                  "console: replay of an operator's command refused");
+            return html(
+                StatusCode::FORBIDDEN,
+                pages::error(
+                    Some(viewer),
+                    "Replay",
+                    "An operator's command is not replayed from the console: decide the request on the Cash requests page.",
+                ),
+            );
+        }
+        Ok(_) => {}
+        Err(e) => return super::unavailable(viewer, e),
+    }
     match crate::dead_letters::replay(&state.settings, id, &session.operator, COMMAND_TIMEOUT).await
     {
         Ok(Some(result)) => {
@@ -104,6 +153,9 @@ pub(super) async fn discard(
     id: &str,
     form: &HashMap<String, String>,
 ) -> Reply {
+    if !addressable(id) {
+        return not_addressable(viewer);
+    }
     let note = form.get("note").map(|n| n.trim()).unwrap_or_default();
     if note.is_empty() || note.chars().count() > MAX_NOTE_CHARS {
         return html(
@@ -143,4 +195,11 @@ pub(super) async fn discard(
             )
         }
     }
+}
+
+fn not_addressable(viewer: &Viewer<'_>) -> Reply {
+    html(
+        StatusCode::BAD_REQUEST,
+        pages::error(Some(viewer), "Dead letters", "Not an id this page uses."),
+    )
 }

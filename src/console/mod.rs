@@ -45,6 +45,12 @@ const SESSION_COOKIE: &str = "pluspay_session";
 const LOGIN_COOKIE: &str = "pluspay_login";
 /// Forms are small: a remark or a note of at most a few hundred characters.
 const MAX_FORM_BYTES: usize = 16 * 1024;
+/// Password checks (argon2id) running at once.
+const MAX_PASSWORD_CHECKS: usize = 2;
+/// Connections served at once; more wait in the listen queue.
+const MAX_CONNECTIONS: usize = 256;
+/// How long a client may take to send a form's body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a decision waits for the worker's result.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -52,6 +58,8 @@ pub(crate) struct State {
     settings: Settings,
     sessions: Sessions,
     limiter: LoginLimiter,
+    /// Password checks running at once, at most.
+    verifications: tokio::sync::Semaphore,
     db: deadpool_postgres::Pool,
 }
 
@@ -96,6 +104,7 @@ pub async fn serve(
             settings.console.login_attempts,
             Duration::from_secs(settings.console.login_window_secs),
         ),
+        verifications: tokio::sync::Semaphore::new(MAX_PASSWORD_CHECKS),
         db: crate::db::pool(&db_settings)?,
         settings,
     });
@@ -105,7 +114,12 @@ pub async fn serve(
         .header_read_timeout(Duration::from_secs(10));
     let graceful = GracefulShutdown::new();
     let connections = TaskTracker::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -127,6 +141,7 @@ pub async fn serve(
             if let Err(e) = connection.await {
                 debug!(error = %e, "console connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);
@@ -209,11 +224,14 @@ fn cookie<'a>(request: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
 
 /// A form body, or `None` when it is too large or unreadable.
 async fn form(request: Request<Incoming>) -> Option<HashMap<String, String>> {
-    let body = Limited::new(request.into_body(), MAX_FORM_BYTES)
-        .collect()
-        .await
-        .ok()?
-        .to_bytes();
+    let body = tokio::time::timeout(
+        BODY_TIMEOUT,
+        Limited::new(request.into_body(), MAX_FORM_BYTES).collect(),
+    )
+    .await
+    .ok()?
+    .ok()?
+    .to_bytes();
     Some(form_urlencoded::parse(&body).into_owned().collect())
 }
 
@@ -265,7 +283,11 @@ async fn handle(state: &State, peer: SocketAddr, request: Request<Incoming>) -> 
         let Some(form) = form(request).await else {
             return html(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                pages::error(Some(&viewer), "Refused", "The form is too large."),
+                pages::error(
+                    Some(&viewer),
+                    "Refused",
+                    "The form is too large, or came too slowly.",
+                ),
             );
         };
         if !auth::tokens_match(&session.csrf, form.get("csrf").map(String::as_str)) {
@@ -304,8 +326,12 @@ async fn handle(state: &State, peer: SocketAddr, request: Request<Incoming>) -> 
     match segments.as_slice() {
         [""] => redirect("/cashes"),
         ["cashes"] => cashes(state, &viewer).await,
-        ["users"] => match query(&request).get("id") {
-            Some(id) => redirect(&format!("/users/{}", id.trim())),
+        ["users"] => match query(&request).get("id").map(|id| id.trim().parse::<i64>()) {
+            Some(Ok(id)) if id > 0 => redirect(&format!("/users/{id}")),
+            Some(_) => html(
+                StatusCode::BAD_REQUEST,
+                pages::error(Some(&viewer), "Wallets", "A user id is a positive integer."),
+            ),
             None => html(StatusCode::OK, pages::find_user(&viewer)),
         },
         ["users", id] => user(state, &viewer, id).await,
@@ -356,7 +382,7 @@ async fn login(state: &State, peer: SocketAddr, request: Request<Incoming>) -> R
         return login_page(
             state,
             None,
-            Some("The form is too large."),
+            Some("The form is too large, or came too slowly."),
             StatusCode::PAYLOAD_TOO_LARGE,
         );
     };
@@ -375,7 +401,7 @@ async fn login(state: &State, peer: SocketAddr, request: Request<Incoming>) -> R
     let password = form.get("password").cloned().unwrap_or_default();
     let client = peer.ip().to_string();
     let now = Instant::now();
-    if !state.limiter.allows(&name, &client, now) {
+    if !state.limiter.begin(&name, &client, now) {
         warn!(
             name,
             client, "console: login refused, too many failed attempts"
@@ -389,6 +415,15 @@ async fn login(state: &State, peer: SocketAddr, request: Request<Incoming>) -> R
     }
     let operators = state.settings.console.operators.clone();
     let checked_name = name.clone();
+    // Each check takes 19 MiB and a core for a while: a few at a time, whoever asks.
+    let Ok(_permit) = state.verifications.acquire().await else {
+        return login_page(
+            state,
+            None,
+            Some("The console is stopping."),
+            StatusCode::SERVICE_UNAVAILABLE,
+        );
+    };
     let verified = tokio::task::spawn_blocking(move || {
         auth::verify(&operators, &checked_name, &password).cloned()
     })
@@ -396,7 +431,6 @@ async fn login(state: &State, peer: SocketAddr, request: Request<Incoming>) -> R
     .ok()
     .flatten();
     let Some(operator) = verified else {
-        state.limiter.failed(&name, &client, now);
         warn!(name, client, "console: failed login");
         return login_page(
             state,
@@ -405,7 +439,7 @@ async fn login(state: &State, peer: SocketAddr, request: Request<Incoming>) -> R
             StatusCode::UNAUTHORIZED,
         );
     };
-    state.limiter.succeeded(&name);
+    state.limiter.succeeded(&name, &client, now);
     let id = state.sessions.open(&operator, now);
     info!(operator = %operator.name, user_id = operator.user_id, client, "console: login");
     let mut response = redirect("/cashes");

@@ -127,7 +127,7 @@ fn orders_table(orders: &Value) -> String {
         let _ = write!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{state}</td><td>{}</td></tr>",
-            order["id"],
+            esc(&order["id"].to_string()),
             esc(order["title"].as_str().unwrap_or("")),
             esc(order["target_type"].as_str().unwrap_or("")),
             yuan(sign * order["amount"].as_i64().unwrap_or(0)),
@@ -244,7 +244,7 @@ pub fn result(viewer: &Viewer, what: &str, result: &Value, back: &str) -> String
         let _ = write!(
             details,
             "<p>Cash request {} of {}: <strong id=\"cash-status\">{state}</strong></p>",
-            cash["id"],
+            esc(&cash["id"].to_string()),
             yuan(cash["value"].as_i64().unwrap_or(0))
         );
     }
@@ -297,7 +297,7 @@ pub fn wallet(viewer: &Viewer, wallet: &WalletView) -> String {
         let _ = write!(
             cashes,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{status}</td><td>{}</td><td>{}</td></tr>",
-            cash["id"],
+            esc(&cash["id"].to_string()),
             yuan(cash["value"].as_i64().unwrap_or(0)),
             esc(cash["type"].as_str().unwrap_or("")),
             esc(&mask_account(cash["account"].as_str().unwrap_or(""))),
@@ -313,12 +313,12 @@ pub fn wallet(viewer: &Viewer, wallet: &WalletView) -> String {
         let _ = write!(
             charges,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            charge["id"],
+            esc(&charge["id"].to_string()),
             esc(charge["channel"].as_str().unwrap_or("")),
             if charge["action"].as_i64() == Some(1) { "income" } else { "expense" },
             yuan(charge["amount"].as_i64().unwrap_or(0)),
             esc(charge["subject"].as_str().unwrap_or("")),
-            charge["status"],
+            esc(&charge["status"].to_string()),
             esc(charge["created_at"].as_str().unwrap_or("")),
         );
     }
@@ -372,7 +372,7 @@ pub fn health(viewer: &Viewer, checks: &[LastCheck], accounts: &[SystemAccount])
                     body,
                     "<tr><td>{}</td><td>{}</td><td><pre>{}</pre></td></tr>",
                     esc(c["name"].as_str().unwrap_or("")),
-                    c["violations"],
+                    esc(&c["violations"].to_string()),
                     esc(&serde_json::to_string_pretty(&c["examples"]).unwrap_or_default())
                 );
             }

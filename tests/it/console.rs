@@ -447,6 +447,11 @@ async fn operators_replay_and_discard_dead_letters_in_a_real_browser() {
     crate::dead_letters::dead_letter_directly(&env, &client, &transfer, "failed 20 times: boom")
         .await;
     client.raw(b"not a command 13812345678", None).await;
+    // An operator's command among the dead letters is never replayed from the console.
+    let approval = json!({"id": "a-dead", "type": "cash.approve", "user_id": 92,
+                          "data": {"cash": 1, "remark": "planted"}});
+    crate::dead_letters::dead_letter_directly(&env, &client, &approval, "failed 20 times: boom")
+        .await;
     let browser = Browser::start().await;
     browser.login(&base, "li", "li-password").await;
     browser.text("#operator").await;
@@ -459,7 +464,7 @@ async fn operators_replay_and_discard_dead_letters_in_a_real_browser() {
             .find_all(Locator::Css("tr.dead-letter"))
             .await
             .unwrap();
-        if rows.len() == 2 {
+        if rows.len() == 3 {
             break rows;
         }
         assert!(
@@ -471,6 +476,7 @@ async fn operators_replay_and_discard_dead_letters_in_a_real_browser() {
     };
     let mut transfer_row = None;
     let mut garbage_row = None;
+    let mut approval_row = None;
     for row in rows {
         let text = row.text().await.unwrap();
         assert!(
@@ -478,13 +484,45 @@ async fn operators_replay_and_discard_dead_letters_in_a_real_browser() {
             "personal data is masked: {text}"
         );
         let id = row.attr("data-id").await.unwrap().unwrap();
-        if text.contains("failed 20 times") {
+        if text.contains("cash.approve") {
+            assert!(text.contains("An operator's command"), "{text}");
+            assert!(row.find(Locator::Css("button.replay")).await.is_err());
+            approval_row = Some(id);
+        } else if text.contains("failed 20 times") {
             transfer_row = Some(id);
         } else {
             garbage_row = Some(id);
         }
     }
     let (transfer_row, garbage_row) = (transfer_row.unwrap(), garbage_row.unwrap());
+    // Posted by hand, the replay of the operator's command is refused too.
+    let csrf = browser
+        .client
+        .find(Locator::Css("input[name=csrf]"))
+        .await
+        .unwrap()
+        .attr("value")
+        .await
+        .unwrap()
+        .unwrap();
+    let session = browser
+        .client
+        .get_named_cookie("pluspay_session")
+        .await
+        .unwrap();
+    let nonce = "b".repeat(64);
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([("csrf", csrf.as_str()), ("nonce", nonce.as_str())])
+        .finish();
+    let refused = reqwest::Client::new()
+        .post(format!("{base}/dead/{}/replay", approval_row.unwrap()))
+        .header("cookie", format!("pluspay_session={}", session.value()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
     browser.screenshot("dead-letters").await;
 
     // Replayed: applied once, its result shown.
@@ -518,7 +556,11 @@ async fn operators_replay_and_discard_dead_letters_in_a_real_browser() {
     };
     assert_eq!((operator.as_str(), note.as_str()), ("li", "测试垃圾消息"));
     browser.client.goto(&format!("{base}/dead")).await.unwrap();
-    assert_eq!(browser.text("#no-dead-letters").await, "No dead letter.");
+    let left = browser.text("#dead-letters").await;
+    assert!(
+        left.contains("cash.approve") && !left.contains("transfer"),
+        "{left}"
+    );
 
     browser.stop().await;
     shutdown.cancel();
