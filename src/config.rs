@@ -161,15 +161,33 @@ pub struct SecuritySettings {
     /// Lets every publisher send operator commands: only for a broker whose every user is an
     /// operator. The worker starts with an empty `operator_users` only when this is set.
     pub allow_any_operator: bool,
+    /// Broker users bound to the operator ids (`user_id`) their operator commands may name,
+    /// e.g. `{ ops-alice = [91], pluspay-console = [91, 92] }`; others are `forbidden`. An
+    /// operator user not listed may name any id.
+    pub operator_ids: std::collections::BTreeMap<String, Vec<i64>>,
 }
 
 impl SecuritySettings {
     /// Who may send operator commands, or why the worker must not start.
     pub fn operators(&self) -> Result<crate::domain::operators::Operators, ConfigError> {
         use crate::domain::operators::Operators;
+        for (user, ids) in &self.operator_ids {
+            if !self.allow_any_operator && !self.operator_users.contains(user) {
+                return Err(ConfigError::Invalid(format!(
+                    "security.operator_ids binds {user}, who is not in security.operator_users"
+                )));
+            }
+            if ids.is_empty() || ids.iter().any(|id| *id < 1) {
+                return Err(ConfigError::Invalid(format!(
+                    "security.operator_ids: {user} needs one or more positive operator ids"
+                )));
+            }
+        }
         match (self.operator_users.is_empty(), self.allow_any_operator) {
-            (false, false) => Ok(Operators::only(self.operator_users.clone())),
-            (true, true) => Ok(Operators::anyone()),
+            (false, false) => Ok(
+                Operators::only(self.operator_users.clone()).with_ids(self.operator_ids.clone())
+            ),
+            (true, true) => Ok(Operators::anyone().with_ids(self.operator_ids.clone())),
             (true, false) => Err(ConfigError::Invalid(
                 "security.operator_users is empty: name the AMQP users that may send operator \
                  commands (cash.approve, cash.reject, cash.retrieve), or set \

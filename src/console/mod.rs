@@ -96,6 +96,31 @@ pub async fn serve(
     if settings.console.operators.is_empty() {
         anyhow::bail!("console.operators names nobody: no one could log in");
     }
+    // Bound to operator ids, the console's broker user must be allowed every account's id, or
+    // that operator's decisions would all be refused.
+    let broker_user = settings
+        .amqp
+        .broker_urls()
+        .first()
+        .and_then(|url| url.parse::<lapin::uri::AMQPUri>().ok())
+        .map(|uri| uri.authority.userinfo.username);
+    if let Some(ids) = broker_user
+        .as_deref()
+        .and_then(|user| settings.security.operator_ids.get(user))
+    {
+        if let Some(operator) = settings
+            .console
+            .operators
+            .iter()
+            .find(|o| !ids.contains(&o.user_id))
+        {
+            anyhow::bail!(
+                "console.operators: {}'s user_id {} is not among the ids security.operator_ids allows the console's broker user",
+                operator.name,
+                operator.user_id
+            );
+        }
+    }
     let mut db_settings = settings.database.clone();
     db_settings.pool_size = db_settings.pool_size.min(4);
     let state = Arc::new(State {

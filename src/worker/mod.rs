@@ -236,7 +236,7 @@ async fn session(
                     tasks.spawn(async move { misrouted(&context, delivery).await });
                 }
                 Some(Ok(delivery)) => match decode(&delivery.data) {
-                    Ok(envelope) if !context.operators.may_send(envelope.kind, published_by(&delivery)) => {
+                    Ok(envelope) if !context.operators.may_send(envelope.kind, envelope.user_id, published_by(&delivery)) => {
                         let context = context.clone();
                         tasks.spawn(async move { forbid(&context, delivery, envelope).await });
                     }

@@ -349,3 +349,46 @@ async fn racing_approvals_of_two_operators_pay_out_once() {
     let report = env.audit().await;
     assert!(report.ok, "{report:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_user_bound_to_operator_ids_approves_only_as_them() {
+    let mut env = TestEnv::new().await;
+    with_threshold(&mut env.settings);
+    let broker_user = env.settings.security.operator_users[0].clone();
+    env.settings.security.operator_ids =
+        std::collections::BTreeMap::from([(broker_user, vec![91])]);
+    let _worker = env.start_worker();
+    let mut client = env.client().await;
+    env.fund(4, 30_000).await;
+    let cash = request_cash(&mut client, "c", 4, 20_000).await;
+    // One login cannot be both operators of the two-person rule.
+    let first = client.call(approve("a-91", 91, cash)).await;
+    assert_eq!(first["data"]["approvals"], 1, "{first}");
+    let other = client.call(approve("a-92", 92, cash)).await;
+    assert_eq!(other["code"], "forbidden", "{other}");
+    assert_eq!(cash_status(&env, cash).await, 0);
+    assert_eq!(approvals(&env, cash).await, vec![91]);
+    assert_eq!(env.system_balance("paid_out").await, 0);
+
+    // Start-up refuses a binding of a user that is no operator, and a console whose accounts
+    // its broker user may not act as.
+    let mut bad = env.settings.clone();
+    bad.security.operator_ids.insert("nobody".into(), vec![5]);
+    assert!(bad.security.operators().is_err());
+    let mut console = env.settings.clone();
+    console.console.operators = vec![pluspay::config::ConsoleOperator {
+        name: "wang".into(),
+        user_id: 92,
+        password_hash: pluspay::console::auth::hash_password("pw").unwrap(),
+    }];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refused = pluspay::console::serve(
+        listener,
+        console,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(refused.contains("wang's user_id 92"), "{refused}");
+}
