@@ -999,6 +999,26 @@ mod tests {
     }
 
     #[test]
+    fn operator_ids_bind_broker_users_from_the_file_or_the_environment() {
+        Jail::expect_with(|jail| {
+            let s = Settings::from_toml_str(
+                "[security]\noperator_users = [\"ops\", \"console\"]\noperator_ids = { ops = [91], console = [92, 93] }\n",
+            )
+            .unwrap();
+            assert_eq!(s.security.operator_ids["console"], vec![92, 93]);
+            assert!(s.security.operators().is_ok());
+            jail.set_env("PLUSPAY_SECURITY_OPERATOR_USERS", "[ops]");
+            jail.set_env("PLUSPAY_SECURITY_OPERATOR_IDS", "{ops=[91]}");
+            let s = load(jail, None).unwrap();
+            assert_eq!(s.security.operator_ids["ops"], vec![91]);
+            jail.set_env("PLUSPAY_SECURITY_OPERATOR_IDS", "{ops=[0]}");
+            let err = load(jail, None).unwrap().security.operators().unwrap_err();
+            assert!(err.to_string().contains("positive operator ids"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn console_operators_are_checked() {
         let hash = crate::console::auth::hash_password("pw").unwrap();
         let ok = format!(
