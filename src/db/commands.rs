@@ -226,6 +226,11 @@ pub async fn claim_many(
             Some(true) => Claim::Done(conflict(envelope)),
             None => match lookup(tx, envelope).await? {
                 Some(done) => Claim::Done(done),
+                // A read's stored result removed by retention between the two statements: the
+                // read is answered afresh, as after its removal.
+                None if envelope.kind.is_local_read() && claim_again(tx, envelope).await? => {
+                    Claim::New
+                }
                 None => {
                     return Err(EngineError::Broken(format!(
                         "command {} exists without a result",
@@ -236,6 +241,25 @@ pub async fn claim_many(
         });
     }
     Ok(claims)
+}
+
+/// Claims one id whose row was gone when it was looked up; whether this claim took it.
+async fn claim_again(tx: &Transaction<'_>, envelope: &Envelope) -> Result<bool, EngineError> {
+    let inserted = tx
+        .execute(
+            &tx.prepare_cached(
+                "INSERT INTO commands (id, type, fingerprint) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .await?,
+            &[
+                &envelope.id,
+                &envelope.kind.as_str(),
+                &envelope.fingerprint().as_slice(),
+            ],
+        )
+        .await?;
+    Ok(inserted == 1)
 }
 
 /// Stores the results of several claimed commands in one statement.
