@@ -79,7 +79,7 @@ pub async fn lock(tx: &Transaction<'_>, cash_id: i64) -> Result<Option<LockedCas
     .transpose()
 }
 
-/// The operators whose approvals of the cash request are recorded, first first.
+/// The operators whose approvals of the cash request are recorded, earliest first.
 pub async fn approvers(tx: &Transaction<'_>, cash_id: i64) -> Result<Vec<i64>, EngineError> {
     let rows = tx
         .query(

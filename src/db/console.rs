@@ -28,7 +28,7 @@ pub struct PendingCash {
     pub age_secs: i64,
     /// The user's wallet balance now (the request's money has left it already).
     pub balance: i64,
-    /// Operators whose approvals are recorded, first first.
+    /// Operators whose approvals are recorded, earliest first.
     pub approved_by: Vec<i64>,
     /// A Ping++ withdrawal of it is under way (`pingpp.payout = "withdrawals"`).
     pub payout_in_progress: bool,
