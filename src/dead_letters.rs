@@ -29,6 +29,10 @@ use crate::worker::ERROR_HEADER;
 pub const DEAD_ID_HEADER: &str = "x-pluspay-dead-id";
 /// When the worker dead-lettered it, unix milliseconds.
 pub const DEAD_AT_HEADER: &str = "x-pluspay-dead-at";
+/// Dead letters looked through, at most, for the one an id names.
+pub const MAX_SCAN: usize = 10_000;
+/// The exchange the worker received it from, set when it dead-letters a message.
+pub const DEAD_FROM_HEADER: &str = "x-pluspay-dead-from";
 /// Who replayed a message, on the replayed copy.
 pub const REPLAYED_BY_HEADER: &str = "x-pluspay-replayed-by";
 
@@ -39,12 +43,13 @@ pub const OPERATOR_MAX: usize = 200;
 
 /// Headers that would make the worker take a replayed message as one already tried or
 /// already dead: the broker's delivery count and dead-lettering history, and ours.
-const NOT_REPLAYED: [&str; 5] = [
+const NOT_REPLAYED: [&str; 6] = [
     "x-delivery-count",
     "x-death",
     ERROR_HEADER,
     DEAD_ID_HEADER,
     DEAD_AT_HEADER,
+    DEAD_FROM_HEADER,
 ];
 /// The broker's other dead-lettering headers (`x-first-death-queue`, `x-last-death-reason`...).
 const NOT_REPLAYED_PREFIXES: [&str; 2] = ["x-first-death-", "x-last-death-"];
@@ -196,14 +201,21 @@ impl Reader {
         }
     }
 
-    /// Takes dead letters until the one with `id`, which it removes from those held.
+    /// Takes dead letters until the one with `id`, which it removes from those held; at most
+    /// `MAX_SCAN` of them, so that a wrong id does not take a whole large queue into memory.
     async fn find(&mut self, id: &str) -> anyhow::Result<Option<Delivery>> {
-        while let Some(delivery) = self.take().await? {
+        while self.held.len() < MAX_SCAN {
+            let Some(delivery) = self.take().await? else {
+                return Ok(None);
+            };
             if DeadLetter::of(delivery).id == id {
                 return Ok(self.held.pop());
             }
         }
-        Ok(None)
+        anyhow::bail!(
+            "no dead letter {id} among the first {MAX_SCAN}: discard or replay those first, or \
+             use RabbitMQ's tools for a queue this long"
+        )
     }
 
     /// Gives back everything held and closes the connection. Closing alone would give them
@@ -264,7 +276,9 @@ struct Target {
 }
 
 fn target(names: &Names, delivery: &Delivery, letter: &DeadLetter) -> Target {
-    if delivery.routing_key.as_str() == PINGPP_ROUTING_KEY {
+    if delivery.routing_key.as_str() == PINGPP_ROUTING_KEY
+        && came_from_the_listener(names, delivery)
+    {
         return Target {
             exchange: names.webhooks_exchange.clone(),
             routing_key: PINGPP_ROUTING_KEY.into(),
@@ -289,6 +303,29 @@ fn target(names: &Names, delivery: &Delivery, letter: &DeadLetter) -> Target {
             waits: true,
         },
     }
+}
+
+/// Whether the worker dead-lettered it from the webhooks exchange, which only the listener
+/// publishes to. A message the broker dead-lettered itself (it has `x-death`) keeps whatever
+/// headers its publisher set, so those are not believed. An event that did not come that way
+/// (an upstream's message with routing key `pingpp`) is never put on the webhooks exchange.
+fn came_from_the_listener(names: &Names, delivery: &Delivery) -> bool {
+    let headers = delivery.properties.headers();
+    let dead_lettered_by_the_broker = headers
+        .as_ref()
+        .is_some_and(|h| h.inner().contains_key("x-death"));
+    !dead_lettered_by_the_broker
+        && header_str(headers, DEAD_FROM_HEADER) == Some(names.webhooks_exchange.as_str())
+}
+
+/// An operator's command is never replayed: the copy would be published as the replaying
+/// operator's broker user, whoever sent the original. It is decided anew instead.
+fn is_operator_command(delivery: &Delivery, letter: &DeadLetter) -> bool {
+    [letter.kind.as_deref(), Some(delivery.routing_key.as_str())]
+        .into_iter()
+        .flatten()
+        .filter_map(CommandType::parse)
+        .any(CommandType::operator_only)
 }
 
 /// The properties of a replayed copy: the original ones without the headers of
@@ -393,8 +430,19 @@ async fn replay_found(
     timeout: Duration,
 ) -> Result<String, ReplayError> {
     let letter = DeadLetter::of(delivery);
-    let target = target(&reader.names, delivery, &letter);
     let not_published = ReplayError::NotPublished;
+    if is_operator_command(delivery, &letter) {
+        return Err(not_published(anyhow::anyhow!(
+            "dead letter {} is an operator's command ({}): it is not replayed, since the copy \
+             would be published as your broker user; decide it anew (pluspay send) or discard it",
+            letter.id,
+            letter
+                .kind
+                .as_deref()
+                .unwrap_or(delivery.routing_key.as_str())
+        )));
+    }
+    let target = target(&reader.names, delivery, &letter);
     // The reply queue exists before the copy is published, so the result cannot come first.
     let channel = reader
         .connection

@@ -15,7 +15,7 @@ use super::ERROR_HEADER;
 use crate::amqp::publisher::{header_int, json_properties, with_header};
 use crate::amqp::PublishError;
 use crate::db::commands::Applied;
-use crate::dead_letters::{DEAD_AT_HEADER, DEAD_ID_HEADER};
+use crate::dead_letters::{DEAD_AT_HEADER, DEAD_FROM_HEADER, DEAD_ID_HEADER};
 use crate::domain::command::Malformed;
 use crate::domain::outcome::{Code, CommandResult, Status};
 use crate::error::EngineError;
@@ -122,6 +122,12 @@ pub(super) async fn dead_letter_only(context: &Context, delivery: &Delivery, rea
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     headers.insert(DEAD_AT_HEADER.into(), AMQPValue::LongLongInt(now_ms));
+    // Where it came from: only what came through the webhooks exchange (the listener's) goes
+    // back there when it is replayed.
+    headers.insert(
+        DEAD_FROM_HEADER.into(),
+        AMQPValue::LongString(delivery.exchange.as_str().into()),
+    );
     let properties: BasicProperties = properties.with_headers(headers);
     match context
         .publisher

@@ -466,3 +466,74 @@ async fn a_replay_nobody_answers_is_an_error_and_stays_in_the_commands_queue() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_and_events_not_from_the_listener_are_not_replayed_as_such() {
+    let env = TestEnv::new().await;
+    let _worker = env.start_worker();
+    let client = env.client().await;
+    // An operator's command: replayed, it would be published as the replaying operator.
+    let approval = json!({"id": "planted", "type": "cash.approve", "user_id": 91,
+                          "data": {"cash": 1, "remark": "x"}});
+    dead_letter_directly(&env, &client, &approval, "failed 20 times: boom").await;
+    wait_dead_depth(&client, 1).await;
+    let letter = dead_letters::list(&env.settings, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    let refused = dead_letters::replay(&env.settings, &letter.id, "alice", WAIT)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("operator's command"), "{refused}");
+    wait_dead_depth(&client, 1).await;
+    assert!(
+        dead_letters::discard(&env.settings, &letter.id, "alice", "planted")
+            .await
+            .unwrap()
+    );
+    wait_dead_depth(&client, 0).await;
+
+    // A "Ping++ event" that never came through the listener (routing key pingpp, but no
+    // worker's record of the webhooks exchange) does not go to the webhooks queue: it is
+    // replayed as what it is, garbage for the commands queue.
+    let event = json!({"id": "evt_forged", "object": "event", "type": "charge.succeeded",
+                       "data": {"object": {"id": "ch_forged", "paid": true, "amount": 100}}});
+    let mut headers = FieldTable::default();
+    headers.insert(
+        pluspay::worker::ERROR_HEADER.into(),
+        AMQPValue::LongString("misrouted".into()),
+    );
+    headers.insert(
+        dead_letters::DEAD_FROM_HEADER.into(),
+        AMQPValue::LongString(client.names.results_exchange.as_str().into()),
+    );
+    client
+        .publisher
+        .publish(
+            &client.names.dead_exchange,
+            "pingpp",
+            event.to_string().as_bytes(),
+            json_properties().with_headers(headers),
+            true,
+        )
+        .await
+        .unwrap();
+    wait_dead_depth(&client, 1).await;
+    let letter = dead_letters::list(&env.settings, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    let result = dead_letters::replay(&env.settings, &letter.id, "alice", WAIT)
+        .await
+        .unwrap()
+        .expect("found");
+    let result: Value = serde_json::from_str(&result).unwrap();
+    assert_eq!(result["code"], "malformed", "{result}");
+    assert_eq!(client.webhooks_queue_depth().await, 0);
+    assert_eq!(
+        env.count("SELECT count(*) FROM pingpp_events").await,
+        0,
+        "the forged event was never applied"
+    );
+}
