@@ -53,6 +53,8 @@ final class BrokerUrl
 
     private static function redact(string $url): string
     {
-        return (string) preg_replace('#//([^:/@]*):[^@/]*@#', '//$1:***@', $url);
+        // Everything between the user's colon and the last '@' is the password, even one with
+        // an unencoded '/', '@' or '#' (such a URL does not parse, and is shown in the error).
+        return (string) preg_replace('#//([^:/@]*):.*@#s', '//$1:***@', $url);
     }
 }

@@ -96,6 +96,8 @@ check($u->tls && $u->port === 5671 && $u->vhost === 'prod' && $u->user === 'gues
 check(BrokerUrl::parse('amqp://h')->vhost === '/', 'no path is the default vhost');
 $e = thrown(fn () => BrokerUrl::parse('http://u:secret@h/'));
 check($e instanceof InvalidArgumentException && !str_contains($e->getMessage(), 'secret'), 'not AMQP, password hidden');
+$e = thrown(fn () => BrokerUrl::parse('amqp://u:se/cr@t#x@h:5672/%2f'));
+check($e instanceof InvalidArgumentException && !str_contains($e->getMessage(), 'se/cr') && !str_contains($e->getMessage(), 't#x'), 'an unparsable URL: its password hidden');
 
 // The config: several URLs as a list or comma-separated, from an array as Laravel's config.
 $c = Config::fromArray(['urls' => 'amqp://a:1/%2f, amqp://b:2/%2f', 'namespace' => 'ns', 'timeout' => 3]);
