@@ -264,8 +264,7 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
         } => {
             let pool = crate::db::pool(&settings.database)?;
             let mut client = pool.get().await?;
-            let tx = client.transaction().await?;
-            tx.batch_execute("SET TRANSACTION READ ONLY").await?;
+            let tx = client.build_transaction().read_only(true).start().await?;
             let pending = crate::db::console::pending_cashes(&tx, limit).await?;
             tx.commit().await?;
             let listed: Vec<serde_json::Value> = pending
@@ -367,8 +366,7 @@ fn operator_name(given: Option<String>, settings: &Settings) -> anyhow::Result<S
                 .amqp
                 .broker_urls()
                 .first()
-                .and_then(|url| url.parse::<lapin::uri::AMQPUri>().ok())
-                .map(|uri| uri.authority.userinfo.username)
+                .and_then(|url| crate::amqp::url_user(url))
         })
         .ok_or_else(|| anyhow::anyhow!("--operator is required (no $USER, no broker user)"))
 }

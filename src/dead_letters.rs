@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -507,21 +506,7 @@ async fn replay_found(
         })
         .to_string());
     }
-    let answer = async {
-        while let Some(reply) = replies.next().await {
-            let reply = reply?;
-            if reply
-                .properties
-                .correlation_id()
-                .as_ref()
-                .map(|c| c.as_str())
-                == Some(correlation_id.as_str())
-            {
-                return Ok(String::from_utf8_lossy(&reply.data).into_owned());
-            }
-        }
-        anyhow::bail!("the reply queue closed before the result arrived")
-    };
+    let answer = crate::amqp::result_for(&mut replies, &correlation_id);
     match tokio::time::timeout(timeout, answer).await {
         Ok(Ok(result)) => Ok(result),
         Ok(Err(e)) => Err(ReplayError::NoResult(e.context(format!(

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
 
 use crate::amqp::publisher::json_properties;
@@ -116,22 +115,7 @@ async fn publish_and_wait(
             true,
         )
         .await?;
-    let result = async {
-        while let Some(reply) = replies.next().await {
-            let reply = reply?;
-            if reply
-                .properties
-                .correlation_id()
-                .as_ref()
-                .map(|c| c.as_str())
-                == Some(id)
-            {
-                return Ok(String::from_utf8_lossy(&reply.data).into_owned());
-            }
-        }
-        anyhow::bail!("the reply queue closed before the result arrived")
-    }
-    .await;
+    let result = amqp::result_for(&mut replies, id).await;
     let _ = tokio::time::timeout(BROKER_TIMEOUT, connection.close(200, "bye".into())).await;
     result
 }

@@ -143,10 +143,7 @@ impl Brokers {
                     }
                     crate::metrics::broker_connected(self.role, &node, self.current.as_deref());
                     self.current = Some(node);
-                    self.user = self.urls[index]
-                        .parse::<lapin::uri::AMQPUri>()
-                        .ok()
-                        .map(|uri| uri.authority.userinfo.username);
+                    self.user = url_user(&self.urls[index]);
                     return Ok(connection);
                 }
                 Err(e) => failures.push(e.to_string()),
@@ -163,6 +160,14 @@ impl Brokers {
     pub fn user(&self) -> Option<&str> {
         self.user.as_deref()
     }
+}
+
+/// The broker user a URL logs in as: what RabbitMQ accepts as the `user_id` of the messages
+/// published on its connection.
+pub fn url_user(url: &str) -> Option<String> {
+    url.parse::<lapin::uri::AMQPUri>()
+        .ok()
+        .map(|uri| uri.authority.userinfo.username)
 }
 
 /// `host:port` of a broker URL: how logs and metrics name a node (never the credentials).
@@ -203,6 +208,28 @@ pub async fn reply_queue(
         )
         .await?;
     Ok((queue.name().clone(), replies))
+}
+
+/// Waits on `replies` for the result whose correlation id is `correlation_id`, skipping any
+/// other; its JSON text.
+pub async fn result_for(
+    replies: &mut lapin::Consumer,
+    correlation_id: &str,
+) -> anyhow::Result<String> {
+    use futures_util::StreamExt;
+    while let Some(reply) = replies.next().await {
+        let reply = reply?;
+        if reply
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|c| c.as_str())
+            == Some(correlation_id)
+        {
+            return Ok(String::from_utf8_lossy(&reply.data).into_owned());
+        }
+    }
+    anyhow::bail!("the reply queue closed before the result arrived")
 }
 
 #[cfg(test)]

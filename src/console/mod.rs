@@ -102,8 +102,7 @@ pub async fn serve(
         .amqp
         .broker_urls()
         .first()
-        .and_then(|url| url.parse::<lapin::uri::AMQPUri>().ok())
-        .map(|uri| uri.authority.userinfo.username);
+        .and_then(|url| crate::amqp::url_user(url));
     if let Some(ids) = broker_user
         .as_deref()
         .and_then(|user| settings.security.operator_ids.get(user))
@@ -497,8 +496,7 @@ fn operator_name(state: &State, id: i64) -> String {
 async fn cashes(state: &State, viewer: &Viewer<'_>) -> Reply {
     let read = async {
         let mut client = state.db.get().await?;
-        let tx = client.transaction().await?;
-        tx.batch_execute("SET TRANSACTION READ ONLY").await?;
+        let tx = client.build_transaction().read_only(true).start().await?;
         let pending =
             crate::db::console::pending_cashes(&tx, crate::db::console::MAX_PENDING).await?;
         tx.commit().await?;
@@ -527,8 +525,7 @@ async fn user(state: &State, viewer: &Viewer<'_>, id: &str) -> Reply {
     };
     let read = async {
         let mut client = state.db.get().await?;
-        let tx = client.transaction().await?;
-        tx.batch_execute("SET TRANSACTION READ ONLY").await?;
+        let tx = client.build_transaction().read_only(true).start().await?;
         let wallet = crate::db::console::wallet(&tx, user).await?;
         tx.commit().await?;
         anyhow::Ok(wallet)
@@ -542,8 +539,7 @@ async fn user(state: &State, viewer: &Viewer<'_>, id: &str) -> Reply {
 async fn health(state: &State, viewer: &Viewer<'_>) -> Reply {
     let read = async {
         let mut client = state.db.get().await?;
-        let tx = client.transaction().await?;
-        tx.batch_execute("SET TRANSACTION READ ONLY").await?;
+        let tx = client.build_transaction().read_only(true).start().await?;
         let health = crate::db::console::health(&tx).await?;
         tx.commit().await?;
         anyhow::Ok(health)

@@ -102,12 +102,7 @@ impl Drop for BrokerUser {
 
 /// The user a broker URL logs in as: the `user_id` the broker accepts on its messages.
 pub fn broker_user(amqp_url: &str) -> String {
-    amqp_url
-        .parse::<lapin::uri::AMQPUri>()
-        .expect("an AMQP URL")
-        .authority
-        .userinfo
-        .username
+    pluspay::amqp::url_user(amqp_url).expect("an AMQP URL")
 }
 
 pub async fn empty_database_at(admin_url: &str) -> String {
@@ -620,21 +615,10 @@ pub async fn post_webhook(
 /// A server-named queue of this connection alone, gone with it, and a consumer on it that
 /// needs no acknowledgements: for replies and for watching an exchange.
 pub async fn temporary_queue(channel: &lapin::Channel) -> (String, lapin::Consumer) {
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+    let (name, consumer) = pluspay::amqp::reply_queue(channel)
         .await
-        .unwrap();
-    let name = queue.name().to_string();
-    let consumer = no_ack_consumer(channel, &name).await;
-    (name, consumer)
+        .expect("a temporary queue");
+    (name.to_string(), consumer)
 }
 
 /// A consumer on `queue` whose deliveries need no acknowledgement.
