@@ -87,6 +87,17 @@ fn serialize_time<S: serde::Serializer>(
 }
 
 impl DeadLetter {
+    /// Whether it is an operator's command (by its body's type or its routing key). Such a
+    /// command is never replayed: the copy would be published as the replaying operator's
+    /// broker user, whoever sent the original. It is decided anew instead.
+    pub fn is_operator_command(&self) -> bool {
+        [self.kind.as_deref(), Some(self.routing_key.as_str())]
+            .into_iter()
+            .flatten()
+            .filter_map(CommandType::parse)
+            .any(CommandType::operator_only)
+    }
+
     pub fn of(delivery: &Delivery) -> Self {
         let headers = delivery.properties.headers();
         let reason = header_str(headers, ERROR_HEADER).map(str::to_owned);
@@ -317,14 +328,15 @@ fn came_from_the_listener(names: &Names, delivery: &Delivery) -> bool {
         && header_str(headers, DEAD_FROM_HEADER) == Some(names.webhooks_exchange.as_str())
 }
 
-/// An operator's command is never replayed: the copy would be published as the replaying
-/// operator's broker user, whoever sent the original. It is decided anew instead.
-fn is_operator_command(delivery: &Delivery, letter: &DeadLetter) -> bool {
-    [letter.kind.as_deref(), Some(delivery.routing_key.as_str())]
-        .into_iter()
-        .flatten()
-        .filter_map(CommandType::parse)
-        .any(CommandType::operator_only)
+/// Why `replay` refused a dead letter: an operator's command, which it never replays.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "dead letter {id} is an operator's command ({kind}): it is not replayed, since the copy \
+     would be published as your broker user; decide it anew (pluspay send) or discard it"
+)]
+pub struct OperatorCommandNotReplayed {
+    pub id: String,
+    pub kind: String,
 }
 
 /// The properties of a replayed copy: the original ones without the headers of
@@ -430,16 +442,14 @@ async fn replay_found(
 ) -> Result<String, ReplayError> {
     let letter = DeadLetter::of(delivery);
     let not_published = ReplayError::NotPublished;
-    if is_operator_command(delivery, &letter) {
-        return Err(not_published(anyhow::anyhow!(
-            "dead letter {} is an operator's command ({}): it is not replayed, since the copy \
-             would be published as your broker user; decide it anew (pluspay send) or discard it",
-            letter.id,
-            letter
-                .kind
-                .as_deref()
-                .unwrap_or(delivery.routing_key.as_str())
-        )));
+    if letter.is_operator_command() {
+        return Err(not_published(
+            OperatorCommandNotReplayed {
+                kind: letter.kind.clone().unwrap_or(letter.routing_key.clone()),
+                id: letter.id,
+            }
+            .into(),
+        ));
     }
     let target = target(&reader.names, delivery, &letter);
     // The reply queue exists before the copy is published, so the result cannot come first.

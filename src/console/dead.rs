@@ -21,16 +21,6 @@ fn addressable(id: &str) -> bool {
     (1..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
-/// An operator's command is never replayed from here: replayed, it would be published as the
-/// console's (operator) broker user whoever first sent it. Such a request is decided on the
-/// Cash requests page instead.
-fn is_operator_command(letter: &crate::dead_letters::DeadLetter) -> bool {
-    letter
-        .kind
-        .as_deref()
-        .and_then(crate::domain::command::CommandType::parse)
-        .is_some_and(|kind| kind.operator_only())
-}
 const MAX_NOTE_CHARS: usize = crate::dead_letters::NOTE_MAX;
 
 pub(super) async fn list(state: &State, viewer: &Viewer<'_>) -> Reply {
@@ -57,7 +47,8 @@ pub(super) async fn list(state: &State, viewer: &Viewer<'_>) -> Reply {
             .map_or("?".into(), |d| pages::age(d.as_secs() as i64));
         let id = esc(&letter.id);
         let fields = viewer.form_fields();
-        let replay = if is_operator_command(letter) {
+        // `replay` refuses these (see `DeadLetter::is_operator_command`): no button.
+        let replay = if letter.is_operator_command() {
             "<p class=\"muted\">An operator's command: decide the request on the Cash requests page.</p>".to_owned()
         } else {
             format!(
@@ -101,22 +92,6 @@ pub(super) async fn replay(
     if !addressable(id) {
         return not_addressable(viewer);
     }
-    match crate::dead_letters::show(&state.settings, id).await {
-        Ok(Some(letter)) if is_operator_command(&letter) => {
-            warn!(operator = %session.operator, dead_letter = id,
-                  "console: replay of an operator's command refused");
-            return html(
-                StatusCode::FORBIDDEN,
-                pages::error(
-                    Some(viewer),
-                    "Replay",
-                    "An operator's command is not replayed from the console: decide the request on the Cash requests page.",
-                ),
-            );
-        }
-        Ok(_) => {}
-        Err(e) => return super::unavailable(viewer, e),
-    }
     match crate::dead_letters::replay(&state.settings, id, &session.operator, COMMAND_TIMEOUT).await
     {
         Ok(Some(result)) => {
@@ -136,6 +111,18 @@ pub(super) async fn replay(
                 "No such dead letter (handled by someone else already?).",
             ),
         ),
+        Err(e) if e.is::<crate::dead_letters::OperatorCommandNotReplayed>() => {
+            warn!(operator = %session.operator, dead_letter = id,
+                  "console: replay of an operator's command refused");
+            html(
+                StatusCode::FORBIDDEN,
+                pages::error(
+                    Some(viewer),
+                    "Replay",
+                    "An operator's command is not replayed from the console: decide the request on the Cash requests page.",
+                ),
+            )
+        }
         Err(e) => {
             warn!(operator = %session.operator, dead_letter = id, error = %e, "console: replay failed");
             html(
