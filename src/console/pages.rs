@@ -119,23 +119,43 @@ fn orders_table(orders: &Value) -> String {
             Some(-1) => "failed",
             _ => "?",
         };
-        let sign = if order["type"].as_i64() == Some(-1) {
-            -1
-        } else {
-            1
-        };
         let _ = write!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{state}</td><td>{}</td></tr>",
             esc(&order["id"].to_string()),
             esc(order["title"].as_str().unwrap_or("")),
             esc(order["target_type"].as_str().unwrap_or("")),
-            yuan(sign * order["amount"].as_i64().unwrap_or(0)),
+            order_amount(order),
             esc(order["created_at"].as_str().unwrap_or("")),
         );
     }
     out.push_str("</table>");
     out
+}
+
+/// An order's amount in yuan, negative for an expense (`type` -1).
+fn order_amount(order: &Value) -> String {
+    let sign = if order["type"].as_i64() == Some(-1) {
+        -1
+    } else {
+        1
+    };
+    yuan(sign * order["amount"].as_i64().unwrap_or(0))
+}
+
+/// A cash record's `status` in words.
+fn cash_status(cash: &Value) -> &'static str {
+    use crate::domain::cash::CashStatus;
+    match cash["status"]
+        .as_i64()
+        .and_then(|code| i16::try_from(code).ok())
+        .and_then(CashStatus::from_code)
+    {
+        Some(CashStatus::Waiting) => "waiting",
+        Some(CashStatus::Approved) => "approved",
+        Some(CashStatus::Rejected) => "rejected",
+        None => "?",
+    }
 }
 
 fn compact_orders(orders: &Value) -> String {
@@ -145,15 +165,10 @@ fn compact_orders(orders: &Value) -> String {
     orders
         .iter()
         .map(|o| {
-            let sign = if o["type"].as_i64() == Some(-1) {
-                -1
-            } else {
-                1
-            };
             format!(
                 "{} {}",
                 esc(o["title"].as_str().unwrap_or("")),
-                yuan(sign * o["amount"].as_i64().unwrap_or(0))
+                order_amount(o)
             )
         })
         .collect::<Vec<_>>()
@@ -235,12 +250,7 @@ pub fn result(viewer: &Viewer, what: &str, result: &Value, back: &str) -> String
     });
     let mut details = String::new();
     if let Some(cash) = result["data"].get("cash") {
-        let state = match cash["status"].as_i64() {
-            Some(0) => "waiting",
-            Some(1) => "approved",
-            Some(2) => "rejected",
-            _ => "?",
-        };
+        let state = cash_status(cash);
         let _ = write!(
             details,
             "<p>Cash request {} of {}: <strong id=\"cash-status\">{state}</strong></p>",
@@ -288,12 +298,7 @@ pub fn wallet(viewer: &Viewer, wallet: &WalletView) -> String {
         "<table><tr><th>Cash</th><th>Amount</th><th>Method</th><th>Account</th><th>Status</th><th>Remark</th><th>Created</th></tr>",
     );
     for cash in wallet.cashes.as_array().into_iter().flatten() {
-        let status = match cash["status"].as_i64() {
-            Some(0) => "waiting",
-            Some(1) => "approved",
-            Some(2) => "rejected",
-            _ => "?",
-        };
+        let status = cash_status(cash);
         let _ = write!(
             cashes,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{status}</td><td>{}</td><td>{}</td></tr>",
