@@ -32,6 +32,8 @@ pub const LATE_PAYMENTS: &str = "pluspay_late_payments_total";
 pub const EVENTS_WAITING: &str = "pluspay_pingpp_events_waiting";
 pub const OUTCOME_UNKNOWN: &str = "pluspay_pingpp_outcome_unknown_total";
 pub const DEAD_LETTERS_HANDLED: &str = "pluspay_dead_letters_handled_total";
+pub const EXPIRED: &str = "pluspay_expired_total";
+pub const OUTBOX_PUBLISHED: &str = "pluspay_outbox_published_total";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -115,6 +117,14 @@ fn describe() {
     describe_counter!(
         READ_RESULTS_REMOVED,
         "Stored results of reads removed after worker.read_retention_secs."
+    );
+    describe_counter!(
+        EXPIRED,
+        "Holds closed by their expiry, the money given back to the owner."
+    );
+    describe_counter!(
+        OUTBOX_PUBLISHED,
+        "Events of the outbox (hold.expired, ...) published on the events exchange."
     );
     describe_gauge!(
         OLDEST_READ_RESULT,
@@ -232,6 +242,14 @@ pub fn ledger_checked(report: &crate::db::audit::Report, took: Duration) {
 
 pub fn read_results_removed(removed: u64) {
     counter!(READ_RESULTS_REMOVED).increment(removed);
+}
+
+pub fn expired(count: usize) {
+    counter!(EXPIRED).increment(count as u64);
+}
+
+pub fn outbox_published(count: usize) {
+    counter!(OUTBOX_PUBLISHED).increment(count as u64);
 }
 
 pub fn oldest_read_result(age: Duration) {

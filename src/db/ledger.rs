@@ -197,35 +197,35 @@ pub async fn post_journals(
     let mut entry_journals: Vec<i64> = Vec::new();
     let mut entry_accounts: Vec<Option<i64>> = Vec::new();
     let mut entry_systems: Vec<Option<&str>> = Vec::new();
-    let mut entry_points: Vec<Option<i64>> = Vec::new();
-    let mut entry_merchants: Vec<Option<i64>> = Vec::new();
+    let mut entry_user_kinds: Vec<Option<&str>> = Vec::new();
+    let mut entry_users: Vec<Option<i64>> = Vec::new();
     let mut entry_amounts = Vec::new();
     for (position, draft) in (1..).zip(drafts) {
         for (account, amount) in draft.journal.entries() {
-            let (wallet, system_name, points, merchant) = match account {
+            let (wallet, system_name, of_user) = match account {
                 AccountRef::Wallet(user) => {
                     let wallet = wallets.get(&user).ok_or_else(|| {
                         EngineError::Broken(format!("wallet of user {user} was not locked"))
                     })?;
-                    (Some(wallet.account_id), None, None, None)
+                    (Some(wallet.account_id), None, None)
                 }
-                AccountRef::Points(user) => (None, None, Some(user), None),
-                // Locked by `lock_merchant` before.
-                AccountRef::Merchant(user) => (None, None, None, Some(user)),
                 AccountRef::System(account) => {
                     system
                         .by_name
                         .entry(account.name())
                         .or_default()
                         .add(amount)?;
-                    (None, Some(account.name()), None, None)
+                    (None, Some(account.name()), None)
                 }
+                // Created before (`lock_points`, `lock_merchant`, `ensure_user_accounts`) by
+                // a transaction that holds the user's wallet or the account itself.
+                other => (None, None, other.of_user()),
             };
             entry_journals.push(position);
             entry_accounts.push(wallet);
             entry_systems.push(system_name);
-            entry_points.push(points);
-            entry_merchants.push(merchant);
+            entry_user_kinds.push(of_user.map(|(kind, _)| kind));
+            entry_users.push(of_user.map(|(_, user)| user));
             entry_amounts.push(amount);
         }
     }
@@ -247,12 +247,10 @@ pub async fn post_journals(
                     SELECT jn.id AS j, u.d, u.s IS NULL AS moves_now,
                            coalesce(u.a, (SELECT id FROM accounts WHERE name = u.s),
                                     (SELECT id FROM accounts
-                                     WHERE kind = 'points' AND user_id = u.p),
-                                    (SELECT id FROM accounts
-                                     WHERE kind = 'merchant' AND user_id = u.m)) AS a
-                    FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::bigint[], $7::bigint[],
+                                     WHERE kind = u.k AND user_id = u.p)) AS a
+                    FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::bigint[],
                                 $8::bigint[])
-                        AS u(n, a, s, p, d, m)
+                        AS u(n, a, s, k, p, d)
                     JOIN jn ON jn.n = u.n
                  ), inserted AS (
                     INSERT INTO ledger_entries (journal_id, account_id, amount)
@@ -278,9 +276,9 @@ pub async fn post_journals(
                 &entry_journals,
                 &entry_accounts,
                 &entry_systems,
-                &entry_points,
+                &entry_user_kinds,
+                &entry_users,
                 &entry_amounts,
-                &entry_merchants,
             ],
         )
         .await?;
@@ -360,30 +358,45 @@ pub async fn insert_orders_of(
 
 /// Locks the user's points account (creating it empty) and returns its balance.
 pub async fn lock_points(tx: &Transaction<'_>, user: i64) -> Result<i64, EngineError> {
-    const LOCK: &str =
-        "SELECT balance FROM accounts WHERE kind = 'points' AND user_id = $1 FOR UPDATE";
+    lock_user_account(tx, AccountRef::Points(user)).await
+}
+
+/// Locks an account of a user's other than their wallet (points, held, packets), creating it
+/// empty when missing, and returns its balance.
+pub async fn lock_user_account(
+    tx: &Transaction<'_>,
+    account: AccountRef,
+) -> Result<i64, EngineError> {
+    let Some((kind, user)) = account.of_user() else {
+        return Err(EngineError::Broken(format!(
+            "{account:?} is not a user's account"
+        )));
+    };
+    const LOCK: &str = "SELECT balance FROM accounts WHERE kind = $1 AND user_id = $2 FOR UPDATE";
     if let Some(row) = tx
-        .query_opt(&tx.prepare_cached(LOCK).await?, &[&user])
+        .query_opt(&tx.prepare_cached(LOCK).await?, &[&kind, &user])
         .await?
     {
         return Ok(row.get(0));
     }
     tx.execute(
         &tx.prepare_cached(
-            "INSERT INTO accounts (kind, user_id, unit) VALUES ('points', $1, 'point')
-         ON CONFLICT (kind, user_id) DO NOTHING",
+            "INSERT INTO accounts (kind, user_id, unit)
+             VALUES ($1, $2, CASE WHEN $1 = 'points' THEN 'point' ELSE 'fen' END)
+             ON CONFLICT (kind, user_id) DO NOTHING",
         )
         .await?,
-        &[&user],
+        &[&kind, &user],
     )
     .await?;
     Ok(tx
-        .query_one(&tx.prepare_cached(LOCK).await?, &[&user])
+        .query_one(&tx.prepare_cached(LOCK).await?, &[&kind, &user])
         .await?
         .get(0))
 }
 
-/// A user's wallet and points as `wallet.get` shows them; all zero before the first movement.
+/// A user's wallet, points and held money as `wallet.get` shows them; all zero before the first
+/// movement.
 pub async fn summary(tx: &Transaction<'_>, user: i64) -> Result<WalletSummary, EngineError> {
     let row = tx
         .query_one(
@@ -391,8 +404,9 @@ pub async fn summary(tx: &Transaction<'_>, user: i64) -> Result<WalletSummary, E
                     coalesce(max(total_income) FILTER (WHERE kind = 'wallet'), 0) AS total_income,
                     coalesce(max(total_expenses) FILTER (WHERE kind = 'wallet'), 0)
                         AS total_expenses,
-                    coalesce(max(balance) FILTER (WHERE kind = 'points'), 0) AS points
-             FROM accounts WHERE user_id = $1 AND kind IN ('wallet', 'points')",
+                    coalesce(max(balance) FILTER (WHERE kind = 'points'), 0) AS points,
+                    coalesce(max(balance) FILTER (WHERE kind = 'held'), 0) AS held
+             FROM accounts WHERE user_id = $1 AND kind IN ('wallet', 'points', 'held')",
             &[&user],
         )
         .await?;
@@ -401,6 +415,7 @@ pub async fn summary(tx: &Transaction<'_>, user: i64) -> Result<WalletSummary, E
         total_income: row.get("total_income"),
         total_expenses: row.get("total_expenses"),
         points: row.get("points"),
+        held: row.get("held"),
     })
 }
 
@@ -410,4 +425,6 @@ pub struct WalletSummary {
     pub total_income: i64,
     pub total_expenses: i64,
     pub points: i64,
+    /// In open holds: out of the balance until captured, released or expired.
+    pub held: i64,
 }

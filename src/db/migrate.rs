@@ -89,6 +89,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0015_dead_letter_discards.sql",
         sql: include_str!("../../migrations/0015_dead_letter_discards.sql"),
     },
+    Migration {
+        version: 16,
+        name: "0016_holds.sql",
+        sql: include_str!("../../migrations/0016_holds.sql"),
+    },
 ];
 
 /// An arbitrary constant shared by every pluspay instance.

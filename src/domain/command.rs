@@ -53,6 +53,9 @@ pub enum CommandType {
     AllocationGet,
     AllocationRefund,
     AllocationComplete,
+    HoldCreate,
+    HoldCapture,
+    HoldRelease,
 }
 
 impl CommandType {
@@ -81,7 +84,7 @@ impl CommandType {
         )
     }
 
-    pub const ALL: [CommandType; 35] = [
+    pub const ALL: [CommandType; 38] = [
         CommandType::Recharge,
         CommandType::RechargeRetrieve,
         CommandType::Cash,
@@ -117,6 +120,9 @@ impl CommandType {
         CommandType::AllocationGet,
         CommandType::AllocationRefund,
         CommandType::AllocationComplete,
+        CommandType::HoldCreate,
+        CommandType::HoldCapture,
+        CommandType::HoldRelease,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -156,6 +162,9 @@ impl CommandType {
             CommandType::AllocationGet => "allocation.get",
             CommandType::AllocationRefund => "allocation.refund",
             CommandType::AllocationComplete => "allocation.complete",
+            CommandType::HoldCreate => "hold.create",
+            CommandType::HoldCapture => "hold.capture",
+            CommandType::HoldRelease => "hold.release",
         }
     }
 

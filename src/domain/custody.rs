@@ -44,7 +44,8 @@ impl Custody {
     pub fn offers(self, kind: CommandType) -> bool {
         use CommandType::*;
         match kind {
-            Transfer | Transform | CashApprove | CashReject => self == Custody::Platform,
+            Transfer | Transform | CashApprove | CashReject | HoldCreate | HoldCapture
+            | HoldRelease => self == Custody::Platform,
             AccountOpen
             | AccountGet
             | AccountCards

@@ -119,13 +119,32 @@ pub enum AccountRef {
     Points(i64),
     /// With the money at Ping++: the user's sub-merchant's money there (its business user).
     Merchant(i64),
+    /// The user's money in open holds: out of the wallet, not yet paid or given back.
+    Held(i64),
+    /// What the user's open red packets still have to give.
+    Packets(i64),
     System(SystemAccount),
 }
 
 impl AccountRef {
+    /// The `accounts.kind` of an account of a user's other than their wallet, with the user:
+    /// found by the two, created empty when first needed.
+    pub fn of_user(self) -> Option<(&'static str, i64)> {
+        match self {
+            AccountRef::Points(user) => Some(("points", user)),
+            AccountRef::Merchant(user) => Some(("merchant", user)),
+            AccountRef::Held(user) => Some(("held", user)),
+            AccountRef::Packets(user) => Some(("packets", user)),
+            AccountRef::Wallet(_) | AccountRef::System(_) => None,
+        }
+    }
+
     pub fn unit(self) -> Unit {
         match self {
-            AccountRef::Wallet(_) | AccountRef::Merchant(_) => Unit::Fen,
+            AccountRef::Wallet(_)
+            | AccountRef::Merchant(_)
+            | AccountRef::Held(_)
+            | AccountRef::Packets(_) => Unit::Fen,
             AccountRef::Points(_) => Unit::Point,
             AccountRef::System(s) => s.unit(),
         }

@@ -151,6 +151,18 @@ pub enum Code {
     RewardOrder,
     /// An operator command from a publisher that is not an operator.
     Forbidden,
+    ReasonRequired,
+    /// `reason` is not text of at most 255 characters.
+    InvalidReason,
+    ExpiresInRequired,
+    /// `expires_in` is not a whole number of seconds within the command's range.
+    InvalidExpiresIn,
+    HoldRequired,
+    InvalidHold,
+    /// No such hold among the acting user's.
+    HoldNotFound,
+    /// The hold was captured, released or expired (or its expiry has come).
+    HoldClosed,
 }
 
 impl Code {

@@ -77,6 +77,86 @@ pub fn text_field(data: &Map<String, Value>, name: &str) -> TextField {
     }
 }
 
+/// The messages of an amount field: when it is missing, and when it is below 1 fen. Anything
+/// else wrong with it is [`MSG_BAD_DATA`].
+pub struct AmountMessages {
+    pub required: &'static str,
+    pub too_small: &'static str,
+}
+
+/// A required amount of at least 1 fen; 0 after an error, which `errors` then holds.
+pub fn amount(
+    errors: &mut FieldErrors,
+    data: &Map<String, Value>,
+    name: &str,
+    messages: &AmountMessages,
+) -> i64 {
+    match int_field(data, name) {
+        IntField::Missing => {
+            errors.add(Code::AmountRequired, name, messages.required);
+            0
+        }
+        IntField::NotInteger => {
+            errors.add(Code::InvalidAmount, name, MSG_BAD_DATA);
+            0
+        }
+        IntField::Overflow => {
+            errors.add(Code::AmountOverflow, name, MSG_BAD_DATA);
+            0
+        }
+        IntField::Value(v) if v < 1 => {
+            errors.add(Code::AmountTooSmall, name, messages.too_small);
+            0
+        }
+        IntField::Value(v) => v,
+    }
+}
+
+/// A required positive id (of a hold, a red packet, a user); 0 after an error.
+pub fn id(
+    errors: &mut FieldErrors,
+    data: &Map<String, Value>,
+    name: &str,
+    codes: (Code, Code),
+    required: &str,
+) -> i64 {
+    let (missing, invalid) = codes;
+    match int_field(data, name) {
+        IntField::Missing => {
+            errors.add(missing, name, required);
+            0
+        }
+        IntField::Value(v) if v > 0 => v,
+        _ => {
+            errors.add(invalid, name, MSG_BAD_DATA);
+            0
+        }
+    }
+}
+
+/// A required text of at most `max_chars` characters; empty after an error.
+pub fn text(
+    errors: &mut FieldErrors,
+    data: &Map<String, Value>,
+    name: &str,
+    codes: (Code, Code),
+    required: &str,
+    max_chars: usize,
+) -> String {
+    let (missing, invalid) = codes;
+    match text_field(data, name) {
+        TextField::Missing => {
+            errors.add(missing, name, required);
+            String::new()
+        }
+        TextField::Value(text) if text.chars().count() <= max_chars => text,
+        _ => {
+            errors.add(invalid, name, MSG_BAD_DATA);
+            String::new()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

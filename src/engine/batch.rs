@@ -67,7 +67,7 @@ pub(super) async fn apply_together(
     let users: Vec<i64> = requests
         .iter()
         .flat_map(|(_, r)| [r.from, r.to])
-        .chain(others.iter().filter_map(|&i| own_wallet(&envelopes[i])))
+        .chain(others.iter().flat_map(|&i| wallets_named(&envelopes[i])))
         .collect();
     let unique_envelopes: Vec<&Envelope> = unique.iter().map(|&i| &envelopes[i]).collect();
     let claims = commands::claim_many(&tx, &unique_envelopes).await?;
@@ -165,7 +165,19 @@ pub(super) fn touches_system_accounts(kind: CommandType) -> bool {
     )
 }
 
-/// The wallet a cash request or a transform takes from: locked with the batch's others.
-fn own_wallet(envelope: &Envelope) -> Option<i64> {
-    matches!(envelope.kind, CommandType::Cash | CommandType::Transform).then_some(envelope.user_id)
+/// The wallets a command other than a transfer moves, locked with the batch's others: the
+/// acting user's for a cash request, a transform and the holds, and a capture's receiver's.
+fn wallets_named(envelope: &Envelope) -> Vec<i64> {
+    match envelope.kind {
+        CommandType::Cash
+        | CommandType::Transform
+        | CommandType::HoldCreate
+        | CommandType::HoldRelease => vec![envelope.user_id],
+        CommandType::HoldCapture => {
+            let mut users = vec![envelope.user_id];
+            users.extend(crate::domain::hold::receiver_named(&envelope.data));
+            users
+        }
+        _ => Vec::new(),
+    }
 }

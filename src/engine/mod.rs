@@ -223,6 +223,14 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Closes what has expired (open holds), each exactly once, with its event in the outbox.
+    /// Returns how many closed; the caller runs it again while that is not zero.
+    pub async fn expire_due(&self) -> Result<usize, EngineError> {
+        commands::hold::expire_due(self).await
+    }
+}
+
 fn pingpp_client(settings: &PingppSettings) -> anyhow::Result<Option<PingppClient>> {
     if settings.app_id.is_empty() || settings.secret_key.is_empty() {
         tracing::warn!(
@@ -293,6 +301,9 @@ async fn decide_in(
             commands::cash::decision(tx, envelope, Decision::Reject, policy, system).await
         }
         CommandType::Transform => commands::transform::apply(tx, envelope, policy, system).await,
+        CommandType::HoldCreate => commands::hold::create(tx, envelope).await,
+        CommandType::HoldCapture => commands::hold::capture(tx, envelope).await,
+        CommandType::HoldRelease => commands::hold::release(tx, envelope).await,
         CommandType::OrdersList
         | CommandType::OrdersGet
         | CommandType::CashesList

@@ -24,6 +24,7 @@ mod commands;
 mod delivery;
 mod events;
 mod ledger_check;
+mod outbox;
 mod retention;
 
 use commands::{forbid, handle, handle_batch, misrouted, published_as_command, published_by};
@@ -220,6 +221,7 @@ async fn session(
     });
     // Parked Ping++ events go back on the queue when due, on this session's publisher.
     let sweeper = tokio::spawn(put_back_due_events_periodically(context.clone()));
+    let expiry = tokio::spawn(outbox::expire_and_publish_periodically(context.clone()));
     let mut tasks = JoinSet::new();
     // Commands that can share a transaction wait here until a transaction slot is free and no
     // more are ready right now, or until the batch is full (group commit). A command never
@@ -313,6 +315,7 @@ async fn session(
         }
     }
     sweeper.abort();
+    expiry.abort();
     let _ = connection.close(200, "bye".into()).await;
     outcome
 }

@@ -7,6 +7,7 @@ pub(crate) mod allocation;
 pub(crate) mod cash;
 pub(crate) mod deposit;
 pub(crate) mod ewallet_cash;
+pub(crate) mod hold;
 pub(crate) mod merchant;
 pub(crate) mod payout;
 pub(crate) mod purchase;

@@ -82,6 +82,7 @@ fn wallet_info(
 ) -> serde_json::Value {
     json!({
         "balance": wallet.balance,
+        "held": wallet.held,
         "total_income": wallet.total_income,
         "total_expenses": wallet.total_expenses,
         "points": wallet.points,
