@@ -190,7 +190,8 @@ impl SecuritySettings {
             (true, true) => Ok(Operators::anyone().with_ids(self.operator_ids.clone())),
             (true, false) => Err(ConfigError::Invalid(
                 "security.operator_users is empty: name the AMQP users that may send operator \
-                 commands (cash.approve, cash.reject, cash.retrieve), or set \
+                 commands (cash.approve, cash.reject, cash.retrieve, wallet.freeze, \
+                 wallet.unfreeze, limits.set), or set \
                  security.allow_any_operator = true to let every publisher send them"
                     .into(),
             )),

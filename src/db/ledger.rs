@@ -14,6 +14,8 @@ use crate::error::EngineError;
 pub struct LockedWallet {
     pub account_id: i64,
     pub figures: WalletFigures,
+    /// Frozen by an operator: the wallet sends nothing.
+    pub frozen: bool,
 }
 
 /// Locks the wallets of `users` (creating the missing ones empty), always in user id order so
@@ -25,7 +27,8 @@ pub async fn lock_wallets(
     let mut users = users.to_vec();
     users.sort_unstable();
     users.dedup();
-    const LOCK: &str = "SELECT user_id, id, balance, total_income, total_expenses FROM accounts
+    const LOCK: &str =
+        "SELECT user_id, id, balance, total_income, total_expenses, frozen FROM accounts
         WHERE kind = 'wallet' AND user_id = ANY($1) ORDER BY user_id FOR UPDATE";
     let read = |rows: Vec<tokio_postgres::Row>| {
         rows.into_iter()
@@ -39,6 +42,7 @@ pub async fn lock_wallets(
                             total_income: r.get("total_income"),
                             total_expenses: r.get("total_expenses"),
                         },
+                        frozen: r.get("frozen"),
                     },
                 )
             })

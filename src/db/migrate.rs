@@ -94,6 +94,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0016_holds.sql",
         sql: include_str!("../../migrations/0016_holds.sql"),
     },
+    Migration {
+        version: 19,
+        name: "0019_limits_and_freezes.sql",
+        sql: include_str!("../../migrations/0019_limits_and_freezes.sql"),
+    },
 ];
 
 /// An arbitrary constant shared by every pluspay instance.

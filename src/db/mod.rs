@@ -18,6 +18,7 @@ pub mod dead_letters;
 pub mod deposits;
 pub mod holds;
 pub mod ledger;
+pub mod limits;
 pub mod merchants;
 pub mod migrate;
 pub mod orders;

@@ -56,6 +56,9 @@ pub enum CommandType {
     HoldCreate,
     HoldCapture,
     HoldRelease,
+    WalletFreeze,
+    WalletUnfreeze,
+    LimitsSet,
 }
 
 impl CommandType {
@@ -64,7 +67,12 @@ impl CommandType {
     pub fn operator_only(self) -> bool {
         matches!(
             self,
-            CommandType::CashApprove | CommandType::CashReject | CommandType::CashRetrieve
+            CommandType::CashApprove
+                | CommandType::CashReject
+                | CommandType::CashRetrieve
+                | CommandType::WalletFreeze
+                | CommandType::WalletUnfreeze
+                | CommandType::LimitsSet
         )
     }
 
@@ -84,7 +92,7 @@ impl CommandType {
         )
     }
 
-    pub const ALL: [CommandType; 38] = [
+    pub const ALL: [CommandType; 41] = [
         CommandType::Recharge,
         CommandType::RechargeRetrieve,
         CommandType::Cash,
@@ -123,6 +131,9 @@ impl CommandType {
         CommandType::HoldCreate,
         CommandType::HoldCapture,
         CommandType::HoldRelease,
+        CommandType::WalletFreeze,
+        CommandType::WalletUnfreeze,
+        CommandType::LimitsSet,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -165,6 +176,9 @@ impl CommandType {
             CommandType::HoldCreate => "hold.create",
             CommandType::HoldCapture => "hold.capture",
             CommandType::HoldRelease => "hold.release",
+            CommandType::WalletFreeze => "wallet.freeze",
+            CommandType::WalletUnfreeze => "wallet.unfreeze",
+            CommandType::LimitsSet => "limits.set",
         }
     }
 

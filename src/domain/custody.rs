@@ -45,7 +45,7 @@ impl Custody {
         use CommandType::*;
         match kind {
             Transfer | Transform | CashApprove | CashReject | HoldCreate | HoldCapture
-            | HoldRelease => self == Custody::Platform,
+            | HoldRelease | WalletFreeze | WalletUnfreeze | LimitsSet => self == Custody::Platform,
             AccountOpen
             | AccountGet
             | AccountCards

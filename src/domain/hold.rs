@@ -204,9 +204,10 @@ pub fn parse_capture(owner: i64, data: &Map<String, Value>) -> Result<CaptureReq
     })
 }
 
-/// The receiver a capture names, if it names one that can be: for locking its wallet before
-/// the capture is decided.
-pub fn receiver_named(data: &Map<String, Value>) -> Option<i64> {
+/// The user a command's `user` field names (a capture's receiver, the wallet an operator's
+/// control is about), if it names one that can be: for locking its wallet before the command is
+/// decided.
+pub fn user_named(data: &Map<String, Value>) -> Option<i64> {
     match validate::int_field(data, "user") {
         validate::IntField::Value(user) if user > 0 => Some(user),
         _ => None,

@@ -10,6 +10,7 @@ pub mod deposit;
 pub mod event;
 pub mod hold;
 pub mod ledger;
+pub mod limits;
 pub mod merchant;
 pub mod operators;
 pub mod order;

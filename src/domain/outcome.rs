@@ -163,6 +163,13 @@ pub enum Code {
     HoldNotFound,
     /// The hold was captured, released or expired (or its expiry has come).
     HoldClosed,
+    /// One more would pass the user's daily limit on this command type (count or sum).
+    LimitExceeded,
+    /// The wallet is frozen by an operator: it sends nothing (it still receives).
+    WalletFrozen,
+    LimitTypeRequired,
+    /// `type` is not a command type that takes a daily limit.
+    InvalidLimitType,
 }
 
 impl Code {

@@ -1,11 +1,14 @@
 //! The wallet's settings (`[wallet]`): which channels and cash types are open, the limits, and
 //! what `wallet.get` shows, as the older wallet API's "钱包信息" describes them.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::account::MAX_PIC_BYTES;
 use super::custody::Custody;
 use super::ledger::MAX_COMMAND_AMOUNT;
+use super::limits::DailyLimit;
 
 /// Channels that need `extra.success_url`: Ping++ requires it for the first two, the wallet API's
 /// platform for all four (it sends the payer back to its page).
@@ -46,6 +49,11 @@ pub struct WalletPolicy {
     pub reward_commission_percent: i64,
     /// The pluspay user whose e-wallet takes the platform's commission (0: none).
     pub platform_user_id: i64,
+    /// Every user's daily limits by command type (`[wallet.daily_limits.transfer]`, ...);
+    /// `limits.set` gives a user their own instead.
+    pub daily_limits: BTreeMap<String, DailyLimit>,
+    /// The hours east of UTC where a limit's day begins at midnight: 8, China Standard Time.
+    pub day_offset_hours: i32,
 }
 
 impl Default for WalletPolicy {
@@ -75,11 +83,18 @@ impl Default for WalletPolicy {
             pic_max_bytes: 2 * 1024 * 1024,
             reward_commission_percent: 0,
             platform_user_id: 0,
+            daily_limits: BTreeMap::new(),
+            day_offset_hours: 8,
         }
     }
 }
 
 impl WalletPolicy {
+    /// The settings' daily limit on a command type, if any.
+    pub fn daily_limit(&self, kind: super::command::CommandType) -> Option<DailyLimit> {
+        self.daily_limits.get(kind.as_str()).copied()
+    }
+
     /// Names the first setting that makes no sense.
     pub fn check(&self) -> Result<(), String> {
         if self.recharge_min < 1 {
@@ -136,6 +151,10 @@ impl WalletPolicy {
                 "wallet.platform_user_id must be the user taking the commission (wallet.reward_commission_percent above 0)"
                     .into(),
             );
+        }
+        super::limits::check_settings(&self.daily_limits)?;
+        if !(-12..=14).contains(&self.day_offset_hours) {
+            return Err("wallet.day_offset_hours must be between -12 and 14".into());
         }
         if !(1..=MAX_PIC_BYTES).contains(&self.pic_max_bytes) {
             return Err(format!(

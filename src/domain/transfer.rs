@@ -16,6 +16,14 @@ pub enum TransferKind {
 }
 
 impl TransferKind {
+    /// The command type that makes this kind of transfer.
+    pub fn command(self) -> super::command::CommandType {
+        match self {
+            TransferKind::Transfer => super::command::CommandType::Transfer,
+            TransferKind::Reward => super::command::CommandType::Reward,
+        }
+    }
+
     pub fn target_type(self) -> &'static str {
         match self {
             TransferKind::Transfer => "user",

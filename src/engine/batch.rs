@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::commands::transfer;
+use super::limits::Limits;
 use super::{rejected, Engine};
 use crate::db::commands::{self, Applied, Claim};
 use crate::db::ledger::{lock_wallets, SystemDeltas};
@@ -71,11 +72,23 @@ pub(super) async fn apply_together(
         .collect();
     let unique_envelopes: Vec<&Envelope> = unique.iter().map(|&i| &envelopes[i]).collect();
     let claims = commands::claim_many(&tx, &unique_envelopes).await?;
-    let mut wallets = if users.is_empty() {
-        BTreeMap::new()
-    } else {
-        lock_wallets(&tx, &users).await?
-    };
+    let senders: Vec<(i64, CommandType)> = requests
+        .iter()
+        .map(|(_, r)| (r.from, r.kind.command()))
+        .collect();
+    // The senders' own limits are a plain read, sent with the locks in one round trip.
+    let (locked, own_limits) = futures_util::future::join(
+        async {
+            if users.is_empty() {
+                Ok(BTreeMap::new())
+            } else {
+                lock_wallets(&tx, &users).await
+            }
+        },
+        Limits::own_limits(&tx, &senders),
+    )
+    .await;
+    let (mut wallets, own_limits) = (locked?, own_limits?);
     let mut claimed = vec![false; envelopes.len()];
     // An id taken by other content: a twin of this command is no replay of anything either.
     let mut conflicted = vec![false; envelopes.len()];
@@ -96,13 +109,15 @@ pub(super) async fn apply_together(
         .map(|(i, rejection)| (i, rejected(&envelopes[i], rejection)))
         .collect();
 
+    let mut limits = Limits::load_with(&tx, &engine.policy, &senders, &own_limits).await?;
     let mut transfers = Vec::with_capacity(requests.len());
     for (i, request) in requests {
-        match transfer::decide(request, &mut wallets)? {
+        match transfer::decide(request, &mut wallets, &mut limits)? {
             Ok(transfer) => transfers.push((i, transfer)),
             Err(rejection) => results.push((i, rejected(&envelopes[i], rejection))),
         }
     }
+    limits.record(&tx).await?;
     let mut system = SystemDeltas::default();
     if !transfers.is_empty() {
         results.extend(transfer::write(&tx, envelopes, &transfers, &wallets, &mut system).await?);
@@ -175,8 +190,14 @@ fn wallets_named(envelope: &Envelope) -> Vec<i64> {
         | CommandType::HoldRelease => vec![envelope.user_id],
         CommandType::HoldCapture => {
             let mut users = vec![envelope.user_id];
-            users.extend(crate::domain::hold::receiver_named(&envelope.data));
+            users.extend(crate::domain::hold::user_named(&envelope.data));
             users
+        }
+        // The operator's controls lock the wallet they are about, not the operator's.
+        CommandType::WalletFreeze | CommandType::WalletUnfreeze | CommandType::LimitsSet => {
+            crate::domain::hold::user_named(&envelope.data)
+                .into_iter()
+                .collect()
         }
         _ => Vec::new(),
     }

@@ -15,6 +15,7 @@ mod batch;
 mod commands;
 mod completion;
 mod event;
+mod limits;
 mod provider;
 mod step;
 
@@ -301,9 +302,14 @@ async fn decide_in(
             commands::cash::decision(tx, envelope, Decision::Reject, policy, system).await
         }
         CommandType::Transform => commands::transform::apply(tx, envelope, policy, system).await,
-        CommandType::HoldCreate => commands::hold::create(tx, envelope).await,
+        CommandType::HoldCreate => commands::hold::create(tx, envelope, policy).await,
         CommandType::HoldCapture => commands::hold::capture(tx, envelope).await,
         CommandType::HoldRelease => commands::hold::release(tx, envelope).await,
+        CommandType::WalletFreeze => commands::wallet_control::set_frozen(tx, envelope, true).await,
+        CommandType::WalletUnfreeze => {
+            commands::wallet_control::set_frozen(tx, envelope, false).await
+        }
+        CommandType::LimitsSet => commands::wallet_control::set_limits(tx, envelope, policy).await,
         CommandType::OrdersList
         | CommandType::OrdersGet
         | CommandType::CashesList

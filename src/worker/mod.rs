@@ -65,7 +65,7 @@ pub async fn run_with_readiness(
     if settings.security.allow_any_operator {
         warn!(
             "security.allow_any_operator: every publisher may send operator commands \
-             (cash.approve, cash.reject, cash.retrieve); name the operators in \
+             (cash.approve, cash.reject, cash.retrieve, wallet.freeze, wallet.unfreeze, limits.set); name the operators in \
              security.operator_users instead"
         );
     }

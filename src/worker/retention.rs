@@ -51,5 +51,9 @@ async fn pass(pool: &deadpool_postgres::Pool, keep: Duration) -> Result<u64, Str
         .await
         .map_err(|e| crate::error::EngineError::from(e).to_string())?;
     metrics::oldest_read_result(oldest);
+    // The daily limits' counts of days gone by: a few rows per limited user and day.
+    db::limits::remove_old_usage(&client)
+        .await
+        .map_err(|e| crate::error::EngineError::from(e).to_string())?;
     Ok(removed)
 }

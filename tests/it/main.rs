@@ -20,6 +20,7 @@ mod dead_letters;
 mod events;
 mod holds;
 mod least_privilege;
+mod limits;
 mod merchants;
 mod metrics;
 mod operators;

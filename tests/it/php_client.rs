@@ -171,7 +171,7 @@ async fn php_rejections_carry_the_code_and_field_errors() {
     // A type the commands exchange does not route (planned, not served): the broker returns
     // the mandatory message, and the client says so rather than waiting for nothing.
     let vars = [
-        ("PP_TYPE", "hold.create".to_owned()),
+        ("PP_TYPE", "wallet.statement".to_owned()),
         ("PP_USER", "1".to_owned()),
         ("PP_DATA", r#"{"amount":10}"#.to_owned()),
     ];

@@ -642,6 +642,119 @@ trait Commands
         return $this->send('allocation.complete', $userId, $data, $key, $timeout);
     }
 
+    // §5: holds, frozen wallets and daily limits, with the platform holding the money
+
+    /**
+     * `hold.create`: Sets `amount` fen of the user's wallet aside for `reason` (a bounty, a paid
+     * post's purchase) for `expiresIn` seconds, in their held balance.
+     */
+    public function holdCreate(
+        int $userId,
+        int $amount,
+        string $reason,
+        int $expiresIn,
+        ?string $key = null,
+        ?float $timeout = null,
+    ): Result {
+        $data = self::fields([
+            'amount' => $amount,
+            'reason' => $reason,
+            'expires_in' => $expiresIn,
+        ]);
+        return $this->send('hold.create', $userId, $data, $key, $timeout);
+    }
+
+    /**
+     * `hold.capture`: Pays `amount` fen of an open hold to user `user`; the rest goes back to the
+     * owner.
+     */
+    public function holdCapture(
+        int $userId,
+        int $hold,
+        int $user,
+        int $amount,
+        ?string $key = null,
+        ?float $timeout = null,
+    ): Result {
+        $data = self::fields([
+            'hold' => $hold,
+            'user' => $user,
+            'amount' => $amount,
+        ]);
+        return $this->send('hold.capture', $userId, $data, $key, $timeout);
+    }
+
+    /**
+     * `hold.release`: Gives an open hold's money back to its owner.
+     */
+    public function holdRelease(
+        int $userId,
+        int $hold,
+        ?string $key = null,
+        ?float $timeout = null,
+    ): Result {
+        $data = self::fields([
+            'hold' => $hold,
+        ]);
+        return $this->send('hold.release', $userId, $data, $key, $timeout);
+    }
+
+    /**
+     * `wallet.freeze`: An operator freezes user `user`'s wallet: it sends nothing until unfrozen.
+     */
+    public function walletFreeze(
+        int $userId,
+        int $user,
+        string $reason,
+        ?string $key = null,
+        ?float $timeout = null,
+    ): Result {
+        $data = self::fields([
+            'user' => $user,
+            'reason' => $reason,
+        ]);
+        return $this->send('wallet.freeze', $userId, $data, $key, $timeout);
+    }
+
+    /**
+     * `wallet.unfreeze`: An operator unfreezes user `user`'s wallet.
+     */
+    public function walletUnfreeze(
+        int $userId,
+        int $user,
+        string $reason,
+        ?string $key = null,
+        ?float $timeout = null,
+    ): Result {
+        $data = self::fields([
+            'user' => $user,
+            'reason' => $reason,
+        ]);
+        return $this->send('wallet.unfreeze', $userId, $data, $key, $timeout);
+    }
+
+    /**
+     * `limits.set`: An operator gives user `user` their own daily limit on command type `type`
+     * (count and sum in fen; both null removes it, and the settings' applies again).
+     */
+    public function limitsSet(
+        int $userId,
+        int $user,
+        string $type,
+        ?int $dailyCount = null,
+        ?int $dailyAmount = null,
+        ?string $key = null,
+        ?float $timeout = null,
+    ): Result {
+        $data = self::fields([
+            'user' => $user,
+            'type' => $type,
+            'daily_count' => $dailyCount,
+            'daily_amount' => $dailyAmount,
+        ]);
+        return $this->send('limits.set', $userId, $data, $key, $timeout);
+    }
+
     /**
      * The fields without the null ones; an empty array given for an object becomes `{}`.
      *

@@ -21,17 +21,26 @@ use crate::domain::command::Envelope;
 use crate::domain::hold::{self, Closing, HoldStatus, LockedHold};
 use crate::domain::ledger::AccountRef;
 use crate::domain::outcome::{CommandResult, Rejection};
+use crate::domain::policy::WalletPolicy;
+use crate::engine::limits::{admit_one, may_send};
 use crate::engine::{succeeded, Engine};
 use crate::error::EngineError;
 
 type Decided = Result<Result<CommandResult, Rejection>, EngineError>;
 
-pub(crate) async fn create(tx: &Transaction<'_>, envelope: &Envelope) -> Decided {
+pub(crate) async fn create(
+    tx: &Transaction<'_>,
+    envelope: &Envelope,
+    policy: &WalletPolicy,
+) -> Decided {
     let request = match hold::parse_create(envelope.user_id, &envelope.data) {
         Ok(request) => request,
         Err(rejection) => return Ok(Err(rejection)),
     };
     let wallets = lock_wallets(tx, &[request.user]).await?;
+    if let Err(rejection) = may_send(wallets.get(&request.user)) {
+        return Ok(Err(rejection));
+    }
     let figures = wallets
         .get(&request.user)
         .map_or_else(Default::default, |w| w.figures);
@@ -39,6 +48,10 @@ pub(crate) async fn create(tx: &Transaction<'_>, envelope: &Envelope) -> Decided
         Ok(journal) => journal,
         Err(rejection) => return Ok(Err(rejection)),
     };
+    let admitted = admit_one(tx, policy, request.user, envelope.kind, request.amount).await?;
+    if let Err(rejection) = admitted {
+        return Ok(Err(rejection));
+    }
     lock_user_account(tx, AccountRef::Held(request.user)).await?;
     let mut system = SystemDeltas::default();
     let journal_id = post_one(
@@ -72,6 +85,10 @@ pub(crate) async fn capture(tx: &Transaction<'_>, envelope: &Envelope) -> Decide
         Err(rejection) => return Ok(Err(rejection)),
     };
     let wallets = lock_wallets(tx, &[envelope.user_id, request.receiver]).await?;
+    // Paying out of a hold sends the owner's money: a frozen wallet can only get it back.
+    if let Err(rejection) = may_send(wallets.get(&envelope.user_id)) {
+        return Ok(Err(rejection));
+    }
     let locked = holds::lock(tx, request.hold).await?;
     let hold = match hold::open_for(locked.as_ref(), envelope.user_id) {
         Ok(hold) => hold,

@@ -15,6 +15,7 @@ pub(crate) mod reads;
 pub(crate) mod recharge;
 pub(crate) mod transfer;
 pub(crate) mod transform;
+pub(crate) mod wallet_control;
 
 use std::collections::BTreeMap;
 

@@ -12,8 +12,10 @@ use crate::db::ledger::{
 };
 use crate::domain::command::{CommandType, Envelope};
 use crate::domain::ledger::{AccountRef, Journal};
+use crate::domain::limits::not_frozen;
 use crate::domain::outcome::{CommandResult, Rejection};
 use crate::domain::transfer::{self, TransferKind, TransferRequest};
+use crate::engine::limits::Limits;
 use crate::engine::succeeded;
 use crate::error::EngineError;
 
@@ -33,22 +35,30 @@ pub(crate) fn kind_of(kind: CommandType) -> Option<TransferKind> {
     }
 }
 
-/// Decides a transfer against the balances as the batch's earlier transfers left them, and
-/// moves those balances in memory when it goes through.
+/// Decides a transfer against the balances (and the sender's daily limit) as the batch's
+/// earlier transfers left them, and moves those in memory when it goes through.
 pub(crate) fn decide(
     request: TransferRequest,
     wallets: &mut BTreeMap<i64, LockedWallet>,
+    limits: &mut Limits,
 ) -> Result<Result<DecidedTransfer, Rejection>, EngineError> {
-    let figures = |user: i64| {
+    let locked = |user: i64| {
         wallets
             .get(&user)
-            .map(|w| w.figures)
+            .copied()
             .ok_or_else(|| EngineError::Broken(format!("wallet of user {user} was not locked")))
     };
-    let journal = match transfer::decide(&request, figures(request.from)?, figures(request.to)?) {
+    let (sender, receiver) = (locked(request.from)?, locked(request.to)?);
+    if let Err(rejection) = not_frozen(sender.frozen) {
+        return Ok(Err(rejection));
+    }
+    let journal = match transfer::decide(&request, sender.figures, receiver.figures) {
         Ok(journal) => journal,
         Err(rejection) => return Ok(Err(rejection)),
     };
+    if let Err(rejection) = limits.admit(request.from, request.kind.command(), request.amount) {
+        return Ok(Err(rejection));
+    }
     for (account, amount) in journal.entries() {
         if let AccountRef::Wallet(user) = account {
             let wallet = wallets.get_mut(&user).expect("checked above");

@@ -10,6 +10,7 @@ use crate::domain::command::Envelope;
 use crate::domain::outcome::{CommandResult, Rejection};
 use crate::domain::policy::WalletPolicy;
 use crate::domain::transform;
+use crate::engine::limits::{admit_one, may_send};
 use crate::engine::succeeded;
 use crate::error::EngineError;
 
@@ -24,6 +25,9 @@ pub(crate) async fn apply(
         Err(rejection) => return Ok(Err(rejection)),
     };
     let wallets = lock_wallets(tx, &[request.user]).await?;
+    if let Err(rejection) = may_send(wallets.get(&request.user)) {
+        return Ok(Err(rejection));
+    }
     let figures = wallets
         .get(&request.user)
         .map_or_else(Default::default, |w| w.figures);
@@ -32,6 +36,10 @@ pub(crate) async fn apply(
         Ok(journal) => journal,
         Err(rejection) => return Ok(Err(rejection)),
     };
+    let admitted = admit_one(tx, policy, request.user, envelope.kind, request.amount).await?;
+    if let Err(rejection) = admitted {
+        return Ok(Err(rejection));
+    }
     let journal_id = post_one(tx, "transform", &envelope.id, &journal, &wallets, system).await?;
     let order = insert_orders(
         tx,

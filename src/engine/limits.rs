@@ -1,0 +1,139 @@
+//! Daily limits inside the transaction that moves the money: the limits that apply to a batch's
+//! senders and their usage today are read once, each command is admitted against them in
+//! memory as the batch decides it (so two commands of one batch cannot pass a limit together),
+//! and the new usage is written before the commit. The senders' wallets are locked first: two
+//! transactions admitting the same user wait for each other.
+
+use std::collections::{HashMap, HashSet};
+
+use deadpool_postgres::Transaction;
+
+use crate::db::ledger::LockedWallet;
+use crate::db::limits as stored;
+use crate::domain::command::CommandType;
+use crate::domain::limits::{self, DailyLimit, Usage};
+use crate::domain::outcome::Rejection;
+use crate::domain::policy::WalletPolicy;
+use crate::error::EngineError;
+
+/// Users' own limits by (user, command type name).
+pub(crate) type OwnLimits = HashMap<(i64, String), DailyLimit>;
+
+pub(crate) struct Limits {
+    applying: HashMap<(i64, CommandType), (DailyLimit, Usage)>,
+    admitted: HashSet<(i64, CommandType)>,
+    offset_hours: i32,
+}
+
+impl Limits {
+    /// The users' own limits that may apply to these (sender, type) pairs; no statement when
+    /// none of the types takes a limit. A plain read: it may be pipelined with the wallet locks.
+    pub async fn own_limits(
+        tx: &Transaction<'_>,
+        pairs: &[(i64, CommandType)],
+    ) -> Result<OwnLimits, EngineError> {
+        let mut users: Vec<i64> = pairs
+            .iter()
+            .filter(|(_, kind)| limits::limitable(*kind).is_some())
+            .map(|p| p.0)
+            .collect();
+        if users.is_empty() {
+            return Ok(OwnLimits::new());
+        }
+        users.sort_unstable();
+        users.dedup();
+        stored::own_limits(tx, &users).await
+    }
+
+    /// The limits on these (sender, type) pairs, a user's own (from `own_limits`) before the
+    /// settings', and what each sender used today. Pairs no limit applies to are left out:
+    /// they pass.
+    pub async fn load_with(
+        tx: &Transaction<'_>,
+        policy: &WalletPolicy,
+        pairs: &[(i64, CommandType)],
+        own: &OwnLimits,
+    ) -> Result<Limits, EngineError> {
+        let mut limits = Limits {
+            applying: HashMap::new(),
+            admitted: HashSet::new(),
+            offset_hours: policy.day_offset_hours,
+        };
+        let limited: Vec<((i64, CommandType), DailyLimit)> = pairs
+            .iter()
+            .copied()
+            .filter(|(_, kind)| limits::limitable(*kind).is_some())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .filter_map(|(user, kind)| {
+                own.get(&(user, kind.as_str().to_owned()))
+                    .copied()
+                    .or_else(|| policy.daily_limit(kind))
+                    .filter(|limit| !limit.is_none())
+                    .map(|limit| ((user, kind), limit))
+            })
+            .collect();
+        if limited.is_empty() {
+            return Ok(limits);
+        }
+        let keys: Vec<(i64, CommandType)> = limited.iter().map(|(pair, _)| *pair).collect();
+        let usage = stored::usage_today(tx, &keys, policy.day_offset_hours).await?;
+        for (pair, limit) in limited {
+            let used = usage.get(&pair).copied().unwrap_or_default();
+            limits.applying.insert(pair, (limit, used));
+        }
+        Ok(limits)
+    }
+
+    pub async fn load(
+        tx: &Transaction<'_>,
+        policy: &WalletPolicy,
+        pairs: &[(i64, CommandType)],
+    ) -> Result<Limits, EngineError> {
+        let own = Self::own_limits(tx, pairs).await?;
+        Self::load_with(tx, policy, pairs, &own).await
+    }
+
+    /// Admits one more command of `amount` from `user`, counting it when it passes.
+    pub fn admit(&mut self, user: i64, kind: CommandType, amount: i64) -> Result<(), Rejection> {
+        let Some((limit, usage)) = self.applying.get_mut(&(user, kind)) else {
+            return Ok(());
+        };
+        limits::admit(kind, limit, *usage, amount)?;
+        usage.count += 1;
+        usage.amount = usage.amount.saturating_add(amount);
+        self.admitted.insert((user, kind));
+        Ok(())
+    }
+
+    /// Writes the usage of every pair a command was admitted on.
+    pub async fn record(self, tx: &Transaction<'_>) -> Result<(), EngineError> {
+        let usage: Vec<((i64, CommandType), Usage)> = self
+            .admitted
+            .iter()
+            .map(|pair| (*pair, self.applying[pair].1))
+            .collect();
+        stored::record_usage(tx, &usage, self.offset_hours).await
+    }
+}
+
+/// Whether the sender's wallet, as locked, may send: a frozen one sends nothing.
+pub(crate) fn may_send(wallet: Option<&LockedWallet>) -> Result<(), Rejection> {
+    limits::not_frozen(wallet.is_some_and(|w| w.frozen))
+}
+
+/// Loads, admits and records one command's limit: for the commands decided one by one.
+pub(crate) async fn admit_one(
+    tx: &Transaction<'_>,
+    policy: &WalletPolicy,
+    user: i64,
+    kind: CommandType,
+    amount: i64,
+) -> Result<Result<(), Rejection>, EngineError> {
+    let mut limits = Limits::load(tx, policy, &[(user, kind)]).await?;
+    if let Err(rejection) = limits.admit(user, kind, amount) {
+        return Ok(Err(rejection));
+    }
+    limits.record(tx).await?;
+    Ok(Ok(()))
+}
