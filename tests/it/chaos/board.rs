@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::broker::RobustPublisher;
-use super::plan::{Bad, Kind, Plan, Scenario, Send, Target};
+use super::plan::{Bad, HoldEnd, Kind, Plan, Scenario, Send, Target};
 use super::{BASE_COMMANDS, BROKER_CALL, FOLLOW_UP_PUBLISHERS, OPERATOR, WINDOW};
 use crate::support::fake_pingpp::FakePingpp;
 
@@ -30,6 +30,10 @@ pub(super) enum Job {
         index: usize,
         order: i64,
         charge: String,
+    },
+    Hold {
+        index: usize,
+        hold: i64,
     },
 }
 
@@ -48,6 +52,10 @@ pub(super) struct State {
     pub(super) order_states: HashMap<i64, Vec<i64>>,
     /// Cash id → base index of its request.
     pub(super) cashes: HashMap<i64, usize>,
+    /// Hold id → base index of its `hold.create`.
+    pub(super) holds: HashMap<i64, usize>,
+    /// Holds a `hold.expired` event was seen for (copies included).
+    pub(super) expired_holds: HashMap<i64, usize>,
     /// Ids of the genuine events enqueued.
     pub(super) event_ids: HashSet<String>,
     pub(super) events: Vec<Value>,
@@ -67,6 +75,23 @@ pub(super) struct Board {
     pub(super) window: Semaphore,
     pub(super) plans: Vec<Plan>,
     pub(super) jobs: mpsc::UnboundedSender<Job>,
+}
+
+/// A hold has ended as far as the test can see: its follow-up succeeded, or its expiry's event
+/// came (a follow-up then answers `hold_closed`).
+fn hold_settled(state: &State, hold: i64, index: usize, plan: &Plan) -> bool {
+    if state.expired_holds.contains_key(&hold) {
+        return true;
+    }
+    let follow_up = plan
+        .hold
+        .as_ref()
+        .is_some_and(|h| !matches!(h.end, HoldEnd::Expire));
+    follow_up
+        && state
+            .results
+            .get(&format!("f-{index}-h"))
+            .is_some_and(|r| r.iter().any(|r| r["status"] == "succeeded"))
 }
 
 fn base_index(id: &str) -> Option<usize> {
@@ -128,6 +153,10 @@ impl Board {
                     .expect("a recharge's charge id")
                     .to_owned(),
             }),
+            Kind::Hold => Some(Job::Hold {
+                index,
+                hold: data["hold"]["id"].as_i64().expect("a hold's id"),
+            }),
             _ => None,
         }
     }
@@ -135,6 +164,12 @@ impl Board {
     fn on_event(&self, body: &[u8]) {
         let event: Value = serde_json::from_slice(body).expect("an event is JSON");
         let mut state = self.state();
+        if event["type"] == "hold.expired" {
+            let hold = event["data"]["hold"]["id"].as_i64().expect("a hold's id");
+            *state.expired_holds.entry(hold).or_default() += 1;
+            state.events.push(event);
+            return;
+        }
         if let Some((order, s)) = order_state(&event["data"]["order"]) {
             state.order_states.entry(order).or_default().push(s);
         }
@@ -156,6 +191,10 @@ impl Board {
                 .expected
                 .keys()
                 .all(|id| state.results.contains_key(id))
+            && state
+                .holds
+                .iter()
+                .all(|(hold, index)| hold_settled(&state, *hold, *index, &self.plans[*index]))
             && state.recharges.keys().all(|order| {
                 state
                     .order_states
@@ -461,6 +500,26 @@ pub(super) async fn follow_ups(
                     if let Some((command, copies)) = &retrieve {
                         published += send_copies(&mut publisher, &names, command, *copies).await;
                     }
+                }
+            }
+            Job::Hold { index, hold } => {
+                let plan = board.plans[index].hold.clone().unwrap();
+                let user = board.plans[index].command["user_id"].clone();
+                let data = match plan.end {
+                    HoldEnd::Capture { receiver, amount } => Some((
+                        "hold.capture",
+                        json!({ "hold": hold, "user": receiver, "amount": amount }),
+                    )),
+                    HoldEnd::Release => Some(("hold.release", json!({ "hold": hold }))),
+                    HoldEnd::Expire => None,
+                };
+                board.state().holds.insert(hold, index);
+                if let Some((kind, data)) = data {
+                    let command = json!({
+                        "id": format!("f-{index}-h"), "type": kind, "user_id": user, "data": data,
+                    });
+                    board.expect(&command);
+                    published += send_copies(&mut publisher, &names, &command, plan.copies).await;
                 }
             }
         }

@@ -11,7 +11,7 @@ use pluspay::worker::ERROR_HEADER;
 use serde_json::Value;
 
 use super::board::State;
-use super::plan::{Kind, Scenario, Send};
+use super::plan::{HoldEnd, Kind, Scenario, Send};
 use super::say;
 use super::{FUNDING, USERS};
 
@@ -124,6 +124,8 @@ pub(super) async fn check_the_books(
     let mut outcomes: BTreeMap<(Kind, String), usize> = BTreeMap::new();
     let mut cash_values: HashMap<i64, (i64, i64)> = HashMap::new();
     let mut recharge_orders: HashMap<i64, (i64, i64, bool)> = HashMap::new();
+    // Hold id → (base index, owner, amount).
+    let mut holds: HashMap<i64, (usize, i64, i64)> = HashMap::new();
     for plan in &scenario.plans {
         let result = &stored[&plan.id];
         let user = plan.command["user_id"].as_i64().unwrap();
@@ -138,7 +140,7 @@ pub(super) async fn check_the_books(
             assert!(
                 matches!(
                     plan.kind,
-                    Kind::Transfer | Kind::Reward | Kind::Cash | Kind::Transform
+                    Kind::Transfer | Kind::Reward | Kind::Cash | Kind::Transform | Kind::Hold
                 ) && outcome == "insufficient_balance",
                 "{}: {result}",
                 plan.id
@@ -171,8 +173,60 @@ pub(super) async fn check_the_books(
                 let paid = state.recharges[&order].1;
                 recharge_orders.insert(order, (user, data["amount"].as_i64().unwrap(), paid));
             }
+            Kind::Hold => {
+                let amount = data["amount"].as_i64().unwrap();
+                *wallets.get_mut(&user).unwrap() -= amount;
+                let index = scenario.plans.iter().position(|p| p.id == plan.id).unwrap();
+                holds.insert(
+                    result["data"]["hold"]["id"].as_i64().unwrap(),
+                    (index, user, amount),
+                );
+            }
             Kind::Read => {}
         }
+    }
+    // Holds: each ended once, as its follow-up's result or its expiry's event says.
+    let mut hold_ends: HashMap<i64, (&str, i64, i64, Option<i64>)> = HashMap::new();
+    for (&hold, &(index, owner, amount)) in &holds {
+        let plan = scenario.plans[index].hold.as_ref().unwrap();
+        let follow_up = stored.get(&format!("f-{index}-h"));
+        let expired = state.expired_holds.contains_key(&hold);
+        let end = match (&plan.end, follow_up) {
+            (HoldEnd::Expire, _) => ("expired", 0, amount, None),
+            (_, Some(result)) if result["status"] == "succeeded" => {
+                assert!(
+                    !expired,
+                    "hold {hold} captured or released, and expired: {result}"
+                );
+                match plan.end {
+                    HoldEnd::Capture {
+                        receiver,
+                        amount: paid,
+                    } => {
+                        *wallets.get_mut(&receiver).unwrap() += paid;
+                        ("captured", paid, amount - paid, Some(receiver))
+                    }
+                    _ => ("released", 0, amount, None),
+                }
+            }
+            (_, Some(result)) => {
+                assert_eq!(result["code"], "hold_closed", "hold {hold}: {result}");
+                ("expired", 0, amount, None)
+            }
+            (_, None) => panic!("hold {hold}: its follow-up has no result"),
+        };
+        if end.0 == "expired" {
+            assert!(expired, "hold {hold} expired without its event");
+        }
+        *wallets.get_mut(&owner).unwrap() += end.2;
+        hold_ends.insert(hold, end);
+    }
+    for (hold, copies) in &state.expired_holds {
+        assert!(
+            holds.contains_key(hold),
+            "hold.expired for hold {hold}, never made"
+        );
+        assert!(*copies >= 1);
     }
     // Cash decisions: each request ends approved or rejected, whichever decision won.
     let mut cash_status: HashMap<i64, i64> = HashMap::new();
@@ -227,7 +281,7 @@ pub(super) async fn check_the_books(
             credited += 1;
         }
     }
-    for event in &state.events {
+    for event in state.events.iter().filter(|e| e["type"] != "hold.expired") {
         let order = event["data"]["order"]["id"].as_i64().unwrap();
         assert!(
             recharge_orders.contains_key(&order),
@@ -257,6 +311,7 @@ pub(super) async fn check_the_books(
             "points" => {
                 db_points.insert(user, balance);
             }
+            "held" => assert_eq!(balance, 0, "user {user}'s held account, every hold closed"),
             _ => {
                 system.insert(name, balance);
             }
@@ -291,6 +346,28 @@ pub(super) async fn check_the_books(
             cash_status.get(&id).copied(),
             Some(i64::from(status)),
             "cash {id}"
+        );
+    }
+    let rows = db
+        .query(
+            "SELECT id, status, captured, released, receiver FROM holds",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), holds.len(), "one row per hold made");
+    for row in rows {
+        let id: i64 = row.get(0);
+        let (status, captured, released, receiver) = hold_ends[&id];
+        assert_eq!(
+            (
+                row.get::<_, &str>(1),
+                row.get::<_, i64>(2),
+                row.get::<_, i64>(3),
+                row.get::<_, Option<i64>>(4)
+            ),
+            (status, captured, released, receiver),
+            "hold {id}"
         );
     }
     let rows = db
@@ -333,14 +410,26 @@ pub(super) async fn check_the_books(
             .copied()
             .unwrap_or(0)
     };
-    let moved: usize = [Kind::Transfer, Kind::Reward, Kind::Cash, Kind::Transform]
-        .iter()
-        .map(|&k| count(k, "succeeded"))
-        .sum();
-    let refused: usize = [Kind::Transfer, Kind::Reward, Kind::Cash, Kind::Transform]
-        .iter()
-        .map(|&k| count(k, "insufficient_balance"))
-        .sum();
+    let moved: usize = [
+        Kind::Transfer,
+        Kind::Reward,
+        Kind::Cash,
+        Kind::Transform,
+        Kind::Hold,
+    ]
+    .iter()
+    .map(|&k| count(k, "succeeded"))
+    .sum();
+    let refused: usize = [
+        Kind::Transfer,
+        Kind::Reward,
+        Kind::Cash,
+        Kind::Transform,
+        Kind::Hold,
+    ]
+    .iter()
+    .map(|&k| count(k, "insufficient_balance"))
+    .sum();
     assert!(
         moved > 2 * refused && refused > 0,
         "{moved} moved money, {refused} refused"

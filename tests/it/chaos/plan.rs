@@ -16,6 +16,7 @@ pub(super) enum Kind {
     Recharge,
     Cash,
     Transform,
+    Hold,
     Read,
 }
 
@@ -28,6 +29,21 @@ pub(super) struct RechargePlan {
     /// Copies of a `recharge.retrieve` sent too, if any.
     pub(super) retrieve_copies: Option<usize>,
     pub(super) retrieve_first: bool,
+}
+
+/// How a hold ends: captured (all or part) to another user, released, or left to expire. Its
+/// expiry is seconds away, so under the chaos a follow-up may come too late (`hold_closed`).
+#[derive(Clone, Debug)]
+pub(super) enum HoldEnd {
+    Capture { receiver: i64, amount: i64 },
+    Release,
+    Expire,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct HoldPlan {
+    pub(super) end: HoldEnd,
+    pub(super) copies: usize,
 }
 
 /// The operator's decisions on a cash request: usually one, sometimes both racing.
@@ -43,6 +59,7 @@ pub(super) struct Plan {
     pub(super) command: Value,
     pub(super) recharge: Option<RechargePlan>,
     pub(super) cash: Option<CashPlan>,
+    pub(super) hold: Option<HoldPlan>,
 }
 
 /// One message a publisher sends, in its order.
@@ -105,29 +122,34 @@ pub(super) fn scenario(rng: &mut StdRng, fake: &FakePingpp) -> Scenario {
         let user = rng.random_range(1..=USERS);
         let roll = rng.random_range(0..100);
         let (kind, data) = match roll {
-            0..34 => (
+            0..30 => (
                 Kind::Transfer,
                 json!({ "user": other_user(rng, user), "amount": rng.random_range(1..=2_500) }),
             ),
-            34..52 => (
+            30..46 => (
                 Kind::Reward,
                 json!({ "user": other_user(rng, user), "amount": rng.random_range(1..=1_500),
                         "body": "打赏" }),
             ),
-            52..68 => (
+            46..62 => (
                 Kind::Recharge,
                 json!({ "type": if rng.random_bool(0.5) { "wx" } else { "alipay" },
                         "amount": rng.random_range(100..=4_000) }),
             ),
-            68..84 => (
+            62..76 => (
                 Kind::Cash,
                 json!({ "value": rng.random_range(100..=3_000),
                         "type": if rng.random_bool(0.5) { "alipay" } else { "wechat" },
                         "account": format!("u{user}@example.com") }),
             ),
-            84..94 => (
+            76..86 => (
                 Kind::Transform,
                 json!({ "amount": rng.random_range(100..=2_000) }),
+            ),
+            86..95 => (
+                Kind::Hold,
+                json!({ "amount": rng.random_range(1..=1_500), "reason": "chaos 悬赏",
+                        "expires_in": rng.random_range(2..=5) }),
             ),
             _ => (Kind::Read, json!({ "limit": 5 })),
         };
@@ -137,6 +159,7 @@ pub(super) fn scenario(rng: &mut StdRng, fake: &FakePingpp) -> Scenario {
             Kind::Recharge => "recharge",
             Kind::Cash => "cash",
             Kind::Transform => "transform",
+            Kind::Hold => "hold.create",
             Kind::Read if roll % 2 == 0 => "wallet.get",
             Kind::Read => "orders.list",
         };
@@ -170,12 +193,28 @@ pub(super) fn scenario(rng: &mut StdRng, fake: &FakePingpp) -> Scenario {
             }
             CashPlan { decisions }
         });
+        let hold = (kind == Kind::Hold).then(|| {
+            let amount = data["amount"].as_i64().unwrap();
+            let end = match rng.random_range(0..100) {
+                0..55 => HoldEnd::Capture {
+                    receiver: other_user(rng, user),
+                    amount: rng.random_range(1..=amount),
+                },
+                55..80 => HoldEnd::Release,
+                _ => HoldEnd::Expire,
+            };
+            HoldPlan {
+                end,
+                copies: if rng.random_bool(0.15) { 2 } else { 1 },
+            }
+        });
         plans.push(Plan {
             command: json!({ "id": id, "type": command_type, "user_id": user, "data": data }),
             id,
             kind,
             recharge,
             cash,
+            hold,
         });
     }
 

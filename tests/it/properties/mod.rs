@@ -14,6 +14,7 @@ mod expect;
 mod strategies;
 
 mod decoder;
+mod holds;
 mod ledger;
 mod parsers;
 mod pingpp;
