@@ -56,6 +56,9 @@ use tokio_util::sync::CancellationToken;
 const WALLETS: i64 = 10_000;
 /// Fen per wallet: far more than any run moves, so transfers are never refused for money.
 const FUNDING: i64 = 1_000_000;
+/// Fen of the open hold every wallet starts with (hold id = user id), for the mixed scenario's
+/// captures.
+const BENCH_HOLD: i64 = 10_000;
 /// Transfers already in the database before a scenario starts, as in a wallet that has been
 /// in use: on empty tables the planner's statistics (taken by the VACUUM ANALYZE below, before
 /// autovacuum's first pass a minute later) say "empty", and the foreign-key checks of every
@@ -101,11 +104,11 @@ impl Scenario {
             Scenario::Uniform | Scenario::Hot => &[("transfer.sql", 1)],
             // The blend of `mixed_command`; a reward is a transfer with another order type.
             Scenario::Mixed => &[
-                ("transfer.sql", 65),
+                ("transfer.sql", 67),
                 ("transform.sql", 10),
                 ("cash.sql", 5),
                 ("wallet_get.sql", 10),
-                ("orders_list.sql", 10),
+                ("orders_list.sql", 8),
             ],
         }
     }
@@ -603,10 +606,31 @@ async fn fresh_database(admin_url: &str, database: &str) -> anyhow::Result<Strin
     ))
     .await
     .context("write the history")?;
+    db.batch_execute(&format!(
+        "INSERT INTO accounts (kind, user_id, unit)
+             SELECT 'held', u, 'fen' FROM generate_series(1, {WALLETS}) AS u;
+         CREATE TEMP TABLE bench_hold_journal AS
+             WITH j AS (INSERT INTO journal (kind) VALUES ('bench_holds') RETURNING id)
+             SELECT id FROM j;
+         INSERT INTO ledger_entries (journal_id, account_id, amount)
+             SELECT j.id, a.id, CASE a.kind WHEN 'wallet' THEN -{BENCH_HOLD} ELSE {BENCH_HOLD} END
+             FROM bench_hold_journal j, accounts a WHERE a.kind IN ('wallet', 'held');
+         INSERT INTO holds (user_id, amount, reason, expires_at, command_id, journal_id)
+             SELECT u, {BENCH_HOLD}, 'bench', now() + interval '1 day', 'bench-hold-' || u, j.id
+             FROM generate_series(1, {WALLETS}) AS u, bench_hold_journal j ORDER BY u;
+         UPDATE accounts SET
+                balance = balance + CASE kind WHEN 'wallet' THEN -{BENCH_HOLD} ELSE {BENCH_HOLD} END,
+                total_income = total_income + CASE kind WHEN 'held' THEN {BENCH_HOLD} ELSE 0 END,
+                total_expenses = total_expenses + CASE kind WHEN 'wallet' THEN {BENCH_HOLD} ELSE 0 END,
+                entry_count = entry_count + 1
+          WHERE kind IN ('wallet', 'held');"
+    ))
+    .await
+    .context("make a hold for every wallet")?;
     db.batch_execute("VACUUM ANALYZE").await?;
     println!(
         "  database {database}: migrated, {WALLETS} wallets funded with {FUNDING} fen each, \
-         {HISTORY} transfers of history ({:.1} s)",
+         {HISTORY} transfers of history, an open hold of {BENCH_HOLD} fen each ({:.1} s)",
         started.elapsed().as_secs_f64()
     );
     Ok(url)
@@ -731,35 +755,50 @@ fn generate(scenario: Scenario, n: usize, seed: u64, wallets: i64, label: &str) 
         .collect()
 }
 
-/// 50% transfers, 15% rewards, 10% transforms, 5% cash requests, 10% wallet.get, 10%
-/// orders.list (Scenario::pgbench_scripts has the same blend).
+/// 47% transfers, 15% rewards, 10% transforms, 5% cash requests, 10% wallet.get, 8%
+/// orders.list, 3% holds made (expiring within the run, so the sweeper gives them back while
+/// the traffic runs) and 2% captures of the hold each wallet starts with (`BENCH_HOLD`; a
+/// second capture of one is refused as closed). Scenario::pgbench_scripts has the same blend,
+/// a hold or a capture doing a transfer's work there.
 fn mixed_command(rng: &mut impl Rng, wallets: i64) -> (&'static str, i64, serde_json::Value) {
     let user = rng.random_range(1..=wallets);
     let other = (user + rng.random_range(1..wallets) - 1) % wallets + 1;
     match rng.random_range(0..100) {
-        0..50 => (
+        0..47 => (
             "transfer",
             user,
             json!({ "user": other, "amount": rng.random_range(1..=100) }),
         ),
-        50..65 => (
+        47..62 => (
             "reward",
             user,
             json!({ "user": other, "amount": rng.random_range(1..=100), "body": "bench" }),
         ),
-        65..75 => (
+        62..72 => (
             "transform",
             user,
             json!({ "amount": rng.random_range(100..=1000) }),
         ),
-        75..80 => (
+        72..77 => (
             "cash",
             user,
             json!({ "value": rng.random_range(100..=1000), "type": "alipay",
                     "account": "bench@example.com" }),
         ),
-        80..90 => ("wallet.get", user, json!({})),
-        _ => ("orders.list", user, json!({ "limit": 15 })),
+        77..87 => ("wallet.get", user, json!({})),
+        87..95 => ("orders.list", user, json!({ "limit": 15 })),
+        95..98 => (
+            "hold.create",
+            user,
+            json!({ "amount": rng.random_range(1..=100), "reason": "bench",
+                    "expires_in": rng.random_range(1..=3) }),
+        ),
+        // The hold made for `user` by `fresh_database` has the id `user`.
+        _ => (
+            "hold.capture",
+            user,
+            json!({ "hold": user, "user": other, "amount": rng.random_range(1..=BENCH_HOLD) }),
+        ),
     }
 }
 

@@ -23,6 +23,9 @@ pub(super) struct Books {
     pub(super) credited: usize,
     pub(super) cash_decided: usize,
     pub(super) lost_races: usize,
+    /// Holds by how they ended, and follow-ups that came after the expiry.
+    pub(super) hold_ends: BTreeMap<&'static str, usize>,
+    pub(super) late_follow_ups: usize,
 }
 
 pub(super) async fn check_the_books(
@@ -187,6 +190,7 @@ pub(super) async fn check_the_books(
     }
     // Holds: each ended once, as its follow-up's result or its expiry's event says.
     let mut hold_ends: HashMap<i64, (&str, i64, i64, Option<i64>)> = HashMap::new();
+    let mut late_follow_ups = 0;
     for (&hold, &(index, owner, amount)) in &holds {
         let plan = scenario.plans[index].hold.as_ref().unwrap();
         let follow_up = stored.get(&format!("f-{index}-h"));
@@ -211,6 +215,7 @@ pub(super) async fn check_the_books(
             }
             (_, Some(result)) => {
                 assert_eq!(result["code"], "hold_closed", "hold {hold}: {result}");
+                late_follow_ups += 1;
                 ("expired", 0, amount, None)
             }
             (_, None) => panic!("hold {hold}: its follow-up has no result"),
@@ -441,6 +446,11 @@ pub(super) async fn check_the_books(
         credited,
         cash_decided: cash_status.len(),
         lost_races,
+        hold_ends: hold_ends.values().fold(BTreeMap::new(), |mut ends, end| {
+            *ends.entry(end.0).or_default() += 1;
+            ends
+        }),
+        late_follow_ups,
     }
 }
 
@@ -486,6 +496,10 @@ impl Books {
             self.lost_races,
             self.dead_letters,
             scenario.bad.len()
+        ));
+        say(format!(
+            "holds: {:?}; {} captures or releases came after the expiry (hold_closed)",
+            self.hold_ends, self.late_follow_ups
         ));
     }
 }
