@@ -128,15 +128,20 @@ pub struct FreezeRequest {
     pub reason: String,
 }
 
-pub fn parse_freeze(data: &Map<String, Value>) -> Result<FreezeRequest, Rejection> {
-    let mut errors = FieldErrors::default();
-    let user = validate::id(
-        &mut errors,
+/// The user an operator's control is about.
+fn whose(errors: &mut FieldErrors, data: &Map<String, Value>) -> i64 {
+    validate::id(
+        errors,
         data,
         "user",
         (Code::UserRequired, Code::InvalidUser),
         MSG_USER_REQUIRED,
-    );
+    )
+}
+
+pub fn parse_freeze(data: &Map<String, Value>) -> Result<FreezeRequest, Rejection> {
+    let mut errors = FieldErrors::default();
+    let user = whose(&mut errors, data);
     let reason = validate::text(
         &mut errors,
         data,
@@ -160,13 +165,7 @@ pub struct LimitsRequest {
 
 pub fn parse_limits(data: &Map<String, Value>) -> Result<LimitsRequest, Rejection> {
     let mut errors = FieldErrors::default();
-    let user = validate::id(
-        &mut errors,
-        data,
-        "user",
-        (Code::UserRequired, Code::InvalidUser),
-        MSG_USER_REQUIRED,
-    );
+    let user = whose(&mut errors, data);
     let kind = match validate::text_field(data, "type") {
         validate::TextField::Missing => {
             errors.add(Code::LimitTypeRequired, "type", MSG_TYPE_REQUIRED);

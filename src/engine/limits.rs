@@ -4,13 +4,14 @@
 //! and the new usage is written before the commit. The senders' wallets are locked first: two
 //! transactions admitting the same user wait for each other.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use deadpool_postgres::Transaction;
 
-use crate::db::ledger::LockedWallet;
+use crate::db::ledger::{lock_wallets, LockedWallet};
 use crate::db::limits as stored;
 use crate::domain::command::CommandType;
+use crate::domain::ledger::WalletFigures;
 use crate::domain::limits::{self, DailyLimit, Usage};
 use crate::domain::outcome::Rejection;
 use crate::domain::policy::WalletPolicy;
@@ -120,6 +121,30 @@ impl Limits {
 /// Whether the sender's wallet, as locked, may send: a frozen one sends nothing.
 pub(crate) fn may_send(wallet: Option<&LockedWallet>) -> Result<(), Rejection> {
     limits::not_frozen(wallet.is_some_and(|w| w.frozen))
+}
+
+/// A command that sends from the acting user's wallet, decided on its own: locks the wallet,
+/// refuses it when frozen, decides by `decide` against its figures, and admits `amount` against
+/// the day's limit. The locked wallets and the decision, or the rejection (nothing written).
+pub(crate) async fn decide_sending<T>(
+    tx: &Transaction<'_>,
+    policy: &WalletPolicy,
+    (kind, user, amount): (CommandType, i64, i64),
+    decide: impl FnOnce(WalletFigures) -> Result<T, Rejection>,
+) -> Result<Result<(BTreeMap<i64, LockedWallet>, T), Rejection>, EngineError> {
+    let wallets = lock_wallets(tx, &[user]).await?;
+    let wallet = wallets.get(&user);
+    if let Err(rejection) = may_send(wallet) {
+        return Ok(Err(rejection));
+    }
+    let decided = match decide(wallet.map_or_else(Default::default, |w| w.figures)) {
+        Ok(decided) => decided,
+        Err(rejection) => return Ok(Err(rejection)),
+    };
+    if let Err(rejection) = admit_one(tx, policy, user, kind, amount).await? {
+        return Ok(Err(rejection));
+    }
+    Ok(Ok((wallets, decided)))
 }
 
 /// Loads, admits and records one command's limit: for the commands decided one by one.

@@ -15,7 +15,7 @@ use crate::domain::cash::{self, ApprovalStep, Decision, DecisionEffect};
 use crate::domain::command::Envelope;
 use crate::domain::outcome::{Code, CommandResult, Rejection};
 use crate::domain::policy::WalletPolicy;
-use crate::engine::limits::{admit_one, may_send};
+use crate::engine::limits::decide_sending;
 use crate::engine::succeeded;
 use crate::error::EngineError;
 
@@ -29,21 +29,15 @@ pub(crate) async fn request(
         Ok(request) => request,
         Err(rejection) => return Ok(Err(rejection)),
     };
-    let wallets = lock_wallets(tx, &[request.user]).await?;
-    if let Err(rejection) = may_send(wallets.get(&request.user)) {
-        return Ok(Err(rejection));
-    }
-    let figures = wallets
-        .get(&request.user)
-        .map_or_else(Default::default, |w| w.figures);
-    let journal = match cash::decide_request(&request, figures) {
-        Ok(journal) => journal,
+    let sending = (envelope.kind, request.user, request.value);
+    let decided = decide_sending(tx, policy, sending, |figures| {
+        cash::decide_request(&request, figures)
+    })
+    .await?;
+    let (wallets, journal) = match decided {
+        Ok(decided) => decided,
         Err(rejection) => return Ok(Err(rejection)),
     };
-    let admitted = admit_one(tx, policy, request.user, envelope.kind, request.value).await?;
-    if let Err(rejection) = admitted {
-        return Ok(Err(rejection));
-    }
     let journal_id = post_one(tx, "cash", &envelope.id, &journal, &wallets, system).await?;
     let cash_id = cashes::insert(tx, &request, &envelope.id).await?;
     let order = insert_orders(

@@ -22,7 +22,7 @@ use crate::domain::hold::{self, Closing, HoldStatus, LockedHold};
 use crate::domain::ledger::AccountRef;
 use crate::domain::outcome::{CommandResult, Rejection};
 use crate::domain::policy::WalletPolicy;
-use crate::engine::limits::{admit_one, may_send};
+use crate::engine::limits::{decide_sending, may_send};
 use crate::engine::{succeeded, Engine};
 use crate::error::EngineError;
 
@@ -37,21 +37,15 @@ pub(crate) async fn create(
         Ok(request) => request,
         Err(rejection) => return Ok(Err(rejection)),
     };
-    let wallets = lock_wallets(tx, &[request.user]).await?;
-    if let Err(rejection) = may_send(wallets.get(&request.user)) {
-        return Ok(Err(rejection));
-    }
-    let figures = wallets
-        .get(&request.user)
-        .map_or_else(Default::default, |w| w.figures);
-    let journal = match hold::decide_create(&request, figures) {
-        Ok(journal) => journal,
+    let sending = (envelope.kind, request.user, request.amount);
+    let decided = decide_sending(tx, policy, sending, |figures| {
+        hold::decide_create(&request, figures)
+    })
+    .await?;
+    let (wallets, journal) = match decided {
+        Ok(decided) => decided,
         Err(rejection) => return Ok(Err(rejection)),
     };
-    let admitted = admit_one(tx, policy, request.user, envelope.kind, request.amount).await?;
-    if let Err(rejection) = admitted {
-        return Ok(Err(rejection));
-    }
     lock_user_account(tx, AccountRef::Held(request.user)).await?;
     let mut system = SystemDeltas::default();
     let journal_id = post_one(
@@ -101,20 +95,7 @@ pub(crate) async fn capture(tx: &Transaction<'_>, envelope: &Envelope) -> Decide
         Ok(closing) => closing,
         Err(rejection) => return Ok(Err(rejection)),
     };
-    let (hold, orders) = close(
-        tx,
-        envelope.kind.as_str(),
-        Some(&envelope.id),
-        hold,
-        &closing,
-        &wallets,
-    )
-    .await?;
-    Ok(Ok(succeeded(
-        envelope,
-        Some(hold::MSG_CAPTURED),
-        json!({ "hold": hold, "order": orders[0] }),
-    )))
+    answer_closed(tx, envelope, hold, &closing, &wallets, hold::MSG_CAPTURED).await
 }
 
 pub(crate) async fn release(tx: &Transaction<'_>, envelope: &Envelope) -> Decided {
@@ -129,18 +110,32 @@ pub(crate) async fn release(tx: &Transaction<'_>, envelope: &Envelope) -> Decide
         Err(rejection) => return Ok(Err(rejection)),
     };
     let closing = hold::give_back(hold, HoldStatus::Released);
+    answer_closed(tx, envelope, hold, &closing, &wallets, hold::MSG_RELEASED).await
+}
+
+/// Closes the hold by the command and answers with it and the command's order (the capture's
+/// receiver's, the release's owner's).
+async fn answer_closed(
+    tx: &Transaction<'_>,
+    envelope: &Envelope,
+    hold: &LockedHold,
+    closing: &Closing,
+    wallets: &BTreeMap<i64, LockedWallet>,
+    message: &str,
+) -> Decided {
+    let command_id = Some(envelope.id.as_str());
     let (hold, orders) = close(
         tx,
         envelope.kind.as_str(),
-        Some(&envelope.id),
+        command_id,
         hold,
-        &closing,
-        &wallets,
+        closing,
+        wallets,
     )
     .await?;
     Ok(Ok(succeeded(
         envelope,
-        Some(hold::MSG_RELEASED),
+        Some(message),
         json!({ "hold": hold, "order": orders[0] }),
     )))
 }
