@@ -89,6 +89,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0015_dead_letter_discards.sql",
         sql: include_str!("../../migrations/0015_dead_letter_discards.sql"),
     },
+    Migration {
+        version: 18,
+        name: "0018_refunds.sql",
+        sql: include_str!("../../migrations/0018_refunds.sql"),
+    },
 ];
 
 /// An arbitrary constant shared by every pluspay instance.

@@ -23,6 +23,7 @@ pub mod orders;
 pub mod pingpp_events;
 pub mod purchases;
 pub mod recharges;
+pub mod refunds;
 pub mod tls;
 
 use std::time::Duration;

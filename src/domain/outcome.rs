@@ -151,6 +151,8 @@ pub enum Code {
     RewardOrder,
     /// An operator command from a publisher that is not an operator.
     Forbidden,
+    /// `recharge.refund` of a recharge made as a Ping++ recharge object (fee or bonus).
+    NotRefundable,
 }
 
 impl Code {
