@@ -53,6 +53,7 @@ pub enum CommandType {
     AllocationGet,
     AllocationRefund,
     AllocationComplete,
+    RechargeRefund,
 }
 
 impl CommandType {
@@ -81,7 +82,7 @@ impl CommandType {
         )
     }
 
-    pub const ALL: [CommandType; 35] = [
+    pub const ALL: [CommandType; 36] = [
         CommandType::Recharge,
         CommandType::RechargeRetrieve,
         CommandType::Cash,
@@ -117,6 +118,7 @@ impl CommandType {
         CommandType::AllocationGet,
         CommandType::AllocationRefund,
         CommandType::AllocationComplete,
+        CommandType::RechargeRefund,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -156,6 +158,7 @@ impl CommandType {
             CommandType::AllocationGet => "allocation.get",
             CommandType::AllocationRefund => "allocation.refund",
             CommandType::AllocationComplete => "allocation.complete",
+            CommandType::RechargeRefund => "recharge.refund",
         }
     }
 
@@ -221,6 +224,8 @@ pub enum IdHolder {
     Refund,
     /// An allocation, allocation refund or completion in progress (`allocations`).
     Allocation,
+    /// A refund of a recharge in progress (`recharge_refunds`).
+    RechargeRefund,
 }
 
 /// A decoded command: the fields every command has. `data` is validated by the command's rules.

@@ -44,7 +44,9 @@ impl Custody {
     pub fn offers(self, kind: CommandType) -> bool {
         use CommandType::*;
         match kind {
-            Transfer | Transform | CashApprove | CashReject => self == Custody::Platform,
+            Transfer | Transform | CashApprove | CashReject | RechargeRefund => {
+                self == Custody::Platform
+            }
             AccountOpen
             | AccountGet
             | AccountCards
@@ -106,5 +108,6 @@ mod tests {
         assert!(!Custody::Pingpp.offers(CommandType::Transfer));
         assert!(!Custody::Platform.offers(CommandType::AccountOpen));
         assert!(Custody::Pingpp.offers(CommandType::Recharge));
+        assert!(!Custody::Pingpp.offers(CommandType::RechargeRefund));
     }
 }
