@@ -272,6 +272,9 @@ pub struct WorkerSettings {
     /// replay a redelivery; older ones are removed and a read redelivered after that is
     /// answered afresh. 0 keeps them for ever. Money commands keep theirs for ever.
     pub read_retention_secs: u64,
+    /// How long a refund of a recharge may stay pending before the worker asks Ping++ about it
+    /// (a `recharge.retrieve` of its order); the wait doubles after each ask, up to a day.
+    pub refund_pull_secs: u64,
 }
 
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
@@ -406,6 +409,7 @@ impl Default for WorkerSettings {
             shutdown_timeout_secs: 30,
             event_wait_secs: 86_400,
             read_retention_secs: 86_400,
+            refund_pull_secs: 600,
         }
     }
 }
@@ -682,6 +686,9 @@ impl Settings {
         }
         if self.worker.event_wait_secs == 0 {
             return invalid("worker.event_wait_secs must be at least 1");
+        }
+        if self.worker.refund_pull_secs == 0 {
+            return invalid("worker.refund_pull_secs must be at least 1");
         }
         if self.worker.batch_size == 0 {
             return invalid("worker.batch_size must be at least 1 (1: no batching)");

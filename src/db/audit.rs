@@ -131,6 +131,16 @@ const CHECKS: &[(&str, &str)] = &[
                     GROUP BY user_id) h ON h.user_id = a.user_id
          WHERE coalesce(a.balance, 0) <> coalesce(h.sum, 0)",
     ),
+    (
+        // Money leaves a wallet for pending_refunds when a refund of a recharge is recorded
+        // and leaves it when the refund ends (to pingpp_clearing, or back), so it holds
+        // exactly the pending refunds.
+        "pending_refunds_match_open_refunds",
+        "SELECT json_build_object('balance', a.balance, 'pending_refunds', coalesce(r.sum, 0))
+         FROM accounts a,
+              (SELECT sum(amount) AS sum FROM recharge_refunds WHERE status = 'pending') r
+         WHERE a.name = 'pending_refunds' AND a.balance <> coalesce(r.sum, 0)",
+    ),
 ];
 
 /// Checks of records against accounts that read every such account: run by the full check
@@ -247,6 +257,7 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 const GLOBAL_CHECKS: &[&str] = &[
     "pending_payouts_match_open_cashes",
     "allocations_pending_match_split_orders",
+    "pending_refunds_match_open_refunds",
 ];
 
 /// The periodic check: verifies only what changed since the last verified point (in

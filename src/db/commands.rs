@@ -125,7 +125,7 @@ fn holders(id: &str, fingerprint: &str) -> String {
         "{} AS held_by_recharge, {} AS held_by_other_payout, {} AS held_by_deposit,
          {} AS held_by_application, {} AS held_by_sub_merchant,
          {} AS held_by_merchant_application, {} AS held_by_purchase, {} AS held_by_refund,
-         {} AS held_by_allocation",
+         {} AS held_by_allocation, {} AS held_by_recharge_refund",
         held("recharges"),
         held("cash_payouts"),
         held("deposits"),
@@ -135,6 +135,7 @@ fn holders(id: &str, fingerprint: &str) -> String {
         held("pingpp_orders"),
         held("order_refunds"),
         held("allocations"),
+        held("recharge_refunds"),
     )
 }
 
@@ -152,6 +153,7 @@ fn holder_of(row: &tokio_postgres::Row) -> Option<IdHolder> {
         ("held_by_purchase", IdHolder::Purchase),
         ("held_by_refund", IdHolder::Refund),
         ("held_by_allocation", IdHolder::Allocation),
+        ("held_by_recharge_refund", IdHolder::RechargeRefund),
     ]
     .into_iter()
     .find(|(column, _)| row.get::<_, bool>(*column))

@@ -95,6 +95,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0016_holds.sql"),
     },
     Migration {
+        version: 18,
+        name: "0018_refunds.sql",
+        sql: include_str!("../../migrations/0018_refunds.sql"),
+    },
+    Migration {
         version: 19,
         name: "0019_limits_and_freezes.sql",
         sql: include_str!("../../migrations/0019_limits_and_freezes.sql"),

@@ -59,6 +59,7 @@ pub enum CommandType {
     WalletFreeze,
     WalletUnfreeze,
     LimitsSet,
+    RechargeRefund,
 }
 
 impl CommandType {
@@ -92,7 +93,7 @@ impl CommandType {
         )
     }
 
-    pub const ALL: [CommandType; 41] = [
+    pub const ALL: [CommandType; 42] = [
         CommandType::Recharge,
         CommandType::RechargeRetrieve,
         CommandType::Cash,
@@ -134,6 +135,7 @@ impl CommandType {
         CommandType::WalletFreeze,
         CommandType::WalletUnfreeze,
         CommandType::LimitsSet,
+        CommandType::RechargeRefund,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -179,6 +181,7 @@ impl CommandType {
             CommandType::WalletFreeze => "wallet.freeze",
             CommandType::WalletUnfreeze => "wallet.unfreeze",
             CommandType::LimitsSet => "limits.set",
+            CommandType::RechargeRefund => "recharge.refund",
         }
     }
 
@@ -244,6 +247,8 @@ pub enum IdHolder {
     Refund,
     /// An allocation, allocation refund or completion in progress (`allocations`).
     Allocation,
+    /// A refund of a recharge in progress (`recharge_refunds`).
+    RechargeRefund,
 }
 
 /// A decoded command: the fields every command has. `data` is validated by the command's rules.

@@ -45,7 +45,9 @@ impl Custody {
         use CommandType::*;
         match kind {
             Transfer | Transform | CashApprove | CashReject | HoldCreate | HoldCapture
-            | HoldRelease | WalletFreeze | WalletUnfreeze | LimitsSet => self == Custody::Platform,
+            | HoldRelease | WalletFreeze | WalletUnfreeze | LimitsSet | RechargeRefund => {
+                self == Custody::Platform
+            }
             AccountOpen
             | AccountGet
             | AccountCards
@@ -107,5 +109,6 @@ mod tests {
         assert!(!Custody::Pingpp.offers(CommandType::Transfer));
         assert!(!Custody::Platform.offers(CommandType::AccountOpen));
         assert!(Custody::Pingpp.offers(CommandType::Recharge));
+        assert!(!Custody::Pingpp.offers(CommandType::RechargeRefund));
     }
 }

@@ -49,6 +49,8 @@ pub enum EventAction {
     CompleteRefund(Value),
     /// Complete this allocation, allocation refund or completion of a split purchase.
     CompleteAllocation(Value),
+    /// Complete this refund of a recharge's charge (a `refund`; the money with the platform).
+    CompleteRechargeRefund(Value),
     /// Nothing to do but remember it was received.
     Record,
 }
@@ -134,6 +136,13 @@ impl PingppEvent {
             && object == Some("order_refund")
         {
             return EventAction::CompleteRefund(self.object.clone());
+        }
+        // Ping++ documents only `refund.succeeded`, whose refund may say `failed`;
+        // `refund.failed` is taken too, should it come.
+        if matches!(self.kind.as_str(), "refund.succeeded" | "refund.failed")
+            && object == Some("refund")
+        {
+            return EventAction::CompleteRechargeRefund(self.object.clone());
         }
         if matches!(
             (self.kind.as_str(), object),
@@ -256,6 +265,16 @@ mod tests {
         assert!(matches!(
             decode(opened.as_bytes()).unwrap().action(),
             EventAction::DecideApplication(_)
+        ));
+        let refund = r#"{"id":"evt_8","object":"event","type":"refund.succeeded","data":{"object":{"id":"re_1","object":"refund","charge":"ch_1"}}}"#;
+        assert!(matches!(
+            decode(refund.as_bytes()).unwrap().action(),
+            EventAction::CompleteRechargeRefund(_)
+        ));
+        let order_refund = refund.replace(r#""object":"refund""#, r#""object":"order_refund""#);
+        assert!(matches!(
+            decode(order_refund.as_bytes()).unwrap().action(),
+            EventAction::CompleteRefund(_)
         ));
         let pending = withdrawal.replace("withdrawal.failed", "withdrawal.pending");
         assert_eq!(

@@ -87,6 +87,8 @@ pub enum SystemAccount {
     /// With the money at Ping++: split orders' payments Ping++ holds until they are allocated
     /// or completed.
     AllocationsPending,
+    /// Refunds of recharges asked of Ping++ and not decided yet: out of the wallet already.
+    PendingRefunds,
 }
 
 impl SystemAccount {
@@ -102,6 +104,7 @@ impl SystemAccount {
             SystemAccount::EwalletOutside => "ewallet_outside",
             SystemAccount::EwalletWithdrawals => "ewallet_withdrawals",
             SystemAccount::AllocationsPending => "allocations_pending",
+            SystemAccount::PendingRefunds => "pending_refunds",
         }
     }
 

@@ -170,6 +170,8 @@ pub enum Code {
     LimitTypeRequired,
     /// `type` is not a command type that takes a daily limit.
     InvalidLimitType,
+    /// `recharge.refund` of a recharge made as a Ping++ recharge object (fee or bonus).
+    NotRefundable,
 }
 
 impl Code {

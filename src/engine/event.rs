@@ -9,14 +9,18 @@ use super::completion::deposit::{complete_deposit, DepositCompletion};
 use super::completion::purchase::{
     complete_order, complete_refund, OrderCompletion, RefundCompletion,
 };
+use super::completion::refund::{complete_recharge_refund, RechargeRefundCompletion};
 use super::completion::withdrawal::{complete_withdrawal, WithdrawalCompletion};
 use super::Engine;
 use crate::db::pingpp_events as events;
-use crate::db::{accounts, allocations, cash_payouts, deposits, merchants, purchases, recharges};
+use crate::db::{
+    accounts, allocations, cash_payouts, deposits, merchants, purchases, recharges, refunds,
+};
 use crate::domain::account::{mask_personal, ApplicationStatus};
 use crate::domain::allocation::Kind as AllocationKind;
 use crate::domain::event::{EventAction, PingppEvent};
 use crate::domain::merchant::ApplicationStatus as MerchantApplicationStatus;
+use crate::domain::purchase::RefundStatus;
 use crate::domain::recharge_object;
 use crate::error::EngineError;
 
@@ -86,6 +90,9 @@ pub async fn apply_event(
         }
         EventAction::CompleteRefund(refund) => {
             return apply_refund_event(engine, tx, event, &refund).await
+        }
+        EventAction::CompleteRechargeRefund(refund) => {
+            return apply_recharge_refund_event(engine, tx, event, &refund).await
         }
         EventAction::CompleteAllocation(allocation) => {
             return apply_allocation_event(engine, tx, event, &allocation).await
@@ -484,6 +491,64 @@ async fn apply_refund_event(
             Some(with_refund("refund.failed", order, Some(reason))),
         ),
         RefundCompletion::Unchanged { .. } => ("unchanged", None),
+    };
+    done(tx, event, outcome, Some(found.order_id), publish).await
+}
+
+/// A refund of a recharge's charge completes it through the same path as the pull
+/// (`recharge.retrieve` of its order); `refund.succeeded` / `refund.failed` carry
+/// `data.refund` as results show it.
+async fn apply_recharge_refund_event(
+    engine: &Engine,
+    tx: deadpool_postgres::Transaction<'_>,
+    event: &PingppEvent,
+    object: &Value,
+) -> Result<EventOutcome, EngineError> {
+    let facts = match crate::domain::refund::facts(object) {
+        Ok(facts) => facts,
+        Err(reason) => return Ok(EventOutcome::Refused(reason)),
+    };
+    let marked = facts
+        .refund_no
+        .as_deref()
+        .and_then(crate::domain::refund::id_of_refund_no);
+    let Some(found) = refunds::lock_for_report(&tx, &facts.id, marked).await? else {
+        return Ok(EventOutcome::Refused(format!(
+            "no refund {} (refund_no {:?})",
+            facts.id, facts.refund_no
+        )));
+    };
+    if found.refund_id.is_none() && found.status == RefundStatus::Pending {
+        // Made before its recharge.refund recorded the answer: that command is under way.
+        let reason = format!("refund {} is not recorded yet", facts.id);
+        return wait(engine, tx, event, reason).await;
+    }
+    let completion = match complete_recharge_refund(&tx, object, None).await? {
+        Ok(completion) => completion,
+        Err(mismatch) => return Ok(EventOutcome::Refused(mismatch)),
+    };
+    let with_refund = |kind: &str, reason: Option<&String>| {
+        let refund = completion.refund().clone();
+        published(
+            event,
+            kind,
+            completion.order(),
+            reason,
+            &[("refund", refund)],
+        )
+    };
+    let (outcome, publish) = match &completion {
+        RechargeRefundCompletion::Succeeded { journal_id, .. } => {
+            events::link_journal(&tx, &event.id, *journal_id).await?;
+            ("refunded", Some(with_refund("refund.succeeded", None)))
+        }
+        RechargeRefundCompletion::Failed {
+            journal_id, reason, ..
+        } => {
+            events::link_journal(&tx, &event.id, *journal_id).await?;
+            ("failed", Some(with_refund("refund.failed", Some(reason))))
+        }
+        RechargeRefundCompletion::Unchanged { .. } => ("unchanged", None),
     };
     done(tx, event, outcome, Some(found.order_id), publish).await
 }

@@ -1,7 +1,7 @@
 //! Applying a command: the domain's rules put to work against the database (and Ping++).
 //!
 //! - `commands/`: one module per command family (`transfer`, `cash`, `transform`, `reads`,
-//!   `recharge`, `payout`, and with the money at Ping++ `account`, `deposit`, `ewallet_cash`); adding a command touches its module, the dispatch in
+//!   `recharge`, `payout`, `refund`, and with the money at Ping++ `account`, `deposit`, `ewallet_cash`); adding a command touches its module, the dispatch in
 //!   [`Engine::apply`] (or `decide_in`) and the contract's schema.
 //! - `batch`: group commit. Commands that need no Ping++ share one transaction when they arrive
 //!   together; a single command is a batch of one.
@@ -65,6 +65,9 @@ pub struct Engine {
     /// The Ping++ business user id of our user `{id}`'s sub-merchant
     /// (`pingpp.merchant_user_id_template`).
     pub merchant_user_id_template: String,
+    /// How long a refund of a recharge stays pending before it is asked about
+    /// (`worker.refund_pull_secs`).
+    pub refund_pull: Duration,
 }
 
 impl Engine {
@@ -94,6 +97,7 @@ impl Engine {
             user_id_template: settings.pingpp.user_id_template.clone(),
             withdrawal_channel: settings.pingpp.withdrawal_channel.clone(),
             merchant_user_id_template: settings.pingpp.merchant_user_id_template.clone(),
+            refund_pull: Duration::from_secs(settings.worker.refund_pull_secs),
         })
     }
 
@@ -146,6 +150,7 @@ impl Engine {
             CommandType::AllocationComplete => commands::allocation::complete(self, envelope).await,
             CommandType::Recharge => commands::recharge::create(self, envelope).await,
             CommandType::RechargeRetrieve => commands::recharge::retrieve(self, envelope).await,
+            CommandType::RechargeRefund => commands::refund::request(self, envelope).await,
             CommandType::CashRetrieve => commands::payout::retrieve(self, envelope).await,
             CommandType::CashApprove if self.payout.is_some() => {
                 commands::payout::approve(self, envelope).await
@@ -191,6 +196,7 @@ impl Engine {
                 | CommandType::AllocationGet
                 | CommandType::AllocationRefund
                 | CommandType::AllocationComplete
+                | CommandType::RechargeRefund
         ) || (self.payout.is_some()
             && matches!(kind, CommandType::CashApprove | CommandType::CashReject))
             || (self.policy.custody == Custody::Pingpp
@@ -340,7 +346,8 @@ async fn decide_in(
         | CommandType::AllocationCreate
         | CommandType::AllocationGet
         | CommandType::AllocationRefund
-        | CommandType::AllocationComplete => Err(EngineError::Broken(format!(
+        | CommandType::AllocationComplete
+        | CommandType::RechargeRefund => Err(EngineError::Broken(format!(
             "{} is not decided inside a shared transaction",
             envelope.kind.as_str()
         ))),

@@ -22,10 +22,11 @@ pub mod signing;
 
 pub use client::{
     AllocationCompleteRequest, AllocationRefundRequest, AllocationRequest, AllocationShare,
-    ChargeRequest, ClientConfig, CusApplicationRequest, DepositRequest, MerchantApplicationRequest,
-    MerchantKind, OrderPayRequest, OrderRefundRequest, OrderRequest, PingppClient,
-    RechargeObjectRequest, SentOnceError, SettleAccountRequest, SubAppRequest, WithdrawalRequest,
-    WithdrawalUpdate, DEFAULT_API_BASE, MAX_ALLOCATION_SHARES, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+    ChargeRefundRequest, ChargeRequest, ClientConfig, CusApplicationRequest, DepositRequest,
+    MerchantApplicationRequest, MerchantKind, OrderPayRequest, OrderRefundRequest, OrderRequest,
+    PingppClient, RechargeObjectRequest, SentOnceError, SettleAccountRequest, SubAppRequest,
+    WithdrawalRequest, WithdrawalUpdate, DEFAULT_API_BASE, MAX_ALLOCATION_SHARES, SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
 };
 pub use error::PingppError;
 pub use signing::{sign_request, MerchantKey, PingppPublicKey};

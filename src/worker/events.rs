@@ -38,8 +38,55 @@ pub(super) async fn put_back_due_events_periodically(context: Arc<Context>) {
             if let Err(e) = ask_for_reward_settlements(&context).await {
                 warn!(error = %e, "could not ask for the settlement of paid rewards");
             }
+        } else if let Err(e) = ask_for_refund_pulls(&context).await {
+            warn!(error = %e, "could not ask about refunds waiting for Ping++");
         }
     }
+}
+
+/// The longest wait between two asks about one refund.
+const REFUND_PULL_MAX_SECS: i64 = 86_400;
+
+/// Refunds of recharges still pending `worker.refund_pull_secs` after they were made (and then
+/// at doubling waits) are asked about, in case their webhook does not come: a
+/// `recharge.retrieve` of the refund's order, as its owner, with id `refund-<id>-pull-<n>`
+/// (asking twice for one pull is a replay). It completes the refund through the same path as
+/// the webhook; whichever comes first moves the money.
+pub(super) async fn ask_for_refund_pulls(context: &Context) -> anyhow::Result<()> {
+    let mut client = context.engine.pool.get().await.map_err(EngineError::from)?;
+    let tx = client.transaction().await.map_err(EngineError::from)?;
+    let due = db::refunds::due_pulls(&tx, SWEEP_LIMIT).await?;
+    if due.is_empty() {
+        return Ok(());
+    }
+    let first = context.engine.refund_pull.as_secs().max(1) as i64;
+    for refund in &due {
+        let command = serde_json::json!({
+            "id": format!("refund-{}-pull-{}", refund.id, refund.pulls),
+            "type": "recharge.retrieve",
+            "user_id": refund.user_id,
+            "data": {"order": refund.order_id},
+        });
+        context
+            .publisher
+            .publish(
+                &context.names.commands_exchange,
+                "recharge.retrieve",
+                command.to_string().as_bytes(),
+                json_properties(),
+                true,
+            )
+            .await?;
+        let shift = refund.pulls.clamp(0, 20) as u32;
+        let next = first.saturating_mul(1 << shift).min(REFUND_PULL_MAX_SECS);
+        db::refunds::pulled(&tx, refund.id, next.max(first)).await?;
+    }
+    tx.commit().await.map_err(EngineError::from)?;
+    info!(
+        refunds = due.len(),
+        "refunds waiting for Ping++ asked about"
+    );
+    Ok(())
 }
 
 /// How soon a reward is looked at again after a command was asked for (its mark may not be

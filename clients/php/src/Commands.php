@@ -70,6 +70,26 @@ trait Commands
     }
 
     /**
+     * `recharge.refund`: Gives part or all of a succeeded recharge back through its Ping++
+     * charge; the money leaves the wallet at once (platform custody only).
+     */
+    public function rechargeRefund(
+        int $userId,
+        int $order,
+        int $amount,
+        string $description,
+        ?string $key = null,
+        ?float $timeout = null,
+    ): Result {
+        $data = self::fields([
+            'order' => $order,
+            'amount' => $amount,
+            'description' => $description,
+        ]);
+        return $this->send('recharge.refund', $userId, $data, $key, $timeout);
+    }
+
+    /**
      * `cash`: A cash request (POST /api/v2/plus-pay/cashes): `value`, `type`, `account`; with
      * custody at Ping++ `value` and `return_url`.
      */

@@ -362,6 +362,11 @@ pub(crate) async fn retrieve(engine: &Engine, envelope: &Envelope) -> Result<App
                 return step::conclude(tx, envelope, result).await;
             }
         };
+        if found.target_type == crate::domain::refund::TARGET_TYPE {
+            // A refund of a recharge: asked about the same way.
+            tx.rollback().await?;
+            return super::refund::retrieve(engine, envelope, order_id).await;
+        }
         if found.target_type != recharge::TARGET_TYPE {
             let rejection =
                 Rejection::field(Code::NotRecharge, "order", recharge::MSG_NOT_RECHARGE);

@@ -8,4 +8,5 @@ pub mod allocation;
 pub mod charge;
 pub mod deposit;
 pub mod purchase;
+pub mod refund;
 pub mod withdrawal;

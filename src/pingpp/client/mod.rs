@@ -23,6 +23,8 @@
 //! - `order_requests.rs`: what we ask for them ([`OrderRequest`], [`OrderPayRequest`],
 //!   [`OrderRefundRequest`], [`AllocationRequest`], [`AllocationRefundRequest`],
 //!   [`AllocationCompleteRequest`]), only shapes checked, no value quoted.
+//! - `refunds.rs`: refunds of a paid charge ([`ChargeRefundRequest`]), sent once and found
+//!   again by our mark in their metadata.
 //! - `responses.rs`: whether what Ping++ answered is the object the endpoint promises.
 
 mod account_requests;
@@ -33,6 +35,7 @@ mod merchant_requests;
 mod merchants;
 mod order_requests;
 mod orders;
+mod refunds;
 mod requests;
 mod responses;
 mod transport;
@@ -48,6 +51,7 @@ pub use order_requests::{
     AllocationCompleteRequest, AllocationRefundRequest, AllocationRequest, AllocationShare,
     OrderPayRequest, OrderRefundRequest, OrderRequest, MAX_ALLOCATION_SHARES,
 };
+pub use refunds::ChargeRefundRequest;
 pub use requests::{ChargeRequest, RechargeObjectRequest, WithdrawalRequest, WithdrawalUpdate};
 pub use transport::{
     ClientConfig, PingppClient, SentOnceError, DEFAULT_API_BASE, SIGNATURE_HEADER, TIMESTAMP_HEADER,

@@ -179,6 +179,32 @@ pub(super) fn check_order_refund(
     )
 }
 
+/// A 2xx answer that should be a refund of `charge` with a status; when we made it, with our
+/// mark in `metadata.refund_no`.
+pub(super) fn check_charge_refund(
+    refund: Value,
+    expected_id: Option<&str>,
+    charge: &str,
+    expected_refund_no: Option<&str>,
+) -> Result<Value, PingppError> {
+    check_object(
+        refund,
+        "refund",
+        "a refund of the charge with a status and the refund_no sent",
+        expected_id,
+        |r| {
+            has_status(r)
+                && has(r, "charge", Some(charge))
+                && expected_refund_no.is_none_or(|no| {
+                    r.get("metadata")
+                        .and_then(|m| m.get("refund_no"))
+                        .and_then(Value::as_str)
+                        == Some(no)
+                })
+        },
+    )
+}
+
 /// A 2xx answer that should be a list of order refunds.
 pub(super) fn check_order_refund_list(list: Value) -> Result<Value, PingppError> {
     let refunds = list.get("data").and_then(Value::as_array);

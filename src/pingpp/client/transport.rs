@@ -249,6 +249,11 @@ impl PingppClient {
         &self.inner.app_id
     }
 
+    /// How long one attempt may take before it is given up.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
     /// One call of an endpoint: sends the request, hands a 2xx answer to `check` (which says
     /// whether it is what the endpoint promises) and counts the call as `endpoint` in the
     /// metrics. `path` and `body` are as for [`PingppClient::request`].

@@ -333,6 +333,13 @@ proptest! {
                 );
                 prop_assert_eq!(&got, &object);
             }
+            EventAction::CompleteRechargeRefund(got) => {
+                prop_assert!(
+                    matches!(event.kind.as_str(), "refund.succeeded" | "refund.failed")
+                        && is_a(&object, "refund")
+                );
+                prop_assert_eq!(&got, &object);
+            }
             EventAction::DecideMerchantApplication(got)
             | EventAction::CompleteOrder(got)
             | EventAction::CompleteRefund(got)

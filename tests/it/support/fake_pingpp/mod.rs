@@ -8,7 +8,8 @@
 //! Here are the handle tests drive it with, the server loop and the routing; `charges`,
 //! `recharges` (recharge objects), `withdrawals`, `accounts` (the account system's users and
 //! their applications), `merchants` (sub-merchants, their applications and settle accounts),
-//! `deposits`, `orders` (orders, their refunds, allocations) and `lists` answer their
+//! `deposits`, `orders` (orders, their refunds, allocations), `refunds` (refunds of charges)
+//! and `lists` answer their
 //! endpoints, and `keys` holds the key pairs and the checks of a request's API key and
 //! signature.
 
@@ -20,6 +21,7 @@ mod lists;
 mod merchants;
 mod orders;
 mod recharges;
+mod refunds;
 mod withdrawals;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -58,6 +60,7 @@ use lists::{list_objects, List};
 use merchants::{merchants_route, settle_accounts_route};
 use orders::orders_route;
 use recharges::recharges_route;
+use refunds::charge_refunds_route;
 
 pub const SECRET_KEY: &str = "sk_test_fakeK0mP9aZ1bQ8xW2cN7rT4";
 pub const APP_ID: &str = "app_fake5anXP4ezfXvL";
@@ -185,6 +188,13 @@ struct State {
     allocation_complete_order: Vec<String>,
     /// order_no → (allocation complete id, the request that created it).
     allocation_complete_by_order_no: HashMap<String, (String, Value)>,
+    /// Refunds of charges by id.
+    charge_refunds: HashMap<String, Value>,
+    /// Their ids in creation order.
+    charge_refund_order: Vec<String>,
+    /// `Some(status)`: new charge refunds are decided at once (`succeeded`, or failed), as
+    /// some channels answer.
+    decide_refunds_at_once: Option<String>,
 }
 
 impl State {
@@ -450,6 +460,44 @@ impl FakePingpp {
         state
             .targeted
             .extend((0..n).map(|_| (method.to_owned(), path_part.to_owned(), Injection::Garble)));
+    }
+
+    /// All refunds of charges, in creation order.
+    pub fn charge_refunds(&self) -> Vec<Value> {
+        let state = self.shared.state();
+        state
+            .charge_refund_order
+            .iter()
+            .map(|id| state.charge_refunds[id].clone())
+            .collect()
+    }
+
+    /// The channel gave the payer the money back: returns the refund as it is now.
+    pub fn succeed_charge_refund(&self, id: &str) -> Value {
+        self.update_charge_refund(id, refunds::succeed)
+    }
+
+    /// The channel could not give it back.
+    pub fn fail_charge_refund(&self, id: &str, code: &str, msg: &str) -> Value {
+        self.update_charge_refund(id, |r| refunds::fail(r, code, msg))
+    }
+
+    /// From now on a new charge refund is answered already decided: `succeeded`, or failed
+    /// for any other word; `None` goes back to `pending`.
+    pub fn decide_charge_refunds_at_once(&self, status: Option<&str>) {
+        self.shared.state().decide_refunds_at_once = status.map(str::to_owned);
+    }
+
+    fn update_charge_refund(&self, id: &str, change: impl FnOnce(&mut Value)) -> Value {
+        let mut state = self.shared.state();
+        let refund = state
+            .charge_refunds
+            .get_mut(id)
+            .unwrap_or_else(|| panic!("the fake has no charge refund {id}"));
+        change(refund);
+        let refund = refund.clone();
+        refunds::sync_charge(&mut state, refund["charge"].as_str().unwrap_or_default());
+        refund
     }
 
     /// All withdrawals, in creation order.
@@ -905,6 +953,9 @@ fn route(shared: &Shared, method: &Method, path: &str, uri: &str, body: &[u8]) -
         }
     }
     if let Some(answer) = orders_route(shared, method, path, uri, body) {
+        return answer;
+    }
+    if let Some(answer) = charge_refunds_route(shared, method, path, uri, body) {
         return answer;
     }
     match (method, path.strip_prefix("/v1/charges")) {
