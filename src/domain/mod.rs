@@ -19,6 +19,7 @@ pub mod purchase;
 pub mod query;
 pub mod recharge;
 pub mod recharge_object;
+pub mod redpacket;
 pub mod transfer;
 pub mod transform;
 pub mod validate;
