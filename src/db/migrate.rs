@@ -94,6 +94,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0016_holds.sql",
         sql: include_str!("../../migrations/0016_holds.sql"),
     },
+    Migration {
+        version: 17,
+        name: "0017_redpackets.sql",
+        sql: include_str!("../../migrations/0017_redpackets.sql"),
+    },
 ];
 
 /// An arbitrary constant shared by every pluspay instance.

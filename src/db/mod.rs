@@ -25,6 +25,7 @@ pub mod outbox;
 pub mod pingpp_events;
 pub mod purchases;
 pub mod recharges;
+pub mod redpackets;
 pub mod tls;
 
 use std::time::Duration;

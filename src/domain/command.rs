@@ -56,6 +56,9 @@ pub enum CommandType {
     HoldCreate,
     HoldCapture,
     HoldRelease,
+    RedpacketCreate,
+    RedpacketClaim,
+    RedpacketGet,
 }
 
 impl CommandType {
@@ -84,7 +87,7 @@ impl CommandType {
         )
     }
 
-    pub const ALL: [CommandType; 38] = [
+    pub const ALL: [CommandType; 41] = [
         CommandType::Recharge,
         CommandType::RechargeRetrieve,
         CommandType::Cash,
@@ -123,6 +126,9 @@ impl CommandType {
         CommandType::HoldCreate,
         CommandType::HoldCapture,
         CommandType::HoldRelease,
+        CommandType::RedpacketCreate,
+        CommandType::RedpacketClaim,
+        CommandType::RedpacketGet,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -165,6 +171,9 @@ impl CommandType {
             CommandType::HoldCreate => "hold.create",
             CommandType::HoldCapture => "hold.capture",
             CommandType::HoldRelease => "hold.release",
+            CommandType::RedpacketCreate => "redpacket.create",
+            CommandType::RedpacketClaim => "redpacket.claim",
+            CommandType::RedpacketGet => "redpacket.get",
         }
     }
 

@@ -46,6 +46,9 @@ impl Custody {
         match kind {
             Transfer | Transform | CashApprove | CashReject | HoldCreate | HoldCapture
             | HoldRelease => self == Custody::Platform,
+            // A red packet's money waits in the sender's `packets` account, which only the
+            // platform's ledger has.
+            RedpacketCreate | RedpacketClaim | RedpacketGet => self == Custody::Platform,
             AccountOpen
             | AccountGet
             | AccountCards

@@ -224,10 +224,12 @@ impl Engine {
 }
 
 impl Engine {
-    /// Closes what has expired (open holds), each exactly once, with its event in the outbox.
-    /// Returns how many closed; the caller runs it again while that is not zero.
+    /// Closes what has expired (open holds, open red packets), each exactly once, with its
+    /// event in the outbox. Returns how many closed; the caller runs it again while that is not
+    /// zero.
     pub async fn expire_due(&self) -> Result<usize, EngineError> {
-        commands::hold::expire_due(self).await
+        let holds = commands::hold::expire_due(self).await?;
+        Ok(holds + commands::redpacket::expire_due(self).await?)
     }
 }
 
@@ -304,6 +306,9 @@ async fn decide_in(
         CommandType::HoldCreate => commands::hold::create(tx, envelope).await,
         CommandType::HoldCapture => commands::hold::capture(tx, envelope).await,
         CommandType::HoldRelease => commands::hold::release(tx, envelope).await,
+        CommandType::RedpacketCreate => commands::redpacket::create(tx, envelope).await,
+        CommandType::RedpacketClaim => commands::redpacket::claim(tx, envelope).await,
+        CommandType::RedpacketGet => commands::redpacket::get(tx, envelope).await,
         CommandType::OrdersList
         | CommandType::OrdersGet
         | CommandType::CashesList
