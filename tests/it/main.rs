@@ -31,6 +31,7 @@ mod properties;
 mod purchases;
 mod recharge;
 mod recharge_object;
+mod redpackets;
 mod retention;
 mod systemd;
 mod tls;
