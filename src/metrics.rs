@@ -120,7 +120,7 @@ fn describe() {
     );
     describe_counter!(
         EXPIRED,
-        "Holds closed by their expiry, the money given back to the owner."
+        "Holds and red packets closed by their expiry, the money given back to the owner."
     );
     describe_counter!(
         OUTBOX_PUBLISHED,

@@ -141,12 +141,49 @@ const CHECKS: &[(&str, &str)] = &[
               (SELECT sum(amount) AS sum FROM recharge_refunds WHERE status = 'pending') r
          WHERE a.name = 'pending_refunds' AND a.balance <> coalesce(r.sum, 0)",
     ),
+    (
+        // A sender's packets account holds exactly the unclaimed shares of their open red
+        // packets (finished ones have none left, expired ones gave theirs back).
+        "packets_match_open_redpackets",
+        "SELECT json_build_object('user_id', coalesce(a.user_id, o.user_id),
+                'packets', coalesce(a.balance, 0), 'unclaimed_shares', coalesce(o.sum, 0))
+         FROM (SELECT user_id, balance FROM accounts WHERE kind = 'packets') a
+         FULL JOIN (SELECT p.user_id, sum(s.amount) AS sum
+                    FROM redpackets p
+                    JOIN redpacket_shares s ON s.redpacket_id = p.id AND s.claimer IS NULL
+                    WHERE p.status = 'open' GROUP BY p.user_id) o ON o.user_id = a.user_id
+         WHERE coalesce(a.balance, 0) <> coalesce(o.sum, 0)",
+    ),
+    (
+        // A red packet's shares are `count` rows summing to its total, and the claimed ones
+        // are the first `claimed`, summing to `claimed_amount`.
+        "redpackets_match_their_shares",
+        "SELECT json_build_object('redpacket_id', p.id, 'total', p.total, 'count', p.count,
+                'claimed', p.claimed, 'claimed_amount', p.claimed_amount,
+                'shares', coalesce(s.n, 0), 'shares_sum', coalesce(s.sum, 0),
+                'claimed_shares', coalesce(s.claimed, 0),
+                'claimed_sum', coalesce(s.claimed_sum, 0), 'last_claimed', s.last_claimed)
+         FROM redpackets p
+         LEFT JOIN (SELECT redpacket_id, count(*) AS n, sum(amount) AS sum,
+                           count(claimer) AS claimed,
+                           sum(amount) FILTER (WHERE claimer IS NOT NULL) AS claimed_sum,
+                           max(number) FILTER (WHERE claimer IS NOT NULL) AS last_claimed
+                    FROM redpacket_shares GROUP BY redpacket_id) s ON s.redpacket_id = p.id
+         WHERE coalesce(s.n, 0) <> p.count OR coalesce(s.sum, 0) <> p.total
+            OR coalesce(s.claimed, 0) <> p.claimed
+            OR coalesce(s.claimed_sum, 0) <> p.claimed_amount
+            OR coalesce(s.last_claimed, 0) <> p.claimed",
+    ),
 ];
 
 /// Checks of records against accounts that read every such account: run by the full check
 /// only (`pluspay audit`, `metrics.ledger_full_check_secs`), not by the periodic incremental
 /// one, whose cost must follow the new journals.
-const FULL_ONLY_CHECKS: &[&str] = &["held_matches_open_holds"];
+const FULL_ONLY_CHECKS: &[&str] = &[
+    "held_matches_open_holds",
+    "packets_match_open_redpackets",
+    "redpackets_match_their_shares",
+];
 
 const EXAMPLES: usize = 5;
 

@@ -95,6 +95,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0016_holds.sql"),
     },
     Migration {
+        version: 17,
+        name: "0017_redpackets.sql",
+        sql: include_str!("../../migrations/0017_redpackets.sql"),
+    },
+    Migration {
         version: 18,
         name: "0018_refunds.sql",
         sql: include_str!("../../migrations/0018_refunds.sql"),

@@ -26,6 +26,7 @@ pub mod outbox;
 pub mod pingpp_events;
 pub mod purchases;
 pub mod recharges;
+pub mod redpackets;
 pub mod refunds;
 pub mod tls;
 

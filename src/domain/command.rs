@@ -60,6 +60,9 @@ pub enum CommandType {
     WalletUnfreeze,
     LimitsSet,
     RechargeRefund,
+    RedpacketCreate,
+    RedpacketClaim,
+    RedpacketGet,
 }
 
 impl CommandType {
@@ -93,7 +96,7 @@ impl CommandType {
         )
     }
 
-    pub const ALL: [CommandType; 42] = [
+    pub const ALL: [CommandType; 45] = [
         CommandType::Recharge,
         CommandType::RechargeRetrieve,
         CommandType::Cash,
@@ -136,6 +139,9 @@ impl CommandType {
         CommandType::WalletUnfreeze,
         CommandType::LimitsSet,
         CommandType::RechargeRefund,
+        CommandType::RedpacketCreate,
+        CommandType::RedpacketClaim,
+        CommandType::RedpacketGet,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -182,6 +188,9 @@ impl CommandType {
             CommandType::WalletUnfreeze => "wallet.unfreeze",
             CommandType::LimitsSet => "limits.set",
             CommandType::RechargeRefund => "recharge.refund",
+            CommandType::RedpacketCreate => "redpacket.create",
+            CommandType::RedpacketClaim => "redpacket.claim",
+            CommandType::RedpacketGet => "redpacket.get",
         }
     }
 

@@ -48,6 +48,9 @@ impl Custody {
             | HoldRelease | WalletFreeze | WalletUnfreeze | LimitsSet | RechargeRefund => {
                 self == Custody::Platform
             }
+            // A red packet's money waits in the sender's `packets` account, which only the
+            // platform's ledger has.
+            RedpacketCreate | RedpacketClaim | RedpacketGet => self == Custody::Platform,
             AccountOpen
             | AccountGet
             | AccountCards

@@ -55,6 +55,7 @@ pub fn limitable(kind: CommandType) -> Option<(&'static str, &'static str)> {
         CommandType::Cash => ("widthdraw", "提现"),
         CommandType::Transform => ("transform", "兑换"),
         CommandType::HoldCreate => (super::hold::TARGET_HOLD, "冻结"),
+        CommandType::RedpacketCreate => ("redpacket", "发红包"),
         _ => return None,
     })
 }
@@ -104,7 +105,7 @@ pub fn check_settings(limits: &BTreeMap<String, DailyLimit>) -> Result<(), Strin
         if !limitable {
             return Err(format!(
                 "wallet.daily_limits.{name}: not a command type that sends money \
-                 (transfer, reward, cash, transform, hold.create)"
+                 (transfer, reward, cash, transform, hold.create, redpacket.create)"
             ));
         }
         for (field, value) in [

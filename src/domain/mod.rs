@@ -20,6 +20,7 @@ pub mod purchase;
 pub mod query;
 pub mod recharge;
 pub mod recharge_object;
+pub mod redpacket;
 pub mod refund;
 pub mod transfer;
 pub mod transform;

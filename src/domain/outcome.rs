@@ -172,6 +172,26 @@ pub enum Code {
     InvalidLimitType,
     /// `recharge.refund` of a recharge made as a Ping++ recharge object (fee or bonus).
     NotRefundable,
+    CountRequired,
+    /// `count` is not a whole number of shares from 1 to the most a red packet may have.
+    InvalidCount,
+    ModeRequired,
+    /// `mode` is neither `equal` nor `random`.
+    InvalidMode,
+    /// `users` is not a list of distinct other users, or too long or too short for the packet.
+    InvalidUsers,
+    RedpacketRequired,
+    InvalidRedpacket,
+    /// No such red packet.
+    RedpacketNotFound,
+    /// Every share of the red packet is claimed.
+    RedpacketEmpty,
+    /// The red packet's expiry has come.
+    RedpacketExpired,
+    /// The user holds a share of this red packet already.
+    AlreadyClaimed,
+    /// The user may not claim (or see) this red packet: their own, or one for other users.
+    NotAllowed,
 }
 
 impl Code {

@@ -65,13 +65,19 @@ pub(super) async fn apply_together(
     // not pipelined: the order of the locks must not depend on which statement this connection
     // happened to send first. A replayed command's wallets are locked for nothing, which is
     // harmless.
-    let users: Vec<i64> = requests
+    let mut users: Vec<i64> = requests
         .iter()
         .flat_map(|(_, r)| [r.from, r.to])
         .chain(others.iter().flat_map(|&i| wallets_named(&envelopes[i])))
         .collect();
     let unique_envelopes: Vec<&Envelope> = unique.iter().map(|&i| &envelopes[i]).collect();
     let claims = commands::claim_many(&tx, &unique_envelopes).await?;
+    // A red packet's claim moves money out of its sender's account: the sender's wallet is
+    // locked with the others (the lock order of src/engine/commands/redpacket.rs).
+    users.extend(
+        super::commands::redpacket::senders_named(&tx, others.iter().map(|&i| &envelopes[i]))
+            .await?,
+    );
     let senders: Vec<(i64, CommandType)> = requests
         .iter()
         .map(|(_, r)| (r.from, r.kind.command()))
@@ -181,13 +187,16 @@ pub(super) fn touches_system_accounts(kind: CommandType) -> bool {
 }
 
 /// The wallets a command other than a transfer moves, locked with the batch's others: the
-/// acting user's for a cash request, a transform and the holds, and a capture's receiver's.
+/// acting user's for a cash request, a transform, the holds and the red packets, and a
+/// capture's receiver's (a claim's sender's: `senders_named`).
 fn wallets_named(envelope: &Envelope) -> Vec<i64> {
     match envelope.kind {
         CommandType::Cash
         | CommandType::Transform
         | CommandType::HoldCreate
-        | CommandType::HoldRelease => vec![envelope.user_id],
+        | CommandType::HoldRelease
+        | CommandType::RedpacketCreate
+        | CommandType::RedpacketClaim => vec![envelope.user_id],
         CommandType::HoldCapture => {
             let mut users = vec![envelope.user_id];
             users.extend(crate::domain::hold::user_named(&envelope.data));

@@ -231,10 +231,12 @@ impl Engine {
 }
 
 impl Engine {
-    /// Closes what has expired (open holds), each exactly once, with its event in the outbox.
-    /// Returns how many closed; the caller runs it again while that is not zero.
+    /// Closes what has expired (open holds, open red packets), each exactly once, with its
+    /// event in the outbox. Returns how many closed; the caller runs it again while that is not
+    /// zero.
     pub async fn expire_due(&self) -> Result<usize, EngineError> {
-        commands::hold::expire_due(self).await
+        let holds = commands::hold::expire_due(self).await?;
+        Ok(holds + commands::redpacket::expire_due(self).await?)
     }
 }
 
@@ -316,6 +318,9 @@ async fn decide_in(
             commands::wallet_control::set_frozen(tx, envelope, false).await
         }
         CommandType::LimitsSet => commands::wallet_control::set_limits(tx, envelope, policy).await,
+        CommandType::RedpacketCreate => commands::redpacket::create(tx, envelope, policy).await,
+        CommandType::RedpacketClaim => commands::redpacket::claim(tx, envelope).await,
+        CommandType::RedpacketGet => commands::redpacket::get(tx, envelope).await,
         CommandType::OrdersList
         | CommandType::OrdersGet
         | CommandType::CashesList

@@ -1,5 +1,5 @@
-//! What happens without a command: closing what has expired (holds), and publishing the
-//! outbox's events once the transaction that wrote them has committed.
+//! What happens without a command: closing what has expired (holds, red packets), and
+//! publishing the outbox's events once the transaction that wrote them has committed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +32,7 @@ pub(super) async fn expire_and_publish_periodically(context: Arc<Context>) {
                 Ok(0) => break,
                 Ok(closed) => metrics::expired(closed),
                 Err(e) => {
-                    warn!(error = %e, "could not close expired holds");
+                    warn!(error = %e, "could not close expired holds or red packets");
                     break;
                 }
             }

@@ -56,6 +56,8 @@ async fn a_frozen_wallet_sends_nothing_and_still_receives() {
         json!({"id": "x-1", "type": "transform", "user_id": 1, "data": {"amount": 100}}),
         json!({"id": "h-1", "type": "hold.create", "user_id": 1,
                "data": {"amount": 100, "reason": "悬赏", "expires_in": 600}}),
+        json!({"id": "p-1", "type": "redpacket.create", "user_id": 1,
+               "data": {"total": 100, "count": 2, "mode": "equal", "expires_in": 600}}),
     ];
     for command in sends {
         let result = client.call(command).await;

@@ -33,6 +33,7 @@ mod properties;
 mod purchases;
 mod recharge;
 mod recharge_object;
+mod redpackets;
 mod refunds;
 mod retention;
 mod systemd;

@@ -720,6 +720,63 @@ trait Commands
     }
 
     /**
+     * `redpacket.create`: A red packet of `total` fen in `count` shares (`mode` `equal` or
+     * `random`), open for `expiresIn` seconds, for `users` only when given; what is not claimed
+     * comes back at expiry.
+     *
+     * @param list<int>|null $users
+     */
+    public function redpacketCreate(
+        int $userId,
+        int $total,
+        int $count,
+        string $mode,
+        int $expiresIn,
+        ?array $users = null,
+        ?string $key = null,
+        ?float $timeout = null,
+    ): Result {
+        $data = self::fields([
+            'total' => $total,
+            'count' => $count,
+            'mode' => $mode,
+            'expires_in' => $expiresIn,
+            'users' => $users,
+        ]);
+        return $this->send('redpacket.create', $userId, $data, $key, $timeout);
+    }
+
+    /**
+     * `redpacket.claim`: One share of red packet `redpacket` for the acting user, once.
+     */
+    public function redpacketClaim(
+        int $userId,
+        int $redpacket,
+        ?string $key = null,
+        ?float $timeout = null,
+    ): Result {
+        $data = self::fields([
+            'redpacket' => $redpacket,
+        ]);
+        return $this->send('redpacket.claim', $userId, $data, $key, $timeout);
+    }
+
+    /**
+     * `redpacket.get`: A red packet and who claimed what.
+     */
+    public function redpacketGet(
+        int $userId,
+        int $redpacket,
+        ?string $key = null,
+        ?float $timeout = null,
+    ): Result {
+        $data = self::fields([
+            'redpacket' => $redpacket,
+        ]);
+        return $this->send('redpacket.get', $userId, $data, $key, $timeout);
+    }
+
+    /**
      * `wallet.freeze`: An operator freezes user `user`'s wallet: it sends nothing until unfrozen.
      */
     public function walletFreeze(

@@ -13,6 +13,7 @@ pub(crate) mod payout;
 pub(crate) mod purchase;
 pub(crate) mod reads;
 pub(crate) mod recharge;
+pub(crate) mod redpacket;
 pub(crate) mod refund;
 pub(crate) mod transfer;
 pub(crate) mod transform;

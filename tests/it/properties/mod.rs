@@ -6,7 +6,7 @@
 //! `PROPTEST_CASES` to run every property with more (`PROPTEST_CASES=20000 cargo test --release
 //! --test it properties::`).
 //!
-//! A file per area: `decoder`, `parsers`, `ledger` and `pingpp`; what they share is in
+//! A file per area: `decoder`, `parsers`, `ledger`, `pingpp` and `redpackets`; what they share is in
 //! `strategies` (the generators) and `expect` (the properties' own reading of data, and the
 //! journals they expect).
 
@@ -18,6 +18,7 @@ mod holds;
 mod ledger;
 mod parsers;
 mod pingpp;
+mod redpackets;
 
 use proptest::prelude::ProptestConfig;
 use proptest::test_runner::FileFailurePersistence;
