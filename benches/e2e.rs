@@ -59,6 +59,10 @@ const FUNDING: i64 = 1_000_000;
 /// Fen of the open hold every wallet starts with (hold id = user id), for the mixed scenario's
 /// captures.
 const BENCH_HOLD: i64 = 10_000;
+/// Users 1..=BENCH_PACKETS each start with an open red packet of `BENCH_PACKET_SHARES` shares of
+/// 100 fen (packet id = user id), for the mixed scenario's claims.
+const BENCH_PACKETS: i64 = 100;
+const BENCH_PACKET_SHARES: i64 = 1_000;
 /// Transfers already in the database before a scenario starts, as in a wallet that has been
 /// in use: on empty tables the planner's statistics (taken by the VACUUM ANALYZE below, before
 /// autovacuum's first pass a minute later) say "empty", and the foreign-key checks of every
@@ -104,7 +108,7 @@ impl Scenario {
             Scenario::Uniform | Scenario::Hot => &[("transfer.sql", 1)],
             // The blend of `mixed_command`; a reward is a transfer with another order type.
             Scenario::Mixed => &[
-                ("transfer.sql", 67),
+                ("transfer.sql", 69),
                 ("transform.sql", 10),
                 ("cash.sql", 5),
                 ("wallet_get.sql", 10),
@@ -627,10 +631,38 @@ async fn fresh_database(admin_url: &str, database: &str) -> anyhow::Result<Strin
     ))
     .await
     .context("make a hold for every wallet")?;
+    let packet = 100 * BENCH_PACKET_SHARES;
+    db.batch_execute(&format!(
+        "INSERT INTO accounts (kind, user_id, unit)
+             SELECT 'packets', u, 'fen' FROM generate_series(1, {BENCH_PACKETS}) AS u;
+         CREATE TEMP TABLE bench_packet_journal AS
+             WITH j AS (INSERT INTO journal (kind) VALUES ('bench_redpackets') RETURNING id)
+             SELECT id FROM j;
+         INSERT INTO ledger_entries (journal_id, account_id, amount)
+             SELECT j.id, a.id, CASE a.kind WHEN 'wallet' THEN -{packet} ELSE {packet} END
+             FROM bench_packet_journal j, accounts a
+             WHERE a.kind IN ('wallet', 'packets') AND a.user_id <= {BENCH_PACKETS};
+         INSERT INTO redpackets (user_id, total, count, mode, expires_at, command_id, journal_id)
+             SELECT u, {packet}, {BENCH_PACKET_SHARES}, 'equal', now() + interval '1 day',
+                    'bench-redpacket-' || u, j.id
+             FROM generate_series(1, {BENCH_PACKETS}) AS u, bench_packet_journal j ORDER BY u;
+         INSERT INTO redpacket_shares (redpacket_id, number, amount)
+             SELECT p.id, n, 100 FROM redpackets p,
+                    generate_series(1, {BENCH_PACKET_SHARES}) AS n;
+         UPDATE accounts SET
+                balance = balance + CASE kind WHEN 'wallet' THEN -{packet} ELSE {packet} END,
+                total_income = total_income + CASE kind WHEN 'packets' THEN {packet} ELSE 0 END,
+                total_expenses = total_expenses + CASE kind WHEN 'wallet' THEN {packet} ELSE 0 END,
+                entry_count = entry_count + 1
+          WHERE kind IN ('wallet', 'packets') AND user_id <= {BENCH_PACKETS};"
+    ))
+    .await
+    .context("make the red packets")?;
     db.batch_execute("VACUUM ANALYZE").await?;
     println!(
         "  database {database}: migrated, {WALLETS} wallets funded with {FUNDING} fen each, \
-         {HISTORY} transfers of history, an open hold of {BENCH_HOLD} fen each ({:.1} s)",
+         {HISTORY} transfers of history, an open hold of {BENCH_HOLD} fen each, {BENCH_PACKETS} \
+         red packets ({:.1} s)",
         started.elapsed().as_secs_f64()
     );
     Ok(url)
@@ -755,38 +787,45 @@ fn generate(scenario: Scenario, n: usize, seed: u64, wallets: i64, label: &str) 
         .collect()
 }
 
-/// 47% transfers, 15% rewards, 10% transforms, 5% cash requests, 10% wallet.get, 8%
+/// 45% transfers, 15% rewards, 10% transforms, 5% cash requests, 10% wallet.get, 8%
 /// orders.list, 3% holds made (expiring within the run, so the sweeper gives them back while
-/// the traffic runs) and 2% captures of the hold each wallet starts with (`BENCH_HOLD`; a
-/// second capture of one is refused as closed). Scenario::pgbench_scripts has the same blend,
-/// a hold or a capture doing a transfer's work there.
+/// the traffic runs), 2% captures of the hold each wallet starts with (`BENCH_HOLD`; a second
+/// capture of one is refused as closed) and 2% claims of the red packets the first
+/// `BENCH_PACKETS` users start with. Scenario::pgbench_scripts has the same blend, a hold, a
+/// capture or a claim doing a transfer's work there.
 fn mixed_command(rng: &mut impl Rng, wallets: i64) -> (&'static str, i64, serde_json::Value) {
     let user = rng.random_range(1..=wallets);
     let other = (user + rng.random_range(1..wallets) - 1) % wallets + 1;
     match rng.random_range(0..100) {
-        0..47 => (
+        0..45 => (
             "transfer",
             user,
             json!({ "user": other, "amount": rng.random_range(1..=100) }),
         ),
-        47..62 => (
+        45..60 => (
             "reward",
             user,
             json!({ "user": other, "amount": rng.random_range(1..=100), "body": "bench" }),
         ),
-        62..72 => (
+        60..70 => (
             "transform",
             user,
             json!({ "amount": rng.random_range(100..=1000) }),
         ),
-        72..77 => (
+        70..75 => (
             "cash",
             user,
             json!({ "value": rng.random_range(100..=1000), "type": "alipay",
                     "account": "bench@example.com" }),
         ),
-        77..87 => ("wallet.get", user, json!({})),
-        87..95 => ("orders.list", user, json!({ "limit": 15 })),
+        75..85 => ("wallet.get", user, json!({})),
+        85..93 => ("orders.list", user, json!({ "limit": 15 })),
+        // The red packet made for user `p` by `fresh_database` has the id `p`.
+        93..95 => (
+            "redpacket.claim",
+            user,
+            json!({ "redpacket": rng.random_range(1..=BENCH_PACKETS) }),
+        ),
         95..98 => (
             "hold.create",
             user,

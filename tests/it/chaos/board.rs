@@ -35,6 +35,10 @@ pub(super) enum Job {
         index: usize,
         hold: i64,
     },
+    Redpacket {
+        index: usize,
+        redpacket: i64,
+    },
 }
 
 #[derive(Default)]
@@ -56,6 +60,10 @@ pub(super) struct State {
     pub(super) holds: HashMap<i64, usize>,
     /// Holds a `hold.expired` event was seen for (copies included).
     pub(super) expired_holds: HashMap<i64, usize>,
+    /// Red packet id → base index of its `redpacket.create`, once its claims were sent.
+    pub(super) redpackets: HashMap<i64, usize>,
+    /// Red packets a `redpacket.expired` event was seen for, with the event's packet.
+    pub(super) expired_redpackets: HashMap<i64, Value>,
     /// Ids of the genuine events enqueued.
     pub(super) event_ids: HashSet<String>,
     pub(super) events: Vec<Value>,
@@ -92,6 +100,30 @@ fn hold_settled(state: &State, hold: i64, index: usize, plan: &Plan) -> bool {
             .results
             .get(&format!("f-{index}-h"))
             .is_some_and(|r| r.iter().any(|r| r["status"] == "succeeded"))
+}
+
+/// A red packet has ended as far as the test can see: every claim answered, and either every
+/// share claimed or its expiry's event seen.
+fn redpacket_settled(state: &State, packet: i64, index: usize, plan: &Plan) -> bool {
+    let claimers = &plan
+        .redpacket
+        .as_ref()
+        .expect("a red packet's plan")
+        .claimers;
+    let claims: Vec<&Value> = (0..claimers.len())
+        .filter_map(|c| {
+            state
+                .results
+                .get(&format!("f-{index}-p{c}"))
+                .and_then(|r| r.first())
+        })
+        .collect();
+    if claims.len() < claimers.len() {
+        return false;
+    }
+    let count = plan.command["data"]["count"].as_i64().unwrap_or(0) as usize;
+    let claimed = claims.iter().filter(|r| r["status"] == "succeeded").count();
+    claimed == count || state.expired_redpackets.contains_key(&packet)
 }
 
 fn base_index(id: &str) -> Option<usize> {
@@ -157,6 +189,10 @@ impl Board {
                 index,
                 hold: data["hold"]["id"].as_i64().expect("a hold's id"),
             }),
+            Kind::Redpacket => Some(Job::Redpacket {
+                index,
+                redpacket: data["redpacket"]["id"].as_i64().expect("a red packet's id"),
+            }),
             _ => None,
         }
     }
@@ -164,6 +200,13 @@ impl Board {
     fn on_event(&self, body: &[u8]) {
         let event: Value = serde_json::from_slice(body).expect("an event is JSON");
         let mut state = self.state();
+        if event["type"] == "redpacket.expired" {
+            let packet = &event["data"]["redpacket"];
+            let id = packet["id"].as_i64().expect("a red packet's id");
+            state.expired_redpackets.insert(id, packet.clone());
+            state.events.push(event);
+            return;
+        }
         if event["type"] == "hold.expired" {
             let hold = event["data"]["hold"]["id"].as_i64().expect("a hold's id");
             *state.expired_holds.entry(hold).or_default() += 1;
@@ -195,6 +238,9 @@ impl Board {
                 .holds
                 .iter()
                 .all(|(hold, index)| hold_settled(&state, *hold, *index, &self.plans[*index]))
+            && state.redpackets.iter().all(|(packet, index)| {
+                redpacket_settled(&state, *packet, *index, &self.plans[*index])
+            })
             && state.recharges.keys().all(|order| {
                 state
                     .order_states
@@ -520,6 +566,18 @@ pub(super) async fn follow_ups(
                     });
                     board.expect(&command);
                     published += send_copies(&mut publisher, &names, &command, plan.copies).await;
+                }
+            }
+            Job::Redpacket { index, redpacket } => {
+                let plan = board.plans[index].redpacket.clone().unwrap();
+                board.state().redpackets.insert(redpacket, index);
+                for (c, claimer) in plan.claimers.iter().enumerate() {
+                    let command = json!({
+                        "id": format!("f-{index}-p{c}"), "type": "redpacket.claim",
+                        "user_id": claimer, "data": { "redpacket": redpacket },
+                    });
+                    board.expect(&command);
+                    published += send_copies(&mut publisher, &names, &command, 1).await;
                 }
             }
         }

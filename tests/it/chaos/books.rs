@@ -25,6 +25,8 @@ pub(super) struct Books {
     pub(super) lost_races: usize,
     /// Holds by how they ended, and follow-ups that came after the expiry.
     pub(super) hold_ends: BTreeMap<&'static str, usize>,
+    /// Red packet claims by outcome.
+    pub(super) claim_outcomes: BTreeMap<String, usize>,
     pub(super) late_follow_ups: usize,
 }
 
@@ -129,6 +131,8 @@ pub(super) async fn check_the_books(
     let mut recharge_orders: HashMap<i64, (i64, i64, bool)> = HashMap::new();
     // Hold id → (base index, owner, amount).
     let mut holds: HashMap<i64, (usize, i64, i64)> = HashMap::new();
+    // Red packet id → (base index, sender, total, count).
+    let mut packets: HashMap<i64, (usize, i64, i64, i64)> = HashMap::new();
     for plan in &scenario.plans {
         let result = &stored[&plan.id];
         let user = plan.command["user_id"].as_i64().unwrap();
@@ -143,7 +147,12 @@ pub(super) async fn check_the_books(
             assert!(
                 matches!(
                     plan.kind,
-                    Kind::Transfer | Kind::Reward | Kind::Cash | Kind::Transform | Kind::Hold
+                    Kind::Transfer
+                        | Kind::Reward
+                        | Kind::Cash
+                        | Kind::Transform
+                        | Kind::Hold
+                        | Kind::Redpacket
                 ) && outcome == "insufficient_balance",
                 "{}: {result}",
                 plan.id
@@ -185,8 +194,83 @@ pub(super) async fn check_the_books(
                     (index, user, amount),
                 );
             }
+            Kind::Redpacket => {
+                let total = data["total"].as_i64().unwrap();
+                *wallets.get_mut(&user).unwrap() -= total;
+                let index = scenario.plans.iter().position(|p| p.id == plan.id).unwrap();
+                packets.insert(
+                    result["data"]["redpacket"]["id"].as_i64().unwrap(),
+                    (index, user, total, data["count"].as_i64().unwrap()),
+                );
+            }
             Kind::Read => {}
         }
+    }
+    // Red packets: every claim answered once, at most `count` of them given a share, each user
+    // at most once; what was not claimed back to the sender at expiry, once.
+    let mut packet_ends: HashMap<i64, (&str, i64, i64)> = HashMap::new();
+    let mut claim_outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    for (&packet, &(index, sender, total, count)) in &packets {
+        let claimers = &scenario.plans[index].redpacket.as_ref().unwrap().claimers;
+        let mut claimed = 0;
+        let mut claimed_amount = 0;
+        let mut winners = HashSet::new();
+        for (c, claimer) in claimers.iter().enumerate() {
+            let result = &stored[&format!("f-{index}-p{c}")];
+            let outcome = if result["status"] == "succeeded" {
+                let amount = result["data"]["share"]["amount"].as_i64().unwrap();
+                assert!(amount >= 1, "{result}");
+                assert!(
+                    winners.insert(*claimer),
+                    "user {claimer} claimed twice: {result}"
+                );
+                *wallets.get_mut(claimer).unwrap() += amount;
+                claimed += 1;
+                claimed_amount += amount;
+                "succeeded".to_owned()
+            } else {
+                let code = result["code"].as_str().unwrap().to_owned();
+                assert!(
+                    matches!(
+                        code.as_str(),
+                        "redpacket_empty" | "redpacket_expired" | "already_claimed"
+                    ),
+                    "red packet {packet}: {result}"
+                );
+                code
+            };
+            *claim_outcomes.entry(outcome).or_default() += 1;
+        }
+        assert!(
+            claimed <= count,
+            "red packet {packet}: {claimed} of {count} shares"
+        );
+        let expired = state.expired_redpackets.get(&packet);
+        let end = if claimed == count {
+            assert_eq!(
+                claimed_amount, total,
+                "red packet {packet}: its shares sum to its total"
+            );
+            assert!(
+                expired.is_none(),
+                "red packet {packet} finished, and expired"
+            );
+            ("finished", claimed_amount, 0)
+        } else {
+            let event =
+                expired.unwrap_or_else(|| panic!("red packet {packet} expired without its event"));
+            let refunded = total - claimed_amount;
+            assert_eq!(event["refunded"], refunded, "red packet {packet}: {event}");
+            *wallets.get_mut(&sender).unwrap() += refunded;
+            ("expired", claimed_amount, refunded)
+        };
+        packet_ends.insert(packet, end);
+    }
+    for packet in state.expired_redpackets.keys() {
+        assert!(
+            packets.contains_key(packet),
+            "redpacket.expired for {packet}, never made"
+        );
     }
     // Holds: each ended once, as its follow-up's result or its expiry's event says.
     let mut hold_ends: HashMap<i64, (&str, i64, i64, Option<i64>)> = HashMap::new();
@@ -286,7 +370,12 @@ pub(super) async fn check_the_books(
             credited += 1;
         }
     }
-    for event in state.events.iter().filter(|e| e["type"] != "hold.expired") {
+    for event in state.events.iter().filter(|e| {
+        !matches!(
+            e["type"].as_str(),
+            Some("hold.expired" | "redpacket.expired")
+        )
+    }) {
         let order = event["data"]["order"]["id"].as_i64().unwrap();
         assert!(
             recharge_orders.contains_key(&order),
@@ -317,6 +406,10 @@ pub(super) async fn check_the_books(
                 db_points.insert(user, balance);
             }
             "held" => assert_eq!(balance, 0, "user {user}'s held account, every hold closed"),
+            "packets" => assert_eq!(
+                balance, 0,
+                "user {user}'s packets account, every packet ended"
+            ),
             _ => {
                 system.insert(name, balance);
             }
@@ -351,6 +444,26 @@ pub(super) async fn check_the_books(
             cash_status.get(&id).copied(),
             Some(i64::from(status)),
             "cash {id}"
+        );
+    }
+    let rows = db
+        .query(
+            "SELECT id, status, claimed_amount, refunded FROM redpackets",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), packets.len(), "one row per red packet made");
+    for row in rows {
+        let id: i64 = row.get(0);
+        assert_eq!(
+            (
+                row.get::<_, &str>(1),
+                row.get::<_, i64>(2),
+                row.get::<_, i64>(3)
+            ),
+            packet_ends[&id],
+            "red packet {id}"
         );
     }
     let rows = db
@@ -446,6 +559,7 @@ pub(super) async fn check_the_books(
         credited,
         cash_decided: cash_status.len(),
         lost_races,
+        claim_outcomes,
         hold_ends: hold_ends.values().fold(BTreeMap::new(), |mut ends, end| {
             *ends.entry(end.0).or_default() += 1;
             ends
@@ -501,5 +615,6 @@ impl Books {
             "holds: {:?}; {} captures or releases came after the expiry (hold_closed)",
             self.hold_ends, self.late_follow_ups
         ));
+        say(format!("red packet claims: {:?}", self.claim_outcomes));
     }
 }

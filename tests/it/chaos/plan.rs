@@ -17,6 +17,7 @@ pub(super) enum Kind {
     Cash,
     Transform,
     Hold,
+    Redpacket,
     Read,
 }
 
@@ -46,6 +47,14 @@ pub(super) struct HoldPlan {
     pub(super) copies: usize,
 }
 
+/// Who claims a red packet once it is made (a user may be named twice: the second claim of
+/// theirs is `already_claimed`); more claimers than shares, so some find it empty, and an
+/// expiry seconds away, so under the chaos some come too late.
+#[derive(Clone, Debug)]
+pub(super) struct RedpacketPlan {
+    pub(super) claimers: Vec<i64>,
+}
+
 /// The operator's decisions on a cash request: usually one, sometimes both racing.
 #[derive(Clone, Debug)]
 pub(super) struct CashPlan {
@@ -60,6 +69,7 @@ pub(super) struct Plan {
     pub(super) recharge: Option<RechargePlan>,
     pub(super) cash: Option<CashPlan>,
     pub(super) hold: Option<HoldPlan>,
+    pub(super) redpacket: Option<RedpacketPlan>,
 }
 
 /// One message a publisher sends, in its order.
@@ -146,10 +156,16 @@ pub(super) fn scenario(rng: &mut StdRng, fake: &FakePingpp) -> Scenario {
                 Kind::Transform,
                 json!({ "amount": rng.random_range(100..=2_000) }),
             ),
-            86..95 => (
+            86..91 => (
                 Kind::Hold,
                 json!({ "amount": rng.random_range(1..=1_500), "reason": "chaos 悬赏",
                         "expires_in": rng.random_range(2..=5) }),
+            ),
+            91..96 => (
+                Kind::Redpacket,
+                json!({ "total": rng.random_range(10..=2_000), "count": rng.random_range(1..=5),
+                        "mode": if rng.random_bool(0.5) { "random" } else { "equal" },
+                        "expires_in": rng.random_range(3..=6) }),
             ),
             _ => (Kind::Read, json!({ "limit": 5 })),
         };
@@ -160,6 +176,7 @@ pub(super) fn scenario(rng: &mut StdRng, fake: &FakePingpp) -> Scenario {
             Kind::Cash => "cash",
             Kind::Transform => "transform",
             Kind::Hold => "hold.create",
+            Kind::Redpacket => "redpacket.create",
             Kind::Read if roll % 2 == 0 => "wallet.get",
             Kind::Read => "orders.list",
         };
@@ -208,6 +225,18 @@ pub(super) fn scenario(rng: &mut StdRng, fake: &FakePingpp) -> Scenario {
                 copies: if rng.random_bool(0.15) { 2 } else { 1 },
             }
         });
+        let redpacket = (kind == Kind::Redpacket).then(|| {
+            let count = data["count"].as_i64().unwrap();
+            let mut claimers: Vec<i64> = (0..count + rng.random_range(0..=2))
+                .map(|_| other_user(rng, user))
+                .collect();
+            claimers.sort_unstable();
+            claimers.dedup();
+            if rng.random_bool(0.2) {
+                claimers.push(claimers[0]);
+            }
+            RedpacketPlan { claimers }
+        });
         plans.push(Plan {
             command: json!({ "id": id, "type": command_type, "user_id": user, "data": data }),
             id,
@@ -215,6 +244,7 @@ pub(super) fn scenario(rng: &mut StdRng, fake: &FakePingpp) -> Scenario {
             recharge,
             cash,
             hold,
+            redpacket,
         });
     }
 
