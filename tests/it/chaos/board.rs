@@ -39,6 +39,10 @@ pub(super) enum Job {
         index: usize,
         redpacket: i64,
     },
+    Refund {
+        index: usize,
+        order: i64,
+    },
 }
 
 #[derive(Default)]
@@ -60,6 +64,8 @@ pub(super) struct State {
     pub(super) holds: HashMap<i64, usize>,
     /// Holds a `hold.expired` event was seen for (copies included).
     pub(super) expired_holds: HashMap<i64, usize>,
+    /// Recharge orders whose refund was asked for.
+    pub(super) refunds_asked: HashSet<i64>,
     /// Red packet id → base index of its `redpacket.create`, once its claims were sent.
     pub(super) redpackets: HashMap<i64, usize>,
     /// Red packets a `redpacket.expired` event was seen for, with the event's packet.
@@ -161,6 +167,7 @@ impl Board {
             if id.ends_with("-r") && result["status"] == "succeeded" {
                 if let Some((order, s)) = order_state(&result["data"]["order"]) {
                     state.order_states.entry(order).or_default().push(s);
+                    self.seen_paid(&mut state, order, s);
                 }
             }
         }
@@ -215,8 +222,23 @@ impl Board {
         }
         if let Some((order, s)) = order_state(&event["data"]["order"]) {
             state.order_states.entry(order).or_default().push(s);
+            self.seen_paid(&mut state, order, s);
         }
         state.events.push(event);
+    }
+
+    /// A recharge seen paid: its refund, if its plan has one, is asked for once.
+    fn seen_paid(&self, state: &mut State, order: i64, order_state: i64) {
+        let Some(&(index, _)) = state.recharges.get(&order) else {
+            return;
+        };
+        let planned = self.plans[index].recharge.as_ref().and_then(|r| r.refund);
+        if order_state == 1 && planned.is_some() && state.refunds_asked.insert(order) {
+            state.pending_jobs += 1;
+            self.jobs
+                .send(Job::Refund { index, order })
+                .expect("the follow-up queue is open");
+        }
     }
 
     /// Registers a command id before it is first sent.
@@ -567,6 +589,17 @@ pub(super) async fn follow_ups(
                     board.expect(&command);
                     published += send_copies(&mut publisher, &names, &command, plan.copies).await;
                 }
+            }
+            Job::Refund { index, order } => {
+                let plan = board.plans[index].recharge.clone().unwrap();
+                let command = json!({
+                    "id": format!("f-{index}-f"), "type": "recharge.refund",
+                    "user_id": board.plans[index].command["user_id"],
+                    "data": { "order": order, "amount": plan.refund.unwrap(),
+                              "description": "chaos 退款" },
+                });
+                board.expect(&command);
+                published += send_copies(&mut publisher, &names, &command, 1).await;
             }
             Job::Redpacket { index, redpacket } => {
                 let plan = board.plans[index].redpacket.clone().unwrap();

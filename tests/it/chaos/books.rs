@@ -27,6 +27,8 @@ pub(super) struct Books {
     pub(super) hold_ends: BTreeMap<&'static str, usize>,
     /// Red packet claims by outcome.
     pub(super) claim_outcomes: BTreeMap<String, usize>,
+    /// Refunds of recharges made and refused.
+    pub(super) refunds: (i64, i64),
     pub(super) late_follow_ups: usize,
 }
 
@@ -370,6 +372,34 @@ pub(super) async fn check_the_books(
             credited += 1;
         }
     }
+    // Refunds of paid recharges, decided by Ping++ at once: each ended in its command, once.
+    let mut refunds_made = 0;
+    let mut refunds_refused = 0;
+    for (&order, &(index, paid)) in &state.recharges {
+        let Some(amount) = scenario.plans[index].recharge.as_ref().unwrap().refund else {
+            continue;
+        };
+        let result = stored.get(&format!("f-{index}-f"));
+        if !paid {
+            assert!(result.is_none(), "a refund of unpaid recharge {order}");
+            continue;
+        }
+        let result = result.unwrap_or_else(|| panic!("recharge {order}: its refund has no result"));
+        if result["status"] == "succeeded" {
+            assert_eq!(result["data"]["refund"]["status"], "succeeded", "{result}");
+            assert_eq!(result["data"]["refund"]["amount"], amount, "{result}");
+            let user = scenario.plans[index].command["user_id"].as_i64().unwrap();
+            *wallets.get_mut(&user).unwrap() -= amount;
+            clearing += amount;
+            refunds_made += 1;
+        } else {
+            assert_eq!(
+                result["code"], "insufficient_balance",
+                "recharge {order}: {result}"
+            );
+            refunds_refused += 1;
+        }
+    }
     for event in state.events.iter().filter(|e| {
         !matches!(
             e["type"].as_str(),
@@ -426,6 +456,7 @@ pub(super) async fn check_the_books(
         ("transform_revenue", revenue),
         ("pingpp_clearing", clearing),
         ("points_issued", -issued),
+        ("pending_refunds", 0),
         ("test_funding", -USERS * FUNDING),
     ] {
         assert_eq!(
@@ -446,6 +477,21 @@ pub(super) async fn check_the_books(
             "cash {id}"
         );
     }
+    let refunds_stored = db
+        .query_one(
+            "SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*) FROM recharge_refunds",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            refunds_stored.get::<_, i64>(0),
+            refunds_stored.get::<_, i64>(1)
+        ),
+        (refunds_made, refunds_made),
+        "every refund recorded once, succeeded"
+    );
     let rows = db
         .query(
             "SELECT id, status, claimed_amount, refunded FROM redpackets",
@@ -560,6 +606,7 @@ pub(super) async fn check_the_books(
         cash_decided: cash_status.len(),
         lost_races,
         claim_outcomes,
+        refunds: (refunds_made, refunds_refused),
         hold_ends: hold_ends.values().fold(BTreeMap::new(), |mut ends, end| {
             *ends.entry(end.0).or_default() += 1;
             ends
@@ -616,5 +663,9 @@ impl Books {
             self.hold_ends, self.late_follow_ups
         ));
         say(format!("red packet claims: {:?}", self.claim_outcomes));
+        say(format!(
+            "refunds of recharges: {} made, {} refused for the balance",
+            self.refunds.0, self.refunds.1
+        ));
     }
 }

@@ -30,6 +30,9 @@ pub(super) struct RechargePlan {
     /// Copies of a `recharge.retrieve` sent too, if any.
     pub(super) retrieve_copies: Option<usize>,
     pub(super) retrieve_first: bool,
+    /// Fen to refund once the recharge is seen paid, if any (Ping++ decides at once: the
+    /// refund ends in its command, which may be killed between its steps).
+    pub(super) refund: Option<i64>,
 }
 
 /// How a hold ends: captured (all or part) to another user, released, or left to expire. Its
@@ -191,6 +194,9 @@ pub(super) fn scenario(rng: &mut StdRng, fake: &FakePingpp) -> Scenario {
                 .random_bool(0.25)
                 .then(|| if rng.random_bool(0.2) { 2 } else { 1 }),
             retrieve_first: rng.random_bool(0.5),
+            refund: rng
+                .random_bool(0.3)
+                .then(|| rng.random_range(1..=data["amount"].as_i64().unwrap())),
         });
         let cash = (kind == Kind::Cash).then(|| {
             let first = if rng.random_bool(0.5) {
