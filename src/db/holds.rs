@@ -7,19 +7,19 @@ use serde_json::Value;
 use crate::domain::hold::{Closing, CreateRequest, HoldStatus, LockedHold};
 use crate::error::EngineError;
 
-/// Stores a new open hold and returns its id.
+/// Stores a new open hold and returns its id and JSON.
 pub async fn insert(
     tx: &Transaction<'_>,
     request: &CreateRequest,
     command_id: &str,
     journal_id: i64,
-) -> Result<i64, EngineError> {
-    Ok(tx
+) -> Result<(i64, Value), EngineError> {
+    let row = tx
         .query_one(
             &tx.prepare_cached(
                 "INSERT INTO holds (user_id, amount, reason, expires_at, command_id, journal_id)
                  VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5, $6)
-                 RETURNING id",
+                 RETURNING id, hold_json(holds)",
             )
             .await?,
             &[
@@ -31,21 +31,26 @@ pub async fn insert(
                 &journal_id,
             ],
         )
-        .await?
-        .get(0))
+        .await?;
+    Ok((row.get(0), row.get(1)))
 }
 
-/// Locks a hold for the rest of the transaction. Callers hold its owner's wallet first, as
-/// every transaction that moves the hold's money does, so that none waits on another in turn.
-pub async fn lock(tx: &Transaction<'_>, id: i64) -> Result<Option<LockedHold>, EngineError> {
+/// Locks `owner`'s hold `id` for the rest of the transaction; `None` when `owner` has no such
+/// hold (somebody else's is never locked). Callers hold the owner's wallet first, as every
+/// transaction that moves the hold's money does, so that none waits on another in turn.
+pub async fn lock(
+    tx: &Transaction<'_>,
+    id: i64,
+    owner: i64,
+) -> Result<Option<LockedHold>, EngineError> {
     let row = tx
         .query_opt(
             &tx.prepare_cached(
                 "SELECT id, user_id, amount, status, reason, expires_at <= now() AS past_expiry
-                 FROM holds WHERE id = $1 FOR UPDATE",
+                 FROM holds WHERE id = $1 AND user_id = $2 FOR UPDATE",
             )
             .await?,
-            &[&id],
+            &[&id, &owner],
         )
         .await?;
     row.map(|r| {

@@ -365,6 +365,30 @@ pub async fn lock_points(tx: &Transaction<'_>, user: i64) -> Result<i64, EngineE
     lock_user_account(tx, AccountRef::Points(user)).await
 }
 
+/// Makes sure a user's account other than their wallet (held, packets) exists, for a journal
+/// that moves it under the user's wallet lock: one statement, which writes nothing when it does.
+pub async fn ensure_user_account(
+    tx: &Transaction<'_>,
+    account: AccountRef,
+) -> Result<(), EngineError> {
+    let Some((kind, user)) = account.of_user() else {
+        return Err(EngineError::Broken(format!(
+            "{account:?} is not a user's account"
+        )));
+    };
+    tx.execute(
+        &tx.prepare_cached(
+            "INSERT INTO accounts (kind, user_id, unit)
+             VALUES ($1, $2, CASE WHEN $1 = 'points' THEN 'point' ELSE 'fen' END)
+             ON CONFLICT (kind, user_id) DO NOTHING",
+        )
+        .await?,
+        &[&kind, &user],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Locks an account of a user's other than their wallet (points, held, packets), creating it
 /// empty when missing, and returns its balance.
 pub async fn lock_user_account(

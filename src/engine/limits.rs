@@ -86,15 +86,6 @@ impl Limits {
         Ok(limits)
     }
 
-    pub async fn load(
-        tx: &Transaction<'_>,
-        policy: &WalletPolicy,
-        pairs: &[(i64, CommandType)],
-    ) -> Result<Limits, EngineError> {
-        let own = Self::own_limits(tx, pairs).await?;
-        Self::load_with(tx, policy, pairs, &own).await
-    }
-
     /// Admits one more command of `amount` from `user`, counting it when it passes.
     pub fn admit(&mut self, user: i64, kind: CommandType, amount: i64) -> Result<(), Rejection> {
         let Some((limit, usage)) = self.applying.get_mut(&(user, kind)) else {
@@ -132,7 +123,7 @@ pub(crate) async fn decide_sending<T>(
     (kind, user, amount): (CommandType, i64, i64),
     decide: impl FnOnce(WalletFigures) -> Result<T, Rejection>,
 ) -> Result<Result<(BTreeMap<i64, LockedWallet>, T), Rejection>, EngineError> {
-    let wallets = lock_wallets(tx, &[user]).await?;
+    let (wallets, own) = lock_sender(tx, user, kind).await?;
     let wallet = wallets.get(&user);
     if let Err(rejection) = may_send(wallet) {
         return Ok(Err(rejection));
@@ -141,21 +132,36 @@ pub(crate) async fn decide_sending<T>(
         Ok(decided) => decided,
         Err(rejection) => return Ok(Err(rejection)),
     };
-    if let Err(rejection) = admit_one(tx, policy, user, kind, amount).await? {
+    if let Err(rejection) = admit_one(tx, policy, (kind, user, amount), &own).await? {
         return Ok(Err(rejection));
     }
     Ok(Ok((wallets, decided)))
 }
 
-/// Loads, admits and records one command's limit: for the commands decided one by one.
+/// Locks the sender's wallet and reads their own limits on `kind`, in one round trip (the read
+/// locks nothing, so it may travel with the lock).
+pub(crate) async fn lock_sender(
+    tx: &Transaction<'_>,
+    user: i64,
+    kind: CommandType,
+) -> Result<(BTreeMap<i64, LockedWallet>, OwnLimits), EngineError> {
+    let (wallets, own) = futures_util::future::join(
+        lock_wallets(tx, &[user]),
+        Limits::own_limits(tx, &[(user, kind)]),
+    )
+    .await;
+    Ok((wallets?, own?))
+}
+
+/// Admits and records one command's limit, with the sender's own limits read by
+/// `lock_sender`: for the commands decided one by one.
 pub(crate) async fn admit_one(
     tx: &Transaction<'_>,
     policy: &WalletPolicy,
-    user: i64,
-    kind: CommandType,
-    amount: i64,
+    (kind, user, amount): (CommandType, i64, i64),
+    own: &OwnLimits,
 ) -> Result<Result<(), Rejection>, EngineError> {
-    let mut limits = Limits::load(tx, policy, &[(user, kind)]).await?;
+    let mut limits = Limits::load_with(tx, policy, &[(user, kind)], own).await?;
     if let Err(rejection) = limits.admit(user, kind, amount) {
         return Ok(Err(rejection));
     }

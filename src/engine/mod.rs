@@ -234,10 +234,19 @@ impl Engine {
     /// Closes what has expired (open holds, open red packets), each exactly once, with its
     /// event in the outbox. Returns how many closed; the caller runs it again while that is not
     /// zero.
-    pub async fn expire_due(&self) -> Result<usize, EngineError> {
-        let holds = commands::hold::expire_due(self).await?;
-        Ok(holds + commands::redpacket::expire_due(self).await?)
+    pub async fn expire_due(&self, what: Expiring) -> Result<usize, EngineError> {
+        match what {
+            Expiring::Holds => commands::hold::expire_due(self).await,
+            Expiring::Redpackets => commands::redpacket::expire_due(self).await,
+        }
     }
+}
+
+/// What expires, each swept on its own, so that a failure of one never holds up the other.
+#[derive(Debug, Clone, Copy)]
+pub enum Expiring {
+    Holds,
+    Redpackets,
 }
 
 fn pingpp_client(settings: &PingppSettings) -> anyhow::Result<Option<PingppClient>> {

@@ -9,6 +9,7 @@ use tracing::warn;
 use super::Context;
 use crate::amqp::publisher::json_properties;
 use crate::db::outbox;
+use crate::engine::Expiring;
 use crate::error::EngineError;
 use crate::metrics;
 
@@ -27,13 +28,15 @@ pub(super) async fn expire_and_publish_periodically(context: Arc<Context>) {
             _ = context.shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        loop {
-            match context.engine.expire_due().await {
-                Ok(0) => break,
-                Ok(closed) => metrics::expired(closed),
-                Err(e) => {
-                    warn!(error = %e, "could not close expired holds or red packets");
-                    break;
+        for what in [Expiring::Holds, Expiring::Redpackets] {
+            loop {
+                match context.engine.expire_due(what).await {
+                    Ok(0) => break,
+                    Ok(closed) => metrics::expired(closed),
+                    Err(e) => {
+                        warn!(error = %e, ?what, "could not close what expired");
+                        break;
+                    }
                 }
             }
         }

@@ -505,7 +505,11 @@ async fn the_same_id_applies_once() {
 async fn sweep(engine: &Engine) -> usize {
     let mut closed = 0;
     loop {
-        match engine.expire_due().await.expect("the expiry") {
+        match engine
+            .expire_due(pluspay::engine::Expiring::Redpackets)
+            .await
+            .expect("the expiry")
+        {
             0 => return closed,
             n => closed += n,
         }

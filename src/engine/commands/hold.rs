@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::post_one;
 use crate::db::holds;
 use crate::db::ledger::{
-    insert_orders, lock_user_account, lock_wallets, LockedWallet, SystemDeltas,
+    ensure_user_account, insert_orders, lock_wallets, LockedWallet, SystemDeltas,
 };
 use crate::db::outbox;
 use crate::domain::command::Envelope;
@@ -46,7 +46,7 @@ pub(crate) async fn create(
         Ok(decided) => decided,
         Err(rejection) => return Ok(Err(rejection)),
     };
-    lock_user_account(tx, AccountRef::Held(request.user)).await?;
+    ensure_user_account(tx, AccountRef::Held(request.user)).await?;
     let mut system = SystemDeltas::default();
     let journal_id = post_one(
         tx,
@@ -57,7 +57,7 @@ pub(crate) async fn create(
         &mut system,
     )
     .await?;
-    let hold_id = holds::insert(tx, &request, &envelope.id, journal_id).await?;
+    let (hold_id, hold_json) = holds::insert(tx, &request, &envelope.id, journal_id).await?;
     let order = insert_orders(
         tx,
         Some(&envelope.id),
@@ -69,7 +69,7 @@ pub(crate) async fn create(
     Ok(Ok(succeeded(
         envelope,
         Some(hold::MSG_CREATED),
-        json!({ "hold": holds::json(tx, hold_id).await?, "order": order }),
+        json!({ "hold": hold_json, "order": order }),
     )))
 }
 
@@ -83,7 +83,7 @@ pub(crate) async fn capture(tx: &Transaction<'_>, envelope: &Envelope) -> Decide
     if let Err(rejection) = may_send(wallets.get(&envelope.user_id)) {
         return Ok(Err(rejection));
     }
-    let locked = holds::lock(tx, request.hold).await?;
+    let locked = holds::lock(tx, request.hold, envelope.user_id).await?;
     let hold = match hold::open_for(locked.as_ref(), envelope.user_id) {
         Ok(hold) => hold,
         Err(rejection) => return Ok(Err(rejection)),
@@ -104,7 +104,7 @@ pub(crate) async fn release(tx: &Transaction<'_>, envelope: &Envelope) -> Decide
         Err(rejection) => return Ok(Err(rejection)),
     };
     let wallets = lock_wallets(tx, &[envelope.user_id]).await?;
-    let locked = holds::lock(tx, hold_id).await?;
+    let locked = holds::lock(tx, hold_id, envelope.user_id).await?;
     let hold = match hold::open_for(locked.as_ref(), envelope.user_id) {
         Ok(hold) => hold,
         Err(rejection) => return Ok(Err(rejection)),
@@ -167,8 +167,9 @@ async fn close(
     Ok((holds::json(tx, hold.id).await?, orders))
 }
 
-/// Most holds expired in one transaction.
-const EXPIRE_AT_ONCE: i64 = 100;
+/// Most holds expired in one transaction: few, so that the owners' wallets it locks are
+/// held for a few milliseconds (the sweeper goes on at once after a full one).
+const EXPIRE_AT_ONCE: i64 = 10;
 
 /// Gives back the money of open holds whose expiry has come, each exactly once (a hold closed
 /// meanwhile by its owner is left as it is), and writes a `hold.expired` event for each to the
@@ -183,8 +184,8 @@ pub(crate) async fn expire_due(engine: &Engine) -> Result<usize, EngineError> {
     let owners: Vec<i64> = due.iter().map(|&(_, user)| user).collect();
     let wallets = lock_wallets(&tx, &owners).await?;
     let mut expired = 0;
-    for (id, _) in due {
-        let Some(hold) = holds::lock(&tx, id).await? else {
+    for (id, owner) in due {
+        let Some(hold) = holds::lock(&tx, id, owner).await? else {
             continue;
         };
         if hold.status != HoldStatus::Held {

@@ -19,7 +19,7 @@ use deadpool_postgres::Transaction;
 use serde_json::json;
 
 use super::post_one;
-use crate::db::ledger::{insert_orders, lock_user_account, lock_wallets, SystemDeltas};
+use crate::db::ledger::{ensure_user_account, insert_orders, lock_wallets, SystemDeltas};
 use crate::db::{outbox, redpackets};
 use crate::domain::command::{CommandType, Envelope};
 use crate::domain::ledger::AccountRef;
@@ -66,7 +66,7 @@ pub(crate) async fn create(
         Ok(decided) => decided,
         Err(rejection) => return Ok(Err(rejection)),
     };
-    lock_user_account(tx, AccountRef::Packets(request.user)).await?;
+    ensure_user_account(tx, AccountRef::Packets(request.user)).await?;
     let mut system = SystemDeltas::default();
     let journal_id = post_one(
         tx,
@@ -178,8 +178,9 @@ pub(crate) async fn get(tx: &Transaction<'_>, envelope: &Envelope) -> Decided {
     )))
 }
 
-/// Most packets expired in one transaction.
-const EXPIRE_AT_ONCE: i64 = 100;
+/// Most packets expired in one transaction: few, so that the owners' wallets it locks are
+/// held for a few milliseconds (the sweeper goes on at once after a full one).
+const EXPIRE_AT_ONCE: i64 = 10;
 
 /// Gives back what open packets whose expiry has come still hold, each exactly once (one
 /// finished or expired meanwhile is left as it is), and writes a `redpacket.expired` event for

@@ -56,7 +56,9 @@ pub(crate) async fn request(engine: &Engine, envelope: &Envelope) -> Result<Appl
     let client = provider::client(engine)?;
     match send(engine, client, &recorded).await? {
         Sent::Made(made) => record(engine, envelope, &recorded, &made).await,
-        Sent::Refused(rejection) => give_back(engine, envelope, &recorded, rejection).await,
+        Sent::Refused(rejection, send) => {
+            give_back(engine, envelope, &recorded, rejection, send).await
+        }
     }
 }
 
@@ -149,8 +151,8 @@ async fn begin(engine: &Engine, envelope: &Envelope) -> Result<Begun, EngineErro
 enum Sent {
     /// Ping++ made this refund (now, or on an earlier try).
     Made(serde_json::Value),
-    /// Ping++ refused it, and no earlier try made one.
-    Refused(Rejection),
+    /// Ping++ refused it, and no earlier try made one; with the number of the refused send.
+    Refused(Rejection, i32),
 }
 
 /// Step 2: the refund Ping++ made for an earlier try, or a new create, sent once.
@@ -202,16 +204,19 @@ async fn send(
         Err(SentOnceError {
             error,
             may_have_acted: false,
-        }) => {
-            let mut db = engine.pool.get().await?;
-            let tx = db.transaction().await?;
-            refunds::unsend(&tx, recorded.id, sends).await?;
-            tx.commit().await?;
-            match provider::rejection(&error) {
-                Some(rejection) => Ok(Sent::Refused(rejection)),
-                None => Err(provider::failure(error)),
+        }) => match provider::rejection(&error) {
+            // The send stays marked until `give_back` records the refusal and returns the money
+            // in one transaction: a twin of the command meanwhile looks for a refund and waits,
+            // and never sends one while the money is on its way back.
+            Some(rejection) => Ok(Sent::Refused(rejection, sends)),
+            None => {
+                let mut db = engine.pool.get().await?;
+                let tx = db.transaction().await?;
+                refunds::unsend(&tx, recorded.id, sends).await?;
+                tx.commit().await?;
+                Err(provider::failure(error))
             }
-        }
+        },
         Err(SentOnceError { error, .. }) => {
             tracing::warn!(error = %error, %refund_no, "Ping++ may have made the refund: looking for it next");
             Err(provider::outcome_unknown(ENDPOINT, &refund_no))
@@ -257,6 +262,7 @@ async fn give_back(
     envelope: &Envelope,
     recorded: &Recorded,
     rejection: Rejection,
+    refused_send: i32,
 ) -> Result<Applied, EngineError> {
     let mut client = engine.pool.get().await?;
     let tx = match step::claiming(&mut client, envelope).await? {
@@ -265,6 +271,13 @@ async fn give_back(
     };
     let locked = refunds::lock(&tx, recorded.id).await?;
     if locked.status == RefundStatus::Pending && locked.refund_id.is_none() {
+        if locked.sends != refused_send {
+            // Sent again since (this answer came late): that send's outcome decides.
+            return Err(provider::outcome_unknown(
+                ENDPOINT,
+                &rules::refund_no(recorded.id),
+            ));
+        }
         let reason = rejection.messages().join("; ");
         let report = Report {
             status: RefundStatus::Failed,

@@ -5,12 +5,12 @@ use deadpool_postgres::Transaction;
 use serde_json::json;
 
 use super::post_one;
-use crate::db::ledger::{insert_orders, lock_points, lock_wallets, SystemDeltas};
+use crate::db::ledger::{insert_orders, lock_points, SystemDeltas};
 use crate::domain::command::Envelope;
 use crate::domain::outcome::{CommandResult, Rejection};
 use crate::domain::policy::WalletPolicy;
 use crate::domain::transform;
-use crate::engine::limits::{admit_one, may_send};
+use crate::engine::limits::{admit_one, lock_sender, may_send};
 use crate::engine::succeeded;
 use crate::error::EngineError;
 
@@ -24,7 +24,7 @@ pub(crate) async fn apply(
         Ok(request) => request,
         Err(rejection) => return Ok(Err(rejection)),
     };
-    let wallets = lock_wallets(tx, &[request.user]).await?;
+    let (wallets, own_limits) = lock_sender(tx, request.user, envelope.kind).await?;
     if let Err(rejection) = may_send(wallets.get(&request.user)) {
         return Ok(Err(rejection));
     }
@@ -36,7 +36,8 @@ pub(crate) async fn apply(
         Ok(journal) => journal,
         Err(rejection) => return Ok(Err(rejection)),
     };
-    let admitted = admit_one(tx, policy, request.user, envelope.kind, request.amount).await?;
+    let sending = (envelope.kind, request.user, request.amount);
+    let admitted = admit_one(tx, policy, sending, &own_limits).await?;
     if let Err(rejection) = admitted {
         return Ok(Err(rejection));
     }
