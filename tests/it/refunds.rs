@@ -539,6 +539,36 @@ async fn the_worker_asks_about_a_refund_whose_webhook_does_not_come() {
     assert!(env.audit().await.ok);
 }
 
+/// A frozen wallet sends nothing, a refund neither: nothing leaves it, nothing is asked of
+/// Ping++; once unfrozen the same refund goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_wallet_refunds_nothing() {
+    let (mut env, fake, mut client, _worker) =
+        crate::support::with_fake_pingpp_and_worker(|_| {}).await;
+    let (order, _charge) = paid_recharge(&mut client, &fake, "rc-f", 14, 500).await;
+    let freeze = |id: &str, kind: &str| json!({"id": id, "type": kind, "user_id": 900, "data": {"user": 14, "reason": "风控"}});
+    assert_eq!(
+        client.call(freeze("fz-1", "wallet.freeze")).await["status"],
+        "succeeded"
+    );
+    let asked_before = fake.requests();
+    let frozen = client.call(refund("rf-f", 14, order, 100)).await;
+    let (code, errors) = rejection(&frozen);
+    assert_eq!(code, "wallet_frozen");
+    assert_eq!(errors["user_id"], json!(["钱包已被冻结，无法支出"]));
+    assert_eq!(fake.requests(), asked_before, "Ping++ was not asked");
+    assert_eq!(env.balance(14).await, 500);
+    assert_eq!(journals(&env, "recharge.refund").await, 0);
+    assert_eq!(
+        client.call(freeze("fz-2", "wallet.unfreeze")).await["status"],
+        "succeeded"
+    );
+    let thawed = client.call(refund("rf-g", 14, order, 100)).await;
+    assert_eq!(refund_of(&thawed)["amount"], 100);
+    assert_eq!(env.balance(14).await, 400);
+    assert!(env.audit().await.ok);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_money_at_ping_plus_plus_there_is_no_recharge_refund() {
     let (mut env, fake, mut client, _worker) =

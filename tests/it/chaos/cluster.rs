@@ -265,6 +265,8 @@ async fn cluster_faults() {
     let mut env = TestEnv::with_urls(&cluster.db_url, &cluster.amqp_urls[0]).await;
     env.settings.amqp.urls = cluster.amqp_urls.clone();
     let fake = Arc::new(env.with_fake_pingpp().await);
+    // As in the chaos test: refunds end in their command (see check_the_books).
+    fake.decide_charge_refunds_at_once(Some("succeeded"));
     let key_file = logs.join("pingpp-webhook-key.pem");
     std::fs::write(&key_file, fake.public_key_pem()).unwrap();
     env.settings.pingpp.public_key = Some(key_file);
