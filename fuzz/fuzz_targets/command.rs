@@ -13,8 +13,8 @@ use pluspay::domain::custody::Custody;
 use pluspay::domain::policy::WalletPolicy;
 use pluspay::domain::transfer::TransferKind;
 use pluspay::domain::{
-    account, allocation, deposit, merchant, purchase, query, recharge, recharge_object, transfer,
-    transform, validate,
+    account, allocation, deposit, hold, limits, merchant, purchase, query, recharge,
+    recharge_object, redpacket, refund, transfer, transform, validate,
 };
 
 /// A fixed clock: parsing must not depend on when the fuzzer runs.
@@ -208,5 +208,37 @@ fn read_data(envelope: &Envelope, policy: &WalletPolicy) {
             let _ = allocation::parse_complete(data);
         }
         CommandType::AllocationGet => {}
+        CommandType::HoldCreate => {
+            if let Ok(r) = hold::parse_create(user, data) {
+                assert!(r.amount > 0 && r.expires_in > 0, "{r:?}");
+            }
+        }
+        CommandType::HoldCapture => {
+            if let Ok(r) = hold::parse_capture(user, data) {
+                assert!(r.amount > 0 && r.receiver != user, "{r:?}");
+            }
+        }
+        CommandType::HoldRelease => {
+            let _ = hold::parse_release(data);
+        }
+        CommandType::RedpacketCreate => {
+            if let Ok(r) = redpacket::parse_create(user, data) {
+                assert!(r.count > 0 && r.total >= i64::from(r.count), "{r:?}");
+            }
+        }
+        CommandType::RedpacketClaim | CommandType::RedpacketGet => {
+            let _ = redpacket::parse_packet(data);
+        }
+        CommandType::RechargeRefund => {
+            if let Ok(r) = refund::parse(data) {
+                assert!(r.amount > 0, "{r:?}");
+            }
+        }
+        CommandType::WalletFreeze | CommandType::WalletUnfreeze => {
+            let _ = limits::parse_freeze(data);
+        }
+        CommandType::LimitsSet => {
+            let _ = limits::parse_limits(data);
+        }
     }
 }

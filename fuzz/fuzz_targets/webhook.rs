@@ -13,7 +13,7 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
 use pluspay::domain::event::{decode, EventAction};
-use pluspay::domain::{account, allocation, cash, deposit, merchant, purchase, recharge};
+use pluspay::domain::{account, allocation, cash, deposit, merchant, purchase, recharge, refund};
 use pluspay::pingpp::PingppPublicKey;
 
 const NOW: i64 = 1_700_000_000;
@@ -81,6 +81,13 @@ fuzz_target!(|input: &[u8]| {
         }
         EventAction::CompleteRefund(object) => {
             let _ = purchase::refund_facts(&object);
+        }
+        EventAction::CompleteRechargeRefund(object) => {
+            if let Ok(facts) = refund::facts(&object) {
+                if let Some(mark) = &facts.refund_no {
+                    let _ = refund::id_of_refund_no(mark);
+                }
+            }
         }
         EventAction::CompleteAllocation(object) => {
             let _ = allocation::facts(&object);
