@@ -11,18 +11,16 @@ use std::collections::BTreeMap;
 use deadpool_postgres::Transaction;
 use serde_json::{json, Value};
 
-use super::post_one;
+use super::set_aside;
 use crate::db::holds;
-use crate::db::ledger::{
-    ensure_user_account, insert_orders, lock_wallets, LockedWallet, SystemDeltas,
-};
+use crate::db::ledger::{insert_orders, lock_wallets, LockedWallet, SystemDeltas};
 use crate::db::outbox;
 use crate::domain::command::Envelope;
 use crate::domain::hold::{self, Closing, HoldStatus, LockedHold};
 use crate::domain::ledger::AccountRef;
 use crate::domain::outcome::{CommandResult, Rejection};
 use crate::domain::policy::WalletPolicy;
-use crate::engine::limits::{decide_sending, may_send};
+use crate::engine::limits::may_send;
 use crate::engine::{succeeded, Engine};
 use crate::error::EngineError;
 
@@ -37,26 +35,15 @@ pub(crate) async fn create(
         Ok(request) => request,
         Err(rejection) => return Ok(Err(rejection)),
     };
-    let sending = (envelope.kind, request.user, request.amount);
-    let decided = decide_sending(tx, policy, sending, |figures| {
+    let into = (AccountRef::Held(request.user), request.amount);
+    let decided = set_aside(tx, envelope, policy, into, |figures| {
         hold::decide_create(&request, figures)
     })
     .await?;
-    let (wallets, journal) = match decided {
-        Ok(decided) => decided,
+    let journal_id = match decided {
+        Ok(journal_id) => journal_id,
         Err(rejection) => return Ok(Err(rejection)),
     };
-    ensure_user_account(tx, AccountRef::Held(request.user)).await?;
-    let mut system = SystemDeltas::default();
-    let journal_id = post_one(
-        tx,
-        envelope.kind.as_str(),
-        &envelope.id,
-        &journal,
-        &wallets,
-        &mut system,
-    )
-    .await?;
     let (hold_id, hold_json) = holds::insert(tx, &request, &envelope.id, journal_id).await?;
     let order = insert_orders(
         tx,

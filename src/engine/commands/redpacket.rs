@@ -18,15 +18,14 @@
 use deadpool_postgres::Transaction;
 use serde_json::json;
 
-use super::post_one;
-use crate::db::ledger::{ensure_user_account, insert_orders, lock_wallets, SystemDeltas};
+use super::{post_one, set_aside};
+use crate::db::ledger::{insert_orders, lock_wallets, SystemDeltas};
 use crate::db::{outbox, redpackets};
 use crate::domain::command::{CommandType, Envelope};
 use crate::domain::ledger::AccountRef;
 use crate::domain::outcome::{Code, CommandResult, Rejection};
 use crate::domain::policy::WalletPolicy;
 use crate::domain::redpacket::{self, PacketStatus};
-use crate::engine::limits::decide_sending;
 use crate::engine::{succeeded, Engine};
 use crate::error::EngineError;
 
@@ -57,26 +56,15 @@ pub(crate) async fn create(
         Ok(request) => request,
         Err(rejection) => return Ok(Err(rejection)),
     };
-    let sending = (envelope.kind, request.user, request.total);
-    let decided = decide_sending(tx, policy, sending, |figures| {
+    let into = (AccountRef::Packets(request.user), request.total);
+    let decided = set_aside(tx, envelope, policy, into, |figures| {
         redpacket::decide_create(&request, figures)
     })
     .await?;
-    let (wallets, journal) = match decided {
-        Ok(decided) => decided,
+    let journal_id = match decided {
+        Ok(journal_id) => journal_id,
         Err(rejection) => return Ok(Err(rejection)),
     };
-    ensure_user_account(tx, AccountRef::Packets(request.user)).await?;
-    let mut system = SystemDeltas::default();
-    let journal_id = post_one(
-        tx,
-        envelope.kind.as_str(),
-        &envelope.id,
-        &journal,
-        &wallets,
-        &mut system,
-    )
-    .await?;
     let shares = redpacket::shares(&request, random_seed()?);
     let packet_id = redpackets::insert(tx, &request, &shares, &envelope.id, journal_id).await?;
     let order = insert_orders(
