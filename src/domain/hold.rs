@@ -241,19 +241,9 @@ pub fn open_for(hold: Option<&LockedHold>, actor: i64) -> Result<&LockedHold, Re
 
 /// The wallet's money into its held account, when the balance has it.
 pub fn decide_create(request: &CreateRequest, wallet: WalletFigures) -> Result<Journal, Rejection> {
-    if request.amount > wallet.balance {
-        return Err(Rejection::field(
-            Code::InsufficientBalance,
-            "amount",
-            MSG_INSUFFICIENT,
-        ));
-    }
-    Journal::transfer(
-        AccountRef::Wallet(request.user),
-        AccountRef::Held(request.user),
-        request.amount,
-    )
-    .map_err(|_| Rejection::field(Code::AmountOverflow, "amount", validate::MSG_BAD_DATA))
+    let into = AccountRef::Held(request.user);
+    let refusal = ("amount", MSG_INSUFFICIENT);
+    super::ledger::set_aside(request.user, into, request.amount, wallet, refusal)
 }
 
 pub fn create_order(request: &CreateRequest, hold_id: i64) -> OrderDraft {

@@ -154,6 +154,27 @@ impl AccountRef {
     }
 }
 
+/// `amount` of the user's wallet into another account of theirs (a hold's `held`, a red
+/// packet's `packets`), when the balance has it; the refusal names `field` with `insufficient`.
+pub fn set_aside(
+    user: i64,
+    into: AccountRef,
+    amount: i64,
+    wallet: WalletFigures,
+    (field, insufficient): (&str, &str),
+) -> Result<Journal, super::outcome::Rejection> {
+    use super::outcome::{Code, Rejection};
+    if amount > wallet.balance {
+        return Err(Rejection::field(
+            Code::InsufficientBalance,
+            field,
+            insufficient,
+        ));
+    }
+    Journal::transfer(AccountRef::Wallet(user), into, amount)
+        .map_err(|_| Rejection::field(Code::AmountOverflow, field, super::validate::MSG_BAD_DATA))
+}
+
 /// A balanced set of entries: positive credits an account, negative debits it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Journal {

@@ -316,19 +316,9 @@ fn users(
 /// The decision on the sender's side: the whole total out of their wallet into their `packets`
 /// account, when the balance has it.
 pub fn decide_create(request: &CreateRequest, sender: WalletFigures) -> Result<Journal, Rejection> {
-    if request.total > sender.balance {
-        return Err(Rejection::field(
-            Code::InsufficientBalance,
-            "total",
-            MSG_INSUFFICIENT,
-        ));
-    }
-    Journal::transfer(
-        AccountRef::Wallet(request.user),
-        AccountRef::Packets(request.user),
-        request.total,
-    )
-    .map_err(|_| Rejection::field(Code::AmountOverflow, "total", validate::MSG_BAD_DATA))
+    let into = AccountRef::Packets(request.user);
+    let refusal = ("total", MSG_INSUFFICIENT);
+    super::ledger::set_aside(request.user, into, request.total, sender, refusal)
 }
 
 pub fn create_order(request: &CreateRequest, packet_id: i64) -> OrderDraft {
