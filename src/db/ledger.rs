@@ -1,6 +1,6 @@
 //! Storing the ledger: locking wallets, posting journals, writing orders.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use deadpool_postgres::Transaction;
 use serde_json::Value;
@@ -360,67 +360,68 @@ pub async fn insert_orders_of(
     Ok(rows.into_iter().map(|(_, order)| order).collect())
 }
 
-/// Locks the user's points account (creating it empty) and returns its balance.
-pub async fn lock_points(tx: &Transaction<'_>, user: i64) -> Result<i64, EngineError> {
-    lock_user_account(tx, AccountRef::Points(user)).await
+/// Locks the points accounts of `users` (creating the missing ones empty), in user order, and
+/// returns their balances by user; for journals that move them under the users' wallet locks.
+pub async fn lock_points(
+    tx: &Transaction<'_>,
+    users: &[i64],
+) -> Result<HashMap<i64, i64>, EngineError> {
+    let mut users = users.to_vec();
+    users.sort_unstable();
+    users.dedup();
+    const LOCK: &str = "SELECT user_id, balance FROM accounts
+                        WHERE kind = 'points' AND user_id = ANY($1) ORDER BY user_id FOR UPDATE";
+    let read = |rows: Vec<tokio_postgres::Row>| -> HashMap<i64, i64> {
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+    };
+    let locked = read(tx.query(&tx.prepare_cached(LOCK).await?, &[&users]).await?);
+    if locked.len() == users.len() {
+        return Ok(locked);
+    }
+    let missing: Vec<AccountRef> = users
+        .iter()
+        .filter(|u| !locked.contains_key(u))
+        .map(|&u| AccountRef::Points(u))
+        .collect();
+    ensure_user_accounts(tx, &missing).await?;
+    Ok(read(
+        tx.query(&tx.prepare_cached(LOCK).await?, &[&users]).await?,
+    ))
 }
 
-/// Makes sure a user's account other than their wallet (held, packets) exists, for a journal
-/// that moves it under the user's wallet lock: one statement, which writes nothing when it does.
-pub async fn ensure_user_account(
+/// Makes sure users' accounts other than their wallets (held, packets) exist, for journals
+/// that move them under the users' wallet locks: one statement, which writes nothing when they
+/// do.
+pub async fn ensure_user_accounts(
     tx: &Transaction<'_>,
-    account: AccountRef,
+    accounts: &[AccountRef],
 ) -> Result<(), EngineError> {
-    let Some((kind, user)) = account.of_user() else {
-        return Err(EngineError::Broken(format!(
-            "{account:?} is not a user's account"
-        )));
-    };
-    tx.execute(
-        &tx.prepare_cached(
-            "INSERT INTO accounts (kind, user_id, unit)
-             VALUES ($1, $2, CASE WHEN $1 = 'points' THEN 'point' ELSE 'fen' END)
-             ON CONFLICT (kind, user_id) DO NOTHING",
-        )
-        .await?,
-        &[&kind, &user],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Locks an account of a user's other than their wallet (points, held, packets), creating it
-/// empty when missing, and returns its balance.
-pub async fn lock_user_account(
-    tx: &Transaction<'_>,
-    account: AccountRef,
-) -> Result<i64, EngineError> {
-    let Some((kind, user)) = account.of_user() else {
-        return Err(EngineError::Broken(format!(
-            "{account:?} is not a user's account"
-        )));
-    };
-    const LOCK: &str = "SELECT balance FROM accounts WHERE kind = $1 AND user_id = $2 FOR UPDATE";
-    if let Some(row) = tx
-        .query_opt(&tx.prepare_cached(LOCK).await?, &[&kind, &user])
-        .await?
-    {
-        return Ok(row.get(0));
+    let mut kinds = Vec::with_capacity(accounts.len());
+    let mut users = Vec::with_capacity(accounts.len());
+    for account in accounts {
+        let Some((kind, user)) = account.of_user() else {
+            return Err(EngineError::Broken(format!(
+                "{account:?} is not a user's account"
+            )));
+        };
+        kinds.push(kind);
+        users.push(user);
+    }
+    if accounts.is_empty() {
+        return Ok(());
     }
     tx.execute(
         &tx.prepare_cached(
             "INSERT INTO accounts (kind, user_id, unit)
-             VALUES ($1, $2, CASE WHEN $1 = 'points' THEN 'point' ELSE 'fen' END)
+             SELECT k, u, CASE WHEN k = 'points' THEN 'point' ELSE 'fen' END
+             FROM unnest($1::text[], $2::bigint[]) AS a(k, u) ORDER BY k, u
              ON CONFLICT (kind, user_id) DO NOTHING",
         )
         .await?,
-        &[&kind, &user],
+        &[&kinds, &users],
     )
     .await?;
-    Ok(tx
-        .query_one(&tx.prepare_cached(LOCK).await?, &[&kind, &user])
-        .await?
-        .get(0))
+    Ok(())
 }
 
 /// A user's wallet, points and held money as `wallet.get` shows them; all zero before the first

@@ -19,10 +19,27 @@ pub async fn enqueue(
     routing_key: &str,
     body: &Value,
 ) -> Result<(), EngineError> {
+    enqueue_many(tx, &[(routing_key, body.clone())]).await
+}
+
+/// Events `(routing key, body)` to publish after the commit, in the order given.
+pub async fn enqueue_many(
+    tx: &Transaction<'_>,
+    events: &[(&str, Value)],
+) -> Result<(), EngineError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&str> = events.iter().map(|e| e.0).collect();
+    let bodies: Vec<String> = events.iter().map(|e| e.1.to_string()).collect();
     tx.execute(
-        &tx.prepare_cached("INSERT INTO outbox (routing_key, body) VALUES ($1, $2)")
-            .await?,
-        &[&routing_key, &body.to_string()],
+        &tx.prepare_cached(
+            "INSERT INTO outbox (routing_key, body)
+             SELECT k, b FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS e(k, b, n)
+             ORDER BY n",
+        )
+        .await?,
+        &[&keys, &bodies],
     )
     .await?;
     Ok(())

@@ -1,6 +1,8 @@
 //! Red packets and their shares (migrations/0017_redpackets.sql): made with their shares, locked
 //! for a claim or the expiry, and the sweeper's queue of expired ones.
 
+use std::collections::{HashMap, HashSet};
+
 use deadpool_postgres::Transaction;
 use serde_json::Value;
 
@@ -67,14 +69,21 @@ pub async fn senders(tx: &Transaction<'_>, ids: &[i64]) -> Result<Vec<i64>, Engi
 const COLUMNS: &str = "id, user_id, total, count, claimed, claimed_amount, status, users,
                        expires_at <= now() AS past_expiry";
 
-/// Locks a packet for the rest of the transaction. Callers hold its sender's wallet first (see
+/// Locks these packets for the rest of the transaction, in id order, and returns those that
+/// exist by id. Callers hold their senders' wallets first (see
 /// src/engine/commands/redpacket.rs).
+pub async fn lock_many(
+    tx: &Transaction<'_>,
+    ids: &[i64],
+) -> Result<HashMap<i64, LockedPacket>, EngineError> {
+    let sql = format!("SELECT {COLUMNS} FROM redpackets WHERE id = ANY($1) ORDER BY id FOR UPDATE");
+    let rows = tx.query(&tx.prepare_cached(&sql).await?, &[&ids]).await?;
+    rows.iter().map(|r| packet(r).map(|p| (p.id, p))).collect()
+}
+
+/// Locks a packet for the rest of the transaction (its sender's wallet held first).
 pub async fn lock(tx: &Transaction<'_>, id: i64) -> Result<Option<LockedPacket>, EngineError> {
-    let sql = format!("SELECT {COLUMNS} FROM redpackets WHERE id = $1 FOR UPDATE");
-    let row = tx
-        .query_opt(&tx.prepare_cached(&sql).await?, &[&id])
-        .await?;
-    row.map(|r| packet(&r)).transpose()
+    Ok(lock_many(tx, &[id]).await?.remove(&id))
 }
 
 /// A packet as it is now, unlocked: for `redpacket.get`.
@@ -102,65 +111,114 @@ fn packet(r: &tokio_postgres::Row) -> Result<LockedPacket, EngineError> {
     })
 }
 
-/// Whether `user` holds a share of the packet already, and the amount of share `number` (none
-/// past the last).
-pub async fn claim_lookup(
+/// What a batch's claims need to know of locked packets: which of `claimers` hold a share of
+/// which of the packets already, as (packet, claimer), and the amounts of the next shares, as
+/// (packet, number): for each `(packet, claimed, wanted)`, shares `claimed + 1` to
+/// `claimed + wanted` (those that exist).
+pub async fn claims_lookup(
     tx: &Transaction<'_>,
-    id: i64,
-    user: i64,
-    number: i32,
-) -> Result<(bool, Option<i64>), EngineError> {
-    let row = tx
-        .query_one(
+    claimers: &[i64],
+    next: &[(i64, i32, i32)],
+) -> Result<(HashSet<(i64, i64)>, HashMap<(i64, i32), i64>), EngineError> {
+    let packets: Vec<i64> = next.iter().map(|n| n.0).collect();
+    let claimed: Vec<i32> = next.iter().map(|n| n.1).collect();
+    let wanted: Vec<i32> = next.iter().map(|n| n.2).collect();
+    let rows = tx
+        .query(
             &tx.prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM redpacket_shares
-                                WHERE redpacket_id = $1 AND claimer = $2),
-                        (SELECT amount FROM redpacket_shares
-                         WHERE redpacket_id = $1 AND number = $3)",
+                "SELECT redpacket_id, claimer, NULL::int AS number, NULL::bigint AS amount
+                 FROM redpacket_shares
+                 WHERE redpacket_id = ANY($1) AND claimer = ANY($2)
+                 UNION ALL
+                 SELECT s.redpacket_id, NULL, s.number, s.amount
+                 FROM unnest($1::bigint[], $3::int[], $4::int[]) AS n(p, claimed, wanted)
+                 JOIN redpacket_shares s ON s.redpacket_id = n.p
+                      AND s.number > n.claimed AND s.number <= n.claimed + n.wanted",
             )
             .await?,
-            &[&id, &user, &number],
+            &[&packets, &claimers, &claimed, &wanted],
         )
         .await?;
-    Ok((row.get(0), row.get(1)))
+    let mut holders = HashSet::new();
+    let mut amounts = HashMap::new();
+    for r in &rows {
+        let packet: i64 = r.get(0);
+        match r.get::<_, Option<i64>>(1) {
+            Some(claimer) => {
+                holders.insert((packet, claimer));
+            }
+            None => {
+                amounts.insert((packet, r.get::<_, i32>(2)), r.get::<_, i64>(3));
+            }
+        }
+    }
+    Ok((holders, amounts))
 }
 
-/// Gives share `number` to `claimer` and counts it on the packet (finished with its last
-/// share); returns the share's JSON.
-pub async fn record_claim(
+/// Gives shares to their claimers, each `(packet, number, claimer, journal)`, the numbers of a
+/// packet following on from what it had claimed, and counts them on their packets (finished
+/// with the last share); returns the shares' JSON in the order given.
+pub async fn record_claims(
     tx: &Transaction<'_>,
-    id: i64,
-    number: i32,
-    claimer: i64,
-    journal_id: i64,
-) -> Result<Value, EngineError> {
-    let row = tx
-        .query_opt(
+    claims: &[(i64, i32, i64, i64)],
+) -> Result<Vec<Value>, EngineError> {
+    let packets: Vec<i64> = claims.iter().map(|c| c.0).collect();
+    let numbers: Vec<i32> = claims.iter().map(|c| c.1).collect();
+    let claimers: Vec<i64> = claims.iter().map(|c| c.2).collect();
+    let journal_ids: Vec<i64> = claims.iter().map(|c| c.3).collect();
+    let distinct_packets = packets.iter().collect::<HashSet<_>>().len() as i64;
+    let rows = tx
+        .query(
             &tx.prepare_cached(
                 "WITH s AS (
-                    UPDATE redpacket_shares SET claimer = $3, claimed_at = now(), journal_id = $4
-                    WHERE redpacket_id = $1 AND number = $2 AND claimer IS NULL
-                    RETURNING amount, redpacket_share_json(redpacket_shares) AS json
+                    UPDATE redpacket_shares SET claimer = c.u, claimed_at = now(), journal_id = c.j
+                    FROM unnest($1::bigint[], $2::int[], $3::bigint[], $4::bigint[])
+                         AS c(p, n, u, j)
+                    WHERE redpacket_id = c.p AND number = c.n AND claimer IS NULL
+                    RETURNING redpacket_id, number, amount,
+                              redpacket_share_json(redpacket_shares) AS json
+                 ), by_packet AS (
+                    SELECT redpacket_id, count(*)::int AS n, sum(amount)::bigint AS a,
+                           max(number) AS last
+                    FROM s GROUP BY redpacket_id
                  ), p AS (
-                    UPDATE redpackets SET claimed = claimed + 1,
-                           claimed_amount = claimed_amount + (SELECT amount FROM s),
-                           status = CASE WHEN claimed + 1 = count THEN 'finished' ELSE status END,
+                    UPDATE redpackets SET claimed = claimed + b.n,
+                           claimed_amount = claimed_amount + b.a,
+                           status = CASE WHEN claimed + b.n = count THEN 'finished' ELSE status END,
                            updated_at = now()
-                    WHERE id = $1 AND status = 'open' AND claimed + 1 = $2
-                      AND EXISTS (SELECT 1 FROM s)
+                    FROM by_packet b
+                    WHERE id = b.redpacket_id AND status = 'open' AND claimed + b.n = b.last
                     RETURNING id
                  )
-                 SELECT s.json FROM s, p",
+                 SELECT redpacket_id, number, json, (SELECT count(*) FROM p) FROM s",
             )
             .await?,
-            &[&id, &number, &claimer, &journal_id],
+            &[&packets, &numbers, &claimers, &journal_ids],
         )
         .await?;
-    row.map(|r| r.get(0)).ok_or_else(|| {
-        EngineError::Broken(format!(
-            "share {number} of red packet {id} was not the next"
-        ))
-    })
+    let counted: i64 = rows.first().map_or(0, |r| r.get(3));
+    if rows.len() != claims.len() || counted != distinct_packets {
+        return Err(EngineError::Broken(format!(
+            "{} of {} shares given, {counted} of {distinct_packets} packets counted: \
+             the shares were not the next",
+            rows.len(),
+            claims.len()
+        )));
+    }
+    let mut by_share: HashMap<(i64, i32), Value> = rows
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect();
+    claims
+        .iter()
+        .map(|(packet, number, _, _)| {
+            by_share.remove(&(*packet, *number)).ok_or_else(|| {
+                EngineError::Broken(format!(
+                    "share {number} of red packet {packet} went missing"
+                ))
+            })
+        })
+        .collect()
 }
 
 /// Records that the expiry gave `refunded` back to the sender.

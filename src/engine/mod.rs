@@ -318,17 +318,12 @@ async fn decide_in(
         CommandType::CashReject => {
             commands::cash::decision(tx, envelope, Decision::Reject, policy, system).await
         }
-        CommandType::Transform => commands::transform::apply(tx, envelope, policy, system).await,
-        CommandType::HoldCreate => commands::hold::create(tx, envelope, policy).await,
-        CommandType::HoldCapture => commands::hold::capture(tx, envelope).await,
-        CommandType::HoldRelease => commands::hold::release(tx, envelope).await,
         CommandType::WalletFreeze => commands::wallet_control::set_frozen(tx, envelope, true).await,
         CommandType::WalletUnfreeze => {
             commands::wallet_control::set_frozen(tx, envelope, false).await
         }
         CommandType::LimitsSet => commands::wallet_control::set_limits(tx, envelope, policy).await,
         CommandType::RedpacketCreate => commands::redpacket::create(tx, envelope, policy).await,
-        CommandType::RedpacketClaim => commands::redpacket::claim(tx, envelope).await,
         CommandType::RedpacketGet => commands::redpacket::get(tx, envelope).await,
         CommandType::OrdersList
         | CommandType::OrdersGet
@@ -338,7 +333,15 @@ async fn decide_in(
         | CommandType::ChargesGet => commands::reads::answer(tx, envelope, policy).await,
         CommandType::Transfer
         | CommandType::Reward
-        | CommandType::Recharge
+        | CommandType::HoldCreate
+        | CommandType::HoldCapture
+        | CommandType::HoldRelease
+        | CommandType::RedpacketClaim
+        | CommandType::Transform => Err(EngineError::Broken(format!(
+            "{} is decided in memory with its batch (src/engine/batch.rs)",
+            envelope.kind.as_str()
+        ))),
+        CommandType::Recharge
         | CommandType::RechargeRetrieve
         | CommandType::CashRetrieve
         | CommandType::AccountOpen

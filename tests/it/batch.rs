@@ -361,3 +361,123 @@ async fn twins_of_a_conflict_are_conflicts_not_replays() {
     }
     assert_eq!(env.balance(2).await, 10);
 }
+
+/// Holds, claims and transforms are decided in memory with the transfers: each sees the
+/// balances the batch's earlier commands left, a hold closed by one is closed for the next, a
+/// share taken by one is gone for the next, and everything lands in one transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_claims_and_transforms_of_a_batch_see_what_the_batch_did_before_them() {
+    let mut env = TestEnv::new().await;
+    for user in 1..=4 {
+        env.fund(user, 1_000).await;
+    }
+    let engine = pluspay::engine::Engine::from_settings(&env.settings).unwrap();
+    let setup = apply(
+        engine
+            .apply_batch(&[
+                envelope(json!({"id": "p-1", "type": "hold.create", "user_id": 1,
+                                "data": {"amount": 400, "reason": "bounty", "expires_in": 3600}})),
+                envelope(
+                    json!({"id": "p-2", "type": "redpacket.create", "user_id": 4,
+                                "data": {"total": 300, "count": 2, "mode": "equal",
+                                         "expires_in": 3600}}),
+                ),
+            ])
+            .await,
+    );
+    assert!(
+        setup.iter().all(|r| r["status"] == "succeeded"),
+        "{setup:?}"
+    );
+    let hold = setup[0]["data"]["hold"]["id"].as_i64().unwrap();
+    let packet = setup[1]["data"]["redpacket"]["id"].as_i64().unwrap();
+    let batch = [
+        // User 1 has 600 spendable: the transfer leaves 100, so the hold of 200 can't be made.
+        envelope(transfer("q-1", 1, 2, 500)),
+        envelope(json!({"id": "q-2", "type": "hold.create", "user_id": 1,
+                        "data": {"amount": 200, "reason": "post", "expires_in": 3600}})),
+        // The first capture pays 150 to user 3 and gives 250 back; the second finds it closed,
+        // and so does the release.
+        envelope(json!({"id": "q-3", "type": "hold.capture", "user_id": 1,
+                        "data": {"hold": hold, "user": 3, "amount": 150}})),
+        envelope(json!({"id": "q-4", "type": "hold.capture", "user_id": 1,
+                        "data": {"hold": hold, "user": 2, "amount": 400}})),
+        envelope(json!({"id": "q-5", "type": "hold.release", "user_id": 1,
+                        "data": {"hold": hold}})),
+        // Somebody else's hold is not found.
+        envelope(json!({"id": "q-6", "type": "hold.release", "user_id": 2,
+                        "data": {"hold": hold}})),
+        // Two shares: users 2 and 3 take them, user 2's second claim and user 1's find none.
+        envelope(json!({"id": "q-7", "type": "redpacket.claim", "user_id": 2,
+                        "data": {"redpacket": packet}})),
+        envelope(json!({"id": "q-8", "type": "redpacket.claim", "user_id": 2,
+                        "data": {"redpacket": packet}})),
+        envelope(json!({"id": "q-9", "type": "redpacket.claim", "user_id": 3,
+                        "data": {"redpacket": packet}})),
+        envelope(
+            json!({"id": "q-10", "type": "redpacket.claim", "user_id": 1,
+                        "data": {"redpacket": packet}}),
+        ),
+        // User 3 has 1000 + 150 + 150: a transform of 1200 takes what the capture and the claim
+        // brought; a second one of 200 finds 100.
+        envelope(json!({"id": "q-11", "type": "transform", "user_id": 3,
+                        "data": {"amount": 1_200}})),
+        envelope(json!({"id": "q-12", "type": "transform", "user_id": 3,
+                        "data": {"amount": 200}})),
+    ];
+    let results = apply(engine.apply_batch(&batch).await);
+    let codes: Vec<&str> = results
+        .iter()
+        .map(|r| r["code"].as_str().unwrap_or("ok"))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "ok",
+            "insufficient_balance",
+            "ok",
+            "hold_closed",
+            "hold_closed",
+            "hold_not_found",
+            "ok",
+            "already_claimed",
+            "ok",
+            "redpacket_empty",
+            "ok",
+            "insufficient_balance",
+        ],
+        "{results:?}"
+    );
+    assert_eq!(results[2]["data"]["hold"]["status"], "captured");
+    assert_eq!(results[2]["data"]["hold"]["released"], 250);
+    assert_eq!(results[2]["data"]["order"]["amount"], 150);
+    assert_eq!(results[6]["data"]["share"]["number"], 1);
+    assert_eq!(results[8]["data"]["share"]["number"], 2);
+    assert!(results[10]["data"]["points"].as_i64().unwrap() > 0);
+    assert_eq!(
+        (
+            env.balance(1).await,
+            env.balance(2).await,
+            env.balance(3).await,
+            env.balance(4).await
+        ),
+        (
+            1_000 - 400 - 500 + 250,
+            1_000 + 500 + 150,
+            1_000 + 150 + 150 - 1_200,
+            700
+        )
+    );
+    // One transaction wrote every command of the batch.
+    assert_eq!(
+        env.count("SELECT count(DISTINCT xmin::text) FROM commands WHERE id LIKE 'q-%'")
+            .await,
+        1
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM holds WHERE status = 'held'")
+            .await,
+        0
+    );
+    assert!(env.audit().await.ok);
+}

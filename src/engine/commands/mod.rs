@@ -1,6 +1,7 @@
 //! One module per command family; each applies its commands by the domain's rules against the
 //! database (and Ping++). The dispatch table is `Engine::apply` (and, for the commands applied
-//! in a shared transaction, `engine::decide_in`).
+//! in a shared transaction, `engine::decide_in`, or src/engine/batch.rs for those decided in
+//! memory with the batch's transfers).
 
 pub(crate) mod account;
 pub(crate) mod allocation;
@@ -24,7 +25,7 @@ use std::collections::BTreeMap;
 use deadpool_postgres::Transaction;
 
 use crate::db::ledger::{
-    ensure_user_account, post_journals, JournalDraft, LockedWallet, SystemDeltas,
+    ensure_user_accounts, post_journals, JournalDraft, LockedWallet, SystemDeltas,
 };
 use crate::domain::command::Envelope;
 use crate::domain::ledger::{AccountRef, Journal, WalletFigures};
@@ -33,8 +34,8 @@ use crate::domain::policy::WalletPolicy;
 use crate::engine::limits::decide_sending;
 use crate::error::EngineError;
 
-/// Money the acting user sets aside from their wallet into an account of their own (a hold's
-/// `held`, a red packet's `packets`), decided by `decide` against the wallet under its lock,
+/// Money the acting user sets aside from their wallet into an account of their own (a red
+/// packet's `packets`; a batch's holds are decided with its transfers, src/engine/commands/hold.rs), decided by `decide` against the wallet under its lock,
 /// the daily limit and a freeze: the posted journal's id, or the rejection (nothing written).
 pub(crate) async fn set_aside(
     tx: &Transaction<'_>,
@@ -48,7 +49,7 @@ pub(crate) async fn set_aside(
         Ok(decided) => decided,
         Err(rejection) => return Ok(Err(rejection)),
     };
-    ensure_user_account(tx, into).await?;
+    ensure_user_accounts(tx, &[into]).await?;
     let mut system = SystemDeltas::default();
     let kind = envelope.kind.as_str();
     let journal_id = post_one(tx, kind, &envelope.id, &journal, &wallets, &mut system).await?;
@@ -70,4 +71,33 @@ pub(crate) async fn post_one(
         journal,
     };
     Ok(post_journals(tx, &[draft], wallets, system).await?[0])
+}
+
+/// Moves the figures of the locked wallets that a decided journal touches, as posting it will
+/// (src/db/ledger.rs): a batch decides its later commands against the balances its earlier ones
+/// leave. The ceilings are each command's own rule, checked before.
+pub(crate) fn track(
+    wallets: &mut BTreeMap<i64, LockedWallet>,
+    journal: &Journal,
+) -> Result<(), EngineError> {
+    for (account, amount) in journal.entries() {
+        let AccountRef::Wallet(user) = account else {
+            continue;
+        };
+        let wallet = wallets
+            .get_mut(&user)
+            .ok_or_else(|| EngineError::Broken(format!("wallet of user {user} was not locked")))?;
+        let figures = &mut wallet.figures;
+        let moved = figures.balance.checked_add(amount).and_then(|balance| {
+            Some(WalletFigures {
+                balance,
+                total_income: figures.total_income.checked_add(amount.max(0))?,
+                total_expenses: figures.total_expenses.checked_add((-amount).max(0))?,
+            })
+        });
+        *figures = moved.ok_or_else(|| {
+            EngineError::Broken(format!("wallet of user {user} overflows by {amount}"))
+        })?;
+    }
+    Ok(())
 }

@@ -1,5 +1,7 @@
-//! `redpacket.create`, `redpacket.claim` and `redpacket.get` (in the batch's transaction), and
-//! the expiry of open packets whose time has come (`expire_due`, run by the worker's sweeper).
+//! `redpacket.create` and `redpacket.get` (in the batch's transaction), `redpacket.claim`
+//! (decided in memory with the batch's transfers and written with them: `load`, `decide`,
+//! then src/engine/batch.rs), and the expiry of open packets whose time has come (`expire_due`, run by the
+//! worker's sweeper).
 //!
 //! Lock order. Everything of a sender's packets (the packet rows, their shares and the sender's
 //! `packets` account) is written only by transactions that hold the sender's wallet: a create
@@ -15,36 +17,35 @@
 //! meanwhile): it then locks the sender's wallet late, and in the worst case PostgreSQL reports
 //! a deadlock, which is transient: the batch is applied again one command at a time.
 
-use deadpool_postgres::Transaction;
-use serde_json::json;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::{post_one, set_aside};
-use crate::db::ledger::{insert_orders, lock_wallets, SystemDeltas};
+use deadpool_postgres::Transaction;
+use serde_json::{json, Value};
+
+use super::{set_aside, track};
+use crate::db::ledger::{insert_orders, lock_wallets, LockedWallet, SystemDeltas};
 use crate::db::{outbox, redpackets};
-use crate::domain::command::{CommandType, Envelope};
-use crate::domain::ledger::AccountRef;
+use crate::domain::command::Envelope;
+use crate::domain::ledger::{AccountRef, Journal};
+use crate::domain::order::OrderDraft;
 use crate::domain::outcome::{Code, CommandResult, Rejection};
 use crate::domain::policy::WalletPolicy;
-use crate::domain::redpacket::{self, PacketStatus};
+use crate::domain::redpacket::{self, LockedPacket, PacketStatus};
 use crate::engine::{succeeded, Engine};
 use crate::error::EngineError;
 
 type Decided = Result<Result<CommandResult, Rejection>, EngineError>;
 
-/// The senders of the packets that a batch's claims name: their wallets are locked with the
-/// batch's others, before anything is decided.
-pub(crate) async fn senders_named<'e>(
+/// The senders of the packets that a batch's claims name (those that exist): their wallets are
+/// locked with the batch's others, before anything is decided.
+pub(crate) async fn senders_named(
     tx: &Transaction<'_>,
-    envelopes: impl Iterator<Item = &'e Envelope>,
+    packets: &[i64],
 ) -> Result<Vec<i64>, EngineError> {
-    let packets: Vec<i64> = envelopes
-        .filter(|e| e.kind == CommandType::RedpacketClaim)
-        .filter_map(|e| redpacket::packet_named(&e.data))
-        .collect();
     if packets.is_empty() {
         return Ok(Vec::new());
     }
-    redpackets::senders(tx, &packets).await
+    redpackets::senders(tx, packets).await
 }
 
 pub(crate) async fn create(
@@ -90,57 +91,128 @@ fn random_seed() -> Result<u64, EngineError> {
     Ok(u64::from_le_bytes(bytes))
 }
 
-pub(crate) async fn claim(tx: &Transaction<'_>, envelope: &Envelope) -> Decided {
-    let packet_id = match redpacket::parse_packet(&envelope.data) {
-        Ok(id) => id,
-        Err(rejection) => return Ok(Err(rejection)),
+/// What a batch's claims are decided against: the packets they name (locked, by id), which
+/// claimers hold a share of which already, and the amounts of the shares they may take next.
+pub(crate) struct Packets {
+    locked: HashMap<i64, LockedPacket>,
+    holders: HashSet<(i64, i64)>,
+    amounts: HashMap<(i64, i32), i64>,
+}
+
+/// What deciding a batch's claims, each `(packet, claimer)`, needs, with their packets `locked`
+/// (`redpackets::lock_many`). Their senders' wallets are locked already (module docs), but for
+/// a packet made after the batch looked for them: its sender's wallet is locked now.
+pub(crate) async fn load(
+    tx: &Transaction<'_>,
+    claims: &[(i64, i64)],
+    locked: HashMap<i64, LockedPacket>,
+    wallets: &mut BTreeMap<i64, LockedWallet>,
+) -> Result<Packets, EngineError> {
+    let late: Vec<i64> = locked
+        .values()
+        .map(|p| p.user)
+        .filter(|sender| !wallets.contains_key(sender))
+        .collect();
+    if !late.is_empty() {
+        wallets.extend(lock_wallets(tx, &late).await?);
+    }
+    let mut wanted: HashMap<i64, i32> = HashMap::new();
+    for (packet, _) in claims {
+        *wanted.entry(*packet).or_default() += 1;
+    }
+    let next: Vec<(i64, i32, i32)> = locked
+        .values()
+        .map(|p| (p.id, p.claimed, wanted[&p.id]))
+        .collect();
+    let mut claimers: Vec<i64> = claims.iter().map(|c| c.1).collect();
+    claimers.sort_unstable();
+    claimers.dedup();
+    let (holders, amounts) = if next.is_empty() {
+        Default::default()
+    } else {
+        redpackets::claims_lookup(tx, &claimers, &next).await?
     };
-    let claimer = envelope.user_id;
-    // Both wallets are locked already (module docs); this reads their figures.
-    let mut users = redpackets::senders(tx, &[packet_id]).await?;
-    users.push(claimer);
-    let wallets = lock_wallets(tx, &users).await?;
-    let locked = redpackets::lock(tx, packet_id).await?;
-    let (already_claimed, next_amount) = match &locked {
-        Some(packet) => {
-            redpackets::claim_lookup(tx, packet_id, claimer, packet.claimed + 1).await?
-        }
-        None => (false, None),
-    };
-    let number = match redpacket::next_share_for(locked.as_ref(), claimer, already_claimed) {
+    Ok(Packets {
+        locked,
+        holders,
+        amounts,
+    })
+}
+
+/// A claim decided and not yet written.
+pub(crate) struct DecidedClaim {
+    packet: i64,
+    claim: redpacket::Claim,
+}
+
+/// Decides one claim against the packets and wallets as the batch's earlier claims left them,
+/// and moves those in memory when it goes through.
+pub(crate) fn decide(
+    packet_id: i64,
+    claimer: i64,
+    wallets: &mut BTreeMap<i64, LockedWallet>,
+    packets: &mut Packets,
+) -> Result<Result<DecidedClaim, Rejection>, EngineError> {
+    let already_claimed = packets.holders.contains(&(packet_id, claimer));
+    let locked = packets.locked.get_mut(&packet_id);
+    let number = match redpacket::next_share_for(locked.as_deref(), claimer, already_claimed) {
         Ok(number) => number,
         Err(rejection) => return Ok(Err(rejection)),
     };
-    let packet = locked.expect("a share only of a packet that exists");
-    let amount = next_amount.ok_or_else(|| {
+    let packet = locked.ok_or_else(|| EngineError::Broken("a share of no packet".into()))?;
+    let amount = *packets.amounts.get(&(packet_id, number)).ok_or_else(|| {
         EngineError::Broken(format!("red packet {packet_id} lacks share {number}"))
     })?;
     let figures = wallets
         .get(&claimer)
         .map_or_else(Default::default, |w| w.figures);
-    let claim = match redpacket::claim(&packet, claimer, number, amount, figures) {
+    let claim = match redpacket::claim(packet, claimer, number, amount, figures) {
         Ok(claim) => claim,
         Err(rejection) => return Ok(Err(rejection)),
     };
-    let mut system = SystemDeltas::default();
-    let journal_id = post_one(
-        tx,
-        envelope.kind.as_str(),
-        &envelope.id,
-        &claim.journal,
-        &wallets,
-        &mut system,
-    )
-    .await?;
-    let order = insert_orders(tx, Some(&envelope.id), Some(journal_id), &[claim.order])
-        .await?
-        .remove(0);
-    let share = redpackets::record_claim(tx, packet_id, number, claimer, journal_id).await?;
-    Ok(Ok(succeeded(
-        envelope,
-        Some(redpacket::MSG_CLAIMED),
-        json!({ "share": share, "order": order }),
-    )))
+    track(wallets, &claim.journal)?;
+    packet.claimed = number;
+    packet.claimed_amount += amount;
+    if packet.claimed == packet.count {
+        packet.status = PacketStatus::Finished;
+    }
+    packets.holders.insert((packet_id, claimer));
+    Ok(Ok(DecidedClaim {
+        packet: packet_id,
+        claim,
+    }))
+}
+
+impl DecidedClaim {
+    pub(crate) fn journal(&self) -> &Journal {
+        &self.claim.journal
+    }
+
+    pub(crate) fn order(&self) -> &OrderDraft {
+        &self.claim.order
+    }
+
+    /// The command's result, with its share as written and its order.
+    pub(crate) fn answer(&self, envelope: &Envelope, share: Value, order: &Value) -> CommandResult {
+        let data = json!({ "share": share, "order": order });
+        succeeded(envelope, Some(redpacket::MSG_CLAIMED), data)
+    }
+}
+
+/// Gives the decided claims' shares to their claimers, each `(claimer, decision, its posted
+/// journal)`; returns the shares' JSON, in the order given.
+pub(crate) async fn write_shares(
+    tx: &Transaction<'_>,
+    items: &[(i64, &DecidedClaim, i64)],
+) -> Result<Vec<Value>, EngineError> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let shares: Vec<(i64, i32, i64, i64)> = items
+        .iter()
+        .map(|&(claimer, d, journal)| (d.packet, d.claim.number, claimer, journal))
+        .collect();
+    redpackets::record_claims(tx, &shares).await
 }
 
 /// The packet and who claimed what, for its sender and whoever may claim it; a read, so

@@ -1,58 +1,71 @@
 //! `transform`: fen from the wallet to `transform_revenue`, and points from `points_issued` to
-//! the user's points, at `wallet.ratio`. Runs in the batch's transaction.
+//! the user's points, at `wallet.ratio`. A batch's transforms are decided in memory with its
+//! transfers (`decide`), against the wallets and points accounts as the earlier ones left them,
+//! and written with them (src/engine/batch.rs).
 
-use deadpool_postgres::Transaction;
-use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
 
-use super::post_one;
-use crate::db::ledger::{insert_orders, lock_points, SystemDeltas};
-use crate::domain::command::Envelope;
+use serde_json::{json, Value};
+
+use super::track;
+use crate::db::ledger::LockedWallet;
+use crate::domain::command::{CommandType, Envelope};
+use crate::domain::ledger::Journal;
+use crate::domain::order::OrderDraft;
 use crate::domain::outcome::{CommandResult, Rejection};
-use crate::domain::policy::WalletPolicy;
-use crate::domain::transform;
-use crate::engine::limits::{admit_one, lock_sender, may_send};
+use crate::domain::transform::{self, TransformRequest};
+use crate::engine::limits::{may_send, Limits};
 use crate::engine::succeeded;
 use crate::error::EngineError;
 
-pub(crate) async fn apply(
-    tx: &Transaction<'_>,
-    envelope: &Envelope,
-    policy: &WalletPolicy,
-    system: &mut SystemDeltas,
-) -> Result<Result<CommandResult, Rejection>, EngineError> {
-    let request = match transform::parse(envelope.user_id, &envelope.data, policy) {
-        Ok(request) => request,
-        Err(rejection) => return Ok(Err(rejection)),
-    };
-    let (wallets, own_limits) = lock_sender(tx, request.user, envelope.kind).await?;
-    if let Err(rejection) = may_send(wallets.get(&request.user)) {
+/// A transform decided and not yet written.
+pub(crate) struct DecidedTransform {
+    request: TransformRequest,
+    journal: Journal,
+}
+
+/// Decides a transform against the wallet and the points balance (by user, locked) as the
+/// batch's earlier commands left them, and the sender's daily limit, and moves those in memory
+/// when it goes through.
+pub(crate) fn decide(
+    request: TransformRequest,
+    wallets: &mut BTreeMap<i64, LockedWallet>,
+    points: &mut HashMap<i64, i64>,
+    limits: &mut Limits,
+) -> Result<Result<DecidedTransform, Rejection>, EngineError> {
+    let user = request.user;
+    let wallet = wallets.get(&user);
+    if let Err(rejection) = may_send(wallet) {
         return Ok(Err(rejection));
     }
-    let figures = wallets
-        .get(&request.user)
-        .map_or_else(Default::default, |w| w.figures);
-    let points = lock_points(tx, request.user).await?;
-    let journal = match transform::decide(&request, figures, points) {
+    let figures = wallet.map_or_else(Default::default, |w| w.figures);
+    let points_balance = points
+        .get_mut(&user)
+        .ok_or_else(|| EngineError::Broken(format!("points of user {user} were not locked")))?;
+    let journal = match transform::decide(&request, figures, *points_balance) {
         Ok(journal) => journal,
         Err(rejection) => return Ok(Err(rejection)),
     };
-    let sending = (envelope.kind, request.user, request.amount);
-    let admitted = admit_one(tx, policy, sending, &own_limits).await?;
-    if let Err(rejection) = admitted {
+    if let Err(rejection) = limits.admit(user, CommandType::Transform, request.amount) {
         return Ok(Err(rejection));
     }
-    let journal_id = post_one(tx, "transform", &envelope.id, &journal, &wallets, system).await?;
-    let order = insert_orders(
-        tx,
-        Some(&envelope.id),
-        Some(journal_id),
-        &[transform::order(&request)],
-    )
-    .await?
-    .remove(0);
-    Ok(Ok(succeeded(
-        envelope,
-        Some(transform::MSG_DONE),
-        json!({ "order": order, "points": request.points }),
-    )))
+    *points_balance += request.points;
+    track(wallets, &journal)?;
+    Ok(Ok(DecidedTransform { request, journal }))
+}
+
+impl DecidedTransform {
+    pub(crate) fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    pub(crate) fn orders(&self) -> Vec<OrderDraft> {
+        vec![transform::order(&self.request)]
+    }
+
+    /// The result, with its order.
+    pub(crate) fn answer(&self, envelope: &Envelope, orders: &[Value]) -> CommandResult {
+        let data = json!({ "order": orders[0], "points": self.request.points });
+        succeeded(envelope, Some(transform::MSG_DONE), data)
+    }
 }
