@@ -88,6 +88,9 @@ if [ $# -eq 0 ]; then
     CLUSTER_PID=$!
     cluster_cleanup() {
         local rc=$?
+        # errexit is still on in an EXIT trap: without this, `(exit "$rc")` below would end the
+        # script after a failed run before the services are stopped.
+        set +e
         if [ -n "$CLUSTER_PID" ]; then
             wait "$CLUSTER_PID" 2>/dev/null
         fi
