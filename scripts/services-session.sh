@@ -14,9 +14,10 @@ services_cleanup() {
     trap - EXIT
     trap '' INT TERM HUP
     set +e
-    if [ -n "${BACKGROUND_GROUP:-}" ]; then
-        # A background job of the caller's in a process group of its own (setsid), unfinished.
-        kill -- -"$BACKGROUND_GROUP" 2>/dev/null
+    if [ -n "${BACKGROUND_GROUP_FILE:-}" ] && [ -s "$BACKGROUND_GROUP_FILE" ]; then
+        # A background job of the caller's in a process group of its own (setsid), unfinished:
+        # the file holds the group's id.
+        kill -- -"$(cat "$BACKGROUND_GROUP_FILE")" 2>/dev/null
     fi
     if [ -n "${START_PID:-}" ]; then
         # A start still in progress would race with stop: let it finish first.

@@ -110,11 +110,13 @@ if [ $# -eq 0 ]; then
     log "building the fuzz targets in the background (log: $DIR/fuzz-build.log)"
     # Its own process group, so that a failed run can stop the whole build. A new session is
     # also a new scheduling autogroup, which competes with the others as an equal whatever the
-    # nice of its processes: the autogroup itself is niced too.
-    setsid -w bash -c 'echo 19 >/proc/self/autogroup 2>/dev/null; exec nice -n 19 bash "$0" smoke-build' \
-        "$ROOT/scripts/fuzz.sh" >"$DIR/fuzz-build.log" 2>&1 &
+    # nice of its processes: the autogroup itself is niced too. setsid forks when it starts as
+    # a group leader (as under a shell with job control), so the new group's id is written down
+    # by the session's own first process.
+    BACKGROUND_GROUP_FILE="$DIR/fuzz-build.group"   # stopped by the clean-up if still building
+    setsid -w bash -c 'echo $$ >"$1"; echo 19 >/proc/self/autogroup 2>/dev/null; exec nice -n 19 bash "$0" smoke-build' \
+        "$ROOT/scripts/fuzz.sh" "$BACKGROUND_GROUP_FILE" >"$DIR/fuzz-build.log" 2>&1 &
     FUZZ_BUILD_PID=$!
-    BACKGROUND_GROUP=$FUZZ_BUILD_PID   # stopped by the clean-up if it is still building
 fi
 
 if [ "${PP_LINT:-}" = 1 ]; then
@@ -165,7 +167,7 @@ if [ -n "$FUZZ_BUILD_PID" ] && [ "$rc" -eq 0 ]; then
     # A short run of each fuzz target from its corpus (fuzz/).
     fuzz_built=0
     wait "$FUZZ_BUILD_PID" || fuzz_built=$?
-    BACKGROUND_GROUP=
+    BACKGROUND_GROUP_FILE=
     if [ "$fuzz_built" -ne 0 ]; then
         tail -n 40 "$DIR/fuzz-build.log" >&2
         log "ERROR: the fuzz targets did not build (see above)"
