@@ -162,8 +162,8 @@ pub(super) async fn apply_together(
         .map(|(i, rejection)| (i, rejected(&envelopes[i], rejection)))
         .collect();
 
-    // Then the holds and packets, each family in id order, after the wallets of their owners
-    // and senders.
+    // Then the holds, packets and points accounts named, each in id order, after the wallets
+    // of their owners: whoever else writes them holds those wallets too.
     let holds_closed: Vec<(i64, i64)> = hold_commands
         .iter()
         .filter_map(|(i, command)| command.closes(envelopes[*i].user_id))
