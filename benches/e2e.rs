@@ -565,13 +565,16 @@ async fn fresh_database(admin_url: &str, database: &str) -> anyhow::Result<Strin
          INSERT INTO accounts (kind, user_id, unit)
              SELECT 'wallet', u, 'fen' FROM generate_series(1, {WALLETS}) AS u;
          WITH j AS (INSERT INTO journal (kind) VALUES ('test_funding') RETURNING id),
-              moves AS (SELECT id AS account_id, {FUNDING}::bigint AS amount FROM accounts
-                            WHERE kind = 'wallet'
+              moves AS (SELECT id AS account_id, {FUNDING}::bigint AS amount, 1 AS version,
+                                   {FUNDING}::bigint AS balance_after
+                            FROM accounts WHERE kind = 'wallet'
                         UNION ALL
-                        SELECT id, -{FUNDING}::bigint * {WALLETS} FROM accounts
+                        SELECT id, -{FUNDING}::bigint * {WALLETS}, NULL, NULL FROM accounts
                             WHERE name = 'test_funding'),
-              entries AS (INSERT INTO ledger_entries (journal_id, account_id, amount)
-                          SELECT j.id, m.account_id, m.amount FROM j, moves m)
+              entries AS (INSERT INTO ledger_entries
+                              (journal_id, account_id, amount, version, balance_after)
+                          SELECT j.id, m.account_id, m.amount, m.version, m.balance_after
+                          FROM j, moves m)
          UPDATE accounts a SET balance = balance + m.amount,
                 total_income = total_income + greatest(m.amount, 0),
                 total_expenses = total_expenses + greatest(-m.amount, 0),
@@ -593,9 +596,13 @@ async fn fresh_database(admin_url: &str, database: &str) -> anyhow::Result<Strin
                     (g + 1) % {WALLETS} + 1 AS other, -1 AS direction FROM h
              UNION ALL
              SELECT journal_id, command_id, (g + 1) % {WALLETS} + 1, g % {WALLETS} + 1, 1 FROM h;
-         INSERT INTO ledger_entries (journal_id, account_id, amount)
-             SELECT m.journal_id, a.id, m.direction FROM history_moves m
-             JOIN accounts a ON a.kind = 'wallet' AND a.user_id = m.owner;
+         INSERT INTO ledger_entries (journal_id, account_id, amount, version, balance_after)
+             SELECT m.journal_id, a.id, m.direction, a.entry_count + row_number() OVER w,
+                    a.balance + sum(m.direction) OVER w
+             FROM history_moves m
+             JOIN accounts a ON a.kind = 'wallet' AND a.user_id = m.owner
+             WINDOW w AS (PARTITION BY a.id ORDER BY m.journal_id
+                          ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW);
          INSERT INTO wallet_orders
                 (owner_id, target_type, target_id, title, type, amount, state, command_id, journal_id)
              SELECT owner, 'user', other::text, '转账', direction, 1, 1, command_id, journal_id
@@ -616,9 +623,12 @@ async fn fresh_database(admin_url: &str, database: &str) -> anyhow::Result<Strin
          CREATE TEMP TABLE bench_hold_journal AS
              WITH j AS (INSERT INTO journal (kind) VALUES ('bench_holds') RETURNING id)
              SELECT id FROM j;
-         INSERT INTO ledger_entries (journal_id, account_id, amount)
-             SELECT j.id, a.id, CASE a.kind WHEN 'wallet' THEN -{BENCH_HOLD} ELSE {BENCH_HOLD} END
-             FROM bench_hold_journal j, accounts a WHERE a.kind IN ('wallet', 'held');
+         INSERT INTO ledger_entries (journal_id, account_id, amount, version, balance_after)
+             SELECT j.id, a.id, m.amount, a.entry_count + 1, a.balance + m.amount
+             FROM bench_hold_journal j, accounts a,
+                  LATERAL (SELECT CASE a.kind WHEN 'wallet' THEN -{BENCH_HOLD}
+                                  ELSE {BENCH_HOLD} END AS amount) m
+             WHERE a.kind IN ('wallet', 'held');
          INSERT INTO holds (user_id, amount, reason, expires_at, command_id, journal_id)
              SELECT u, {BENCH_HOLD}, 'bench', now() + interval '1 day', 'bench-hold-' || u, j.id
              FROM generate_series(1, {WALLETS}) AS u, bench_hold_journal j ORDER BY u;
@@ -638,9 +648,11 @@ async fn fresh_database(admin_url: &str, database: &str) -> anyhow::Result<Strin
          CREATE TEMP TABLE bench_packet_journal AS
              WITH j AS (INSERT INTO journal (kind) VALUES ('bench_redpackets') RETURNING id)
              SELECT id FROM j;
-         INSERT INTO ledger_entries (journal_id, account_id, amount)
-             SELECT j.id, a.id, CASE a.kind WHEN 'wallet' THEN -{packet} ELSE {packet} END
-             FROM bench_packet_journal j, accounts a
+         INSERT INTO ledger_entries (journal_id, account_id, amount, version, balance_after)
+             SELECT j.id, a.id, m.amount, a.entry_count + 1, a.balance + m.amount
+             FROM bench_packet_journal j, accounts a,
+                  LATERAL (SELECT CASE a.kind WHEN 'wallet' THEN -{packet}
+                                  ELSE {packet} END AS amount) m
              WHERE a.kind IN ('wallet', 'packets') AND a.user_id <= {BENCH_PACKETS};
          INSERT INTO redpackets (user_id, total, count, mode, expires_at, command_id, journal_id)
              SELECT u, {packet}, {BENCH_PACKET_SHARES}, 'equal', now() + interval '1 day',

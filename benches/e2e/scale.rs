@@ -429,10 +429,11 @@ async fn build(
         &mut steps,
         "funding entries",
         &format!(
-            "INSERT INTO ledger_entries (journal_id, account_id, amount)
-                 SELECT {funding_journal}, id, {FUNDING} FROM accounts WHERE kind = 'wallet'
+            "INSERT INTO ledger_entries (journal_id, account_id, amount, version, balance_after)
+                 SELECT {funding_journal}, id, {FUNDING}, 1, {FUNDING} FROM accounts
+                     WHERE kind = 'wallet'
                  UNION ALL
-                 SELECT {funding_journal}, id, -{FUNDING}::bigint * {w} FROM accounts
+                 SELECT {funding_journal}, id, -{FUNDING}::bigint * {w}, NULL, NULL FROM accounts
                      WHERE name = 'test_funding';"
         ),
     )
@@ -481,10 +482,15 @@ async fn build(
         &mut steps,
         "ledger entries",
         &format!(
-            "INSERT INTO ledger_entries (journal_id, account_id, amount)
-                 SELECT {journal0} + g, {account0} + d.owner, d.amount
+            // Each wallet's versions follow its funding (version 1) in journal order, as
+            // postings would have numbered them.
+            "INSERT INTO ledger_entries (journal_id, account_id, amount, version, balance_after)
+                 SELECT {journal0} + g, {account0} + d.owner, d.amount,
+                        1 + row_number() OVER w, {FUNDING} + sum(d.amount) OVER w
                  FROM {history},
-                      LATERAL (VALUES (f, -amount), (t, amount)) AS d(owner, amount)"
+                      LATERAL (VALUES (f, -amount), (t, amount)) AS d(owner, amount)
+                 WINDOW w AS (PARTITION BY d.owner ORDER BY g
+                              ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
         ),
     )
     .await?;

@@ -9,13 +9,14 @@ INSERT INTO commands (id, type, fingerprint)
             sha256(convert_to(:user::text || ':' || :value::text, 'UTF8')))
     RETURNING id AS cmd \gset
 SELECT 1 FROM recharges WHERE command_id = :cmd;
-SELECT id AS wa, balance AS wb FROM accounts
+SELECT id AS wa, balance AS wb, entry_count AS wv FROM accounts
  WHERE kind = 'wallet' AND user_id = :user FOR UPDATE \gset
 SELECT id AS pp FROM accounts WHERE name = 'pending_payouts' \gset
 INSERT INTO journal (kind, command_id) VALUES ('cash', :cmd) RETURNING id AS jid \gset
-WITH u(a, d) AS (VALUES (:wa::bigint, -:value::bigint), (:pp::bigint, :value::bigint)),
-     entries AS (INSERT INTO ledger_entries (journal_id, account_id, amount)
-                 SELECT :jid, a, d FROM u)
+WITH u(a, d, v, b) AS (VALUES (:wa::bigint, -:value::bigint, :wv::bigint + 1, :wb::bigint - :value::bigint),
+                              (:pp::bigint, :value::bigint, NULL, NULL)),
+     entries AS (INSERT INTO ledger_entries (journal_id, account_id, amount, version, balance_after)
+                 SELECT :jid, a, d, v, b FROM u)
 UPDATE accounts SET balance = balance + u.d,
        total_income = total_income + greatest(u.d, 0),
        total_expenses = total_expenses + greatest(-u.d, 0),

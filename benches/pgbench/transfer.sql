@@ -1,6 +1,7 @@
 -- One `transfer`, as src/engine applies a command alone, one command per transaction: claim the
--- command id, lock both wallets in user id order, a journal with two ledger entries and the
--- balance update, two wallet orders, then store the result.
+-- command id, lock both wallets in user id order, a journal with two ledger entries (each its
+-- wallet's next version, with the balance after it) and the balance update, two wallet
+-- orders, then store the result.
 -- Run with -D wallets=N (wallets 1..N exist and are funded), -M prepared, and -D hot=0 (between
 -- two random wallets) or -D hot=1 (from a random wallet to wallet 1, as rewards to one popular
 -- user are).
@@ -15,12 +16,16 @@ INSERT INTO commands (id, type, fingerprint)
     RETURNING id AS cmd \gset
 SELECT 1 FROM recharges WHERE command_id = :cmd;
 SELECT max(id) FILTER (WHERE user_id = :from) AS fa, max(id) FILTER (WHERE user_id = :to) AS ta,
-       min(balance) FILTER (WHERE user_id = :from) AS fb
-    FROM (SELECT user_id, id, balance FROM accounts
+       min(balance) FILTER (WHERE user_id = :from) AS fb,
+       min(balance) FILTER (WHERE user_id = :to) AS tb,
+       min(entry_count) FILTER (WHERE user_id = :from) AS fv,
+       min(entry_count) FILTER (WHERE user_id = :to) AS tv
+    FROM (SELECT user_id, id, balance, entry_count FROM accounts
           WHERE kind = 'wallet' AND user_id IN (:from, :to) ORDER BY user_id FOR UPDATE) w \gset
 INSERT INTO journal (kind, command_id) VALUES ('transfer', :cmd) RETURNING id AS jid \gset
-WITH entries AS (INSERT INTO ledger_entries (journal_id, account_id, amount)
-                 VALUES (:jid, :fa, -:amount::bigint), (:jid, :ta, :amount))
+WITH entries AS (INSERT INTO ledger_entries (journal_id, account_id, amount, version, balance_after)
+                 VALUES (:jid, :fa, -:amount::bigint, :fv::bigint + 1, :fb::bigint - :amount::bigint),
+                        (:jid, :ta, :amount, :tv::bigint + 1, :tb::bigint + :amount::bigint))
 UPDATE accounts SET balance = balance + u.d,
        total_income = total_income + greatest(u.d, 0),
        total_expenses = total_expenses + greatest(-u.d, 0),

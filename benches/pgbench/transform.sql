@@ -10,19 +10,21 @@ INSERT INTO commands (id, type, fingerprint)
             sha256(convert_to(:user::text || ':' || :amount::text, 'UTF8')))
     RETURNING id AS cmd \gset
 SELECT 1 FROM recharges WHERE command_id = :cmd;
-SELECT id AS wa, balance AS wb FROM accounts
+SELECT id AS wa, balance AS wb, entry_count AS wv FROM accounts
  WHERE kind = 'wallet' AND user_id = :user FOR UPDATE \gset
 INSERT INTO accounts (kind, user_id, unit) VALUES ('points', :user, 'point')
     ON CONFLICT (kind, user_id) DO NOTHING;
-SELECT id AS pa, balance AS pb FROM accounts
+SELECT id AS pa, balance AS pb, entry_count AS pv FROM accounts
  WHERE kind = 'points' AND user_id = :user FOR UPDATE \gset
 SELECT id AS rev FROM accounts WHERE name = 'transform_revenue' \gset
 SELECT id AS iss FROM accounts WHERE name = 'points_issued' \gset
 INSERT INTO journal (kind, command_id) VALUES ('transform', :cmd) RETURNING id AS jid \gset
-WITH u(a, d) AS (VALUES (:wa::bigint, -:amount::bigint), (:rev::bigint, :amount::bigint),
-                        (:iss::bigint, -:amount::bigint), (:pa::bigint, :amount::bigint)),
-     entries AS (INSERT INTO ledger_entries (journal_id, account_id, amount)
-                 SELECT :jid, a, d FROM u)
+WITH u(a, d, v, b) AS (VALUES (:wa::bigint, -:amount::bigint, :wv::bigint + 1, :wb::bigint - :amount::bigint),
+                              (:rev::bigint, :amount::bigint, NULL, NULL),
+                              (:iss::bigint, -:amount::bigint, NULL, NULL),
+                              (:pa::bigint, :amount::bigint, :pv::bigint + 1, :pb::bigint + :amount::bigint)),
+     entries AS (INSERT INTO ledger_entries (journal_id, account_id, amount, version, balance_after)
+                 SELECT :jid, a, d, v, b FROM u)
 UPDATE accounts SET balance = balance + u.d,
        total_income = total_income + greatest(u.d, 0),
        total_expenses = total_expenses + greatest(-u.d, 0),

@@ -187,8 +187,9 @@ impl SystemDeltas {
 }
 
 /// Writes journals and their entries in one statement whatever their number, and moves the
-/// balances of wallets and points at once, each account once by its summed change; system
-/// accounts' changes go to `system`. Wallets must be in `wallets` (locked). Returns the
+/// balances of wallets and points at once, each account once by its summed change, giving
+/// each entry of a user's account its version and the balance after it; system accounts'
+/// changes go to `system`. Wallets must be in `wallets` (locked). Returns the
 /// journals' ids in the order given.
 pub async fn post_journals(
     tx: &Transaction<'_>,
@@ -237,6 +238,13 @@ pub async fn post_journals(
     // the incremental audit relies on (`audit::settle_point`).
     // Entries name their journal by its position among the drafts; identity ids follow
     // insertion order, which follows the drafts, so position n is the n-th smallest new id.
+    // Each entry of a user's account is that account's next version (migrations/0020): its
+    // entry count and balance before this statement (this statement's snapshot; the rows are
+    // locked, so nothing else moves them) plus its rank and running sum among the statement's
+    // entries of the account, in journal order. System accounts' entries get no version (the
+    // left join finds no row for them, so both stay NULL).
+    // The unique index on (account_id, version) turns a posting that raced another on the
+    // same account without its lock into an error, never into two entries of one version.
     let rows = tx
         .query(
             &tx.prepare_cached(
@@ -256,9 +264,17 @@ pub async fn post_journals(
                                 $8::bigint[])
                         AS u(n, a, s, k, p, d)
                     JOIN jn ON jn.n = u.n
+                 ), v AS (
+                    SELECT e.j, e.a, e.d,
+                           c.entry_count + row_number() OVER w AS version,
+                           (c.balance + sum(e.d) OVER w)::bigint AS balance_after
+                    FROM e LEFT JOIN accounts c ON c.id = e.a AND e.moves_now
+                    WINDOW w AS (PARTITION BY e.a ORDER BY e.j
+                                 ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
                  ), inserted AS (
-                    INSERT INTO ledger_entries (journal_id, account_id, amount)
-                    SELECT j, a, d FROM e
+                    INSERT INTO ledger_entries (journal_id, account_id, amount, version,
+                                                balance_after)
+                    SELECT j, a, d, version, balance_after FROM v
                  ), moved AS (
                     UPDATE accounts SET
                         balance = balance + t.d,

@@ -109,6 +109,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0019_limits_and_freezes.sql",
         sql: include_str!("../../migrations/0019_limits_and_freezes.sql"),
     },
+    Migration {
+        version: 20,
+        name: "0020_wallet_versions.sql",
+        sql: include_str!("../../migrations/0020_wallet_versions.sql"),
+    },
 ];
 
 /// An arbitrary constant shared by every pluspay instance.

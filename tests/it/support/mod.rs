@@ -240,7 +240,9 @@ impl TestEnv {
     }
 
     /// Test-only money: a balanced journal from a `test_funding` system account that exists
-    /// only in test databases. Production has no command that mints money.
+    /// only in test databases. Production has no command that mints money. The wallet's entry
+    /// is its next version, as a posting's is; its row is locked first, as the engine's are, so
+    /// that funding a wallet a worker is moving numbers it right.
     pub async fn fund(&self, user: i64, amount: i64) {
         self.db
             .batch_execute(&format!(
@@ -248,18 +250,26 @@ impl TestEnv {
                      VALUES ('system', 'test_funding', 'fen', true) ON CONFLICT (name) DO NOTHING;
                  INSERT INTO accounts (kind, user_id, unit) VALUES ('wallet', {user}, 'fen')
                      ON CONFLICT (kind, user_id) DO NOTHING;
+                 BEGIN;
+                 SELECT 1 FROM accounts WHERE kind = 'wallet' AND user_id = {user} FOR UPDATE;
                  WITH j AS (INSERT INTO journal (kind) VALUES ('test_funding') RETURNING id),
-                      moves AS (SELECT id AS account_id, {amount}::bigint AS amount FROM accounts
-                                    WHERE kind = 'wallet' AND user_id = {user}
+                      moves AS (SELECT id AS account_id, {amount}::bigint AS amount,
+                                       entry_count + 1 AS version,
+                                       balance + {amount}::bigint AS balance_after
+                                FROM accounts WHERE kind = 'wallet' AND user_id = {user}
                                 UNION ALL
-                                SELECT id, -{amount}::bigint FROM accounts WHERE name = 'test_funding'),
-                      entries AS (INSERT INTO ledger_entries (journal_id, account_id, amount)
-                                  SELECT j.id, m.account_id, m.amount FROM j, moves m)
+                                SELECT id, -{amount}::bigint, NULL, NULL FROM accounts
+                                WHERE name = 'test_funding'),
+                      entries AS (INSERT INTO ledger_entries
+                                      (journal_id, account_id, amount, version, balance_after)
+                                  SELECT j.id, m.account_id, m.amount, m.version, m.balance_after
+                                  FROM j, moves m)
                  UPDATE accounts a SET balance = balance + m.amount,
                         total_income = total_income + greatest(m.amount, 0),
                         total_expenses = total_expenses + greatest(-m.amount, 0),
                         entry_count = entry_count + 1
-                   FROM moves m WHERE a.id = m.account_id;"
+                   FROM moves m WHERE a.id = m.account_id;
+                 COMMIT;"
             ))
             .await
             .expect("fund a wallet");
