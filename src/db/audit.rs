@@ -63,6 +63,37 @@ const CHECKS: &[(&str, &str)] = &[
          GROUP BY e.journal_id, a.unit HAVING sum(e.amount) <> 0",
     ),
     (
+        // Every entry of a user's account is a version of it, and no entry of a system
+        // account is (migrations/0020_wallet_versions.sql): one without would be a change a
+        // consumer following the versions never hears of.
+        "entries_are_versioned",
+        "SELECT json_build_object('journal_id', e.journal_id, 'account_id', e.account_id,
+                'kind', a.kind, 'user_id', a.user_id, 'version', e.version)
+         FROM ledger_entries e JOIN accounts a ON a.id = e.account_id
+         WHERE (a.kind = 'system') = (e.version IS NOT NULL)",
+    ),
+    (
+        // A user's account's versions are 1 to its entry_count in journal order, each with
+        // the running sum of its entries as the balance after it, the last one the account's
+        // balance: what `wallet.changes` answers is the history, with nothing left out.
+        "versions_follow_entries",
+        "SELECT json_build_object('account_id', account_id, 'kind', kind, 'user_id', user_id,
+                'journal_id', journal_id, 'version', version, 'expected_version', n,
+                'balance_after', balance_after, 'expected_balance_after', running,
+                'entry_count', entry_count, 'balance', balance)
+         FROM (SELECT e.account_id, e.journal_id, e.version, e.balance_after, a.kind,
+                      a.user_id, a.entry_count, a.balance,
+                      row_number() OVER w AS n, sum(e.amount) OVER w AS running,
+                      count(*) OVER (PARTITION BY e.account_id) AS entries
+               FROM ledger_entries e JOIN accounts a ON a.id = e.account_id
+               WHERE a.kind <> 'system'
+               WINDOW w AS (PARTITION BY e.account_id ORDER BY e.journal_id
+                            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)) x
+         WHERE version IS DISTINCT FROM n OR balance_after IS DISTINCT FROM running
+            OR (n = entries AND (version IS DISTINCT FROM entry_count
+                                 OR balance_after IS DISTINCT FROM balance))",
+    ),
+    (
         "every_command_has_a_result",
         "SELECT json_build_object('command_id', id) FROM commands WHERE result IS NULL",
     ),
@@ -180,6 +211,9 @@ const CHECKS: &[(&str, &str)] = &[
 /// only (`pluspay audit`, `metrics.ledger_full_check_secs`), not by the periodic incremental
 /// one, whose cost must follow the new journals.
 const FULL_ONLY_CHECKS: &[&str] = &[
+    // Reads and sorts every entry of every user's account; the incremental check sees at
+    // least that each new entry has a version (`entries_are_versioned`).
+    "versions_follow_entries",
     "held_matches_open_holds",
     "packets_match_open_redpackets",
     "redpackets_match_their_shares",
@@ -518,11 +552,11 @@ WITH moved AS (
            r.d_all, r.n_all, r.d_win, r.n_win, r.n_win
     FROM recounted r JOIN accounts a ON a.id = r.account_id
 ), e AS MATERIALIZED (
-    SELECT x.journal_id, x.account_id, x.amount, w.unit, w.kind, w.user_id
+    SELECT x.journal_id, x.account_id, x.amount, x.version, w.unit, w.kind, w.user_id
     FROM ledger_entries x JOIN w ON w.account_id = x.account_id
     WHERE x.journal_id > $1 AND x.journal_id <= $2
     UNION ALL
-    SELECT x.journal_id, x.account_id, x.amount, a.unit, a.kind, a.user_id
+    SELECT x.journal_id, x.account_id, x.amount, x.version, a.unit, a.kind, a.user_id
     FROM ledger_entries x JOIN accounts a ON a.id = x.account_id
     WHERE x.journal_id = ANY ($4::bigint[]) AND NOT (x.journal_id > $1 AND x.journal_id <= $2)
 ), journals AS (
@@ -561,6 +595,12 @@ SELECT 'each_journal_balances',
        json_build_object('journal_id', journal_id, 'unit', unit, 'sum', sum(amount)),
        NULL, journal_id
 FROM e GROUP BY journal_id, unit HAVING sum(amount) <> 0
+UNION ALL
+SELECT 'entries_are_versioned',
+       json_build_object('journal_id', journal_id, 'account_id', account_id, 'kind', kind,
+           'user_id', user_id, 'version', version),
+       account_id, journal_id
+FROM e WHERE (kind = 'system') = (version IS NOT NULL)
 UNION ALL
 SELECT 'every_command_has_a_result', json_build_object('command_id', command_id), NULL, id
 FROM journals WHERE stored AND NOT has_result
