@@ -152,6 +152,11 @@ fn read_data(envelope: &Envelope, policy: &WalletPolicy) {
             let _ = query::charge_id(data);
         }
         CommandType::WalletGet => {}
+        CommandType::WalletChanges => {
+            if let Ok(page) = query::changes_page(data) {
+                assert!(page.since >= 0 && (1..=query::MAX_LIMIT).contains(&page.limit));
+            }
+        }
         CommandType::AccountOpen => {
             let _ = account::parse_open(data);
         }

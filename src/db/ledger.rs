@@ -450,7 +450,8 @@ pub async fn summary(tx: &Transaction<'_>, user: i64) -> Result<WalletSummary, E
                     coalesce(max(total_expenses) FILTER (WHERE kind = 'wallet'), 0)
                         AS total_expenses,
                     coalesce(max(balance) FILTER (WHERE kind = 'points'), 0) AS points,
-                    coalesce(max(balance) FILTER (WHERE kind = 'held'), 0) AS held
+                    coalesce(max(balance) FILTER (WHERE kind = 'held'), 0) AS held,
+                    coalesce(max(entry_count) FILTER (WHERE kind = 'wallet'), 0) AS version
              FROM accounts WHERE user_id = $1 AND kind IN ('wallet', 'points', 'held')",
             &[&user],
         )
@@ -461,6 +462,7 @@ pub async fn summary(tx: &Transaction<'_>, user: i64) -> Result<WalletSummary, E
         total_expenses: row.get("total_expenses"),
         points: row.get("points"),
         held: row.get("held"),
+        version: row.get("version"),
     })
 }
 
@@ -472,4 +474,34 @@ pub struct WalletSummary {
     pub points: i64,
     /// In open holds: out of the balance until captured, released or expired.
     pub held: i64,
+    /// The wallet's version: how many entries have moved it, which is the version of the last
+    /// one (0 before the first).
+    pub version: i64,
+}
+
+/// `wallet.changes`: the entries of `user`'s wallet after version `since`, in version order,
+/// at most `limit`, each with the balance after it and the user's wallet order of its journal
+/// (null for a journal without one, such as a test's funding).
+pub async fn wallet_changes(
+    tx: &Transaction<'_>,
+    user: i64,
+    since: i64,
+    limit: i64,
+) -> Result<Vec<Value>, EngineError> {
+    let rows = tx
+        .query(
+            &tx.prepare_cached(
+                "SELECT json_build_object('user', a.user_id, 'unit', a.unit, 'version', e.version,
+                        'balance', e.balance_after, 'amount', e.amount, 'journal', e.journal_id,
+                        'order', (SELECT min(o.id) FROM wallet_orders o
+                                  WHERE o.journal_id = e.journal_id AND o.owner_id = a.user_id))
+                 FROM accounts a JOIN ledger_entries e ON e.account_id = a.id
+                 WHERE a.kind = 'wallet' AND a.user_id = $1 AND e.version > $2
+                 ORDER BY e.version LIMIT $3",
+            )
+            .await?,
+            &[&user, &since, &limit],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }

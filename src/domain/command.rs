@@ -63,6 +63,7 @@ pub enum CommandType {
     RedpacketCreate,
     RedpacketClaim,
     RedpacketGet,
+    WalletChanges,
 }
 
 impl CommandType {
@@ -93,10 +94,11 @@ impl CommandType {
                 | CommandType::ChargesList
                 | CommandType::ChargesGet
                 | CommandType::WalletGet
+                | CommandType::WalletChanges
         )
     }
 
-    pub const ALL: [CommandType; 45] = [
+    pub const ALL: [CommandType; 46] = [
         CommandType::Recharge,
         CommandType::RechargeRetrieve,
         CommandType::Cash,
@@ -142,6 +144,7 @@ impl CommandType {
         CommandType::RedpacketCreate,
         CommandType::RedpacketClaim,
         CommandType::RedpacketGet,
+        CommandType::WalletChanges,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -191,6 +194,7 @@ impl CommandType {
             CommandType::RedpacketCreate => "redpacket.create",
             CommandType::RedpacketClaim => "redpacket.claim",
             CommandType::RedpacketGet => "redpacket.get",
+            CommandType::WalletChanges => "wallet.changes",
         }
     }
 

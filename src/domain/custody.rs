@@ -51,6 +51,8 @@ impl Custody {
             // A red packet's money waits in the sender's `packets` account, which only the
             // platform's ledger has.
             RedpacketCreate | RedpacketClaim | RedpacketGet => self == Custody::Platform,
+            // docs/CONTRACT.md §5, with the platform's ledger.
+            WalletChanges => self == Custody::Platform,
             AccountOpen
             | AccountGet
             | AccountCards
@@ -113,5 +115,7 @@ mod tests {
         assert!(!Custody::Platform.offers(CommandType::AccountOpen));
         assert!(Custody::Pingpp.offers(CommandType::Recharge));
         assert!(!Custody::Pingpp.offers(CommandType::RechargeRefund));
+        assert!(!Custody::Pingpp.offers(CommandType::WalletChanges));
+        assert!(Custody::Platform.offers(CommandType::WalletChanges));
     }
 }

@@ -62,6 +62,10 @@ pub enum Code {
     InvalidLimit,
     InvalidAfter,
     InvalidAction,
+    /// `wallet.changes` without the version to start after.
+    SinceRequired,
+    /// A `since` that is not a version (an integer from 0).
+    InvalidSince,
     /// Ping++ refused the request (its error type and message are in the result).
     PaymentProviderError,
     /// The charge Ping++ returned disagrees with the order.

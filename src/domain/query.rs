@@ -1,5 +1,5 @@
 //! The read commands' parameters: `orders.list`, `orders.get`, `cashes.list`, `charges.list`,
-//! `charges.get`, and the order a `recharge.retrieve` names.
+//! `charges.get`, `wallet.changes`, and the order a `recharge.retrieve` names.
 
 use serde_json::{Map, Value};
 
@@ -12,6 +12,10 @@ pub const MAX_LIMIT: i64 = 100;
 pub const MSG_BAD_DATA: &str = "发送的数据错误";
 pub const MSG_ORDER_REQUIRED: &str = "请选择订单";
 pub const MSG_UNKNOWN_ORDER: &str = "订单不存在";
+pub const MSG_SINCE_REQUIRED: &str = "请填写起始版本";
+
+/// `wallet.changes` answers this many changes unless `limit` says otherwise.
+pub const DEFAULT_CHANGES_LIMIT: i64 = 20;
 
 /// `action` of `orders.list` and `charges.list`: which side of the wallet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +121,41 @@ pub fn cashes_page(data: &Map<String, Value>) -> Result<Page, Rejection> {
 /// `charges.list`: `action` as the older wallet API numbers it, 0 expense, 1 income.
 pub fn charges_page(data: &Map<String, Value>) -> Result<Page, Rejection> {
     page(data, ActionFilter::Numbers)
+}
+
+/// `wallet.changes`: the changes of the wallet after version `since`, at most `limit` of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangesPage {
+    pub since: i64,
+    pub limit: i64,
+}
+
+/// `since` is required (a consumer always knows the last version it saw, 0 for none): a
+/// missing one would otherwise read as "from the beginning", which a consumer that lost its
+/// place should ask for by name. `limit` is read as the lists read it.
+pub fn changes_page(data: &Map<String, Value>) -> Result<ChangesPage, Rejection> {
+    let mut errors = FieldErrors::default();
+    let since = match int_field(data, "since") {
+        IntField::Missing => {
+            errors.add(Code::SinceRequired, "since", MSG_SINCE_REQUIRED);
+            0
+        }
+        IntField::Value(v) if v >= 0 => v,
+        _ => {
+            errors.add(Code::InvalidSince, "since", MSG_BAD_DATA);
+            0
+        }
+    };
+    let limit = match int_field(data, "limit") {
+        IntField::Missing => DEFAULT_CHANGES_LIMIT,
+        IntField::Value(v) if v >= 1 => v.min(MAX_LIMIT),
+        IntField::Overflow if is_positive(data.get("limit")) => MAX_LIMIT,
+        _ => {
+            errors.add(Code::InvalidLimit, "limit", MSG_BAD_DATA);
+            DEFAULT_CHANGES_LIMIT
+        }
+    };
+    errors.finish(|| ChangesPage { since, limit })
 }
 
 /// The `order` field: a positive order id.
@@ -260,6 +299,51 @@ mod tests {
         let unknown = unknown_charge();
         assert_eq!(unknown.code, unknown_order().code);
         assert_eq!(unknown.errors["charge"], [MSG_UNKNOWN_ORDER]);
+    }
+
+    #[test]
+    fn changes_pages_need_a_version_to_start_after() {
+        let c = |v: Value| changes_page(v.as_object().unwrap());
+        assert_eq!(
+            c(json!({"since": 0})).unwrap(),
+            ChangesPage {
+                since: 0,
+                limit: 20
+            }
+        );
+        assert_eq!(
+            c(json!({"since": 7, "limit": 500})).unwrap(),
+            ChangesPage {
+                since: 7,
+                limit: 100
+            }
+        );
+        assert_eq!(c(json!({"since": 7, "limit": 1e30})).unwrap().limit, 100);
+        let missing = c(json!({})).unwrap_err();
+        assert_eq!(missing.code, Code::SinceRequired);
+        assert_eq!(missing.errors["since"], [MSG_SINCE_REQUIRED]);
+        assert_eq!(
+            c(json!({"since": null})).unwrap_err().code,
+            Code::SinceRequired
+        );
+        for bad in [
+            json!(-1),
+            json!("5"),
+            json!(1.5),
+            json!(true),
+            json!(u64::MAX),
+        ] {
+            let refused = c(json!({ "since": bad })).unwrap_err();
+            assert_eq!(refused.code, Code::InvalidSince, "{bad}");
+            assert_eq!(refused.errors["since"], [MSG_BAD_DATA]);
+        }
+        for bad in [json!(0), json!(-1), json!("5"), json!(2.5), json!(-1e30)] {
+            let refused = c(json!({ "since": 1, "limit": bad })).unwrap_err();
+            assert_eq!(refused.code, Code::InvalidLimit, "{bad}");
+            assert_eq!(refused.errors["limit"], [MSG_BAD_DATA]);
+        }
+        let both = c(json!({"since": -1, "limit": 0})).unwrap_err();
+        assert_eq!(both.errors.keys().collect::<Vec<_>>(), ["limit", "since"]);
     }
 
     #[test]

@@ -330,7 +330,8 @@ async fn decide_in(
         | CommandType::CashesList
         | CommandType::WalletGet
         | CommandType::ChargesList
-        | CommandType::ChargesGet => commands::reads::answer(tx, envelope, policy).await,
+        | CommandType::ChargesGet
+        | CommandType::WalletChanges => commands::reads::answer(tx, envelope, policy).await,
         CommandType::Transfer
         | CommandType::Reward
         | CommandType::HoldCreate

@@ -777,6 +777,25 @@ trait Commands
     }
 
     /**
+     * `wallet.changes`: The wallet's versions after `since` (the last one you have, 0 for none),
+     * in version order, at most `limit` (20 unless given, at most 100): each with the balance
+     * after it, the amount, the journal and the user's order of it.
+     */
+    public function walletChanges(
+        int $userId,
+        int $since,
+        ?int $limit = null,
+        ?string $key = null,
+        ?float $timeout = null,
+    ): Result {
+        $data = self::fields([
+            'since' => $since,
+            'limit' => $limit,
+        ]);
+        return $this->send('wallet.changes', $userId, $data, $key, $timeout);
+    }
+
+    /**
      * `wallet.freeze`: An operator freezes user `user`'s wallet: it sends nothing until unfrozen.
      */
     public function walletFreeze(

@@ -1,11 +1,11 @@
 //! The reads: `orders.list`, `orders.get`, `cashes.list`, `charges.list`, `charges.get` and
-//! `wallet.get`, in the wallet API's shapes. They run in the batch's transaction and, like
+//! `wallet.get`, in the wallet API's shapes, and `wallet.changes`. They run in the batch's transaction and, like
 //! every command, keep their result under their id.
 
 use deadpool_postgres::Transaction;
 use serde_json::json;
 
-use crate::db::ledger::summary;
+use crate::db::ledger::{summary, wallet_changes};
 use crate::db::{cashes, charge_records, orders};
 use crate::domain::command::{CommandType, Envelope};
 use crate::domain::outcome::{CommandResult, Rejection};
@@ -66,6 +66,16 @@ pub(crate) async fn answer(
             None,
             wallet_info(&summary(tx, user).await?, policy),
         )),
+        CommandType::WalletChanges => match query::changes_page(data) {
+            Ok(page) => Ok(succeeded(
+                envelope,
+                None,
+                json!({
+                    "changes": wallet_changes(tx, user, page.since, page.limit).await?,
+                }),
+            )),
+            Err(rejection) => Err(rejection),
+        },
         other => {
             return Err(EngineError::Broken(format!(
                 "{} is not a read command",
@@ -86,6 +96,7 @@ fn wallet_info(
         "total_income": wallet.total_income,
         "total_expenses": wallet.total_expenses,
         "points": wallet.points,
+        "version": wallet.version,
         "labels": policy.labels,
         "ratio": policy.ratio,
         "rule": policy.rule,
