@@ -18,6 +18,7 @@ mod contract;
 mod custody;
 mod dead_letters;
 mod events;
+mod history;
 mod holds;
 mod least_privilege;
 mod limits;
