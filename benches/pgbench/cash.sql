@@ -13,7 +13,8 @@ SELECT id AS wa, balance AS wb, entry_count AS wv FROM accounts
  WHERE kind = 'wallet' AND user_id = :user FOR UPDATE \gset
 SELECT id AS pp FROM accounts WHERE name = 'pending_payouts' \gset
 INSERT INTO journal (kind, command_id) VALUES ('cash', :cmd) RETURNING id AS jid \gset
-WITH u(a, d, v, b) AS (VALUES (:wa::bigint, -:value::bigint, :wv::bigint + 1, :wb::bigint - :value::bigint),
+WITH u(a, d, v, b) AS (VALUES (:wa::bigint, -:value::bigint, :wv::bigint + 1,
+                               :wb::bigint - :value::bigint),
                               (:pp::bigint, :value::bigint, NULL, NULL)),
      entries AS (INSERT INTO ledger_entries (journal_id, account_id, amount, version, balance_after)
                  SELECT :jid, a, d, v, b FROM u)

@@ -24,8 +24,10 @@ SELECT max(id) FILTER (WHERE user_id = :from) AS fa, max(id) FILTER (WHERE user_
           WHERE kind = 'wallet' AND user_id IN (:from, :to) ORDER BY user_id FOR UPDATE) w \gset
 INSERT INTO journal (kind, command_id) VALUES ('transfer', :cmd) RETURNING id AS jid \gset
 WITH entries AS (INSERT INTO ledger_entries (journal_id, account_id, amount, version, balance_after)
-                 VALUES (:jid, :fa, -:amount::bigint, :fv::bigint + 1, :fb::bigint - :amount::bigint),
-                        (:jid, :ta, :amount, :tv::bigint + 1, :tb::bigint + :amount::bigint))
+                 VALUES (:jid, :fa, -:amount::bigint, :fv::bigint + 1,
+                         :fb::bigint - :amount::bigint),
+                        (:jid, :ta, :amount, :tv::bigint + 1,
+                         :tb::bigint + :amount::bigint))
 UPDATE accounts SET balance = balance + u.d,
        total_income = total_income + greatest(u.d, 0),
        total_expenses = total_expenses + greatest(-u.d, 0),

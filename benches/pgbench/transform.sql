@@ -19,10 +19,12 @@ SELECT id AS pa, balance AS pb, entry_count AS pv FROM accounts
 SELECT id AS rev FROM accounts WHERE name = 'transform_revenue' \gset
 SELECT id AS iss FROM accounts WHERE name = 'points_issued' \gset
 INSERT INTO journal (kind, command_id) VALUES ('transform', :cmd) RETURNING id AS jid \gset
-WITH u(a, d, v, b) AS (VALUES (:wa::bigint, -:amount::bigint, :wv::bigint + 1, :wb::bigint - :amount::bigint),
+WITH u(a, d, v, b) AS (VALUES (:wa::bigint, -:amount::bigint, :wv::bigint + 1,
+                               :wb::bigint - :amount::bigint),
                               (:rev::bigint, :amount::bigint, NULL, NULL),
                               (:iss::bigint, -:amount::bigint, NULL, NULL),
-                              (:pa::bigint, :amount::bigint, :pv::bigint + 1, :pb::bigint + :amount::bigint)),
+                              (:pa::bigint, :amount::bigint, :pv::bigint + 1,
+                               :pb::bigint + :amount::bigint)),
      entries AS (INSERT INTO ledger_entries (journal_id, account_id, amount, version, balance_after)
                  SELECT :jid, a, d, v, b FROM u)
 UPDATE accounts SET balance = balance + u.d,

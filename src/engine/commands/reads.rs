@@ -1,6 +1,6 @@
 //! The reads: `orders.list`, `orders.get`, `cashes.list`, `charges.list`, `charges.get` and
-//! `wallet.get`, in the wallet API's shapes, and `wallet.changes`. They run in the batch's transaction and, like
-//! every command, keep their result under their id.
+//! `wallet.get`, in the wallet API's shapes, and `wallet.changes`. They run in the batch's
+//! transaction and, like every command, keep their result under their id.
 
 use deadpool_postgres::Transaction;
 use serde_json::json;
