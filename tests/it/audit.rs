@@ -4,16 +4,7 @@
 
 use pluspay::db::audit::{self, Report};
 
-use crate::support::{transfer, TestEnv};
-
-fn failing(report: &Report) -> Vec<&'static str> {
-    report
-        .checks
-        .iter()
-        .filter(|c| !c.ok)
-        .map(|c| c.name)
-        .collect()
-}
+use crate::support::{failing, transfer, TestEnv};
 
 /// Runs the incremental check, expecting it to be one (not the full check in its place).
 async fn incremental(env: &mut TestEnv) -> Report {

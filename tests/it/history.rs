@@ -3,24 +3,13 @@
 //! `wallet.changes` answers the versions a consumer missed. The migration numbers the history
 //! that was there before it, and the audit catches a version or a balance after it changed.
 
-use pluspay::db::audit::{self, Report};
-use pluspay::domain::command::{decode, Envelope};
+use pluspay::db::audit;
 use pluspay::engine::Engine;
 use serde_json::{json, Value};
 
-use crate::support::{empty_database, schemas, transfer, TestEnv};
-
-fn envelope(command: &Value) -> Envelope {
-    decode(command.to_string().as_bytes()).expect("a command")
-}
-
-/// Applies one command through the engine and returns its result, checked against the schema.
-async fn apply(engine: &Engine, command: &Value) -> Value {
-    let applied = engine.apply(&envelope(command)).await.expect("applied");
-    let result: Value = serde_json::from_str(&applied.body).unwrap();
-    schemas::check(schemas::Schema::Result, &result);
-    result
-}
+use crate::support::{
+    apply_checked, empty_database, envelope, failing, schemas, transfer, TestEnv,
+};
 
 fn changes(id: &str, user: i64, data: Value) -> Value {
     json!({"id": id, "type": "wallet.changes", "user_id": user, "data": data})
@@ -30,9 +19,27 @@ fn wallet_get(id: &str, user: i64) -> Value {
     json!({"id": id, "type": "wallet.get", "user_id": user})
 }
 
+/// Each change's version and the balance after it.
+fn versions_and_balances(changes: &[Value]) -> Vec<(i64, i64)> {
+    let field = |c: &Value, name: &str| c[name].as_i64().unwrap();
+    changes
+        .iter()
+        .map(|c| (field(c, "version"), field(c, "balance")))
+        .collect()
+}
+
+/// Each change's version, the balance after it and the amount it moved.
+fn versions_balances_amounts(changes: &[Value]) -> Vec<(i64, i64, i64)> {
+    let field = |c: &Value, name: &str| c[name].as_i64().unwrap();
+    changes
+        .iter()
+        .map(|c| (field(c, "version"), field(c, "balance"), field(c, "amount")))
+        .collect()
+}
+
 /// The wallet's changes after `since`, as `wallet.changes` answers them.
 async fn changes_of(engine: &Engine, id: &str, user: i64, since: i64, limit: i64) -> Vec<Value> {
-    let result = apply(
+    let result = apply_checked(
         engine,
         &changes(id, user, json!({"since": since, "limit": limit})),
     )
@@ -80,35 +87,26 @@ async fn assert_versioned(env: &mut TestEnv) {
 async fn transfers_give_each_wallet_its_next_version_and_changes_answer_them() {
     let mut env = TestEnv::new().await;
     let engine = Engine::from_settings(&env.settings).unwrap();
-    let before = apply(&engine, &wallet_get("g-0", 1)).await;
+    let before = apply_checked(&engine, &wallet_get("g-0", 1)).await;
     assert_eq!(before["data"]["version"], 0);
     env.fund(1, 1_000).await;
     let mut orders = Vec::new();
     for (i, amount) in [100, 250, 50].into_iter().enumerate() {
-        let result = apply(&engine, &transfer(&format!("t-{i}"), 1, 2, amount)).await;
+        let result = apply_checked(&engine, &transfer(&format!("t-{i}"), 1, 2, amount)).await;
         assert_eq!(result["status"], "succeeded", "{result}");
         orders.push(result["data"]["order"]["id"].as_i64().unwrap());
     }
     // A rejection is no version.
-    let refused = apply(&engine, &transfer("t-big", 1, 2, 10_000)).await;
+    let refused = apply_checked(&engine, &transfer("t-big", 1, 2, 10_000)).await;
     assert_eq!(refused["code"], "insufficient_balance");
 
-    let info = apply(&engine, &wallet_get("g-1", 1)).await;
+    let info = apply_checked(&engine, &wallet_get("g-1", 1)).await;
     assert_eq!(
         (&info["data"]["version"], &info["data"]["balance"]),
         (&json!(4), &json!(600))
     );
     let got = changes_of(&engine, "c-1", 1, 0, 20).await;
-    let summary: Vec<(i64, i64, i64)> = got
-        .iter()
-        .map(|c| {
-            (
-                c["version"].as_i64().unwrap(),
-                c["balance"].as_i64().unwrap(),
-                c["amount"].as_i64().unwrap(),
-            )
-        })
-        .collect();
+    let summary = versions_balances_amounts(&got);
     assert_eq!(
         summary,
         [
@@ -196,15 +194,7 @@ async fn a_batch_numbers_each_wallets_entries_in_the_order_its_commands_are_deci
     // order the batch decided them; its wallet.get, decided after them, saw them all.
     assert_eq!(results[7]["data"]["version"], 5);
     let mine = changes_of(&engine, "c-1", 1, 0, 100).await;
-    let summary: Vec<(i64, i64)> = mine
-        .iter()
-        .map(|c| {
-            (
-                c["version"].as_i64().unwrap(),
-                c["balance"].as_i64().unwrap(),
-            )
-        })
-        .collect();
+    let summary = versions_and_balances(&mine);
     assert_eq!(
         summary,
         [(1, 1_000), (2, 900), (3, 1_200), (4, 1_000), (5, 850)]
@@ -215,20 +205,12 @@ async fn a_batch_numbers_each_wallets_entries_in_the_order_its_commands_are_deci
         .collect();
     assert!(journals.windows(2).all(|w| w[0] < w[1]), "{journals:?}");
     let theirs = changes_of(&engine, "c-2", 2, 0, 100).await;
-    let summary: Vec<(i64, i64)> = theirs
-        .iter()
-        .map(|c| {
-            (
-                c["version"].as_i64().unwrap(),
-                c["balance"].as_i64().unwrap(),
-            )
-        })
-        .collect();
+    let summary = versions_and_balances(&theirs);
     assert_eq!(
         summary,
         [(1, 500), (2, 600), (3, 300), (4, 500), (5, 400), (6, 340)]
     );
-    let version = apply(&engine, &wallet_get("g-2", 2)).await;
+    let version = apply_checked(&engine, &wallet_get("g-2", 2)).await;
     assert_eq!(version["data"]["version"], 6);
     // The held, points and packets accounts are versioned too.
     let others: Vec<(String, i64, i64)> = env
@@ -294,18 +276,7 @@ async fn holds_claims_and_transforms_through_the_worker_keep_every_account_numbe
     }
     let got = client.call(changes("c-1", 2, json!({"since": 1}))).await;
     assert_eq!(got["status"], "succeeded", "{got}");
-    let summary: Vec<(i64, i64, i64)> = got["data"]["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["version"].as_i64().unwrap(),
-                c["balance"].as_i64().unwrap(),
-                c["amount"].as_i64().unwrap(),
-            )
-        })
-        .collect();
+    let summary = versions_balances_amounts(got["data"]["changes"].as_array().unwrap());
     // The capture's 200, a share of 30, a transform of 100.
     assert_eq!(summary, [(2, 500, 200), (3, 530, 30), (4, 430, -100)]);
     assert_eq!(
@@ -329,7 +300,7 @@ async fn changes_page_by_version_and_refuse_what_is_not_one() {
     env.fund(1, 10_000).await;
     let engine = Engine::from_settings(&env.settings).unwrap();
     for i in 0..29 {
-        let result = apply(&engine, &transfer(&format!("t-{i}"), 1, 2, 1 + i)).await;
+        let result = apply_checked(&engine, &transfer(&format!("t-{i}"), 1, 2, 1 + i)).await;
         assert_eq!(result["status"], "succeeded", "{result}");
     }
     // 30 versions: pages of 7 from 0, each starting after the last one seen.
@@ -355,7 +326,7 @@ async fn changes_page_by_version_and_refuse_what_is_not_one() {
     assert_eq!(missed.len(), 1);
     assert_eq!(missed[0], seen[5]);
     // 20 unless given; at most 100.
-    let default = apply(&engine, &changes("d-1", 1, json!({"since": 0}))).await;
+    let default = apply_checked(&engine, &changes("d-1", 1, json!({"since": 0}))).await;
     assert_eq!(default["data"]["changes"].as_array().unwrap().len(), 20);
     let many = changes_of(&engine, "d-2", 1, 0, 1_000).await;
     assert_eq!(many.len(), 30);
@@ -375,32 +346,23 @@ async fn changes_page_by_version_and_refuse_what_is_not_one() {
     .into_iter()
     .enumerate()
     {
-        let refused = apply(&engine, &changes(&format!("v-{i}"), 1, data.clone())).await;
+        let refused = apply_checked(&engine, &changes(&format!("v-{i}"), 1, data.clone())).await;
         assert_eq!(refused["status"], "rejected", "{data}: {refused}");
         assert_eq!(refused["code"], code, "{data}: {refused}");
         assert!(refused["errors"][field].is_array(), "{data}: {refused}");
     }
-    let missing = apply(&engine, &changes("v-m", 1, json!({}))).await;
+    let missing = apply_checked(&engine, &changes("v-m", 1, json!({}))).await;
     assert_eq!(missing["errors"]["since"], json!(["请填写起始版本"]));
-    let bad = apply(&engine, &changes("v-b", 1, json!({"since": -4}))).await;
+    let bad = apply_checked(&engine, &changes("v-b", 1, json!({"since": -4}))).await;
     assert_eq!(bad["errors"]["since"], json!(["发送的数据错误"]));
     assert_versioned(&mut env).await;
-}
-
-fn failing(report: &Report) -> Vec<&'static str> {
-    report
-        .checks
-        .iter()
-        .filter(|c| !c.ok)
-        .map(|c| c.name)
-        .collect()
 }
 
 async fn three_transfers(env: &mut TestEnv) -> Engine {
     env.fund(1, 1_000).await;
     let engine = Engine::from_settings(&env.settings).unwrap();
     for i in 0..3 {
-        let result = apply(&engine, &transfer(&format!("t-{i}"), 1, 2, 10)).await;
+        let result = apply_checked(&engine, &transfer(&format!("t-{i}"), 1, 2, 10)).await;
         assert_eq!(result["status"], "succeeded", "{result}");
     }
     assert!(env.audit().await.ok);

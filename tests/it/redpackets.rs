@@ -5,14 +5,14 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use pluspay::domain::command::{decode, Envelope};
+use pluspay::domain::command::Envelope;
 use pluspay::domain::custody::Custody;
 use pluspay::engine::Engine;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::support::{next_event, schemas, BrokerClient, TestEnv};
+use crate::support::{apply_checked, envelope, next_event, schemas, BrokerClient, TestEnv};
 
 fn create(id: &str, user: i64, data: Value) -> Value {
     json!({ "id": id, "type": "redpacket.create", "user_id": user, "data": data })
@@ -24,19 +24,6 @@ fn claim(id: &str, user: i64, packet: i64) -> Value {
 
 fn get(id: &str, user: i64, packet: i64) -> Value {
     json!({ "id": id, "type": "redpacket.get", "user_id": user, "data": { "redpacket": packet } })
-}
-
-fn envelope(command: &Value) -> Envelope {
-    decode(command.to_string().as_bytes()).expect("a command")
-}
-
-/// Applies one command through the engine (no broker) and returns its result, checked against
-/// the contract's schema.
-async fn apply(engine: &Engine, command: &Value) -> Value {
-    let applied = engine.apply(&envelope(command)).await.expect("applied");
-    let result: Value = serde_json::from_str(&applied.body).unwrap();
-    schemas::check(schemas::Schema::Result, &result);
-    result
 }
 
 async fn packets_balance(env: &TestEnv, user: i64) -> i64 {
@@ -808,7 +795,9 @@ async fn crossed_claims_in_concurrent_batches_never_deadlock() {
     let mut made = Vec::new();
     for (id, sender) in [("x-1", 1), ("x-2", 2)] {
         let data = json!({"total": 10_000, "count": 1_000, "mode": "equal", "expires_in": 3600});
-        made.push(id_of(&apply(&engine, &create(id, sender, data)).await));
+        made.push(id_of(
+            &apply_checked(&engine, &create(id, sender, data)).await,
+        ));
     }
     let (p1, p2) = (made[0], made[1]);
     // Each round, two batches claim both packets in opposite orders, and each packet's sender
@@ -885,9 +874,9 @@ async fn the_audit_sees_packets_that_disagree_with_their_shares() {
     env.fund(1, 1_000).await;
     let engine = Engine::from_settings(&env.settings).unwrap();
     let data = json!({"total": 300, "count": 3, "mode": "random", "expires_in": 3600});
-    let packet = id_of(&apply(&engine, &create("a-1", 1, data)).await);
+    let packet = id_of(&apply_checked(&engine, &create("a-1", 1, data)).await);
     assert_eq!(
-        apply(&engine, &claim("a-2", 2, packet)).await["status"],
+        apply_checked(&engine, &claim("a-2", 2, packet)).await["status"],
         "succeeded"
     );
     let vars = env.process_env();

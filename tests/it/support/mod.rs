@@ -687,6 +687,30 @@ pub async fn next_event(consumer: &mut lapin::Consumer) -> Value {
     event
 }
 
+/// A command as the worker decodes it from the wire.
+pub fn envelope(command: &Value) -> pluspay::domain::command::Envelope {
+    pluspay::domain::command::decode(command.to_string().as_bytes()).expect("a command")
+}
+
+/// Applies one command through the engine (no broker) and returns its result, checked against
+/// the contract's schema.
+pub async fn apply_checked(engine: &pluspay::engine::Engine, command: &Value) -> Value {
+    let applied = engine.apply(&envelope(command)).await.expect("applied");
+    let result: Value = serde_json::from_str(&applied.body).unwrap();
+    schemas::check(schemas::Schema::Result, &result);
+    result
+}
+
+/// The names of an audit report's failed checks.
+pub fn failing(report: &pluspay::db::audit::Report) -> Vec<&'static str> {
+    report
+        .checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| c.name)
+        .collect()
+}
+
 pub fn transfer(id: &str, from: i64, to: i64, amount: i64) -> Value {
     serde_json::json!({ "id": id, "type": "transfer", "user_id": from, "data": { "user": to, "amount": amount } })
 }
