@@ -114,6 +114,23 @@ pub(crate) fn may_send(wallet: Option<&LockedWallet>) -> Result<(), Rejection> {
     limits::not_frozen(wallet.is_some_and(|w| w.frozen))
 }
 
+/// A command of a batch that sends from `user`'s wallet, decided in memory against the wallets
+/// the batch locked, as its earlier commands left them: refused when the wallet is frozen,
+/// decided by `decide` against its figures, and `amount` admitted against the day's limit (and
+/// counted when it passes), in the order [`decide_sending`] keeps for a command decided alone.
+pub(crate) fn admit_sending<T>(
+    wallets: &BTreeMap<i64, LockedWallet>,
+    limits: &mut Limits,
+    (kind, user, amount): (CommandType, i64, i64),
+    decide: impl FnOnce(WalletFigures) -> Result<T, Rejection>,
+) -> Result<T, Rejection> {
+    let wallet = wallets.get(&user);
+    may_send(wallet)?;
+    let decided = decide(wallet.map_or_else(Default::default, |w| w.figures))?;
+    limits.admit(user, kind, amount)?;
+    Ok(decided)
+}
+
 /// A command that sends from the acting user's wallet, decided on its own: locks the wallet,
 /// refuses it when frozen, decides by `decide` against its figures, and admits `amount` against
 /// the day's limit. The locked wallets and the decision, or the rejection (nothing written).
@@ -140,7 +157,7 @@ pub(crate) async fn decide_sending<T>(
 
 /// Locks the sender's wallet and reads their own limits on `kind`, in one round trip (the read
 /// locks nothing, so it may travel with the lock).
-pub(crate) async fn lock_sender(
+async fn lock_sender(
     tx: &Transaction<'_>,
     user: i64,
     kind: CommandType,
@@ -155,7 +172,7 @@ pub(crate) async fn lock_sender(
 
 /// Admits and records one command's limit, with the sender's own limits read by
 /// `lock_sender`: for the commands decided one by one.
-pub(crate) async fn admit_one(
+async fn admit_one(
     tx: &Transaction<'_>,
     policy: &WalletPolicy,
     (kind, user, amount): (CommandType, i64, i64),

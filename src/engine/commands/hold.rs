@@ -23,7 +23,7 @@ use crate::domain::hold::{self, CaptureRequest, Closing, CreateRequest, HoldStat
 use crate::domain::ledger::{AccountRef, Journal};
 use crate::domain::order::OrderDraft;
 use crate::domain::outcome::{CommandResult, Rejection};
-use crate::engine::limits::{may_send, Limits};
+use crate::engine::limits::{admit_sending, may_send, Limits};
 use crate::engine::{succeeded, Engine};
 use crate::error::EngineError;
 
@@ -143,19 +143,14 @@ pub(crate) fn decide(
 ) -> Result<Result<DecidedHold, Rejection>, EngineError> {
     let decided = match command {
         HoldCommand::Create(request) => {
-            let wallet = wallets.get(&actor);
-            if let Err(rejection) = may_send(wallet) {
-                return Ok(Err(rejection));
-            }
-            let figures = wallet.map_or_else(Default::default, |w| w.figures);
-            let journal = match hold::decide_create(&request, figures) {
-                Ok(journal) => journal,
+            let sending = (CommandType::HoldCreate, actor, request.amount);
+            let decided = admit_sending(wallets, limits, sending, |figures| {
+                hold::decide_create(&request, figures)
+            });
+            match decided {
+                Ok(journal) => DecidedHold::Create { request, journal },
                 Err(rejection) => return Ok(Err(rejection)),
-            };
-            if let Err(rejection) = limits.admit(actor, CommandType::HoldCreate, request.amount) {
-                return Ok(Err(rejection));
             }
-            DecidedHold::Create { request, journal }
         }
         HoldCommand::Capture(request) => {
             // Paying out of a hold sends the owner's money: a frozen wallet can only get it back.

@@ -24,37 +24,9 @@ use std::collections::BTreeMap;
 
 use deadpool_postgres::Transaction;
 
-use crate::db::ledger::{
-    ensure_user_accounts, post_journals, JournalDraft, LockedWallet, SystemDeltas,
-};
-use crate::domain::command::Envelope;
+use crate::db::ledger::{post_journals, JournalDraft, LockedWallet, SystemDeltas};
 use crate::domain::ledger::{AccountRef, Journal, WalletFigures};
-use crate::domain::outcome::Rejection;
-use crate::domain::policy::WalletPolicy;
-use crate::engine::limits::decide_sending;
 use crate::error::EngineError;
-
-/// Money the acting user sets aside from their wallet into an account of their own (a red
-/// packet's `packets`; a batch's holds are decided with its transfers, src/engine/commands/hold.rs), decided by `decide` against the wallet under its lock,
-/// the daily limit and a freeze: the posted journal's id, or the rejection (nothing written).
-pub(crate) async fn set_aside(
-    tx: &Transaction<'_>,
-    envelope: &Envelope,
-    policy: &WalletPolicy,
-    (into, amount): (AccountRef, i64),
-    decide: impl FnOnce(WalletFigures) -> Result<Journal, Rejection>,
-) -> Result<Result<i64, Rejection>, EngineError> {
-    let sending = (envelope.kind, envelope.user_id, amount);
-    let (wallets, journal) = match decide_sending(tx, policy, sending, decide).await? {
-        Ok(decided) => decided,
-        Err(rejection) => return Ok(Err(rejection)),
-    };
-    ensure_user_accounts(tx, &[into]).await?;
-    let mut system = SystemDeltas::default();
-    let kind = envelope.kind.as_str();
-    let journal_id = post_one(tx, kind, &envelope.id, &journal, &wallets, &mut system).await?;
-    Ok(Ok(journal_id))
-}
 
 /// Posts one command's journal; system accounts move in `system`, at the end.
 pub(crate) async fn post_one(

@@ -22,8 +22,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use deadpool_postgres::Transaction;
 use serde_json::{json, Value};
 
-use super::{set_aside, track};
-use crate::db::ledger::{insert_orders, lock_wallets, LockedWallet, SystemDeltas};
+use super::{post_one, track};
+use crate::db::ledger::{
+    ensure_user_accounts, insert_orders, lock_wallets, LockedWallet, SystemDeltas,
+};
 use crate::db::{outbox, redpackets};
 use crate::domain::command::Envelope;
 use crate::domain::ledger::{AccountRef, Journal};
@@ -31,6 +33,7 @@ use crate::domain::order::OrderDraft;
 use crate::domain::outcome::{Code, CommandResult, Rejection};
 use crate::domain::policy::WalletPolicy;
 use crate::domain::redpacket::{self, LockedPacket, PacketStatus};
+use crate::engine::limits::decide_sending;
 use crate::engine::{succeeded, Engine};
 use crate::error::EngineError;
 
@@ -57,15 +60,21 @@ pub(crate) async fn create(
         Ok(request) => request,
         Err(rejection) => return Ok(Err(rejection)),
     };
-    let into = (AccountRef::Packets(request.user), request.total);
-    let decided = set_aside(tx, envelope, policy, into, |figures| {
+    // The total goes from the wallet, under its lock, the day's limit and a freeze, into the
+    // sender's `packets` account.
+    let sending = (envelope.kind, envelope.user_id, request.total);
+    let decided = decide_sending(tx, policy, sending, |figures| {
         redpacket::decide_create(&request, figures)
     })
     .await?;
-    let journal_id = match decided {
-        Ok(journal_id) => journal_id,
+    let (wallets, journal) = match decided {
+        Ok(decided) => decided,
         Err(rejection) => return Ok(Err(rejection)),
     };
+    ensure_user_accounts(tx, &[AccountRef::Packets(request.user)]).await?;
+    let mut system = SystemDeltas::default();
+    let kind = envelope.kind.as_str();
+    let journal_id = post_one(tx, kind, &envelope.id, &journal, &wallets, &mut system).await?;
     let shares = redpacket::shares(&request, random_seed()?);
     let packet_id = redpackets::insert(tx, &request, &shares, &envelope.id, journal_id).await?;
     let order = insert_orders(

@@ -9,11 +9,10 @@ use serde_json::{json, Value};
 use crate::db::ledger::LockedWallet;
 use crate::domain::command::{CommandType, Envelope};
 use crate::domain::ledger::Journal;
-use crate::domain::limits::not_frozen;
 use crate::domain::order::OrderDraft;
 use crate::domain::outcome::{CommandResult, Rejection};
 use crate::domain::transfer::{self, TransferKind, TransferRequest};
-use crate::engine::limits::Limits;
+use crate::engine::limits::{admit_sending, Limits};
 use crate::engine::succeeded;
 use crate::error::EngineError;
 
@@ -44,17 +43,16 @@ pub(crate) fn decide(
             .copied()
             .ok_or_else(|| EngineError::Broken(format!("wallet of user {user} was not locked")))
     };
-    let (sender, receiver) = (locked(request.from)?, locked(request.to)?);
-    if let Err(rejection) = not_frozen(sender.frozen) {
-        return Ok(Err(rejection));
-    }
-    let journal = match transfer::decide(&request, sender.figures, receiver.figures) {
+    locked(request.from)?;
+    let receiver = locked(request.to)?;
+    let sending = (request.kind.command(), request.from, request.amount);
+    let decided = admit_sending(wallets, limits, sending, |sender| {
+        transfer::decide(&request, sender, receiver.figures)
+    });
+    let journal = match decided {
         Ok(journal) => journal,
         Err(rejection) => return Ok(Err(rejection)),
     };
-    if let Err(rejection) = limits.admit(request.from, request.kind.command(), request.amount) {
-        return Ok(Err(rejection));
-    }
     super::track(wallets, &journal)?;
     Ok(Ok(DecidedTransfer { request, journal }))
 }

@@ -14,7 +14,7 @@ use crate::domain::ledger::Journal;
 use crate::domain::order::OrderDraft;
 use crate::domain::outcome::{CommandResult, Rejection};
 use crate::domain::transform::{self, TransformRequest};
-use crate::engine::limits::{may_send, Limits};
+use crate::engine::limits::{admit_sending, Limits};
 use crate::engine::succeeded;
 use crate::error::EngineError;
 
@@ -34,21 +34,17 @@ pub(crate) fn decide(
     limits: &mut Limits,
 ) -> Result<Result<DecidedTransform, Rejection>, EngineError> {
     let user = request.user;
-    let wallet = wallets.get(&user);
-    if let Err(rejection) = may_send(wallet) {
-        return Ok(Err(rejection));
-    }
-    let figures = wallet.map_or_else(Default::default, |w| w.figures);
     let points_balance = points
         .get_mut(&user)
         .ok_or_else(|| EngineError::Broken(format!("points of user {user} were not locked")))?;
-    let journal = match transform::decide(&request, figures, *points_balance) {
+    let sending = (CommandType::Transform, user, request.amount);
+    let decided = admit_sending(wallets, limits, sending, |figures| {
+        transform::decide(&request, figures, *points_balance)
+    });
+    let journal = match decided {
         Ok(journal) => journal,
         Err(rejection) => return Ok(Err(rejection)),
     };
-    if let Err(rejection) = limits.admit(user, CommandType::Transform, request.amount) {
-        return Ok(Err(rejection));
-    }
     *points_balance += request.points;
     track(wallets, &journal)?;
     Ok(Ok(DecidedTransform { request, journal }))
