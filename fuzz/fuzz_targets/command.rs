@@ -13,7 +13,7 @@ use pluspay::domain::custody::Custody;
 use pluspay::domain::policy::WalletPolicy;
 use pluspay::domain::transfer::TransferKind;
 use pluspay::domain::{
-    account, allocation, deposit, hold, limits, merchant, purchase, query, recharge,
+    account, allocation, deposit, history, hold, limits, merchant, purchase, query, recharge,
     recharge_object, redpacket, refund, transfer, transform, validate,
 };
 
@@ -151,7 +151,16 @@ fn read_data(envelope: &Envelope, policy: &WalletPolicy) {
         CommandType::ChargesGet => {
             let _ = query::charge_id(data);
         }
-        CommandType::WalletGet => {}
+        CommandType::WalletGet => {
+            if let Ok(Some(at)) = history::wallet_at(data) {
+                assert_eq!(at.as_str().len(), 19);
+            }
+        }
+        CommandType::WalletStatement => {
+            if let Ok(period) = history::statement_period(data) {
+                assert!(period.from < period.to);
+            }
+        }
         CommandType::WalletChanges => {
             if let Ok(page) = query::changes_page(data) {
                 assert!(page.since >= 0 && (1..=query::MAX_LIMIT).contains(&page.limit));

@@ -308,7 +308,7 @@ pub async fn store_many(
 /// `commands_reads_by_age` spells them: the planner uses that index only for this very list.
 pub const LOCAL_READS: &str =
     "'orders.list', 'orders.get', 'cashes.list', 'charges.list', 'charges.get', 'wallet.get',
-     'wallet.changes'";
+     'wallet.changes', 'wallet.statement'";
 
 /// Removes up to `batch` stored results of reads older than `older_than`, oldest first, and
 /// says how many. Rows a command in flight has locked are skipped, so traffic never waits on
@@ -348,7 +348,7 @@ mod tests {
 
     #[test]
     fn the_list_of_reads_is_the_index_predicate_the_trigger_exemption_and_the_domain_rule() {
-        let migration = include_str!("../../migrations/0020_wallet_versions.sql");
+        let migration = include_str!("../../migrations/0023_wallet_statements.sql");
         let spelled: String = super::LOCAL_READS.split_whitespace().collect();
         let indexed: String = migration[migration.find("WHERE type IN (").unwrap()..]
             .split_whitespace()

@@ -234,6 +234,9 @@ pub async fn post_journals(
             entry_amounts.push(amount);
         }
     }
+    // A journal's time is when it is posted, not when its transaction began (`now()`): the
+    // accounts are locked by then, so each account's entries are in time order as they are in
+    // version order, which balances at a time and statements rely on (db::history).
     // `pg_current_xact_id()` gives the transaction its id before it takes journal ids, which
     // the incremental audit relies on (`audit::settle_point`).
     // Entries name their journal by its position among the drafts; identity ids follow
@@ -249,8 +252,9 @@ pub async fn post_journals(
         .query(
             &tx.prepare_cached(
                 "WITH j AS (
-                    INSERT INTO journal (kind, command_id)
-                    SELECT k, c FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(k, c, n)
+                    INSERT INTO journal (kind, command_id, created_at)
+                    SELECT k, c, clock_timestamp()
+                    FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(k, c, n)
                     WHERE pg_current_xact_id() IS NOT NULL
                     ORDER BY n RETURNING id
                  ), jn AS (

@@ -114,6 +114,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0020_wallet_versions.sql",
         sql: include_str!("../../migrations/0020_wallet_versions.sql"),
     },
+    Migration {
+        version: 23,
+        name: "0023_wallet_statements.sql",
+        sql: include_str!("../../migrations/0023_wallet_statements.sql"),
+    },
 ];
 
 /// An arbitrary constant shared by every pluspay instance.

@@ -16,6 +16,7 @@ pub mod console;
 pub mod custody;
 pub mod dead_letters;
 pub mod deposits;
+pub mod history;
 pub mod holds;
 pub mod ledger;
 pub mod limits;

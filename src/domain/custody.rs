@@ -52,7 +52,7 @@ impl Custody {
             // platform's ledger has.
             RedpacketCreate | RedpacketClaim | RedpacketGet => self == Custody::Platform,
             // docs/CONTRACT.md §5, with the platform's ledger.
-            WalletChanges => self == Custody::Platform,
+            WalletChanges | WalletStatement => self == Custody::Platform,
             AccountOpen
             | AccountGet
             | AccountCards
@@ -117,5 +117,6 @@ mod tests {
         assert!(!Custody::Pingpp.offers(CommandType::RechargeRefund));
         assert!(!Custody::Pingpp.offers(CommandType::WalletChanges));
         assert!(Custody::Platform.offers(CommandType::WalletChanges));
+        assert!(!Custody::Pingpp.offers(CommandType::WalletStatement));
     }
 }

@@ -8,6 +8,7 @@ pub mod command;
 pub mod custody;
 pub mod deposit;
 pub mod event;
+pub mod history;
 pub mod hold;
 pub mod ledger;
 pub mod limits;

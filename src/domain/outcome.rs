@@ -66,6 +66,14 @@ pub enum Code {
     SinceRequired,
     /// A `since` that is not a version (an integer from 0).
     InvalidSince,
+    /// `wallet.statement` without `from` or `to`.
+    TimeRequired,
+    /// A time that is not `YYYY-MM-DD HH:MM:SS`.
+    InvalidTime,
+    /// A statement's `to` not after its `from`.
+    InvalidPeriod,
+    /// More entries in a statement's period than one statement lists.
+    StatementTooLong,
     /// Ping++ refused the request (its error type and message are in the result).
     PaymentProviderError,
     /// The charge Ping++ returned disagrees with the order.

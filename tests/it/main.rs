@@ -37,6 +37,7 @@ mod recharge_object;
 mod redpackets;
 mod refunds;
 mod retention;
+mod statements;
 mod systemd;
 mod tls;
 mod transfer;

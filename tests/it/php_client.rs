@@ -168,10 +168,10 @@ async fn php_rejections_carry_the_code_and_field_errors() {
     assert_eq!(no_user["errors"], json!({"user": ["请填写转账用户"]}));
     assert_eq!(no_user["result"]["errors"], no_user["errors"]);
 
-    // A type the commands exchange does not route (planned, not served): the broker returns
-    // the mandatory message, and the client says so rather than waiting for nothing.
+    // A type the commands exchange does not route (no such command): the broker returns the
+    // mandatory message, and the client says so rather than waiting for nothing.
     let vars = [
-        ("PP_TYPE", "wallet.statement".to_owned()),
+        ("PP_TYPE", "wallet.rewind".to_owned()),
         ("PP_USER", "1".to_owned()),
         ("PP_DATA", r#"{"amount":10}"#.to_owned()),
     ];

@@ -306,14 +306,19 @@ trait Commands
     }
 
     /**
-     * `wallet.get`: The wallet: balance, totals, points and the wallet's settings (GET /wallet).
+     * `wallet.get`: The wallet: balance, totals, points and the wallet's settings (GET /wallet);
+     * with `at` (`YYYY-MM-DD HH:MM:SS`, UTC) the balance, held money, points and version as they
+     * stood then (platform custody).
      */
     public function walletGet(
         int $userId,
+        ?string $at = null,
         ?string $key = null,
         ?float $timeout = null,
     ): Result {
-        $data = [];
+        $data = self::fields([
+            'at' => $at,
+        ]);
         return $this->send('wallet.get', $userId, $data, $key, $timeout);
     }
 
@@ -793,6 +798,25 @@ trait Commands
             'limit' => $limit,
         ]);
         return $this->send('wallet.changes', $userId, $data, $key, $timeout);
+    }
+
+    /**
+     * `wallet.statement`: The wallet from `from` (included) to `to` (not included), both
+     * `YYYY-MM-DD HH:MM:SS` UTC: the opening balance, every entry with its version and order,
+     * and the closing balance; at most 1,000 entries (code statement_too_long beyond).
+     */
+    public function walletStatement(
+        int $userId,
+        string $from,
+        string $to,
+        ?string $key = null,
+        ?float $timeout = null,
+    ): Result {
+        $data = self::fields([
+            'from' => $from,
+            'to' => $to,
+        ]);
+        return $this->send('wallet.statement', $userId, $data, $key, $timeout);
     }
 
     /**

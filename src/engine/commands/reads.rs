@@ -1,13 +1,15 @@
 //! The reads: `orders.list`, `orders.get`, `cashes.list`, `charges.list`, `charges.get` and
-//! `wallet.get`, in the wallet API's shapes, and `wallet.changes`. They run in the batch's
+//! `wallet.get` (now or at a time), in the wallet API's shapes, and `wallet.changes` and
+//! `wallet.statement`. They run in the batch's
 //! transaction and, like every command, keep their result under their id.
 
 use deadpool_postgres::Transaction;
 use serde_json::json;
 
 use crate::db::ledger::{summary, wallet_changes};
-use crate::db::{cashes, charge_records, orders};
+use crate::db::{self, cashes, charge_records, orders};
 use crate::domain::command::{CommandType, Envelope};
+use crate::domain::history;
 use crate::domain::outcome::{CommandResult, Rejection};
 use crate::domain::policy::WalletPolicy;
 use crate::domain::query;
@@ -61,11 +63,19 @@ pub(crate) async fn answer(
             },
             Err(rejection) => Err(rejection),
         },
-        CommandType::WalletGet => Ok(succeeded(
-            envelope,
-            None,
-            wallet_info(&summary(tx, user).await?, policy),
-        )),
+        CommandType::WalletGet => match history::wallet_at(data) {
+            Ok(None) => Ok(succeeded(
+                envelope,
+                None,
+                wallet_info(&summary(tx, user).await?, policy),
+            )),
+            Ok(Some(at)) => Ok(succeeded(
+                envelope,
+                None,
+                db::history::wallet_at(tx, user, &at).await?,
+            )),
+            Err(rejection) => Err(rejection),
+        },
         CommandType::WalletChanges => match query::changes_page(data) {
             Ok(page) => Ok(succeeded(
                 envelope,
@@ -74,6 +84,13 @@ pub(crate) async fn answer(
                     "changes": wallet_changes(tx, user, page.since, page.limit).await?,
                 }),
             )),
+            Err(rejection) => Err(rejection),
+        },
+        CommandType::WalletStatement => match history::statement_period(data) {
+            Ok(period) => match db::history::statement(tx, user, &period).await? {
+                Some(statement) => Ok(succeeded(envelope, None, statement)),
+                None => Err(history::statement_too_long()),
+            },
             Err(rejection) => Err(rejection),
         },
         other => {
