@@ -114,6 +114,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0020_wallet_versions.sql",
         sql: include_str!("../../migrations/0020_wallet_versions.sql"),
     },
+    Migration {
+        version: 22,
+        name: "0022_wallet_changed.sql",
+        sql: include_str!("../../migrations/0022_wallet_changed.sql"),
+    },
 ];
 
 /// An arbitrary constant shared by every pluspay instance.

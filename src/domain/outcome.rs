@@ -66,6 +66,8 @@ pub enum Code {
     SinceRequired,
     /// A `since` that is not a version (an integer from 0).
     InvalidSince,
+    /// A `unit` that names no user account with versions to page through (`fen`, `point`).
+    InvalidUnit,
     /// Ping++ refused the request (its error type and message are in the result).
     PaymentProviderError,
     /// The charge Ping++ returned disagrees with the order.
