@@ -16,6 +16,8 @@ pub struct LockedWallet {
     pub figures: WalletFigures,
     /// Frozen by an operator: the wallet sends nothing.
     pub frozen: bool,
+    /// The wallet's version (its entry count, migrations/0020): the version of its last entry.
+    pub version: i64,
 }
 
 /// Locks the wallets of `users` (creating the missing ones empty), always in user id order so
@@ -28,7 +30,8 @@ pub async fn lock_wallets(
     users.sort_unstable();
     users.dedup();
     const LOCK: &str =
-        "SELECT user_id, id, balance, total_income, total_expenses, frozen FROM accounts
+        "SELECT user_id, id, balance, total_income, total_expenses, frozen, entry_count
+        FROM accounts
         WHERE kind = 'wallet' AND user_id = ANY($1) ORDER BY user_id FOR UPDATE";
     let read = |rows: Vec<tokio_postgres::Row>| {
         rows.into_iter()
@@ -43,6 +46,7 @@ pub async fn lock_wallets(
                             total_expenses: r.get("total_expenses"),
                         },
                         frozen: r.get("frozen"),
+                        version: r.get("entry_count"),
                     },
                 )
             })
