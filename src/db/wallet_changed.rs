@@ -41,8 +41,8 @@ pub async fn chunk_end(
 ) -> Result<i64, EngineError> {
     Ok(tx
         .query_one(
-            "SELECT coalesce((SELECT id FROM journal WHERE id > $1 AND id <= $2
-                              ORDER BY id OFFSET $3 - 1 LIMIT 1), $2)",
+            "SELECT coalesce((SELECT id FROM journal WHERE id > $1::bigint AND id <= $2::bigint
+                              ORDER BY id OFFSET $3::bigint - 1 LIMIT 1), $2::bigint)",
             &[&after, &upto, &journals],
         )
         .await?
