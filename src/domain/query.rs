@@ -357,7 +357,13 @@ mod tests {
             c(json!({"since": 7, "unit": "fen"})).unwrap().unit,
             ChangesUnit::Fen
         );
-        for bad in [json!("yuan"), json!("FEN"), json!(1), json!(["fen"]), json!("")] {
+        for bad in [
+            json!("yuan"),
+            json!("FEN"),
+            json!(1),
+            json!(["fen"]),
+            json!(""),
+        ] {
             let refused = c(json!({ "since": 7, "unit": bad })).unwrap_err();
             assert_eq!(refused.code, Code::InvalidUnit, "{bad}");
             assert_eq!(refused.errors["unit"], [MSG_BAD_DATA]);

@@ -267,10 +267,14 @@ pub(super) async fn apply_together(
     };
     if !decided.is_empty() {
         let written = decided.write(&tx, envelopes, &wallets, &mut system).await?;
-        results.extend(written.into_iter().map(|(i, result)| match versions.get(&i) {
-            Some(&version) => (i, with_version(result, version)),
-            None => (i, result),
-        }));
+        results.extend(
+            written
+                .into_iter()
+                .map(|(i, result)| match versions.get(&i) {
+                    Some(&version) => (i, with_version(result, version)),
+                    None => (i, result),
+                }),
+        );
     }
 
     // Commands through a shared system account (the cash ones) go last, so that whatever

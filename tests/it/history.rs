@@ -193,10 +193,21 @@ async fn a_batch_numbers_each_wallets_entries_in_the_order_its_commands_are_deci
     // Each money command's result names the version of the entry it wrote to its actor's
     // wallet: user 1's transfers (2, 4) and hold (5), user 2's transfer (3), transform (5)
     // and red packet (6), whatever the batch decided between them.
-    let versions: Vec<Value> = results.iter().map(|r| r["data"]["version"].clone()).collect();
+    let versions: Vec<Value> = results
+        .iter()
+        .map(|r| r["data"]["version"].clone())
+        .collect();
     assert_eq!(
         versions[..7],
-        [json!(2), json!(3), Value::Null, json!(4), json!(5), json!(5), json!(6)]
+        [
+            json!(2),
+            json!(3),
+            Value::Null,
+            json!(4),
+            json!(5),
+            json!(5),
+            json!(6)
+        ]
     );
     // Wallet 1: funded (1), sent 100 (2), got 300 (3), sent 200 (4), held 150 (5), in the
     // order the batch decided them; its wallet.get, decided after them, saw them all.
@@ -219,7 +230,11 @@ async fn a_batch_numbers_each_wallets_entries_in_the_order_its_commands_are_deci
         [(1, 500), (2, 600), (3, 300), (4, 500), (5, 400), (6, 340)]
     );
     for (_, result) in results[..7].iter().enumerate().filter(|(i, _)| *i != 2) {
-        let actor = if result["user_id"] == 1 { &mine } else { &theirs };
+        let actor = if result["user_id"] == 1 {
+            &mine
+        } else {
+            &theirs
+        };
         assert_version_is_the_entrys(result, actor);
     }
     let version = apply_checked(&engine, &wallet_get("g-2", 2)).await;
@@ -742,7 +757,11 @@ async fn wallet_changed_events(
         schemas::check(schemas::Schema::Event, &event);
         assert_eq!(event["type"], "wallet.changed", "{event}");
         let id = event["event_id"].as_str().unwrap().to_owned();
-        let message_id = delivery.properties.message_id().as_ref().map(|m| m.to_string());
+        let message_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.to_string());
         assert_eq!(message_id.as_deref(), Some(id.as_str()));
         ids.insert(id.clone());
         got.push((id, delivery.data));
