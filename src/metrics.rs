@@ -34,6 +34,9 @@ pub const OUTCOME_UNKNOWN: &str = "pluspay_pingpp_outcome_unknown_total";
 pub const DEAD_LETTERS_HANDLED: &str = "pluspay_dead_letters_handled_total";
 pub const EXPIRED: &str = "pluspay_expired_total";
 pub const OUTBOX_PUBLISHED: &str = "pluspay_outbox_published_total";
+pub const WALLET_CHANGED_PUBLISHED: &str = "pluspay_wallet_changed_published_total";
+pub const WALLET_CHANGED_LAG_JOURNALS: &str = "pluspay_wallet_changed_lag_journals";
+pub const WALLET_CHANGED_LAG_SECONDS: &str = "pluspay_wallet_changed_lag_seconds";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -125,6 +128,19 @@ fn describe() {
     describe_counter!(
         OUTBOX_PUBLISHED,
         "Events of the outbox (hold.expired, ...) published on the events exchange."
+    );
+    describe_counter!(
+        WALLET_CHANGED_PUBLISHED,
+        "wallet.changed events published on the events exchange (copies after a crash included)."
+    );
+    describe_gauge!(
+        WALLET_CHANGED_LAG_JOURNALS,
+        "Journals handed out beyond the wallet.changed cursor: those whose events are not published yet (ids of rolled-back transactions count too)."
+    );
+    describe_gauge!(
+        WALLET_CHANGED_LAG_SECONDS,
+        Unit::Seconds,
+        "Age of the oldest journal whose wallet.changed events are not published yet (0 when none)."
     );
     describe_gauge!(
         OLDEST_READ_RESULT,
@@ -250,6 +266,16 @@ pub fn expired(count: usize) {
 
 pub fn outbox_published(count: usize) {
     counter!(OUTBOX_PUBLISHED).increment(count as u64);
+}
+
+pub fn wallet_changed_published(count: usize) {
+    counter!(WALLET_CHANGED_PUBLISHED).increment(count as u64);
+}
+
+/// How far `wallet.changed` is behind the ledger (`db::wallet_changed::lag`).
+pub fn wallet_changed_lag(journals: i64, seconds: f64) {
+    gauge!(WALLET_CHANGED_LAG_JOURNALS).set(journals as f64);
+    gauge!(WALLET_CHANGED_LAG_SECONDS).set(seconds);
 }
 
 pub fn oldest_read_result(age: Duration) {

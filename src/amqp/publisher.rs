@@ -134,6 +134,30 @@ impl Publisher {
         }
     }
 
+    /// Publishes `messages` (routing key, body, properties) in the order given on one channel,
+    /// so the broker routes them in that order, and waits for all their confirms together.
+    /// Not mandatory: a message no queue is bound for is dropped. Any failure fails them all
+    /// (some may have gone out): the caller publishes them again, and consumers tell the
+    /// copies apart by their ids. A channel the broker nacked or closed is replaced first.
+    pub async fn publish_all(
+        &self,
+        exchange: &str,
+        messages: &[(&str, Vec<u8>, BasicProperties)],
+    ) -> Result<(), PublishError> {
+        let channel = self.channel();
+        let outcome = publish_all_on(&channel, exchange, messages).await;
+        let channel_failed = matches!(outcome, Err(PublishError::Nacked))
+            || (outcome.is_err()
+                && !channel.status().connected()
+                && self.shared.connection.status().connected());
+        if channel_failed {
+            if let Err(e) = self.replace(&channel).await {
+                tracing::warn!(error = %e, "could not open a new publishing channel");
+            }
+        }
+        outcome
+    }
+
     /// Replaces `failed` with a new confirm channel, unless another task already did. A channel
     /// younger than `MIN_CHANNEL_AGE` is kept: its nacks are the queue's (a full queue
     /// refusing messages), not a dead leader's, and replacing it would only fail the confirms
@@ -213,6 +237,40 @@ async fn publish_on(
             unreachable!("the channel is in confirm mode")
         }
     }
+}
+
+async fn publish_all_on(
+    channel: &Channel,
+    exchange: &str,
+    messages: &[(&str, Vec<u8>, BasicProperties)],
+) -> Result<(), PublishError> {
+    let confirms = async {
+        let mut pending = Vec::with_capacity(messages.len());
+        for (routing_key, body, properties) in messages {
+            pending.push(
+                channel
+                    .basic_publish(
+                        exchange.into(),
+                        (*routing_key).into(),
+                        BasicPublishOptions::default(),
+                        body,
+                        properties.clone(),
+                    )
+                    .await?,
+            );
+        }
+        for confirm in pending {
+            match confirm.await? {
+                Confirmation::Ack(_) => {}
+                Confirmation::Nack(_) => return Err(PublishError::Nacked),
+                Confirmation::NotRequested => unreachable!("the channel is in confirm mode"),
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(BROKER_TIMEOUT, confirms)
+        .await
+        .unwrap_or(Err(PublishError::Timeout))
 }
 
 /// Reads a string header (RabbitMQ sends them as long strings).

@@ -345,7 +345,7 @@ pub async fn run_incremental(client: &mut Client) -> Result<Report, EngineError>
     let started = Instant::now();
     loop {
         match incremental_attempt(client).await {
-            Err(e) if taken_by_another_check(&e) && started.elapsed() < SETTLE_TIMEOUT => {
+            Err(e) if moved_by_another(&e) && started.elapsed() < SETTLE_TIMEOUT => {
                 // The other check has just moved the point: the next attempt is a short one.
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
@@ -363,42 +363,16 @@ fn unsettled() -> EngineError {
     ))
 }
 
-/// Another check moved the point after this one's snapshot: start over from the new point.
-fn taken_by_another_check(e: &EngineError) -> bool {
+/// A row this transaction locks was changed after its snapshot: for the incremental check,
+/// another check moved the point (start over from the new point); for the publisher of
+/// `wallet.changed`, another publisher moved the cursor.
+pub fn moved_by_another(e: &EngineError) -> bool {
     matches!(e, EngineError::Database { source, .. }
         if source.code() == Some(&tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE))
 }
 
 async fn incremental_attempt(client: &mut Client) -> Result<Report, EngineError> {
-    let started = Instant::now();
-    let (upto, tx) = loop {
-        let (upto, waited_for) = settle_point(client).await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .start()
-            .await?;
-        // A transaction's commit is recorded before it leaves the list of running ones that
-        // snapshots are made of: the ones waited for may still look running to this snapshot,
-        // which then would not see their journals. The first statement fixes the snapshot.
-        let all_seen: bool = tx
-            .query_one(
-                "SELECT NOT EXISTS (
-                     SELECT 1 FROM unnest($1::text[]) AS x
-                     WHERE NOT pg_visible_in_snapshot(x::xid8, pg_current_snapshot()))",
-                &[&waited_for],
-            )
-            .await?
-            .get(0);
-        if all_seen {
-            break (upto, tx);
-        }
-        tx.rollback().await?;
-        if started.elapsed() > SETTLE_TIMEOUT {
-            return Err(unsettled());
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    };
+    let (upto, tx) = settled_snapshot(client).await?;
     // Waits for a concurrent check to end; the point has then moved since this snapshot, and
     // the lock fails with a serialization failure, which starts this check over.
     let point: Option<i64> = tx
@@ -448,6 +422,44 @@ async fn incremental_attempt(client: &mut Client) -> Result<Report, EngineError>
     .await?;
     tx.commit().await?;
     Ok(report)
+}
+
+/// A repeatable-read transaction whose snapshot holds every journal up to the returned id that
+/// will ever commit (and their entries, posted in the same statement): no journal at or below
+/// it can commit later. What reads the ledger in journal order and must miss nothing (the
+/// incremental check, the publisher of `wallet.changed`) reads up to that id in it. Waits for
+/// the transactions that may hold such a journal, at most `SETTLE_TIMEOUT`.
+pub async fn settled_snapshot(client: &mut Client) -> Result<(i64, Transaction<'_>), EngineError> {
+    let started = Instant::now();
+    let upto = loop {
+        let (upto, waited_for) = settle_point(client).await?;
+        // A transaction's commit is recorded before it leaves the list of running ones that
+        // snapshots are made of: the ones waited for may still look running to a snapshot taken
+        // now, which then would not see their journals. Once one snapshot sees them all, every
+        // later one does, the transaction's below included.
+        let all_seen: bool = client
+            .query_one(
+                "SELECT NOT EXISTS (
+                     SELECT 1 FROM unnest($1::text[]) AS x
+                     WHERE NOT pg_visible_in_snapshot(x::xid8, pg_current_snapshot()))",
+                &[&waited_for],
+            )
+            .await?
+            .get(0);
+        if all_seen {
+            break upto;
+        }
+        if started.elapsed() > SETTLE_TIMEOUT {
+            return Err(unsettled());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await?;
+    Ok((upto, tx))
 }
 
 /// The highest journal id handed out so far, and the transactions that may hold one of them,

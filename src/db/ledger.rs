@@ -16,6 +16,8 @@ pub struct LockedWallet {
     pub figures: WalletFigures,
     /// Frozen by an operator: the wallet sends nothing.
     pub frozen: bool,
+    /// The wallet's version (its entry count, migrations/0020): the version of its last entry.
+    pub version: i64,
 }
 
 /// Locks the wallets of `users` (creating the missing ones empty), always in user id order so
@@ -28,7 +30,8 @@ pub async fn lock_wallets(
     users.sort_unstable();
     users.dedup();
     const LOCK: &str =
-        "SELECT user_id, id, balance, total_income, total_expenses, frozen FROM accounts
+        "SELECT user_id, id, balance, total_income, total_expenses, frozen, entry_count
+        FROM accounts
         WHERE kind = 'wallet' AND user_id = ANY($1) ORDER BY user_id FOR UPDATE";
     let read = |rows: Vec<tokio_postgres::Row>| {
         rows.into_iter()
@@ -43,6 +46,7 @@ pub async fn lock_wallets(
                             total_expenses: r.get("total_expenses"),
                         },
                         frozen: r.get("frozen"),
+                        version: r.get("entry_count"),
                     },
                 )
             })
@@ -483,28 +487,42 @@ pub struct WalletSummary {
     pub version: i64,
 }
 
-/// `wallet.changes`: the entries of `user`'s wallet after version `since`, in version order,
-/// at most `limit`, each with the balance after it and the user's wallet order of its journal
-/// (null for a journal without one, such as a test's funding).
+/// One version of a user's account as `wallet.changes` answers it and `wallet.changed` carries
+/// it, over `ledger_entries e JOIN accounts a`: `order` is the user's wallet order of the
+/// journal (the first, should there be several), null when there is none. Once the journal is
+/// committed nothing here changes, so a version reads the same every time.
+macro_rules! change_json {
+    () => {
+        "json_build_object('user', a.user_id, 'unit', a.unit, 'version', e.version,
+                'balance', e.balance_after, 'amount', e.amount, 'journal', e.journal_id,
+                'order', (SELECT min(o.id) FROM wallet_orders o
+                          WHERE o.journal_id = e.journal_id AND o.owner_id = a.user_id))"
+    };
+}
+pub(crate) use change_json;
+
+/// `wallet.changes`: the entries of `user`'s wallet (or points account: `account_kind`
+/// `points`) after version `since`, in version order, at most `limit`, each with the balance
+/// after it and the user's wallet order of its journal (null for a journal without one, such
+/// as a test's funding).
 pub async fn wallet_changes(
     tx: &Transaction<'_>,
     user: i64,
+    account_kind: &str,
     since: i64,
     limit: i64,
 ) -> Result<Vec<Value>, EngineError> {
     let rows = tx
         .query(
-            &tx.prepare_cached(
-                "SELECT json_build_object('user', a.user_id, 'unit', a.unit, 'version', e.version,
-                        'balance', e.balance_after, 'amount', e.amount, 'journal', e.journal_id,
-                        'order', (SELECT min(o.id) FROM wallet_orders o
-                                  WHERE o.journal_id = e.journal_id AND o.owner_id = a.user_id))
-                 FROM accounts a JOIN ledger_entries e ON e.account_id = a.id
-                 WHERE a.kind = 'wallet' AND a.user_id = $1 AND e.version > $2
-                 ORDER BY e.version LIMIT $3",
-            )
+            &tx.prepare_cached(concat!(
+                "SELECT ",
+                change_json!(),
+                " FROM accounts a JOIN ledger_entries e ON e.account_id = a.id
+                 WHERE a.kind = $4 AND a.user_id = $1 AND e.version > $2
+                 ORDER BY e.version LIMIT $3"
+            ))
             .await?,
-            &[&user, &since, &limit],
+            &[&user, &since, &limit, &account_kind],
         )
         .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())

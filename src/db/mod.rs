@@ -30,6 +30,7 @@ pub mod recharges;
 pub mod redpackets;
 pub mod refunds;
 pub mod tls;
+pub mod wallet_changed;
 
 use std::time::Duration;
 

@@ -66,6 +66,8 @@ pub enum Code {
     SinceRequired,
     /// A `since` that is not a version (an integer from 0).
     InvalidSince,
+    /// A `unit` that names no user account with versions to page through (`fen`, `point`).
+    InvalidUnit,
     /// `wallet.statement` without `from` or `to`.
     TimeRequired,
     /// A time that is not `YYYY-MM-DD HH:MM:SS`.

@@ -128,6 +128,26 @@ pub fn charges_page(data: &Map<String, Value>) -> Result<Page, Rejection> {
 pub struct ChangesPage {
     pub since: i64,
     pub limit: i64,
+    pub unit: ChangesUnit,
+}
+
+/// Whose versions `wallet.changes` pages through: the wallet's (`fen`, the default) or the
+/// points account's (`point`), the two accounts `wallet.changed` is published for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChangesUnit {
+    #[default]
+    Fen,
+    Point,
+}
+
+impl ChangesUnit {
+    /// The kind of the user's account with this unit (migrations/0001, 0016).
+    pub fn account_kind(self) -> &'static str {
+        match self {
+            ChangesUnit::Fen => "wallet",
+            ChangesUnit::Point => "points",
+        }
+    }
 }
 
 /// `since` is required (a consumer always knows the last version it saw, 0 for none): a
@@ -155,7 +175,16 @@ pub fn changes_page(data: &Map<String, Value>) -> Result<ChangesPage, Rejection>
             DEFAULT_CHANGES_LIMIT
         }
     };
-    errors.finish(|| ChangesPage { since, limit })
+    let unit = match data.get("unit") {
+        None | Some(Value::Null) => ChangesUnit::Fen,
+        Some(Value::String(unit)) if unit == "fen" => ChangesUnit::Fen,
+        Some(Value::String(unit)) if unit == "point" => ChangesUnit::Point,
+        Some(_) => {
+            errors.add(Code::InvalidUnit, "unit", MSG_BAD_DATA);
+            ChangesUnit::Fen
+        }
+    };
+    errors.finish(|| ChangesPage { since, limit, unit })
 }
 
 /// The `order` field: a positive order id.
@@ -308,16 +337,37 @@ mod tests {
             c(json!({"since": 0})).unwrap(),
             ChangesPage {
                 since: 0,
-                limit: 20
+                limit: 20,
+                unit: ChangesUnit::Fen,
             }
         );
         assert_eq!(
             c(json!({"since": 7, "limit": 500})).unwrap(),
             ChangesPage {
                 since: 7,
-                limit: 100
+                limit: 100,
+                unit: ChangesUnit::Fen,
             }
         );
+        assert_eq!(
+            c(json!({"since": 7, "unit": "point"})).unwrap().unit,
+            ChangesUnit::Point
+        );
+        assert_eq!(
+            c(json!({"since": 7, "unit": "fen"})).unwrap().unit,
+            ChangesUnit::Fen
+        );
+        for bad in [
+            json!("yuan"),
+            json!("FEN"),
+            json!(1),
+            json!(["fen"]),
+            json!(""),
+        ] {
+            let refused = c(json!({ "since": 7, "unit": bad })).unwrap_err();
+            assert_eq!(refused.code, Code::InvalidUnit, "{bad}");
+            assert_eq!(refused.errors["unit"], [MSG_BAD_DATA]);
+        }
         assert_eq!(c(json!({"since": 7, "limit": 1e30})).unwrap().limit, 100);
         let missing = c(json!({})).unwrap_err();
         assert_eq!(missing.code, Code::SinceRequired);

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::commands::hold::{self, HoldCommand};
-use super::commands::{redpacket, transfer, transform};
+use super::commands::{redpacket, transfer, transform, wallet_version, with_version};
 use super::limits::Limits;
 use super::{rejected, Engine};
 use crate::db::commands::{self, Applied, Claim};
@@ -207,10 +207,19 @@ pub(super) async fn apply_together(
     };
 
     let mut limits = Limits::load_with(&tx, &engine.policy, &senders, &own_limits).await?;
+    // Each decided command's actor's wallet version as it leaves it: the journals are posted in
+    // the order they are decided, so that is the version its entry gets.
+    let mut versions: HashMap<usize, i64> = HashMap::new();
+    let mut version_of = |i: usize, wallets: &BTreeMap<i64, LockedWallet>| {
+        wallet_version(wallets, envelopes[i].user_id).map(|v| versions.insert(i, v))
+    };
     let mut transfers = Vec::with_capacity(requests.len());
     for (i, request) in requests {
         match transfer::decide(request, &mut wallets, &mut limits)? {
-            Ok(transfer) => transfers.push((i, transfer)),
+            Ok(transfer) => {
+                version_of(i, &wallets)?;
+                transfers.push((i, transfer))
+            }
             Err(rejection) => results.push((i, rejected(&envelopes[i], rejection))),
         }
     }
@@ -218,7 +227,10 @@ pub(super) async fn apply_together(
     for (i, command) in hold_commands {
         let actor = envelopes[i].user_id;
         match hold::decide(command, actor, &mut wallets, &mut locked_holds, &mut limits)? {
-            Ok(decided) => decided_holds.push((i, decided)),
+            Ok(decided) => {
+                version_of(i, &wallets)?;
+                decided_holds.push((i, decided))
+            }
             Err(rejection) => results.push((i, rejected(&envelopes[i], rejection))),
         }
     }
@@ -227,7 +239,10 @@ pub(super) async fn apply_together(
         for (i, packet) in claims {
             let claimer = envelopes[i].user_id;
             match redpacket::decide(packet, claimer, &mut wallets, packets)? {
-                Ok(decided) => decided_claims.push((i, decided)),
+                Ok(decided) => {
+                    version_of(i, &wallets)?;
+                    decided_claims.push((i, decided))
+                }
                 Err(rejection) => results.push((i, rejected(&envelopes[i], rejection))),
             }
         }
@@ -235,7 +250,10 @@ pub(super) async fn apply_together(
     let mut decided_transforms = Vec::with_capacity(transforms.len());
     for (i, request) in transforms {
         match transform::decide(request, &mut wallets, &mut points, &mut limits)? {
-            Ok(decided) => decided_transforms.push((i, decided)),
+            Ok(decided) => {
+                version_of(i, &wallets)?;
+                decided_transforms.push((i, decided))
+            }
             Err(rejection) => results.push((i, rejected(&envelopes[i], rejection))),
         }
     }
@@ -248,7 +266,15 @@ pub(super) async fn apply_together(
         transforms: decided_transforms,
     };
     if !decided.is_empty() {
-        results.extend(decided.write(&tx, envelopes, &wallets, &mut system).await?);
+        let written = decided.write(&tx, envelopes, &wallets, &mut system).await?;
+        results.extend(
+            written
+                .into_iter()
+                .map(|(i, result)| match versions.get(&i) {
+                    Some(&version) => (i, with_version(result, version)),
+                    None => (i, result),
+                }),
+        );
     }
 
     // Commands through a shared system account (the cash ones) go last, so that whatever

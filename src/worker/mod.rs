@@ -26,6 +26,7 @@ mod events;
 mod ledger_check;
 mod outbox;
 mod retention;
+mod wallet_changed;
 
 use commands::{forbid, handle, handle_batch, misrouted, published_as_command, published_by};
 use events::{handle_event, put_back_due_events_periodically};
@@ -222,6 +223,7 @@ async fn session(
     // Parked Ping++ events go back on the queue when due, on this session's publisher.
     let sweeper = tokio::spawn(put_back_due_events_periodically(context.clone()));
     let expiry = tokio::spawn(outbox::expire_and_publish_periodically(context.clone()));
+    let mut versions = tokio::spawn(wallet_changed::publish_periodically(context.clone()));
     let mut tasks = JoinSet::new();
     // Commands that can share a transaction wait here until a transaction slot is free and no
     // more are ready right now, or until the batch is full (group commit). A command never
@@ -316,6 +318,19 @@ async fn session(
     }
     sweeper.abort();
     expiry.abort();
+    // At shutdown the publisher of wallet.changed ends after its round (moving the cursor over
+    // what it published); when the broker went away it ends here, as in a crash, and what it
+    // had published goes out again next time.
+    if outcome.is_ok() {
+        if tokio::time::timeout(settings.shutdown_timeout(), &mut versions)
+            .await
+            .is_err()
+        {
+            versions.abort();
+        }
+    } else {
+        versions.abort();
+    }
     let _ = connection.close(200, "bye".into()).await;
     outcome
 }

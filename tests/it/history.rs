@@ -190,6 +190,25 @@ async fn a_batch_numbers_each_wallets_entries_in_the_order_its_commands_are_deci
             .await,
         1
     );
+    // Each money command's result names the version of the entry it wrote to its actor's
+    // wallet: user 1's transfers (2, 4) and hold (5), user 2's transfer (3), transform (5)
+    // and red packet (6), whatever the batch decided between them.
+    let versions: Vec<Value> = results
+        .iter()
+        .map(|r| r["data"]["version"].clone())
+        .collect();
+    assert_eq!(
+        versions[..7],
+        [
+            json!(2),
+            json!(3),
+            Value::Null,
+            json!(4),
+            json!(5),
+            json!(5),
+            json!(6)
+        ]
+    );
     // Wallet 1: funded (1), sent 100 (2), got 300 (3), sent 200 (4), held 150 (5), in the
     // order the batch decided them; its wallet.get, decided after them, saw them all.
     assert_eq!(results[7]["data"]["version"], 5);
@@ -210,6 +229,14 @@ async fn a_batch_numbers_each_wallets_entries_in_the_order_its_commands_are_deci
         summary,
         [(1, 500), (2, 600), (3, 300), (4, 500), (5, 400), (6, 340)]
     );
+    for (_, result) in results[..7].iter().enumerate().filter(|(i, _)| *i != 2) {
+        let actor = if result["user_id"] == 1 {
+            &mine
+        } else {
+            &theirs
+        };
+        assert_version_is_the_entrys(result, actor);
+    }
     let version = apply_checked(&engine, &wallet_get("g-2", 2)).await;
     assert_eq!(version["data"]["version"], 6);
     // The held, points and packets accounts are versioned too.
@@ -262,17 +289,20 @@ async fn holds_claims_and_transforms_through_the_worker_keep_every_account_numbe
         )
         .await;
     assert_eq!(packet["status"], "succeeded", "{packet}");
+    let created = packet.clone();
     let packet = packet["data"]["redpacket"]["id"].as_i64().unwrap();
     let claimed = client
         .call(json!({"id": "r-2", "type": "redpacket.claim", "user_id": 2,
                      "data": {"redpacket": packet}}))
         .await;
     assert_eq!(claimed["status"], "succeeded", "{claimed}");
+    let mut transformed_versions = Vec::new();
     for (id, user) in [("x-1", 1), ("x-2", 2)] {
         let transformed = client
             .call(json!({"id": id, "type": "transform", "user_id": user, "data": {"amount": 100}}))
             .await;
         assert_eq!(transformed["status"], "succeeded", "{transformed}");
+        transformed_versions.push(transformed["data"]["version"].as_i64().unwrap());
     }
     let got = client.call(changes("c-1", 2, json!({"since": 1}))).await;
     assert_eq!(got["status"], "succeeded", "{got}");
@@ -287,6 +317,14 @@ async fn holds_claims_and_transforms_through_the_worker_keep_every_account_numbe
         got["data"]["changes"][1]["order"],
         claimed["data"]["order"]["id"]
     );
+    // Each result names its actor's wallet version after it: wallet 1 funded (1), held (2),
+    // the rest of the capture back (3), the red packet (4), the transform (5); wallet 2 the
+    // claim (3), the transform (4).
+    assert_eq!(held["data"]["version"], 2, "{held}");
+    assert_eq!(captured["data"]["version"], 3, "{captured}");
+    assert_eq!(created["data"]["version"], 4, "{created}");
+    assert_eq!(claimed["data"]["version"], 3, "{claimed}");
+    assert_eq!(transformed_versions, [5, 4]);
     // Wallet 1: funded, held, the rest of the hold back, the red packet, the transform.
     let info = client.call(wallet_get("g-1", 1)).await;
     assert_eq!(info["data"]["version"], 5, "{info}");
@@ -342,6 +380,8 @@ async fn changes_page_by_version_and_refuse_what_is_not_one() {
         (json!({"since": 1.5}), "invalid_since", "since"),
         (json!({"since": 0, "limit": 0}), "invalid_limit", "limit"),
         (json!({"since": 0, "limit": "5"}), "invalid_limit", "limit"),
+        (json!({"since": 0, "unit": "yuan"}), "invalid_unit", "unit"),
+        (json!({"since": 0, "unit": 1}), "invalid_unit", "unit"),
     ]
     .into_iter()
     .enumerate()
@@ -356,6 +396,16 @@ async fn changes_page_by_version_and_refuse_what_is_not_one() {
     let bad = apply_checked(&engine, &changes("v-b", 1, json!({"since": -4}))).await;
     assert_eq!(bad["errors"]["since"], json!(["发送的数据错误"]));
     assert_versioned(&mut env).await;
+}
+
+/// The result's `version` is that of the actor's change with the result's own order.
+fn assert_version_is_the_entrys(result: &Value, actor_changes: &[Value]) {
+    let order = &result["data"]["order"]["id"];
+    let change = actor_changes
+        .iter()
+        .find(|c| &c["order"] == order)
+        .unwrap_or_else(|| panic!("no change with order {order}: {result}"));
+    assert_eq!(result["data"]["version"], change["version"], "{result}");
 }
 
 async fn three_transfers(env: &mut TestEnv) -> Engine {
@@ -685,4 +735,167 @@ async fn the_migration_numbers_the_history_before_it() {
     assert_eq!(changed, 10);
     let after = numbered(&db).await;
     assert_eq!(after, rows);
+}
+
+/// The `wallet.changed` events off `consumer` until `distinct` different ones arrived: each
+/// `(event_id, body)` in arrival order (copies included), the body checked against the event
+/// schema.
+async fn wallet_changed_events(
+    consumer: &mut lapin::Consumer,
+    distinct: usize,
+) -> Vec<(String, Vec<u8>)> {
+    use futures_util::StreamExt;
+    let mut got = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    while ids.len() < distinct {
+        let delivery = tokio::time::timeout(crate::support::WAIT, consumer.next())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {distinct} wallet.changed in time", ids.len()))
+            .unwrap()
+            .unwrap();
+        let event: Value = serde_json::from_slice(&delivery.data).unwrap();
+        schemas::check(schemas::Schema::Event, &event);
+        assert_eq!(event["type"], "wallet.changed", "{event}");
+        let id = event["event_id"].as_str().unwrap().to_owned();
+        let message_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.to_string());
+        assert_eq!(message_id.as_deref(), Some(id.as_str()));
+        ids.insert(id.clone());
+        got.push((id, delivery.data));
+    }
+    got
+}
+
+/// Every user's wallet and points account: (user, unit, entry count).
+async fn accounts_with_events(env: &TestEnv) -> Vec<(i64, String, i64)> {
+    env.db
+        .query(
+            "SELECT user_id, unit, entry_count FROM accounts
+             WHERE kind IN ('wallet', 'points') AND entry_count > 0 ORDER BY user_id, unit",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_version_of_wallets_and_points_is_published_once_in_order_as_changes_answer_it() {
+    let mut env = TestEnv::new().await;
+    let client = env.client().await;
+    let mut consumer = client
+        .watch(&env.names.events_exchange, "wallet.changed")
+        .await;
+    env.fund(1, 5_000).await;
+    let worker = env.start_worker();
+    let engine = Engine::from_settings(&env.settings).unwrap();
+    for i in 0..4 {
+        let sent = apply_checked(&engine, &transfer(&format!("t-{i}"), 1, 2, 100 + i)).await;
+        assert_eq!(sent["status"], "succeeded", "{sent}");
+        let rewarded = apply_checked(
+            &engine,
+            &json!({"id": format!("r-{i}"), "type": "reward", "user_id": 2,
+                    "data": {"user": 3, "amount": 10}}),
+        )
+        .await;
+        assert_eq!(rewarded["status"], "succeeded", "{rewarded}");
+    }
+    for (id, user, amount) in [("x-1", 1, 300), ("x-2", 2, 100), ("x-3", 1, 200)] {
+        let transformed = apply_checked(
+            &engine,
+            &json!({"id": id, "type": "transform", "user_id": user, "data": {"amount": amount}}),
+        )
+        .await;
+        assert_eq!(transformed["status"], "succeeded", "{transformed}");
+    }
+    let accounts = accounts_with_events(&env).await;
+    // Wallets of 1, 2, 3 and points of 1 and 2.
+    assert_eq!(accounts.len(), 5, "{accounts:?}");
+    let total: i64 = accounts.iter().map(|a| a.2).sum();
+    let events = wallet_changed_events(&mut consumer, total as usize).await;
+    // Nothing went wrong: each once.
+    assert_eq!(events.len(), total as usize);
+    for (user, unit, count) in &accounts {
+        let prefix = format!("wallet.changed.{user}.{unit}.");
+        let mine: Vec<Value> = events
+            .iter()
+            .filter(|(id, _)| id.starts_with(&prefix))
+            .map(|(_, body)| serde_json::from_slice(body).unwrap())
+            .collect();
+        let versions: Vec<i64> = mine
+            .iter()
+            .map(|e| e["data"]["version"].as_i64().unwrap())
+            .collect();
+        assert_eq!(versions, (1..=*count).collect::<Vec<_>>(), "{user} {unit}");
+        for event in &mine {
+            assert_eq!(event["user_id"], *user);
+            assert_eq!(
+                event["event_id"],
+                format!("{prefix}{}", event["data"]["version"])
+            );
+        }
+        // The same as wallet.changes answers, item for item.
+        let answered = apply_checked(
+            &engine,
+            &json!({"id": format!("c-{user}-{unit}"), "type": "wallet.changes", "user_id": user,
+                    "data": {"since": 0, "limit": 100, "unit": unit}}),
+        )
+        .await;
+        let data: Vec<Value> = mine.iter().map(|e| e["data"].clone()).collect();
+        assert_eq!(
+            answered["data"]["changes"].as_array().unwrap(),
+            &data,
+            "{user} {unit}"
+        );
+    }
+    // A points change names the transform's order, as the wallet's change of it does.
+    let points_of_1: Vec<Value> = events
+        .iter()
+        .filter(|(id, _)| id.starts_with("wallet.changed.1.point."))
+        .map(|(_, body)| serde_json::from_slice(body).unwrap())
+        .collect();
+    assert_eq!(points_of_1.len(), 2);
+    assert!(points_of_1.iter().all(|e| e["data"]["order"].is_i64()));
+    worker.stop().await;
+    assert_versioned(&mut env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_left_behind_publishes_the_same_bytes_again_then_goes_on() {
+    let env = TestEnv::new().await;
+    let client = env.client().await;
+    let mut consumer = client
+        .watch(&env.names.events_exchange, "wallet.changed")
+        .await;
+    env.fund(1, 1_000).await;
+    let engine = Engine::from_settings(&env.settings).unwrap();
+    for i in 0..5 {
+        let sent = apply_checked(&engine, &transfer(&format!("t-{i}"), 1, 2, 10)).await;
+        assert_eq!(sent["status"], "succeeded", "{sent}");
+    }
+    // Funded plus five transfers, each on two wallets.
+    let worker = env.start_worker();
+    let first = wallet_changed_events(&mut consumer, 11).await;
+    worker.stop().await;
+    assert_eq!(first.len(), 11);
+    // As after a crash between publishing and moving the cursor.
+    env.db
+        .execute("UPDATE wallet_changed_cursor SET journal_id = 0", &[])
+        .await
+        .unwrap();
+    let worker = env.start_worker();
+    let again = wallet_changed_events(&mut consumer, 11).await;
+    assert_eq!(again, first, "the copies differ from the first ones");
+    // And then the next versions, where the others stopped.
+    let sent = apply_checked(&engine, &transfer("t-next", 2, 1, 7)).await;
+    assert_eq!(sent["status"], "succeeded", "{sent}");
+    let next = wallet_changed_events(&mut consumer, 2).await;
+    let ids: Vec<&str> = next.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["wallet.changed.1.fen.7", "wallet.changed.2.fen.6"]);
+    worker.stop().await;
 }

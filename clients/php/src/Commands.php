@@ -784,18 +784,22 @@ trait Commands
     /**
      * `wallet.changes`: The wallet's versions after `since` (the last one you have, 0 for none),
      * in version order, at most `limit` (20 unless given, at most 100): each with the balance
-     * after it, the amount, the journal and the user's order of it.
+     * after it, the amount, the journal and the user's order of it. `unit` `point` pages
+     * through the points account's versions instead (`fen`, the wallet, unless given), as
+     * the `wallet.changed` events of that unit number them.
      */
     public function walletChanges(
         int $userId,
         int $since,
         ?int $limit = null,
+        ?string $unit = null,
         ?string $key = null,
         ?float $timeout = null,
     ): Result {
         $data = self::fields([
             'since' => $since,
             'limit' => $limit,
+            'unit' => $unit,
         ]);
         return $this->send('wallet.changes', $userId, $data, $key, $timeout);
     }

@@ -8,7 +8,7 @@
 use deadpool_postgres::Transaction;
 use serde_json::json;
 
-use super::post_one;
+use super::{post_one, track, wallet_version, with_version};
 use crate::db::cashes::{self, LockedCash};
 use crate::db::ledger::{insert_orders, lock_wallets, SystemDeltas};
 use crate::domain::cash::{self, ApprovalStep, Decision, DecisionEffect};
@@ -39,6 +39,9 @@ pub(crate) async fn request(
         Err(rejection) => return Ok(Err(rejection)),
     };
     let journal_id = post_one(tx, "cash", &envelope.id, &journal, &wallets, system).await?;
+    let mut after = wallets;
+    track(&mut after, &journal)?;
+    let version = wallet_version(&after, request.user)?;
     let cash_id = cashes::insert(tx, &request, &envelope.id).await?;
     let order = insert_orders(
         tx,
@@ -53,10 +56,13 @@ pub(crate) async fn request(
         .ok_or_else(|| EngineError::Broken("an order without an id".into()))?;
     cashes::link_order(tx, cash_id, order_id).await?;
     let cash = cashes::get_json(tx, cash_id).await?;
-    Ok(Ok(succeeded(
-        envelope,
-        Some(cash::MSG_REQUESTED),
-        json!({ "cash": cash, "order": order }),
+    Ok(Ok(with_version(
+        succeeded(
+            envelope,
+            Some(cash::MSG_REQUESTED),
+            json!({ "cash": cash, "order": order }),
+        ),
+        version,
     )))
 }
 

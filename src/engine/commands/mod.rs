@@ -26,6 +26,7 @@ use deadpool_postgres::Transaction;
 
 use crate::db::ledger::{post_journals, JournalDraft, LockedWallet, SystemDeltas};
 use crate::domain::ledger::{AccountRef, Journal, WalletFigures};
+use crate::domain::outcome::CommandResult;
 use crate::error::EngineError;
 
 /// Posts one command's journal; system accounts move in `system`, at the end.
@@ -47,7 +48,9 @@ pub(crate) async fn post_one(
 
 /// Moves the figures of the locked wallets that a decided journal touches, as posting it will
 /// (src/db/ledger.rs): a batch decides its later commands against the balances its earlier ones
-/// leave. The ceilings are each command's own rule, checked before.
+/// leave. The ceilings are each command's own rule, checked before. Each wallet it moves is at
+/// its next version, as `post_journals` numbers it when the journals are posted in the order
+/// they were tracked: a result can then name the version its command wrote.
 pub(crate) fn track(
     wallets: &mut BTreeMap<i64, LockedWallet>,
     journal: &Journal,
@@ -70,6 +73,27 @@ pub(crate) fn track(
         *figures = moved.ok_or_else(|| {
             EngineError::Broken(format!("wallet of user {user} overflows by {amount}"))
         })?;
+        wallet.version += 1;
     }
     Ok(())
+}
+
+/// The version of `user`'s wallet as the tracked journals leave it: what a result that moved
+/// the actor's wallet carries (docs/CONTRACT.md §5, "Versions").
+pub(crate) fn wallet_version(
+    wallets: &BTreeMap<i64, LockedWallet>,
+    user: i64,
+) -> Result<i64, EngineError> {
+    wallets
+        .get(&user)
+        .map(|w| w.version)
+        .ok_or_else(|| EngineError::Broken(format!("wallet of user {user} was not locked")))
+}
+
+/// Adds the actor's wallet `version` to a succeeded result's data.
+pub(crate) fn with_version(mut result: CommandResult, version: i64) -> CommandResult {
+    if let Some(serde_json::Value::Object(data)) = result.data.as_mut() {
+        data.insert("version".into(), version.into());
+    }
+    result
 }

@@ -81,7 +81,7 @@ pub(crate) async fn answer(
                 envelope,
                 None,
                 json!({
-                    "changes": wallet_changes(tx, user, page.since, page.limit).await?,
+                    "changes": wallet_changes(tx, user, page.unit.account_kind(), page.since, page.limit).await?,
                 }),
             )),
             Err(rejection) => Err(rejection),

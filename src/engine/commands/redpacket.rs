@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use deadpool_postgres::Transaction;
 use serde_json::{json, Value};
 
-use super::{post_one, track};
+use super::{post_one, track, wallet_version, with_version};
 use crate::db::ledger::{
     ensure_user_accounts, insert_orders, lock_wallets, LockedWallet, SystemDeltas,
 };
@@ -75,6 +75,9 @@ pub(crate) async fn create(
     let mut system = SystemDeltas::default();
     let kind = envelope.kind.as_str();
     let journal_id = post_one(tx, kind, &envelope.id, &journal, &wallets, &mut system).await?;
+    let mut after = wallets;
+    track(&mut after, &journal)?;
+    let version = wallet_version(&after, request.user)?;
     let shares = redpacket::shares(&request, random_seed()?);
     let packet_id = redpackets::insert(tx, &request, &shares, &envelope.id, journal_id).await?;
     let order = insert_orders(
@@ -85,10 +88,13 @@ pub(crate) async fn create(
     )
     .await?
     .remove(0);
-    Ok(Ok(succeeded(
-        envelope,
-        Some(redpacket::MSG_CREATED),
-        json!({ "redpacket": redpackets::json(tx, packet_id).await?, "order": order }),
+    Ok(Ok(with_version(
+        succeeded(
+            envelope,
+            Some(redpacket::MSG_CREATED),
+            json!({ "redpacket": redpackets::json(tx, packet_id).await?, "order": order }),
+        ),
+        version,
     )))
 }
 

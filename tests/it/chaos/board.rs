@@ -73,6 +73,12 @@ pub(super) struct State {
     /// Ids of the genuine events enqueued.
     pub(super) event_ids: HashSet<String>,
     pub(super) events: Vec<Value>,
+    /// `wallet.changed` by event id: the first copy's body, and how many copies came.
+    pub(super) wallet_changed: HashMap<String, (Vec<u8>, usize)>,
+    /// `wallet.changed` copies whose bytes differ from the first one's.
+    pub(super) wallet_changed_differing: Vec<String>,
+    /// Per (user, unit), the versions in the order their first copies arrived.
+    pub(super) wallet_changed_order: HashMap<(i64, String), Vec<i64>>,
     /// Messages published, all copies and retries included.
     pub(super) publishes: usize,
     pub(super) collector_connects: usize,
@@ -207,6 +213,32 @@ impl Board {
     fn on_event(&self, body: &[u8]) {
         let event: Value = serde_json::from_slice(body).expect("an event is JSON");
         let mut state = self.state();
+        if event["type"] == "wallet.changed" {
+            let id = event["event_id"].as_str().expect("an event id").to_owned();
+            match state.wallet_changed.get_mut(&id) {
+                Some((first, copies)) => {
+                    *copies += 1;
+                    if first.as_slice() != body {
+                        state.wallet_changed_differing.push(id);
+                    }
+                }
+                None => {
+                    let data = &event["data"];
+                    let account = (
+                        data["user"].as_i64().expect("a user"),
+                        data["unit"].as_str().expect("a unit").to_owned(),
+                    );
+                    let version = data["version"].as_i64().expect("a version");
+                    state.wallet_changed.insert(id, (body.to_vec(), 1));
+                    state
+                        .wallet_changed_order
+                        .entry(account)
+                        .or_default()
+                        .push(version);
+                }
+            }
+            return;
+        }
         if event["type"] == "redpacket.expired" {
             let packet = &event["data"]["redpacket"];
             let id = packet["id"].as_i64().expect("a red packet's id");

@@ -413,6 +413,52 @@ pub(super) async fn check_the_books(
         );
     }
 
+    // ---- wallet.changed: every version of every wallet and points account once (copies
+    // identical), in order, the last one at the account's balance
+    assert!(
+        state.wallet_changed_differing.is_empty(),
+        "wallet.changed copies that differ from the first: {:?}",
+        state.wallet_changed_differing
+    );
+    let accounts = db
+        .query(
+            "SELECT user_id, unit, entry_count, balance FROM accounts
+             WHERE kind IN ('wallet', 'points') AND entry_count > 0",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut last_balances = 0;
+    for row in &accounts {
+        let (user, unit, count, balance): (i64, String, i64, i64) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        let versions = state
+            .wallet_changed_order
+            .get(&(user, unit.clone()))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            versions,
+            (1..=count).collect::<Vec<_>>(),
+            "wallet.changed of user {user}'s {unit}: first copies in arrival order"
+        );
+        let last = &state.wallet_changed[&format!("wallet.changed.{user}.{unit}.{count}")].0;
+        let last: Value = serde_json::from_slice(last).unwrap();
+        assert_eq!(last["data"]["balance"], balance, "user {user}'s {unit}");
+        last_balances += 1;
+    }
+    assert_eq!(
+        state.wallet_changed_order.len(),
+        accounts.len(),
+        "wallet.changed for accounts that never moved"
+    );
+    let wallet_changed_copies: usize = state.wallet_changed.values().map(|(_, n)| n - 1).sum();
+    say(format!(
+        "wallet.changed: {} versions of {last_balances} accounts, {wallet_changed_copies} copies \
+         (all identical)",
+        state.wallet_changed.len()
+    ));
+
     // ---- the database agrees with the model
     let rows = db
         .query(

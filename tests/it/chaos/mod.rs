@@ -70,6 +70,35 @@ fn say(line: impl AsRef<str>) {
     let _ = writeln!(std::io::stderr(), "chaos: {}", line.as_ref());
 }
 
+/// Waits until the workers have published `wallet.changed` for every journal and the collector
+/// has seen one event per version of every wallet and points account.
+async fn await_wallet_changed(db_url: &str, board: &board::Board) {
+    let client = pluspay::db::connect(db_url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let row = client
+            .query_one(
+                "SELECT (SELECT journal_id FROM wallet_changed_cursor)
+                            >= (SELECT coalesce(max(id), 0) FROM journal),
+                        (SELECT coalesce(sum(entry_count), 0)::bigint FROM accounts
+                         WHERE kind IN ('wallet', 'points'))",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (caught_up, versions): (bool, i64) = (row.get(0), row.get(1));
+        let seen = board.state().wallet_changed.len() as i64;
+        if caught_up && seen >= versions {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "wallet.changed: cursor caught up {caught_up}, {seen} of {versions} versions seen"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn db_counts(url: &str) -> Option<(i64, i64)> {
     let client = pluspay::db::connect(url).await.ok()?;
     let row = client
@@ -250,6 +279,7 @@ async fn chaos() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let traffic_time = traffic_started.elapsed();
+    await_wallet_changed(&db_url, &board).await;
     let (publisher_connects, mut publisher_retries) = traffic.publishers_done().await;
     drain_then_stop(&amqp_urls, &names, &mut [&mut workers]).await;
     let (follow_up_publishes, retries) = traffic.finish().await;
