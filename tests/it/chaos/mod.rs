@@ -70,8 +70,10 @@ fn say(line: impl AsRef<str>) {
     let _ = writeln!(std::io::stderr(), "chaos: {}", line.as_ref());
 }
 
-/// Waits until the workers have published `wallet.changed` for every journal and the collector
-/// has seen one event per version of every wallet and points account.
+/// Waits until every hold and red packet has ended (their expiries are seconds away and post
+/// journals of their own), then until the workers have published `wallet.changed` for every
+/// journal and the collector has seen one event per version of every wallet and points
+/// account.
 async fn await_wallet_changed(db_url: &str, board: &board::Board) {
     let client = pluspay::db::connect(db_url).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -79,7 +81,9 @@ async fn await_wallet_changed(db_url: &str, board: &board::Board) {
         let row = client
             .query_one(
                 "SELECT (SELECT journal_id FROM wallet_changed_cursor)
-                            >= (SELECT coalesce(max(id), 0) FROM journal),
+                            >= (SELECT coalesce(max(id), 0) FROM journal)
+                        AND NOT EXISTS (SELECT 1 FROM holds WHERE status = 'held')
+                        AND NOT EXISTS (SELECT 1 FROM redpackets WHERE status = 'open'),
                         (SELECT coalesce(sum(entry_count), 0)::bigint FROM accounts
                          WHERE kind IN ('wallet', 'points'))",
                 &[],
@@ -93,7 +97,8 @@ async fn await_wallet_changed(db_url: &str, board: &board::Board) {
         }
         assert!(
             Instant::now() < deadline,
-            "wallet.changed: cursor caught up {caught_up}, {seen} of {versions} versions seen"
+            "wallet.changed: holds and packets ended and cursor caught up: {caught_up}, {seen} of \
+             {versions} versions seen"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
