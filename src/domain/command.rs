@@ -64,6 +64,7 @@ pub enum CommandType {
     RedpacketClaim,
     RedpacketGet,
     WalletChanges,
+    WalletProof,
 }
 
 impl CommandType {
@@ -95,10 +96,11 @@ impl CommandType {
                 | CommandType::ChargesGet
                 | CommandType::WalletGet
                 | CommandType::WalletChanges
+                | CommandType::WalletProof
         )
     }
 
-    pub const ALL: [CommandType; 46] = [
+    pub const ALL: [CommandType; 47] = [
         CommandType::Recharge,
         CommandType::RechargeRetrieve,
         CommandType::Cash,
@@ -145,6 +147,7 @@ impl CommandType {
         CommandType::RedpacketClaim,
         CommandType::RedpacketGet,
         CommandType::WalletChanges,
+        CommandType::WalletProof,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -195,6 +198,7 @@ impl CommandType {
             CommandType::RedpacketClaim => "redpacket.claim",
             CommandType::RedpacketGet => "redpacket.get",
             CommandType::WalletChanges => "wallet.changes",
+            CommandType::WalletProof => "wallet.proof",
         }
     }
 

@@ -331,7 +331,8 @@ async fn decide_in(
         | CommandType::WalletGet
         | CommandType::ChargesList
         | CommandType::ChargesGet
-        | CommandType::WalletChanges => commands::reads::answer(tx, envelope, policy).await,
+        | CommandType::WalletChanges
+        | CommandType::WalletProof => commands::reads::answer(tx, envelope, policy).await,
         CommandType::Transfer
         | CommandType::Reward
         | CommandType::HoldCreate

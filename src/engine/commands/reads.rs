@@ -1,12 +1,12 @@
 //! The reads: `orders.list`, `orders.get`, `cashes.list`, `charges.list`, `charges.get` and
-//! `wallet.get`, in the wallet API's shapes, and `wallet.changes`. They run in the batch's
+//! `wallet.get`, in the wallet API's shapes, `wallet.changes` and `wallet.proof`. They run in the batch's
 //! transaction and, like every command, keep their result under their id.
 
 use deadpool_postgres::Transaction;
 use serde_json::json;
 
 use crate::db::ledger::{summary, wallet_changes};
-use crate::db::{cashes, charge_records, orders};
+use crate::db::{cashes, chains, charge_records, orders};
 use crate::domain::command::{CommandType, Envelope};
 use crate::domain::outcome::{CommandResult, Rejection};
 use crate::domain::policy::WalletPolicy;
@@ -74,6 +74,14 @@ pub(crate) async fn answer(
                     "changes": wallet_changes(tx, user, page.since, page.limit).await?,
                 }),
             )),
+            Err(rejection) => Err(rejection),
+        },
+        CommandType::WalletProof => match query::proof_day(data) {
+            Ok(day) => match chains::wallet_proof(tx, user, &day).await? {
+                chains::Proof::Found(proof) => Ok(succeeded(envelope, None, proof)),
+                chains::Proof::NoRoot => Err(query::root_not_found()),
+                chains::Proof::NotInRoot => Err(query::wallet_not_in_root()),
+            },
             Err(rejection) => Err(rejection),
         },
         other => {
