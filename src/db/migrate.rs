@@ -114,6 +114,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0020_wallet_versions.sql",
         sql: include_str!("../../migrations/0020_wallet_versions.sql"),
     },
+    Migration {
+        version: 21,
+        name: "0021_hash_chains.sql",
+        sql: include_str!("../../migrations/0021_hash_chains.sql"),
+    },
 ];
 
 /// An arbitrary constant shared by every pluspay instance.
