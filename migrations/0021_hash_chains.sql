@@ -50,7 +50,7 @@ UPDATE ledger_entries e SET hash = c.hash
     WHERE e.journal_id = c.journal_id AND e.account_id = c.account_id;
 ALTER TABLE ledger_entries ENABLE TRIGGER audit_entry_changed;
 ALTER TABLE ledger_entries
-    ADD CONSTRAINT ledger_entries_hash_with_version CHECK ((version IS NULL) = (hash IS NULL));
+    ADD CONSTRAINT ledger_entries_version_with_hash CHECK ((version IS NULL) = (hash IS NULL));
 UPDATE accounts a SET head_hash = e.hash
     FROM ledger_entries e
     WHERE e.account_id = a.id AND e.version = a.entry_count AND a.kind <> 'system';
