@@ -20,14 +20,17 @@ $$;
 -- The chain of one account in one pass: as a running (window) aggregate in version order,
 -- each row gets its hash from the row before it, starting from `start` (the account's head
 -- before the rows, NULL for none) on the first row. A posting with many entries of one
--- account (a hot wallet in a batch) then hashes them in one sort, not in one recursive step
--- each.
+-- account (a hot wallet in a batch) then hashes them in one sort, where a recursive query
+-- would take a step per entry (docs/BENCHMARKS.md "Hash chains"). The step is PL/pgSQL: a
+-- transition function in SQL is not inlined, and running its body as a query of its own
+-- cost about 70 µs a row in a posting, three times the posting's own work.
 CREATE FUNCTION ledger_chain_step(state bytea, start bytea, account_id bigint, version bigint,
                                   amount bigint, balance_after bigint, journal_id bigint)
-    RETURNS bytea LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT ledger_entry_hash(CASE WHEN state IS NULL THEN start ELSE state END,
-                             account_id, version, amount, balance_after, journal_id)
-$$;
+    RETURNS bytea LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    RETURN ledger_entry_hash(CASE WHEN state IS NULL THEN start ELSE state END,
+                             account_id, version, amount, balance_after, journal_id);
+END $$;
 CREATE AGGREGATE ledger_chain(start bytea, account_id bigint, version bigint, amount bigint,
                               balance_after bigint, journal_id bigint) (
     SFUNC = ledger_chain_step,

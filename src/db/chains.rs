@@ -28,8 +28,10 @@ const CHECKS: [&str; 4] = [
 /// don't), whether its head disagrees, and its last entry checked. `x` is the entries to
 /// check in version order with `prev` (the hash before each, NULL for none), `n` (the version
 /// it should have) and `running` (the balance it should have after it); `scope` the accounts
-/// with `at_head` (the last entry checked is the account's last, as in a full check).
-fn per_account(x: &str, scope: &str) -> String {
+/// to check with the version each starts after; `at_head` (over `s`, the scope's row, and `p`,
+/// its entries checked) whether the last entry checked is the account's last one, whose hash
+/// and balance the account row must then show.
+fn per_account(x: &str, scope: &str, at_head: &str) -> String {
     format!(
         "WITH x AS ({x}), per AS (
             SELECT account_id,
@@ -44,7 +46,7 @@ fn per_account(x: &str, scope: &str) -> String {
             FROM x GROUP BY account_id
          ), checked AS (
             SELECT a.id AS account_id, a.kind, a.user_id, a.entry_count, a.balance, a.head_hash,
-                   s.at_head, s.start_version, p.bad_hash, p.bad_version, p.bad_balance,
+                   {at_head} AS at_head, s.start_version, p.bad_hash, p.bad_version, p.bad_balance,
                    coalesce(p.last_n, s.start_version) AS last_n, p.last_version, p.last_hash,
                    p.last_balance
             FROM ({scope}) s JOIN accounts a ON a.id = s.account_id
@@ -75,13 +77,13 @@ fn full_sql() -> String {
              FROM ledger_entries e WHERE e.version IS NOT NULL
              WINDOW w AS (PARTITION BY e.account_id ORDER BY e.version
                           ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)";
-    let scope = "SELECT id AS account_id, true AS at_head, 0::bigint AS start_version
+    let scope = "SELECT id AS account_id, 0::bigint AS start_version
                  FROM accounts WHERE kind <> 'system'";
     format!(
         "SELECT * FROM ({}) r
          WHERE bad_hash IS NOT NULL OR bad_version IS NOT NULL OR bad_balance IS NOT NULL
             OR bad_head",
-        per_account(x, scope)
+        per_account(x, scope, "true")
     )
 }
 
@@ -103,15 +105,16 @@ fn incremental_sql() -> String {
          WINDOW w AS (PARTITION BY e.account_id ORDER BY e.version
                       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
     );
-    // The account's last entry is among those checked when nothing after $2 moved it: a
-    // journal after $2 may be one still in flight, checked next time.
     let scope = format!(
-        "SELECT m.account_id, coalesce(c.version, 0) AS start_version,
-                NOT EXISTS (SELECT 1 FROM ledger_entries l
-                            WHERE l.account_id = m.account_id AND l.journal_id > $2) AS at_head
+        "SELECT m.account_id, coalesce(c.version, 0) AS start_version
          FROM ({moved}) m LEFT JOIN chain_accounts c ON c.account_id = m.account_id"
     );
-    per_account(&x, &scope)
+    // Nothing after the last entry checked: entries of journals after $2 (perhaps still in
+    // flight when the point was settled) are the next run's, with the head check.
+    let at_head = "NOT EXISTS (SELECT 1 FROM ledger_entries l
+                               WHERE l.account_id = s.account_id
+                                 AND l.version > coalesce(p.last_version, s.start_version))";
+    per_account(&x, &scope, at_head)
 }
 
 /// One row of `per_account`: the failures it shows, and whether it has any.
@@ -377,14 +380,12 @@ pub async fn record_root(
     let mut leaves = Vec::with_capacity(accounts.len());
     for row in &accounts {
         let hash: Option<Vec<u8>> = row.get("head_hash");
-        let hash: Hash = hash
-            .and_then(|h| h.try_into().ok())
-            .ok_or_else(|| {
-                EngineError::Broken(format!(
-                    "account {} has entries but no head hash",
-                    row.get::<_, i64>("id")
-                ))
-            })?;
+        let hash: Hash = hash.and_then(|h| h.try_into().ok()).ok_or_else(|| {
+            EngineError::Broken(format!(
+                "account {} has entries but no head hash",
+                row.get::<_, i64>("id")
+            ))
+        })?;
         leaves.push(merkle::leaf(&Head {
             user_id: row.get("user_id"),
             kind: row.get("kind"),

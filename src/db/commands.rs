@@ -348,7 +348,7 @@ mod tests {
 
     #[test]
     fn the_list_of_reads_is_the_index_predicate_the_trigger_exemption_and_the_domain_rule() {
-        let migration = include_str!("../../migrations/0020_wallet_versions.sql");
+        let migration = include_str!("../../migrations/0021_hash_chains.sql");
         let spelled: String = super::LOCAL_READS.split_whitespace().collect();
         let indexed: String = migration[migration.find("WHERE type IN (").unwrap()..]
             .split_whitespace()

@@ -62,7 +62,10 @@ async fn ledger() -> (TestEnv, Engine, i64) {
     }
     let wallet: i64 = env
         .db
-        .query_one("SELECT id FROM accounts WHERE kind = 'wallet' AND user_id = 1", &[])
+        .query_one(
+            "SELECT id FROM accounts WHERE kind = 'wallet' AND user_id = 1",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -87,7 +90,11 @@ async fn assert_chain_as_documented(env: &TestEnv, account: i64) {
             (row.get(0), row.get(1), row.get(2), row.get(3));
         let text = format!("{prev}|{account}|{version}|{amount}|{balance}|{journal}");
         let expected = hex::encode(Sha256::digest(text.as_bytes()));
-        assert_eq!(hex::encode(row.get::<_, Vec<u8>>(4)), expected, "version {version}");
+        assert_eq!(
+            hex::encode(row.get::<_, Vec<u8>>(4)),
+            expected,
+            "version {version}"
+        );
         prev = expected;
     }
     let head: Vec<u8> = env
@@ -103,14 +110,23 @@ async fn assert_chain_as_documented(env: &TestEnv, account: i64) {
 async fn a_clean_ledger_verifies_in_full_and_incrementally() {
     let (env, engine, wallet) = ledger().await;
     assert_eq!(
-        env.count(&format!("SELECT max(version) FROM ledger_entries WHERE account_id = {wallet}"))
-            .await,
+        env.count(&format!(
+            "SELECT max(version) FROM ledger_entries WHERE account_id = {wallet}"
+        ))
+        .await,
         5
     );
     assert_chain_as_documented(&env, wallet).await;
+    // Hashed as they were inserted: no entry was updated after, which the audit's trigger
+    // would have noted as suspect.
+    assert_eq!(env.count("SELECT count(*) FROM audit_suspects").await, 0);
 
     let (code, report) = verify(&env, false).await;
-    assert_eq!((code, report["scope"].as_str()), (Some(0), Some("full")), "{report}");
+    assert_eq!(
+        (code, report["scope"].as_str()),
+        (Some(0), Some("full")),
+        "{report}"
+    );
     let names: Vec<&str> = report["checks"]
         .as_array()
         .unwrap()
@@ -128,7 +144,11 @@ async fn a_clean_ledger_verifies_in_full_and_incrementally() {
     );
     // The first incremental run is the full one, and starts the point.
     let (code, report) = verify(&env, true).await;
-    assert_eq!((code, report["scope"].as_str()), (Some(0), Some("full")), "{report}");
+    assert_eq!(
+        (code, report["scope"].as_str()),
+        (Some(0), Some("full")),
+        "{report}"
+    );
     let result = apply_checked(&engine, &transfer("c-5", 2, 1, 1)).await;
     assert_eq!(result["status"], "succeeded", "{result}");
     let (code, report) = verify(&env, true).await;
@@ -182,8 +202,14 @@ async fn a_deleted_entry_is_caught() {
     let (code, report) = verify(&env, false).await;
     assert_eq!(code, Some(1), "{report}");
     let failed = failed(&report);
-    assert!(failed.contains(&("chains_unbroken".into(), wallet, 3)), "{report}");
-    assert!(failed.contains(&("versions_contiguous".into(), wallet, 2)), "{report}");
+    assert!(
+        failed.contains(&("chains_unbroken".into(), wallet, 3)),
+        "{report}"
+    );
+    assert!(
+        failed.contains(&("versions_contiguous".into(), wallet, 2)),
+        "{report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,7 +253,10 @@ async fn incremental_verification_catches_a_tampered_new_entry_until_repaired() 
     assert_eq!(failed(&report), [("chains_unbroken".into(), wallet, 6)]);
     // Nothing new since: the broken wallet is checked again all the same.
     let (code, report) = verify(&env, true).await;
-    assert_eq!((code, report["scope"].as_str()), (Some(1), Some("incremental")));
+    assert_eq!(
+        (code, report["scope"].as_str()),
+        (Some(1), Some("incremental"))
+    );
     env.db.batch_execute(&tamper(-2)).await.unwrap();
     let (code, report) = verify(&env, true).await;
     assert_eq!(code, Some(0), "{report}");
@@ -309,7 +338,11 @@ async fn a_days_root_is_recorded_once_and_proves_each_wallet() {
         "one root a day"
     );
     let today = pluspay(&["root", "--day", "2999-01-01"], &vars).await;
-    assert_eq!(today.status.code(), Some(2), "a day not ended yet: {today:?}");
+    assert_eq!(
+        today.status.code(),
+        Some(2),
+        "a day not ended yet: {today:?}"
+    );
 
     // Moved after the root: the proof is of the head as the root covers it.
     let moved = apply_checked(&engine, &transfer("after-root", 1, 2, 1)).await;
@@ -341,7 +374,10 @@ async fn a_days_root_is_recorded_once_and_proves_each_wallet() {
         }
         let mut changed = data.clone();
         changed["head"]["balance"] = json!(data["head"]["balance"].as_i64().unwrap() + 1);
-        assert!(!python_accepts(&changed).await, "a changed balance must not verify");
+        assert!(
+            !python_accepts(&changed).await,
+            "a changed balance must not verify"
+        );
     }
 }
 
