@@ -339,7 +339,9 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             let day = match day {
                 Some(day) => {
                     let valid = crate::domain::query::proof_day(
-                        serde_json::json!({ "day": day }).as_object().expect("an object"),
+                        serde_json::json!({ "day": day })
+                            .as_object()
+                            .expect("an object"),
                     );
                     if valid.is_err() || !crate::db::chains::day_ended(&client, &day).await? {
                         anyhow::bail!("--day {day}: not a day that has ended (YYYY-MM-DD, UTC)");

@@ -94,7 +94,11 @@ pub fn sibling_positions(leaves: u64, height: u32, position: u64) -> Vec<(u32, u
     for level in 0..height {
         let sibling = at ^ 1;
         if sibling < width {
-            let side = if sibling < at { Side::Left } else { Side::Right };
+            let side = if sibling < at {
+                Side::Left
+            } else {
+                Side::Right
+            };
             path.push((level, sibling, side));
         }
         at /= 2;

@@ -164,11 +164,9 @@ pub fn changes_page(data: &Map<String, Value>) -> Result<ChangesPage, Rejection>
 /// `wallet.proof`'s `day`: a calendar date `YYYY-MM-DD` (UTC), returned as written.
 pub fn proof_day(data: &Map<String, Value>) -> Result<String, Rejection> {
     match data.get("day") {
-        None | Some(Value::Null) => Err(Rejection::field(
-            Code::DayRequired,
-            "day",
-            MSG_DAY_REQUIRED,
-        )),
+        None | Some(Value::Null) => {
+            Err(Rejection::field(Code::DayRequired, "day", MSG_DAY_REQUIRED))
+        }
         Some(Value::String(day)) if is_date(day) => Ok(day.clone()),
         Some(_) => Err(Rejection::field(Code::InvalidDay, "day", MSG_BAD_DATA)),
     }
@@ -269,7 +267,11 @@ mod tests {
             json!("２０２６-01-01"),
             json!(20261201),
         ] {
-            assert_eq!(day(bad.clone()).unwrap_err().code, Code::InvalidDay, "{bad}");
+            assert_eq!(
+                day(bad.clone()).unwrap_err().code,
+                Code::InvalidDay,
+                "{bad}"
+            );
         }
         let missing = proof_day(json!({}).as_object().unwrap()).unwrap_err();
         assert_eq!(missing.code, Code::DayRequired);
