@@ -68,6 +68,11 @@ const BENCH_PACKET_SHARES: i64 = 1_000;
 /// autovacuum's first pass a minute later) say "empty", and the foreign-key checks of every
 /// insert then scan whole tables, a cost no live system pays.
 const HISTORY: i64 = 20_000;
+
+/// In the set-up's statements: the hash of the last entry of account `a` (NULL for none), the
+/// one a new entry of it chains onto (migrations/0021_hash_chains.sql).
+const LAST_HASH: &str = "(SELECT p.hash FROM ledger_entries p
+                          WHERE p.account_id = a.id AND p.version = a.entry_count)";
 /// The default `amqp.delivery_limit`, for declaring the same topology as the worker.
 const DELIVERY_LIMIT: u32 = 20;
 
@@ -572,8 +577,10 @@ async fn fresh_database(admin_url: &str, database: &str) -> anyhow::Result<Strin
                         SELECT id, -{FUNDING}::bigint * {WALLETS}, NULL, NULL FROM accounts
                             WHERE name = 'test_funding'),
               entries AS (INSERT INTO ledger_entries
-                              (journal_id, account_id, amount, version, balance_after)
-                          SELECT j.id, m.account_id, m.amount, m.version, m.balance_after
+                              (journal_id, account_id, amount, version, balance_after, hash)
+                          SELECT j.id, m.account_id, m.amount, m.version, m.balance_after,
+                                 ledger_entry_hash(NULL, m.account_id, m.version, m.amount,
+                                                   m.balance_after, j.id)
                           FROM j, moves m)
          UPDATE accounts a SET balance = balance + m.amount,
                 total_income = total_income + greatest(m.amount, 0),
@@ -596,13 +603,19 @@ async fn fresh_database(admin_url: &str, database: &str) -> anyhow::Result<Strin
                     (g + 1) % {WALLETS} + 1 AS other, -1 AS direction FROM h
              UNION ALL
              SELECT journal_id, command_id, (g + 1) % {WALLETS} + 1, g % {WALLETS} + 1, 1 FROM h;
-         INSERT INTO ledger_entries (journal_id, account_id, amount, version, balance_after)
-             SELECT m.journal_id, a.id, m.direction, a.entry_count + row_number() OVER w,
-                    a.balance + sum(m.direction) OVER w
-             FROM history_moves m
-             JOIN accounts a ON a.kind = 'wallet' AND a.user_id = m.owner
-             WINDOW w AS (PARTITION BY a.id ORDER BY m.journal_id
-                          ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW);
+         INSERT INTO ledger_entries (journal_id, account_id, amount, version, balance_after, hash)
+             SELECT journal_id, account_id, amount, version, balance_after,
+                    ledger_chain(start, account_id, version, amount, balance_after, journal_id)
+                        OVER (PARTITION BY account_id ORDER BY version
+                              ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+             FROM (SELECT m.journal_id, a.id AS account_id, m.direction AS amount,
+                          a.entry_count + row_number() OVER w AS version,
+                          a.balance + sum(m.direction) OVER w AS balance_after,
+                          {LAST_HASH} AS start
+                   FROM history_moves m
+                   JOIN accounts a ON a.kind = 'wallet' AND a.user_id = m.owner
+                   WINDOW w AS (PARTITION BY a.id ORDER BY m.journal_id
+                                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)) x;
          INSERT INTO wallet_orders
                 (owner_id, target_type, target_id, title, type, amount, state, command_id, journal_id)
              SELECT owner, 'user', other::text, '转账', direction, 1, 1, command_id, journal_id
@@ -623,8 +636,10 @@ async fn fresh_database(admin_url: &str, database: &str) -> anyhow::Result<Strin
          CREATE TEMP TABLE bench_hold_journal AS
              WITH j AS (INSERT INTO journal (kind) VALUES ('bench_holds') RETURNING id)
              SELECT id FROM j;
-         INSERT INTO ledger_entries (journal_id, account_id, amount, version, balance_after)
-             SELECT j.id, a.id, m.amount, a.entry_count + 1, a.balance + m.amount
+         INSERT INTO ledger_entries (journal_id, account_id, amount, version, balance_after, hash)
+             SELECT j.id, a.id, m.amount, a.entry_count + 1, a.balance + m.amount,
+                    ledger_entry_hash({LAST_HASH}, a.id, a.entry_count + 1, m.amount,
+                                      a.balance + m.amount, j.id)
              FROM bench_hold_journal j, accounts a,
                   LATERAL (SELECT CASE a.kind WHEN 'wallet' THEN -{BENCH_HOLD}
                                   ELSE {BENCH_HOLD} END AS amount) m
@@ -648,8 +663,10 @@ async fn fresh_database(admin_url: &str, database: &str) -> anyhow::Result<Strin
          CREATE TEMP TABLE bench_packet_journal AS
              WITH j AS (INSERT INTO journal (kind) VALUES ('bench_redpackets') RETURNING id)
              SELECT id FROM j;
-         INSERT INTO ledger_entries (journal_id, account_id, amount, version, balance_after)
-             SELECT j.id, a.id, m.amount, a.entry_count + 1, a.balance + m.amount
+         INSERT INTO ledger_entries (journal_id, account_id, amount, version, balance_after, hash)
+             SELECT j.id, a.id, m.amount, a.entry_count + 1, a.balance + m.amount,
+                    ledger_entry_hash({LAST_HASH}, a.id, a.entry_count + 1, m.amount,
+                                      a.balance + m.amount, j.id)
              FROM bench_packet_journal j, accounts a,
                   LATERAL (SELECT CASE a.kind WHEN 'wallet' THEN -{packet}
                                   ELSE {packet} END AS amount) m
@@ -670,6 +687,13 @@ async fn fresh_database(admin_url: &str, database: &str) -> anyhow::Result<Strin
     ))
     .await
     .context("make the red packets")?;
+    // Each account's head, the hash of its last entry, as postings leave it.
+    db.batch_execute(
+        "UPDATE accounts a SET head_hash = e.hash FROM ledger_entries e
+         WHERE e.account_id = a.id AND e.version = a.entry_count AND a.kind <> 'system'",
+    )
+    .await
+    .context("the accounts' heads")?;
     db.batch_execute("VACUUM ANALYZE").await?;
     println!(
         "  database {database}: migrated, {WALLETS} wallets funded with {FUNDING} fen each, \
@@ -983,6 +1007,9 @@ impl Worker {
             .env("PLUSPAY_AMQP_NAMESPACE", namespace)
             .env("PLUSPAY_METRICS_LISTEN", "127.0.0.1:0")
             .env("PLUSPAY_METRICS_LEDGER_CHECK_SECS", "0")
+            // The fresh database has no root for yesterday: recording it is a daily job, not
+            // part of the traffic measured.
+            .env("PLUSPAY_WORKER_LEDGER_ROOT_SECS", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -72,6 +72,23 @@ pub enum Command {
         #[arg(long)]
         incremental: bool,
     },
+    /// Recompute every account's hash chain (versions, balances after, hashes, heads); print
+    /// a JSON report; exit 1 if one is broken.
+    Verify {
+        /// Only what was posted since the last incremental verification, from each account's
+        /// last verified entry, and move its point (the report's `scope` says which ran: the
+        /// first one is the full verification).
+        #[arg(long)]
+        incremental: bool,
+    },
+    /// Record the Merkle root of a day that has ended over every user account's head, as the
+    /// worker does once a day, and publish `ledger.root`; print it as JSON. Exit 1 if the
+    /// day's root was recorded already.
+    Root {
+        /// The day (UTC), YYYY-MM-DD [default: yesterday]
+        #[arg(long)]
+        day: Option<String>,
+    },
     /// Dead letters: list, show, replay or discard them (docs/OPERATIONS.md).
     Dead {
         #[command(subcommand)]
@@ -301,6 +318,61 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Verify { incremental } => {
+            let mut client = crate::db::connect(&settings.database.url).await?;
+            let report = if incremental {
+                crate::db::chains::verify_incremental(&mut client).await?
+            } else {
+                crate::db::chains::verify(&mut client).await?
+            };
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Root { day } => {
+            let pool = crate::db::pool(&settings.database)?;
+            let mut client = pool.get().await?;
+            let day = match day {
+                Some(day) => {
+                    let valid = crate::domain::query::proof_day(
+                        serde_json::json!({ "day": day })
+                            .as_object()
+                            .expect("an object"),
+                    );
+                    if valid.is_err() || !crate::db::chains::day_ended(&client, &day).await? {
+                        anyhow::bail!("--day {day}: not a day that has ended (YYYY-MM-DD, UTC)");
+                    }
+                    day
+                }
+                None => match crate::db::chains::day_to_record(&client).await? {
+                    Some(day) => day,
+                    None => {
+                        eprintln!("pluspay: yesterday's root is recorded already");
+                        return Ok(ExitCode::from(1));
+                    }
+                },
+            };
+            match crate::db::chains::record_root(&mut client, &day).await? {
+                Some(recorded) => {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "day": recorded.day,
+                            "root": hex::encode(recorded.root),
+                            "leaves": recorded.leaves,
+                        })
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => {
+                    eprintln!("pluspay: the root of {day} is recorded already (or being recorded)");
+                    Ok(ExitCode::from(1))
+                }
+            }
         }
         Command::Dead { action } => dead(action, &settings).await,
     }

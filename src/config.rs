@@ -275,6 +275,10 @@ pub struct WorkerSettings {
     /// How long a refund of a recharge may stay pending before the worker asks Ping++ about it
     /// (a `recharge.retrieve` of its order); the wait doubles after each ask, up to a day.
     pub refund_pull_secs: u64,
+    /// Seconds between the worker's looks at whether the last day that ended (UTC) has its
+    /// Merkle root over the accounts' heads (`ledger_roots`), recording it if not; 0: never
+    /// (`pluspay root` still records one).
+    pub ledger_root_secs: u64,
 }
 
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
@@ -410,6 +414,7 @@ impl Default for WorkerSettings {
             event_wait_secs: 86_400,
             read_retention_secs: 86_400,
             refund_pull_secs: 600,
+            ledger_root_secs: 600,
         }
     }
 }

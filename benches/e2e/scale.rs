@@ -429,12 +429,14 @@ async fn build(
         &mut steps,
         "funding entries",
         &format!(
-            "INSERT INTO ledger_entries (journal_id, account_id, amount, version, balance_after)
-                 SELECT {funding_journal}, id, {FUNDING}, 1, {FUNDING} FROM accounts
-                     WHERE kind = 'wallet'
+            "INSERT INTO ledger_entries (journal_id, account_id, amount, version, balance_after,
+                                         hash)
+                 SELECT {funding_journal}, id, {FUNDING}, 1, {FUNDING},
+                        ledger_entry_hash(NULL, id, 1, {FUNDING}, {FUNDING}, {funding_journal})
+                     FROM accounts WHERE kind = 'wallet'
                  UNION ALL
-                 SELECT {funding_journal}, id, -{FUNDING}::bigint * {w}, NULL, NULL FROM accounts
-                     WHERE name = 'test_funding';"
+                 SELECT {funding_journal}, id, -{FUNDING}::bigint * {w}, NULL, NULL, NULL
+                     FROM accounts WHERE name = 'test_funding';"
         ),
     )
     .await?;
@@ -483,14 +485,20 @@ async fn build(
         "ledger entries",
         &format!(
             // Each wallet's versions follow its funding (version 1) in journal order, as
-            // postings would have numbered them.
-            "INSERT INTO ledger_entries (journal_id, account_id, amount, version, balance_after)
-                 SELECT {journal0} + g, {account0} + d.owner, d.amount,
-                        1 + row_number() OVER w, {FUNDING} + sum(d.amount) OVER w
-                 FROM {history},
-                      LATERAL (VALUES (f, -amount), (t, amount)) AS d(owner, amount)
-                 WINDOW w AS (PARTITION BY d.owner ORDER BY g
-                              ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+            // postings would have numbered them, and chained onto it.
+            "INSERT INTO ledger_entries (journal_id, account_id, amount, version, balance_after,
+                                         hash)
+                 SELECT j, a, d, v, b,
+                        ledger_chain(ledger_entry_hash(NULL, a, 1, {FUNDING}, {FUNDING},
+                                                       {funding_journal}), a, v, d, b, j)
+                            OVER (PARTITION BY a ORDER BY v
+                                  ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+                 FROM (SELECT {journal0} + g AS j, {account0} + d.owner AS a, d.amount AS d,
+                              1 + row_number() OVER w AS v, {FUNDING} + sum(d.amount) OVER w AS b
+                       FROM {history},
+                            LATERAL (VALUES (f, -amount), (t, amount)) AS d(owner, amount)
+                       WINDOW w AS (PARTITION BY d.owner ORDER BY g
+                                    ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)) x"
         ),
     )
     .await?;
@@ -539,6 +547,14 @@ async fn build(
         &mut steps,
         "foreign keys (each checked)",
         &Keys::add_sql(&keys.foreign_keys),
+    )
+    .await?;
+    step(
+        &db,
+        &mut steps,
+        "account heads",
+        "UPDATE accounts a SET head_hash = e.hash FROM ledger_entries e
+          WHERE e.account_id = a.id AND e.version = a.entry_count AND a.kind <> 'system'",
     )
     .await?;
     db.batch_execute("ALTER TABLE ledger_entries ENABLE TRIGGER audit_entry_added")

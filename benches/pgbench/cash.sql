@@ -16,14 +16,18 @@ INSERT INTO journal (kind, command_id) VALUES ('cash', :cmd) RETURNING id AS jid
 WITH u(a, d, v, b) AS (VALUES (:wa::bigint, -:value::bigint, :wv::bigint + 1,
                                :wb::bigint - :value::bigint),
                               (:pp::bigint, :value::bigint, NULL, NULL)),
-     entries AS (INSERT INTO ledger_entries (journal_id, account_id, amount, version, balance_after)
-                 SELECT :jid, a, d, v, b FROM u)
-UPDATE accounts SET balance = balance + u.d,
-       total_income = total_income + greatest(u.d, 0),
-       total_expenses = total_expenses + greatest(-u.d, 0),
+     h AS (SELECT u.*, ledger_entry_hash(c.head_hash, a, v, d, b, :jid) AS hash
+           FROM u JOIN accounts c ON c.id = u.a),
+     entries AS (INSERT INTO ledger_entries
+                     (journal_id, account_id, amount, version, balance_after, hash)
+                 SELECT :jid, a, d, v, b, hash FROM h)
+UPDATE accounts SET balance = balance + h.d,
+       total_income = total_income + greatest(h.d, 0),
+       total_expenses = total_expenses + greatest(-h.d, 0),
        entry_count = entry_count + 1,
+       head_hash = coalesce(h.hash, head_hash),
        updated_at = now()
-  FROM u WHERE accounts.id = u.a;
+  FROM h WHERE accounts.id = h.a;
 INSERT INTO cashes (user_id, value, type, account, command_id)
     VALUES (:user, :value, 'alipay', 'bench@example.com', :cmd) RETURNING id AS cash \gset
 INSERT INTO wallet_orders

@@ -23,18 +23,22 @@ SELECT max(id) FILTER (WHERE user_id = :from) AS fa, max(id) FILTER (WHERE user_
     FROM (SELECT user_id, id, balance, entry_count FROM accounts
           WHERE kind = 'wallet' AND user_id IN (:from, :to) ORDER BY user_id FOR UPDATE) w \gset
 INSERT INTO journal (kind, command_id) VALUES ('transfer', :cmd) RETURNING id AS jid \gset
-WITH entries AS (INSERT INTO ledger_entries (journal_id, account_id, amount, version, balance_after)
-                 VALUES (:jid, :fa, -:amount::bigint, :fv::bigint + 1,
-                         :fb::bigint - :amount::bigint),
-                        (:jid, :ta, :amount, :tv::bigint + 1,
-                         :tb::bigint + :amount::bigint))
-UPDATE accounts SET balance = balance + u.d,
-       total_income = total_income + greatest(u.d, 0),
-       total_expenses = total_expenses + greatest(-u.d, 0),
+WITH u(a, d, v, b) AS (VALUES (:fa::bigint, -:amount::bigint, :fv::bigint + 1,
+                               :fb::bigint - :amount::bigint),
+                              (:ta::bigint, :amount::bigint, :tv::bigint + 1,
+                               :tb::bigint + :amount::bigint)),
+     h AS (SELECT u.*, ledger_entry_hash(c.head_hash, a, v, d, b, :jid) AS hash
+           FROM u JOIN accounts c ON c.id = u.a),
+     entries AS (INSERT INTO ledger_entries
+                     (journal_id, account_id, amount, version, balance_after, hash)
+                 SELECT :jid, a, d, v, b, hash FROM h)
+UPDATE accounts SET balance = balance + h.d,
+       total_income = total_income + greatest(h.d, 0),
+       total_expenses = total_expenses + greatest(-h.d, 0),
        entry_count = entry_count + 1,
+       head_hash = h.hash,
        updated_at = now()
-  FROM (VALUES (:fa::bigint, -:amount::bigint), (:ta::bigint, :amount::bigint)) AS u(a, d)
- WHERE accounts.id = u.a;
+  FROM h WHERE accounts.id = h.a;
 INSERT INTO wallet_orders
        (owner_id, target_type, target_id, title, body, type, amount, state, command_id, journal_id)
 VALUES (:from, 'user', :to::text, '转账', NULL, -1, :amount, 1, NULL, :jid),

@@ -25,14 +25,18 @@ WITH u(a, d, v, b) AS (VALUES (:wa::bigint, -:amount::bigint, :wv::bigint + 1,
                               (:iss::bigint, -:amount::bigint, NULL, NULL),
                               (:pa::bigint, :amount::bigint, :pv::bigint + 1,
                                :pb::bigint + :amount::bigint)),
-     entries AS (INSERT INTO ledger_entries (journal_id, account_id, amount, version, balance_after)
-                 SELECT :jid, a, d, v, b FROM u)
-UPDATE accounts SET balance = balance + u.d,
-       total_income = total_income + greatest(u.d, 0),
-       total_expenses = total_expenses + greatest(-u.d, 0),
+     h AS (SELECT u.*, ledger_entry_hash(c.head_hash, a, v, d, b, :jid) AS hash
+           FROM u JOIN accounts c ON c.id = u.a),
+     entries AS (INSERT INTO ledger_entries
+                     (journal_id, account_id, amount, version, balance_after, hash)
+                 SELECT :jid, a, d, v, b, hash FROM h)
+UPDATE accounts SET balance = balance + h.d,
+       total_income = total_income + greatest(h.d, 0),
+       total_expenses = total_expenses + greatest(-h.d, 0),
        entry_count = entry_count + 1,
+       head_hash = coalesce(h.hash, head_hash),
        updated_at = now()
-  FROM u WHERE accounts.id = u.a;
+  FROM h WHERE accounts.id = h.a;
 INSERT INTO wallet_orders
        (owner_id, target_type, target_id, title, body, type, amount, state, command_id, journal_id)
 VALUES (:user, 'transform', :user::text, '积分转换', '充值' || :amount::text || '积分', -1, :amount, 1,

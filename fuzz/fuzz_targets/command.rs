@@ -166,6 +166,11 @@ fn read_data(envelope: &Envelope, policy: &WalletPolicy) {
                 assert!(page.since >= 0 && (1..=query::MAX_LIMIT).contains(&page.limit));
             }
         }
+        CommandType::WalletProof => {
+            if let Ok(day) = query::proof_day(data) {
+                assert!(day.len() == 10 && day.is_ascii());
+            }
+        }
         CommandType::AccountOpen => {
             let _ = account::parse_open(data);
         }

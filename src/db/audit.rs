@@ -321,7 +321,7 @@ impl Report {
 /// How long the check waits for the transactions that hold journal ids it is about to cover,
 /// and for concurrent checks. A posting lasts milliseconds; one open this long is stuck, and
 /// the check tries again at its next period.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The checks over every row that the incremental check runs on the rows changed since its
 /// point instead; the others are cheap at any size and run in full every time.
@@ -355,7 +355,7 @@ pub async fn run_incremental(client: &mut Client) -> Result<Report, EngineError>
 }
 
 /// Checking now could miss what those transactions post; the next check catches up.
-fn unsettled() -> EngineError {
+pub(crate) fn unsettled() -> EngineError {
     EngineError::Broken(format!(
         "transactions holding journal ids are still open after {} s; \
          the ledger is checked again next time",
@@ -469,7 +469,7 @@ pub async fn settled_snapshot(client: &mut Client) -> Result<(i64, Transaction<'
 /// hold one got theirs before this check takes one of its own. The snapshot after that lists
 /// every one of them still running (a snapshot leaves out running transactions newer than the
 /// newest finished one, hence the check's own, finished, transaction id).
-async fn settle_point(client: &Client) -> Result<(i64, Vec<String>), EngineError> {
+pub(crate) async fn settle_point(client: &Client) -> Result<(i64, Vec<String>), EngineError> {
     let upto: i64 = client
         .query_one(
             "SELECT coalesce(pg_sequence_last_value(

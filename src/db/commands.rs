@@ -308,7 +308,7 @@ pub async fn store_many(
 /// `commands_reads_by_age` spells them: the planner uses that index only for this very list.
 pub const LOCAL_READS: &str =
     "'orders.list', 'orders.get', 'cashes.list', 'charges.list', 'charges.get', 'wallet.get',
-     'wallet.changes', 'wallet.statement'";
+     'wallet.changes', 'wallet.statement', 'wallet.proof'";
 
 /// Removes up to `batch` stored results of reads older than `older_than`, oldest first, and
 /// says how many. Rows a command in flight has locked are skipped, so traffic never waits on

@@ -192,8 +192,8 @@ impl SystemDeltas {
 
 /// Writes journals and their entries in one statement whatever their number, and moves the
 /// balances of wallets and points at once, each account once by its summed change, giving
-/// each entry of a user's account its version and the balance after it; system accounts'
-/// changes go to `system`. Wallets must be in `wallets` (locked). Returns the
+/// each entry of a user's account its version, the balance after it and its chained hash;
+/// system accounts' changes go to `system`. Wallets must be in `wallets` (locked). Returns the
 /// journals' ids in the order given.
 pub async fn post_journals(
     tx: &Transaction<'_>,
@@ -250,6 +250,13 @@ pub async fn post_journals(
     // locked, so nothing else moves them) plus its rank and running sum among the statement's
     // entries of the account, in journal order. System accounts' entries get no version (the
     // left join finds no row for them, so both stay NULL).
+    // Each versioned entry's hash chains onto the one before it of the same account
+    // (migrations/0021): the first of the statement's entries of an account onto the account
+    // row's head_hash, the next ones onto each other, by the running aggregate `ledger_chain`
+    // in the same order as the versions (one sort for both windows); the account's new head
+    // is the hash of its last one. System accounts' entries have no version, hence no hash
+    // (the text hashed is NULL). Nothing is updated after the insert, so the audit's trigger
+    // on changed entries stays quiet.
     // The unique index on (account_id, version) turns a posting that raced another on the
     // same account without its lock into an error, never into two entries of one version.
     let rows = tx
@@ -273,26 +280,34 @@ pub async fn post_journals(
                         AS u(n, a, s, k, p, d)
                     JOIN jn ON jn.n = u.n
                  ), v AS (
-                    SELECT e.j, e.a, e.d,
+                    SELECT e.j, e.a, e.d, e.moves_now, c.head_hash AS head,
                            c.entry_count + row_number() OVER w AS version,
                            (c.balance + sum(e.d) OVER w)::bigint AS balance_after
                     FROM e LEFT JOIN accounts c ON c.id = e.a AND e.moves_now
                     WINDOW w AS (PARTITION BY e.a ORDER BY e.j
                                  ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+                 ), h AS (
+                    SELECT v.j, v.a, v.d, v.moves_now, v.version, v.balance_after,
+                           ledger_chain(v.head, v.a, v.version, v.d, v.balance_after, v.j)
+                               OVER (PARTITION BY v.a ORDER BY v.j
+                                     ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS hash
+                    FROM v
                  ), inserted AS (
                     INSERT INTO ledger_entries (journal_id, account_id, amount, version,
-                                                balance_after)
-                    SELECT j, a, d, version, balance_after FROM v
+                                                balance_after, hash)
+                    SELECT j, a, d, version, balance_after, hash FROM h
                  ), moved AS (
                     UPDATE accounts SET
                         balance = balance + t.d,
                         total_income = total_income + t.income,
                         total_expenses = total_expenses + t.expenses,
                         entry_count = entry_count + t.n,
+                        head_hash = t.head,
                         updated_at = now()
                     FROM (SELECT a, sum(d)::bigint AS d, sum(greatest(d, 0))::bigint AS income,
-                                 sum(greatest(-d, 0))::bigint AS expenses, count(*) AS n
-                          FROM e WHERE moves_now GROUP BY a) AS t
+                                 sum(greatest(-d, 0))::bigint AS expenses, count(*) AS n,
+                                 (array_agg(hash ORDER BY version DESC))[1] AS head
+                          FROM h WHERE moves_now GROUP BY a) AS t
                     WHERE accounts.id = t.a
                  )
                  SELECT id FROM jn ORDER BY n",

@@ -115,6 +115,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0020_wallet_versions.sql"),
     },
     Migration {
+        version: 21,
+        name: "0021_hash_chains.sql",
+        sql: include_str!("../../migrations/0021_hash_chains.sql"),
+    },
+    Migration {
         version: 22,
         name: "0022_wallet_changed.sql",
         sql: include_str!("../../migrations/0022_wallet_changed.sql"),

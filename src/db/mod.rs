@@ -3,13 +3,14 @@
 //! per table of the commands that call Ping++ (`recharges`, `cash_payouts`, `cashes`,
 //! `pingpp_events`, and with the money at Ping++ `accounts` and `deposits`), the pinned
 //! `custody`, the record of discarded dead letters (`dead_letters`), the reads (`orders`,
-//! `charge_records`), and the audit. No business rules: those are in `domain`.
+//! `charge_records`), the audit, and the accounts' hash chains and daily roots (`chains`). No business rules: those are in `domain`.
 
 pub mod accounts;
 pub mod allocations;
 pub mod audit;
 pub mod cash_payouts;
 pub mod cashes;
+pub mod chains;
 pub mod charge_records;
 pub mod commands;
 pub mod console;

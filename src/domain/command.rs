@@ -65,6 +65,7 @@ pub enum CommandType {
     RedpacketGet,
     WalletChanges,
     WalletStatement,
+    WalletProof,
 }
 
 impl CommandType {
@@ -97,10 +98,11 @@ impl CommandType {
                 | CommandType::WalletGet
                 | CommandType::WalletChanges
                 | CommandType::WalletStatement
+                | CommandType::WalletProof
         )
     }
 
-    pub const ALL: [CommandType; 47] = [
+    pub const ALL: [CommandType; 48] = [
         CommandType::Recharge,
         CommandType::RechargeRetrieve,
         CommandType::Cash,
@@ -148,6 +150,7 @@ impl CommandType {
         CommandType::RedpacketGet,
         CommandType::WalletChanges,
         CommandType::WalletStatement,
+        CommandType::WalletProof,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -199,6 +202,7 @@ impl CommandType {
             CommandType::RedpacketGet => "redpacket.get",
             CommandType::WalletChanges => "wallet.changes",
             CommandType::WalletStatement => "wallet.statement",
+            CommandType::WalletProof => "wallet.proof",
         }
     }
 

@@ -53,6 +53,8 @@ impl Custody {
             RedpacketCreate | RedpacketClaim | RedpacketGet => self == Custody::Platform,
             // docs/CONTRACT.md §5, with the platform's ledger.
             WalletChanges | WalletStatement => self == Custody::Platform,
+            // The daily roots cover the platform ledger's accounts.
+            WalletProof => self == Custody::Platform,
             AccountOpen
             | AccountGet
             | AccountCards
@@ -118,5 +120,7 @@ mod tests {
         assert!(!Custody::Pingpp.offers(CommandType::WalletChanges));
         assert!(Custody::Platform.offers(CommandType::WalletChanges));
         assert!(!Custody::Pingpp.offers(CommandType::WalletStatement));
+        assert!(!Custody::Pingpp.offers(CommandType::WalletProof));
+        assert!(Custody::Platform.offers(CommandType::WalletProof));
     }
 }

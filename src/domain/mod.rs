@@ -13,6 +13,7 @@ pub mod hold;
 pub mod ledger;
 pub mod limits;
 pub mod merchant;
+pub mod merkle;
 pub mod operators;
 pub mod order;
 pub mod outcome;

@@ -76,6 +76,14 @@ pub enum Code {
     InvalidPeriod,
     /// More entries in a statement's period than one statement lists.
     StatementTooLong,
+    /// `wallet.proof` without the day of the root.
+    DayRequired,
+    /// A `day` that is not a date `YYYY-MM-DD`.
+    InvalidDay,
+    /// No root is recorded for that day (not ended yet, or not recorded yet).
+    RootNotFound,
+    /// The wallet had no entry when the day's root was recorded: no leaf of it.
+    WalletNotInRoot,
     /// Ping++ refused the request (its error type and message are in the result).
     PaymentProviderError,
     /// The charge Ping++ returned disagrees with the order.

@@ -1,5 +1,5 @@
 //! The read commands' parameters: `orders.list`, `orders.get`, `cashes.list`, `charges.list`,
-//! `charges.get`, `wallet.changes`, and the order a `recharge.retrieve` names.
+//! `charges.get`, `wallet.changes`, `wallet.proof`, and the order a `recharge.retrieve` names.
 
 use serde_json::{Map, Value};
 
@@ -13,6 +13,9 @@ pub const MSG_BAD_DATA: &str = "发送的数据错误";
 pub const MSG_ORDER_REQUIRED: &str = "请选择订单";
 pub const MSG_UNKNOWN_ORDER: &str = "订单不存在";
 pub const MSG_SINCE_REQUIRED: &str = "请填写起始版本";
+pub const MSG_DAY_REQUIRED: &str = "请填写日期";
+pub const MSG_ROOT_NOT_FOUND: &str = "该日期的账本根尚未记录";
+pub const MSG_WALLET_NOT_IN_ROOT: &str = "该日期的账本根不含此钱包";
 
 /// `wallet.changes` answers this many changes unless `limit` says otherwise.
 pub const DEFAULT_CHANGES_LIMIT: i64 = 20;
@@ -187,6 +190,53 @@ pub fn changes_page(data: &Map<String, Value>) -> Result<ChangesPage, Rejection>
     errors.finish(|| ChangesPage { since, limit, unit })
 }
 
+/// `wallet.proof`'s `day`: a calendar date `YYYY-MM-DD` (UTC), returned as written.
+pub fn proof_day(data: &Map<String, Value>) -> Result<String, Rejection> {
+    match data.get("day") {
+        None | Some(Value::Null) => {
+            Err(Rejection::field(Code::DayRequired, "day", MSG_DAY_REQUIRED))
+        }
+        Some(Value::String(day)) if is_date(day) => Ok(day.clone()),
+        Some(_) => Err(Rejection::field(Code::InvalidDay, "day", MSG_BAD_DATA)),
+    }
+}
+
+/// `YYYY-MM-DD` of a day that exists (years 1 to 9999), in ASCII digits only.
+fn is_date(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+        return false;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        let digits = &text[range];
+        digits
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| digits.parse().ok())
+            .flatten()
+    };
+    let (Some(year), Some(month), Some(day)) = (number(0..4), number(5..7), number(8..10)) else {
+        return false;
+    };
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    year >= 1 && (1..=days).contains(&day)
+}
+
+pub fn root_not_found() -> Rejection {
+    Rejection::field(Code::RootNotFound, "day", MSG_ROOT_NOT_FOUND)
+}
+
+pub fn wallet_not_in_root() -> Rejection {
+    Rejection::field(Code::WalletNotInRoot, "day", MSG_WALLET_NOT_IN_ROOT)
+}
+
 /// The `order` field: a positive order id.
 pub fn order_id(data: &Map<String, Value>) -> Result<i64, Rejection> {
     positive_id(data, "order")
@@ -228,6 +278,33 @@ mod tests {
 
     fn p(v: Value) -> Result<Page, Rejection> {
         orders_page(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn proof_days() {
+        let day = |v: Value| proof_day(json!({ "day": v }).as_object().unwrap());
+        assert_eq!(day(json!("2026-12-01")).unwrap(), "2026-12-01");
+        assert_eq!(day(json!("2024-02-29")).unwrap(), "2024-02-29");
+        for bad in [
+            json!("2026-02-29"),
+            json!("2026-13-01"),
+            json!("2026-12-00"),
+            json!("2026-1-01"),
+            json!("2026-12-01T00:00:00"),
+            json!("0000-01-01"),
+            json!("+026-01-01"),
+            json!("２０２６-01-01"),
+            json!(20261201),
+        ] {
+            assert_eq!(
+                day(bad.clone()).unwrap_err().code,
+                Code::InvalidDay,
+                "{bad}"
+            );
+        }
+        let missing = proof_day(json!({}).as_object().unwrap()).unwrap_err();
+        assert_eq!(missing.code, Code::DayRequired);
+        assert_eq!(missing.errors["day"], [MSG_DAY_REQUIRED]);
     }
 
     #[test]

@@ -332,7 +332,8 @@ async fn decide_in(
         | CommandType::ChargesList
         | CommandType::ChargesGet
         | CommandType::WalletChanges
-        | CommandType::WalletStatement => commands::reads::answer(tx, envelope, policy).await,
+        | CommandType::WalletStatement
+        | CommandType::WalletProof => commands::reads::answer(tx, envelope, policy).await,
         CommandType::Transfer
         | CommandType::Reward
         | CommandType::HoldCreate

@@ -24,6 +24,7 @@ mod commands;
 mod delivery;
 mod events;
 mod ledger_check;
+mod ledger_roots;
 mod outbox;
 mod retention;
 mod wallet_changed;
@@ -83,6 +84,13 @@ pub async fn run_with_readiness(
                 shutdown.clone(),
             ));
         }
+    }
+    if settings.worker.ledger_root_secs > 0 {
+        tokio::spawn(ledger_roots::record_roots_periodically(
+            engine.pool.clone(),
+            Duration::from_secs(settings.worker.ledger_root_secs),
+            shutdown.clone(),
+        ));
     }
     if settings.worker.read_retention_secs > 0 {
         tokio::spawn(retention::remove_expired_reads(

@@ -549,7 +549,8 @@ async fn an_entry_without_its_version_is_caught_by_the_incremental_check_too() {
     // An old entry's version removed: its account and journal are suspects at the next check.
     env.db
         .batch_execute(
-            "UPDATE ledger_entries SET version = 1, balance_after = 5
+            "UPDATE ledger_entries SET version = 1, balance_after = 5,
+                    hash = ledger_entry_hash(NULL, account_id, 1, amount, 5, journal_id)
              WHERE account_id = (SELECT id FROM accounts WHERE kind = 'wallet' AND user_id = 3)",
         )
         .await
@@ -557,7 +558,7 @@ async fn an_entry_without_its_version_is_caught_by_the_incremental_check_too() {
     assert!(env.audit().await.ok);
     env.db
         .batch_execute(
-            "UPDATE ledger_entries SET version = NULL, balance_after = NULL
+            "UPDATE ledger_entries SET version = NULL, balance_after = NULL, hash = NULL
              WHERE account_id = (SELECT id FROM accounts WHERE kind = 'wallet' AND user_id = 2)
                AND version = 1",
         )

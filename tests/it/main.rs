@@ -9,6 +9,7 @@ mod audit;
 mod batch;
 mod brokers;
 mod cash_review;
+mod chains;
 mod chaos;
 mod charge_records;
 mod cli;

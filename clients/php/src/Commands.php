@@ -824,6 +824,23 @@ trait Commands
     }
 
     /**
+     * `wallet.proof`: The wallet's head as the Merkle root of `day` (`YYYY-MM-DD`, UTC) covers
+     * it, and the path from its leaf to the root: `{root, head, path}`. Check it against the
+     * root the `ledger.root` event published (docs/CONTRACT.md §5, Daily roots).
+     */
+    public function walletProof(
+        int $userId,
+        string $day,
+        ?string $key = null,
+        ?float $timeout = null,
+    ): Result {
+        $data = self::fields([
+            'day' => $day,
+        ]);
+        return $this->send('wallet.proof', $userId, $data, $key, $timeout);
+    }
+
+    /**
      * `wallet.freeze`: An operator freezes user `user`'s wallet: it sends nothing until unfrozen.
      */
     public function walletFreeze(

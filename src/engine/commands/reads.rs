@@ -1,13 +1,13 @@
 //! The reads: `orders.list`, `orders.get`, `cashes.list`, `charges.list`, `charges.get` and
-//! `wallet.get` (now or at a time), in the wallet API's shapes, and `wallet.changes` and
-//! `wallet.statement`. They run in the batch's
-//! transaction and, like every command, keep their result under their id.
+//! `wallet.get` (now or at a time), in the wallet API's shapes, `wallet.changes`,
+//! `wallet.statement` and `wallet.proof`. They run in the batch's transaction and, like every
+//! command, keep their result under their id.
 
 use deadpool_postgres::Transaction;
 use serde_json::json;
 
 use crate::db::ledger::{summary, wallet_changes};
-use crate::db::{self, cashes, charge_records, orders};
+use crate::db::{self, cashes, chains, charge_records, orders};
 use crate::domain::command::{CommandType, Envelope};
 use crate::domain::history;
 use crate::domain::outcome::{CommandResult, Rejection};
@@ -90,6 +90,14 @@ pub(crate) async fn answer(
             Ok(period) => match db::history::statement(tx, user, &period).await? {
                 Some(statement) => Ok(succeeded(envelope, None, statement)),
                 None => Err(history::statement_too_long()),
+            },
+            Err(rejection) => Err(rejection),
+        },
+        CommandType::WalletProof => match query::proof_day(data) {
+            Ok(day) => match chains::wallet_proof(tx, user, &day).await? {
+                chains::Proof::Found(proof) => Ok(succeeded(envelope, None, proof)),
+                chains::Proof::NoRoot => Err(query::root_not_found()),
+                chains::Proof::NotInRoot => Err(query::wallet_not_in_root()),
             },
             Err(rejection) => Err(rejection),
         },

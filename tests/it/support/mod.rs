@@ -188,6 +188,9 @@ impl TestEnv {
         // processes the tests start).
         settings.security.operator_users = vec![broker_user(amqp_url)];
         settings.worker.shutdown_timeout_secs = 10;
+        // Yesterday's ledger root would be one more event on every test's events exchange:
+        // the tests of the roots record them themselves.
+        settings.worker.ledger_root_secs = 0;
         let mut db = pluspay::db::connect(&url)
             .await
             .expect("test database connection");
@@ -241,8 +244,8 @@ impl TestEnv {
 
     /// Test-only money: a balanced journal from a `test_funding` system account that exists
     /// only in test databases. Production has no command that mints money. The wallet's entry
-    /// is its next version, as a posting's is; its row is locked first, as the engine's are, so
-    /// that funding a wallet a worker is moving numbers it right.
+    /// is its next version, chained onto its head, as a posting's is; its row is locked first,
+    /// as the engine's are, so that funding a wallet a worker is moving numbers it right.
     pub async fn fund(&self, user: i64, amount: i64) {
         self.db
             .batch_execute(&format!(
@@ -253,21 +256,27 @@ impl TestEnv {
                  BEGIN;
                  SELECT 1 FROM accounts WHERE kind = 'wallet' AND user_id = {user} FOR UPDATE;
                  WITH j AS (INSERT INTO journal (kind) VALUES ('test_funding') RETURNING id),
-                      moves AS (SELECT id AS account_id, {amount}::bigint AS amount,
-                                       entry_count + 1 AS version,
-                                       balance + {amount}::bigint AS balance_after
-                                FROM accounts WHERE kind = 'wallet' AND user_id = {user}
+                      moves AS (SELECT a.id AS account_id, {amount}::bigint AS amount,
+                                       a.entry_count + 1 AS version,
+                                       a.balance + {amount}::bigint AS balance_after,
+                                       ledger_entry_hash(a.head_hash, a.id, a.entry_count + 1,
+                                           {amount}::bigint, a.balance + {amount}::bigint, j.id)
+                                           AS hash
+                                FROM accounts a, j WHERE kind = 'wallet' AND user_id = {user}
                                 UNION ALL
-                                SELECT id, -{amount}::bigint, NULL, NULL FROM accounts
+                                SELECT id, -{amount}::bigint, NULL, NULL, NULL FROM accounts
                                 WHERE name = 'test_funding'),
                       entries AS (INSERT INTO ledger_entries
-                                      (journal_id, account_id, amount, version, balance_after)
-                                  SELECT j.id, m.account_id, m.amount, m.version, m.balance_after
+                                      (journal_id, account_id, amount, version, balance_after,
+                                       hash)
+                                  SELECT j.id, m.account_id, m.amount, m.version, m.balance_after,
+                                         m.hash
                                   FROM j, moves m)
                  UPDATE accounts a SET balance = balance + m.amount,
                         total_income = total_income + greatest(m.amount, 0),
                         total_expenses = total_expenses + greatest(-m.amount, 0),
-                        entry_count = entry_count + 1
+                        entry_count = entry_count + 1,
+                        head_hash = coalesce(m.hash, a.head_hash)
                    FROM moves m WHERE a.id = m.account_id;
                  COMMIT;"
             ))
