@@ -279,6 +279,12 @@ pub struct WorkerSettings {
     /// Merkle root over the accounts' heads (`ledger_roots`), recording it if not; 0: never
     /// (`pluspay root` still records one).
     pub ledger_root_secs: u64,
+    /// Whether the worker publishes `wallet.changed` for every version of a user's wallet and
+    /// points account. Off, none goes out and the cursor stays where it is: turned on again,
+    /// the events of the versions made meanwhile go out then. Each transfer's two events are
+    /// two more messages through the worker and the broker; a platform that consumes none
+    /// saves them.
+    pub wallet_changed: bool,
 }
 
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
@@ -415,6 +421,7 @@ impl Default for WorkerSettings {
             read_retention_secs: 86_400,
             refund_pull_secs: 600,
             ledger_root_secs: 600,
+            wallet_changed: true,
         }
     }
 }

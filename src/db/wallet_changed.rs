@@ -2,7 +2,6 @@
 //! journal order beyond the published cursor (migrations/0022_wallet_changed.sql), for the
 //! worker to publish (src/worker/wallet_changed.rs).
 
-use serde_json::Value;
 use tokio_postgres::Transaction;
 
 use super::ledger::change_json;
@@ -16,8 +15,9 @@ pub struct Change {
     pub user: i64,
     pub unit: String,
     pub version: i64,
-    /// `{user, unit, version, balance, amount, journal, order}`.
-    pub data: Value,
+    /// `{user, unit, version, balance, amount, journal, order}` as JSON text, put into the
+    /// event as it is: the publisher neither parses nor writes it again.
+    pub data: String,
 }
 
 /// Locks the cursor for this transaction and reads it; `None` while another publisher holds
@@ -59,9 +59,9 @@ pub async fn changes(
     let rows = tx
         .query(
             concat!(
-                "SELECT e.journal_id, e.account_id, a.user_id, a.unit, e.version, ",
+                "SELECT e.journal_id, e.account_id, a.user_id, a.unit, e.version, (",
                 change_json!(),
-                " AS data
+                ")::text AS data
                  FROM ledger_entries e JOIN accounts a ON a.id = e.account_id
                  WHERE e.journal_id > $1 AND e.journal_id <= $2
                    AND a.kind IN ('wallet', 'points')

@@ -231,7 +231,11 @@ async fn session(
     // Parked Ping++ events go back on the queue when due, on this session's publisher.
     let sweeper = tokio::spawn(put_back_due_events_periodically(context.clone()));
     let expiry = tokio::spawn(outbox::expire_and_publish_periodically(context.clone()));
-    let mut versions = tokio::spawn(wallet_changed::publish_periodically(context.clone()));
+    let mut versions = tokio::spawn(if settings.worker.wallet_changed {
+        futures_util::future::Either::Left(wallet_changed::publish_periodically(context.clone()))
+    } else {
+        futures_util::future::Either::Right(std::future::ready(()))
+    });
     let mut tasks = JoinSet::new();
     // Commands that can share a transaction wait here until a transaction slot is free and no
     // more are ready right now, or until the batch is full (group commit). A command never

@@ -900,3 +900,47 @@ async fn a_cursor_left_behind_publishes_the_same_bytes_again_then_goes_on() {
     assert_eq!(ids, ["wallet.changed.1.fen.7", "wallet.changed.2.fen.6"]);
     worker.stop().await;
 }
+
+/// Turned off, the worker publishes no `wallet.changed` and leaves the cursor where it is;
+/// turned on again, the versions made meanwhile go out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_wallet_changed_off_nothing_goes_out_and_turned_on_the_missed_versions_do() {
+    use futures_util::StreamExt;
+    let mut env = TestEnv::new().await;
+    env.settings.worker.wallet_changed = false;
+    let mut client = env.client().await;
+    let mut consumer = client
+        .watch(&env.names.events_exchange, "wallet.changed")
+        .await;
+    env.fund(1, 1_000).await;
+    let worker = env.start_worker();
+    let sent = client.call(transfer("off-1", 1, 2, 100)).await;
+    assert_eq!(sent["status"], "succeeded", "{sent}");
+    // A publisher that ran would have gone round about ten times by now.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(
+        env.count("SELECT journal_id FROM wallet_changed_cursor")
+            .await,
+        0
+    );
+    let nothing =
+        tokio::time::timeout(std::time::Duration::from_millis(200), consumer.next()).await;
+    assert!(nothing.is_err(), "a wallet.changed went out while off");
+    worker.stop().await;
+
+    env.settings.worker.wallet_changed = true;
+    let worker = env.start_worker();
+    // User 1: the funding and the transfer; user 2: the transfer.
+    let events = wallet_changed_events(&mut consumer, 3).await;
+    let mut ids: Vec<&str> = events.iter().map(|(id, _)| id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        [
+            "wallet.changed.1.fen.1",
+            "wallet.changed.1.fen.2",
+            "wallet.changed.2.fen.1"
+        ]
+    );
+    worker.stop().await;
+}
