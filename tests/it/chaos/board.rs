@@ -75,6 +75,8 @@ pub(super) struct State {
     pub(super) events: Vec<Value>,
     /// `wallet.changed` by event id: the first copy's body, and how many copies came.
     pub(super) wallet_changed: HashMap<String, (Vec<u8>, usize)>,
+    /// `ledger.root` events, apart from the money's.
+    pub(super) ledger_roots: Vec<Value>,
     /// `wallet.changed` copies whose bytes differ from the first one's.
     pub(super) wallet_changed_differing: Vec<String>,
     /// Per (user, unit), the versions in the order their first copies arrived.
@@ -237,6 +239,12 @@ impl Board {
                         .push(version);
                 }
             }
+            return;
+        }
+        // The workers look for yesterday's root when they start: one of them records it, once
+        // however many start and die (books.rs checks).
+        if event["type"] == "ledger.root" {
+            state.ledger_roots.push(event);
             return;
         }
         if event["type"] == "redpacket.expired" {

@@ -413,6 +413,25 @@ pub(super) async fn check_the_books(
         );
     }
 
+    // ---- ledger.root: yesterday's, recorded once whatever the workers' deaths (copies of
+    // the one event allowed: the outbox publishes at least once)
+    let roots: std::collections::HashSet<&str> = state
+        .ledger_roots
+        .iter()
+        .map(|e| e["event_id"].as_str().expect("an event id"))
+        .collect();
+    assert!(roots.len() <= 1, "more than one day's root: {roots:?}");
+    let recorded = db
+        .query_one("SELECT count(*) FROM ledger_roots", &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(
+        recorded,
+        i64::try_from(roots.len()).unwrap(),
+        "roots recorded and published"
+    );
+
     // ---- wallet.changed: every version of every wallet and points account once (copies
     // identical), in order, the last one at the account's balance
     assert!(
