@@ -494,7 +494,8 @@ async fn build(
                             OVER (PARTITION BY a ORDER BY v
                                   ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
                  FROM (SELECT {journal0} + g AS j, {account0} + d.owner AS a, d.amount AS d,
-                              1 + row_number() OVER w AS v, {FUNDING} + sum(d.amount) OVER w AS b
+                              1 + row_number() OVER w AS v,
+                              ({FUNDING} + sum(d.amount) OVER w)::bigint AS b
                        FROM {history},
                             LATERAL (VALUES (f, -amount), (t, amount)) AS d(owner, amount)
                        WINDOW w AS (PARTITION BY d.owner ORDER BY g
