@@ -11,9 +11,8 @@ use std::cmp::Ordering;
 use serde_json::{Map, Value};
 
 use super::outcome::{Code, FieldErrors, Rejection};
-use super::validate::{text_field, TextField};
+use super::validate::{text_field, TextField, MSG_BAD_DATA};
 
-pub const MSG_BAD_DATA: &str = "发送的数据错误";
 pub const MSG_TIME_REQUIRED: &str = "请填写时间";
 pub const MSG_BAD_RANGE: &str = "结束时间须晚于开始时间";
 pub const MSG_TOO_LONG: &str = "该时间段内的记录过多，请缩小时间范围";
@@ -31,35 +30,39 @@ pub struct UtcTime(String);
 impl UtcTime {
     pub fn parse(text: &str) -> Option<UtcTime> {
         let b = text.as_bytes();
-        if b.len() != 19 {
+        if b.len() != 19 || b[10] != b' ' || b[13] != b':' || b[16] != b':' {
             return None;
         }
-        let separators = [(4, b'-'), (7, b'-'), (10, b' '), (13, b':'), (16, b':')];
-        if separators.iter().any(|&(at, c)| b[at] != c) {
-            return None;
-        }
-        let number = |from: usize, to: usize| -> Option<u32> {
-            let digits = &b[from..to];
-            digits
-                .iter()
-                .all(u8::is_ascii_digit)
-                .then(|| digits.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0')))
-        };
-        let (year, month, day) = (number(0, 4)?, number(5, 7)?, number(8, 10)?);
-        let (hour, minute, second) = (number(11, 13)?, number(14, 16)?, number(17, 19)?);
-        let valid = year >= 1
-            && (1..=12).contains(&month)
-            && day >= 1
-            && day <= days_in_month(year, month)
-            && hour < 24
-            && minute < 60
-            && second < 60;
+        let (hour, minute, second) = (number(b, 11, 13)?, number(b, 14, 16)?, number(b, 17, 19)?);
+        let valid = is_date(&b[..10]) && hour < 24 && minute < 60 && second < 60;
         valid.then(|| UtcTime(text.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// A calendar date `YYYY-MM-DD` that exists (years 1 to 9999), in ASCII digits only: a
+/// time's date, and `wallet.proof`'s day.
+pub fn is_date(b: &[u8]) -> bool {
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return false;
+    }
+    let (Some(year), Some(month), Some(day)) = (number(b, 0, 4), number(b, 5, 7), number(b, 8, 10))
+    else {
+        return false;
+    };
+    year >= 1 && (1..=12).contains(&month) && day >= 1 && day <= days_in_month(year, month)
+}
+
+/// The ASCII digits `b[from..to]` as a number; `None` if any is not a digit.
+fn number(b: &[u8], from: usize, to: usize) -> Option<u32> {
+    let digits = &b[from..to];
+    digits
+        .iter()
+        .all(u8::is_ascii_digit)
+        .then(|| digits.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0')))
 }
 
 fn days_in_month(year: u32, month: u32) -> u32 {

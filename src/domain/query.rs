@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value};
 
+use super::history::is_date;
 use super::outcome::{Code, FieldErrors, Rejection};
 use super::validate::{int_field, text_field, IntField, TextField};
 
@@ -196,37 +197,9 @@ pub fn proof_day(data: &Map<String, Value>) -> Result<String, Rejection> {
         None | Some(Value::Null) => {
             Err(Rejection::field(Code::DayRequired, "day", MSG_DAY_REQUIRED))
         }
-        Some(Value::String(day)) if is_date(day) => Ok(day.clone()),
+        Some(Value::String(day)) if is_date(day.as_bytes()) => Ok(day.clone()),
         Some(_) => Err(Rejection::field(Code::InvalidDay, "day", MSG_BAD_DATA)),
     }
-}
-
-/// `YYYY-MM-DD` of a day that exists (years 1 to 9999), in ASCII digits only.
-fn is_date(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
-        return false;
-    }
-    let number = |range: std::ops::Range<usize>| -> Option<u32> {
-        let digits = &text[range];
-        digits
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| digits.parse().ok())
-            .flatten()
-    };
-    let (Some(year), Some(month), Some(day)) = (number(0..4), number(5..7), number(8..10)) else {
-        return false;
-    };
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let days = match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return false,
-    };
-    year >= 1 && (1..=days).contains(&day)
 }
 
 pub fn root_not_found() -> Rejection {
